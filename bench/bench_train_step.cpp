@@ -1,0 +1,144 @@
+// Times training steps of the jet-tagger shape (16-64-32-32-5): a float LibTorch model and the
+// HGQ model (per-element input, kernel and bias quantizers, EBOPs in the loss), side by side in
+// one process, interleaved, and prints the ratio HGQ / float.
+//
+// Usage: bench_train_step [--batches 1024,33200] [--rounds 7] [--threads 1] [--seconds 0.5]
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "hgqt/config/config.h"
+#include "hgqt/model/model.h"
+#include "hgqt/quant/quantize.h"
+#include "hgqt/train/trainer.h"
+#include "hgqt/util/blas_info.h"
+
+using namespace hgqt;
+
+namespace {
+
+struct FloatNetImpl : torch::nn::Module {
+  FloatNetImpl() {
+    l1 = register_module("l1", torch::nn::Linear(16, 64));
+    l2 = register_module("l2", torch::nn::Linear(64, 32));
+    l3 = register_module("l3", torch::nn::Linear(32, 32));
+    l4 = register_module("l4", torch::nn::Linear(32, 5));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = torch::relu(l1(x));
+    x = torch::relu(l2(x));
+    x = torch::relu(l3(x));
+    return l4(x);
+  }
+  torch::nn::Linear l1{nullptr}, l2{nullptr}, l3{nullptr}, l4{nullptr};
+};
+TORCH_MODULE(FloatNet);
+
+config::ModelSpec jet_spec() {
+  return config::parse_model_yaml(R"(
+input_shape: [16]
+layers:
+  - {type: dense, units: 64, activation: relu}
+  - {type: dense, units: 32, activation: relu}
+  - {type: dense, units: 32, activation: relu}
+  - {type: dense, units: 5}
+)", "bench");
+}
+
+template <typename Step>
+double seconds_per_step(Step&& step, double budget) {
+  step();  // warm
+  int n = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  double elapsed = 0;
+  do {
+    step();
+    ++n;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (elapsed < budget);
+  return elapsed / n;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int64_t> batches{1024, 33200};
+  int rounds = 7, threads = 1;
+  double budget = 0.5;
+  for (int a = 1; a + 1 < argc; a += 2) {
+    if (!std::strcmp(argv[a], "--batches")) batches = parse_list(argv[a + 1]);
+    else if (!std::strcmp(argv[a], "--rounds")) rounds = std::atoi(argv[a + 1]);
+    else if (!std::strcmp(argv[a], "--threads")) threads = std::atoi(argv[a + 1]);
+    else if (!std::strcmp(argv[a], "--seconds")) budget = std::atof(argv[a + 1]);
+    else {
+      std::fprintf(stderr, "unknown option %s\n", argv[a]);
+      return 2;
+    }
+  }
+  torch::set_num_threads(threads);
+  torch::manual_seed(0);
+  (void)torch::mm(torch::ones({8, 8}), torch::ones({8, 8}));
+  std::printf("bench_train_step: jet tagger 16-64-32-32-5, Adam, cross-entropy; %d thread(s); "
+              "median of %d interleaved rounds of >= %.2fs each\n",
+              threads, rounds, budget);
+  std::printf("BLAS: %s\n\n", util::describe(util::detect_blas()).c_str());
+  std::printf("%8s %14s %14s %14s %10s %12s\n", "batch", "float ms/step", "hgqt ms/step",
+              "ATen-path ms", "hgqt/float", "ATen/float");
+  for (auto batch : batches) {
+    auto x = torch::randn({batch, 16});
+    auto y = torch::randint(0, 5, {batch}, torch::kLong);
+    FloatNet fnet;
+    torch::optim::Adam fopt(fnet->parameters(), torch::optim::AdamOptions(1e-3));
+    model::HGQModel hnet(jet_spec());
+    hnet->train();
+    torch::optim::Adam hopt(hnet->parameters(), torch::optim::AdamOptions(1e-3));
+    auto float_step = [&] {
+      auto loss = torch::nn::functional::cross_entropy(fnet->forward(x), y);
+      fopt.zero_grad();
+      loss.backward();
+      fopt.step();
+    };
+    auto hgq_step = [&] {
+      auto loss = train::task_loss(hnet->forward(x), y, "cross_entropy") + 1e-6 * hnet->ebops();
+      hopt.zero_grad();
+      loss.backward();
+      hopt.step();
+      hnet->constrain();
+    };
+    std::vector<double> tf, th, tr;
+    for (int r = 0; r < rounds; ++r) {
+      tf.push_back(seconds_per_step(float_step, budget));
+      quant::set_force_reference_path(false);
+      th.push_back(seconds_per_step(hgq_step, budget));
+      quant::set_force_reference_path(true);
+      tr.push_back(seconds_per_step(hgq_step, budget));
+      quant::set_force_reference_path(false);
+    }
+    const double f = median(tf), h = median(th), a = median(tr);
+    std::printf("%8lld %14.3f %14.3f %14.3f %10.2f %12.2f\n", static_cast<long long>(batch), f * 1e3,
+                h * 1e3, a * 1e3, h / f, a / f);
+    std::fflush(stdout);
+  }
+  std::printf("\nhgqt: fused quantizer kernel (the default); ATen-path: the same model with the "
+              "quantizer composed of ATen ops (the CUDA path).\n");
+  return 0;
+}

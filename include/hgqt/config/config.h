@@ -1,0 +1,145 @@
+// Run configuration: the typed form of a YAML config file (no LibTorch here).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace YAML {
+class Node;
+}
+
+namespace hgqt::config {
+
+/// A user error in a configuration: names the key path, the file and line, and what was expected.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Overrides for one quantizer; unset fields keep the defaults of the quantizer's place.
+/// Example (YAML): `kernel_quantizer: {b: 6, i: 1, round: RND_CONV, granularity: channel}`
+struct QuantizerSpec {
+  std::optional<std::string> param;        ///< "kif" or "kbi"
+  std::optional<int> k;                    ///< sign bit, 0 or 1
+  std::optional<double> b;                 ///< KBI: bits without sign
+  std::optional<double> i;                 ///< integer bits (sign excluded)
+  std::optional<double> f;                 ///< KIF: fractional bits
+  std::optional<std::string> round;        ///< TRN, RND, RND_CONV, S_RND
+  std::optional<std::string> overflow;     ///< WRAP, SAT, SAT_SYM
+  std::optional<std::string> granularity;  ///< tensor, channel, element
+  std::optional<double> i_decay;           ///< WRAP activations: integer-bit decay per step
+  std::optional<bool> trainable;           ///< train the bit widths (default true)
+
+  /// Fields set in `over` replace those of this spec.
+  QuantizerSpec merged(const QuantizerSpec& over) const;
+};
+
+/// One layer of the `model.layers` list.
+struct LayerSpec {
+  std::string type;                 ///< dense, activation, flatten, quantize
+  std::string name;                 ///< optional; defaults to "<type>_<index>"
+  int64_t units = 0;                ///< dense: output features
+  std::string activation = "linear";  ///< dense/activation: linear or relu
+  bool use_bias = true;             ///< dense
+  /// Per-layer quantizer overrides, keyed by role: input, kernel, bias, output (dense);
+  /// output (activation); input (quantize). A present `output` key enables the dense
+  /// layer's optional output quantizer.
+  std::map<std::string, QuantizerSpec> quantizers;
+  int line = 0;  ///< 1-based line in the config file (0 when unknown), for error messages
+};
+
+/// The `model:` section.
+struct ModelSpec {
+  std::vector<int64_t> input_shape;  ///< per-sample shape, batch excluded
+  /// Defaults by place: weight, datalane (activations and inputs), bias.
+  std::map<std::string, QuantizerSpec> defaults;
+  std::vector<LayerSpec> layers;
+};
+
+/// Where one split of the data comes from.
+struct SplitSource {
+  std::string file;      ///< path (relative paths are resolved against the config's folder)
+  std::string features;  ///< HDF5 data set of the features (hdf5 format)
+  std::string labels;    ///< HDF5 data set of the labels (hdf5 format)
+  bool present() const { return !file.empty(); }
+};
+
+/// The `data:` section.
+struct DataSpec {
+  std::string format = "hdf5";  ///< hdf5, jet_csv, jet_hdf5
+  SplitSource train;
+  SplitSource validation;      ///< optional separate validation file
+  SplitSource test;            ///< optional separate test file
+  double validation_split = 0.1;  ///< used when no validation file is given
+  double test_split = 0.0;        ///< carve a test set out of train (jet recipe: 0.2)
+  bool standardize = false;       ///< fit mean/std on train, store with the run
+  uint64_t split_seed = 42;
+  std::vector<std::string> feature_names;  ///< jet formats: columns to use (default: the 16)
+};
+
+/// A point of a piecewise beta schedule: at `epoch`, beta = `value`.
+struct BetaPoint {
+  double epoch = 0;
+  double value = 0;
+};
+
+/// The beta (EBOPs weight) schedule.
+struct BetaSchedule {
+  std::string kind = "constant";  ///< constant, linear, log
+  double value = 0.0;             ///< constant
+  std::vector<BetaPoint> points;  ///< linear/log: interpolated per epoch, held after the last
+};
+
+/// The `train:` section.
+struct TrainSpec {
+  int64_t epochs = 10;
+  int64_t batch_size = 256;
+  std::string optimizer = "adam";  ///< adam, sgd
+  double lr = 1e-3;
+  double momentum = 0.9;         ///< sgd
+  double weight_decay = 0.0;
+  std::string lr_schedule = "cosine";  ///< cosine, constant
+  double min_lr = 0.0;                 ///< cosine floor
+  uint64_t seed = 0;
+  std::string loss = "cross_entropy";  ///< cross_entropy, mse
+  BetaSchedule beta;
+  double gamma = 0.0;       ///< L1 weight on bit parameters
+  int64_t threads = 0;      ///< 0: leave LibTorch's default
+  std::string device = "auto";  ///< auto, cpu, cuda
+};
+
+/// A whole run configuration.
+struct RunConfig {
+  std::string name = "run";
+  std::string source_path;  ///< the file it was read from ("" when built in code)
+  ModelSpec model;
+  DataSpec data;
+  TrainSpec train;
+};
+
+/// Reads and validates a config file; `overrides` are "dotted.key=value" strings applied first.
+/// Throws ConfigError naming file, line, key path and what was expected.
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+/// Parses a config from YAML text; `origin` names it in errors. `source_path` is left empty
+/// (load_run_config sets it).
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& origin,
+                           const std::vector<std::string>& overrides = {});
+
+/// Emits the fully resolved config (every default written out) as YAML text.
+std::string to_yaml(const RunConfig& config);
+
+/// Emits just the model section (used inside checkpoints to rebuild the model).
+std::string model_to_yaml(const ModelSpec& model);
+/// Parses a model section emitted by model_to_yaml.
+ModelSpec parse_model_yaml(const std::string& yaml_text, const std::string& origin);
+
+/// beta at a (fractional) epoch.
+double beta_at(const BetaSchedule& schedule, double epoch);
+
+}  // namespace hgqt::config

@@ -1,0 +1,22 @@
+// Turning loaded data sets into tensors shaped for a model.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "hgqt/data/dataset.h"
+
+namespace hgqt::data {
+
+/// Features [N, input_shape...] float32 and labels: int64 class indices [N] for classification,
+/// float32 [N, d] targets otherwise.
+struct TensorSplit {
+  torch::Tensor x, y;
+  int64_t size() const { return x.defined() ? x.size(0) : 0; }
+};
+
+/// Converts a data set; throws DataError naming `what` when the sample size does not match the
+/// model input, or when labels do not fit `outputs` (class count or target width).
+TensorSplit to_tensors(const Dataset& d, const std::vector<int64_t>& input_shape, int64_t outputs,
+                       bool classification, const std::string& what);
+
+}  // namespace hgqt::data

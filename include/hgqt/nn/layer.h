@@ -1,0 +1,43 @@
+// The interface every quantized layer implements, next to torch::nn::Module.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "hgqt/quant/quantizer.h"
+
+namespace hgqt::nn {
+
+/// A quantizer of a layer, with its role ("input", "kernel", "bias", "output").
+struct NamedQuantizer {
+  std::string role;
+  quant::FixedQuantizer quantizer;
+  /// The tensor it quantizes when that is a layer constant (kernel, bias); undefined otherwise.
+  torch::Tensor constant;
+};
+
+/// What every hgqt layer offers beyond torch::nn::Module.
+class QLayer {
+ public:
+  virtual ~QLayer() = default;
+  /// The layer's computation on a batch.
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  /// Differentiable EBOPs of the layer (quantization.md section 6); 0 for layers without products.
+  virtual torch::Tensor ebops() const;
+  /// The layer's quantizers, in data-flow order.
+  virtual std::vector<NamedQuantizer> quantizers() const { return {}; }
+  /// Per-sample output shape for a per-sample input shape (throws std::invalid_argument).
+  virtual std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const = 0;
+  /// Short type name (dense, activation, flatten, quantize).
+  virtual std::string type_name() const = 0;
+};
+
+/// Activation functions available to layers.
+enum class Activation { Linear, ReLU };
+Activation parse_activation(const std::string& s);  ///< throws std::invalid_argument
+const char* to_string(Activation a);
+torch::Tensor apply_activation(const torch::Tensor& x, Activation a);
+
+}  // namespace hgqt::nn

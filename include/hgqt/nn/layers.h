@@ -1,0 +1,95 @@
+// Quantized layers: QDense, QActivation, Flatten and the input Quantize layer.
+#pragma once
+
+#include <optional>
+
+#include "hgqt/nn/layer.h"
+
+namespace hgqt::nn {
+
+/// Options of QDense. Example: `QDense d(QDenseOptions(16, 64).activation(Activation::ReLU));`
+struct QDenseOptions {
+  QDenseOptions(int64_t in_features, int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(Activation, activation) = Activation::Linear;
+  /// Quantizer options; their shapes are set by the layer. Unset: defaults of the place.
+  TORCH_ARG(std::optional<quant::QuantizerOptions>, input_quantizer) = std::nullopt;
+  TORCH_ARG(std::optional<quant::QuantizerOptions>, kernel_quantizer) = std::nullopt;
+  TORCH_ARG(std::optional<quant::QuantizerOptions>, bias_quantizer) = std::nullopt;
+  /// The optional output quantizer (after the activation); none when unset.
+  TORCH_ARG(std::optional<quant::QuantizerOptions>, output_quantizer) = std::nullopt;
+};
+
+/// y = act(iq(x) @ kq(W) + bq(b)), then the optional output quantizer. W is [in, out].
+class QDenseImpl : public torch::nn::Cloneable<QDenseImpl>, public QLayer {
+ public:
+  explicit QDenseImpl(QDenseOptions options);
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+  torch::Tensor forward(const torch::Tensor& x) override;
+  /// sum_{j,o} b_in[j] b_w[j,o] + mean(b_bias) * n_out.
+  torch::Tensor ebops() const override;
+  std::vector<NamedQuantizer> quantizers() const override;
+  std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
+  std::string type_name() const override { return "dense"; }
+
+  QDenseOptions options;
+  torch::Tensor kernel;  ///< [in, out]
+  torch::Tensor bias;    ///< [out] (undefined without bias)
+  quant::FixedQuantizer iq{nullptr}, kq{nullptr}, bq{nullptr}, oq{nullptr};
+};
+TORCH_MODULE(QDense);
+
+/// Options of QActivation.
+struct QActivationOptions {
+  explicit QActivationOptions(std::vector<int64_t> shape) : shape_(std::move(shape)) {}
+  TORCH_ARG(std::vector<int64_t>, shape);  ///< per-sample shape
+  TORCH_ARG(Activation, activation) = Activation::ReLU;
+  TORCH_ARG(std::optional<quant::QuantizerOptions>, quantizer) = std::nullopt;
+};
+
+/// y = q(act(x)).
+class QActivationImpl : public torch::nn::Cloneable<QActivationImpl>, public QLayer {
+ public:
+  explicit QActivationImpl(QActivationOptions options);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x) override;
+  std::vector<NamedQuantizer> quantizers() const override;
+  std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
+  std::string type_name() const override { return "activation"; }
+
+  QActivationOptions options;
+  quant::FixedQuantizer q{nullptr};
+};
+TORCH_MODULE(QActivation);
+
+/// Flattens every axis but the batch axis.
+class FlattenImpl : public torch::nn::Cloneable<FlattenImpl>, public QLayer {
+ public:
+  FlattenImpl() = default;
+  void reset() override {}
+  torch::Tensor forward(const torch::Tensor& x) override;
+  std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
+  std::string type_name() const override { return "flatten"; }
+};
+TORCH_MODULE(Flatten);
+
+/// A bare quantizer on the data path (e.g. the model input).
+class QuantizeImpl : public torch::nn::Cloneable<QuantizeImpl>, public QLayer {
+ public:
+  explicit QuantizeImpl(quant::QuantizerOptions options);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x) override;
+  std::vector<NamedQuantizer> quantizers() const override;
+  std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
+  std::string type_name() const override { return "quantize"; }
+
+  quant::QuantizerOptions options;
+  quant::FixedQuantizer q{nullptr};
+};
+TORCH_MODULE(Quantize);
+
+}  // namespace hgqt::nn

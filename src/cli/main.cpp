@@ -1,0 +1,197 @@
+// The `hgqt` command line: parses arguments, calls the library, prints. Nothing else.
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "hgqt/config/config.h"
+#include "hgqt/data/dataset.h"
+#include "hgqt/model/checkpoint.h"
+#include "hgqt/model/summary.h"
+#include "hgqt/train/trainer.h"
+#include "hgqt/util/blas_info.h"
+
+namespace fs = std::filesystem;
+using namespace hgqt;
+
+namespace {
+
+std::string blas_line() {
+  // libblas.so.3 is loaded lazily: run one product first.
+  auto a = torch::ones({64, 64});
+  (void)torch::mm(a, a);
+  return util::describe(util::detect_blas());
+}
+
+std::string version_text() {
+  return std::string("hgqt ") + HGQT_VERSION + " (LibTorch " + TORCH_VERSION + ", " +
+         std::to_string(torch::get_num_threads()) + " threads)";
+}
+
+int cmd_doctor() {
+  std::printf("%s\n", version_text().c_str());
+  std::printf("BLAS:    %s\n", blas_line().c_str());
+  std::printf("threads: intra-op %d, inter-op %d\n", torch::get_num_threads(),
+              at::get_num_interop_threads());
+  std::printf("CUDA:    %s\n", torch::cuda::is_available()
+                                   ? (std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
+                                   : "not available (CPU only)");
+  // A quick matrix-product rate, to spot a reference BLAS at a glance.
+  auto a = torch::randn({512, 512}), b = torch::randn({512, 512});
+  (void)torch::mm(a, b);
+  const int reps = 20;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) (void)torch::mm(a, b);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("sgemm:   %.1f GFLOP/s (512x512x512, %d reps)\n", reps * 2.0 * 512 * 512 * 512 / s / 1e9,
+              reps);
+  const bool fmnist = fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+  std::printf("data:    Fashion-MNIST %s\n", fmnist ? "installed (/usr/share/datasets/fashion-mnist)"
+                                                   : "missing (apt-get install dataset-fashion-mnist)");
+  return 0;
+}
+
+void print_result(const train::TrainResult& r, const std::string& run_dir) {
+  auto best = model::load_checkpoint(r.best_checkpoint);
+  std::printf("\nbest checkpoint: %s (epoch %lld)\n", r.best_checkpoint.c_str(),
+              static_cast<long long>(r.best.epoch));
+  std::printf("%s", model::format_summary(model::summarize(best.model)).c_str());
+  if (r.test.samples > 0) {
+    if (std::isnan(r.test.accuracy))
+      std::printf("test loss: %.5f on %lld samples, EBOPs %.0f\n", r.test.loss,
+                  static_cast<long long>(r.test.samples), r.test_ebops);
+    else
+      std::printf("test accuracy: %.2f%% on %lld samples, EBOPs %.0f\n", 100.0 * r.test.accuracy,
+                  static_cast<long long>(r.test.samples), r.test_ebops);
+  }
+  std::printf("run directory: %s (config.yaml, metrics.jsonl, last.pt, best.pt, pareto/)\n",
+              run_dir.c_str());
+}
+
+int cmd_train(const std::string& config_path, const std::vector<std::string>& sets,
+              std::string out, bool overwrite, bool quiet) {
+  auto cfg = config::load_run_config(config_path, sets);
+  if (out.empty()) out = (fs::path("runs") / cfg.name).string();
+  if (fs::exists(fs::path(out) / "last.pt") && !overwrite)
+    throw std::runtime_error("run directory '" + out +
+                             "' already holds a run; choose another --out or pass --overwrite");
+  std::printf("%s\nBLAS: %s\n", version_text().c_str(), blas_line().c_str());
+  train::TrainOptions opt;
+  opt.run_dir = out;
+  opt.quiet = quiet;
+  auto result = train::train(cfg, opt);
+  print_result(result, out);
+  return 0;
+}
+
+int cmd_eval(const std::string& target, const std::string& data_file, const std::string& features,
+             const std::string& labels) {
+  const auto path = model::resolve_checkpoint_path(target);
+  auto ck = model::load_checkpoint(path);
+  auto cfg = config::parse_run_config(ck.meta.config_yaml, path + " (embedded config)");
+  config::DataSpec spec = cfg.data;
+  const auto& src = cfg.data.test.present() ? cfg.data.test : cfg.data.train;
+  spec.train = {data_file, features.empty() ? src.features : features,
+                labels.empty() ? src.labels : labels};
+  spec.validation = {};
+  spec.test = {};
+  spec.validation_split = 0;
+  spec.test_split = 0;
+  spec.standardize = false;
+  auto splits = data::load_splits(spec, ".");
+  if (!ck.meta.feature_mean.empty()) {
+    data::Standardizer st{ck.meta.feature_mean, ck.meta.feature_std};
+    st.apply(splits.train.x);
+  }
+  int64_t outputs = 1;
+  for (auto d : ck.model->output_shape()) outputs *= d;
+  const bool cls = ck.meta.loss == "cross_entropy";
+  auto t = data::to_tensors(splits.train, ck.model->input_shape(), outputs, cls, data_file);
+  auto r = train::evaluate(ck.model, t, ck.meta.loss);
+  std::printf("checkpoint: %s (epoch %lld)\n", path.c_str(), static_cast<long long>(ck.meta.epoch));
+  if (cls)
+    std::printf("accuracy: %.4f  loss: %.5f  samples: %lld  EBOPs: %.0f\n", r.accuracy, r.loss,
+                static_cast<long long>(r.samples), ck.meta.ebops);
+  else
+    std::printf("loss: %.6f  samples: %lld  EBOPs: %.0f\n", r.loss,
+                static_cast<long long>(r.samples), ck.meta.ebops);
+  return 0;
+}
+
+int cmd_summary(const std::string& target) {
+  const auto path = model::resolve_checkpoint_path(target);
+  auto ck = model::load_checkpoint(path);
+  std::printf("checkpoint: %s (epoch %lld, val_accuracy %.4f)\n", path.c_str(),
+              static_cast<long long>(ck.meta.epoch), ck.meta.val_accuracy);
+  std::printf("%s", model::format_summary(model::summarize(ck.model)).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hgqt: high-granularity quantization-aware training for FPGAs and ASICs"};
+  app.require_subcommand(0, 1);
+  bool show_version = false;
+  app.add_flag("--version", show_version, "Print the version, LibTorch and BLAS in use");
+
+  std::string config_path, out, target, data_file, features, labels, src_dir;
+  std::vector<std::string> sets;
+  bool overwrite = false, quiet = false;
+
+  auto* train_cmd = app.add_subcommand("train", "Train the model of a YAML config");
+  train_cmd->add_option("config", config_path, "Config file (YAML)")->required();
+  train_cmd->add_option("--set", sets, "Override a config key: key.path=value (repeatable)");
+  train_cmd->add_option("--out", out, "Run directory (default runs/<name>)");
+  train_cmd->add_flag("--overwrite", overwrite, "Replace an existing run in the run directory");
+  train_cmd->add_flag("--quiet", quiet, "No per-epoch lines");
+
+  auto* eval_cmd = app.add_subcommand("eval", "Evaluate a run or checkpoint on a data file");
+  eval_cmd->add_option("checkpoint", target, "Run directory or checkpoint file")->required();
+  eval_cmd->add_option("--data", data_file, "Data file (format of the run's config)")->required();
+  eval_cmd->add_option("--features", features, "HDF5 data set of the features (default: the config's)");
+  eval_cmd->add_option("--labels", labels, "HDF5 data set of the labels (default: the config's)");
+
+  auto* summary_cmd = app.add_subcommand("summary", "Per-layer bit widths, pruning and EBOPs");
+  summary_cmd->add_option("checkpoint", target, "Run directory or checkpoint file")->required();
+
+  auto* data_cmd = app.add_subcommand("data", "Prepare data sets");
+  data_cmd->require_subcommand(1);
+  auto* fmnist = data_cmd->add_subcommand("fashion-mnist", "Convert Debian's Fashion-MNIST to HDF5");
+  std::string fm_out = "data/fashion_mnist.h5";
+  src_dir = "/usr/share/datasets/fashion-mnist";
+  fmnist->add_option("--out", fm_out, "Output HDF5 file");
+  fmnist->add_option("--src", src_dir, "Folder of the IDX files");
+
+  auto* doctor_cmd = app.add_subcommand("doctor", "Report LibTorch, BLAS, threads and data");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (show_version) {
+      std::printf("%s\nBLAS: %s\n", version_text().c_str(), blas_line().c_str());
+      return 0;
+    }
+    if (*train_cmd) return cmd_train(config_path, sets, out, overwrite, quiet);
+    if (*eval_cmd) return cmd_eval(target, data_file, features, labels);
+    if (*summary_cmd) return cmd_summary(target);
+    if (*fmnist) {
+      data::convert_fashion_mnist(src_dir, fm_out);
+      std::printf("wrote %s (x_train, y_train, x_test, y_test)\n", fm_out.c_str());
+      return 0;
+    }
+    if (*doctor_cmd) return cmd_doctor();
+    std::cout << app.help();
+    return 0;
+  } catch (const config::ConfigError& e) {
+    std::fprintf(stderr, "config error: %s\n", e.what());
+  } catch (const data::DataError& e) {
+    std::fprintf(stderr, "data error: %s\n", e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return 1;
+}

@@ -1,0 +1,798 @@
+#include "hgqt/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "hgqt/config/yaml_reader.h"
+
+namespace hgqt::config {
+
+namespace {
+
+using Keys = std::vector<std::string>;
+
+constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
+
+// ---- The schema: allowed keys per map.
+
+const Keys kTopKeys = {"name", "model", "data", "train"};
+const Keys kModelKeys = {"input_shape", "quantizer_defaults", "layers"};
+const Keys kDefaultPlaces = {"weight", "datalane", "bias"};
+const Keys kLayerKeys = {"type",
+                         "name",
+                         "units",
+                         "activation",
+                         "use_bias",
+                         "input_quantizer",
+                         "kernel_quantizer",
+                         "bias_quantizer",
+                         "output_quantizer"};
+const Keys kQuantizerKeys = {"param", "k",        "b",           "i",       "f",
+                             "round", "overflow", "granularity", "i_decay", "trainable"};
+const Keys kDataKeys = {"format",           "train",      "validation",  "test",
+                        "validation_split", "test_split", "standardize", "split_seed",
+                        "feature_names"};
+const Keys kSourceKeys = {"file", "features", "labels"};
+const Keys kTrainKeys = {"epochs",       "batch_size",  "optimizer", "lr",    "momentum",
+                         "weight_decay", "lr_schedule", "min_lr",    "seed",  "loss",
+                         "beta",         "gamma",       "threads",   "device"};
+const Keys kBetaKeys = {"kind", "value", "points"};
+
+const Keys kAllRoles = {"input", "kernel", "bias", "output"};
+const Keys kLayerTypes = {"dense", "activation", "flatten", "quantize"};
+const Keys kActivations = {"linear", "relu"};
+const Keys kParams = {"kif", "kbi"};
+const Keys kRounds = {"TRN", "RND", "RND_CONV", "S_RND"};
+const Keys kOverflows = {"WRAP", "SAT", "SAT_SYM"};
+const Keys kGranularities = {"tensor", "channel", "element"};
+const Keys kFormats = {"hdf5", "jet_csv", "jet_hdf5"};
+const Keys kOptimizers = {"adam", "sgd"};
+const Keys kLrSchedules = {"cosine", "constant"};
+const Keys kLosses = {"cross_entropy", "mse"};
+const Keys kBetaKinds = {"constant", "linear", "log"};
+const Keys kDevices = {"auto", "cpu", "cuda"};
+
+// Quantizer roles by layer type (YAML key = role + "_quantizer").
+Keys roles_for(const std::string& type) {
+  if (type == "dense") return {"input", "kernel", "bias", "output"};
+  if (type == "activation") return {"output"};
+  if (type == "quantize") return {"input"};
+  return {};
+}
+
+// ---- Schema tree used to check override key paths.
+
+struct Schema {
+  enum Kind { kScalar, kMap, kList } kind = kScalar;
+  std::vector<std::pair<std::string, const Schema*>> fields;  // kMap
+  const Schema* element = nullptr;                            // kList
+  bool scalar_ok = false;  // a map that may also be written as a scalar (beta)
+
+  const Schema* field(const std::string& key) const {
+    for (const auto& f : fields)
+      if (f.first == key) return f.second;
+    return nullptr;
+  }
+  Keys field_names() const {
+    Keys out;
+    for (const auto& f : fields) out.push_back(f.first);
+    return out;
+  }
+};
+
+const Schema& root_schema() {
+  static const Schema scalar{Schema::kScalar, {}, nullptr, false};
+  static const Schema scalar_list{Schema::kList, {}, &scalar, false};
+  static const Schema pair_list{Schema::kList, {}, &scalar_list, false};
+  static const Schema quantizer = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kQuantizerKeys) s.fields.emplace_back(k, &scalar);
+    return s;
+  }();
+  static const Schema defaults = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kDefaultPlaces) s.fields.emplace_back(k, &quantizer);
+    return s;
+  }();
+  static const Schema layer = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kLayerKeys)
+      s.fields.emplace_back(
+          k, k.size() > 10 && k.rfind("_quantizer") == k.size() - 10 ? &quantizer : &scalar);
+    return s;
+  }();
+  static const Schema layers{Schema::kList, {}, &layer, false};
+  static const Schema model{
+      Schema::kMap,
+      {{"input_shape", &scalar_list}, {"quantizer_defaults", &defaults}, {"layers", &layers}},
+      nullptr,
+      false};
+  static const Schema source = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kSourceKeys) s.fields.emplace_back(k, &scalar);
+    return s;
+  }();
+  static const Schema data = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kDataKeys) {
+      if (k == "train" || k == "validation" || k == "test")
+        s.fields.emplace_back(k, &source);
+      else if (k == "feature_names")
+        s.fields.emplace_back(k, &scalar_list);
+      else
+        s.fields.emplace_back(k, &scalar);
+    }
+    return s;
+  }();
+  static const Schema beta{
+      Schema::kMap, {{"kind", &scalar}, {"value", &scalar}, {"points", &pair_list}}, nullptr, true};
+  static const Schema train = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kTrainKeys) s.fields.emplace_back(k, k == "beta" ? &beta : &scalar);
+    return s;
+  }();
+  static const Schema root{
+      Schema::kMap,
+      {{"name", &scalar}, {"model", &model}, {"data", &data}, {"train", &train}},
+      nullptr,
+      false};
+  return root;
+}
+
+// ---- Overrides.
+
+struct PathSegment {
+  std::string key;  // empty for an index
+  std::size_t index = 0;
+  bool is_index() const { return key.empty(); }
+};
+
+[[noreturn]] void override_error(const std::string& origin, const std::string& text,
+                                 const std::string& path, const std::string& message) {
+  throw ConfigError(origin + ": --set '" + text + "': " + (path.empty() ? "" : path + ": ") +
+                    message);
+}
+
+std::vector<PathSegment> parse_override_path(const std::string& origin, const std::string& text,
+                                             const std::string& path) {
+  std::vector<PathSegment> out;
+  std::size_t pos = 0;
+  const auto bad = [&](const std::string& why) {
+    override_error(origin, text, "",
+                   "expected a key path like 'train.epochs' or 'model.layers[1].units' before "
+                   "'=', got '" +
+                       path + "' (" + why + ")");
+  };
+  if (path.empty()) bad("empty key path");
+  while (pos < path.size()) {
+    std::size_t start = pos;
+    while (pos < path.size() &&
+           (std::isalnum(static_cast<unsigned char>(path[pos])) || path[pos] == '_'))
+      ++pos;
+    if (pos == start) bad("empty or invalid key at position " + std::to_string(start + 1));
+    out.push_back({path.substr(start, pos - start), 0});
+    while (pos < path.size() && path[pos] == '[') {
+      const std::size_t close = path.find(']', pos);
+      if (close == std::string::npos || close == pos + 1) bad("unterminated or empty index");
+      const std::string digits = path.substr(pos + 1, close - pos - 1);
+      for (char c : digits)
+        if (!std::isdigit(static_cast<unsigned char>(c))) bad("index must be a number");
+      out.push_back({"", static_cast<std::size_t>(std::strtoull(digits.c_str(), nullptr, 10))});
+      pos = close + 1;
+    }
+    if (pos < path.size()) {
+      if (path[pos] != '.') bad(std::string("unexpected '") + path[pos] + "'");
+      ++pos;
+      if (pos == path.size()) bad("trailing '.'");
+    }
+  }
+  return out;
+}
+
+// Checks the key path against the schema; returns the normalized path string.
+std::string check_override_path(const std::string& origin, const std::string& text,
+                                const std::vector<PathSegment>& segments) {
+  const Schema* s = &root_schema();
+  std::string path;
+  for (const PathSegment& seg : segments) {
+    if (seg.is_index()) {
+      if (s->kind != Schema::kList)
+        override_error(origin, text, index_path(path, seg.index),
+                       "'" + (path.empty() ? std::string("(top level)") : path) +
+                           "' is not a list, cannot index it");
+      s = s->element;
+      path = index_path(path, seg.index);
+      continue;
+    }
+    const std::string next = child_path(path, seg.key);
+    if (s->kind != Schema::kMap)
+      override_error(origin, text, next, "unknown key: '" + path + "' has no sub-keys");
+    const Schema* child = s->field(seg.key);
+    if (child == nullptr) {
+      const Keys names = s->field_names();
+      const std::string best = closest_match(seg.key, names);
+      std::string msg = "unknown key";
+      if (!best.empty()) msg += " (did you mean '" + child_path(path, best) + "'?)";
+      std::string list;
+      for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      msg += "; expected one of " + list;
+      override_error(origin, text, next, msg);
+    }
+    s = child;
+    path = next;
+  }
+  return path;
+}
+
+void apply_override(YAML::Node& root, YamlSource& src, const std::string& origin,
+                    const std::string& text) {
+  const std::size_t eq = text.find('=');
+  if (eq == std::string::npos)
+    override_error(origin, text, "", "expected 'key.path=value', got no '='");
+  std::string key_path = text.substr(0, eq);
+  // Allow "train.epochs = 3".
+  while (!key_path.empty() && std::isspace(static_cast<unsigned char>(key_path.back())))
+    key_path.pop_back();
+  while (!key_path.empty() && std::isspace(static_cast<unsigned char>(key_path.front())))
+    key_path.erase(key_path.begin());
+  const std::string value_text = text.substr(eq + 1);
+  const std::vector<PathSegment> segments = parse_override_path(origin, text, key_path);
+  const std::string path = check_override_path(origin, text, segments);
+
+  YAML::Node value;
+  try {
+    value = YAML::Load(value_text);
+  } catch (const YAML::Exception& e) {
+    override_error(origin, text, path, "the value is not valid YAML: " + e.msg);
+  }
+
+  if (!root.IsDefined() || root.IsNull()) root.reset(YAML::Node(YAML::NodeType::Map));
+  YAML::Node cur(root);
+  std::string cur_path;
+  for (std::size_t n = 0; n < segments.size(); ++n) {
+    const PathSegment& seg = segments[n];
+    const bool last = n + 1 == segments.size();
+    const std::string cur_name = cur_path.empty() ? "(top level)" : cur_path;
+    if (seg.is_index()) {
+      const std::string next = index_path(cur_path, seg.index);
+      if (!cur.IsSequence())
+        override_error(origin, text, next,
+                       "cannot index '" + cur_name + "': it is " + describe_node(cur) +
+                           " in the config, not a list");
+      if (seg.index > cur.size() || (seg.index == cur.size() && !last))
+        override_error(origin, text, next,
+                       "index out of range ('" + cur_name + "' has " + std::to_string(cur.size()) +
+                           " entries)");
+      if (seg.index == cur.size()) {
+        cur.push_back(value);
+      } else if (last) {
+        cur[seg.index] = value;
+      } else {
+        YAML::Node child = cur[seg.index];
+        cur.reset(child);
+      }
+      cur_path = next;
+      continue;
+    }
+    const std::string next = child_path(cur_path, seg.key);
+    if (!cur.IsMap() && !cur.IsNull())
+      override_error(origin, text, next,
+                     "cannot set a key inside '" + cur_name + "': it is " + describe_node(cur) +
+                         " in the config, not a map");
+    if (last) {
+      cur[seg.key] = value;
+    } else {
+      YAML::Node child = cur[seg.key];
+      if (!child.IsDefined()) {
+        if (segments[n + 1].is_index())
+          override_error(origin, text, index_path(next, segments[n + 1].index),
+                         "cannot index '" + next + "': it is not in the config");
+        cur[seg.key] = YAML::Node(YAML::NodeType::Map);
+        child.reset(cur[seg.key]);
+      }
+      cur.reset(child);
+    }
+    cur_path = next;
+  }
+  src.add_override(path, text);
+}
+
+// ---- Reading.
+
+QuantizerSpec read_quantizer(const YamlSource& src, const YAML::Node& node,
+                             const std::string& path) {
+  MapReader m(src, node, path, kQuantizerKeys, /*null_is_empty=*/true);
+  QuantizerSpec q;
+  if (m.has("param")) q.param = read_enum(src, m.get("param"), m.path_of("param"), kParams);
+  if (m.has("k")) q.k = static_cast<int>(read_int(src, m.get("k"), m.path_of("k"), 0, 1));
+  if (m.has("b")) q.b = read_number_min(src, m.get("b"), m.path_of("b"), 0, false);
+  if (m.has("i")) q.i = read_number(src, m.get("i"), m.path_of("i"));
+  if (m.has("f")) q.f = read_number(src, m.get("f"), m.path_of("f"));
+  if (m.has("round")) q.round = read_enum(src, m.get("round"), m.path_of("round"), kRounds);
+  if (m.has("overflow"))
+    q.overflow = read_enum(src, m.get("overflow"), m.path_of("overflow"), kOverflows);
+  if (m.has("granularity"))
+    q.granularity = read_enum(src, m.get("granularity"), m.path_of("granularity"), kGranularities);
+  if (m.has("i_decay"))
+    q.i_decay = read_number_min(src, m.get("i_decay"), m.path_of("i_decay"), 0, false);
+  if (m.has("trainable")) q.trainable = read_bool(src, m.get("trainable"), m.path_of("trainable"));
+  return q;
+}
+
+std::string article(const std::string& word) {
+  return (!word.empty() && std::string("aeiou").find(word[0]) != std::string::npos ? "an '"
+                                                                                   : "a '") +
+         word + "'";
+}
+
+LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::string& path,
+                     std::size_t index) {
+  MapReader m(src, node, path, kLayerKeys);
+  LayerSpec layer;
+  layer.line = src.line(node, path);
+  layer.type = read_enum(src, m.require("type", "one of dense, activation, flatten, quantize"),
+                         m.path_of("type"), kLayerTypes);
+  const std::string& type = layer.type;
+  const std::string for_type = "for " + article(type) + " layer";
+
+  // Keys that depend on the layer type.
+  const Keys roles = roles_for(type);
+  for (const std::string& key : kAllRoles) {
+    if (std::find(roles.begin(), roles.end(), key) == roles.end()) {
+      std::string allowed;
+      for (const auto& r : roles) allowed += (allowed.empty() ? "" : ", ") + r + "_quantizer";
+      m.forbid(key + "_quantizer",
+               for_type + (allowed.empty() ? " (it has no quantizers)"
+                                           : " (allowed quantizers: " + allowed + ")"));
+    }
+  }
+  if (type != "dense") {
+    m.forbid("units", for_type + " (only dense layers have units)");
+    m.forbid("use_bias", for_type + " (only dense layers have a bias)");
+  }
+  if (type != "dense" && type != "activation")
+    m.forbid("activation", for_type + " (only dense and activation layers have one)");
+
+  layer.name = m.string_or("name", type + "_" + std::to_string(index));
+  if (layer.name.empty()) src.fail_expected(m.get("name"), m.path_of("name"), "a non-empty name");
+  if (type == "dense")
+    layer.units =
+        read_int(src, m.require("units", "a positive integer"), m.path_of("units"), 1, kMaxInt);
+  layer.activation = m.enum_or("activation", kActivations, "linear");
+  layer.use_bias = m.bool_or("use_bias", true);
+  for (const std::string& role : roles) {
+    const std::string key = role + "_quantizer";
+    if (m.has(key)) layer.quantizers[role] = read_quantizer(src, m.get(key), m.path_of(key));
+  }
+  return layer;
+}
+
+ModelSpec read_model(const YamlSource& src, const YAML::Node& node, const std::string& path) {
+  MapReader m(src, node, path, kModelKeys);
+  ModelSpec model;
+
+  const YAML::Node shape = m.require("input_shape", "a list of positive integers");
+  const std::string shape_path = m.path_of("input_shape");
+  if (!shape.IsSequence() || shape.size() == 0)
+    src.fail_expected(shape, shape_path, "a non-empty list of positive integers, e.g. [28, 28]");
+  for (std::size_t n = 0; n < shape.size(); ++n)
+    model.input_shape.push_back(read_int(src, shape[n], index_path(shape_path, n), 1, kMaxInt));
+
+  if (m.has("quantizer_defaults")) {
+    const std::string dpath = m.path_of("quantizer_defaults");
+    MapReader d(src, m.get("quantizer_defaults"), dpath, kDefaultPlaces, /*null_is_empty=*/true);
+    for (const std::string& place : kDefaultPlaces)
+      if (d.has(place)) model.defaults[place] = read_quantizer(src, d.get(place), d.path_of(place));
+  }
+
+  const YAML::Node layers = m.require("layers", "a non-empty list of layers");
+  const std::string layers_path = m.path_of("layers");
+  if (!layers.IsSequence() || layers.size() == 0)
+    src.fail_expected(layers, layers_path,
+                      "a non-empty list of layers, e.g. [{type: dense, units: 10}]");
+  std::vector<std::string> name_paths;
+  for (std::size_t n = 0; n < layers.size(); ++n) {
+    const std::string lpath = index_path(layers_path, n);
+    model.layers.push_back(read_layer(src, layers[n], lpath, n));
+    const std::string& name = model.layers.back().name;
+    for (std::size_t prev = 0; prev < n; ++prev) {
+      if (model.layers[prev].name == name) {
+        MapReader again(src, layers[n], lpath, kLayerKeys);
+        const YAML::Node at = again.has("name") ? again.get("name") : layers[n];
+        src.fail(at, child_path(lpath, "name"),
+                 "expected a unique layer name, got '" + name + "' (already used by " +
+                     index_path(layers_path, prev) + ")");
+      }
+    }
+  }
+  return model;
+}
+
+SplitSource read_source(const YamlSource& src, const YAML::Node& node, const std::string& path,
+                        bool need_datasets) {
+  MapReader m(src, node, path, kSourceKeys);
+  SplitSource s;
+  s.file = read_string(src, m.require("file", "a file path"), m.path_of("file"));
+  if (s.file.empty()) src.fail_expected(m.get("file"), m.path_of("file"), "a non-empty file path");
+  for (const char* key : {"features", "labels"}) {
+    std::string value;
+    if (need_datasets) {
+      value =
+          read_string(src, m.require(key, "an HDF5 data set name (format hdf5)"), m.path_of(key));
+      if (value.empty())
+        src.fail_expected(m.get(key), m.path_of(key), "a non-empty HDF5 data set name");
+    } else {
+      value = m.string_or(key, "");
+    }
+    (std::string(key) == "features" ? s.features : s.labels) = value;
+  }
+  return s;
+}
+
+DataSpec read_data(const YamlSource& src, const YAML::Node& node, const std::string& path) {
+  MapReader m(src, node, path, kDataKeys);
+  DataSpec d;
+  d.format = m.enum_or("format", kFormats, d.format);
+  const bool need_datasets = d.format == "hdf5";
+  d.train = read_source(src, m.require("train", "a map with keys file, features, labels"),
+                        m.path_of("train"), need_datasets);
+  if (m.has("validation"))
+    d.validation = read_source(src, m.get("validation"), m.path_of("validation"), need_datasets);
+  if (m.has("test")) d.test = read_source(src, m.get("test"), m.path_of("test"), need_datasets);
+
+  const auto read_fraction = [&](const std::string& key, double fallback) {
+    if (!m.has(key)) return fallback;
+    const YAML::Node v = m.get(key);
+    const std::string expected = "a fraction in [0, 1)";
+    if (!v.IsScalar()) src.fail_expected(v, m.path_of(key), expected);
+    const double x = read_number(src, v, m.path_of(key));
+    if (!(x >= 0 && x < 1)) src.fail_expected(v, m.path_of(key), expected);
+    return x;
+  };
+  d.validation_split = read_fraction("validation_split", d.validation_split);
+  d.test_split = read_fraction("test_split", d.test_split);
+  const double carved =
+      (d.validation.present() ? 0.0 : d.validation_split) + (d.test.present() ? 0.0 : d.test_split);
+  if (carved >= 1.0) {
+    const std::string key = m.has("test_split") ? "test_split" : "validation_split";
+    std::ostringstream got;
+    got << d.validation_split << " + " << d.test_split;
+    src.fail(m.has(key) ? m.get(key) : node, m.path_of(key),
+             "expected validation_split + test_split < 1, got " + got.str());
+  }
+  d.standardize = m.bool_or("standardize", d.standardize);
+  d.split_seed = m.uint64_or("split_seed", d.split_seed);
+  if (m.has("feature_names")) {
+    const YAML::Node names = m.get("feature_names");
+    const std::string npath = m.path_of("feature_names");
+    if (!names.IsSequence()) src.fail_expected(names, npath, "a list of column names");
+    for (std::size_t n = 0; n < names.size(); ++n) {
+      const std::string name = read_string(src, names[n], index_path(npath, n));
+      if (name.empty()) src.fail_expected(names[n], index_path(npath, n), "a non-empty name");
+      if (std::find(d.feature_names.begin(), d.feature_names.end(), name) != d.feature_names.end())
+        src.fail(names[n], index_path(npath, n),
+                 "expected unique feature names, got '" + name + "' twice");
+      d.feature_names.push_back(name);
+    }
+  }
+  return d;
+}
+
+BetaSchedule read_beta(const YamlSource& src, const YAML::Node& node, const std::string& path) {
+  const std::string expected =
+      "a number >= 0 or a map {kind: constant|linear|log, value: x | points: [[epoch, beta], "
+      "...]}";
+  BetaSchedule b;
+  if (node.IsScalar()) {
+    b.kind = "constant";
+    b.value = read_number_min(src, node, path, 0, false);
+    return b;
+  }
+  if (!node.IsMap()) src.fail_expected(node, path, expected);
+  MapReader m(src, node, path, kBetaKeys);
+  b.kind = read_enum(src, m.require("kind", "one of constant, linear, log"), m.path_of("kind"),
+                     kBetaKinds);
+  if (b.kind == "constant") {
+    m.forbid("points", "for kind constant (use kind linear or log)");
+    b.value =
+        read_number_min(src, m.require("value", "a number >= 0"), m.path_of("value"), 0, false);
+    return b;
+  }
+  m.forbid("value", "for kind " + b.kind + " (give points: [[epoch, beta], ...])");
+  const YAML::Node points = m.require("points", "a list of [epoch, beta] pairs");
+  const std::string ppath = m.path_of("points");
+  if (!points.IsSequence() || points.size() == 0)
+    src.fail_expected(points, ppath, "a non-empty list of [epoch, beta] pairs");
+  const bool log = b.kind == "log";
+  for (std::size_t n = 0; n < points.size(); ++n) {
+    const YAML::Node p = points[n];
+    const std::string pp = index_path(ppath, n);
+    if (!p.IsSequence() || p.size() != 2) src.fail_expected(p, pp, "a pair [epoch, beta]");
+    BetaPoint point;
+    point.epoch = read_number_min(src, p[0], index_path(pp, 0), 0, false);
+    point.value = read_number_min(src, p[1], index_path(pp, 1), 0, log);
+    if (!b.points.empty() && point.epoch < b.points.back().epoch) {
+      std::ostringstream os;
+      os << "expected epochs in increasing order (>= " << b.points.back().epoch << "), got '"
+         << p[0].Scalar() << "'";
+      src.fail(p[0], index_path(pp, 0), os.str());
+    }
+    b.points.push_back(point);
+  }
+  return b;
+}
+
+TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::string& path) {
+  MapReader m(src, node, path, kTrainKeys, /*null_is_empty=*/true);
+  TrainSpec t;
+  t.epochs = m.int_or("epochs", t.epochs, 1, kMaxInt);
+  t.batch_size = m.int_or("batch_size", t.batch_size, 1, kMaxInt);
+  t.optimizer = m.enum_or("optimizer", kOptimizers, t.optimizer);
+  t.lr = m.number_or("lr", t.lr, 0, true);
+  t.momentum = m.number_or("momentum", t.momentum, 0, false);
+  t.weight_decay = m.number_or("weight_decay", t.weight_decay, 0, false);
+  t.lr_schedule = m.enum_or("lr_schedule", kLrSchedules, t.lr_schedule);
+  t.min_lr = m.number_or("min_lr", t.min_lr, 0, false);
+  t.seed = m.uint64_or("seed", t.seed);
+  t.loss = m.enum_or("loss", kLosses, t.loss);
+  if (m.has("beta")) t.beta = read_beta(src, m.get("beta"), m.path_of("beta"));
+  t.gamma = m.number_or("gamma", t.gamma, 0, false);
+  t.threads = m.int_or("threads", t.threads, 0, kMaxInt);
+  t.device = m.enum_or("device", kDevices, t.device);
+  return t;
+}
+
+RunConfig read_run_config(const YamlSource& src, const YAML::Node& root) {
+  if (!root.IsDefined() || root.IsNull())
+    src.fail_expected(root, "", "a map with keys name, model, data, train");
+  MapReader m(src, root, "", kTopKeys);
+  RunConfig c;
+  if (m.has("name")) {
+    c.name = read_string(src, m.get("name"), "name");
+    if (c.name.empty()) src.fail_expected(m.get("name"), "name", "a non-empty name");
+  }
+  c.model = read_model(src, m.require("model", "a map with keys input_shape, layers"), "model");
+  c.data = read_data(src, m.require("data", "a map with keys format, train, ..."), "data");
+  TrainSpec defaults;
+  c.train = m.has("train") ? read_train(src, m.get("train"), "train") : defaults;
+  return c;
+}
+
+YAML::Node load_text(const std::string& text, const std::string& origin) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    std::string where = origin;
+    if (!e.mark.is_null())
+      where += ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1);
+    throw ConfigError(where + ": YAML syntax error: " + e.msg);
+  }
+}
+
+// ---- Writing.
+
+// Shortest decimal form that reads back to the same double.
+std::string format_double(double v) {
+  char buf[64];
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);  // integral: "300", not "3e+02"
+    return buf;
+  }
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
+void emit_quantizer(YAML::Emitter& out, const QuantizerSpec& q) {
+  out << YAML::Flow << YAML::BeginMap;
+  if (q.param) out << YAML::Key << "param" << YAML::Value << *q.param;
+  if (q.k) out << YAML::Key << "k" << YAML::Value << std::to_string(*q.k);
+  if (q.b) out << YAML::Key << "b" << YAML::Value << format_double(*q.b);
+  if (q.i) out << YAML::Key << "i" << YAML::Value << format_double(*q.i);
+  if (q.f) out << YAML::Key << "f" << YAML::Value << format_double(*q.f);
+  if (q.round) out << YAML::Key << "round" << YAML::Value << *q.round;
+  if (q.overflow) out << YAML::Key << "overflow" << YAML::Value << *q.overflow;
+  if (q.granularity) out << YAML::Key << "granularity" << YAML::Value << *q.granularity;
+  if (q.i_decay) out << YAML::Key << "i_decay" << YAML::Value << format_double(*q.i_decay);
+  if (q.trainable)
+    out << YAML::Key << "trainable" << YAML::Value << (*q.trainable ? "true" : "false");
+  out << YAML::EndMap;
+}
+
+void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
+  out << YAML::Key << "input_shape" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (int64_t d : model.input_shape) out << std::to_string(d);
+  out << YAML::EndSeq;
+  out << YAML::Key << "quantizer_defaults" << YAML::Value;
+  if (model.defaults.empty()) out << YAML::Flow;
+  out << YAML::BeginMap;
+  for (const std::string& place : kDefaultPlaces) {
+    const auto it = model.defaults.find(place);
+    if (it == model.defaults.end()) continue;
+    out << YAML::Key << place << YAML::Value;
+    emit_quantizer(out, it->second);
+  }
+  out << YAML::EndMap;
+  out << YAML::Key << "layers" << YAML::Value << YAML::BeginSeq;
+  for (const LayerSpec& layer : model.layers) {
+    out << YAML::Flow << YAML::BeginMap;
+    out << YAML::Key << "type" << YAML::Value << layer.type;
+    out << YAML::Key << "name" << YAML::Value << layer.name;
+    if (layer.type == "dense")
+      out << YAML::Key << "units" << YAML::Value << std::to_string(layer.units);
+    if (layer.type == "dense" || layer.type == "activation")
+      out << YAML::Key << "activation" << YAML::Value << layer.activation;
+    if (layer.type == "dense")
+      out << YAML::Key << "use_bias" << YAML::Value << (layer.use_bias ? "true" : "false");
+    for (const std::string& role : kAllRoles) {
+      const auto it = layer.quantizers.find(role);
+      if (it == layer.quantizers.end()) continue;
+      out << YAML::Key << role + "_quantizer" << YAML::Value;
+      emit_quantizer(out, it->second);
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+}
+
+void emit_source(YAML::Emitter& out, const std::string& key, const SplitSource& s) {
+  out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+  out << YAML::Key << "file" << YAML::Value << s.file;
+  if (!s.features.empty()) out << YAML::Key << "features" << YAML::Value << s.features;
+  if (!s.labels.empty()) out << YAML::Key << "labels" << YAML::Value << s.labels;
+  out << YAML::EndMap;
+}
+
+void emit_beta(YAML::Emitter& out, const BetaSchedule& b) {
+  out << YAML::Flow << YAML::BeginMap;
+  out << YAML::Key << "kind" << YAML::Value << b.kind;
+  if (b.kind == "constant") {
+    out << YAML::Key << "value" << YAML::Value << format_double(b.value);
+  } else {
+    out << YAML::Key << "points" << YAML::Value << YAML::BeginSeq;
+    for (const BetaPoint& p : b.points)
+      out << YAML::BeginSeq << format_double(p.epoch) << format_double(p.value) << YAML::EndSeq;
+    out << YAML::EndSeq;
+  }
+  out << YAML::EndMap;
+}
+
+template <typename T>
+void emit_kv(YAML::Emitter& out, const std::string& key, const T& value) {
+  out << YAML::Key << key << YAML::Value << value;
+}
+
+}  // namespace
+
+// ---- Public API.
+
+QuantizerSpec QuantizerSpec::merged(const QuantizerSpec& over) const {
+  QuantizerSpec out = *this;
+  if (over.param) out.param = over.param;
+  if (over.k) out.k = over.k;
+  if (over.b) out.b = over.b;
+  if (over.i) out.i = over.i;
+  if (over.f) out.f = over.f;
+  if (over.round) out.round = over.round;
+  if (over.overflow) out.overflow = over.overflow;
+  if (over.granularity) out.granularity = over.granularity;
+  if (over.i_decay) out.i_decay = over.i_decay;
+  if (over.trainable) out.trainable = over.trainable;
+  return out;
+}
+
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& origin,
+                           const std::vector<std::string>& overrides) {
+  YamlSource src(origin);
+  YAML::Node root = load_text(yaml_text, origin);
+  if (!root.IsDefined() || root.IsNull() || root.IsMap()) {
+    for (const std::string& text : overrides) apply_override(root, src, origin, text);
+  } else if (!overrides.empty()) {
+    src.fail_expected(root, "", "a map with keys name, model, data, train");
+  }
+  return read_run_config(src, root);
+}
+
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("cannot read config file '" + path + "' (it is a folder)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("cannot read config file '" + path + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ConfigError("cannot read config file '" + path + "'");
+  RunConfig config = parse_run_config(text.str(), path, overrides);
+  config.source_path = path;
+  return config;
+}
+
+std::string model_to_yaml(const ModelSpec& model) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  emit_model_body(out, model);
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+ModelSpec parse_model_yaml(const std::string& yaml_text, const std::string& origin) {
+  YamlSource src(origin);
+  const YAML::Node root = load_text(yaml_text, origin);
+  return read_model(src, root, "");
+}
+
+std::string to_yaml(const RunConfig& c) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  emit_kv(out, "name", c.name);
+
+  out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  emit_model_body(out, c.model);
+  out << YAML::EndMap;
+
+  const DataSpec& d = c.data;
+  out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  emit_kv(out, "format", d.format);
+  emit_source(out, "train", d.train);
+  if (d.validation.present()) emit_source(out, "validation", d.validation);
+  if (d.test.present()) emit_source(out, "test", d.test);
+  emit_kv(out, "validation_split", format_double(d.validation_split));
+  emit_kv(out, "test_split", format_double(d.test_split));
+  emit_kv(out, "standardize", std::string(d.standardize ? "true" : "false"));
+  emit_kv(out, "split_seed", std::to_string(d.split_seed));
+  out << YAML::Key << "feature_names" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const std::string& n : d.feature_names) out << n;
+  out << YAML::EndSeq;
+  out << YAML::EndMap;
+
+  const TrainSpec& t = c.train;
+  out << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
+  emit_kv(out, "epochs", std::to_string(t.epochs));
+  emit_kv(out, "batch_size", std::to_string(t.batch_size));
+  emit_kv(out, "optimizer", t.optimizer);
+  emit_kv(out, "lr", format_double(t.lr));
+  emit_kv(out, "momentum", format_double(t.momentum));
+  emit_kv(out, "weight_decay", format_double(t.weight_decay));
+  emit_kv(out, "lr_schedule", t.lr_schedule);
+  emit_kv(out, "min_lr", format_double(t.min_lr));
+  emit_kv(out, "seed", std::to_string(t.seed));
+  emit_kv(out, "loss", t.loss);
+  out << YAML::Key << "beta" << YAML::Value;
+  emit_beta(out, t.beta);
+  emit_kv(out, "gamma", format_double(t.gamma));
+  emit_kv(out, "threads", std::to_string(t.threads));
+  emit_kv(out, "device", t.device);
+  out << YAML::EndMap;
+
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+double beta_at(const BetaSchedule& schedule, double epoch) {
+  if (schedule.kind == "constant" || schedule.points.empty()) return schedule.value;
+  const std::vector<BetaPoint>& p = schedule.points;
+  if (epoch <= p.front().epoch) return p.front().value;
+  if (epoch >= p.back().epoch) return p.back().value;
+  // The last point at or before `epoch`; the next one is strictly after it.
+  std::size_t n = 0;
+  while (n + 1 < p.size() && p[n + 1].epoch <= epoch) ++n;
+  const BetaPoint& a = p[n];
+  const BetaPoint& b = p[n + 1];
+  const double t = (epoch - a.epoch) / (b.epoch - a.epoch);
+  if (schedule.kind == "log" && a.value > 0 && b.value > 0)
+    return a.value * std::pow(b.value / a.value, t);
+  return a.value + t * (b.value - a.value);
+}
+
+}  // namespace hgqt::config

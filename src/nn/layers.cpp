@@ -1,0 +1,152 @@
+// Quantized layers and their EBOPs.
+#include "hgqt/nn/layers.h"
+
+#include <stdexcept>
+
+namespace hgqt::nn {
+
+using quant::Place;
+using quant::QuantizerOptions;
+
+torch::Tensor QLayer::ebops() const { return torch::zeros({}); }
+
+Activation parse_activation(const std::string& s) {
+  if (s == "linear") return Activation::Linear;
+  if (s == "relu") return Activation::ReLU;
+  throw std::invalid_argument("unknown activation '" + s + "' (expected linear or relu)");
+}
+
+const char* to_string(Activation a) { return a == Activation::ReLU ? "relu" : "linear"; }
+
+torch::Tensor apply_activation(const torch::Tensor& x, Activation a) {
+  return a == Activation::ReLU ? torch::relu(x) : x;
+}
+
+namespace {
+// Options for a quantizer of `place` governing `shape`: the given options (shape replaced) or
+// the place's defaults.
+QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Place place,
+                               std::vector<int64_t> shape) {
+  QuantizerOptions o = given ? *given : quant::default_quantizer_options(place, shape);
+  o.shape(std::move(shape));
+  o.batch_axis(place == Place::Datalane);
+  return o;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t n = 0; n < s.size(); ++n) out += (n ? ", " : "") + std::to_string(s[n]);
+  return out + "]";
+}
+}  // namespace
+
+// ------------------------------------------------------------------------- QDense
+QDenseImpl::QDenseImpl(QDenseOptions options_) : options(std::move(options_)) { reset(); }
+
+void QDenseImpl::reset() {
+  const int64_t in = options.in_features(), out = options.out_features();
+  if (in <= 0 || out <= 0)
+    throw std::invalid_argument("QDense: in and out features must be positive, got " +
+                                std::to_string(in) + " and " + std::to_string(out));
+  // Glorot uniform kernel, zero bias (the Keras defaults HGQ models are trained with).
+  const double limit = std::sqrt(6.0 / static_cast<double>(in + out));
+  kernel = register_parameter("kernel", torch::empty({in, out}).uniform_(-limit, limit));
+  if (options.bias()) bias = register_parameter("bias", torch::zeros({out}));
+  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
+  kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, {in, out})));
+  if (options.bias())
+    bq = register_module("bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {out})));
+  if (options.output_quantizer())
+    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane, {out})));
+}
+
+void QDenseImpl::pretty_print(std::ostream& s) const {
+  s << "hgqt::QDense(" << options.in_features() << " -> " << options.out_features() << ", "
+    << to_string(options.activation()) << ")";
+}
+
+torch::Tensor QDenseImpl::forward(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(), "QDense expects input [batch, ",
+              options.in_features(), "], got ", x.sizes());
+  auto xq = iq->forward(x);
+  auto w = kq->forward(kernel);
+  auto y = bias.defined() ? torch::addmm(bq->forward(bias), xq, w) : torch::mm(xq, w);
+  y = apply_activation(y, options.activation());
+  return oq ? oq->forward(y) : y;
+}
+
+torch::Tensor QDenseImpl::ebops() const {
+  const int64_t in = options.in_features(), out = options.out_features();
+  auto b_in = iq->bits().expand({in});
+  auto b_w = kq->bits().expand({in, out});
+  auto e = torch::mv(b_w.t(), b_in).sum();
+  if (bq) e = e + bq->bits().mean() * static_cast<double>(out);
+  return e;
+}
+
+std::vector<NamedQuantizer> QDenseImpl::quantizers() const {
+  std::vector<NamedQuantizer> qs{{"input", iq, {}}, {"kernel", kq, kernel}};
+  if (bq) qs.push_back({"bias", bq, bias});
+  if (oq) qs.push_back({"output", oq, {}});
+  return qs;
+}
+
+std::vector<int64_t> QDenseImpl::output_shape(const std::vector<int64_t>& in) const {
+  if (in.size() != 1 || in[0] != options.in_features())
+    throw std::invalid_argument("dense layer expects per-sample input [" +
+                                std::to_string(options.in_features()) + "], got " + shape_str(in) +
+                                (in.size() > 1 ? " (add a flatten layer before it)" : ""));
+  return {options.out_features()};
+}
+
+// ------------------------------------------------------------------------- QActivation
+QActivationImpl::QActivationImpl(QActivationOptions options_) : options(std::move(options_)) {
+  reset();
+}
+
+void QActivationImpl::reset() {
+  q = register_module("q", quant::FixedQuantizer(quantizer_for(options.quantizer(), Place::Datalane, options.shape())));
+}
+
+torch::Tensor QActivationImpl::forward(const torch::Tensor& x) {
+  return q->forward(apply_activation(x, options.activation()));
+}
+
+std::vector<NamedQuantizer> QActivationImpl::quantizers() const { return {{"output", q, {}}}; }
+
+std::vector<int64_t> QActivationImpl::output_shape(const std::vector<int64_t>& in) const {
+  if (in != options.shape())
+    throw std::invalid_argument("activation layer built for " + shape_str(options.shape()) +
+                                " got " + shape_str(in));
+  return in;
+}
+
+// ------------------------------------------------------------------------- Flatten
+torch::Tensor FlattenImpl::forward(const torch::Tensor& x) { return x.reshape({x.size(0), -1}); }
+
+std::vector<int64_t> FlattenImpl::output_shape(const std::vector<int64_t>& in) const {
+  int64_t n = 1;
+  for (auto d : in) n *= d;
+  return {n};
+}
+
+// ------------------------------------------------------------------------- Quantize
+QuantizeImpl::QuantizeImpl(QuantizerOptions options_) : options(std::move(options_)) { reset(); }
+
+void QuantizeImpl::reset() {
+  options.batch_axis(true);
+  q = register_module("q", quant::FixedQuantizer(options));
+}
+
+torch::Tensor QuantizeImpl::forward(const torch::Tensor& x) { return q->forward(x); }
+
+std::vector<NamedQuantizer> QuantizeImpl::quantizers() const { return {{"input", q, {}}}; }
+
+std::vector<int64_t> QuantizeImpl::output_shape(const std::vector<int64_t>& in) const {
+  if (in != options.shape())
+    throw std::invalid_argument("quantize layer built for " + shape_str(options.shape()) +
+                                " got " + shape_str(in));
+  return in;
+}
+
+}  // namespace hgqt::nn

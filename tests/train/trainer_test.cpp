@@ -1,0 +1,185 @@
+// Training: one step moves weights and bits; a short Fashion-MNIST run learns; beta lowers EBOPs.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "hgqt/train/pareto.h"
+#include "hgqt/train/trainer.h"
+
+using namespace hgqt;
+
+namespace {
+std::string temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() /
+           ("hgqt_train_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  return p.string();
+}
+
+config::RunConfig small_config(double beta, int64_t epochs) {
+  auto cfg = config::parse_run_config(R"(
+name: blobs
+model:
+  input_shape: [8]
+  layers:
+    - {type: dense, units: 16, activation: relu}
+    - {type: dense, units: 3}
+data:
+  train: {file: unused.h5, features: x, labels: y}
+train:
+  epochs: 4
+  batch_size: 64
+  lr: 0.01
+  seed: 3
+)", "test");
+  cfg.train.epochs = epochs;
+  cfg.train.beta.kind = "constant";
+  cfg.train.beta.value = beta;
+  return cfg;
+}
+
+// Three Gaussian blobs in 8 dimensions.
+data::TensorSplit blobs(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto y = torch::randint(0, 3, {n}, torch::kLong);
+  auto centers = torch::randn({3, 8}) * 2;
+  auto x = centers.index_select(0, y) + torch::randn({n, 8});
+  return {x, y};
+}
+}  // namespace
+
+TEST(Trainer, OneStepChangesWeightsAndBits) {
+  auto cfg = small_config(1e-5, 1);
+  model::HGQModel m(cfg.model);
+  m->train();
+  auto data = blobs(64, 1);
+  std::vector<torch::Tensor> before;
+  for (auto& p : m->parameters()) before.push_back(p.detach().clone());
+  torch::optim::Adam opt(m->parameters(), torch::optim::AdamOptions(0.01));
+  auto loss = train::task_loss(m->forward(data.x), data.y, "cross_entropy") + 1e-5 * m->ebops();
+  opt.zero_grad();
+  loss.backward();
+  opt.step();
+  auto* d = dynamic_cast<nn::QDenseImpl*>(m->layers()[0].layer);
+  auto params = m->named_parameters();
+  bool kernel_moved = false, bits_moved = false;
+  size_t n = 0;
+  for (auto& kv : params) {
+    const bool moved = !torch::equal(kv.value(), before[n++]);
+    if (kv.key().find("kernel") != std::string::npos && moved) kernel_moved = true;
+    const auto& leaf = kv.key().substr(kv.key().rfind('.') + 1);
+    if ((leaf == "b" || leaf == "f" || leaf == "i") && moved) bits_moved = true;
+  }
+  EXPECT_TRUE(kernel_moved);
+  EXPECT_TRUE(bits_moved);
+  EXPECT_NE(d, nullptr);
+}
+
+TEST(Trainer, RaisingBetaLowersEbops) {
+  auto all = blobs(1280, 5);
+  data::TensorSplit train_split{all.x.slice(0, 0, 1024), all.y.slice(0, 0, 1024)};
+  data::TensorSplit val{all.x.slice(0, 1024), all.y.slice(0, 1024)};
+  auto run = [&](double beta) {
+    // Bits move at most ~lr per Adam step: give them room to travel a few bits.
+    auto cfg = small_config(beta, 10);
+    cfg.train.lr = 0.02;
+    cfg.train.lr_schedule = "constant";
+    model::HGQModel m(cfg.model);
+    train::TrainOptions o;
+    o.run_dir = temp_dir("beta" + std::to_string(beta));
+    o.quiet = getenv("HGQT_TEST_VERBOSE") == nullptr;
+    auto r = train::train_model(m, cfg, train_split, val, {}, {}, o);
+    return r.history.back();
+  };
+  auto low = run(0.0), high = run(1e-3);
+  EXPECT_LT(high.ebops, 0.7 * low.ebops) << "beta 0: " << low.ebops << ", beta 1e-3: " << high.ebops;
+  EXPECT_GT(low.val_accuracy, 0.8);
+}
+
+TEST(Trainer, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
+  auto cfg = small_config(1e-6, 3);
+  model::HGQModel m(cfg.model);
+  train::TrainOptions o;
+  o.run_dir = temp_dir("rundir");
+  o.quiet = true;
+  auto r = train::train_model(m, cfg, blobs(512, 1), blobs(128, 2), blobs(128, 3), {}, o);
+  namespace fs = std::filesystem;
+  for (const char* f : {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "pareto.json", "result.json"})
+    EXPECT_TRUE(fs::exists(fs::path(o.run_dir) / f)) << f;
+  std::ifstream in(fs::path(o.run_dir) / "metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    EXPECT_NE(line.find("\"ebops\""), std::string::npos);
+  }
+  EXPECT_EQ(lines, 3);
+  EXPECT_EQ(r.test.samples, 128);
+  // The resolved config parses back.
+  auto back = config::load_run_config((fs::path(o.run_dir) / "config.yaml").string());
+  EXPECT_EQ(back.train.epochs, 3);
+  int pareto_files = 0;
+  for (auto& e : fs::directory_iterator(fs::path(o.run_dir) / "pareto")) pareto_files += e.path().extension() == ".pt";
+  EXPECT_GE(pareto_files, 1);
+}
+
+TEST(Trainer, DivergenceIsReportedWithEpoch) {
+  auto cfg = small_config(0.0, 2);
+  model::HGQModel m(cfg.model);
+  train::TrainOptions o;
+  o.run_dir = temp_dir("nan");
+  o.quiet = true;
+  auto bad = blobs(128, 1);
+  bad.x[5][2] = std::nanf("");
+  try {
+    train::train_model(m, cfg, bad, {}, {}, {}, o);
+    FAIL() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("epoch 1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pareto, KeepsOnlyNonDominated) {
+  train::ParetoFront f;
+  f.insert({1, 0.70, 1000, "a"});
+  EXPECT_TRUE(f.dominated(0.69, 1100));
+  EXPECT_TRUE(f.dominated(0.70, 1000));
+  EXPECT_FALSE(f.dominated(0.72, 1500));
+  f.insert({2, 0.72, 1500, "b"});
+  auto dropped = f.insert({3, 0.75, 900, "c"});
+  EXPECT_EQ(dropped.size(), 2u);
+  ASSERT_EQ(f.entries().size(), 1u);
+  EXPECT_EQ(f.entries()[0].path, "c");
+}
+
+TEST(Trainer, ShortFashionMnistRunLowersLoss) {
+  const std::string dir = "/usr/share/datasets/fashion-mnist";
+  if (!std::filesystem::exists(dir + "/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto images = data::read_idx(dir + "/train-images-idx3-ubyte.gz");
+  auto labels = data::read_idx(dir + "/train-labels-idx1-ubyte.gz");
+  const int64_t n = 4000;
+  auto x = torch::from_blob(images.values.data(), {images.rows(), 28, 28}).slice(0, 0, n).clone() / 255.0;
+  auto y = torch::from_blob(labels.values.data(), {labels.rows()}).slice(0, 0, n).to(torch::kLong);
+  auto cfg = config::parse_run_config(R"(
+model:
+  input_shape: [28, 28]
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 32, activation: relu}
+    - {type: dense, units: 10}
+data:
+  train: {file: unused.h5, features: x, labels: y}
+train: {epochs: 3, batch_size: 128, lr: 0.003, beta: 1.0e-8, seed: 1}
+)", "test");
+  model::HGQModel m(cfg.model);
+  train::TrainOptions o;
+  o.run_dir = temp_dir("fmnist");
+  o.quiet = true;
+  data::TensorSplit tr{x.slice(0, 0, 3000), y.slice(0, 0, 3000)}, va{x.slice(0, 3000), y.slice(0, 3000)};
+  auto r = train::train_model(m, cfg, tr, va, {}, {}, o);
+  ASSERT_EQ(r.history.size(), 3u);
+  EXPECT_LT(r.history.back().loss, r.history.front().loss);
+  EXPECT_GT(r.history.back().val_accuracy, 0.7);
+}
