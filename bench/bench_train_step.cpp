@@ -84,7 +84,14 @@ int main(int argc, char** argv) {
   std::vector<int64_t> batches{1024, 33200};
   int rounds = 7, threads = 1;
   double budget = 0.5;
+  bool breakdown = false;
+  for (int a = 1; a < argc; ++a)
+    if (!std::strcmp(argv[a], "--breakdown")) breakdown = true;
   for (int a = 1; a + 1 < argc; a += 2) {
+    if (!std::strcmp(argv[a], "--breakdown")) {
+      --a;
+      continue;
+    }
     if (!std::strcmp(argv[a], "--batches")) batches = parse_list(argv[a + 1]);
     else if (!std::strcmp(argv[a], "--rounds")) rounds = std::atoi(argv[a + 1]);
     else if (!std::strcmp(argv[a], "--threads")) threads = std::atoi(argv[a + 1]);
@@ -124,6 +131,36 @@ int main(int argc, char** argv) {
       hopt.step();
       hnet->constrain();
     };
+    if (breakdown) {
+      // Where an HGQ step spends its time, phase by phase (one thread of the machine's noise).
+      using clk = std::chrono::steady_clock;
+      double t_fwd = 0, t_ebops = 0, t_bwd = 0, t_opt = 0, t_con = 0;
+      const int reps = 200;
+      for (int r = 0; r < reps; ++r) {
+        auto t0 = clk::now();
+        auto out = hnet->forward(x);
+        auto loss = train::task_loss(out, y, "cross_entropy");
+        auto t1 = clk::now();
+        loss = loss + 1e-6 * hnet->ebops();
+        auto t2 = clk::now();
+        hopt.zero_grad();
+        loss.backward();
+        auto t3 = clk::now();
+        hopt.step();
+        auto t4 = clk::now();
+        hnet->constrain();
+        auto t5 = clk::now();
+        auto d = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+        t_fwd += d(t0, t1);
+        t_ebops += d(t1, t2);
+        t_bwd += d(t2, t3);
+        t_opt += d(t3, t4);
+        t_con += d(t4, t5);
+      }
+      std::printf("  batch %lld breakdown (ms): forward %.3f  ebops %.3f  backward %.3f  adam %.3f  constrain %.3f\n",
+                  static_cast<long long>(batch), t_fwd / reps * 1e3, t_ebops / reps * 1e3,
+                  t_bwd / reps * 1e3, t_opt / reps * 1e3, t_con / reps * 1e3);
+    }
     std::vector<double> tf, th, tr;
     for (int r = 0; r < rounds; ++r) {
       tf.push_back(seconds_per_step(float_step, budget));

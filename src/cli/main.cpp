@@ -190,6 +190,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "config error: %s\n", e.what());
   } catch (const data::DataError& e) {
     std::fprintf(stderr, "data error: %s\n", e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
   }

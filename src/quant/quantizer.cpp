@@ -96,15 +96,9 @@ torch::Tensor FixedQuantizerImpl::forward(const torch::Tensor& x) {
 }
 
 void FixedQuantizerImpl::track_integer_bits(const torch::Tensor& absmax) {
-  torch::NoGradGuard no_grad;
-  // Reduce |x_hat| max over the elements that share a parameter.
-  auto am = absmax;
-  for (int64_t d = 0; d < am.dim(); ++d)
-    if (param_shape_[static_cast<size_t>(d)] == 1 && am.size(d) != 1) am = std::get<0>(am.max(d, true));
-  auto [ke, ie, fe] = kif();
-  auto needed = torch::ceil(torch::log2(am + torch::exp2(-fe.to(torch::kDouble))));
-  auto updated = torch::max(i.to(torch::kDouble) - options.i_decay(), needed);
-  i.copy_(updated.clamp(options.i_min(), options.i_max()).to(i.scalar_type()));
+  const bool kif_param = options.param() == Parameterization::KIF;
+  update_integer_bits(i, k, kif_param ? i : b, kif_param ? f : i, options.param(), absmax,
+                      options.i_decay(), options.i_min(), options.i_max());
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FixedQuantizerImpl::kif() const {

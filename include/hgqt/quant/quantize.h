@@ -42,6 +42,14 @@ torch::Tensor fixed_quantize_reference(const torch::Tensor& x, const torch::Tens
                                        const QuantizeSettings& settings,
                                        torch::Tensor* absmax = nullptr);
 
+/// Integer-bit tracking of a WRAP quantizer in training (section 4):
+/// i <- clamp(max(i - decay, ceil(log2(max|x_hat| + 2^-f))), i_min, i_max), the max taken over the
+/// elements sharing each entry of `i`. `absmax` is per element of the per-sample shape, as
+/// returned by fixed_quantize; (k, a, c) are the quantizer's parameters as passed to it.
+void update_integer_bits(torch::Tensor& i, const torch::Tensor& k, const torch::Tensor& a,
+                         const torch::Tensor& c, Parameterization param,
+                         const torch::Tensor& absmax, double decay, double i_min, double i_max);
+
 /// Forces the generic ATen path also on CPU (for tests and benchmarks).
 void set_force_reference_path(bool force);
 
