@@ -20,8 +20,7 @@ else
   "$hgqt" data fashion-mnist --out "$data"
 fi
 
-"$hgqt" train configs/fashion_mnist_mlp.yaml --out "$run_dir" "$@"
-"$hgqt" summary "$run_dir/best.pt"
+"$hgqt" train configs/fashion_mnist_mlp.yaml --out "$run_dir" --overwrite "$@"
 
 elapsed=$(( $(date +%s) - start ))
 cat <<MSG
