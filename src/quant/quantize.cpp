@@ -19,23 +19,17 @@ constexpr double kMaxAbsIntegerBits = 64.0;
 
 std::atomic<bool> g_force_reference{false};
 
-// Element classes of the backward pass.
-enum : uint8_t { kInside = 0, kUpper = 1, kLower = 2, kPruned = 3 };
 
 bool clips(OverflowMode m) { return m != OverflowMode::WRAP; }
 
-// Exact floor / round-half-even / 2^n without libm calls (the SSE2 baseline has no inline
-// floor). Doubles hold every integer below 2^52 exactly; larger values are integers already.
+// Exact round-half-even / floor / 2^n without libm calls. Doubles hold every integer below
+// 2^52 exactly; larger values are integers already.
 constexpr double kTwo52 = 4503599627370496.0;
-inline double fast_floor(double y) {
-  if (!(std::abs(y) < kTwo52)) return y;  // integers already (or NaN/Inf)
-  const double t = static_cast<double>(static_cast<int64_t>(y));
-  return t > y ? t - 1.0 : t;
-}
-inline double fast_rint_even(double y) {
-  if (!(std::abs(y) < kTwo52)) return y;
+// Branch-free variants (compile to selects, so the row loops vectorize): exact for every double.
+inline double rint_even_nb(double y) {
   const double big = std::copysign(kTwo52, y);
-  return (y + big) - big;  // IEEE round-to-nearest-even of the addition
+  const double r = (y + big) - big;  // round to nearest even, |y| < 2^52
+  return std::abs(y) < kTwo52 ? r : y;
 }
 inline double exp2_int(int n) {
   if (n < -1022 || n > 1023) return std::ldexp(1.0, n);
@@ -45,12 +39,6 @@ inline double exp2_int(int n) {
   return out;
 }
 
-// Branch-free variants (compile to selects, so the row loops vectorize): exact for every double.
-inline double rint_even_nb(double y) {
-  const double big = std::copysign(kTwo52, y);
-  const double r = (y + big) - big;  // round to nearest even, |y| < 2^52
-  return std::abs(y) < kTwo52 ? r : y;
-}
 inline double floor_nb(double y) {
 #if defined(__SSE4_1__) || !(defined(__x86_64__) || defined(__i386__))
   return std::floor(y);  // one roundsd / frintm instruction
@@ -147,14 +135,14 @@ std::vector<ElementParams> element_params(const ParamView& k, const ParamView& a
                                           Parameterization param, OverflowMode overflow) {
   std::vector<ElementParams> out(static_cast<size_t>(features));
   for (int64_t j = 0; j < features; ++j) {
-    const double kk = std::min(1.0, std::max(0.0, fast_rint_even(k.at(j))));
+    const double kk = std::min(1.0, std::max(0.0, rint_even_nb(k.at(j))));
     double i, f;
     if (param == Parameterization::KIF) {
-      i = std::min(kMaxAbsIntegerBits, std::max(-kMaxAbsIntegerBits, fast_rint_even(a.at(j))));
-      f = std::min(fast_rint_even(c.at(j)), kMaxMagnitudeBits - i);
+      i = std::min(kMaxAbsIntegerBits, std::max(-kMaxAbsIntegerBits, rint_even_nb(a.at(j))));
+      f = std::min(rint_even_nb(c.at(j)), kMaxMagnitudeBits - i);
     } else {
-      const double b = std::min<double>(kMaxMagnitudeBits, std::max(0.0, fast_rint_even(a.at(j))));
-      i = std::min(kMaxAbsIntegerBits, std::max(-kMaxAbsIntegerBits, fast_rint_even(c.at(j))));
+      const double b = std::min<double>(kMaxMagnitudeBits, std::max(0.0, rint_even_nb(a.at(j))));
+      i = std::min(kMaxAbsIntegerBits, std::max(-kMaxAbsIntegerBits, rint_even_nb(c.at(j))));
       f = b - i;
     }
     out[static_cast<size_t>(j)] = make_params(kk, i, f, overflow);
