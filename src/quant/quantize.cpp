@@ -25,7 +25,7 @@ bool clips(OverflowMode m) { return m != OverflowMode::WRAP; }
 // Exact round-half-even / floor / 2^n without libm calls. Doubles hold every integer below
 // 2^52 exactly; larger values are integers already.
 constexpr double kTwo52 = 4503599627370496.0;
-// Branch-free variants (compile to selects, so the row loops vectorize): exact for every double.
+// Branch-free (compiles to selects, so the row loops vectorize).
 inline double rint_even_nb(double y) {
   const double big = std::copysign(kTwo52, y);
   const double r = (y + big) - big;  // round to nearest even, |y| < 2^52
@@ -603,10 +603,7 @@ void update_integer_bits(torch::Tensor& i, const torch::Tensor& k, const torch::
   auto am = absmax;
   for (int64_t d = 0; d < am.dim(); ++d)
     if (i.size(d) == 1 && am.size(d) != 1) am = std::get<0>(am.max(d, true));
-  auto [ke, ie, fe] = effective_kif(k, a, c, param);
-  (void)ke;
-  (void)ie;
-  auto f_grouped = fe.to(torch::kDouble);
+  auto f_grouped = std::get<2>(effective_kif(k, a, c, param)).to(torch::kDouble);
   auto needed = torch::ceil(torch::log2(am.to(f_grouped.device()) + torch::exp2(-f_grouped)));
   for (int64_t d = 0; d < needed.dim(); ++d)
     if (i.size(d) == 1 && needed.size(d) != 1) needed = std::get<0>(needed.max(d, true));
