@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <iostream>
 
+#include "export_cmds.h"
+#include "hgqt/archive/archive.h"
 #include "hgqt/config/config.h"
 #include "hgqt/data/dataset.h"
 #include "hgqt/model/checkpoint.h"
@@ -169,6 +171,9 @@ int main(int argc, char** argv) {
 
   auto* doctor_cmd = app.add_subcommand("doctor", "Report LibTorch, BLAS, threads and data");
 
+  cli::ExportCommands export_cmds;
+  cli::add_export_commands(app, export_cmds);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (show_version) {
@@ -184,10 +189,14 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*doctor_cmd) return cmd_doctor();
+    int rc = 0;
+    if (cli::run_export_commands(export_cmds, rc)) return rc;
     std::cout << app.help();
     return 0;
   } catch (const config::ConfigError& e) {
     std::fprintf(stderr, "config error: %s\n", e.what());
+  } catch (const archive::ArchiveError& e) {
+    std::fprintf(stderr, "archive error: %s\n", e.what());
   } catch (const data::DataError& e) {
     std::fprintf(stderr, "data error: %s\n", e.what());
   } catch (const c10::Error& e) {

@@ -86,8 +86,46 @@ torch::Tensor FixedQuantizerImpl::apply_eval(const torch::Tensor& x) const {
   return quantize(x, false, nullptr);
 }
 
+void FixedQuantizerImpl::set_calibration(bool on) {
+  calibrating_ = on;
+  if (!on) return;
+  calib_min_ = torch::Tensor();
+  calib_max_ = torch::Tensor();
+}
+
+void FixedQuantizerImpl::record_calibration(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  auto [ke, ie, fe] = kif();
+  auto xd = x.to(torch::kDouble);
+  ke = ke.to(xd.device(), torch::kDouble);
+  ie = ie.to(xd.device(), torch::kDouble);
+  fe = fe.to(xd.device(), torch::kDouble);
+  torch::Tensor v;
+  if (options.overflow() == OverflowMode::WRAP) {
+    auto y = xd * torch::exp2(fe);
+    switch (options.round()) {
+      case RoundingMode::TRN: y = torch::floor(y); break;
+      case RoundingMode::RND_CONV: y = torch::round(y); break;  // half to even
+      default: y = torch::floor(y + 0.5); break;                // RND; S_RND acts as RND in eval
+    }
+    v = y * torch::exp2(-fe);
+  } else {
+    v = apply_eval(x).to(torch::kDouble);
+  }
+  v = torch::where((ke + ie + fe) > 0, v, torch::zeros_like(v));
+  if (options.batch_axis() && v.dim() > 0) {
+    auto lo = std::get<0>(v.min(0)), hi = std::get<0>(v.max(0));
+    calib_min_ = calib_min_.defined() ? torch::minimum(calib_min_, lo) : lo;
+    calib_max_ = calib_max_.defined() ? torch::maximum(calib_max_, hi) : hi;
+  } else {
+    calib_min_ = calib_min_.defined() ? torch::minimum(calib_min_, v) : v;
+    calib_max_ = calib_max_.defined() ? torch::maximum(calib_max_, v) : v;
+  }
+}
+
 torch::Tensor FixedQuantizerImpl::forward(const torch::Tensor& x) {
   const bool training = is_training();
+  if (calibrating_ && !training) record_calibration(x);
   if (!(training && options.overflow() == OverflowMode::WRAP)) return quantize(x, training, nullptr);
   torch::Tensor absmax;
   auto out = quantize(x, true, &absmax);

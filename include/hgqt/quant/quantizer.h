@@ -68,6 +68,15 @@ class FixedQuantizerImpl : public torch::nn::Cloneable<FixedQuantizerImpl> {
   /// Number of parameter elements sharing nothing (for summaries).
   int64_t param_count() const;
 
+  /// Calibration (quantization.md section 4): while on, each eval forward records, per element of
+  /// the per-sample shape, the min and max over the batch of the quantized value as it would be
+  /// without WRAP (rounded only; SAT modes clip). Pruned elements record 0. Turning it on clears
+  /// the record; turning it off keeps it.
+  void set_calibration(bool on);
+  bool calibrating() const { return calibrating_; }
+  /// The record: {min, max} in the per-sample shape (undefined before any forward).
+  std::pair<torch::Tensor, torch::Tensor> calibration_range() const { return {calib_min_, calib_max_}; }
+
   QuantizerOptions options;
   torch::Tensor k;  ///< buffer: sign bit per parameter element
   torch::Tensor i;  ///< integer bits (parameter for SAT modes, buffer for WRAP)
@@ -78,7 +87,10 @@ class FixedQuantizerImpl : public torch::nn::Cloneable<FixedQuantizerImpl> {
   QuantizeSettings settings(bool training) const;
   torch::Tensor quantize(const torch::Tensor& x, bool training, torch::Tensor* absmax) const;
   void track_integer_bits(const torch::Tensor& absmax);
+  void record_calibration(const torch::Tensor& x);
   std::vector<int64_t> param_shape_;
+  bool calibrating_ = false;
+  torch::Tensor calib_min_, calib_max_;
 };
 TORCH_MODULE(FixedQuantizer);
 

@@ -1,0 +1,62 @@
+// Vitis/Vivado HLS project generator (io_parallel, ap_fixed per element); no LibTorch.
+//
+// The generated design is bit-exact with archive::Emulator (quantization.md section 8):
+// - Input convention: the top function receives the model input already quantized by the
+//   model's first quantizer, one `input_t` per feature (input_t holds every element's quantizer
+//   type exactly; pruned features are 0). The testbench does this with each element's quantizer
+//   type (`input_q_t_<j>`, rounding then overflow, from the double feature).
+// - Every activation element has its own exact type (typedefs `layer<L>_t_<j>`, one per element
+//   where the precisions differ); arrays between layers use a union type that holds every
+//   element exactly, and each element is read back into its own type.
+// - Quantizers are casts to ap_fixed<W, I, AP_RND | AP_TRN | AP_RND_CONV, AP_WRAP | AP_SAT |
+//   AP_SAT_SYM> of the exact value. Products are exact (ap_fixed result widths), each
+//   accumulator has the exact type of archive::infer_types and every partial sum fits its
+//   summation type, so no intermediate rounds or overflows.
+// - Weights and biases are exact decimal constants in firmware/weights/; zero weights and
+//   pruned (zero-width) elements generate no arithmetic.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hgqt/archive/archive.h"
+#include "hgqt/archive/fixed.h"
+
+namespace hgqt::exporters {
+
+struct HlsOptions {
+  std::string name = "myproject";  ///< top function and file names (a C identifier)
+  std::string part = "xcvu13p-flga2577-2-e";
+  double clock_ns = 5.0;
+};
+
+/// Writes an HLS project to `out_dir`:
+/// - firmware/<name>.cpp/.h: the top function `void <name>(input_t x_in[N_INPUT],
+///   result_t y_out[N_OUTPUT])` (io_parallel: PIPELINE, complete ARRAY_PARTITION, ap_vld ports);
+/// - firmware/defines.h (sizes and types), firmware/parameters.h and firmware/weights/*.h
+///   (weights and biases, each array with its shape, type, min, max and number of zeros);
+/// - <name>_test.cpp: the C simulation testbench (reads tb_data, compares exactly, writes
+///   tb_data/csim_results.log, exits non-zero on any mismatch);
+/// - tb_data/tb_input_features.dat (`tb_inputs`, row-major [n_tb, input_size], after
+///   preprocessing) and tb_output_predictions.dat (the emulator's outputs); with n_tb == 0 a
+///   single all-zero sample is written so that the testbench still has something to check;
+/// - build_prj.tcl (csim, csynth, cosim, export as IP) and README.md.
+/// Throws archive::ArchiveError (bad archive) or std::runtime_error / std::invalid_argument
+/// naming the problem (options, sizes, files).
+void export_hls(const archive::Archive& a, const std::string& out_dir, const HlsOptions& options,
+                const std::vector<double>& tb_inputs, int64_t n_tb);
+
+/// The HLS type of `t` with explicit modes, e.g. "ap_fixed<8,3,AP_RND,AP_SAT>" or
+/// "ap_ufixed<4,-1,AP_TRN,AP_WRAP>" (S_RND is written as AP_RND, its eval semantics).
+/// Throws std::invalid_argument when t.width is 0 (a pruned element has no type).
+std::string hls_type(const archive::FixedType& t, quant::RoundingMode round,
+                     quant::OverflowMode overflow);
+/// The HLS type of `t` with the default modes (AP_TRN, AP_WRAP): "ap_fixed<8,3>".
+std::string hls_type(const archive::FixedType& t);
+
+/// The exact decimal expansion of m * 2^-frac (a dyadic rational always has a finite one),
+/// with at least one fractional digit: "0.375", "-12.0", "1024.0".
+std::string exact_decimal(archive::int128 m, int frac);
+
+}  // namespace hgqt::exporters

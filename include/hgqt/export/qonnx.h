@@ -1,0 +1,74 @@
+// QONNX writer (ONNX with qonnx.custom_op.general Quant nodes); no LibTorch.
+//
+// Graph, per sample row of a [batch, ...] float32 input:
+//   (Sub mean, Div std: the archive's preprocessing, float32 as in training)
+//   quantize:   Quant
+//   flatten:    Flatten(axis=1) (nothing when the input is already [batch, n])
+//   dense:      [Quant] -> MatMul(x, Quant(kernel)) -> [Add(Quant(bias))] -> [Relu] -> [Quant]
+//   activation: [Relu] -> Quant
+// Every Quant has a scalar power-of-two scale 2^-f, zero point 0 and a scalar bit width
+// k + i + f, with signed = k, narrow = (SAT_SYM and signed), so that its range is exactly the
+// fixed-point range [-k 2^i, 2^i - 2^-f].
+//
+// QONNX carries one precision per tensor and always saturates. Constants (kernel, bias) are
+// exported with their exact values under the union type of the tensor, which leaves them
+// unchanged. Activation quantizers are exact when all their elements share one (k, i, f), none
+// is pruned, the overflow is SAT or SAT_SYM and the rounding is TRN (QONNX "FLOOR") or RND_CONV
+// ("ROUND", half to even). Anything else is refused, or exported at the union type when
+// QonnxOptions::allow_widening says so (then the outputs can differ from the emulator's).
+// RND (ties toward +inf) has no QONNX rounding mode: QONNX's HALF_UP rounds ties away from
+// zero; it is refused unless QonnxOptions::rnd_as_offset_floor.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hgqt/archive/archive.h"
+
+namespace hgqt::exporters {
+
+/// The archive cannot be written as QONNX (refusal, or a value QONNX cannot hold); the message
+/// names the layer, the quantizer and the reason.
+class QonnxError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// How to export what QONNX cannot represent exactly.
+/// Example: `QonnxOptions o; o.allow_widening = true;`
+struct QonnxOptions {
+  /// Export heterogeneous, partly pruned or WRAP activation quantizers at their union type
+  /// (max k, max i, max f over the live elements; saturating) instead of refusing. Outputs then
+  /// differ from the emulator wherever a narrower element would have rounded, saturated or
+  /// wrapped differently, or a pruned element was nonzero.
+  bool allow_widening = false;
+  /// Export RND (round half up, ties toward +inf) exactly as Add(x, scale/2) followed by a
+  /// FLOOR Quant, instead of refusing it. Exact, but two nodes where tools expect one Quant.
+  bool rnd_as_offset_floor = false;
+  /// Put the archive's preprocessing (feature_mean / feature_std) in the graph as float32 Sub
+  /// and Div nodes, so that the graph takes raw features; else the graph takes preprocessed ones.
+  bool include_preprocessing = true;
+};
+
+/// What the export did.
+struct QonnxReport {
+  /// Activation elements exported with a quantization that differs from the trained one: a
+  /// wider type than their own, a pruned element made live, or a WRAP element now saturating.
+  int64_t widened_elements = 0;
+  /// Of those, the elements of WRAP quantizers (they saturate in QONNX).
+  int64_t wrap_elements = 0;
+  int64_t nodes = 0;        ///< nodes in the graph
+  int64_t quant_nodes = 0;  ///< of which Quant nodes
+  /// One line per widened quantizer: layer, quantizer, union type and what was widened.
+  std::vector<std::string> notes;
+};
+
+/// Writes the model to `path` (.onnx, binary protobuf). Validates the archive first.
+/// Throws QonnxError on refusal or when a value cannot be held exactly in float32, and
+/// archive::ArchiveError for an invalid archive; the file is not written then.
+QonnxReport export_qonnx(const archive::Archive& a, const std::string& path,
+                         const QonnxOptions& options = {});
+
+}  // namespace hgqt::exporters

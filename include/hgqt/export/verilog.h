@@ -1,0 +1,71 @@
+// Synthesizable Verilog generator (constant multiplications, exact adder trees, per-element
+// quantizers as bit slicing with rounding and overflow) and its Verilator testbench; no LibTorch.
+//
+// The generated top module (Verilog-2005, accepted by Verilator and Yosys):
+//
+//   module <name>(input clk, input rst, input valid_in, input [IN_BITS-1:0] data_in,
+//                 output valid_out, output [OUT_BITS-1:0] data_out);
+//
+// data_in is the concatenation of the model input's quantized mantissas (the integers the first
+// quantizer of the archive produces, archive::quantize_double), element 0 at the least
+// significant bits, each element at its own width from archive::infer_types; pruned (zero-width)
+// elements are absent. data_out concatenates the output mantissas the same way (each at its exact
+// type, archive::Emulator::output_types). The layout is stated in the file's header comment and in
+// ports.json. With pipeline_stages = N > 0 the result of the sample presented with valid_in at a
+// rising edge of clk appears on data_out with valid_out after N rising edges (latency N cycles,
+// one new sample per cycle); rst is synchronous and active high and clears the valid pipeline.
+// With N = 0 the module is combinational (valid_out = valid_in; clk and rst unused).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hgqt/archive/archive.h"
+#include "hgqt/archive/fixed.h"
+
+namespace hgqt::exporters {
+
+struct VerilogOptions {
+  std::string name = "myproject";  ///< top module name (a Verilog identifier)
+  /// Register stages between input and output (0: combinational). Placed at the layer
+  /// boundaries and after the accumulators, spread evenly over the estimated logic depth; the last
+  /// one always registers the outputs. The latency is exactly `pipeline_stages` cycles.
+  int pipeline_stages = 1;
+};
+
+/// One element of data_in or data_out.
+struct VerilogBusElement {
+  int64_t index = 0;        ///< element index in the model's (flattened) input or output
+  int64_t lsb = -1;         ///< first bit on the bus; -1 when absent (zero width)
+  archive::FixedType type;  ///< its mantissa's type (width 0: pruned, absent from the bus)
+};
+
+/// Where every element sits on the two buses.
+struct VerilogLayout {
+  std::vector<VerilogBusElement> inputs, outputs;
+  int64_t input_bits = 0, output_bits = 0;  ///< sums of the widths (the ports are at least 1 bit)
+  std::string input_layer;                  ///< the layer whose quantizer makes the input mantissas
+};
+
+/// The bus layout of an archive (validates it and infers its types; throws ArchiveError).
+VerilogLayout verilog_layout(const archive::Archive& a);
+
+/// The Verilog source of the network alone (what export_verilog writes to <name>.v).
+std::string verilog_source(const archive::Archive& a, const VerilogOptions& options);
+
+/// Writes to `out_dir`: <name>.v (the network), ports.json (the bus layout and latency),
+/// tb_<name>.cpp (a Verilator C++ testbench that streams every sample through the design, one per
+/// cycle with idle cycles in between, compares each output bit-exactly, prints
+/// "verilator: N samples, M mismatches" and exits non-zero on any mismatch),
+/// tb_data/tb_input_mantissas.dat and tb_data/tb_output_mantissas.dat (one sample per line: the
+/// quantized input mantissas on data_in and the emulator's output mantissas on data_out, in bus
+/// order, decimal), run_verilator.sh and a Makefile (build with Verilator and run the testbench).
+/// `tb_inputs` is row-major [n_tb, input_size], after preprocessing. Throws
+/// archive::ArchiveError for a bad archive or input, std::invalid_argument for bad options,
+/// std::runtime_error when a file cannot be written.
+void export_verilog(const archive::Archive& a, const std::string& out_dir,
+                    const VerilogOptions& options, const std::vector<double>& tb_inputs,
+                    int64_t n_tb);
+
+}  // namespace hgqt::exporters

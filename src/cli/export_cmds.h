@@ -1,0 +1,32 @@
+// The archive / trace / emulate / export / resources subcommands of the hgqt CLI.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace hgqt::cli {
+
+/// Options and subcommand handles, filled by CLI11.
+struct ExportCommands {
+  CLI::App *archive_cmd = nullptr, *trace_cmd = nullptr, *emulate_cmd = nullptr,
+           *export_cmd = nullptr, *resources_cmd = nullptr;
+  std::string target, out, data_file, features, labels = "y_test", format, name = "myproject";
+  std::string part, family = "xcup";
+  int64_t samples = 0, print_rows = 0, tb_overflow = 0;
+  int pipeline_stages = 1;
+  double scale = 1.0, clock_ns = 5.0;
+  // Per-subcommand copies (CLI11 writes defaults into the variables when options are declared).
+  std::string emu_data, emu_features, emu_out, tb_data, tb_features, export_out, export_name;
+  std::string res_archive, res_json;
+  int64_t emu_samples = 0, tb_samples = 0;
+  double emu_scale = 1.0, tb_scale = 8.0;
+  bool check = false, allow_widening = false, allow_untraced = false, nodsp = false,
+       rnd_offset = false;
+};
+
+/// Registers the subcommands on `app`.
+void add_export_commands(CLI::App& app, ExportCommands& c);
+/// Runs the subcommand that was given, if it is one of these; sets `rc`. Returns false otherwise.
+bool run_export_commands(const ExportCommands& c, int& rc);
+
+}  // namespace hgqt::cli

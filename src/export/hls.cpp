@@ -1,0 +1,1098 @@
+// Vitis/Vivado HLS project generator: one statement per nonzero product, exact per-element
+// ap_fixed types from archive::infer_types, quantizers as casts (see hls.h for the design).
+#include "hgqt/export/hls.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hgqt/archive/emulator.h"
+#include "hgqt/util/files.h"
+
+namespace hgqt::exporters {
+
+using archive::ArchiveError;
+using archive::Constant;
+using archive::FixedType;
+using archive::int128;
+using archive::Layer;
+using archive::LayerTypes;
+using archive::QuantSpec;
+using quant::OverflowMode;
+using quant::RoundingMode;
+
+namespace {
+
+/// The vendor's AP_INT_MAX_W default: no generated type may be wider.
+constexpr int kMaxHlsWidth = 1024;
+/// Products per generated function: large dense layers are split into several inlined functions
+/// so that a C++ compiler handles the C simulation in reasonable time.
+constexpr int64_t kMaxTermsPerFunction = 4096;
+
+const char* q_name(RoundingMode r) {
+  switch (r) {
+    case RoundingMode::TRN:
+      return "AP_TRN";
+    case RoundingMode::RND:
+    case RoundingMode::S_RND:  // eval semantics
+      return "AP_RND";
+    case RoundingMode::RND_CONV:
+      return "AP_RND_CONV";
+  }
+  return "AP_TRN";
+}
+
+const char* o_name(OverflowMode o) {
+  switch (o) {
+    case OverflowMode::WRAP:
+      return "AP_WRAP";
+    case OverflowMode::SAT:
+      return "AP_SAT";
+    case OverflowMode::SAT_SYM:
+      return "AP_SAT_SYM";
+  }
+  return "AP_WRAP";
+}
+
+// ------------------------------------------------------------------------------- numbers
+/// Checked int128 arithmetic for the range computations.
+int128 mul_checked(int128 a, int128 b, const std::string& what) {
+  int128 r;
+  if (__builtin_mul_overflow(a, b, &r)) throw ArchiveError("hls: " + what + " exceeds 127 bits");
+  return r;
+}
+int128 add_checked(int128 a, int128 b, const std::string& what) {
+  int128 r;
+  if (__builtin_add_overflow(a, b, &r)) throw ArchiveError("hls: " + what + " exceeds 127 bits");
+  return r;
+}
+int128 shl_checked(int128 a, int s, const std::string& what) {
+  if (a == 0 || s == 0) return a;
+  if (s >= 127) throw ArchiveError("hls: " + what + " exceeds 127 bits");
+  return mul_checked(a, static_cast<int128>(1) << s, what);
+}
+
+/// The smallest type holding every element of `ts` with width > 0 exactly (width 0 when none).
+FixedType union_type(const std::vector<FixedType>& ts) {
+  bool any = false, is_signed = false;
+  for (const auto& t : ts)
+    if (t.width > 0) {
+      any = true;
+      is_signed = is_signed || t.is_signed;
+    }
+  if (!any) return {};
+  int frac = 0, ibits = 0;
+  bool first = true;
+  for (const auto& t : ts) {
+    if (t.width == 0) continue;
+    const int ib = t.int_bits() + (is_signed && !t.is_signed ? 1 : 0);
+    frac = first ? t.frac : std::max(frac, t.frac);
+    ibits = first ? ib : std::max(ibits, ib);
+    first = false;
+  }
+  return {is_signed, ibits + frac, frac};
+}
+
+/// Does type t hold every mantissa in [lo, hi] (at t.frac)?
+bool holds(const FixedType& t, int128 lo, int128 hi) {
+  return t.width > 0 && lo >= t.min_mantissa() && hi <= t.max_mantissa();
+}
+
+/// A comment-safe copy of a user string (layer and model names).
+std::string comment_text(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isprint(static_cast<unsigned char>(c)) ? c : '?');
+  return out;
+}
+
+bool is_identifier(const std::string& s) {
+  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+std::string format_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// ------------------------------------------------------------------------- typedefs
+/// Collects the typedefs of defines.h. A family is the types of one array's elements: when they
+/// all agree one typedef `prefix` serves every element, otherwise each element gets
+/// `prefix_<j>` (and, for arrays, `prefix` is the union type that holds them all).
+class Typedefs {
+ public:
+  /// `types[j]` is the element's type string ("" for none). Returns the per-element names.
+  std::vector<std::string> family(const std::string& prefix, const std::vector<std::string>& types,
+                                  const std::string& comment, const FixedType* union_t = nullptr) {
+    std::set<std::string> distinct;
+    for (const auto& t : types)
+      if (!t.empty()) distinct.insert(t);
+    std::vector<std::string> names(types.size());
+    text_ += "\n// " + comment + "\n";
+    if (distinct.size() <= 1) {
+      if (distinct.empty()) {
+        if (union_t) text_ += "typedef ap_ufixed<1,1> " + prefix + ";  // every element is 0\n";
+      } else {
+        text_ += "typedef " + *distinct.begin() + " " + prefix + ";\n";
+      }
+      for (size_t j = 0; j < types.size(); ++j)
+        if (!types[j].empty()) names[j] = prefix;
+      return names;
+    }
+    if (union_t)
+      text_ +=
+          "typedef " + hls_type(*union_t) + " " + prefix + ";  // holds every element exactly\n";
+    for (size_t j = 0; j < types.size(); ++j) {
+      if (types[j].empty()) continue;
+      names[j] = prefix + "_" + std::to_string(j);
+      text_ += "typedef " + types[j] + " " + names[j] + ";\n";
+    }
+    return names;
+  }
+  void single(const std::string& name, const std::string& type, const std::string& comment) {
+    text_ +=
+        "typedef " + type + " " + name + ";" + (comment.empty() ? "" : "  // " + comment) + "\n";
+  }
+  void raw(const std::string& s) { text_ += s; }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
+// ------------------------------------------------------------------------- data flow
+/// One element of an array passed between layers.
+struct Value {
+  bool zero = true;       ///< always 0 (pruned, or computed from zeros only): nothing is generated
+  FixedType type;         ///< exact storage type (width > 0 when !zero)
+  int128 lo = 0, hi = 0;  ///< value range, mantissas at type.frac
+};
+
+/// An array between layers: a C++ array of a union type; element j is read back as names[j].
+struct Array {
+  std::string var;                 ///< C++ variable (or parameter) name
+  std::string type;                ///< the array's element (union) type name
+  std::vector<std::string> names;  ///< per element exact type name ("" when zero)
+  std::vector<Value> v;
+  int64_t size() const { return static_cast<int64_t>(v.size()); }
+};
+
+Value full_range(const FixedType& t) {
+  Value v;
+  if (t.width <= 0) return v;
+  v.zero = false;
+  v.type = t;
+  v.lo = t.min_mantissa();
+  v.hi = t.max_mantissa();
+  return v;
+}
+
+/// One weight array written to firmware/weights/.
+struct WeightFile {
+  std::string file, text;
+};
+
+/// The literal of the exact value m * 2^exponent of a constant whose type is `type_name`:
+/// one double literal (exact when |m| has at most 53 significant bits), else the sum of two.
+std::string constant_literal(int64_t m, int32_t exponent, const std::string& type_name,
+                             const std::string& what) {
+  auto exact_double = [&](int128 part) {
+    const double d = std::ldexp(static_cast<double>(part), exponent);
+    if (!std::isfinite(d) || d == 0 || static_cast<int128>(std::ldexp(d, -exponent)) != part)
+      throw ArchiveError("hls: " + what + " (" + archive::to_string(part) + " * 2^" +
+                         std::to_string(exponent) + ") cannot be written exactly as a C++ literal");
+    return exact_decimal(part, -exponent);
+  };
+  if (m == 0) return "0.0";
+  if (archive::bit_span(m) <= 53) return exact_double(m);
+  const int128 mag = m < 0 ? -static_cast<int128>(m) : static_cast<int128>(m);
+  const int128 low = mag & ((static_cast<int128>(1) << 32) - 1), high = mag - low;
+  const int128 sign = m < 0 ? -1 : 1;
+  std::string s = "(" + type_name + ")((" + type_name + ")" + exact_double(sign * high);
+  if (low != 0) s += " + (" + type_name + ")" + exact_double(sign * low);
+  return s + ")";
+}
+
+/// The exact type of one constant element (width 0 for 0).
+FixedType constant_type(const Constant& c, int64_t n) {
+  const int64_t m = c.mantissa[n];
+  if (m == 0) return {};
+  return archive::type_of_range(m, m, -c.exponent[n]);
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t d = 0; d < shape.size(); ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
+  return s + "]";
+}
+
+class Generator {
+ public:
+  Generator(const archive::Archive& a, const HlsOptions& o) : a_(a), o_(o) {}
+
+  void run();
+
+  std::string defines_h, parameters_h, top_h, top_cpp;
+  std::vector<WeightFile> weights;
+  /// The testbench's quantization of the double features, one statement per element.
+  std::string tb_quantize;
+
+ private:
+  std::string label(size_t li) const {
+    return "layer " + std::to_string(li) + " '" + comment_text(a_.layers[li].name) + "'";
+  }
+  void check_width(const FixedType& t, const std::string& what) const {
+    if (t.width > kMaxHlsWidth)
+      throw ArchiveError("hls: " + what + " needs " + std::to_string(t.width) +
+                         " bits, more than ap_fixed's default maximum of " +
+                         std::to_string(kMaxHlsWidth));
+  }
+  /// Registers the exact type names of an array's elements (a family with a union type).
+  void name_array(Array& arr, const std::string& prefix, const std::string& comment);
+  void first_quantizer(size_t li, const QuantSpec& q, Array& cur);
+  void quantize_layer(size_t li, const QuantSpec& q, Array& cur);
+  void activation_layer(size_t li, const Layer& l, Array& cur);
+  void dense_layer(size_t li, const Layer& l, const LayerTypes& t, Array& cur, bool first_q);
+  std::string constant_file(size_t li, const Constant& c, const std::string& var,
+                            const std::string& type_name, const std::string& what);
+  /// Declares `out` in the top function and emits a call.
+  void call(const std::string& fn, const Array& in, const Array& out);
+
+  const archive::Archive& a_;
+  const HlsOptions& o_;
+  Typedefs td_;
+  std::string functions_;  ///< layer functions of <name>.cpp
+  std::string body_;       ///< the top function's body
+  std::vector<std::string> weight_includes_;
+};
+
+void Generator::name_array(Array& arr, const std::string& prefix, const std::string& comment) {
+  std::vector<std::string> types(arr.v.size());
+  std::vector<FixedType> fts(arr.v.size());
+  for (size_t j = 0; j < arr.v.size(); ++j)
+    if (!arr.v[j].zero) {
+      types[j] = hls_type(arr.v[j].type);
+      fts[j] = arr.v[j].type;
+    }
+  const FixedType u = union_type(fts);
+  check_width(u, comment);
+  arr.names = td_.family(prefix, types, comment, &u);
+  arr.type = prefix;
+}
+
+void Generator::call(const std::string& fn, const Array& in, const Array& out) {
+  body_ += "\n  " + out.type + " " + out.var + "[" + std::to_string(out.size()) + "];\n";
+  body_ += "#pragma HLS ARRAY_PARTITION variable=" + out.var + " complete dim=0\n";
+  body_ += "  " + fn + "(" + in.var + ", " + out.var + ");\n";
+}
+
+void Generator::first_quantizer(size_t li, const QuantSpec& q, Array& cur) {
+  // The model input arrives quantized by this quantizer (the input convention of hls.h).
+  std::vector<std::string> qtypes(q.size());
+  Array in;
+  in.var = "x_in";
+  in.v.resize(q.size());
+  for (int64_t j = 0; j < q.size(); ++j) {
+    const FixedType t = archive::quantizer_type(q, j);
+    if (t.width <= 0) continue;
+    check_width(t, "input element " + std::to_string(j));
+    qtypes[j] = hls_type(t, q.round, q.overflow);
+    in.v[j] = full_range(t);
+  }
+  const auto qnames = td_.family(
+      "input_q_t", qtypes,
+      "The model input quantizer (" + label(li) +
+          "), per element: the testbench casts each double feature to it (rounding, then "
+          "overflow) and passes the value as input_t.");
+  name_array(in, "input_t",
+             "The top function's input: features already quantized by input_q_t (exact types)");
+  tb_quantize.clear();
+  for (int64_t j = 0; j < q.size(); ++j) {
+    tb_quantize += "  in[" + std::to_string(j) + "] = ";
+    tb_quantize += in.v[j].zero ? std::string("0;  // pruned\n")
+                                : "(" + qnames[j] + ")x[" + std::to_string(j) + "];\n";
+  }
+  cur = in;
+}
+
+void Generator::quantize_layer(size_t li, const QuantSpec& q, Array& cur) {
+  const std::string p = "layer" + std::to_string(li);
+  std::vector<std::string> qtypes(q.size());
+  Array out;
+  out.var = p + "_out";
+  out.v.resize(q.size());
+  for (int64_t j = 0; j < q.size(); ++j) {
+    const FixedType t = archive::quantizer_type(q, j);
+    if (t.width <= 0) continue;
+    qtypes[j] = hls_type(t, q.round, q.overflow);
+    if (!cur.v[j].zero) out.v[j] = full_range(t);
+  }
+  const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": quantizer, per element");
+  name_array(out, p + "_t", label(li) + ": output, per element");
+  std::string f = "\n// " + label(li) + ": quantize\nstatic void " + p + "_quantize(const " +
+                  cur.type + " in[" + std::to_string(cur.size()) + "], " + out.type + " out[" +
+                  std::to_string(out.size()) + "]) {\n#pragma HLS INLINE\n";
+  for (int64_t j = 0; j < q.size(); ++j) {
+    const std::string js = std::to_string(j);
+    if (out.v[j].zero)
+      f += "  out[" + js + "] = 0;\n";
+    else
+      f += "  out[" + js + "] = (" + qnames[j] + ")(" + cur.names[j] + ")in[" + js + "];\n";
+  }
+  functions_ += f + "}\n";
+  call(p + "_quantize", cur, out);
+  cur = out;
+}
+
+void Generator::activation_layer(size_t li, const Layer& l, Array& cur) {
+  const std::string p = "layer" + std::to_string(li);
+  const QuantSpec& q = *l.output_quantizer;
+  const bool relu = l.activation == "relu";
+  if (!relu && l.activation != "linear")
+    throw ArchiveError("hls: " + label(li) + ": unsupported activation '" + l.activation + "'");
+  std::vector<std::string> qtypes(q.size());
+  Array out;
+  out.var = p + "_out";
+  out.v.resize(q.size());
+  for (int64_t j = 0; j < q.size(); ++j) {
+    const FixedType t = archive::quantizer_type(q, j);
+    if (t.width <= 0) continue;
+    qtypes[j] = hls_type(t, q.round, q.overflow);
+    const Value& x = cur.v[j];
+    // Q(relu(x)) is 0 when x is 0 or cannot be positive.
+    if (!x.zero && !(relu && x.hi <= 0)) out.v[j] = full_range(t);
+  }
+  const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": output quantizer, per element");
+  name_array(out, p + "_t", label(li) + ": output, per element");
+  std::string f = "\n// " + label(li) + ": " + l.activation + ", then the output quantizer\n" +
+                  "static void " + p + "_activation(const " + cur.type + " in[" +
+                  std::to_string(cur.size()) + "], " + out.type + " out[" +
+                  std::to_string(out.size()) + "]) {\n#pragma HLS INLINE\n";
+  for (int64_t j = 0; j < q.size(); ++j) {
+    const std::string js = std::to_string(j);
+    if (out.v[j].zero) {
+      f += "  out[" + js + "] = 0;\n";
+      continue;
+    }
+    if (relu && cur.v[j].lo < 0) {
+      f += "  const " + cur.names[j] + " x" + js + " = in[" + js + "];\n";
+      f += "  out[" + js + "] = x" + js + " > 0 ? (" + qnames[j] + ")x" + js + " : (" + qnames[j] +
+           ")0;\n";
+    } else {
+      f += "  out[" + js + "] = (" + qnames[j] + ")(" + cur.names[j] + ")in[" + js + "];\n";
+    }
+  }
+  functions_ += f + "}\n";
+  call(p + "_activation", cur, out);
+  cur = out;
+}
+
+std::string Generator::constant_file(size_t li, const Constant& c, const std::string& var,
+                                     const std::string& type_name, const std::string& what) {
+  int64_t zeros = 0, imin = -1, imax = -1;
+  for (int64_t n = 0; n < c.size(); ++n) {
+    if (c.mantissa[n] == 0) ++zeros;
+    auto less = [&](int64_t x, int64_t y) {  // exact comparison of two elements
+      const int e = std::min(c.exponent[x], c.exponent[y]);
+      return static_cast<int128>(c.mantissa[x]) * (static_cast<int128>(1) << (c.exponent[x] - e)) <
+             static_cast<int128>(c.mantissa[y]) * (static_cast<int128>(1) << (c.exponent[y] - e));
+    };
+    if (imin < 0 || less(n, imin)) imin = n;
+    if (imax < 0 || less(imax, n)) imax = n;
+  }
+  auto val = [&](int64_t n) {
+    return n < 0 ? std::string("-") : exact_decimal(c.mantissa[n], -c.exponent[n]);
+  };
+  const std::string guard = "HGQT_" + var + "_H_";
+  std::string s;
+  s += "// " + what + " of " + label(li) + "\n";
+  s += "// shape " + shape_text(c.shape) + " (row-major), " + std::to_string(c.size()) +
+       " values of type " + type_name + "\n";
+  s += "// min " + val(imin) + ", max " + val(imax) + ", " + std::to_string(zeros) + " zeros\n";
+  s += "// Each value is exactly mantissa * 2^exponent, written as its exact decimal.\n";
+  s += "#ifndef " + guard + "\n#define " + guard + "\n\n";
+  s += "static const " + type_name + " " + var + "[" + std::to_string(c.size()) + "] = {";
+  for (int64_t n = 0; n < c.size(); ++n) {
+    s += (n % 8 == 0) ? "\n    " : " ";
+    s += constant_literal(c.mantissa[n], c.exponent[n], type_name,
+                          what + " element " + std::to_string(n) + " of " + label(li));
+    if (n + 1 < c.size()) s += ",";
+  }
+  s += "\n};\n\n#endif\n";
+  return s;
+}
+
+void Generator::dense_layer(size_t li, const Layer& l, const LayerTypes& t, Array& cur,
+                            bool first_q) {
+  const std::string p = "layer" + std::to_string(li);
+  const std::string L = std::to_string(li);
+  const Constant& w = *l.kernel;
+  const int64_t n_in = w.shape[0], n_out = w.shape[1];
+  const bool relu = l.activation == "relu";
+  if (!relu && l.activation != "linear")
+    throw ArchiveError("hls: " + label(li) + ": unsupported activation '" + l.activation + "'");
+  if (cur.size() != n_in)
+    throw ArchiveError("hls: " + label(li) + ": kernel has " + std::to_string(n_in) +
+                       " inputs, the layer receives " + std::to_string(cur.size()));
+
+  // Inputs: the (quantized) values the products use.
+  std::vector<Value> x(n_in);
+  std::vector<std::string> iq_names(n_in);
+  const bool apply_iq = l.input_quantizer && !first_q;
+  if (apply_iq) {
+    const QuantSpec& q = *l.input_quantizer;
+    std::vector<std::string> qtypes(n_in);
+    for (int64_t j = 0; j < n_in; ++j) {
+      const FixedType qt = archive::quantizer_type(q, j);
+      if (qt.width <= 0) continue;
+      qtypes[j] = hls_type(qt, q.round, q.overflow);
+      if (!cur.v[j].zero) x[j] = full_range(qt);
+    }
+    iq_names = td_.family(p + "_iq_t", qtypes, label(li) + ": input quantizer, per element");
+  } else {
+    x = cur.v;
+  }
+
+  // Weights and biases: one array each, of a type that holds every value exactly.
+  std::vector<FixedType> wts(w.size());
+  for (int64_t n = 0; n < w.size(); ++n) wts[n] = constant_type(w, n);
+  FixedType wu = union_type(wts);
+  if (wu.width == 0) wu = {false, 1, 0};
+  check_width(wu, label(li) + " kernel type");
+  td_.single(p + "_weight_t", hls_type(wu), "kernel of " + label(li) + ", holds every value");
+  const std::string wvar = "w" + L, bvar = "b" + L;
+  weights.push_back({"w" + L + ".h", constant_file(li, w, wvar, p + "_weight_t", "kernel")});
+  weight_includes_.push_back("w" + L + ".h");
+  const bool has_bias = l.bias.has_value();
+  if (has_bias) {
+    std::vector<FixedType> bts(l.bias->size());
+    for (int64_t n = 0; n < l.bias->size(); ++n) bts[n] = constant_type(*l.bias, n);
+    FixedType bu = union_type(bts);
+    if (bu.width == 0) bu = {false, 1, 0};
+    check_width(bu, label(li) + " bias type");
+    td_.single(p + "_bias_t", hls_type(bu), "bias of " + label(li) + ", holds every value");
+    weights.push_back({"b" + L + ".h", constant_file(li, *l.bias, bvar, p + "_bias_t", "bias")});
+    weight_includes_.push_back("b" + L + ".h");
+  }
+
+  // Accumulators: exact sums over the live terms (nonzero weight, input not always 0).
+  struct Acc {
+    bool zero = true;
+    std::vector<int64_t> terms;  ///< input indices j
+    bool bias = false;
+    int128 lo = 0, hi = 0;  ///< range at the accumulator's frac
+    bool need_sum = false;  ///< partial sums need a wider summation type
+    FixedType sum_type;
+  };
+  std::vector<Acc> acc(n_out);
+  std::vector<std::string> acc_types(n_out);
+  for (int64_t o = 0; o < n_out; ++o) {
+    Acc& A = acc[o];
+    const FixedType& at = t.accumulator[o];
+    const std::string what = label(li) + " accumulator " + std::to_string(o);
+    A.bias = has_bias && l.bias->mantissa[o] != 0;
+    for (int64_t j = 0; j < n_in; ++j)
+      if (!x[j].zero && w.mantissa[j * n_out + o] != 0) A.terms.push_back(j);
+    if (A.terms.empty() && !A.bias) continue;  // the constant 0
+    // The range of every partial sum in the order generated (bias first, then the products):
+    // the summation variable holds each of them, and `s += x * w` is exact in ap_fixed.
+    int128 run_lo = 0, run_hi = 0, hull_lo = 0, hull_hi = 0;
+    bool first = true;
+    auto add = [&](int128 lo, int128 hi) {
+      run_lo = add_checked(run_lo, lo, what);
+      run_hi = add_checked(run_hi, hi, what);
+      hull_lo = first ? run_lo : std::min(hull_lo, run_lo);
+      hull_hi = first ? run_hi : std::max(hull_hi, run_hi);
+      first = false;
+    };
+    if (A.bias) {
+      const int shift = at.frac + l.bias->exponent[o];
+      if (shift < 0) throw ArchiveError("hls: " + what + ": bias finer than the accumulator");
+      const int128 b = shl_checked(l.bias->mantissa[o], shift, what);
+      add(b, b);
+    }
+    for (int64_t j : A.terms) {
+      const int64_t m = w.mantissa[j * n_out + o];
+      const int shift = at.frac - (x[j].type.frac - w.exponent[j * n_out + o]);
+      if (shift < 0)
+        throw ArchiveError("hls: " + what + ": a product is finer than the accumulator");
+      const int128 p1 = shl_checked(mul_checked(x[j].lo, m, what), shift, what);
+      const int128 p2 = shl_checked(mul_checked(x[j].hi, m, what), shift, what);
+      add(std::min(p1, p2), std::max(p1, p2));
+    }
+    A.lo = run_lo;
+    A.hi = run_hi;
+    if (A.lo == 0 && A.hi == 0) {
+      A.terms.clear();
+      A.bias = false;
+      continue;
+    }
+    if (!holds(at, A.lo, A.hi))
+      throw ArchiveError("hls: " + what + ": the inferred accumulator type " + at.to_string() +
+                         " does not hold the range [" + archive::to_string(A.lo) + ", " +
+                         archive::to_string(A.hi) + "] (internal error)");
+    A.zero = false;
+    if (!holds(at, hull_lo, hull_hi)) {
+      A.need_sum = true;
+      A.sum_type = archive::type_of_range(hull_lo, hull_hi, at.frac);
+      check_width(A.sum_type, what + " summation type");
+    }
+    check_width(at, what);
+    acc_types[o] = hls_type(at);
+  }
+  const auto acc_names =
+      td_.family(p + "_acc_t", acc_types, label(li) + ": accumulators, exact (infer_types)");
+  for (int64_t o = 0; o < n_out; ++o)
+    if (acc[o].need_sum)
+      td_.single(p + "_sum_t_" + std::to_string(o), hls_type(acc[o].sum_type),
+                 "partial sums of accumulator " + std::to_string(o) + " (wider than its range)");
+
+  // Outputs: relu, then the output quantizer.
+  Array out;
+  out.var = p + "_out";
+  out.v.resize(n_out);
+  std::vector<std::string> oq_names(n_out);
+  std::vector<bool> do_relu(n_out, false);
+  for (int64_t o = 0; o < n_out; ++o) {
+    const Acc& A = acc[o];
+    if (A.zero) continue;
+    Value v;
+    v.zero = false;
+    v.type = t.accumulator[o];
+    v.lo = A.lo;
+    v.hi = A.hi;
+    if (relu) {
+      if (v.hi <= 0) continue;  // relu gives 0
+      do_relu[o] = v.lo < 0;
+      v.lo = std::max<int128>(v.lo, 0);
+    }
+    if (!l.output_quantizer) {
+      v.type = t.output[o];
+      if (!holds(v.type, v.lo, v.hi))
+        throw ArchiveError("hls: " + label(li) + " output " + std::to_string(o) +
+                           ": inferred type " + v.type.to_string() + " does not hold its range");
+      out.v[o] = v;
+    } else {
+      const FixedType qt = archive::quantizer_type(*l.output_quantizer, o);
+      if (qt.width > 0) out.v[o] = full_range(qt);
+    }
+  }
+  if (l.output_quantizer) {
+    const QuantSpec& q = *l.output_quantizer;
+    std::vector<std::string> qtypes(n_out);
+    for (int64_t o = 0; o < n_out; ++o) {
+      const FixedType qt = archive::quantizer_type(q, o);
+      if (qt.width > 0) qtypes[o] = hls_type(qt, q.round, q.overflow);
+    }
+    oq_names = td_.family(p + "_oq_t", qtypes, label(li) + ": output quantizer, per element");
+  }
+  name_array(out, p + "_t", label(li) + ": output, per element");
+
+  // The code: input reads, then one statement per product. Large layers are split into parts.
+  auto header = [&](const std::string& fn) {
+    // The weights are read at constant indices from const tables: they fold into constants.
+    return "static void " + fn + "(const " + cur.type + " in[" + std::to_string(n_in) + "], " +
+           out.type + " out[" + std::to_string(n_out) + "]) {\n#pragma HLS INLINE\n";
+  };
+  auto read_input = [&](int64_t j) {
+    const std::string js = std::to_string(j);
+    if (apply_iq)
+      return "  const " + iq_names[j] + " x" + js + " = (" + cur.names[j] + ")in[" + js + "];\n";
+    return "  const " + cur.names[j] + " x" + js + " = in[" + js + "];\n";
+  };
+  std::vector<std::string> parts;
+  std::string f;
+  int64_t terms_in_part = 0;
+  std::vector<bool> read(n_in, false);
+  auto start_part = [&]() {
+    f.clear();
+    terms_in_part = 0;
+    std::fill(read.begin(), read.end(), false);
+  };
+  start_part();
+  auto finish_part = [&]() {
+    parts.push_back(f);
+    start_part();
+  };
+  for (int64_t o = 0; o < n_out; ++o) {
+    const Acc& A = acc[o];
+    const std::string os = std::to_string(o);
+    const std::string idx = "[" + os + "]";
+    if (out.v[o].zero) {
+      f += "  out" + idx + " = 0;\n";
+      continue;
+    }
+    const int64_t n_terms = static_cast<int64_t>(A.terms.size());
+    if (terms_in_part > 0 && terms_in_part + n_terms > kMaxTermsPerFunction) finish_part();
+    terms_in_part += n_terms;
+    for (int64_t j : A.terms)
+      if (!read[j]) {
+        f += read_input(j);
+        read[j] = true;
+      }
+    const std::string acc_t = acc_names[o];
+    const std::string sum_t = A.need_sum ? p + "_sum_t_" + os : acc_t;
+    const std::string s_var = (A.need_sum ? "s" : "a") + os;
+    f += "  // output " + os + ": " + std::to_string(n_terms) + " products" +
+         (A.bias ? " + bias" : "") + "\n";
+    auto product = [&](int64_t j) {
+      return "x" + std::to_string(j) + " * " + wvar + "[" + std::to_string(j * n_out + o) + "]";
+    };
+    size_t k = 0;
+    if (A.bias) {
+      f += "  " + sum_t + " " + s_var + " = " + bvar + idx + ";\n";
+    } else {
+      f += "  " + sum_t + " " + s_var + " = " + product(A.terms[0]) + ";\n";
+      k = 1;
+    }
+    for (; k < A.terms.size(); ++k) f += "  " + s_var + " += " + product(A.terms[k]) + ";\n";
+    std::string a_var = s_var;
+    if (A.need_sum) {
+      a_var = "a" + os;
+      f += "  const " + acc_t + " " + a_var + " = " + s_var + ";\n";
+    }
+    const std::string target = l.output_quantizer ? oq_names[o] : out.names[o];
+    if (do_relu[o])
+      f += "  out" + idx + " = " + a_var + " > 0 ? (" + target + ")" + a_var + " : (" + target +
+           ")0;\n";
+    else if (l.output_quantizer || relu)
+      f += "  out" + idx + " = (" + target + ")" + a_var + ";\n";
+    else
+      f += "  out" + idx + " = " + a_var + ";\n";
+  }
+  if (!f.empty() || parts.empty()) parts.push_back(f);
+
+  const std::string fn = p + "_dense";
+  std::string code =
+      "\n// " + label(li) + ": dense " + std::to_string(n_in) + " -> " + std::to_string(n_out) +
+      (relu ? ", relu" : "") +
+      (l.input_quantizer ? (first_q ? ", input already quantized (x_in)" : ", input quantizer")
+                         : "") +
+      (l.output_quantizer ? ", output quantizer" : "") + "\n";
+  if (parts.size() == 1) {
+    code += header(fn) + parts[0] + "}\n";
+  } else {
+    for (size_t pi = 0; pi < parts.size(); ++pi)
+      code += header(fn + "_part" + std::to_string(pi)) + parts[pi] + "}\n";
+    code += "static void " + fn + "(const " + cur.type + " in[" + std::to_string(n_in) + "], " +
+            out.type + " out[" + std::to_string(n_out) + "]) {\n#pragma HLS INLINE\n";
+    for (size_t pi = 0; pi < parts.size(); ++pi)
+      code += "  " + fn + "_part" + std::to_string(pi) + "(in, out);\n";
+    code += "}\n";
+  }
+  functions_ += code;
+  call(fn, cur, out);
+  cur = out;
+}
+
+void Generator::run() {
+  if (!is_identifier(o_.name))
+    throw std::invalid_argument("hls: the project name '" + comment_text(o_.name) +
+                                "' is not a C identifier (letters, digits, _; not starting with "
+                                "a digit)");
+  const auto types = archive::infer_types(a_);
+  Array cur;  // before the first quantizer: the float input
+  bool quantized = false;
+  for (size_t li = 0; li < a_.layers.size(); ++li) {
+    const Layer& l = a_.layers[li];
+    if (l.type == "flatten") continue;  // row-major: the elements keep their order and types
+    if (l.type == "quantize") {
+      if (!quantized) {
+        first_quantizer(li, *l.input_quantizer, cur);
+        quantized = true;
+      } else {
+        quantize_layer(li, *l.input_quantizer, cur);
+      }
+      continue;
+    }
+    if (l.type == "activation") {
+      activation_layer(li, l, cur);
+      continue;
+    }
+    if (l.type == "dense") {
+      bool first_q = false;
+      if (!quantized && l.input_quantizer) {
+        first_quantizer(li, *l.input_quantizer, cur);
+        quantized = true;
+        first_q = true;
+      }
+      dense_layer(li, l, types[li], cur, first_q);
+      continue;
+    }
+    throw ArchiveError("hls: " + label(li) + ": unsupported layer type '" + l.type + "'");
+  }
+  if (!quantized) throw ArchiveError("hls: the model has no quantizer");
+  if (cur.size() != a_.output_size())
+    throw ArchiveError("hls: the last layer gives " + std::to_string(cur.size()) +
+                       " values, the model's output_size is " + std::to_string(a_.output_size()));
+
+  const std::string& n = o_.name;
+  std::string upper;
+  for (char c : n) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const std::string model = comment_text(a_.name);
+
+  // defines.h
+  std::string d = "// Sizes and types of " + n + " (model '" + model + "'), generated by hgqt.\n";
+  d += "// Every element has its exact type; arrays between layers use a type that holds all of\n";
+  d += "// their elements exactly. Quantizer types carry their rounding and overflow modes.\n";
+  d += "#ifndef " + upper + "_DEFINES_H_\n#define " + upper + "_DEFINES_H_\n\n";
+  d += "#include \"ap_fixed.h\"\n\n";
+  d += "#define N_INPUT " + std::to_string(a_.input_size()) + "\n";
+  d += "#define N_OUTPUT " + std::to_string(a_.output_size()) + "\n";
+  d += td_.text();
+  d += "\n// The top function's output: holds every output element exactly.\n";
+  d += "typedef " + cur.type + " result_t;\n";
+  d += "\n#endif\n";
+  defines_h = d;
+
+  // parameters.h
+  std::string ph = "// Weights and biases of " + n + ", generated by hgqt.\n";
+  ph += "#ifndef " + upper + "_PARAMETERS_H_\n#define " + upper + "_PARAMETERS_H_\n\n";
+  ph += "#include \"defines.h\"\n\n";
+  for (const auto& w : weight_includes_) ph += "#include \"weights/" + w + "\"\n";
+  ph += "\n#endif\n";
+  parameters_h = ph;
+
+  // <name>.h
+  std::string h = "// " + n + ": HLS top function of model '" + model + "', generated by hgqt.\n";
+  h += "//\n";
+  h += "// Input convention: x_in holds the model input already quantized by the model's input\n";
+  h += "// quantizer, element j cast from the (preprocessed) feature to input_q_t_<j> (or "
+       "input_q_t\n";
+  h += "// when all elements share one type): rounding, then overflow, from the exact value; "
+       "pruned\n";
+  h += "// elements are 0. The design reads each element back in its exact type and does not\n";
+  h += "// quantize it again. y_out receives the model output (each element exact in result_t),\n";
+  h += "// bit-exact with hgqt's integer emulator.\n";
+  h += "#ifndef " + upper + "_H_\n#define " + upper + "_H_\n\n";
+  h += "#include \"defines.h\"\n\n";
+  h += "void " + n + "(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT]);\n\n#endif\n";
+  top_h = h;
+
+  // <name>.cpp
+  std::string c = "// " + n + ": HLS implementation of model '" + model + "', generated by hgqt.\n";
+  c += "// io_parallel: every layer is inlined into one pipelined function; one statement per\n";
+  c += "// nonzero product; every product and sum is exact (see defines.h for the types).\n";
+  c += "#include \"" + n + ".h\"\n#include \"parameters.h\"\n";
+  c += functions_;
+  c += "\nvoid " + n + "(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT]) {\n";
+  c += "#pragma HLS ARRAY_PARTITION variable=x_in complete dim=0\n";
+  c += "#pragma HLS ARRAY_PARTITION variable=y_out complete dim=0\n";
+  c += "#pragma HLS INTERFACE ap_vld port=x_in\n";
+  c += "#pragma HLS INTERFACE ap_vld port=y_out\n";
+  c += "#pragma HLS PIPELINE\n";
+  c += body_;
+  c += "\n";
+  for (int64_t o = 0; o < cur.size(); ++o) {
+    const std::string os = std::to_string(o);
+    c += "  y_out[" + os + "] = " + (cur.v[o].zero ? std::string("0") : cur.var + "[" + os + "]") +
+         ";\n";
+  }
+  c += "}\n";
+  top_cpp = c;
+}
+
+// ------------------------------------------------------------------------- project files
+std::string testbench(const HlsOptions& o, const std::string& quantize) {
+  const std::string& n = o.name;
+  std::string s;
+  s += "// C simulation testbench of " + n + ", generated by hgqt.\n";
+  s += "// Reads tb_data/tb_input_features.dat (one sample per line, space-separated doubles),\n";
+  s += "// quantizes each feature with its input quantizer type, runs " + n + " and compares\n";
+  s += "// every output exactly (as double) with tb_data/tb_output_predictions.dat, the outputs\n";
+  s +=
+      "// of hgqt's integer emulator. Writes the outputs to tb_data/csim_results.log. Exits with\n";
+  s += "// status 1 on any mismatch. An optional argument replaces the directory tb_data.\n";
+  s += R"(#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "firmware/)" +
+       n + R"(.h"
+
+namespace {
+
+// The input convention of )" +
+       n + R"(.h: each feature cast to its element's quantizer type.
+void quantize_input(const std::vector<double>& x, input_t in[N_INPUT]) {
+)" + quantize +
+       R"(}
+
+// Parses one line of space-separated numbers; false when it does not hold exactly `n`.
+bool parse_row(const std::string& line, size_t n, std::vector<double>& row) {
+  row.clear();
+  const char* p = line.c_str();
+  while (true) {
+    char* end = nullptr;
+    const double v = std::strtod(p, &end);
+    if (end == p) break;
+    row.push_back(v);
+    p = end;
+  }
+  while (*p == ' ' || *p == '\t' || *p == '\r') ++p;
+  return *p == '\0' && row.size() == n;
+}
+
+bool blank(const std::string& line) {
+  return line.find_first_not_of(" \t\r") == std::string::npos;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string dir = argc > 1 ? argv[1] : "tb_data";
+  const std::string in_path = dir + "/tb_input_features.dat";
+  const std::string pred_path = dir + "/tb_output_predictions.dat";
+  const std::string log_path = dir + "/csim_results.log";
+  std::ifstream fin(in_path.c_str()), fpred(pred_path.c_str());
+  if (!fin || !fpred) {
+    std::fprintf(stderr, "hls testbench: cannot open %s or %s\n", in_path.c_str(),
+                 pred_path.c_str());
+    return 2;
+  }
+  std::FILE* log = std::fopen(log_path.c_str(), "w");
+  if (!log) {
+    std::fprintf(stderr, "hls testbench: cannot write %s\n", log_path.c_str());
+    return 2;
+  }
+  long samples = 0, mismatches = 0, line_no = 0;
+  std::string line, pred_line;
+  std::vector<double> x, expected;
+  while (std::getline(fin, line)) {
+    ++line_no;
+    if (blank(line)) continue;
+    if (!parse_row(line, N_INPUT, x)) {
+      std::fprintf(stderr, "hls testbench: %s line %ld: expected %d numbers\n", in_path.c_str(),
+                   line_no, N_INPUT);
+      return 2;
+    }
+    do {
+      if (!std::getline(fpred, pred_line)) {
+        std::fprintf(stderr, "hls testbench: %s has fewer samples than %s\n", pred_path.c_str(),
+                     in_path.c_str());
+        return 2;
+      }
+    } while (blank(pred_line));
+    if (!parse_row(pred_line, N_OUTPUT, expected)) {
+      std::fprintf(stderr, "hls testbench: %s: sample %ld: expected %d numbers\n",
+                   pred_path.c_str(), samples, N_OUTPUT);
+      return 2;
+    }
+    input_t in[N_INPUT];
+    result_t out[N_OUTPUT];
+    quantize_input(x, in);
+    )" +
+       n + R"((in, out);
+    for (int o = 0; o < N_OUTPUT; ++o) {
+      const double y = out[o].to_double();
+      std::fprintf(log, o + 1 < N_OUTPUT ? "%.17g " : "%.17g\n", y);
+      if (y != expected[o]) {
+        if (mismatches < 10)
+          std::fprintf(stderr, "hls testbench: sample %ld output %d: got %.17g, expected %.17g\n",
+                       samples, o, y, expected[o]);
+        ++mismatches;
+      }
+    }
+    ++samples;
+  }
+  std::fclose(log);
+  std::printf("hls testbench: %ld samples, %ld mismatches\n", samples, mismatches);
+  if (samples == 0) {
+    std::fprintf(stderr, "hls testbench: no samples in %s\n", in_path.c_str());
+    return 1;
+  }
+  return mismatches == 0 ? 0 : 1;
+}
+)";
+  return s;
+}
+
+std::string build_tcl(const HlsOptions& o) {
+  const std::string& n = o.name;
+  char clock[64];
+  std::snprintf(clock, sizeof clock, "%.10g", o.clock_ns);
+  std::string s;
+  s += "# Vitis HLS (or Vivado HLS) build script for " + n + ", generated by hgqt.\n";
+  s += "# Run from this directory: vitis_hls -f build_prj.tcl\n";
+  s += "open_project -reset " + n + "_prj\n";
+  s += "set_top " + n + "\n";
+  s += "add_files firmware/" + n + ".cpp -cflags \"-std=c++0x\"\n";
+  s += "add_files -tb " + n + "_test.cpp -cflags \"-std=c++0x\"\n";
+  s += "add_files -tb tb_data\n";
+  s += "open_solution -reset \"solution1\"\n";
+  s += "set_part {" + o.part + "}\n";
+  s += "create_clock -period " + std::string(clock) + " -name default\n";
+  s += "csim_design\n";
+  s += "csynth_design\n";
+  s += "cosim_design\n";
+  s += "export_design -format ip_catalog\n";
+  s += "exit\n";
+  return s;
+}
+
+std::string readme(const archive::Archive& a, const HlsOptions& o, int64_t n_tb) {
+  const std::string& n = o.name;
+  std::string s;
+  s += "# " + n + ": HLS project for model `" + comment_text(a.name) + "`\n\n";
+  s += "Generated by hgqt. The design is bit-exact with hgqt's integer emulator: every\n";
+  s +=
+      "activation element has its own exact `ap_fixed` / `ap_ufixed` type, products and sums are\n";
+  s += "exact, and each quantizer is a cast with its rounding and overflow mode.\n\n";
+  s += "## Run\n\n";
+  s += "    vitis_hls -f build_prj.tcl      # or: vivado_hls -f build_prj.tcl\n\n";
+  s += "runs C simulation (`csim_design`), synthesis, C/RTL co-simulation and exports an IP\n";
+  s += "(part `" + o.part + "`, clock " + format_double(o.clock_ns) + " ns). C simulation alone,\n";
+  s += "with any C++ compiler and the `ap_fixed.h` headers:\n\n";
+  s += "    g++ -O1 -std=c++14 -I<dir with ap_fixed.h> " + n + "_test.cpp firmware/" + n +
+       ".cpp -o " + n + "_tb\n";
+  s += "    ./" + n + "_tb                    # prints: hls testbench: N samples, 0 mismatches\n\n";
+  s += "## Files\n\n";
+  s += "- `firmware/" + n + ".cpp`, `firmware/" + n + ".h`: the top function `" + n +
+       "(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT])` (io_parallel, pipelined).\n";
+  s += "- `firmware/defines.h`: sizes and every type; `firmware/parameters.h` and\n";
+  s += "  `firmware/weights/`: weights and biases as exact constants.\n";
+  s += "- `" + n + "_test.cpp`: the testbench; `tb_data/`: its inputs (" + std::to_string(n_tb) +
+       " samples) and the emulator's outputs; it writes `tb_data/csim_results.log`.\n\n";
+  s += "## Input convention\n\n";
+  s += "`x_in` holds the model input already quantized by the model's input quantizer: feature j\n";
+  s += "(after preprocessing";
+  if (!a.feature_mean.empty()) s += ": `(x - mean) / std` per feature, in float32";
+  s += ") cast to `input_q_t_<j>` (rounding, then overflow),\n";
+  s += "as the testbench does. The design reads each element in its exact type.\n";
+  return s;
+}
+
+}  // namespace
+
+std::string hls_type(const FixedType& t, RoundingMode round, OverflowMode overflow) {
+  if (t.width <= 0) throw std::invalid_argument("hls_type: a zero-width element has no type");
+  return std::string(t.is_signed ? "ap_fixed<" : "ap_ufixed<") + std::to_string(t.width) + "," +
+         std::to_string(t.int_bits()) + "," + q_name(round) + "," + o_name(overflow) + ">";
+}
+
+std::string hls_type(const FixedType& t) {
+  if (t.width <= 0) throw std::invalid_argument("hls_type: a zero-width element has no type");
+  return std::string(t.is_signed ? "ap_fixed<" : "ap_ufixed<") + std::to_string(t.width) + "," +
+         std::to_string(t.int_bits()) + ">";
+}
+
+std::string exact_decimal(int128 m, int frac) {
+  // Decimal digits of |m| * 2^-frac: |m| * 5^frac with the point `frac` digits from the right,
+  // or |m| * 2^-frac when frac < 0. Base 10^9 limbs, least significant first.
+  const bool neg = m < 0;
+  unsigned __int128 mag =
+      neg ? static_cast<unsigned __int128>(0) - static_cast<unsigned __int128>(m)
+          : static_cast<unsigned __int128>(m);
+  std::vector<uint32_t> limbs;
+  constexpr uint32_t kBase = 1000000000u;
+  if (mag == 0) limbs.push_back(0);
+  while (mag != 0) {
+    limbs.push_back(static_cast<uint32_t>(mag % kBase));
+    mag /= kBase;
+  }
+  auto mul_small = [&](uint32_t k, int times) {
+    for (int t = 0; t < times; ++t) {
+      uint64_t carry = 0;
+      for (auto& l : limbs) {
+        const uint64_t v = static_cast<uint64_t>(l) * k + carry;
+        l = static_cast<uint32_t>(v % kBase);
+        carry = v / kBase;
+      }
+      if (carry) limbs.push_back(static_cast<uint32_t>(carry));
+    }
+  };
+  if (frac > 0)
+    mul_small(5, frac);
+  else if (frac < 0)
+    mul_small(2, -frac);
+  std::string digits = std::to_string(limbs.back());
+  for (size_t i = limbs.size() - 1; i-- > 0;) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%09u", limbs[i]);
+    digits += buf;
+  }
+  const int point = std::max(frac, 0);
+  if (static_cast<int>(digits.size()) <= point)
+    digits.insert(0, static_cast<size_t>(point + 1) - digits.size(), '0');
+  std::string int_part = digits.substr(0, digits.size() - point);
+  std::string frac_part = digits.substr(digits.size() - point);
+  while (!frac_part.empty() && frac_part.back() == '0') frac_part.pop_back();
+  if (frac_part.empty()) frac_part = "0";
+  const bool is_zero = int_part.find_first_not_of('0') == std::string::npos &&
+                       frac_part.find_first_not_of('0') == std::string::npos;
+  return (neg && !is_zero ? "-" : "") + int_part + "." + frac_part;
+}
+
+void export_hls(const archive::Archive& a, const std::string& out_dir, const HlsOptions& options,
+                const std::vector<double>& tb_inputs, int64_t n_tb) {
+  if (!(options.clock_ns > 0) || !std::isfinite(options.clock_ns))
+    throw std::invalid_argument("hls: the clock period must be a positive number of ns, got " +
+                                format_double(options.clock_ns));
+  if (options.part.empty() ||
+      options.part.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789-_.") != std::string::npos)
+    throw std::invalid_argument("hls: the FPGA part '" + comment_text(options.part) +
+                                "' is empty or holds characters other than letters, digits, "
+                                "'-', '_' and '.'");
+  if (n_tb < 0) throw std::invalid_argument("hls: negative number of testbench samples");
+  archive::Emulator emu(a);  // validates the archive
+  const int64_t in = emu.input_size(), out = emu.output_size();
+  if (static_cast<int64_t>(tb_inputs.size()) != n_tb * in)
+    throw std::invalid_argument("hls: got " + std::to_string(tb_inputs.size()) +
+                                " testbench input values for " + std::to_string(n_tb) +
+                                " samples of " + std::to_string(in) + " features");
+  Generator g(emu.archive(), options);
+  g.run();
+
+  std::vector<double> x = tb_inputs;
+  int64_t n = n_tb;
+  if (n == 0) {
+    x.assign(in, 0.0);
+    n = 1;
+  }
+  const std::vector<double> y = emu.run_batch(x, n);
+  auto rows = [](const std::vector<double>& v, int64_t n_rows, int64_t cols) {
+    std::string s;
+    s.reserve(static_cast<size_t>(n_rows * cols * 12));
+    char buf[40];
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        std::snprintf(buf, sizeof buf, "%.17g", v[r * cols + c]);
+        if (c) s += ' ';
+        s += buf;
+      }
+      s += '\n';
+    }
+    return s;
+  };
+
+  namespace fs = std::filesystem;
+  const fs::path dir(out_dir);
+  const fs::path fw = dir / "firmware";
+  const std::string& name = options.name;
+  util::write_text_atomic((fw / "defines.h").string(), g.defines_h);
+  util::write_text_atomic((fw / "parameters.h").string(), g.parameters_h);
+  util::write_text_atomic((fw / (name + ".h")).string(), g.top_h);
+  util::write_text_atomic((fw / (name + ".cpp")).string(), g.top_cpp);
+  for (const auto& w : g.weights)
+    util::write_text_atomic((fw / "weights" / w.file).string(), w.text);
+  util::write_text_atomic((dir / (name + "_test.cpp")).string(), testbench(options, g.tb_quantize));
+  util::write_text_atomic((dir / "tb_data" / "tb_input_features.dat").string(), rows(x, n, in));
+  util::write_text_atomic((dir / "tb_data" / "tb_output_predictions.dat").string(),
+                          rows(y, n, out));
+  util::write_text_atomic((dir / "build_prj.tcl").string(), build_tcl(options));
+  util::write_text_atomic((dir / "README.md").string(), readme(emu.archive(), options, n));
+}
+
+}  // namespace hgqt::exporters

@@ -1,0 +1,298 @@
+// HGQModel <-> archive, and the calibration trace.
+#include "hgqt/model/archive_bridge.h"
+
+#include <cmath>
+
+#include "hgqt/archive/fixed.h"
+
+namespace hgqt::model {
+
+using archive::ArchiveError;
+using quant::FixedQuantizer;
+using quant::OverflowMode;
+using quant::RoundingMode;
+
+namespace {
+
+std::vector<int32_t> to_int_vector(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU, torch::kDouble).contiguous();
+  std::vector<int32_t> out(c.numel());
+  const double* p = c.data_ptr<double>();
+  for (int64_t n = 0; n < c.numel(); ++n) out[n] = static_cast<int32_t>(std::lrint(p[n]));
+  return out;
+}
+
+// The quantizer's effective integer k, i, f expanded to `shape`.
+archive::QuantSpec quant_spec(const FixedQuantizer& q, const std::vector<int64_t>& shape) {
+  archive::QuantSpec s;
+  s.shape = shape;
+  auto [k, i, f] = q->kif();
+  s.k = to_int_vector(k.expand(shape));
+  s.i = to_int_vector(i.expand(shape));
+  s.f = to_int_vector(f.expand(shape));
+  s.round = q->options.round() == RoundingMode::S_RND ? RoundingMode::RND : q->options.round();
+  s.overflow = q->options.overflow();
+  return s;
+}
+
+// A constant tensor quantized by q (eval semantics), as exact mantissas.
+archive::Constant constant(const FixedQuantizer& q, const torch::Tensor& value) {
+  archive::Constant c;
+  c.shape = value.sizes().vec();
+  c.quantizer = quant_spec(q, c.shape);
+  auto v = value.detach().to(torch::kCPU, torch::kDouble).contiguous();
+  const double* p = v.data_ptr<double>();
+  const auto& qs = c.quantizer;
+  c.mantissa.resize(v.numel());
+  c.exponent.resize(v.numel());
+  for (int64_t n = 0; n < v.numel(); ++n) {
+    const double xq = qs.apply(p[n], n);
+    c.mantissa[n] = static_cast<int64_t>(std::ldexp(xq, qs.f[n]));
+    c.exponent[n] = -qs.f[n];
+  }
+  return c;
+}
+
+// Copies `full` (the per-element values of an archive) into a parameter tensor of a smaller,
+// broadcastable shape, checking that the elements sharing a parameter agree.
+void assign_param(torch::Tensor& param, const std::vector<int32_t>& full,
+                  const std::vector<int64_t>& shape, const std::string& what) {
+  auto t = torch::tensor(std::vector<int64_t>(full.begin(), full.end()), torch::kLong)
+               .to(torch::kDouble)
+               .view(shape);
+  auto narrowed = t;
+  const auto ps = param.sizes();
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d)
+    if (ps[d] == 1 && shape[d] > 1) narrowed = narrowed.narrow(d, 0, 1);
+  if (!torch::equal(narrowed.expand(shape), t))
+    throw ArchiveError(what + ": per-element values differ where the model shares one parameter "
+                       "(its granularity is coarser than the archive's values)");
+  torch::NoGradGuard no_grad;
+  param.copy_(narrowed.to(param.options()));
+}
+
+void set_quantizer(FixedQuantizer& q, const archive::QuantSpec& s, const std::string& what) {
+  if (q->options.round() != s.round &&
+      !(q->options.round() == RoundingMode::S_RND && s.round == RoundingMode::RND))
+    throw ArchiveError(what + ": rounding " + quant::to_string(s.round) + " in the archive, " +
+                       quant::to_string(q->options.round()) + " in the model config");
+  if (q->options.overflow() != s.overflow)
+    throw ArchiveError(what + ": overflow " + std::string(quant::to_string(s.overflow)) +
+                       " in the archive, " + quant::to_string(q->options.overflow()) +
+                       " in the model config");
+  assign_param(q->k, s.k, s.shape, what + ".k");
+  assign_param(q->i, s.i, s.shape, what + ".i");
+  if (q->f.defined()) {
+    assign_param(q->f, s.f, s.shape, what + ".f");
+  } else {
+    std::vector<int32_t> b(s.size());
+    for (int64_t n = 0; n < s.size(); ++n) b[n] = s.i[n] + s.f[n];
+    assign_param(q->b, b, s.shape, what + ".b");
+  }
+}
+
+void set_constant(torch::Tensor& param, FixedQuantizer& q, const archive::Constant& c,
+                  const std::string& what) {
+  set_quantizer(q, c.quantizer, what + ".quantizer");
+  std::vector<double> values(c.size());
+  for (int64_t n = 0; n < c.size(); ++n) values[n] = c.value(n);
+  torch::NoGradGuard no_grad;
+  param.copy_(torch::tensor(values, torch::kDouble).view(c.shape).to(param.options()));
+}
+
+}  // namespace
+
+archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const std::string& name) {
+  archive::Archive a;
+  a.producer = std::string("hgqt ") + HGQT_VERSION;
+  a.name = name;
+  a.input_shape = model->input_shape();
+  a.output_shape = model->output_shape();
+  a.model_yaml = config::model_to_yaml(model->spec());
+  if (meta) {
+    a.loss = meta->loss;
+    a.feature_mean = meta->feature_mean;
+    a.feature_std = meta->feature_std;
+  }
+  for (const auto& e : model->layers()) {
+    archive::Layer l;
+    l.name = e.name;
+    l.type = e.layer->type_name();
+    l.input_shape = e.input_shape;
+    l.output_shape = e.output_shape;
+    if (auto* d = dynamic_cast<nn::QDenseImpl*>(e.module.get())) {
+      l.activation = nn::to_string(d->options.activation());
+      l.input_quantizer = quant_spec(d->iq, e.input_shape);
+      l.kernel = constant(d->kq, d->kernel);
+      if (d->bq) l.bias = constant(d->bq, d->bias);
+      if (d->oq) l.output_quantizer = quant_spec(d->oq, e.output_shape);
+    } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(e.module.get())) {
+      l.activation = nn::to_string(act->options.activation());
+      l.output_quantizer = quant_spec(act->q, e.output_shape);
+    } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(e.module.get())) {
+      l.input_quantizer = quant_spec(q->q, e.input_shape);
+    } else if (l.type != "flatten") {
+      throw ArchiveError("layer '" + e.name + "' of type " + l.type +
+                         " has no archive form yet");
+    }
+    a.layers.push_back(std::move(l));
+  }
+  archive::validate(a, "archive of model '" + name + "'");
+  return a;
+}
+
+HGQModel from_archive(const archive::Archive& a) {
+  if (a.model_yaml.empty())
+    throw ArchiveError("archive '" + a.name +
+                       "' has no model_yaml: it cannot be rebuilt as a trainable model");
+  HGQModel model(config::parse_model_yaml(a.model_yaml, "archive '" + a.name + "' model_yaml"));
+  const auto& layers = model->layers();
+  if (layers.size() != a.layers.size())
+    throw ArchiveError("archive '" + a.name + "': " + std::to_string(a.layers.size()) +
+                       " layers, but its model_yaml builds " + std::to_string(layers.size()));
+  for (size_t n = 0; n < layers.size(); ++n) {
+    const auto& e = layers[n];
+    const auto& l = a.layers[n];
+    const std::string what = "archive layers[" + std::to_string(n) + "] '" + l.name + "'";
+    if (e.layer->type_name() != l.type)
+      throw ArchiveError(what + ": type " + l.type + ", model_yaml builds " + e.layer->type_name());
+    if (auto* d = dynamic_cast<nn::QDenseImpl*>(e.module.get())) {
+      if (l.input_quantizer) set_quantizer(d->iq, *l.input_quantizer, what + ".input_quantizer");
+      set_constant(d->kernel, d->kq, *l.kernel, what + ".kernel");
+      if (d->bq && l.bias) set_constant(d->bias, d->bq, *l.bias, what + ".bias");
+      if (d->oq && l.output_quantizer)
+        set_quantizer(d->oq, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(e.module.get())) {
+      set_quantizer(act->q, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(e.module.get())) {
+      set_quantizer(q->q, *l.input_quantizer, what + ".input_quantizer");
+    }
+  }
+  model->eval();
+  return model;
+}
+
+// ------------------------------------------------------------------------- trace
+namespace {
+// Activation quantizers: those on the data path (batch axis), not on constants.
+std::vector<FixedQuantizer> activation_quantizers(HGQModel& model) {
+  std::vector<FixedQuantizer> out;
+  for (const auto& [layer, nq] : model->quantizers())
+    if (!nq.constant.defined()) out.push_back(nq.quantizer);
+  return out;
+}
+
+int64_t bit_length(double v) {  // bits of a non-negative integer-valued double
+  int64_t n = 0;
+  while (v >= 1.0) {
+    v = std::floor(v / 2);
+    ++n;
+  }
+  return n;
+}
+
+// Reduces a per-sample record to the parameter shape (elements sharing a parameter).
+torch::Tensor reduce_to(torch::Tensor t, const std::vector<int64_t>& param_shape, bool max) {
+  for (int64_t d = 0; d < static_cast<int64_t>(param_shape.size()); ++d)
+    if (param_shape[d] == 1 && t.size(d) > 1) t = max ? t.amax({d}, true) : t.amin({d}, true);
+  return t;
+}
+}  // namespace
+
+TraceResult trace(HGQModel& model, const torch::Tensor& x, int64_t batch_size) {
+  TraceResult r;
+  r.samples = x.size(0);
+  if (r.samples == 0) throw std::invalid_argument("trace: the calibration data has no samples");
+  if (!torch::isfinite(x).all().item<bool>())
+    throw std::invalid_argument("trace: the calibration data holds NaN or Inf values");
+  r.ebops_before = model->ebops().item<double>();
+  model->eval();
+  auto qs = activation_quantizers(model);
+  r.quantizers = static_cast<int64_t>(qs.size());
+  const auto device = model->parameters().empty() ? torch::Device(torch::kCPU)
+                                                  : model->parameters().front().device();
+  // Snapshot of the starting (k, i, f) for the change counts.
+  std::vector<std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>> start;
+  for (auto& q : qs) {
+    auto [k, i, f] = q->kif();
+    start.emplace_back(k.clone(), i.clone(), f.clone());
+  }
+  torch::NoGradGuard no_grad;
+  const int64_t max_passes = r.quantizers + 2;
+  for (r.passes = 1; r.passes <= max_passes; ++r.passes) {
+    for (auto& q : qs) q->set_calibration(true);
+    for (int64_t s = 0; s < r.samples; s += batch_size)
+      (void)model->forward(x.narrow(0, s, std::min(batch_size, r.samples - s)).to(device, torch::kFloat));
+    bool changed = false;
+    for (auto& q : qs) {
+      q->set_calibration(false);
+      auto [lo_t, hi_t] = q->calibration_range();
+      auto [k0, i0, f0] = q->kif();
+      const auto pshape = q->param_shape();
+      auto lo = reduce_to(lo_t, pshape, false).to(torch::kCPU, torch::kDouble).contiguous();
+      auto hi = reduce_to(hi_t, pshape, true).to(torch::kCPU, torch::kDouble).contiguous();
+      auto kc = k0.to(torch::kCPU, torch::kDouble).contiguous();
+      auto ic = i0.to(torch::kCPU, torch::kDouble).contiguous();
+      auto fc = f0.to(torch::kCPU, torch::kDouble).contiguous();
+      auto k_new = kc.clone(), i_new = ic.clone();
+      for (int64_t n = 0; n < kc.numel(); ++n) {
+        const double k = kc.data_ptr<double>()[n], i = ic.data_ptr<double>()[n];
+        const double f = fc.data_ptr<double>()[n];
+        double kn, in;
+        if (k + i + f <= 0) {  // pruned stays pruned
+          kn = 0;
+          in = -f;
+        } else {
+          const double m_lo = std::ldexp(lo.data_ptr<double>()[n], static_cast<int>(f));
+          const double m_hi = std::ldexp(hi.data_ptr<double>()[n], static_cast<int>(f));
+          kn = m_lo < 0 ? 1 : 0;
+          const int64_t need = std::max(bit_length(std::max(m_hi, 0.0)),
+                                        m_lo < 0 ? bit_length(-m_lo - 1) : int64_t{0});
+          in = static_cast<double>(need) - f;
+        }
+        if (kn != k || in != i) changed = true;
+        k_new.data_ptr<double>()[n] = kn;
+        i_new.data_ptr<double>()[n] = in;
+      }
+      q->k.copy_(k_new.to(q->k.options()));
+      q->i.copy_(i_new.to(q->i.options()));
+      if (q->b.defined()) q->b.copy_((i_new + fc).to(q->b.options()));  // KBI: keep f = b - i
+    }
+    if (!changed) break;
+  }
+  for (size_t n = 0; n < qs.size(); ++n) {
+    auto [k, i, f] = qs[n]->kif();
+    const auto& [k0, i0, f0] = start[n];
+    r.elements += k.numel();
+    r.widened += (i > i0).sum().item<int64_t>();
+    r.narrowed += ((k + i + f) < (k0 + i0 + f0)).sum().item<int64_t>();
+    r.sign_dropped += ((k0 > 0) & (k == 0)).sum().item<int64_t>();
+  }
+  auto a = to_archive(model);
+  for (double e : archive::exact_ebops(a)) r.exact_ebops += e;
+  return r;
+}
+
+HGQModel copy_model(HGQModel& model) {
+  HGQModel copy(model->spec());
+  torch::NoGradGuard no_grad;
+  auto src_p = model->named_parameters(true), dst_p = copy->named_parameters(true);
+  for (const auto& item : src_p) dst_p[item.key()].copy_(item.value());
+  auto src_b = model->named_buffers(true), dst_b = copy->named_buffers(true);
+  for (const auto& item : src_b) dst_b[item.key()].copy_(item.value());
+  return copy;
+}
+
+torch::Tensor forward_float64(HGQModel& model, const torch::Tensor& x, int64_t batch_size) {
+  auto copy = copy_model(model);
+  copy->to(torch::kCPU, torch::kDouble);
+  copy->eval();
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> outs;
+  const auto xd = x.to(torch::kCPU, torch::kDouble);
+  for (int64_t s = 0; s < xd.size(0); s += batch_size)
+    outs.push_back(copy->forward(xd.narrow(0, s, std::min(batch_size, xd.size(0) - s))));
+  return torch::cat(outs);
+}
+
+}  // namespace hgqt::model
