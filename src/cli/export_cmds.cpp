@@ -140,6 +140,8 @@ void add_export_commands(CLI::App& app, ExportCommands& c) {
   c.export_cmd->add_option("--part", c.part, "FPGA part (hls)")->default_val("xcvu13p-flga2577-2-e");
   c.export_cmd->add_option("--clock-ns", c.clock_ns, "Clock period in ns (hls)")->default_val(5.0);
   c.export_cmd->add_option("--pipeline-stages", c.pipeline_stages, "Register stages (verilog; 0: combinational)")->default_val(1);
+  c.export_cmd->add_option("--const-mult", c.const_mult, "Constant multiplications (verilog): csd or mul")
+      ->check(CLI::IsMember({"csd", "mul"}))->default_val("csd");
   c.export_cmd->add_flag("--allow-widening", c.allow_widening, "qonnx: widen heterogeneous/WRAP activation quantizers to one type per tensor");
   c.export_cmd->add_flag("--rnd-offset", c.rnd_offset, "qonnx: export RND (half up) exactly as Add(x, scale/2) + a FLOOR Quant");
   c.export_cmd->add_flag("--allow-untraced", c.allow_untraced, "Export an archive that was never traced");
@@ -303,6 +305,7 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       exporters::VerilogOptions o;
       o.name = c.export_name;
       o.pipeline_stages = c.pipeline_stages;
+      o.const_mult = c.const_mult;
       exporters::export_verilog(a, c.export_out, o, tb, n_tb);
     }
     std::printf("wrote %s project to %s (%lld testbench samples, %lld of them overflow-inducing; "

@@ -7,6 +7,19 @@
 // (W, frac) is computed as a signed sum modulo 2^W: each term is shifted to the accumulator's frac
 // and every operand is signed, so the low W bits of the sum are exact; since infer_types derives W
 // from the exact range of the sum, those W bits are the sum itself (no overflow is possible).
+//
+// Constant multiplications (VerilogOptions::const_mult):
+//  - "mul": products are signed wires `x * c` at the exact width of the product's range (weights
+//    of +-2^e become shifts), summed in one expression at the accumulator's width as above.
+//  - "csd" (default): each weight mantissa c is recoded in canonical signed digits (non-adjacent
+//    form, c = sum_k d_k 2^k with d_k in {-1, 0, 1} and no two adjacent nonzero digits), and
+//    every digit contributes the term d_k * x * 2^(k + s) straight to the accumulator's adder
+//    tree (no product wires). The tree is balanced and every inner node is a signed wire at the
+//    exact width of its partial sum's range, computed from the node's exact linear form
+//    (sum of coefficient * input over distinct inputs, plus a constant); a node's common
+//    trailing zero bits (the smallest shift of its terms) are factored out of it and applied by
+//    its parent. Each node is a sum modulo 2^w of sign-extended operands whose exact value fits
+//    its w bits, so it equals the partial sum exactly, and so does the accumulator.
 #include "hgqt/export/verilog.h"
 
 #include <nlohmann/json.hpp>
@@ -15,6 +28,7 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
+#include <iterator>
 #include <stdexcept>
 
 #include "hgqt/archive/emulator.h"
@@ -152,6 +166,7 @@ class Generator {
   Sig quantize(const Sig& v, const archive::QuantSpec& q, int64_t n, const std::string& name);
   Sig relu(const Sig& v, const FixedType& t, const std::string& name);
   void dense_acc(size_t li);
+  void dense_acc_csd(size_t li);
   void dense_post(size_t li);
   void check_types(const std::vector<FixedType>& want, const std::string& what) const;
   std::string header(const VerilogLayout& lay) const;
@@ -373,7 +388,155 @@ Sig Generator::relu(const Sig& v, const FixedType& t, const std::string& name) {
   return s;
 }
 
+// The non-adjacent form of m > 0: (position, digit) pairs with digit +-1, lowest first.
+std::vector<std::pair<int, int>> naf_digits(u128 m) {
+  std::vector<std::pair<int, int>> d;
+  for (int k = 0; m != 0; ++k, m >>= 1) {
+    if ((m & 1) == 0) continue;
+    const int digit = (m & 3) == 1 ? 1 : -1;  // 2 - (m mod 4)
+    d.emplace_back(k, digit);
+    if (digit == 1) m -= 1; else m += 1;
+  }
+  return d;
+}
+
+// A node of a CSD adder tree: its Verilog expression (signed) holds
+// (neg ? -1 : 1) * value / 2^tz, where value = konst + sum coef * input (at the accumulator's frac).
+struct CsdNode {
+  std::string expr;
+  int tz = 0;
+  bool neg = false;
+  std::vector<std::pair<int64_t, int128>> coef;  // (input index, coefficient), sorted by index
+  int128 konst = 0;
+};
+
+std::string shifted_expr(const CsdNode& n, int to) {
+  const int d = n.tz - to;
+  return d > 0 ? "(" + n.expr + " <<< " + std::to_string(d) + ")" : n.expr;
+}
+
+void Generator::dense_acc_csd(size_t li) {
+  const auto& l = a_.layers[li];
+  const auto& t = types_[li];
+  check_types(t.quantized_input, "layer '" + l.name + "' input");
+  const auto& w = *l.kernel;
+  const int64_t in = w.shape[0], n_out = w.shape[1];
+  const std::string L = std::to_string(li);
+  const std::string what_l = "layer '" + l.name + "'";
+  std::vector<std::vector<CsdNode>> leaves(n_out);
+  std::vector<int128> konst(n_out, 0);
+  for (int64_t j = 0; j < in; ++j) {
+    const Sig& x = cur_[j];
+    if (x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
+    for (int64_t o = 0; o < n_out; ++o) {
+      const int64_t wn = j * n_out + o;
+      const int128 c = w.mantissa[wn];
+      if (c == 0) continue;
+      const std::string what = what_l + " weight [" + std::to_string(j) + "," +
+                               std::to_string(o) + "]";
+      const int s = t.accumulator[o].frac - (x.type.frac - w.exponent[wn]);
+      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
+      if (x.is_const()) {
+        konst[o] += archive::align(checked_mul(x.value, c, what), 0, s);
+        continue;
+      }
+      const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
+      for (const auto& [k, digit] : naf_digits(mag)) {
+        CsdNode n;
+        n.expr = signed_view(x);
+        n.tz = s + k;
+        if (n.tz > 126) throw ArchiveError(what + ": exceeds 127 bits");
+        n.neg = (digit < 0) != (c < 0);
+        n.coef.emplace_back(j, n.neg ? -pow2(n.tz) : pow2(n.tz));
+        leaves[o].push_back(std::move(n));
+      }
+    }
+  }
+  // The range of a node's expression.
+  auto range = [&](const CsdNode& n) {
+    int128 lo = n.konst, hi = n.konst;
+    for (const auto& [j, c] : n.coef) {
+      const int128 a = checked_mul(c, cur_[j].type.min_mantissa(), what_l);
+      const int128 b = checked_mul(c, cur_[j].type.max_mantissa(), what_l);
+      if (__builtin_add_overflow(lo, std::min(a, b), &lo) ||
+          __builtin_add_overflow(hi, std::max(a, b), &hi))
+        throw ArchiveError(what_l + ": partial sum exceeds 127 bits");
+    }
+    if (n.neg) {
+      const int128 nlo = -hi;
+      hi = -lo;
+      lo = nlo;
+    }
+    return std::make_pair(lo >> n.tz, hi >> n.tz);  // exact: every term is a multiple of 2^tz
+  };
+  std::vector<Sig> acc(n_out);
+  for (int64_t o = 0; o < n_out; ++o) {
+    const FixedType& at = t.accumulator[o];
+    if (l.bias && l.bias->mantissa[o] != 0)
+      konst[o] += archive::align(l.bias->mantissa[o], -l.bias->exponent[o], at.frac);
+    if (at.width == 0 || leaves[o].empty()) {
+      if (konst[o] < at.min_mantissa() || konst[o] > at.max_mantissa())
+        throw std::logic_error("verilog generator: constant accumulator out of its type");
+      acc[o] = constant(konst[o], at);
+      continue;
+    }
+    std::vector<CsdNode> level = std::move(leaves[o]);
+    if (konst[o] != 0) {
+      CsdNode n;
+      n.konst = konst[o];
+      while (n.tz < 126 && ((n.konst >> n.tz) & 1) == 0) ++n.tz;
+      n.expr = signed_literal(n.konst >> n.tz);
+      level.push_back(std::move(n));
+    }
+    const std::string prefix = "t" + L + "_" + std::to_string(o) + "_";
+    int count = 0;
+    while (level.size() > 1) {  // balanced adder tree of exact-width wires
+      std::vector<CsdNode> next;
+      next.reserve((level.size() + 1) / 2);
+      for (size_t m = 0; m + 1 < level.size(); m += 2) {
+        const CsdNode& a = level[m];
+        const CsdNode& b = level[m + 1];
+        CsdNode n;
+        n.tz = std::min(a.tz, b.tz);
+        n.neg = a.neg && b.neg;
+        const std::string sa = shifted_expr(a, n.tz), sb = shifted_expr(b, n.tz);
+        std::string e;
+        if (a.neg == b.neg) e = sa + " + " + sb;
+        else if (b.neg) e = sa + " - " + sb;
+        else e = sb + " - " + sa;
+        n.konst = a.konst + b.konst;
+        std::merge(a.coef.begin(), a.coef.end(), b.coef.begin(), b.coef.end(),
+                   std::back_inserter(n.coef),
+                   [](const auto& p, const auto& q) { return p.first < q.first; });
+        std::vector<std::pair<int64_t, int128>> merged;
+        for (const auto& p : n.coef) {
+          if (!merged.empty() && merged.back().first == p.first) merged.back().second += p.second;
+          else merged.push_back(p);
+        }
+        n.coef.swap(merged);
+        const auto [lo, hi] = range(n);
+        n.expr = prefix + std::to_string(count++);
+        emit_wire(n.expr, true, signed_width(lo, hi), e);
+        next.push_back(std::move(n));
+      }
+      if (level.size() % 2) next.push_back(std::move(level.back()));
+      level.swap(next);
+    }
+    const CsdNode& root = level[0];
+    std::string e = shifted_expr(root, 0);
+    if (root.neg) e = "-" + e;
+    Sig s;
+    s.name = "acc" + L + "_" + std::to_string(o);
+    s.type = at;
+    emit_wire(s.name, at.is_signed, at.width, e);
+    acc[o] = s;
+  }
+  cur_.swap(acc);
+  check_types(t.accumulator, "layer '" + l.name + "' accumulator");
+}
+
 void Generator::dense_acc(size_t li) {
+  if (o_.const_mult == "csd") return dense_acc_csd(li);
   const auto& l = a_.layers[li];
   const auto& t = types_[li];
   check_types(t.quantized_input, "layer '" + l.name + "' input");
@@ -631,6 +794,9 @@ void check_options(const VerilogOptions& o) {
   if (o.pipeline_stages < 0 || o.pipeline_stages > 64)
     throw std::invalid_argument("verilog: pipeline_stages must be in [0, 64], got " +
                                 std::to_string(o.pipeline_stages));
+  if (o.const_mult != "csd" && o.const_mult != "mul")
+    throw std::invalid_argument("verilog: const_mult must be \"csd\" or \"mul\", got '" +
+                                o.const_mult + "'");
 }
 
 nlohmann::json bus_json(const std::vector<VerilogBusElement>& els, const char* port, int64_t bits) {

@@ -81,6 +81,7 @@ struct SimCase {
   double pruned_inputs;
   double zero_weights;
   bool wide;  // widen every type: accumulators and outputs beyond 64 bits
+  const char* const_mult = "csd";  // VerilogOptions::const_mult
 };
 
 std::ostream& operator<<(std::ostream& os, const SimCase& c) { return os << c.label; }
@@ -137,6 +138,7 @@ TEST_P(VerilogVerilator, MatchesEmulatorBitExactly) {
   exporters::VerilogOptions vo;
   vo.name = "mlp_" + std::string(c.label);
   vo.pipeline_stages = c.stages;
+  vo.const_mult = c.const_mult;
   exporters::export_verilog(a, dir.string(), vo, x, n);
 
   const auto ports = nlohmann::json::parse(read_text(dir / "ports.json"));
@@ -159,6 +161,8 @@ TEST_P(VerilogVerilator, MatchesEmulatorBitExactly) {
        p = source.find("pipeline register stage", p + 1))
     ++stages;
   EXPECT_EQ(stages, static_cast<size_t>(c.stages));
+  // "csd" writes no multiplication at all; "mul" one per product that is not a shift.
+  EXPECT_EQ(source.find(" * ") == std::string::npos, std::string(c.const_mult) == "csd");
 
   const auto sim = run_command("bash '" + (dir / "run_verilator.sh").string() + "'");
   ASSERT_EQ(sim.status, 0) << sim.output.substr(sim.output.size() > 6000 ? sim.output.size() - 6000
@@ -197,7 +201,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(SimCase{"comb", 0, 1, false, true, 0.15, 0.3, false},
                       SimCase{"stages1", 1, 2, true, true, 0.15, 0.3, false},
                       SimCase{"stages3", 3, 3, false, false, 0.3, 0.5, false},
-                      SimCase{"wide_stages2", 2, 4, true, false, 0.15, 0.3, true}),
+                      SimCase{"wide_stages2", 2, 4, true, false, 0.15, 0.3, true},
+                      SimCase{"mul_comb", 0, 1, false, true, 0.15, 0.3, false, "mul"},
+                      SimCase{"mul_stages1", 1, 2, true, true, 0.15, 0.3, false, "mul"},
+                      SimCase{"mul_stages3", 3, 3, false, false, 0.3, 0.5, false, "mul"},
+                      SimCase{"mul_wide_stages2", 2, 4, true, false, 0.15, 0.3, true, "mul"}),
     [](const ::testing::TestParamInfo<SimCase>& info) { return std::string(info.param.label); });
 
 // ------------------------------------------------------------------------- generation, no tools
@@ -309,6 +317,11 @@ TEST(VerilogExport, RejectsBadOptionsAndInputs) {
   vo.pipeline_stages = -1;
   EXPECT_THROW(exporters::verilog_source(a, vo), std::invalid_argument);
   vo.pipeline_stages = 1;
+  vo.const_mult = "shift";
+  EXPECT_THROW(exporters::verilog_source(a, vo), std::invalid_argument);
+  vo.const_mult = "mul";
+  EXPECT_NO_THROW(exporters::verilog_source(a, vo));
+  vo.const_mult = "csd";
   const fs::path dir = fresh_dir("reject");
   std::vector<double> x(a.input_size() * 2 - 1, 0.0);
   try {

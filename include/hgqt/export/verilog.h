@@ -32,6 +32,15 @@ struct VerilogOptions {
   /// boundaries and after the accumulators, spread evenly over the estimated logic depth; the last
   /// one always registers the outputs. The latency is exactly `pipeline_stages` cycles.
   int pipeline_stages = 1;
+  /// How a product of a value by a constant weight is written:
+  ///  - "csd" (default): shift-and-add following the canonical signed digit (non-adjacent form)
+  ///    recoding of the weight's mantissa (7 = 8 - 1: (x <<< 3) - x). The signed digits of all
+  ///    products of one accumulator go straight into its adder tree, a balanced tree of wires at
+  ///    the exact width of each partial sum's range (no product wires);
+  ///  - "mul": a product wire `x * constant` per product (weights of +-2^e as shifts), summed in
+  ///    one expression at the accumulator's width.
+  /// Both are bit-exact with the emulator.
+  std::string const_mult = "csd";
 };
 
 /// One element of data_in or data_out.
