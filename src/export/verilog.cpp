@@ -395,13 +395,17 @@ std::vector<std::pair<int, int>> naf_digits(u128 m) {
     if ((m & 1) == 0) continue;
     const int digit = (m & 3) == 1 ? 1 : -1;  // 2 - (m mod 4)
     d.emplace_back(k, digit);
-    if (digit == 1) m -= 1; else m += 1;
+    if (digit == 1)
+      m -= 1;
+    else
+      m += 1;
   }
   return d;
 }
 
 // A node of a CSD adder tree: its Verilog expression (signed) holds
-// (neg ? -1 : 1) * value / 2^tz, where value = konst + sum coef * input (at the accumulator's frac).
+// (neg ? -1 : 1) * value / 2^tz, where value = konst + sum coef * input (at the accumulator's
+// frac).
 struct CsdNode {
   std::string expr;
   int tz = 0;
@@ -432,8 +436,8 @@ void Generator::dense_acc_csd(size_t li) {
       const int64_t wn = j * n_out + o;
       const int128 c = w.mantissa[wn];
       if (c == 0) continue;
-      const std::string what = what_l + " weight [" + std::to_string(j) + "," +
-                               std::to_string(o) + "]";
+      const std::string what =
+          what_l + " weight [" + std::to_string(j) + "," + std::to_string(o) + "]";
       const int s = t.accumulator[o].frac - (x.type.frac - w.exponent[wn]);
       if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
       if (x.is_const()) {
@@ -490,35 +494,40 @@ void Generator::dense_acc_csd(size_t li) {
     }
     const std::string prefix = "t" + L + "_" + std::to_string(o) + "_";
     int count = 0;
+    auto combine = [&](const CsdNode& a, const CsdNode& b) {
+      CsdNode n;
+      n.tz = std::min(a.tz, b.tz);
+      n.neg = a.neg && b.neg;
+      const std::string sa = shifted_expr(a, n.tz), sb = shifted_expr(b, n.tz);
+      std::string e;
+      if (a.neg == b.neg)
+        e = sa + " + " + sb;
+      else if (b.neg)
+        e = sa + " - " + sb;
+      else
+        e = sb + " - " + sa;
+      n.konst = a.konst + b.konst;
+      std::merge(a.coef.begin(), a.coef.end(), b.coef.begin(), b.coef.end(),
+                 std::back_inserter(n.coef),
+                 [](const auto& p, const auto& q) { return p.first < q.first; });
+      std::vector<std::pair<int64_t, int128>> merged;
+      for (const auto& p : n.coef) {
+        if (!merged.empty() && merged.back().first == p.first)
+          merged.back().second += p.second;
+        else
+          merged.push_back(p);
+      }
+      n.coef.swap(merged);
+      const auto [lo, hi] = range(n);
+      n.expr = prefix + std::to_string(count++);
+      emit_wire(n.expr, true, signed_width(lo, hi), e);
+      return n;
+    };
     while (level.size() > 1) {  // balanced adder tree of exact-width wires
       std::vector<CsdNode> next;
       next.reserve((level.size() + 1) / 2);
-      for (size_t m = 0; m + 1 < level.size(); m += 2) {
-        const CsdNode& a = level[m];
-        const CsdNode& b = level[m + 1];
-        CsdNode n;
-        n.tz = std::min(a.tz, b.tz);
-        n.neg = a.neg && b.neg;
-        const std::string sa = shifted_expr(a, n.tz), sb = shifted_expr(b, n.tz);
-        std::string e;
-        if (a.neg == b.neg) e = sa + " + " + sb;
-        else if (b.neg) e = sa + " - " + sb;
-        else e = sb + " - " + sa;
-        n.konst = a.konst + b.konst;
-        std::merge(a.coef.begin(), a.coef.end(), b.coef.begin(), b.coef.end(),
-                   std::back_inserter(n.coef),
-                   [](const auto& p, const auto& q) { return p.first < q.first; });
-        std::vector<std::pair<int64_t, int128>> merged;
-        for (const auto& p : n.coef) {
-          if (!merged.empty() && merged.back().first == p.first) merged.back().second += p.second;
-          else merged.push_back(p);
-        }
-        n.coef.swap(merged);
-        const auto [lo, hi] = range(n);
-        n.expr = prefix + std::to_string(count++);
-        emit_wire(n.expr, true, signed_width(lo, hi), e);
-        next.push_back(std::move(n));
-      }
+      for (size_t m = 0; m + 1 < level.size(); m += 2)
+        next.push_back(combine(level[m], level[m + 1]));
       if (level.size() % 2) next.push_back(std::move(level.back()));
       level.swap(next);
     }

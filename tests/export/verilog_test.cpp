@@ -162,7 +162,8 @@ TEST_P(VerilogVerilator, MatchesEmulatorBitExactly) {
     ++stages;
   EXPECT_EQ(stages, static_cast<size_t>(c.stages));
   // "csd" writes no multiplication at all; "mul" one per product that is not a shift.
-  EXPECT_EQ(source.find(" * ") == std::string::npos, std::string(c.const_mult) == "csd");
+  EXPECT_EQ(std::regex_search(source, std::regex(" \\* [0-9]+'sh")),
+            std::string(c.const_mult) == "mul");
 
   const auto sim = run_command("bash '" + (dir / "run_verilator.sh").string() + "'");
   ASSERT_EQ(sim.status, 0) << sim.output.substr(sim.output.size() > 6000 ? sim.output.size() - 6000
@@ -378,74 +379,80 @@ TEST(VerilogResources, YosysNetlistSimulatesBitExactly) {
   const int64_t n = 400;
   const auto x = concat(hgqt::testing::random_inputs(a, n / 2, 3, 1.0),
                         hgqt::testing::random_inputs(a, n / 2, 4, 16.0));
-  const fs::path dir = fresh_dir("netlist");
-  exporters::VerilogOptions vo;
-  vo.name = "gates";
-  vo.pipeline_stages = 2;
-  exporters::export_verilog(a, dir.string(), vo, x, n);
-  const auto lay = exporters::verilog_layout(a);
+  for (const char* mode : {"csd", "mul"}) {  // both ways of writing constant multiplications
+    SCOPED_TRACE(mode);
+    const fs::path dir = fresh_dir(std::string("netlist_") + mode);
+    exporters::VerilogOptions vo;
+    vo.name = "gates";
+    vo.pipeline_stages = 2;
+    vo.const_mult = mode;
+    exporters::export_verilog(a, dir.string(), vo, x, n);
+    const auto lay = exporters::verilog_layout(a);
 
-  // Packs one line of mantissas (bus order) into a hex string of `bits` bits.
-  auto pack = [](const std::string& line, const std::vector<exporters::VerilogBusElement>& els,
-                 int64_t bits) {
-    std::vector<int> b(std::max<int64_t>(bits, 1), 0);
-    std::istringstream in(line);
-    for (const auto& e : els) {
-      if (e.type.width == 0) continue;
-      long long m = 0;
-      in >> m;
-      for (int k = 0; k < e.type.width; ++k)
-        b[e.lsb + k] = k < 63 ? static_cast<int>((m >> k) & 1) : (m < 0 ? 1 : 0);
+    // Packs one line of mantissas (bus order) into a hex string of `bits` bits.
+    auto pack = [](const std::string& line, const std::vector<exporters::VerilogBusElement>& els,
+                   int64_t bits) {
+      std::vector<int> b(std::max<int64_t>(bits, 1), 0);
+      std::istringstream in(line);
+      for (const auto& e : els) {
+        if (e.type.width == 0) continue;
+        long long m = 0;
+        in >> m;
+        for (int k = 0; k < e.type.width; ++k)
+          b[e.lsb + k] = k < 63 ? static_cast<int>((m >> k) & 1) : (m < 0 ? 1 : 0);
+      }
+      std::string hex;
+      for (int64_t d = (static_cast<int64_t>(b.size()) + 3) / 4 - 1; d >= 0; --d) {
+        int v = 0;
+        for (int k = 3; k >= 0; --k)
+          v = 2 * v + (d * 4 + k < static_cast<int64_t>(b.size()) ? b[d * 4 + k] : 0);
+        hex.push_back("0123456789abcdef"[v]);
+      }
+      return hex;
+    };
+    std::vector<std::string> in_hex, want_hex;
+    {
+      std::ifstream in(dir / "tb_data" / "tb_input_mantissas.dat");
+      for (std::string l; std::getline(in, l);)
+        in_hex.push_back(pack(l, lay.inputs, lay.input_bits));
+      std::ifstream out(dir / "tb_data" / "tb_output_mantissas.dat");
+      for (std::string l; std::getline(out, l);)
+        want_hex.push_back(pack(l, lay.outputs, lay.output_bits));
     }
-    std::string hex;
-    for (int64_t d = (static_cast<int64_t>(b.size()) + 3) / 4 - 1; d >= 0; --d) {
-      int v = 0;
-      for (int k = 3; k >= 0; --k)
-        v = 2 * v + (d * 4 + k < static_cast<int64_t>(b.size()) ? b[d * 4 + k] : 0);
-      hex.push_back("0123456789abcdef"[v]);
-    }
-    return hex;
-  };
-  std::vector<std::string> in_hex, want_hex;
-  {
-    std::ifstream in(dir / "tb_data" / "tb_input_mantissas.dat");
-    for (std::string l; std::getline(in, l);) in_hex.push_back(pack(l, lay.inputs, lay.input_bits));
-    std::ifstream out(dir / "tb_data" / "tb_output_mantissas.dat");
-    for (std::string l; std::getline(out, l);)
-      want_hex.push_back(pack(l, lay.outputs, lay.output_bits));
+    ASSERT_EQ(in_hex.size(), static_cast<size_t>(n));
+    std::ofstream tb(dir / "tb_gates.v");
+    const int64_t iw = std::max<int64_t>(lay.input_bits, 1);
+    const int64_t ow = std::max<int64_t>(lay.output_bits, 1);
+    tb << "module tb;\n  reg clk = 0, rst = 1, valid_in = 0;\n  reg [" << iw - 1 << ":0] d = 0;\n"
+       << "  wire valid_out;\n  wire [" << ow - 1 << ":0] y;\n"
+       << "  gates dut(.clk(clk), .rst(rst), .valid_in(valid_in), .data_in(d), "
+          ".valid_out(valid_out), .data_out(y));\n"
+       << "  task tick; begin #1 clk = 1; #1 clk = 0; if (valid_out) $display(\"%h\", y); end "
+          "endtask\n  initial begin\n    tick; tick; rst = 0;\n";
+    for (const auto& h : in_hex) tb << "    valid_in = 1; d = " << iw << "'h" << h << "; tick;\n";
+    tb << "    valid_in = 0; tick; tick; tick;\n    $finish;\n  end\nendmodule\n";
+    tb.close();
+    const std::string cd = "cd '" + dir.string() + "' && ";
+    const auto syn = run_command(cd +
+                                 "yosys -q -p 'read_verilog gates.v; synth -flatten -top gates; "
+                                 "write_verilog -noattr gates_syn.v'");
+    ASSERT_EQ(syn.status, 0) << syn.output;
+    const auto sim =
+        run_command(cd + "iverilog -o tb_gates.vvp tb_gates.v gates_syn.v && vvp -n tb_gates.vvp");
+    ASSERT_EQ(sim.status, 0) << sim.output;
+    std::vector<std::string> got;
+    std::istringstream lines(sim.output);
+    for (std::string l; std::getline(lines, l);)
+      if (!l.empty() && l.find_first_not_of("0123456789abcdefxz") == std::string::npos)
+        got.push_back(l);
+    ASSERT_EQ(got.size(), static_cast<size_t>(n)) << sim.output.substr(0, 2000);
+    int64_t mismatches = 0;
+    for (int64_t r = 0; r < n; ++r)
+      if (got[r] != want_hex[r] && mismatches++ < 5)
+        ADD_FAILURE() << "sample " << r << ": netlist " << got[r] << ", emulator " << want_hex[r];
+    EXPECT_EQ(mismatches, 0);
+    if (!HasFailure()) fs::remove_all(dir);
   }
-  ASSERT_EQ(in_hex.size(), static_cast<size_t>(n));
-  std::ofstream tb(dir / "tb_gates.v");
-  const int64_t iw = std::max<int64_t>(lay.input_bits, 1);
-  const int64_t ow = std::max<int64_t>(lay.output_bits, 1);
-  tb << "module tb;\n  reg clk = 0, rst = 1, valid_in = 0;\n  reg [" << iw - 1 << ":0] d = 0;\n"
-     << "  wire valid_out;\n  wire [" << ow - 1 << ":0] y;\n"
-     << "  gates dut(.clk(clk), .rst(rst), .valid_in(valid_in), .data_in(d), "
-        ".valid_out(valid_out), .data_out(y));\n"
-     << "  task tick; begin #1 clk = 1; #1 clk = 0; if (valid_out) $display(\"%h\", y); end "
-        "endtask\n  initial begin\n    tick; tick; rst = 0;\n";
-  for (const auto& h : in_hex) tb << "    valid_in = 1; d = " << iw << "'h" << h << "; tick;\n";
-  tb << "    valid_in = 0; tick; tick; tick;\n    $finish;\n  end\nendmodule\n";
-  tb.close();
-  const std::string cd = "cd '" + dir.string() + "' && ";
-  const auto syn = run_command(cd + "yosys -q -p 'read_verilog gates.v; synth -flatten -top gates; "
-                                    "write_verilog -noattr gates_syn.v'");
-  ASSERT_EQ(syn.status, 0) << syn.output;
-  const auto sim =
-      run_command(cd + "iverilog -o tb_gates.vvp tb_gates.v gates_syn.v && vvp -n tb_gates.vvp");
-  ASSERT_EQ(sim.status, 0) << sim.output;
-  std::vector<std::string> got;
-  std::istringstream lines(sim.output);
-  for (std::string l; std::getline(lines, l);)
-    if (!l.empty() && l.find_first_not_of("0123456789abcdefxz") == std::string::npos)
-      got.push_back(l);
-  ASSERT_EQ(got.size(), static_cast<size_t>(n)) << sim.output.substr(0, 2000);
-  int64_t mismatches = 0;
-  for (int64_t r = 0; r < n; ++r)
-    if (got[r] != want_hex[r] && mismatches++ < 5)
-      ADD_FAILURE() << "sample " << r << ": netlist " << got[r] << ", emulator " << want_hex[r];
-  EXPECT_EQ(mismatches, 0);
-  if (!HasFailure()) fs::remove_all(dir);
 }
 
 TEST(VerilogResources, YosysSynthesizesTinyArchive) {
