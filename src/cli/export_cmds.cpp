@@ -70,24 +70,11 @@ archive::Archive load_traced(const std::string& path, bool allow_untraced) {
   return a;
 }
 
-// Loads the calibration / evaluation features of a checkpoint's config format from `file`.
+// Loads the calibration features of a checkpoint's config format from `file`, standardized.
 torch::Tensor checkpoint_features(const model::Checkpoint& ck, const std::string& ck_path,
                                   const std::string& file, const std::string& features,
                                   int64_t limit) {
-  auto cfg = config::parse_run_config(ck.meta.config_yaml, ck_path + " (embedded config)");
-  config::DataSpec spec = cfg.data;
-  const auto& src = cfg.data.train;
-  spec.train = {file, features.empty() ? src.features : features, src.labels};
-  spec.validation = {};
-  spec.test = {};
-  spec.validation_split = 0;
-  spec.test_split = 0;
-  spec.standardize = false;
-  auto splits = data::load_splits(spec, ".");
-  if (!ck.meta.feature_mean.empty()) {
-    data::Standardizer st{ck.meta.feature_mean, ck.meta.feature_std};
-    st.apply(splits.train.x);
-  }
+  auto splits = load_checkpoint_data(ck, ck_path, file, features, "", false);
   auto& x = splits.train.x;
   int64_t rows = x.rows();
   if (limit > 0 && rows > limit) {
@@ -106,6 +93,27 @@ torch::Tensor checkpoint_features(const model::Checkpoint& ck, const std::string
 }
 
 }  // namespace
+
+data::Splits load_checkpoint_data(const model::Checkpoint& ck, const std::string& ck_path,
+                                  const std::string& file, const std::string& features,
+                                  const std::string& labels, bool prefer_test_names) {
+  auto cfg = config::parse_run_config(ck.meta.config_yaml, ck_path + " (embedded config)");
+  config::DataSpec spec = cfg.data;
+  const auto& src = prefer_test_names && cfg.data.test.present() ? cfg.data.test : cfg.data.train;
+  spec.train = {file, features.empty() ? src.features : features,
+                labels.empty() ? src.labels : labels};
+  spec.validation = {};
+  spec.test = {};
+  spec.validation_split = 0;
+  spec.test_split = 0;
+  spec.standardize = false;
+  auto splits = data::load_splits(spec, ".");
+  if (!ck.meta.feature_mean.empty()) {
+    data::Standardizer st{ck.meta.feature_mean, ck.meta.feature_std};
+    st.apply(splits.train.x);
+  }
+  return splits;
+}
 
 void add_export_commands(CLI::App& app, ExportCommands& c) {
   c.archive_cmd = app.add_subcommand("archive", "Write the model archive of a checkpoint (untraced)");

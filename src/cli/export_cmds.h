@@ -4,6 +4,9 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "hgqt/data/dataset.h"
+#include "hgqt/model/checkpoint.h"
+
 namespace hgqt::cli {
 
 /// Options and subcommand handles, filled by CLI11.
@@ -24,6 +27,13 @@ struct ExportCommands {
   bool check = false, allow_widening = false, allow_untraced = false, nodsp = false,
        rnd_offset = false;
 };
+
+/// The rows of `file` in the format of the checkpoint's embedded config, as its `train` split,
+/// standardized with the checkpoint's standardizer. Empty `features` / `labels` take the config's
+/// names (of its test split when `prefer_test_names` and it has one, else of its train split).
+data::Splits load_checkpoint_data(const model::Checkpoint& ck, const std::string& ck_path,
+                                  const std::string& file, const std::string& features,
+                                  const std::string& labels, bool prefer_test_names);
 
 /// Registers the subcommands on `app`.
 void add_export_commands(CLI::App& app, ExportCommands& c);

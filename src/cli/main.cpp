@@ -94,21 +94,7 @@ int cmd_eval(const std::string& target, const std::string& data_file, const std:
              const std::string& labels) {
   const auto path = model::resolve_checkpoint_path(target);
   auto ck = model::load_checkpoint(path);
-  auto cfg = config::parse_run_config(ck.meta.config_yaml, path + " (embedded config)");
-  config::DataSpec spec = cfg.data;
-  const auto& src = cfg.data.test.present() ? cfg.data.test : cfg.data.train;
-  spec.train = {data_file, features.empty() ? src.features : features,
-                labels.empty() ? src.labels : labels};
-  spec.validation = {};
-  spec.test = {};
-  spec.validation_split = 0;
-  spec.test_split = 0;
-  spec.standardize = false;
-  auto splits = data::load_splits(spec, ".");
-  if (!ck.meta.feature_mean.empty()) {
-    data::Standardizer st{ck.meta.feature_mean, ck.meta.feature_std};
-    st.apply(splits.train.x);
-  }
+  auto splits = cli::load_checkpoint_data(ck, path, data_file, features, labels, true);
   int64_t outputs = 1;
   for (auto d : ck.model->output_shape()) outputs *= d;
   const bool cls = ck.meta.loss == "cross_entropy";
