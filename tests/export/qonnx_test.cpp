@@ -447,11 +447,11 @@ TEST(QonnxExport, WritesFixturesForPython) {
   };
   std::vector<Case> all;
   {
-    Case c{"per_tensor_mlp", per_tensor_archive(21, {8, 6, 4}), {}, {}, 0};
+    Case c{"per_tensor_mlp", per_tensor_archive(21, {8, 6, 4}), {}, archive::Archive(), 0};
     all.push_back(c);
   }
   {
-    Case c{"per_tensor_deep", per_tensor_archive(22, {12, 10, 8, 6, 3}), {}, {}, 0};
+    Case c{"per_tensor_deep", per_tensor_archive(22, {12, 10, 8, 6, 3}), {}, archive::Archive(), 0};
     all.push_back(c);
   }
   {
@@ -466,20 +466,20 @@ TEST(QonnxExport, WritesFixturesForPython) {
     flat.input_shape = {2, 4};
     flat.output_shape = {8};
     a.layers.insert(a.layers.begin() + 1, flat);
-    all.push_back(Case{"quantize_flatten", a, {}, {}, 0});
+    all.push_back(Case{"quantize_flatten", a, {}, archive::Archive(), 0});
   }
   {
     auto a = per_tensor_archive(24, {6, 5, 3});
     a.feature_mean = {0.5f, -1.25f, 3.0f, 0.1f, 0.0f, 2.0f};
     a.feature_std = {1.5f, 0.3f, 2.0f, 1.0f, 0.7f, 4.0f};
-    all.push_back(Case{"preprocessed", a, {}, {}, 0});
+    all.push_back(Case{"preprocessed", a, {}, archive::Archive(), 0});
   }
   {
     auto a = per_tensor_archive(25, {8, 6, 5, 4});
     for (auto& [name, q] : activation_quantizers(a)) q->round = RoundingMode::RND;
     QonnxOptions o;
     o.rnd_as_offset_floor = true;
-    all.push_back(Case{"rnd_offset_floor", a, o, {}, 0});
+    all.push_back(Case{"rnd_offset_floor", a, o, archive::Archive(), 0});
   }
   for (uint64_t seed : {26, 27}) {
     // Heterogeneous, pruned, WRAP, mixed rounding: exported widened; QONNX then computes the
@@ -487,7 +487,7 @@ TEST(QonnxExport, WritesFixturesForPython) {
     hgqt::testing::RandomArchiveOptions ro;
     ro.seed = seed;
     ro.sizes = {8, 6, 5, 4};
-    Case c{"widened_" + std::to_string(seed), hgqt::testing::random_mlp_archive(ro), {}, {}, 0};
+    Case c{"widened_" + std::to_string(seed), hgqt::testing::random_mlp_archive(ro), {}, archive::Archive(), 0};
     c.options.allow_widening = true;
     c.options.rnd_as_offset_floor = true;
     c.reference = c.a;
