@@ -2,6 +2,7 @@
 // overflow in integers.
 #include "hgqt/archive/emulator.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -34,6 +35,7 @@ void quantize_values(std::vector<int128>& v, const std::vector<FixedType>& types
 Emulator::Emulator(Archive a) : a_(std::move(a)) {
   validate(a_, "archive '" + a_.name + "'");
   types_ = infer_types(a_);
+  for (const auto& t : output_types()) widest_output_ = std::max(widest_output_, t.width);
 }
 
 void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const {
@@ -95,12 +97,11 @@ void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const
 }
 
 void Emulator::run(const double* x, double* y, EmulatorStats* stats) const {
+  if (widest_output_ > 53)
+    throw ArchiveError("emulator: an output is " + std::to_string(widest_output_) +
+                       " bits wide, more than a double holds exactly; use run_exact");
   const auto& ot = output_types();
   std::vector<int128> m(output_size());
-  for (const auto& t : ot)
-    if (t.width > 53)
-      throw ArchiveError("emulator: an output is " + std::to_string(t.width) +
-                         " bits wide, more than a double holds exactly; use run_exact");
   run_exact(x, m.data(), stats);
   for (int64_t o = 0; o < output_size(); ++o)
     y[o] = std::ldexp(static_cast<double>(m[o]), -ot[o].frac);

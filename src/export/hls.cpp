@@ -3,6 +3,7 @@
 #include "hgqt/export/hls.h"
 
 #include <algorithm>
+#include <functional>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -259,6 +260,9 @@ class Generator {
   /// Registers the exact type names of an array's elements (a family with a union type).
   void name_array(Array& arr, const std::string& prefix, const std::string& comment);
   void first_quantizer(size_t li, const QuantSpec& q, Array& cur);
+  std::vector<std::string> quantized(const QuantSpec& q, const std::string& var,
+                                     const std::function<bool(int64_t)>& zero, Array& out,
+                                     bool check = false);
   void quantize_layer(size_t li, const QuantSpec& q, Array& cur);
   void activation_layer(size_t li, const Layer& l, Array& cur);
   void dense_layer(size_t li, const Layer& l, const LayerTypes& t, Array& cur, bool first_q);
@@ -295,19 +299,28 @@ void Generator::call(const std::string& fn, const Array& in, const Array& out) {
   body_ += "  " + fn + "(" + in.var + ", " + out.var + ");\n";
 }
 
-void Generator::first_quantizer(size_t li, const QuantSpec& q, Array& cur) {
-  // The model input arrives quantized by this quantizer (the input convention of hls.h).
+// The per-element HLS types of quantizer q ("" where pruned) and the array `var` it produces:
+// element j holds the quantizer's full range unless pruned or `zero(j)` (the constant 0 then).
+std::vector<std::string> Generator::quantized(const QuantSpec& q, const std::string& var,
+                                              const std::function<bool(int64_t)>& zero,
+                                              Array& out, bool check) {
   std::vector<std::string> qtypes(q.size());
-  Array in;
-  in.var = "x_in";
-  in.v.resize(q.size());
+  out.var = var;
+  out.v.resize(q.size());
   for (int64_t j = 0; j < q.size(); ++j) {
     const FixedType t = archive::quantizer_type(q, j);
     if (t.width <= 0) continue;
-    check_width(t, "input element " + std::to_string(j));
+    if (check) check_width(t, "input element " + std::to_string(j));
     qtypes[j] = hls_type(t, q.round, q.overflow);
-    in.v[j] = full_range(t);
+    if (!zero(j)) out.v[j] = full_range(t);
   }
+  return qtypes;
+}
+
+void Generator::first_quantizer(size_t li, const QuantSpec& q, Array& cur) {
+  // The model input arrives quantized by this quantizer (the input convention of hls.h).
+  Array in;
+  const auto qtypes = quantized(q, "x_in", [](int64_t) { return false; }, in, true);
   const auto qnames = td_.family(
       "input_q_t", qtypes,
       "The model input quantizer (" + label(li) +
@@ -326,16 +339,8 @@ void Generator::first_quantizer(size_t li, const QuantSpec& q, Array& cur) {
 
 void Generator::quantize_layer(size_t li, const QuantSpec& q, Array& cur) {
   const std::string p = "layer" + std::to_string(li);
-  std::vector<std::string> qtypes(q.size());
   Array out;
-  out.var = p + "_out";
-  out.v.resize(q.size());
-  for (int64_t j = 0; j < q.size(); ++j) {
-    const FixedType t = archive::quantizer_type(q, j);
-    if (t.width <= 0) continue;
-    qtypes[j] = hls_type(t, q.round, q.overflow);
-    if (!cur.v[j].zero) out.v[j] = full_range(t);
-  }
+  const auto qtypes = quantized(q, p + "_out", [&](int64_t j) { return cur.v[j].zero; }, out);
   const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": quantizer, per element");
   name_array(out, p + "_t", label(li) + ": output, per element");
   std::string f = "\n// " + label(li) + ": quantize\nstatic void " + p + "_quantize(const " +
@@ -359,18 +364,10 @@ void Generator::activation_layer(size_t li, const Layer& l, Array& cur) {
   const bool relu = l.activation == "relu";
   if (!relu && l.activation != "linear")
     throw ArchiveError("hls: " + label(li) + ": unsupported activation '" + l.activation + "'");
-  std::vector<std::string> qtypes(q.size());
   Array out;
-  out.var = p + "_out";
-  out.v.resize(q.size());
-  for (int64_t j = 0; j < q.size(); ++j) {
-    const FixedType t = archive::quantizer_type(q, j);
-    if (t.width <= 0) continue;
-    qtypes[j] = hls_type(t, q.round, q.overflow);
-    const Value& x = cur.v[j];
-    // Q(relu(x)) is 0 when x is 0 or cannot be positive.
-    if (!x.zero && !(relu && x.hi <= 0)) out.v[j] = full_range(t);
-  }
+  // Q(relu(x)) is 0 when x is 0 or cannot be positive.
+  const auto qtypes = quantized(
+      q, p + "_out", [&](int64_t j) { return cur.v[j].zero || (relu && cur.v[j].hi <= 0); }, out);
   const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": output quantizer, per element");
   name_array(out, p + "_t", label(li) + ": output, per element");
   std::string f = "\n// " + label(li) + ": " + l.activation + ", then the output quantizer\n" +

@@ -109,6 +109,19 @@ Sig constant(int128 v, const FixedType& t) {
   return s;
 }
 
+// Adds dense layer l's bias to the constant part `konst` of accumulator o (type `at`). When the
+// accumulator has no variable terms it is that constant: sets `acc` and returns true.
+bool constant_accumulator(const archive::Layer& l, int64_t o, const FixedType& at, bool no_terms,
+                          int128& konst, Sig& acc) {
+  if (l.bias && l.bias->mantissa[o] != 0)
+    konst += archive::align(l.bias->mantissa[o], -l.bias->exponent[o], at.frac);
+  if (at.width != 0 && !no_terms) return false;
+  if (konst < at.min_mantissa() || konst > at.max_mantissa())
+    throw std::logic_error("verilog generator: constant accumulator out of its type");
+  acc = constant(konst, at);
+  return true;
+}
+
 // The value as a signed Verilog expression and that expression's width.
 std::string signed_view(const Sig& s) {
   if (s.is_const()) return signed_literal(s.value);
@@ -476,14 +489,7 @@ void Generator::dense_acc_csd(size_t li) {
   std::vector<Sig> acc(n_out);
   for (int64_t o = 0; o < n_out; ++o) {
     const FixedType& at = t.accumulator[o];
-    if (l.bias && l.bias->mantissa[o] != 0)
-      konst[o] += archive::align(l.bias->mantissa[o], -l.bias->exponent[o], at.frac);
-    if (at.width == 0 || leaves[o].empty()) {
-      if (konst[o] < at.min_mantissa() || konst[o] > at.max_mantissa())
-        throw std::logic_error("verilog generator: constant accumulator out of its type");
-      acc[o] = constant(konst[o], at);
-      continue;
-    }
+    if (constant_accumulator(l, o, at, leaves[o].empty(), konst[o], acc[o])) continue;
     std::vector<CsdNode> level = std::move(leaves[o]);
     if (konst[o] != 0) {
       CsdNode n;
@@ -592,14 +598,7 @@ void Generator::dense_acc(size_t li) {
   std::vector<Sig> acc(n_out);
   for (int64_t o = 0; o < n_out; ++o) {
     const FixedType& at = t.accumulator[o];
-    if (l.bias && l.bias->mantissa[o] != 0)
-      konst[o] += archive::align(l.bias->mantissa[o], -l.bias->exponent[o], at.frac);
-    if (at.width == 0 || terms[o].empty()) {
-      if (konst[o] < at.min_mantissa() || konst[o] > at.max_mantissa())
-        throw std::logic_error("verilog generator: constant accumulator out of its type");
-      acc[o] = constant(konst[o], at);
-      continue;
-    }
+    if (constant_accumulator(l, o, at, terms[o].empty(), konst[o], acc[o])) continue;
     std::vector<std::string> level;
     level.reserve(terms[o].size() + 1);
     for (const auto& term : terms[o]) {

@@ -182,15 +182,6 @@ std::vector<FixedQuantizer> activation_quantizers(HGQModel& model) {
   return out;
 }
 
-int64_t bit_length(double v) {  // bits of a non-negative integer-valued double
-  int64_t n = 0;
-  while (v >= 1.0) {
-    v = std::floor(v / 2);
-    ++n;
-  }
-  return n;
-}
-
 // Reduces a per-sample record to the parameter shape (elements sharing a parameter).
 torch::Tensor reduce_to(torch::Tensor t, const std::vector<int64_t>& param_shape, bool max) {
   for (int64_t d = 0; d < static_cast<int64_t>(param_shape.size()); ++d)
@@ -219,11 +210,12 @@ TraceResult trace(HGQModel& model, const torch::Tensor& x, int64_t batch_size) {
   }
   torch::NoGradGuard no_grad;
   const int64_t max_passes = r.quantizers + 2;
-  for (r.passes = 1; r.passes <= max_passes; ++r.passes) {
+  for (bool changed = true; changed && r.passes < max_passes;) {
+    ++r.passes;
     for (auto& q : qs) q->set_calibration(true);
     for (int64_t s = 0; s < r.samples; s += batch_size)
       (void)model->forward(x.narrow(0, s, std::min(batch_size, r.samples - s)).to(device, torch::kFloat));
-    bool changed = false;
+    changed = false;
     for (auto& q : qs) {
       q->set_calibration(false);
       auto [lo_t, hi_t] = q->calibration_range();
@@ -243,12 +235,12 @@ TraceResult trace(HGQModel& model, const torch::Tensor& x, int64_t batch_size) {
           kn = 0;
           in = -f;
         } else {
-          const double m_lo = std::ldexp(lo.data_ptr<double>()[n], static_cast<int>(f));
-          const double m_hi = std::ldexp(hi.data_ptr<double>()[n], static_cast<int>(f));
-          kn = m_lo < 0 ? 1 : 0;
-          const int64_t need = std::max(bit_length(std::max(m_hi, 0.0)),
-                                        m_lo < 0 ? bit_length(-m_lo - 1) : int64_t{0});
-          in = static_cast<double>(need) - f;
+          // The smallest type holding the recorded mantissas gives k and i (section 4).
+          const auto m_lo = static_cast<archive::int128>(std::ldexp(lo.data_ptr<double>()[n], static_cast<int>(f)));
+          const auto m_hi = static_cast<archive::int128>(std::ldexp(hi.data_ptr<double>()[n], static_cast<int>(f)));
+          const auto t = archive::type_of_range(m_lo, m_hi, static_cast<int>(f));
+          kn = t.is_signed ? 1 : 0;
+          in = t.width - kn - f;
         }
         if (kn != k || in != i) changed = true;
         k_new.data_ptr<double>()[n] = kn;
@@ -258,7 +250,6 @@ TraceResult trace(HGQModel& model, const torch::Tensor& x, int64_t batch_size) {
       q->i.copy_(i_new.to(q->i.options()));
       if (q->b.defined()) q->b.copy_((i_new + fc).to(q->b.options()));  // KBI: keep f = b - i
     }
-    if (!changed) break;
   }
   for (size_t n = 0; n < qs.size(); ++n) {
     auto [k, i, f] = qs[n]->kif();

@@ -26,8 +26,8 @@ class Emulator {
   /// One sample: `x` holds input_size() doubles (the model's input, after any preprocessing);
   /// `y` receives output_size() mantissas, element o at output_types()[o].frac.
   void run_exact(const double* x, int128* y, EmulatorStats* stats = nullptr) const;
-  /// One sample with outputs as doubles (exact when the output widths are at most 53 bits,
-  /// which the constructor checks; throws ArchiveError otherwise).
+  /// One sample with outputs as doubles (exact: throws ArchiveError when an output is wider than
+  /// the 53 bits a double holds; use run_exact then).
   void run(const double* x, double* y, EmulatorStats* stats = nullptr) const;
   /// `n` samples, row-major [n, input_size] -> [n, output_size].
   std::vector<double> run_batch(const std::vector<double>& x, int64_t n,
@@ -42,6 +42,7 @@ class Emulator {
  private:
   Archive a_;
   std::vector<LayerTypes> types_;
+  int widest_output_ = 0;  ///< widest output type, for run()'s exactness check
 };
 
 /// Applies the archive's preprocessing (feature_mean / feature_std) to float32 rows in place,
