@@ -94,8 +94,11 @@ bool valid_overflow(quant::OverflowMode m) {
 }
 
 bool is_layer_type(const std::string& t) {
-  return t == "quantize" || t == "flatten" || t == "dense" || t == "activation";
+  return t == "quantize" || t == "flatten" || t == "reshape" || t == "activation" ||
+         t == "pool" || t == "add" || t == "concatenate" || is_linear(t);
 }
+constexpr const char* kLayerTypes =
+    "quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation";
 
 // ---------------------------------------------------------------------------------------------
 // Validation
@@ -200,7 +203,51 @@ class Checker {
 };
 
 bool layer_has_activation(const std::string& type) {
-  return type == "dense" || type == "activation";
+  return is_linear(type) || type == "activation" || type == "add";
+}
+
+bool is_spatial(const std::string& type) {
+  return type == "conv1d" || type == "conv2d" || type == "pool";
+}
+
+/// Checks a conv or pool layer's kernel_size, strides, pad_before against its shapes.
+void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) {
+  if (l.input_shape.size() != rank + 1)
+    c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
+           std::to_string(rank + 1) + " dimensions (channels last)");
+  if (l.output_shape.size() != rank + 1)
+    c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " +
+           std::to_string(rank + 1) + " dimensions (channels last)");
+  auto sized = [&](const std::vector<int64_t>& v, const char* field) {
+    if (v.size() != rank)
+      c.fail(std::string(field) + " has " + std::to_string(v.size()) + " entries, expected " +
+             std::to_string(rank));
+  };
+  sized(l.kernel_size, "kernel_size");
+  sized(l.strides, "strides");
+  if (padded) sized(l.pad_before, "pad_before");
+  else if (!l.pad_before.empty()) c.fail("a " + l.type + " layer has no pad_before");
+  for (size_t d = 0; d < rank; ++d) {
+    const int64_t in = l.input_shape[d], out = l.output_shape[d], k = l.kernel_size[d],
+                  s = l.strides[d], p = padded ? l.pad_before[d] : 0;
+    const std::string ax = "axis " + std::to_string(d) + ": ";
+    if (k < 1 || k > 4096) c.fail(ax + "kernel_size " + std::to_string(k) + " outside [1, 4096]");
+    if (s < 1 || s > 4096) c.fail(ax + "stride " + std::to_string(s) + " outside [1, 4096]");
+    if (p < 0 || p >= k)
+      c.fail(ax + "pad_before " + std::to_string(p) + " outside [0, kernel_size - 1]");
+    const int64_t last_end = (out - 1) * s - p + k;  // one past the last window's end
+    if (padded) {
+      if ((out - 1) * s - p >= in || last_end - in >= k)
+        c.fail(ax + "output size " + std::to_string(out) + " does not fit input " +
+               std::to_string(in) + " with kernel " + std::to_string(k) + ", stride " +
+               std::to_string(s) + ", pad_before " + std::to_string(p));
+    } else if (last_end > in || out != (in - k) / s + 1) {
+      c.fail(ax + "output size " + std::to_string(out) + ", expected " +
+             std::to_string(in >= k ? (in - k) / s + 1 : 0) + " (input " + std::to_string(in) +
+             ", window " + std::to_string(k) + ", stride " + std::to_string(s) +
+             ", no padding)");
+    }
+  }
 }
 
 void validate_layer(const Archive& a, size_t idx, const std::string& where) {
@@ -214,28 +261,50 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     if (a.layers[j].name == l.name)
       c.fail("name is also used by layers[" + std::to_string(j) + "]; names must be unique");
   if (!is_layer_type(l.type))
-    c.fail("type " + quote(l.type) + " is not one of quantize, flatten, dense, activation");
+    c.fail("type " + quote(l.type) + " is not one of " + kLayerTypes);
+  if (l.name == kModelInput)
+    c.fail("name " + quote(l.name) + " is reserved for the model input");
 
   c.shape(l.input_shape, "input_shape");
   c.shape(l.output_shape, "output_shape");
-  if (idx == 0) {
-    if (l.input_shape != a.input_shape)
-      c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
-             shape_str(a.input_shape) + " (the archive's input_shape)");
-  } else {
-    const Layer& prev = a.layers[idx - 1];
-    if (l.input_shape != prev.output_shape)
-      c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
-             shape_str(prev.output_shape) + " (the output_shape of layers[" +
-             std::to_string(idx - 1) + "] " + quote(prev.name) + ")");
+  std::vector<int64_t> sources;
+  try {
+    sources = layer_inputs(a, idx);
+  } catch (const ArchiveError& e) {
+    c.fail(e.what());
   }
+  const bool merge = l.type == "add" || l.type == "concatenate";
+  if (merge && sources.size() < 2)
+    c.fail("a " + l.type + " layer needs two or more inputs, got " +
+           std::to_string(sources.size()));
+  if (!merge && sources.size() != 1)
+    c.fail("a " + l.type + " layer takes one input, got " + std::to_string(sources.size()));
+  std::vector<std::vector<int64_t>> in_shapes;
+  for (size_t s = 0; s < sources.size(); ++s) {
+    const int64_t src = sources[s];
+    in_shapes.push_back(src < 0 ? a.input_shape : a.layers[src].output_shape);
+    const std::string from = src < 0 ? std::string("the archive's input_shape")
+                                     : "the output_shape of layers[" + std::to_string(src) +
+                                           "] " + quote(a.layers[src].name);
+    if (s == 0 && l.input_shape != in_shapes[0])
+      c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
+             shape_str(in_shapes[0]) + " (" + from + ")");
+    if (l.type == "add" && in_shapes[s] != l.output_shape)
+      c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) +
+             " (" + from + "), but an add layer's inputs and output share one shape, " +
+             shape_str(l.output_shape));
+  }
+  if (!is_spatial(l.type) && (!l.kernel_size.empty() || !l.strides.empty() || !l.pad_before.empty()))
+    c.fail("a " + l.type + " layer has no kernel_size, strides or pad_before");
+  if (l.type != "pool" && !l.pool.empty()) c.fail("pool is set on a " + l.type + " layer");
+  if (l.type != "concatenate" && l.axis != 0) c.fail("axis is set on a " + l.type + " layer");
 
   if (layer_has_activation(l.type)) {
     if (l.activation != "linear" && l.activation != "relu")
       c.fail("activation " + quote(l.activation) + " is not one of linear, relu");
   } else if (l.activation != "linear") {
     c.fail("activation " + quote(l.activation) + " is set, but a " + l.type +
-           " layer has none (only dense and activation layers do)");
+           " layer has none (only linear, add and activation layers do)");
   }
   auto absent = [&](bool present, const char* field) {
     if (present) c.fail("a " + l.type + " layer has no " + field);
@@ -269,7 +338,66 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     absent(l.bias.has_value(), "bias");
     same_shape();
     c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
-  } else {  // dense
+  } else if (l.type == "reshape") {
+    absent(l.input_quantizer.has_value(), "input_quantizer");
+    absent(l.kernel.has_value(), "kernel");
+    absent(l.bias.has_value(), "bias");
+    absent(l.output_quantizer.has_value(), "output_quantizer");
+    if (shape_size(l.output_shape) != shape_size(l.input_shape))
+      c.fail("output_shape " + shape_str(l.output_shape) + " does not hold the " +
+             std::to_string(shape_size(l.input_shape)) + " elements of " +
+             shape_str(l.input_shape));
+  } else if (l.type == "pool") {
+    absent(l.input_quantizer.has_value(), "input_quantizer");
+    absent(l.kernel.has_value(), "kernel");
+    absent(l.bias.has_value(), "bias");
+    absent(l.output_quantizer.has_value(), "output_quantizer");
+    if (l.pool != "max" && l.pool != "avg")
+      c.fail("pool " + quote(l.pool) + " is not one of max, avg");
+    if (l.input_shape.size() != 2 && l.input_shape.size() != 3)
+      c.fail("input_shape is " + shape_str(l.input_shape) +
+             ", expected [L, C] or [H, W, C] (channels last)");
+    check_geometry(l, c, l.input_shape.size() - 1, false);
+    if (l.output_shape.back() != l.input_shape.back())
+      c.fail("output_shape " + shape_str(l.output_shape) + " has " +
+             std::to_string(l.output_shape.back()) + " channels, the input " +
+             std::to_string(l.input_shape.back()));
+    if (l.pool == "avg") {
+      int64_t window = 1;
+      for (int64_t k : l.kernel_size) window *= k;
+      if ((window & (window - 1)) != 0)
+        c.fail("avg pool window of " + std::to_string(window) +
+               " elements is not a power of two (the exact average needs one)");
+    }
+  } else if (l.type == "add") {
+    absent(l.input_quantizer.has_value(), "input_quantizer");
+    absent(l.kernel.has_value(), "kernel");
+    absent(l.bias.has_value(), "bias");
+    if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+  } else if (l.type == "concatenate") {
+    absent(l.input_quantizer.has_value(), "input_quantizer");
+    absent(l.kernel.has_value(), "kernel");
+    absent(l.bias.has_value(), "bias");
+    absent(l.output_quantizer.has_value(), "output_quantizer");
+    const size_t rank = l.output_shape.size();
+    if (l.axis < 0 || static_cast<size_t>(l.axis) >= rank)
+      c.fail("axis " + std::to_string(l.axis) + " outside [0, " + std::to_string(rank - 1) +
+             "] (per-sample axes)");
+    std::vector<int64_t> expect = in_shapes[0];
+    for (size_t s = 0; s < in_shapes.size(); ++s) {
+      if (in_shapes[s].size() != rank)
+        c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) +
+               ", not of the output's rank " + std::to_string(rank));
+      for (size_t d = 0; d < rank; ++d)
+        if (d != static_cast<size_t>(l.axis) && in_shapes[s][d] != l.output_shape[d])
+          c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) +
+                 ", which differs from output_shape " + shape_str(l.output_shape) +
+                 " outside axis " + std::to_string(l.axis));
+      if (s > 0) expect[l.axis] += in_shapes[s][l.axis];
+    }
+    if (expect != l.output_shape)
+      c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(expect));
+  } else if (l.type == "dense") {
     if (l.input_shape.size() != 1)
       c.fail("input_shape is " + shape_str(l.input_shape) +
              ", expected one dimension [in] (flatten first)");
@@ -281,6 +409,25 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     if (l.bias) c.constant(*l.bias, {out}, "bias");
     if (l.input_quantizer) c.quantizer(*l.input_quantizer, {in}, "input_quantizer");
     if (l.output_quantizer) c.quantizer(*l.output_quantizer, {out}, "output_quantizer");
+  } else if (l.type == "scale") {
+    const int64_t ch = l.input_shape.back();
+    same_shape();
+    if (!l.kernel) c.fail("a scale layer needs a kernel");
+    c.constant(*l.kernel, {ch}, "kernel");
+    if (l.bias) c.constant(*l.bias, {ch}, "bias");
+    if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+    if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+  } else {  // conv1d, conv2d
+    const size_t rank = l.type == "conv1d" ? 1 : 2;
+    check_geometry(l, c, rank, true);
+    if (!l.kernel) c.fail("a " + l.type + " layer needs a kernel");
+    std::vector<int64_t> ks = l.kernel_size;
+    ks.push_back(l.input_shape.back());
+    ks.push_back(l.output_shape.back());
+    c.constant(*l.kernel, ks, "kernel");
+    if (l.bias) c.constant(*l.bias, {l.output_shape.back()}, "bias");
+    if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+    if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
   }
 }
 
@@ -701,6 +848,28 @@ int64_t shape_size(const std::vector<int64_t>& shape) {
   return checked_size(shape, "shape");
 }
 
+std::vector<int64_t> layer_inputs(const Archive& a, size_t li) {
+  const Layer& l = a.layers.at(li);
+  if (l.inputs.empty()) return {static_cast<int64_t>(li) - 1};
+  std::vector<int64_t> out;
+  for (const std::string& name : l.inputs) {
+    if (name == kModelInput) {
+      out.push_back(-1);
+      continue;
+    }
+    int64_t found = -2;
+    for (size_t j = 0; j < a.layers.size(); ++j)
+      if (a.layers[j].name == name) found = static_cast<int64_t>(j);
+    if (found == -2)
+      throw ArchiveError("inputs names " + quote(name) + ", which is no layer of the archive");
+    if (found >= static_cast<int64_t>(li))
+      throw ArchiveError("inputs names " + quote(name) +
+                         ", a layer that comes later (layers are listed in evaluation order)");
+    out.push_back(found);
+  }
+  return out;
+}
+
 int64_t Archive::input_size() const {
   return shape_size(input_shape);
 }
@@ -802,9 +971,17 @@ void write_archive(const Archive& a, const std::string& dir) {
     Json lj;
     lj["name"] = l.name;
     lj["type"] = l.type;
+    if (!l.inputs.empty()) lj["inputs"] = l.inputs;
     lj["input_shape"] = l.input_shape;
     lj["output_shape"] = l.output_shape;
     if (layer_has_activation(l.type)) lj["activation"] = l.activation;
+    if (is_spatial(l.type)) {
+      lj["kernel_size"] = l.kernel_size;
+      lj["strides"] = l.strides;
+    }
+    if (l.type == "conv1d" || l.type == "conv2d") lj["pad_before"] = l.pad_before;
+    if (l.type == "pool") lj["pool"] = l.pool;
+    if (l.type == "concatenate") lj["axis"] = l.axis;
     if (l.input_quantizer)
       lj["input_quantizer"] = quant_json(*l.input_quantizer, base + "/input_quantizer", tensors);
     if (l.kernel) lj["kernel"] = constant_json(*l.kernel, base + "/kernel", tensors);
@@ -951,6 +1128,17 @@ Archive read_archive(const std::string& path) {
     layer.type = r.field_string(l, lp, "type");
     layer.input_shape = r.field_shape(l, lp, "input_shape");
     layer.output_shape = r.field_shape(l, lp, "output_shape");
+    if (const Json* v = r.find(l, "inputs")) {
+      if (!v->is_array()) r.fail(lp + ".inputs", std::string("expected an array of layer names, got ") + v->type_name());
+      for (size_t n = 0; n < v->size(); ++n)
+        layer.inputs.push_back(r.string((*v)[n], lp + ".inputs[" + std::to_string(n) + "]"));
+    }
+    // Small non-negative integer lists (a shape's reader checks exactly that).
+    if (const Json* v = r.find(l, "kernel_size")) layer.kernel_size = r.shape(*v, lp + ".kernel_size");
+    if (const Json* v = r.find(l, "strides")) layer.strides = r.shape(*v, lp + ".strides");
+    if (const Json* v = r.find(l, "pad_before")) layer.pad_before = r.shape(*v, lp + ".pad_before");
+    if (const Json* v = r.find(l, "pool")) layer.pool = r.string(*v, lp + ".pool");
+    if (const Json* v = r.find(l, "axis")) layer.axis = r.integer(*v, lp + ".axis");
     if (const Json* v = r.find(l, "activation"))
       layer.activation = r.string(*v, lp + ".activation");
     if (const Json* v = r.find(l, "input_quantizer"))

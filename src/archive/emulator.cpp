@@ -36,63 +36,129 @@ Emulator::Emulator(Archive a) : a_(std::move(a)) {
   validate(a_, "archive '" + a_.name + "'");
   types_ = infer_types(a_);
   for (const auto& t : output_types()) widest_output_ = std::max(widest_output_, t.width);
+  for (size_t li = 0; li < a_.layers.size(); ++li) {
+    Plan p;
+    p.inputs = layer_inputs(a_, li);
+    const Layer& l = a_.layers[li];
+    if (is_linear(l.type)) p.linear = linear_map(l);
+    if (l.type == "pool") p.pool = pool_map(l);
+    if (l.type == "concatenate") {
+      std::vector<std::vector<int64_t>> shapes;
+      for (int64_t src : p.inputs) shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
+      p.concat = concat_map(l, shapes);
+    }
+    plans_.push_back(std::move(p));
+  }
 }
 
 void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const {
-  std::vector<int128> v, acc;
-  const double* xin = x;  // non-null until the first quantizer has run
+  const size_t n_layers = a_.layers.size();
+  std::vector<std::vector<int128>> vals(n_layers);
+  // Float pass-through: layers (flatten, reshape) whose output is still the raw model input.
+  std::vector<char> is_float(n_layers, 0);
   const int64_t sample = stats ? stats->samples : 0;
-  for (size_t li = 0; li < a_.layers.size(); ++li) {
+  auto check_range = [&](const Layer& l, const char* what, int64_t o, int128 v, int128 lo, int128 hi) {
+    if (v < lo || v > hi)
+      throw ArchiveError("emulator: " + std::string(what) + " " + std::to_string(o) +
+                         " of layer '" + l.name + "' left its inferred range (" + to_string(v) +
+                         " not in [" + to_string(lo) + ", " + to_string(hi) + "])");
+  };
+  for (size_t li = 0; li < n_layers; ++li) {
     const Layer& l = a_.layers[li];
     const LayerTypes& t = types_[li];
-    if (l.type == "flatten") continue;
+    const Plan& p = plans_[li];
+    const int64_t src = p.inputs[0];
+    const bool in_float = src < 0 || is_float[src];
+    static const std::vector<int128> kNone;
+    const std::vector<int128>& in = in_float ? kNone : vals[src];
+    std::vector<int128>& v = vals[li];
+    if (l.type == "flatten" || l.type == "reshape") {
+      if (in_float) is_float[li] = 1;
+      else v = in;
+      continue;
+    }
     if (l.type == "quantize") {
-      quantize_values(v, t.input, *l.input_quantizer, xin, sample, stats);
-      xin = nullptr;
+      if (!in_float) v = in;
+      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
       continue;
     }
     if (l.type == "activation") {
+      v = in;
       if (l.activation == "relu")
         for (auto& m : v) m = m < 0 ? 0 : m;
       // relu keeps each value's frac: the types after relu share the input's frac.
       quantize_values(v, t.input, *l.output_quantizer, nullptr, sample, stats);
       continue;
     }
-    // dense
-    if (l.input_quantizer) {
-      quantize_values(v, t.input, *l.input_quantizer, xin, sample, stats);
-      xin = nullptr;
+    if (l.type == "concatenate") {
+      v.resize(p.concat.slot.size());
+      for (size_t o = 0; o < v.size(); ++o) v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];
+      continue;
     }
-    const Constant& w = *l.kernel;
-    const int64_t in = w.shape[0], n_out = w.shape[1];
-    acc.assign(n_out, 0);
-    for (int64_t j = 0; j < in; ++j) {
-      const FixedType& xt = t.quantized_input[j];
-      if (xt.width == 0 || v[j] == 0) continue;
-      const int128 xv = v[j];
-      const int64_t* wrow = w.mantissa.data() + j * n_out;
-      const int32_t* erow = w.exponent.data() + j * n_out;
-      for (int64_t o = 0; o < n_out; ++o) {
-        if (wrow[o] == 0) continue;
-        const int shift = t.accumulator[o].frac - (xt.frac - erow[o]);
-        acc[o] += (xv * wrow[o]) << shift;
+    if (l.type == "pool") {
+      const PoolMap& m = p.pool;
+      v.assign(m.n_out(), 0);
+      for (int64_t o = 0; o < m.n_out(); ++o) {
+        const int frac = t.accumulator[o].frac - (m.max ? 0 : m.shift);
+        int128 r = 0;
+        for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+          const int64_t j = m.input[k];
+          const int128 e = t.input[j].width == 0 ? 0 : in[j] << (frac - t.input[j].frac);
+          r = m.max ? (k == m.begin[o] ? e : std::max(r, e)) : r + e;
+        }
+        check_range(l, "output", o, r, t.acc_lo[o], t.acc_hi[o]);
+        v[o] = r;
       }
+      continue;
     }
-    for (int64_t o = 0; o < n_out; ++o) {
-      if (l.bias && l.bias->mantissa[o] != 0)
-        acc[o] += static_cast<int128>(l.bias->mantissa[o])
-                  << (t.accumulator[o].frac + l.bias->exponent[o]);
-      if (acc[o] < t.acc_lo[o] || acc[o] > t.acc_hi[o])
-        throw ArchiveError("emulator: accumulator " + std::to_string(o) + " of layer '" + l.name +
-                           "' left its inferred range (" + to_string(acc[o]) + " not in [" +
-                           to_string(t.acc_lo[o]) + ", " + to_string(t.acc_hi[o]) + "])");
+    if (l.type == "add") {
+      const int64_t n = static_cast<int64_t>(t.accumulator.size());
+      v.assign(n, 0);
+      for (int64_t s = 0; s < static_cast<int64_t>(p.inputs.size()); ++s) {
+        const std::vector<int128>& xs = vals[p.inputs[s]];
+        const std::vector<FixedType>& ts = types_[p.inputs[s]].output;
+        for (int64_t o = 0; o < n; ++o)
+          if (ts[o].width > 0) v[o] += xs[o] << (t.accumulator[o].frac - ts[o].frac);
+      }
+      for (int64_t o = 0; o < n; ++o) check_range(l, "sum", o, v[o], t.acc_lo[o], t.acc_hi[o]);
+      if (l.activation == "relu")
+        for (auto& m : v) m = m < 0 ? 0 : m;
+      if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+      continue;
+    }
+    // linear layers
+    std::vector<int128> xq;
+    const std::vector<int128>* xin = &in;
+    if (l.input_quantizer) {
+      if (!in_float) xq = in;
+      quantize_values(xq, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+      xin = &xq;
+    }
+    const LinearMap& m = p.linear;
+    const Constant& w = *l.kernel;
+    v.assign(m.n_out(), 0);
+    for (int64_t o = 0; o < m.n_out(); ++o) {
+      const int af = t.accumulator[o].frac;
+      int128 acc = 0;
+      for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+        const int64_t j = m.input[k], wn = m.weight[k];
+        const FixedType& xt = t.quantized_input[j];
+        const int128 xv = (*xin)[j];
+        if (xt.width == 0 || xv == 0 || w.mantissa[wn] == 0) continue;
+        acc += (xv * w.mantissa[wn]) << (af - (xt.frac - w.exponent[wn]));
+      }
+      const int64_t bn = m.bias[o];
+      if (bn >= 0 && l.bias->mantissa[bn] != 0)
+        acc += static_cast<int128>(l.bias->mantissa[bn]) << (af + l.bias->exponent[bn]);
+      check_range(l, "accumulator", o, acc, t.acc_lo[o], t.acc_hi[o]);
+      v[o] = acc;
     }
     if (l.activation == "relu")
-      for (auto& m : acc) m = m < 0 ? 0 : m;
-    v.swap(acc);
+      for (auto& e : v) e = e < 0 ? 0 : e;
     if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
   }
-  for (int64_t o = 0; o < output_size(); ++o) y[o] = v[o];
+  const std::vector<int128>& out = vals.back();
+  for (int64_t o = 0; o < output_size(); ++o) y[o] = out[o];
   if (stats) ++stats->samples;
 }
 

@@ -181,6 +181,174 @@ int bit_span(int128 m) {
   return bit_length(m) - low;
 }
 
+// ------------------------------------------------------------------------- layer maps
+namespace {
+// Product of v[from, to) (to clipped to v.size()).
+int64_t prod_range(const std::vector<int64_t>& v, size_t from, size_t to) {
+  int64_t p = 1;
+  for (auto it = v.begin() + static_cast<std::ptrdiff_t>(std::min(from, v.size()));
+       it != v.begin() + static_cast<std::ptrdiff_t>(std::min(to, v.size())); ++it)
+    p *= *it;
+  return p;
+}
+int64_t prod(const std::vector<int64_t>& v) { return prod_range(v, 0, v.size()); }
+
+// Spatial geometry of a conv or pool layer: input [S..., C], output [O..., F].
+struct Geometry {
+  size_t rank = 0;  // spatial axes
+  std::vector<int64_t> in, out, k, s, pad;
+};
+
+Geometry geometry(const Layer& l, size_t rank, bool padded) {
+  Geometry g;
+  g.rank = rank;
+  if (l.input_shape.size() != rank + 1 || l.output_shape.size() != rank + 1)
+    throw ArchiveError("layer '" + l.name + "' (" + l.type + "): expected " +
+                       std::to_string(rank + 1) + "-dimensional channels-last shapes");
+  if (l.kernel_size.size() != rank || l.strides.size() != rank ||
+      (padded && l.pad_before.size() != rank))
+    throw ArchiveError("layer '" + l.name + "' (" + l.type + "): kernel_size, strides" +
+                       (padded ? ", pad_before" : "") + " need " + std::to_string(rank) +
+                       " entries");
+  for (size_t d = 0; d < rank; ++d) {
+    g.in.push_back(l.input_shape[d]);
+    g.out.push_back(l.output_shape[d]);
+    g.k.push_back(l.kernel_size[d]);
+    g.s.push_back(l.strides[d]);
+    g.pad.push_back(padded ? l.pad_before[d] : 0);
+  }
+  return g;
+}
+
+// Calls fn(output position index, input position index or -1, kernel position index) for every
+// window element of every output position (positions row-major over the spatial axes).
+template <class Fn>
+void for_windows(const Geometry& g, Fn fn) {
+  const int64_t n_out = prod(g.out), n_k = prod(g.k);
+  std::vector<int64_t> op(g.rank), kp(g.rank);
+  for (int64_t o = 0; o < n_out; ++o) {
+    int64_t r = o;
+    for (size_t d = g.rank; d-- > 0;) {
+      op[d] = r % g.out[d];
+      r /= g.out[d];
+    }
+    for (int64_t kk = 0; kk < n_k; ++kk) {
+      int64_t rk = kk;
+      for (size_t d = g.rank; d-- > 0;) {
+        kp[d] = rk % g.k[d];
+        rk /= g.k[d];
+      }
+      int64_t in = 0;
+      bool inside = true;
+      for (size_t d = 0; d < g.rank; ++d) {
+        const int64_t p = op[d] * g.s[d] - g.pad[d] + kp[d];
+        if (p < 0 || p >= g.in[d]) inside = false;
+        in = in * g.in[d] + p;
+      }
+      fn(o, inside ? in : -1, kk);
+    }
+  }
+}
+}  // namespace
+
+bool is_linear(const std::string& type) {
+  return type == "dense" || type == "conv1d" || type == "conv2d" || type == "scale";
+}
+
+LinearMap linear_map(const Layer& l) {
+  if (!l.kernel) throw ArchiveError("layer '" + l.name + "' (" + l.type + "): no kernel");
+  const Constant& w = *l.kernel;
+  LinearMap m;
+  m.begin.push_back(0);
+  if (l.type == "dense") {
+    const int64_t in = w.shape.at(0), out = w.shape.at(1);
+    m.input.reserve(in * out);
+    m.weight.reserve(in * out);
+    for (int64_t o = 0; o < out; ++o) {
+      for (int64_t j = 0; j < in; ++j) {
+        m.input.push_back(j);
+        m.weight.push_back(j * out + o);
+      }
+      m.begin.push_back(static_cast<int64_t>(m.input.size()));
+      m.bias.push_back(l.bias ? o : -1);
+    }
+    return m;
+  }
+  if (l.type == "scale") {
+    const int64_t c = w.shape.at(0), n = prod(l.input_shape);
+    for (int64_t o = 0; o < n; ++o) {
+      m.input.push_back(o);
+      m.weight.push_back(o % c);
+      m.begin.push_back(o + 1);
+      m.bias.push_back(l.bias ? o % c : -1);
+    }
+    return m;
+  }
+  if (l.type != "conv1d" && l.type != "conv2d")
+    throw ArchiveError("layer '" + l.name + "': " + l.type + " is not a linear layer");
+  const Geometry g = geometry(l, l.type == "conv1d" ? 1 : 2, true);
+  const int64_t c_in = l.input_shape.back(), f_out = l.output_shape.back();
+  const int64_t n_pos = prod(g.out);
+  // Terms of one output position, then repeated per filter.
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> pos(n_pos);  // (input pos, kernel pos)
+  for_windows(g, [&](int64_t o, int64_t in, int64_t kk) {
+    if (in >= 0) pos[o].emplace_back(in, kk);
+  });
+  for (int64_t o = 0; o < n_pos; ++o)
+    for (int64_t f = 0; f < f_out; ++f) {
+      for (const auto& [in, kk] : pos[o])
+        for (int64_t c = 0; c < c_in; ++c) {
+          m.input.push_back(in * c_in + c);
+          m.weight.push_back((kk * c_in + c) * f_out + f);
+        }
+      m.begin.push_back(static_cast<int64_t>(m.input.size()));
+      m.bias.push_back(l.bias ? f : -1);
+    }
+  return m;
+}
+
+PoolMap pool_map(const Layer& l) {
+  if (l.type != "pool") throw ArchiveError("layer '" + l.name + "': not a pool layer");
+  const Geometry g = geometry(l, l.input_shape.size() - 1, false);
+  const int64_t c = l.input_shape.back();
+  PoolMap m;
+  m.max = l.pool == "max";
+  const int64_t window = prod(g.k);
+  if (!m.max) {
+    while ((int64_t{1} << m.shift) < window) ++m.shift;
+    if ((int64_t{1} << m.shift) != window)
+      throw ArchiveError("layer '" + l.name + "': avg pool window of " + std::to_string(window) +
+                         " elements is not a power of two");
+  }
+  std::vector<std::vector<int64_t>> pos(prod(g.out));
+  for_windows(g, [&](int64_t o, int64_t in, int64_t) {
+    if (in < 0) throw ArchiveError("layer '" + l.name + "': pool window leaves the input");
+    pos[o].push_back(in);
+  });
+  m.begin.push_back(0);
+  for (const auto& p : pos)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for (int64_t in : p) m.input.push_back(in * c + ch);
+      m.begin.push_back(static_cast<int64_t>(m.input.size()));
+    }
+  return m;
+}
+
+ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& shapes) {
+  const size_t ax = static_cast<size_t>(l.axis);
+  ConcatMap m;
+  const int64_t outer = prod_range(l.output_shape, 0, ax);
+  for (int64_t r = 0; r < outer; ++r)
+    for (size_t s = 0; s < shapes.size(); ++s) {
+      const int64_t inner = prod_range(shapes[s], ax, shapes[s].size());  // elements of one slice of input s
+      for (int64_t e = 0; e < inner; ++e) {
+        m.slot.push_back(static_cast<int32_t>(s));
+        m.element.push_back(r * inner + e);
+      }
+    }
+  return m;
+}
+
 // ------------------------------------------------------------------------- type inference
 namespace {
 struct Range {
@@ -212,101 +380,227 @@ void apply_relu(Flow& flow) {
     flow.types[n] = type_of_range(r.lo, r.hi, flow.types[n].frac);
   }
 }
+
+void set_type(Flow& acc, int64_t o, int128 lo, int128 hi, int frac, const std::string& what) {
+  acc.types[o] = type_of_range(lo, hi, frac);
+  if (acc.types[o].width > 126)
+    throw ArchiveError(what + ": needs " + std::to_string(acc.types[o].width) +
+                       " bits, more than the emulator's 126");
+  acc.ranges[o] = {lo, hi};
+}
+
+Flow fixed_flow(size_t n) {
+  Flow f;
+  f.is_float = false;
+  f.types.resize(n);
+  f.ranges.resize(n);
+  return f;
+}
+
+// The exact sums of a linear layer over its quantized input `in`.
+Flow linear_flow(const Layer& l, const Flow& in, const std::string& label) {
+  const LinearMap m = linear_map(l);
+  const Constant& w = *l.kernel;
+  Flow acc = fixed_flow(m.n_out());
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const std::string what = label + " accumulator " + std::to_string(o);
+    int frac = 0;
+    bool any = false;
+    for (int64_t t = m.begin[o]; t < m.begin[o + 1]; ++t) {
+      const int64_t j = m.input[t], wn = m.weight[t];
+      if (w.mantissa[wn] == 0 || in.types[j].width == 0) continue;
+      const int fr = in.types[j].frac - w.exponent[wn];
+      frac = any ? std::max(frac, fr) : fr;
+      any = true;
+    }
+    const int64_t bn = m.bias[o];
+    const bool has_bias = bn >= 0 && l.bias->mantissa[bn] != 0;
+    if (has_bias) {
+      const int fr = -l.bias->exponent[bn];
+      frac = any ? std::max(frac, fr) : fr;
+    }
+    int128 lo = 0, hi = 0;
+    for (int64_t t = m.begin[o]; t < m.begin[o + 1]; ++t) {
+      const int64_t j = m.input[t], wn = m.weight[t];
+      if (w.mantissa[wn] == 0 || in.types[j].width == 0) continue;
+      const int128 a1 = checked_mul(in.ranges[j].lo, w.mantissa[wn], what);
+      const int128 a2 = checked_mul(in.ranges[j].hi, w.mantissa[wn], what);
+      const int fr = in.types[j].frac - w.exponent[wn];
+      lo = checked_add(lo, align(std::min(a1, a2), fr, frac), what);
+      hi = checked_add(hi, align(std::max(a1, a2), fr, frac), what);
+    }
+    if (has_bias) {
+      const int128 b = align(l.bias->mantissa[bn], -l.bias->exponent[bn], frac);
+      lo = checked_add(lo, b, what);
+      hi = checked_add(hi, b, what);
+    }
+    set_type(acc, o, lo, hi, frac, what);
+  }
+  return acc;
+}
+
+Flow add_flow(const std::vector<const Flow*>& ins, const std::string& label) {
+  const size_t n = ins[0]->types.size();
+  Flow acc = fixed_flow(n);
+  for (size_t o = 0; o < n; ++o) {
+    const std::string what = label + " element " + std::to_string(o);
+    int frac = 0;
+    bool any = false;
+    for (const Flow* f : ins)
+      if (f->types[o].width > 0) {
+        frac = any ? std::max(frac, f->types[o].frac) : f->types[o].frac;
+        any = true;
+      }
+    int128 lo = 0, hi = 0;
+    for (const Flow* f : ins)
+      if (f->types[o].width > 0) {
+        lo = checked_add(lo, align(f->ranges[o].lo, f->types[o].frac, frac), what);
+        hi = checked_add(hi, align(f->ranges[o].hi, f->types[o].frac, frac), what);
+      }
+    set_type(acc, static_cast<int64_t>(o), lo, hi, frac, what);
+  }
+  return acc;
+}
+
+Flow pool_flow(const Layer& l, const Flow& in, const std::string& label) {
+  const PoolMap m = pool_map(l);
+  Flow out = fixed_flow(m.n_out());
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const std::string what = label + " output " + std::to_string(o);
+    int frac = 0;
+    bool any = false;
+    for (int64_t t = m.begin[o]; t < m.begin[o + 1]; ++t) {
+      const FixedType& ty = in.types[m.input[t]];
+      if (ty.width == 0) continue;
+      frac = any ? std::max(frac, ty.frac) : ty.frac;
+      any = true;
+    }
+    int128 lo = 0, hi = 0;
+    bool first = true;
+    for (int64_t t = m.begin[o]; t < m.begin[o + 1]; ++t) {
+      const int64_t j = m.input[t];
+      const FixedType& ty = in.types[j];
+      // A pruned element is the constant 0.
+      const int128 a = ty.width == 0 ? 0 : align(in.ranges[j].lo, ty.frac, frac);
+      const int128 b = ty.width == 0 ? 0 : align(in.ranges[j].hi, ty.frac, frac);
+      if (m.max) {
+        lo = first ? a : std::max(lo, a);
+        hi = first ? b : std::max(hi, b);
+      } else {
+        lo = checked_add(lo, a, what);
+        hi = checked_add(hi, b, what);
+      }
+      first = false;
+    }
+    // avg: the sum's mantissa read at frac + shift is the exact average.
+    set_type(out, o, lo, hi, frac + (m.max ? 0 : m.shift), what);
+  }
+  return out;
+}
 }  // namespace
 
 std::vector<LayerTypes> infer_types(const Archive& a) {
   std::vector<LayerTypes> out(a.layers.size());
-  Flow flow;
+  std::vector<Flow> flows(a.layers.size());
+  const Flow model_input;  // float
   for (size_t li = 0; li < a.layers.size(); ++li) {
     const Layer& l = a.layers[li];
     LayerTypes& t = out[li];
     const std::string label = layer_label(l, li);
+    std::vector<const Flow*> ins;
+    for (int64_t src : layer_inputs(a, li)) ins.push_back(src < 0 ? &model_input : &flows[src]);
+    if (ins.empty()) throw ArchiveError(label + ": has no input");
+    Flow flow = *ins[0];
     t.input = flow.types;
-    auto need_fixed = [&]() {
-      if (flow.is_float)
+    auto need_fixed = [&](const Flow& f) {
+      if (f.is_float)
         throw ArchiveError(label + " (" + l.type +
-                           "): the model input is not quantized before it; the first layer with "
-                           "arithmetic must be a quantize layer or a dense layer with an input "
-                           "quantizer");
+                           "): its input is the float model input, not yet quantized; quantize "
+                           "it first (a quantize layer, or an input quantizer on a dense or "
+                           "conv layer)");
     };
-    if (l.type == "flatten") {
+    auto finish = [&](Flow f) {
+      t.output = f.types;
+      t.out_lo.resize(f.ranges.size());
+      t.out_hi.resize(f.ranges.size());
+      for (size_t n = 0; n < f.ranges.size(); ++n) {
+        t.out_lo[n] = f.ranges[n].lo;
+        t.out_hi[n] = f.ranges[n].hi;
+      }
+      flows[li] = std::move(f);
+    };
+    auto set_acc = [&](const Flow& acc) {
+      t.accumulator = acc.types;
+      t.acc_lo.resize(acc.ranges.size());
+      t.acc_hi.resize(acc.ranges.size());
+      for (size_t n = 0; n < acc.ranges.size(); ++n) {
+        t.acc_lo[n] = acc.ranges[n].lo;
+        t.acc_hi[n] = acc.ranges[n].hi;
+      }
+    };
+    if (l.type == "flatten" || l.type == "reshape") {
       t.quantized_input = t.input;
-      t.output = flow.types;
+      finish(std::move(flow));
       continue;
     }
     if (l.type == "quantize") {
       apply_quantizer(flow, *l.input_quantizer);
       t.quantized_input = flow.types;
-      t.output = flow.types;
+      finish(std::move(flow));
       continue;
     }
     if (l.type == "activation") {
-      need_fixed();
+      need_fixed(flow);
       t.quantized_input = t.input;
       if (l.activation == "relu") apply_relu(flow);
       apply_quantizer(flow, *l.output_quantizer);
-      t.output = flow.types;
+      finish(std::move(flow));
       continue;
     }
-    if (l.type != "dense") throw ArchiveError(label + ": unknown layer type '" + l.type + "'");
-    if (l.input_quantizer) apply_quantizer(flow, *l.input_quantizer);
-    need_fixed();
-    t.quantized_input = flow.types;
-    const Constant& w = *l.kernel;
-    const int64_t in = w.shape[0], n_out = w.shape[1];
-    Flow acc;
-    acc.is_float = false;
-    acc.types.resize(n_out);
-    acc.ranges.resize(n_out);
-    t.acc_lo.resize(n_out);
-    t.acc_hi.resize(n_out);
-    for (int64_t o = 0; o < n_out; ++o) {
-      const std::string what = label + " accumulator " + std::to_string(o);
-      int frac = 0;
-      bool any = false;
-      for (int64_t j = 0; j < in; ++j) {
-        const int64_t wn = j * n_out + o;
-        if (w.mantissa[wn] == 0 || flow.types[j].width == 0) continue;
-        const int fr = flow.types[j].frac - w.exponent[wn];
-        frac = any ? std::max(frac, fr) : fr;
-        any = true;
-      }
-      const bool has_bias = l.bias && l.bias->mantissa[o] != 0;
-      if (has_bias) {
-        const int fr = -l.bias->exponent[o];
-        frac = any ? std::max(frac, fr) : fr;
-        any = true;
-      }
-      int128 lo = 0, hi = 0;
-      for (int64_t j = 0; j < in; ++j) {
-        const int64_t wn = j * n_out + o;
-        if (w.mantissa[wn] == 0 || flow.types[j].width == 0) continue;
-        const int128 a1 = checked_mul(flow.ranges[j].lo, w.mantissa[wn], what);
-        const int128 a2 = checked_mul(flow.ranges[j].hi, w.mantissa[wn], what);
-        const int fr = flow.types[j].frac - w.exponent[wn];
-        lo = checked_add(lo, align(std::min(a1, a2), fr, frac), what);
-        hi = checked_add(hi, align(std::max(a1, a2), fr, frac), what);
-      }
-      if (has_bias) {
-        const int128 b = align(l.bias->mantissa[o], -l.bias->exponent[o], frac);
-        lo = checked_add(lo, b, what);
-        hi = checked_add(hi, b, what);
-      }
-      acc.types[o] = type_of_range(lo, hi, frac);
-      if (acc.types[o].width > 126)
-        throw ArchiveError(what + ": needs " + std::to_string(acc.types[o].width) +
-                           " bits, more than the emulator's 126");
-      acc.ranges[o] = {lo, hi};
-      t.acc_lo[o] = lo;
-      t.acc_hi[o] = hi;
+    if (l.type == "pool") {
+      need_fixed(flow);
+      t.quantized_input = t.input;
+      Flow p = pool_flow(l, flow, label);
+      set_acc(p);
+      finish(std::move(p));
+      continue;
     }
-    t.accumulator = acc.types;
-    flow = std::move(acc);
-    if (l.activation == "relu") apply_relu(flow);
-    if (l.output_quantizer) apply_quantizer(flow, *l.output_quantizer);
-    t.output = flow.types;
+    if (l.type == "concatenate") {
+      std::vector<std::vector<int64_t>> shapes;
+      for (int64_t src : layer_inputs(a, li))
+        shapes.push_back(src < 0 ? a.input_shape : a.layers[src].output_shape);
+      for (const Flow* f : ins) need_fixed(*f);
+      t.quantized_input = t.input;
+      const ConcatMap m = concat_map(l, shapes);
+      Flow c = fixed_flow(m.slot.size());
+      for (size_t o = 0; o < m.slot.size(); ++o) {
+        c.types[o] = ins[m.slot[o]]->types[m.element[o]];
+        c.ranges[o] = ins[m.slot[o]]->ranges[m.element[o]];
+      }
+      finish(std::move(c));
+      continue;
+    }
+    if (l.type == "add") {
+      for (const Flow* f : ins) need_fixed(*f);
+      t.quantized_input = t.input;
+      Flow acc = add_flow(ins, label);
+      set_acc(acc);
+      if (l.activation == "relu") apply_relu(acc);
+      if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
+      finish(std::move(acc));
+      continue;
+    }
+    if (!is_linear(l.type)) throw ArchiveError(label + ": unknown layer type '" + l.type + "'");
+    if (l.input_quantizer) apply_quantizer(flow, *l.input_quantizer);
+    need_fixed(flow);
+    t.quantized_input = flow.types;
+    Flow acc = linear_flow(l, flow, label);
+    set_acc(acc);
+    if (l.activation == "relu") apply_relu(acc);
+    if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
+    finish(std::move(acc));
   }
-  if (flow.is_float)
+  if (flows.back().is_float)
     throw ArchiveError("the model has no quantizer: its output is not fixed-point");
   return out;
 }
@@ -316,18 +610,18 @@ std::vector<double> exact_ebops(const Archive& a) {
   std::vector<double> out(a.layers.size(), 0.0);
   for (size_t li = 0; li < a.layers.size(); ++li) {
     const Layer& l = a.layers[li];
-    if (l.type != "dense") continue;
+    if (!is_linear(l.type)) continue;
+    const LinearMap m = linear_map(l);
     const Constant& w = *l.kernel;
-    const int64_t in = w.shape[0], n_out = w.shape[1];
     double e = 0;
-    for (int64_t j = 0; j < in; ++j) {
-      const FixedType& t = types[li].quantized_input[j];
-      const int bits = std::max(0, t.width - (t.is_signed ? 1 : 0));
-      if (bits == 0) continue;
-      for (int64_t o = 0; o < n_out; ++o) e += bits * bit_span(w.mantissa[j * n_out + o]);
+    for (int64_t o = 0; o < m.n_out(); ++o) {
+      for (int64_t t = m.begin[o]; t < m.begin[o + 1]; ++t) {
+        const FixedType& ty = types[li].quantized_input[m.input[t]];
+        const int bits = std::max(0, ty.width - (ty.is_signed ? 1 : 0));
+        if (bits > 0) e += bits * bit_span(w.mantissa[m.weight[t]]);
+      }
+      if (m.bias[o] >= 0) e += bit_span(l.bias->mantissa[m.bias[o]]);
     }
-    if (l.bias)
-      for (int64_t o = 0; o < n_out; ++o) e += bit_span(l.bias->mantissa[o]);
     out[li] = e;
   }
   return out;

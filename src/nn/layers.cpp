@@ -10,6 +10,21 @@ using quant::QuantizerOptions;
 
 torch::Tensor QLayer::ebops() const { return torch::zeros({}); }
 
+torch::Tensor QLayer::forward_many(const std::vector<torch::Tensor>& xs) {
+  if (xs.size() != 1)
+    throw std::invalid_argument(type_name() + " layer takes one input, got " +
+                                std::to_string(xs.size()));
+  return forward(xs[0]);
+}
+
+std::vector<int64_t> QLayer::output_shape_many(
+    const std::vector<std::vector<int64_t>>& input_shapes) const {
+  if (input_shapes.size() != 1)
+    throw std::invalid_argument(type_name() + " layer takes one input, got " +
+                                std::to_string(input_shapes.size()));
+  return output_shape(input_shapes[0]);
+}
+
 Activation parse_activation(const std::string& s) {
   if (s == "linear") return Activation::Linear;
   if (s == "relu") return Activation::ReLU;

@@ -126,6 +126,100 @@ Archive random_mlp_archive(const RandomArchiveOptions& o) {
   return a;
 }
 
+namespace {
+Layer make_layer(const std::string& name, const std::string& type, std::vector<int64_t> in,
+                 std::vector<int64_t> out, std::vector<std::string> inputs = {}) {
+  Layer l;
+  l.name = name;
+  l.type = type;
+  l.input_shape = std::move(in);
+  l.output_shape = std::move(out);
+  l.inputs = std::move(inputs);
+  return l;
+}
+
+Layer conv(Gen& g, const RandomArchiveOptions& o, const std::string& name,
+           std::vector<int64_t> in, std::vector<int64_t> out, std::vector<int64_t> k,
+           std::vector<int64_t> s, std::vector<int64_t> pad, std::vector<std::string> inputs = {}) {
+  Layer l = make_layer(name, k.size() == 1 ? "conv1d" : "conv2d", in, out, std::move(inputs));
+  std::vector<int64_t> ks = k;
+  ks.push_back(in.back());
+  ks.push_back(out.back());
+  l.kernel = constant(g, ks, o);
+  l.bias = constant(g, {out.back()}, o);
+  l.kernel_size = std::move(k);
+  l.strides = std::move(s);
+  l.pad_before = std::move(pad);
+  return l;
+}
+}  // namespace
+
+Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
+  Gen g{std::mt19937_64(o.seed * 7919 + static_cast<uint64_t>(kind))};
+  Archive a;
+  a.producer = "hgqt tests";
+  a.trace.traced = true;
+  auto& L = a.layers;
+  if (kind == GraphKind::Cnn2d) {
+    a.name = "random_cnn2d";
+    a.input_shape = {6, 6, 2};
+    L.push_back(make_layer("q", "quantize", {6, 6, 2}, {6, 6, 2}));
+    L.back().input_quantizer = activation_quantizer(g, {6, 6, 2}, o);
+    L.push_back(conv(g, o, "conv_a", {6, 6, 2}, {6, 6, 3}, {3, 3}, {1, 1}, {1, 1}));
+    L.back().activation = "relu";
+    L.back().output_quantizer = activation_quantizer(g, {6, 6, 3}, o);
+    L.push_back(make_layer("pool_max", "pool", {6, 6, 3}, {3, 3, 3}));
+    L.back().pool = "max";
+    L.back().kernel_size = {2, 2};
+    L.back().strides = {2, 2};
+    L.push_back(conv(g, o, "conv_c", {3, 3, 3}, {3, 3, 2}, {1, 1}, {1, 1}, {0, 0}));
+    L.back().output_quantizer = activation_quantizer(g, {3, 3, 2}, o);
+    L.push_back(make_layer("cat", "concatenate", {3, 3, 3}, {3, 3, 5}, {"pool_max", "conv_c"}));
+    L.back().axis = 2;
+    L.push_back(conv(g, o, "conv_b", {3, 3, 5}, {2, 2, 4}, {2, 2}, {1, 1}, {0, 0}));
+    L.back().input_quantizer = activation_quantizer(g, {3, 3, 5}, o);
+    L.back().output_quantizer = activation_quantizer(g, {2, 2, 4}, o);
+    L.push_back(make_layer("pool_avg", "pool", {2, 2, 4}, {1, 1, 4}));
+    L.back().pool = "avg";
+    L.back().kernel_size = {2, 2};
+    L.back().strides = {2, 2};
+    L.push_back(make_layer("flat", "flatten", {1, 1, 4}, {4}));
+    L.push_back(make_layer("dense_out", "dense", {4}, {3}));
+    L.back().input_quantizer = activation_quantizer(g, {4}, o);
+    L.back().kernel = constant(g, {4, 3}, o);
+    L.back().bias = constant(g, {3}, o);
+    a.output_shape = {3};
+    return a;
+  }
+  a.name = "random_conv1d_branches";
+  a.input_shape = {9, 2};
+  L.push_back(make_layer("q", "quantize", {9, 2}, {9, 2}));
+  L.back().input_quantizer = activation_quantizer(g, {9, 2}, o);
+  L.push_back(conv(g, o, "c1", {9, 2}, {5, 3}, {3}, {2}, {1}));
+  L.back().activation = "relu";
+  L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
+  L.push_back(conv(g, o, "c2", {9, 2}, {5, 3}, {1}, {2}, {0}, {"q"}));
+  L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
+  L.push_back(make_layer("sum", "add", {5, 3}, {5, 3}, {"c1", "c2", "c1"}));
+  L.back().activation = "relu";
+  L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
+  L.push_back(make_layer("bn", "scale", {5, 3}, {5, 3}));
+  L.back().kernel = constant(g, {3}, o);
+  L.back().bias = constant(g, {3}, o);
+  L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
+  L.push_back(make_layer("flat", "flatten", {5, 3}, {15}));
+  L.push_back(make_layer("skip", "reshape", {9, 2}, {18}, {"q"}));
+  L.push_back(make_layer("cat", "concatenate", {15}, {33}, {"flat", "skip"}));
+  L.push_back(make_layer("act", "activation", {33}, {33}));
+  L.back().activation = "relu";
+  L.back().output_quantizer = activation_quantizer(g, {33}, o);
+  L.push_back(make_layer("dense_out", "dense", {33}, {2}));
+  L.back().kernel = constant(g, {33, 2}, o);
+  L.back().bias = constant(g, {2}, o);
+  a.output_shape = {2};
+  return a;
+}
+
 std::vector<double> random_inputs(const Archive& a, int64_t n, uint64_t seed, double scale) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 2.0);

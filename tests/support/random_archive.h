@@ -27,6 +27,15 @@ struct RandomArchiveOptions {
 /// pruned elements), exact weights and biases.
 archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 
+/// Small graph models with every layer type beyond dense (channels-last shapes):
+/// Cnn2d: quantize -> conv2d 3x3 same relu -> max pool 2x2 -> {identity, conv2d 1x1} concatenated
+///   on channels -> conv2d 2x2 valid -> avg pool 2x2 -> flatten -> dense;
+/// Conv1dBranches: quantize -> {conv1d k3 s2 same, conv1d k1 s2} -> add relu -> scale (batch
+///   norm) -> flatten, concatenated with a reshape of the quantized input -> activation -> dense.
+enum class GraphKind { Cnn2d, Conv1dBranches };
+/// A valid random archive of `kind` with per-element k, i, f like random_mlp_archive.
+archive::Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o = {});
+
 /// `n` random rows of the archive's input: normal values times `scale` (scale > 1 overflows the
 /// WRAP / SAT quantizers).
 std::vector<double> random_inputs(const archive::Archive& a, int64_t n, uint64_t seed, double scale = 1.0);

@@ -1,12 +1,26 @@
 // The model archive: hgqt's own interchange format between training and every back end
 // (emulator, HLS, Verilog, QONNX). No LibTorch here. Specified in docs/model-format.md.
 //
+// A model is a list of layers in evaluation order; each layer reads the outputs of earlier
+// layers named in `inputs` (default: the previous layer; "input" is the model input), so the
+// list can express a graph (skip connections, branches). Per-sample shapes are channels-last:
+// [L, C] for 1-D and [H, W, C] for 2-D feature maps; every tensor is stored row-major.
+//
 // Data flow (quantization.md section 8), layer by layer, per sample:
-//   quantize:   y = Q_in(x)
-//   flatten:    y = x (row-major, shape changes only)
-//   dense:      xq = Q_in(x) (when it has an input quantizer); acc[o] = sum_j xq[j] * W[j,o] + b[o]
-//               exactly; y = act(acc); y = Q_out(y) when it has an output quantizer
-//   activation: y = Q_out(act(x))
+//   quantize:    y = Q_in(x)
+//   flatten, reshape: y = x (row-major, shape changes only)
+//   dense, conv1d, conv2d, scale (the "linear" layers; see archive::linear_map):
+//                xq = Q_in(x) (when it has an input quantizer);
+//                acc[o] = sum over the layer's products xq[j] * W[w] + b[c] exactly;
+//                y = act(acc); y = Q_out(y) when it has an output quantizer.
+//                dense: W [in, out]; conv1d: W [K, C, F], conv2d: W [KH, KW, C, F] with
+//                `strides` and zero padding `pad_before` (the products that fall into the
+//                padding are absent); scale (batch norm): W [C], y[.., c] = x[.., c] * W[c] + b[c].
+//   pool:        max or avg over windows (`kernel_size`, `strides`, no padding) of each channel;
+//                avg windows hold 2^s elements and the average is the exact sum times 2^-s.
+//   add:         acc = exact sum of its inputs (same shapes); y = Q_out(act(acc)) (Q_out optional).
+//   concatenate: the inputs joined along per-sample `axis`.
+//   activation:  y = Q_out(act(x))
 // act is linear or relu (exact). Q applies per element k, i, f, rounding, then overflow.
 #pragma once
 
@@ -55,17 +69,39 @@ struct Constant {
   double value(int64_t n) const;  ///< exact in double
 };
 
+struct Archive;
+
+/// The name `inputs` uses for the model input (no layer may be called so).
+inline constexpr const char* kModelInput = "input";
+
 /// One layer. Which optional fields are set depends on `type` (see the data flow above).
 struct Layer {
   std::string name;
-  std::string type;  ///< quantize, flatten, dense, activation
-  std::vector<int64_t> input_shape, output_shape;  ///< per sample
-  std::string activation = "linear";               ///< dense, activation: linear | relu
-  std::optional<QuantSpec> input_quantizer;        ///< quantize (required), dense (optional)
-  std::optional<Constant> kernel;                  ///< dense: [in, out]
-  std::optional<Constant> bias;                    ///< dense: [out] (optional)
-  std::optional<QuantSpec> output_quantizer;       ///< activation (required), dense (optional)
+  /// quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation
+  std::string type;
+  /// Names of the layers it reads (kModelInput: the model input). Empty: the previous layer
+  /// (the model input for the first layer). add and concatenate read two or more.
+  std::vector<std::string> inputs;
+  /// Per sample; for several inputs, input_shape is the first input's shape.
+  std::vector<int64_t> input_shape, output_shape;
+  std::string activation = "linear";         ///< linear layers, add, activation: linear | relu
+  std::optional<QuantSpec> input_quantizer;  ///< quantize (required), linear layers (optional)
+  std::optional<Constant> kernel;            ///< linear layers (see the data flow)
+  std::optional<Constant> bias;              ///< linear layers: [out] / [F] / [C] (optional)
+  std::optional<QuantSpec> output_quantizer;  ///< activation (required), linear, add (optional)
+  std::vector<int64_t> kernel_size;  ///< conv: spatial kernel size; pool: window
+  std::vector<int64_t> strides;      ///< conv, pool: per spatial axis
+  std::vector<int64_t> pad_before;   ///< conv: zero padding before each spatial axis
+  std::string pool;                  ///< pool: max | avg
+  int64_t axis = 0;                  ///< concatenate: per-sample axis (>= 0)
 };
+
+/// True for the layers with a kernel: dense, conv1d, conv2d, scale.
+bool is_linear(const std::string& type);
+
+/// Indices of the layers layer `li` reads, in order; -1 is the model input.
+/// Throws ArchiveError for an unknown or later name.
+std::vector<int64_t> layer_inputs(const Archive& a, size_t li);
 
 /// Calibration record written by the trace.
 struct TraceInfo {

@@ -40,8 +40,16 @@ class Emulator {
   int64_t output_size() const { return a_.output_size(); }
 
  private:
+  /// What each layer reads and its precomputed maps.
+  struct Plan {
+    std::vector<int64_t> inputs;  ///< layer indices, -1 the model input
+    LinearMap linear;
+    PoolMap pool;
+    ConcatMap concat;
+  };
   Archive a_;
   std::vector<LayerTypes> types_;
+  std::vector<Plan> plans_;
   int widest_output_ = 0;  ///< widest output type, for run()'s exactness check
 };
 

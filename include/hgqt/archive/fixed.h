@@ -56,25 +56,61 @@ int128 overflow_int(int128 m, int k, int i, int f, quant::OverflowMode mode);
 /// (binary 001xx1000 counts 4; 0 counts 0): the width of a constant for exact EBOPs.
 int bit_span(int128 m);
 
+/// The products of a linear layer (dense, conv1d, conv2d, scale), as a sparse matrix by output:
+/// output o (row-major over output_shape) sums x[input[t]] * W[weight[t]] for t in
+/// [begin[o], begin[o + 1]) (x: the quantized input, row-major over input_shape; W: the kernel's
+/// elements, row-major), plus bias element bias[o] when bias[o] >= 0. Products that fall into
+/// conv zero padding are absent; zero weights are present (consumers skip them).
+struct LinearMap {
+  std::vector<int64_t> begin;  ///< n_out + 1 offsets into input / weight
+  std::vector<int64_t> input, weight;
+  std::vector<int64_t> bias;  ///< per output: bias element, or -1 (no bias)
+  int64_t n_out() const { return static_cast<int64_t>(begin.size()) - 1; }
+};
+/// The map of a linear layer (throws ArchiveError for another type or inconsistent attributes).
+LinearMap linear_map(const Layer& l);
+
+/// The windows of a pool layer: output o reads input[t] for t in [begin[o], begin[o + 1]).
+struct PoolMap {
+  std::vector<int64_t> begin, input;
+  bool max = true;  ///< max, else avg
+  int shift = 0;    ///< avg: the window holds 2^shift elements; the average is sum * 2^-shift
+  int64_t n_out() const { return static_cast<int64_t>(begin.size()) - 1; }
+};
+PoolMap pool_map(const Layer& l);
+
+/// Where each output element of a concatenate layer comes from: input slot and element.
+struct ConcatMap {
+  std::vector<int32_t> slot;
+  std::vector<int64_t> element;
+};
+/// `input_shapes`: the shapes of the layer's inputs, in order.
+ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& input_shapes);
+
 /// Types along the data flow of one layer, per element.
 struct LayerTypes {
-  std::vector<FixedType> input;  ///< what the layer receives (after the previous layer)
-  /// After the layer's input quantizer (dense with an input quantizer, quantize); else = input.
+  std::vector<FixedType> input;  ///< what the layer receives (its first input)
+  /// After the layer's input quantizer (linear layers with one, quantize); else = input.
   std::vector<FixedType> quantized_input;
-  std::vector<FixedType> accumulator;  ///< dense: exact sum before the activation; else empty
-  std::vector<FixedType> output;       ///< what the layer passes on
-  /// dense: exact value range of each accumulator (mantissas at accumulator[o].frac).
+  /// Linear layers and add: the exact sum before the activation; pool: the exact result (avg:
+  /// the sum re-read at frac + shift); else empty.
+  std::vector<FixedType> accumulator;
+  std::vector<FixedType> output;  ///< what the layer passes on
+  /// Exact value range of each accumulator element (mantissas at accumulator[o].frac).
   std::vector<int128> acc_lo, acc_hi;
+  /// Exact value range of each output element (mantissas at output[o].frac).
+  std::vector<int128> out_lo, out_hi;
 };
 
-/// Infers the exact types of every layer. The model input is float: the first layer with
-/// arithmetic must quantize it (a quantize layer or a dense layer with an input quantizer),
-/// otherwise ArchiveError. Accumulator widths are derived from the weights and input ranges so
+/// Infers the exact types of every layer. The model input is float: every path from it must be
+/// quantized before any arithmetic (by a quantize layer or a linear layer's input quantizer;
+/// flatten and reshape pass it on), otherwise ArchiveError. Accumulator widths are derived from the weights and input ranges so
 /// that the exact sum cannot overflow; relu drops the sign where the range allows.
 std::vector<LayerTypes> infer_types(const Archive& a);
 
-/// Exact EBOPs of each layer (quantization.md section 6): for dense,
-/// sum_{j,o} bits(input j) * span(W[j,o]) + sum_o span(b[o]); input bits exclude the sign.
+/// Exact EBOPs of each layer (quantization.md section 6): for the linear layers, the sum over
+/// every product of bits(input) * span(weight), plus span(bias) once per output element that adds
+/// it; input bits exclude the sign. Other layers: 0.
 std::vector<double> exact_ebops(const Archive& a);
 
 /// Decimal text of a 128-bit integer (for messages and generated code).

@@ -30,8 +30,17 @@ class QLayer {
   virtual std::vector<NamedQuantizer> quantizers() const { return {}; }
   /// Per-sample output shape for a per-sample input shape (throws std::invalid_argument).
   virtual std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const = 0;
-  /// Short type name (dense, activation, flatten, quantize).
+  /// Short type name (dense, activation, flatten, quantize, conv2d, add, ...).
   virtual std::string type_name() const = 0;
+
+  /// Number of inputs the layer takes: 1, or 0 for "two or more" (add, concatenate).
+  virtual int num_inputs() const { return 1; }
+  /// The computation on several inputs (graph models). The default takes exactly one input and
+  /// calls forward(); merge layers override it.
+  virtual torch::Tensor forward_many(const std::vector<torch::Tensor>& xs);
+  /// Output shape for several per-sample input shapes; the default takes exactly one.
+  virtual std::vector<int64_t> output_shape_many(
+      const std::vector<std::vector<int64_t>>& input_shapes) const;
 };
 
 /// Activation functions available to layers.

@@ -1,0 +1,276 @@
+// The emulator on graph models (conv, pool, add, concatenate, scale, reshape) against an
+// independent double-precision evaluation written from archive.h's data flow with explicit loops
+// (it does not use linear_map / pool_map), plus archive round trips and validation errors of the
+// new layer types.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "hgqt/archive/emulator.h"
+#include "support/random_archive.h"
+
+using namespace hgqt;
+using hgqt::testing::GraphKind;
+
+namespace {
+using Vec = std::vector<double>;
+
+void quantize(Vec& v, const archive::QuantSpec& q) {
+  for (int64_t n = 0; n < q.size(); ++n) v[n] = q.apply(v[n], n);
+}
+void relu(Vec& v) {
+  for (auto& e : v) e = std::max(e, 0.0);
+}
+
+// conv1d/conv2d with explicit loops; 1-D is the 2-D case with H = 1.
+Vec conv_ref(const archive::Layer& l, const Vec& x) {
+  const bool one = l.type == "conv1d";
+  const int64_t H = one ? 1 : l.input_shape[0], W = l.input_shape[one ? 0 : 1];
+  const int64_t C = l.input_shape.back(), F = l.output_shape.back();
+  const int64_t OH = one ? 1 : l.output_shape[0], OW = l.output_shape[one ? 0 : 1];
+  const int64_t KH = one ? 1 : l.kernel_size[0], KW = l.kernel_size[one ? 0 : 1];
+  const int64_t SH = one ? 1 : l.strides[0], SW = l.strides[one ? 0 : 1];
+  const int64_t PH = one ? 0 : l.pad_before[0], PW = l.pad_before[one ? 0 : 1];
+  Vec y(OH * OW * F, 0.0);
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow)
+      for (int64_t f = 0; f < F; ++f) {
+        double s = l.bias ? l.bias->value(f) : 0.0;
+        for (int64_t kh = 0; kh < KH; ++kh)
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            const int64_t ih = oh * SH - PH + kh, iw = ow * SW - PW + kw;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+            for (int64_t c = 0; c < C; ++c)
+              s += x[(ih * W + iw) * C + c] * l.kernel->value(((kh * KW + kw) * C + c) * F + f);
+          }
+        y[(oh * OW + ow) * F + f] = s;
+      }
+  return y;
+}
+
+Vec pool_ref(const archive::Layer& l, const Vec& x) {
+  const bool one = l.input_shape.size() == 2;
+  const int64_t W = l.input_shape[one ? 0 : 1], C = l.input_shape.back();
+  const int64_t OH = one ? 1 : l.output_shape[0], OW = l.output_shape[one ? 0 : 1];
+  const int64_t KH = one ? 1 : l.kernel_size[0], KW = l.kernel_size[one ? 0 : 1];
+  const int64_t SH = one ? 1 : l.strides[0], SW = l.strides[one ? 0 : 1];
+  Vec y(OH * OW * C);
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow)
+      for (int64_t c = 0; c < C; ++c) {
+        double m = -INFINITY, s = 0;
+        for (int64_t kh = 0; kh < KH; ++kh)
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            const double v = x[((oh * SH + kh) * W + ow * SW + kw) * C + c];
+            m = std::max(m, v);
+            s += v;
+          }
+        y[(oh * OW + ow) * C + c] = l.pool == "max" ? m : s / static_cast<double>(KH * KW);
+      }
+  return y;
+}
+
+Vec reference_forward(const archive::Archive& a, const double* x) {
+  std::map<std::string, Vec> out;
+  out[archive::kModelInput] = Vec(x, x + a.input_size());
+  std::string prev = archive::kModelInput;
+  for (const auto& l : a.layers) {
+    std::vector<std::string> ins = l.inputs.empty() ? std::vector<std::string>{prev} : l.inputs;
+    Vec v = out.at(ins[0]);
+    if (l.type == "quantize") quantize(v, *l.input_quantizer);
+    if (l.type == "activation") {
+      if (l.activation == "relu") relu(v);
+      quantize(v, *l.output_quantizer);
+    }
+    if (l.type == "pool") v = pool_ref(l, v);
+    if (l.type == "add") {
+      for (size_t s = 1; s < ins.size(); ++s)
+        for (size_t n = 0; n < v.size(); ++n) v[n] += out.at(ins[s])[n];
+      if (l.activation == "relu") relu(v);
+      if (l.output_quantizer) quantize(v, *l.output_quantizer);
+    }
+    if (l.type == "concatenate") {
+      // Split every input into (outer, inner) blocks around the axis and interleave them.
+      int64_t outer = 1;
+      for (int64_t d = 0; d < l.axis; ++d) outer *= l.output_shape[d];
+      Vec y;
+      for (int64_t r = 0; r < outer; ++r)
+        for (const auto& name : ins) {
+          const Vec& s = out.at(name);
+          const int64_t inner = static_cast<int64_t>(s.size()) / outer;
+          y.insert(y.end(), s.begin() + r * inner, s.begin() + (r + 1) * inner);
+        }
+      v = y;
+    }
+    if (archive::is_linear(l.type)) {
+      if (l.input_quantizer) quantize(v, *l.input_quantizer);
+      Vec y;
+      if (l.type == "dense") {
+        const int64_t in = l.kernel->shape[0], n_out = l.kernel->shape[1];
+        y.assign(n_out, 0.0);
+        for (int64_t o = 0; o < n_out; ++o) {
+          for (int64_t j = 0; j < in; ++j) y[o] += v[j] * l.kernel->value(j * n_out + o);
+          if (l.bias) y[o] += l.bias->value(o);
+        }
+      } else if (l.type == "scale") {
+        const int64_t C = l.kernel->shape[0];
+        y = v;
+        for (size_t n = 0; n < y.size(); ++n)
+          y[n] = v[n] * l.kernel->value(n % C) + (l.bias ? l.bias->value(n % C) : 0.0);
+      } else {
+        y = conv_ref(l, v);
+      }
+      if (l.activation == "relu") relu(y);
+      if (l.output_quantizer) quantize(y, *l.output_quantizer);
+      v = y;
+    }
+    out[l.name] = v;
+    prev = l.name;
+  }
+  return out.at(prev);
+}
+}  // namespace
+
+class EmulatorGraph : public ::testing::TestWithParam<std::tuple<GraphKind, int>> {};
+
+TEST_P(EmulatorGraph, MatchesDoubleReferenceInRangeAndOverflowing) {
+  const auto [kind, seed] = GetParam();
+  hgqt::testing::RandomArchiveOptions o;
+  o.seed = seed;
+  const auto a = hgqt::testing::random_graph_archive(kind, o);
+  archive::Emulator emu(a);
+  int64_t clipped = 0;
+  for (double scale : {0.5, 1.0, 16.0}) {
+    const int64_t n = 200;
+    const auto x = hgqt::testing::random_inputs(a, n, 100 + seed, scale);
+    archive::EmulatorStats stats;
+    const auto y = emu.run_batch(x, n, &stats);
+    for (int64_t r = 0; r < n; ++r) {
+      const auto want = reference_forward(a, x.data() + r * a.input_size());
+      for (int64_t c = 0; c < a.output_size(); ++c)
+        ASSERT_EQ(y[r * a.output_size() + c], want[c]) << "sample " << r << " output " << c;
+    }
+    clipped += stats.wrapped + stats.saturated;
+  }
+  EXPECT_GT(clipped, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, EmulatorGraph,
+                         ::testing::Combine(::testing::Values(GraphKind::Cnn2d,
+                                                              GraphKind::Conv1dBranches),
+                                            ::testing::Range(1, 7)));
+
+TEST(ArchiveGraph, RoundTripKeepsEveryField) {
+  for (auto kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches}) {
+    const auto a = hgqt::testing::random_graph_archive(kind);
+    const std::string dir =
+        (std::filesystem::temp_directory_path() / ("hgqt_graph_rt_" + a.name)).string();
+    archive::write_archive(a, dir);
+    const auto b = archive::read_archive(dir);
+    ASSERT_EQ(a.layers.size(), b.layers.size());
+    for (size_t li = 0; li < a.layers.size(); ++li) {
+      const auto &x = a.layers[li], &y = b.layers[li];
+      EXPECT_EQ(x.inputs, y.inputs);
+      EXPECT_EQ(x.kernel_size, y.kernel_size);
+      EXPECT_EQ(x.strides, y.strides);
+      EXPECT_EQ(x.pad_before, y.pad_before);
+      EXPECT_EQ(x.pool, y.pool);
+      EXPECT_EQ(x.axis, y.axis);
+      EXPECT_EQ(x.kernel.has_value(), y.kernel.has_value());
+      if (x.kernel) {
+        EXPECT_EQ(x.kernel->mantissa, y.kernel->mantissa);
+      }
+    }
+    // Identical outputs after the round trip.
+    archive::Emulator ea(a), eb(b);
+    const auto xs = hgqt::testing::random_inputs(a, 50, 3, 4.0);
+    EXPECT_EQ(ea.run_batch(xs, 50), eb.run_batch(xs, 50));
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(ArchiveGraph, ExactEbopsOfAConvByHand) {
+  // conv1d, input [3, 1] of 3 magnitude bits each (k=1, i=2, f=1), kernel [2, 1, 1] = {3, 1}
+  // (spans 2 and 1), valid padding: outputs 2, each with both products: 2 * 3 * (2 + 1) = 18;
+  // bias 0.75 = 3 * 2^-2 (span 2) added at both outputs: + 4.
+  archive::Archive t;
+  t.input_shape = {3, 1};
+  t.output_shape = {2, 1};
+  archive::Layer l;
+  l.name = "c";
+  l.type = "conv1d";
+  l.input_shape = {3, 1};
+  l.output_shape = {2, 1};
+  l.kernel_size = {2};
+  l.strides = {1};
+  l.pad_before = {0};
+  archive::QuantSpec q;
+  q.shape = {3, 1};
+  q.k = {1, 1, 1};
+  q.i = {2, 2, 2};
+  q.f = {1, 1, 1};
+  l.input_quantizer = q;
+  archive::Constant w;
+  w.shape = {2, 1, 1};
+  w.mantissa = {3, 1};
+  w.exponent = {0, 0};
+  w.quantizer.shape = {2, 1, 1};
+  w.quantizer.k = {1, 1};
+  w.quantizer.i = {3, 3};
+  w.quantizer.f = {0, 0};
+  l.kernel = w;
+  archive::Constant b;
+  b.shape = {1};
+  b.mantissa = {3};
+  b.exponent = {-2};
+  b.quantizer.shape = {1};
+  b.quantizer.k = {1};
+  b.quantizer.i = {0};
+  b.quantizer.f = {2};
+  l.bias = b;
+  t.layers.push_back(l);
+  EXPECT_EQ(archive::exact_ebops(t)[0], 18.0 + 4.0);
+  // With same padding (pad_before 0, one output per input): the last output has one product.
+  t.layers[0].output_shape = t.output_shape = {3, 1};
+  EXPECT_EQ(archive::exact_ebops(t)[0], 18.0 + 3.0 * 2 + 6.0);
+}
+
+TEST(ArchiveGraph, ValidationNamesTheProblem) {
+  auto expect_error = [](archive::Archive a, const std::string& part) {
+    try {
+      archive::validate(a);
+      ADD_FAILURE() << "no error, expected one containing '" << part << "'";
+    } catch (const archive::ArchiveError& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  const auto good = hgqt::testing::random_graph_archive(GraphKind::Cnn2d);
+  EXPECT_NO_THROW(archive::validate(good));
+  auto a = good;
+  a.layers[4].inputs = {"pool_max", "nowhere"};
+  expect_error(a, "'nowhere', which is no layer");
+  a = good;
+  a.layers[4].inputs = {"pool_max", "conv_b"};
+  expect_error(a, "comes later");
+  a = good;
+  a.layers[2].pool = "median";
+  expect_error(a, "not one of max, avg");
+  a = good;
+  a.layers[6].kernel_size = {3, 3};
+  a.layers[6].strides = {1, 1};
+  expect_error(a, "output size 1, expected");
+  a = good;
+  a.layers[1].pad_before = {3, 1};
+  expect_error(a, "pad_before 3 outside");
+  a = good;
+  a.layers[4].output_shape = {3, 3, 6};
+  expect_error(a, "output_shape is [3, 3, 6], expected [3, 3, 5]");
+  a = good;
+  a.layers[1].name = "input";
+  expect_error(a, "reserved for the model input");
+  auto c = hgqt::testing::random_graph_archive(GraphKind::Conv1dBranches);
+  c.layers[3].inputs = {"c1"};
+  expect_error(c, "needs two or more inputs");
+}
