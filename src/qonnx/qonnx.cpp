@@ -198,6 +198,15 @@ class GraphBuilder {
     return t->name();
   }
   std::string scalar(const std::string& base, float v) { return initializer(base, {}, {v}); }
+  /// An int64 initializer (Reshape shapes, Slice bounds); returns its name.
+  std::string int64_initializer(const std::string& base, const std::vector<int64_t>& values) {
+    onnx::TensorProto* t = g_->add_initializer();
+    t->set_name(unique(base));
+    t->set_data_type(onnx::TensorProto::INT64);
+    t->add_dims(static_cast<int64_t>(values.size()));
+    for (int64_t v : values) t->add_int64_data(v);
+    return t->name();
+  }
 
   /// A node in the default domain (or `domain`); returns its output tensor, named like the node.
   onnx::NodeProto* node(const std::string& op, const std::string& base,
@@ -241,6 +250,29 @@ class GraphBuilder {
     a->set_name(name);
     a->set_type(onnx::AttributeProto::INT);
     a->set_i(v);
+  }
+  static void add_ints(onnx::NodeProto* n, const std::string& name,
+                       const std::vector<int64_t>& v) {
+    onnx::AttributeProto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (int64_t e : v) a->add_ints(e);
+  }
+
+  /// Renames tensor `from` (a node output) to `to` everywhere; false when no node writes it.
+  bool rename_tensor(const std::string& from, const std::string& to) {
+    bool written = false;
+    for (int n = 0; n < g_->node_size(); ++n) {
+      onnx::NodeProto* node = g_->mutable_node(n);
+      for (int o = 0; o < node->output_size(); ++o)
+        if (node->output(o) == from) {
+          node->set_output(o, to);
+          written = true;
+        }
+      for (int i = 0; i < node->input_size(); ++i)
+        if (node->input(i) == from) node->set_input(i, to);
+    }
+    return written;
   }
 
   /// Float32 tensor value info of shape [batch, dims...].
@@ -292,6 +324,244 @@ void write_file(const std::string& bytes, const std::string& path) {
   }
 }
 
+/// A layer's output in the graph. The archive is channels-last ([batch, S..., C]); ONNX's Conv,
+/// MaxPool and AveragePool are channels-first ([batch, C, S...]). A value holds the name of its
+/// channels-last tensor, its channels-first tensor, or both: the missing one is made by a
+/// Transpose on first use and then reused, so a chain of conv / pool / elementwise layers stays
+/// channels-first with no Transpose between them.
+struct Value {
+  std::vector<int64_t> shape;  ///< per sample, channels-last (the archive's)
+  std::string last, first;     ///< channels-last / channels-first tensor ("" until made)
+  std::string owner;           ///< node name prefix for the Transposes made on demand
+};
+
+enum class Layout { Last, First };
+
+/// Writes the layers of the archive into the graph, one Value per layer.
+class LayerWriter {
+ public:
+  LayerWriter(GraphBuilder& b, const QonnxOptions& options, QonnxReport& report)
+      : b_(b), options_(options), report_(report) {}
+
+  /// The tensor of `v` in `layout` (spatial values only for Layout::First).
+  std::string get(Value& v, Layout layout) {
+    const int64_t r = static_cast<int64_t>(v.shape.size());  // per-sample rank
+    if (layout == Layout::Last) {
+      if (v.last.empty()) {  // [N, C, S...] -> [N, S..., C]
+        std::vector<int64_t> perm{0};
+        for (int64_t d = 2; d <= r; ++d) perm.push_back(d);
+        perm.push_back(1);
+        onnx::NodeProto* n = b_.node("Transpose", v.owner + "/to_channels_last", {v.first});
+        GraphBuilder::add_ints(n, "perm", perm);
+        v.last = n->output(0);
+      }
+      return v.last;
+    }
+    if (v.first.empty()) {  // [N, S..., C] -> [N, C, S...]
+      std::vector<int64_t> perm{0, r};
+      for (int64_t d = 1; d < r; ++d) perm.push_back(d);
+      onnx::NodeProto* n = b_.node("Transpose", v.owner + "/to_channels_first", {v.last});
+      GraphBuilder::add_ints(n, "perm", perm);
+      v.first = n->output(0);
+    }
+    return v.first;
+  }
+
+  /// Where an elementwise layer works: channels-first when its inputs all have that tensor
+  /// already (inside a conv / pool chain), else channels-last.
+  static Layout elementwise_layout(const std::vector<Value*>& ins) {
+    for (const Value* v : ins)
+      if (v->shape.size() < 2 || v->first.empty()) return Layout::Last;
+    return Layout::First;
+  }
+
+  static Value make(const Layer& l, Layout layout, const std::string& tensor) {
+    Value v;
+    v.shape = l.output_shape;
+    v.owner = l.name;
+    (layout == Layout::Last ? v.last : v.first) = tensor;
+    return v;
+  }
+
+  /// Quant of an activation quantizer.
+  std::string activation_quant(const std::string& x, const QuantSpec& q, const std::string& base,
+                               const std::string& where) {
+    const QuantParams p = plan_activation(q, where, options_, report_);
+    return b_.quant(base, x, p, report_);
+  }
+
+  /// Quant(initializer) of a constant, with the initializer's values in `order` (ONNX element
+  /// n holds the archive element order[n]; identity when empty) and shape `dims`.
+  std::string constant(const Constant& c, const std::string& base, const std::string& where,
+                       const std::vector<int64_t>& dims, const std::vector<int64_t>& order = {}) {
+    const QuantParams p = plan_constant(c, where);
+    const std::vector<float> values = constant_values(c);
+    std::vector<float> ordered = values;
+    if (!order.empty())
+      for (size_t n = 0; n < order.size(); ++n) ordered[n] = values[order[n]];
+    const std::string init = b_.initializer(base, dims, ordered);
+    return b_.quant(base + "_quant", init, p, report_);
+  }
+
+  /// [Relu] -> [Quant] of a linear or add layer's output.
+  std::string finish(const Layer& l, const std::string& label, std::string x) {
+    if (l.activation == "relu") x = b_.op("Relu", l.name + "/relu", {x});
+    if (l.output_quantizer)
+      x = activation_quant(x, *l.output_quantizer, l.name + "/output_quant",
+                           label + " output quantizer");
+    return x;
+  }
+
+  Value layer(const Layer& l, const std::string& label, std::vector<Value*> ins) {
+    const std::string& nm = l.name;
+    Value& in = *ins[0];
+    if (l.type == "flatten" || l.type == "reshape") {
+      if (l.output_shape == in.shape) {  // nothing to do
+        Value v = in;
+        v.shape = l.output_shape;
+        return v;
+      }
+      const std::string x = get(in, Layout::Last);  // row-major order is channels-last's
+      if (l.output_shape.size() == 1) {
+        onnx::NodeProto* n = b_.node("Flatten", nm + "/flatten", {x});
+        GraphBuilder::add_int(n, "axis", 1);
+        return make(l, Layout::Last, n->output(0));
+      }
+      std::vector<int64_t> dims{0};  // 0: copy the batch dimension
+      dims.insert(dims.end(), l.output_shape.begin(), l.output_shape.end());
+      const std::string shape = b_.int64_initializer(nm + "/shape", dims);
+      return make(l, Layout::Last, b_.op("Reshape", nm + "/reshape", {x, shape}));
+    }
+    if (l.type == "quantize" || l.type == "activation") {
+      const Layout lay = elementwise_layout(ins);
+      std::string x = get(in, lay);
+      if (l.type == "quantize")
+        return make(l, lay, activation_quant(x, *l.input_quantizer, nm + "/input_quant",
+                                             label + " input quantizer"));
+      if (l.activation == "relu") x = b_.op("Relu", nm + "/relu", {x});
+      return make(l, lay, activation_quant(x, *l.output_quantizer, nm + "/output_quant",
+                                           label + " output quantizer"));
+    }
+    if (l.type == "add") {
+      const Layout lay = elementwise_layout(ins);
+      std::string x = get(in, lay);
+      for (size_t s = 1; s < ins.size(); ++s)
+        x = b_.op("Add", nm + "/add", {x, get(*ins[s], lay)});
+      return make(l, lay, finish(l, label, x));
+    }
+    if (l.type == "concatenate") {
+      const Layout lay = elementwise_layout(ins);
+      std::vector<std::string> xs;
+      for (Value* v : ins) xs.push_back(get(*v, lay));
+      const int64_t rank = static_cast<int64_t>(l.output_shape.size());
+      int64_t axis = l.axis + 1;  // the batch axis comes first
+      if (lay == Layout::First) axis = l.axis == rank - 1 ? 1 : l.axis + 2;
+      onnx::NodeProto* n = b_.node("Concat", nm + "/concat", xs);
+      GraphBuilder::add_int(n, "axis", axis);
+      return make(l, lay, n->output(0));
+    }
+    if (l.type == "pool") {
+      const std::string x = get(in, Layout::First);
+      // No padding, floor mode: ONNX drops the input left over after the last window, as the
+      // archive does. The avg window holds 2^s elements, so the division is exact.
+      onnx::NodeProto* n = b_.node(l.pool == "max" ? "MaxPool" : "AveragePool",
+                                   nm + (l.pool == "max" ? "/maxpool" : "/avgpool"), {x});
+      GraphBuilder::add_ints(n, "kernel_shape", l.kernel_size);
+      GraphBuilder::add_ints(n, "strides", l.strides);
+      return make(l, Layout::First, n->output(0));
+    }
+    if (l.type == "conv1d" || l.type == "conv2d") return conv(l, label, in);
+    if (l.type == "scale") return scale(l, label, in);
+    if (l.type == "dense") {
+      std::string x = get(in, Layout::Last);
+      if (l.input_quantizer)
+        x = activation_quant(x, *l.input_quantizer, nm + "/input_quant",
+                             label + " input quantizer");
+      const Constant& w = *l.kernel;
+      const std::string wq = constant(w, nm + "/kernel", label + " kernel", w.shape);
+      x = b_.op("MatMul", nm + "/matmul", {x, wq});
+      if (l.bias) {
+        const std::string bq =
+            constant(*l.bias, nm + "/bias", label + " bias", l.bias->shape);
+        x = b_.op("Add", nm + "/bias_add", {x, bq});
+      }
+      return make(l, Layout::Last, finish(l, label, x));
+    }
+    throw QonnxError(label + ": layer type '" + l.type + "' has no QONNX form in this exporter");
+  }
+
+ private:
+  /// [Quant] -> [Slice] -> Conv(x, Quant(W), Quant(b)) -> [Relu] -> [Quant], channels-first.
+  Value conv(const Layer& l, const std::string& label, Value& in) {
+    const std::string& nm = l.name;
+    const size_t rank = l.kernel_size.size();
+    std::string x = get(in, Layout::First);
+    if (l.input_quantizer)
+      x = activation_quant(x, *l.input_quantizer, nm + "/input_quant", label + " input quantizer");
+    // pads: pad_before, then pad_after = (out - 1) * stride + k - in - pad_before. A negative
+    // pad_after (a valid conv whose last window leaves input over) becomes a Slice that drops
+    // that input, since ONNX pads must be >= 0.
+    std::vector<int64_t> pads(2 * rank), crop_axes, crop_ends;
+    for (size_t d = 0; d < rank; ++d) {
+      const int64_t after = (l.output_shape[d] - 1) * l.strides[d] + l.kernel_size[d] -
+                            l.input_shape[d] - l.pad_before[d];
+      pads[d] = l.pad_before[d];
+      pads[rank + d] = std::max<int64_t>(after, 0);
+      if (after < 0) {
+        crop_axes.push_back(static_cast<int64_t>(d) + 2);
+        crop_ends.push_back(l.input_shape[d] + after);
+      }
+    }
+    if (!crop_axes.empty()) {
+      const std::string starts =
+          b_.int64_initializer(nm + "/crop_starts", std::vector<int64_t>(crop_axes.size(), 0));
+      const std::string ends = b_.int64_initializer(nm + "/crop_ends", crop_ends);
+      const std::string axes = b_.int64_initializer(nm + "/crop_axes", crop_axes);
+      x = b_.op("Slice", nm + "/crop", {x, starts, ends, axes});
+    }
+    // Kernel [K..., C, F] (archive) -> [F, C, K...] (ONNX).
+    const Constant& w = *l.kernel;
+    const int64_t c_in = l.input_shape.back(), f_out = l.output_shape.back();
+    int64_t n_k = 1;
+    for (int64_t k : l.kernel_size) n_k *= k;
+    std::vector<int64_t> dims{f_out, c_in};
+    dims.insert(dims.end(), l.kernel_size.begin(), l.kernel_size.end());
+    std::vector<int64_t> order;
+    order.reserve(w.size());
+    for (int64_t f = 0; f < f_out; ++f)
+      for (int64_t c = 0; c < c_in; ++c)
+        for (int64_t kk = 0; kk < n_k; ++kk) order.push_back((kk * c_in + c) * f_out + f);
+    std::vector<std::string> conv_in{x, constant(w, nm + "/kernel", label + " kernel", dims, order)};
+    if (l.bias) conv_in.push_back(constant(*l.bias, nm + "/bias", label + " bias", l.bias->shape));
+    onnx::NodeProto* n = b_.node("Conv", nm + "/conv", conv_in);
+    GraphBuilder::add_ints(n, "kernel_shape", l.kernel_size);
+    GraphBuilder::add_ints(n, "strides", l.strides);
+    GraphBuilder::add_ints(n, "pads", pads);
+    return make(l, Layout::First, finish(l, label, n->output(0)));
+  }
+
+  /// Batch norm: [Quant] -> Mul(x, Quant(W)) -> [Add(Quant(b))] -> [Relu] -> [Quant], with the
+  /// per-channel constants shaped [C] (channels-last) or [C, 1...] (channels-first).
+  Value scale(const Layer& l, const std::string& label, Value& in) {
+    const std::string& nm = l.name;
+    const Layout lay = elementwise_layout({&in});
+    std::string x = get(in, lay);
+    if (l.input_quantizer)
+      x = activation_quant(x, *l.input_quantizer, nm + "/input_quant", label + " input quantizer");
+    std::vector<int64_t> dims{l.input_shape.back()};
+    if (lay == Layout::First) dims.resize(l.input_shape.size(), 1);
+    x = b_.op("Mul", nm + "/mul", {x, constant(*l.kernel, nm + "/kernel", label + " kernel", dims)});
+    if (l.bias)
+      x = b_.op("Add", nm + "/bias_add",
+                {x, constant(*l.bias, nm + "/bias", label + " bias", dims)});
+    return make(l, lay, finish(l, label, x));
+  }
+
+  GraphBuilder& b_;
+  const QonnxOptions& options_;
+  QonnxReport& report_;
+};
+
 }  // namespace
 
 QonnxReport export_qonnx(const Archive& a, const std::string& path, const QonnxOptions& options) {
@@ -330,64 +600,23 @@ QonnxReport export_qonnx(const Archive& a, const std::string& path, const QonnxO
     x = b.op("Div", "preprocess/div_std", {x, stdev});
   }
 
+  // Every layer's output; the model input is values[0], layer li's output values[li + 1].
+  std::vector<Value> values(a.layers.size() + 1);
+  values[0].shape = a.input_shape;
+  values[0].last = x;
+  values[0].owner = "input";
+  LayerWriter w(b, options, report);
   for (size_t li = 0; li < a.layers.size(); ++li) {
     const Layer& l = a.layers[li];
-    const std::string label = layer_label(l, li);
-    const std::string& nm = l.name;
-    if (l.type == "flatten") {
-      if (l.input_shape.size() == 1) continue;  // [batch, n] already
-      onnx::NodeProto* n = b.node("Flatten", nm + "/flatten", {x});
-      GraphBuilder::add_int(n, "axis", 1);
-      x = n->output(0);
-      continue;
-    }
-    if (l.type == "quantize") {
-      const QuantParams p =
-          plan_activation(*l.input_quantizer, label + " input quantizer", options, report);
-      x = b.quant(nm + "/input_quant", x, p, report);
-      continue;
-    }
-    if (l.type == "activation") {
-      const QuantParams p =
-          plan_activation(*l.output_quantizer, label + " output quantizer", options, report);
-      if (l.activation == "relu") x = b.op("Relu", nm + "/relu", {x});
-      x = b.quant(nm + "/output_quant", x, p, report);
-      continue;
-    }
-    // dense
-    if (l.input_quantizer) {
-      const QuantParams p =
-          plan_activation(*l.input_quantizer, label + " input quantizer", options, report);
-      x = b.quant(nm + "/input_quant", x, p, report);
-    }
-    const Constant& w = *l.kernel;
-    const QuantParams wp = plan_constant(w, label + " kernel");
-    const std::string w_init = b.initializer(nm + "/kernel", w.shape, constant_values(w));
-    const std::string wq = b.quant(nm + "/kernel_quant", w_init, wp, report);
-    x = b.op("MatMul", nm + "/matmul", {x, wq});
-    if (l.bias) {
-      const QuantParams bp = plan_constant(*l.bias, label + " bias");
-      const std::string b_init =
-          b.initializer(nm + "/bias", l.bias->shape, constant_values(*l.bias));
-      const std::string bq = b.quant(nm + "/bias_quant", b_init, bp, report);
-      x = b.op("Add", nm + "/bias_add", {x, bq});
-    }
-    if (l.activation == "relu") x = b.op("Relu", nm + "/relu", {x});
-    if (l.output_quantizer) {
-      const QuantParams p =
-          plan_activation(*l.output_quantizer, label + " output quantizer", options, report);
-      x = b.quant(nm + "/output_quant", x, p, report);
-    }
+    std::vector<Value*> ins;
+    for (int64_t src : archive::layer_inputs(a, li)) ins.push_back(&values[src + 1]);
+    values[li + 1] = w.layer(l, layer_label(l, li), ins);
   }
+  const std::string y = w.get(values.back(), Layout::Last);
 
-  // The last node writes the graph output directly.
-  onnx::NodeProto* last = nullptr;
-  for (int n = 0; n < g->node_size(); ++n)
-    if (g->node(n).output(0) == x) last = g->mutable_node(n);
-  if (last)
-    last->set_output(0, "output");
-  else
-    b.node("Identity", "output_identity", {x})->set_output(0, "output");
+  // The graph output is written by the node that computes it (renamed to "output").
+  if (y == "input" || !b.rename_tensor(y, "output"))
+    b.node("Identity", "output_identity", {y})->set_output(0, "output");
   GraphBuilder::value_info(g->add_output(), "output", a.output_shape);
 
   std::string doc = "hgqt archive '" + a.name + "' (" + a.producer + ")";

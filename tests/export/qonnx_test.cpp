@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -193,6 +194,151 @@ int64_t widen(archive::Archive& a) {
     if (q->overflow == OverflowMode::WRAP) q->overflow = OverflowMode::SAT;
   }
   return changed;
+}
+
+archive::Archive graph_archive(hgqt::testing::GraphKind kind, uint64_t seed) {
+  hgqt::testing::RandomArchiveOptions o;
+  o.seed = seed;
+  o.per_tensor = true;
+  return hgqt::testing::random_graph_archive(kind, o);
+}
+
+/// True when the archive has layers beyond the MLP ones that expected_nodes() counts.
+bool is_graph(const archive::Archive& a) {
+  for (const auto& l : a.layers)
+    if (l.type != "quantize" && l.type != "flatten" && l.type != "dense" && l.type != "activation")
+      return true;
+  return false;
+}
+
+archive::QuantSpec uniform_quantizer(std::vector<int64_t> shape, int k, int i, int f,
+                                     RoundingMode round, OverflowMode overflow) {
+  archive::QuantSpec q;
+  q.shape = std::move(shape);
+  const size_t n = static_cast<size_t>(archive::shape_size(q.shape));
+  q.k.assign(n, k);
+  q.i.assign(n, i);
+  q.f.assign(n, f);
+  q.round = round;
+  q.overflow = overflow;
+  return q;
+}
+
+/// Random exact constant with per-element (k=1, i, f) like the random archives.
+archive::Constant random_constant(std::mt19937_64& rng, std::vector<int64_t> shape) {
+  archive::Constant c;
+  c.shape = shape;
+  c.quantizer.shape = shape;
+  c.quantizer.round = RoundingMode::RND;
+  c.quantizer.overflow = OverflowMode::SAT_SYM;
+  const int64_t n = archive::shape_size(shape);
+  for (int64_t e = 0; e < n; ++e) {
+    const int i = std::uniform_int_distribution<int>(-2, 1)(rng);
+    const int f = std::uniform_int_distribution<int>(1, 5)(rng);
+    const int64_t lim = (int64_t{1} << std::max(i + f, 0)) - 1;
+    const bool zero = std::uniform_real_distribution<double>(0, 1)(rng) < 0.2;
+    c.quantizer.k.push_back(1);
+    c.quantizer.i.push_back(i);
+    c.quantizer.f.push_back(f);
+    c.mantissa.push_back(zero ? 0 : std::uniform_int_distribution<int64_t>(-lim, lim)(rng));
+    c.exponent.push_back(-f);
+  }
+  return c;
+}
+
+archive::Layer graph_layer(const std::string& name, const std::string& type,
+                           std::vector<int64_t> in, std::vector<int64_t> out,
+                           std::vector<std::string> inputs = {}) {
+  archive::Layer l;
+  l.name = name;
+  l.type = type;
+  l.input_shape = std::move(in);
+  l.output_shape = std::move(out);
+  l.inputs = std::move(inputs);
+  return l;
+}
+
+/// Convs whose ONNX pads would be negative (valid windows leaving input over: a Slice), an
+/// overlapping avg pool feeding a conv1d without an input quantizer through a rank-2 reshape,
+/// a max pool with leftover input, and a concatenate on a spatial axis:
+/// q [7,5,2] -> conv2d k(2,3) s(2,2) pad(0,1) relu [3,3,4] -> avg pool (1,2) s1 [3,2,4] ->
+/// reshape [6,4] -> conv1d k3 s1 pad 2 [8,3] -> max pool 3 s2 [3,3];
+/// concatenate(pool, conv1d) on axis 0 [11,3] -> flatten [33] -> dense [3].
+archive::Archive crop_archive(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  archive::Archive a;
+  a.producer = "hgqt tests";
+  a.name = "crop";
+  a.trace.traced = true;
+  a.input_shape = {7, 5, 2};
+  a.output_shape = {3};
+  auto& L = a.layers;
+  L.push_back(graph_layer("q", "quantize", {7, 5, 2}, {7, 5, 2}));
+  L.back().input_quantizer =
+      uniform_quantizer({7, 5, 2}, 1, 2, 3, RoundingMode::RND_CONV, OverflowMode::SAT);
+  L.push_back(graph_layer("conv_crop", "conv2d", {7, 5, 2}, {3, 3, 4}));
+  L.back().kernel_size = {2, 3};
+  L.back().strides = {2, 2};
+  L.back().pad_before = {0, 1};
+  L.back().kernel = random_constant(rng, {2, 3, 2, 4});
+  L.back().bias = random_constant(rng, {4});
+  L.back().activation = "relu";
+  L.back().output_quantizer =
+      uniform_quantizer({3, 3, 4}, 0, 2, 2, RoundingMode::TRN, OverflowMode::SAT);
+  L.push_back(graph_layer("avg", "pool", {3, 3, 4}, {3, 2, 4}));
+  L.back().pool = "avg";
+  L.back().kernel_size = {1, 2};
+  L.back().strides = {1, 1};
+  L.push_back(graph_layer("to_seq", "reshape", {3, 2, 4}, {6, 4}));
+  L.push_back(graph_layer("conv_seq", "conv1d", {6, 4}, {8, 3}));
+  L.back().kernel_size = {3};
+  L.back().strides = {1};
+  L.back().pad_before = {2};
+  L.back().kernel = random_constant(rng, {3, 4, 3});
+  L.back().output_quantizer =
+      uniform_quantizer({8, 3}, 1, 1, 3, RoundingMode::RND_CONV, OverflowMode::SAT_SYM);
+  L.push_back(graph_layer("maxp", "pool", {8, 3}, {3, 3}));
+  L.back().pool = "max";
+  L.back().kernel_size = {3};
+  L.back().strides = {2};
+  L.push_back(graph_layer("cat", "concatenate", {3, 3}, {11, 3}, {"maxp", "conv_seq"}));
+  L.back().axis = 0;
+  L.push_back(graph_layer("flat", "flatten", {11, 3}, {33}));
+  L.push_back(graph_layer("dense_out", "dense", {33}, {3}));
+  L.back().input_quantizer =
+      uniform_quantizer({33}, 1, 2, 2, RoundingMode::TRN, OverflowMode::SAT_SYM);
+  L.back().kernel = random_constant(rng, {33, 3});
+  L.back().bias = random_constant(rng, {3});
+  archive::validate(a, "crop_archive");
+  return a;
+}
+
+/// Number of nodes of each op type.
+std::map<std::string, int> op_counts(const onnx::ModelProto& m) {
+  std::map<std::string, int> c;
+  for (const auto& n : m.graph().node()) ++c[n.op_type()];
+  return c;
+}
+
+const onnx::NodeProto* find_node(const onnx::ModelProto& m, const std::string& name) {
+  for (const auto& n : m.graph().node())
+    if (n.name() == name) return &n;
+  return nullptr;
+}
+
+std::vector<int64_t> ints(const onnx::NodeProto& n, const std::string& name) {
+  const auto at = attributes(n);
+  if (!at.count(name)) return {};
+  return {at.at(name)->ints().begin(), at.at(name)->ints().end()};
+}
+
+/// The values of an int64 initializer.
+std::vector<int64_t> int64_values(const onnx::GraphProto& g, const std::string& name) {
+  const onnx::TensorProto* t = find_initializer(g, name);
+  EXPECT_NE(t, nullptr) << name;
+  if (!t) return {};
+  EXPECT_EQ(t->data_type(), onnx::TensorProto::INT64) << name;
+  return {t->int64_data().begin(), t->int64_data().end()};
 }
 
 std::vector<double> float32_inputs(const archive::Archive& a, int64_t n, uint64_t seed,
@@ -495,6 +641,55 @@ TEST(QonnxExport, WritesFixturesForPython) {
     all.push_back(c);
   }
 
+  // Graphs: conv1d / conv2d, max / avg pool, add, concatenate, reshape, scale.
+  using hgqt::testing::GraphKind;
+  for (uint64_t seed : {41, 42, 43}) {
+    const std::string s = std::to_string(seed);
+    all.push_back(Case{"cnn2d_" + s, graph_archive(GraphKind::Cnn2d, seed), {}, archive::Archive(), 0});
+    all.push_back(Case{"conv1d_branches_" + s, graph_archive(GraphKind::Conv1dBranches, seed), {},
+                       archive::Archive(), 0});
+  }
+  for (uint64_t seed : {49, 50}) {
+    // Cnn2d with wide activation types everywhere, so that many distinct outputs survive.
+    auto a = graph_archive(GraphKind::Cnn2d, seed);
+    for (auto& [name, q] : activation_quantizers(a)) {
+      std::fill(q->k.begin(), q->k.end(), 1);
+      std::fill(q->i.begin(), q->i.end(), 3);
+      std::fill(q->f.begin(), q->f.end(), 5);
+    }
+    all.push_back(Case{"cnn2d_wide_" + std::to_string(seed), a, {}, archive::Archive(), 0});
+  }
+  for (uint64_t seed : {44, 45}) all.push_back(Case{"crop_" + std::to_string(seed), crop_archive(seed), {}, archive::Archive(), 0});
+  {
+    auto a = graph_archive(GraphKind::Conv1dBranches, 46);
+    for (auto& [name, q] : activation_quantizers(a)) q->round = RoundingMode::RND;
+    QonnxOptions o;
+    o.rnd_as_offset_floor = true;
+    all.push_back(Case{"conv1d_branches_rnd_offset_floor", a, o, archive::Archive(), 0});
+  }
+  {
+    auto a = graph_archive(GraphKind::Cnn2d, 47);
+    a.feature_mean.resize(static_cast<size_t>(a.input_size()));
+    a.feature_std.resize(a.feature_mean.size());
+    for (size_t n = 0; n < a.feature_mean.size(); ++n) {
+      a.feature_mean[n] = 0.25f * static_cast<float>(n % 7) - 0.5f;
+      a.feature_std[n] = 0.5f + 0.125f * static_cast<float>(n % 5);
+    }
+    all.push_back(Case{"cnn2d_preprocessed", a, {}, archive::Archive(), 0});
+  }
+  for (auto kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches}) {
+    // Per-element, pruned, WRAP, RND quantizers in a graph, widened.
+    hgqt::testing::RandomArchiveOptions ro;
+    ro.seed = 48;
+    Case c{kind == GraphKind::Cnn2d ? "cnn2d_widened" : "conv1d_branches_widened",
+           hgqt::testing::random_graph_archive(kind, ro), {}, archive::Archive(), 0};
+    c.options.allow_widening = true;
+    c.options.rnd_as_offset_floor = true;
+    c.reference = c.a;
+    c.widened = widen(c.reference);
+    all.push_back(c);
+  }
+
   for (auto& c : all) {
     SCOPED_TRACE(c.name);
     const bool widened = !c.reference.layers.empty();
@@ -503,7 +698,9 @@ TEST(QonnxExport, WritesFixturesForPython) {
     const auto report = exporters::export_qonnx(c.a, model, c.options);
     EXPECT_EQ(report.widened_elements, c.widened);
     EXPECT_EQ(report.widened_elements > 0, widened);
-    check_structure(parse(model), expected_nodes(c.a, c.options.rnd_as_offset_floor));
+    check_structure(parse(model), is_graph(c.a)
+                                      ? report.nodes
+                                      : expected_nodes(c.a, c.options.rnd_as_offset_floor));
     // In-range rows and rows that overflow the saturating quantizers (scale 16).
     auto x = float32_inputs(c.a, 160, 100 + c.a.layers.size(), 1.0);
     const auto big = float32_inputs(c.a, 80, 200 + c.a.layers.size(), 16.0);
@@ -526,5 +723,188 @@ TEST(QonnxExport, WritesFixturesForPython) {
          << "nodes " << report.nodes << "\n"
          << "quant_nodes " << report.quant_nodes << "\n";
     cases << c.name << "\n";
+  }
+}
+
+TEST(QonnxExport, GraphLayersBecomeConvPoolConcatAndFewTransposes) {
+  using hgqt::testing::GraphKind;
+  {
+    const auto a = graph_archive(GraphKind::Cnn2d, 31);
+    const std::string path = temp_path("cnn2d.onnx");
+    const auto report = exporters::export_qonnx(a, path);
+    EXPECT_EQ(report.widened_elements, 0);
+    const auto m = parse(path);
+    check_structure(m, report.nodes);
+    auto ops = op_counts(m);
+    EXPECT_EQ(ops["Conv"], 3);
+    EXPECT_EQ(ops["MaxPool"], 1);
+    EXPECT_EQ(ops["AveragePool"], 1);
+    EXPECT_EQ(ops["Concat"], 1);
+    EXPECT_EQ(ops["Flatten"], 1);
+    EXPECT_EQ(ops["MatMul"], 1);
+    EXPECT_EQ(ops["Slice"], 0);
+    // The conv / pool chain stays channels-first: one Transpose after the input quantizer,
+    // one before the flatten.
+    EXPECT_EQ(ops["Transpose"], 2);
+    const auto* t = find_node(m, "q/to_channels_first");
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(ints(*t, "perm"), (std::vector<int64_t>{0, 3, 1, 2}));
+    t = find_node(m, "pool_avg/to_channels_last");
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(ints(*t, "perm"), (std::vector<int64_t>{0, 2, 3, 1}));
+
+    const auto* conv_a = find_node(m, "conv_a/conv");
+    ASSERT_NE(conv_a, nullptr);
+    EXPECT_EQ(ints(*conv_a, "kernel_shape"), (std::vector<int64_t>{3, 3}));
+    EXPECT_EQ(ints(*conv_a, "strides"), (std::vector<int64_t>{1, 1}));
+    EXPECT_EQ(ints(*conv_a, "pads"), (std::vector<int64_t>{1, 1, 1, 1}));
+    EXPECT_EQ(conv_a->input_size(), 3);  // x, Quant(W), Quant(b)
+    const auto* conv_b = find_node(m, "conv_b/conv");
+    ASSERT_NE(conv_b, nullptr);
+    EXPECT_EQ(ints(*conv_b, "pads"), (std::vector<int64_t>{0, 0, 0, 0}));
+    // Kernel [KH, KW, C, F] -> [F, C, KH, KW] with exact values.
+    const auto& w = *a.layers[1].kernel;  // conv_a: [3, 3, 2, 3]
+    const auto* wi = find_initializer(m.graph(), "conv_a/kernel");
+    ASSERT_NE(wi, nullptr);
+    ASSERT_EQ(std::vector<int64_t>(wi->dims().begin(), wi->dims().end()),
+              (std::vector<int64_t>{3, 2, 3, 3}));
+    for (int64_t kh = 0; kh < 3; ++kh)
+      for (int64_t kw = 0; kw < 3; ++kw)
+        for (int64_t c = 0; c < 2; ++c)
+          for (int64_t f = 0; f < 3; ++f)
+            EXPECT_EQ(wi->float_data(static_cast<int>(((f * 2 + c) * 3 + kh) * 3 + kw)),
+                      w.value(((kh * 3 + kw) * 2 + c) * 3 + f));
+    // Concatenate on channels (per-sample axis 2) is axis 1 channels-first.
+    const auto* cat = find_node(m, "cat/concat");
+    ASSERT_NE(cat, nullptr);
+    EXPECT_EQ(attributes(*cat).at("axis")->i(), 1);
+    const auto* mp = find_node(m, "pool_max/maxpool");
+    ASSERT_NE(mp, nullptr);
+    EXPECT_EQ(ints(*mp, "kernel_shape"), (std::vector<int64_t>{2, 2}));
+    EXPECT_EQ(ints(*mp, "strides"), (std::vector<int64_t>{2, 2}));
+    EXPECT_TRUE(ints(*mp, "pads").empty());
+    // Input and output keep the archive's channels-last shapes behind the batch axis.
+    const auto& in_dims = m.graph().input(0).type().tensor_type().shape();
+    ASSERT_EQ(in_dims.dim_size(), 4);
+    EXPECT_EQ(in_dims.dim(3).dim_value(), 2);
+  }
+  {
+    const auto a = graph_archive(GraphKind::Conv1dBranches, 32);
+    const std::string path = temp_path("conv1d.onnx");
+    const auto report = exporters::export_qonnx(a, path);
+    const auto m = parse(path);
+    check_structure(m, report.nodes);
+    auto ops = op_counts(m);
+    EXPECT_EQ(ops["Conv"], 2);
+    EXPECT_EQ(ops["Mul"], 1);       // the scale layer
+    EXPECT_EQ(ops["Add"], 2 + 1 + 1);  // a three-input add, the scale's and the dense's bias
+    EXPECT_EQ(ops["Transpose"], 2);    // once for both convs, once before the flatten
+    EXPECT_EQ(ops["Reshape"] + ops["Flatten"], 2);
+    // Both convs read the same channels-first copy of the quantized input.
+    EXPECT_EQ(find_node(m, "c1/conv")->input(0), find_node(m, "c2/conv")->input(0));
+    EXPECT_EQ(ints(*find_node(m, "c1/conv"), "pads"), (std::vector<int64_t>{1, 1}));
+    // The scale's constants broadcast channels-first: [C, 1].
+    const auto* k = find_initializer(m.graph(), "bn/kernel");
+    ASSERT_NE(k, nullptr);
+    EXPECT_EQ(std::vector<int64_t>(k->dims().begin(), k->dims().end()),
+              (std::vector<int64_t>{3, 1}));
+    EXPECT_EQ(attributes(*find_node(m, "cat/concat")).at("axis")->i(), 1);
+  }
+  {
+    const auto a = crop_archive(33);
+    const std::string path = temp_path("crop.onnx");
+    const auto report = exporters::export_qonnx(a, path);
+    const auto m = parse(path);
+    check_structure(m, report.nodes);
+    // H: pad_after = 2 * 2 + 2 - 7 - 0 = -1: a Slice keeps rows [0, 6); W: pad_after 1.
+    const auto* crop = find_node(m, "conv_crop/crop");
+    ASSERT_NE(crop, nullptr);
+    EXPECT_EQ(crop->op_type(), "Slice");
+    EXPECT_EQ(int64_values(m.graph(), crop->input(1)), (std::vector<int64_t>{0}));
+    EXPECT_EQ(int64_values(m.graph(), crop->input(2)), (std::vector<int64_t>{6}));
+    EXPECT_EQ(int64_values(m.graph(), crop->input(3)), (std::vector<int64_t>{2}));
+    EXPECT_EQ(ints(*find_node(m, "conv_crop/conv"), "pads"), (std::vector<int64_t>{0, 1, 0, 1}));
+    EXPECT_EQ(ints(*find_node(m, "conv_seq/conv"), "pads"), (std::vector<int64_t>{2, 2}));
+    EXPECT_EQ(find_node(m, "conv_seq/conv")->input_size(), 2);  // no bias
+    // Concatenate on the spatial axis 0 of [L, C] is axis 2 channels-first.
+    EXPECT_EQ(attributes(*find_node(m, "cat/concat")).at("axis")->i(), 2);
+    const auto* r = find_node(m, "to_seq/reshape");
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(int64_values(m.graph(), r->input(1)), (std::vector<int64_t>{0, 6, 4}));
+  }
+}
+
+TEST(QonnxExport, RefusesGraphLayersItCannotExpressNamingTheLayer) {
+  using hgqt::testing::GraphKind;
+  auto expect_refusal = [](const archive::Archive& a, const std::string& name,
+                           const std::vector<std::string>& parts) {
+    SCOPED_TRACE(name);
+    const std::string path = temp_path("refused_" + name + ".onnx");
+    try {
+      exporters::export_qonnx(a, path);
+      ADD_FAILURE() << "expected a refusal";
+    } catch (const QonnxError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("'" + name + "'"), std::string::npos) << msg;
+      for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << msg;
+    }
+    EXPECT_FALSE(fs::exists(path));
+  };
+  {
+    // A conv2d output quantizer with two (k, i, f).
+    auto a = graph_archive(GraphKind::Cnn2d, 34);
+    auto& l = a.layers[5];
+    ASSERT_EQ(l.name, "conv_b");
+    l.output_quantizer->f[3] += 1;
+    expect_refusal(a, "conv_b", {"conv2d", "output quantizer", "2 different (k, i, f)"});
+    QonnxOptions o;
+    o.allow_widening = true;
+    EXPECT_GT(exporters::export_qonnx(a, temp_path("widened_conv_b.onnx"), o).widened_elements, 0);
+  }
+  {
+    // An add whose output quantizer wraps.
+    auto a = graph_archive(GraphKind::Conv1dBranches, 35);
+    auto& l = a.layers[3];
+    ASSERT_EQ(l.name, "sum");
+    l.output_quantizer->overflow = OverflowMode::WRAP;
+    expect_refusal(a, "sum", {"(layers[3], add)", "output quantizer", "WRAP"});
+  }
+  {
+    // A conv1d input quantizer rounding RND (no --rnd-offset).
+    auto a = graph_archive(GraphKind::Conv1dBranches, 36);
+    auto& l = a.layers[1];
+    ASSERT_EQ(l.name, "c1");
+    l.input_quantizer = uniform_quantizer(l.input_shape, 1, 2, 2, RoundingMode::RND,
+                                          OverflowMode::SAT);
+    expect_refusal(a, "c1", {"conv1d", "input quantizer", "rounding RND"});
+  }
+  {
+    // A batch-norm scale that float32 cannot hold.
+    auto a = graph_archive(GraphKind::Conv1dBranches, 37);
+    auto& w = *a.layers[4].kernel;
+    ASSERT_EQ(a.layers[4].name, "bn");
+    w.quantizer.i[1] = 30;
+    w.quantizer.f[1] = 0;
+    w.exponent[1] = 0;
+    w.mantissa[1] = (int64_t{1} << 25) + 1;
+    expect_refusal(a, "bn", {"(layers[4], scale)", "kernel element 1", "float32"});
+  }
+  {
+    // A pool reading the still-float model input has no quantized input: refused before
+    // anything is written (the archive's type inference names the layer).
+    auto a = graph_archive(GraphKind::Cnn2d, 38);
+    archive::Layer p = graph_layer("pool_raw", "pool", {6, 6, 2}, {3, 3, 2});
+    p.pool = "max";
+    p.kernel_size = {2, 2};
+    p.strides = {2, 2};
+    a.layers.insert(a.layers.begin(), p);
+    a.layers[1].inputs = {archive::kModelInput};
+    try {
+      exporters::export_qonnx(a, temp_path("refused_pool_raw.onnx"));
+      ADD_FAILURE() << "expected a refusal";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("pool_raw"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(temp_path("refused_pool_raw.onnx")));
   }
 }

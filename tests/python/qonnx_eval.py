@@ -1,6 +1,8 @@
 """A small numpy evaluator for the QONNX graphs hgqt writes (tests only).
 
-Ops: Quant (qonnx.custom_op.general), MatMul, Add, Sub, Div, Mul, Relu, Flatten, Identity.
+Ops: Quant (qonnx.custom_op.general), MatMul, Add, Sub, Div, Mul, Relu, Flatten, Identity,
+Reshape, Transpose, Concat, Slice, Conv, MaxPool, AveragePool (opset 13; Conv without groups or
+dilations, the pools without pads or ceil_mode, as hgqt writes them).
 Quant follows QONNX's reference implementation (qonnx.custom_op.general.quant): scale, add the
 zero point, clamp to the integer range of (bitwidth, signed, narrow), round, undo the zero point,
 rescale; a signed 1-bit Quant is bipolar (+-1) there, and so it is here.
@@ -63,6 +65,80 @@ def quant(x, scale, zeropt, bitwidth, signed, narrow, rounding_mode):
     return ((y - zeropt) * scale).astype(x.dtype)
 
 
+def _windows(x, kernel, strides):
+    """For [N, C, S...] `x`: yields (kernel position, the strided view of the input each output
+    position reads at that kernel position), each [N, C, O...]."""
+    r = x.ndim - 2
+    out = [(x.shape[2 + d] - kernel[d]) // strides[d] + 1 for d in range(r)]
+    if min(out) < 1:
+        raise ValueError(f"window {kernel} larger than the input {x.shape[2:]}")
+    for kpos in np.ndindex(*kernel):
+        sl = tuple(slice(kpos[d], kpos[d] + strides[d] * (out[d] - 1) + 1, strides[d])
+                   for d in range(r))
+        yield kpos, x[(slice(None), slice(None)) + sl]
+
+
+def conv(x, w, b, at):
+    """ONNX Conv (group 1, dilation 1): x [N, C, S...], w [F, C, K...], b [F]."""
+    r = x.ndim - 2
+    kernel = list(at.get("kernel_shape", w.shape[2:]))
+    if list(w.shape[2:]) != kernel:
+        raise ValueError(f"Conv kernel_shape {kernel} disagrees with W {w.shape}")
+    if at.get("group", 1) != 1 or any(d != 1 for d in at.get("dilations", [1] * r)):
+        raise NotImplementedError("Conv with groups or dilations")
+    if at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise NotImplementedError("Conv auto_pad")
+    strides = list(at.get("strides", [1] * r))
+    pads = list(at.get("pads", [0] * (2 * r)))
+    if min(pads) < 0:
+        raise ValueError(f"negative Conv pads {pads}")
+    x = np.pad(x, [(0, 0), (0, 0)] + [(pads[d], pads[r + d]) for d in range(r)])
+    y = None
+    for kpos, patch in _windows(x, kernel, strides):
+        term = np.einsum("nc...,fc->nf...", patch, w[(slice(None), slice(None)) + kpos])
+        y = term if y is None else y + term
+    if b is not None:
+        y = y + b.reshape((-1,) + (1,) * r)
+    return y.astype(x.dtype)
+
+
+def pool(x, at, op):
+    """ONNX MaxPool / AveragePool without padding (floor mode): x [N, C, S...]."""
+    r = x.ndim - 2
+    if any(at.get("pads", [0] * (2 * r))) or at.get("ceil_mode", 0):
+        raise NotImplementedError(f"{op} with pads or ceil_mode")
+    if any(d != 1 for d in at.get("dilations", [1] * r)):
+        raise NotImplementedError(f"{op} with dilations")
+    kernel = list(at["kernel_shape"])
+    strides = list(at.get("strides", [1] * r))
+    y = None
+    for _, patch in _windows(x, kernel, strides):
+        if y is None:
+            y = patch.copy()
+        elif op == "MaxPool":
+            y = np.maximum(y, patch)
+        else:
+            y = y + patch
+    if op == "AveragePool":
+        y = y / np.prod(kernel)
+    return y.astype(x.dtype)
+
+
+def reshape(x, shape):
+    """ONNX Reshape (allowzero 0): 0 copies the input's dimension, -1 is inferred."""
+    dims = [int(x.shape[d]) if int(s) == 0 else int(s) for d, s in enumerate(shape)]
+    return x.reshape(dims)
+
+
+def slice_(x, starts, ends, axes=None, steps=None):
+    axes = range(len(starts)) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    sl = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        sl[int(a)] = slice(int(s), int(e), int(st))
+    return x[tuple(sl)]
+
+
 def _attrs(node):
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -70,10 +146,16 @@ def _attrs(node):
 def run(model, x, dtype=np.float64):
     """Evaluates the model's graph on `x` ([batch, ...]); returns the graph output."""
     g = model.graph
-    env = {t.name: numpy_helper.to_array(t).astype(dtype) for t in g.initializer}
+    env = {}
+    for t in g.initializer:
+        v = numpy_helper.to_array(t)
+        env[t.name] = v if v.dtype.kind in "iu" else v.astype(dtype)  # shapes, Slice bounds
     if len(g.input) != 1 or len(g.output) != 1:
         raise ValueError("expected one graph input and one graph output")
-    env[g.input[0].name] = np.asarray(x, dtype=np.float32).astype(dtype)
+    # Rows of `x` are flat (row-major) samples; give them the declared per-sample shape.
+    dims = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim[1:]]
+    x = np.asarray(x, dtype=np.float32)
+    env[g.input[0].name] = x.reshape([x.shape[0]] + dims).astype(dtype)
     for node in g.node:
         ins = [env[name] for name in node.input]
         at = _attrs(node)
@@ -103,6 +185,18 @@ def run(model, x, dtype=np.float64):
             out = ins[0].reshape(int(np.prod(ins[0].shape[:axis])), -1)
         elif op == "Identity":
             out = ins[0]
+        elif op == "Reshape":
+            out = reshape(ins[0], ins[1])
+        elif op == "Transpose":
+            out = np.transpose(ins[0], at["perm"])
+        elif op == "Concat":
+            out = np.concatenate(ins, axis=at["axis"])
+        elif op == "Slice":
+            out = slice_(*ins)
+        elif op == "Conv":
+            out = conv(ins[0], ins[1], ins[2] if len(ins) > 2 else None, at)
+        elif op in ("MaxPool", "AveragePool"):
+            out = pool(ins[0], at, op)
         else:
             raise NotImplementedError(op)
         env[node.output[0]] = out

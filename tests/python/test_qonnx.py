@@ -88,6 +88,33 @@ def test_quant_ranges_match_ap_fixed_overflow_table():
     assert qonnx_eval.quant(np.array([100.0]), 0.5, 0.0, 4, 0, 1, "ROUND").tolist() == [7.0]
 
 
+def test_conv_matches_the_direct_definition():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-4, 5, size=(2, 3, 7, 6)).astype(np.float64)
+    w = rng.integers(-3, 4, size=(4, 3, 2, 3)).astype(np.float64)
+    b = rng.integers(-3, 4, size=4).astype(np.float64)
+    pads, strides = [1, 0, 2, 1], [2, 1]  # begin H, W; end H, W
+    got = qonnx_eval.conv(x, w, b, {"kernel_shape": [2, 3], "strides": strides, "pads": pads})
+    xp = np.zeros((2, 3, 7 + 1 + 2, 6 + 0 + 1))
+    xp[:, :, 1:8, 0:6] = x
+    oh, ow = (xp.shape[2] - 2) // 2 + 1, (xp.shape[3] - 3) // 1 + 1
+    want = np.zeros((2, 4, oh, ow))
+    for n in range(2):
+        for f in range(4):
+            for i in range(oh):
+                for j in range(ow):
+                    want[n, f, i, j] = b[f] + np.sum(xp[n, :, 2 * i:2 * i + 2, j:j + 3] * w[f])
+    assert np.array_equal(got, want)
+
+
+def test_pools_drop_the_leftover_input():
+    x = np.arange(2 * 7, dtype=np.float64).reshape(1, 2, 7)
+    got = qonnx_eval.pool(x, {"kernel_shape": [3], "strides": [2]}, "MaxPool")
+    assert got.tolist() == [[[2, 4, 6], [9, 11, 13]]]
+    got = qonnx_eval.pool(x, {"kernel_shape": [2], "strides": [2]}, "AveragePool")
+    assert got.tolist() == [[[0.5, 2.5, 4.5], [7.5, 9.5, 11.5]]]
+
+
 # ---- the exported files
 
 @needs_fixtures
@@ -131,6 +158,9 @@ def test_matches_emulator_exactly(case):
     assert np.array_equal(x.astype(np.float32).astype(np.float64), x), "inputs must be float32"
     assert x.shape[0] == y.shape[0] > 0
     got = qonnx_eval.run(model, x, np.float64)
+    declared = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim[1:]]
+    assert list(got.shape) == [x.shape[0]] + declared, "output shape differs from the declared one"
+    got = got.reshape(x.shape[0], -1)  # rows of the fixture are flat (row-major) samples
     assert got.shape == y.shape
     bad = np.argwhere(got != y)
     assert bad.size == 0, (
@@ -144,7 +174,7 @@ def test_float32_evaluation_mismatch_is_reported(case, record_property):
     # An ONNX runtime computes in float32, which cannot hold every exact sum (quantization.md
     # section 8): report the mismatch rate against the exact outputs rather than hide it.
     model, x, y, _ = load(case)
-    got32 = qonnx_eval.run(model, x, np.float32).astype(np.float64)
+    got32 = qonnx_eval.run(model, x, np.float32).astype(np.float64).reshape(x.shape[0], -1)
     rate = float(np.mean(got32 != y))
     record_property("float32_mismatch_rate", rate)
     assert 0.0 <= rate < 0.5, f"float32 evaluation disagrees on {rate:.1%} of the outputs"

@@ -1,11 +1,28 @@
 // QONNX writer (ONNX with qonnx.custom_op.general Quant nodes); no LibTorch.
 //
-// Graph, per sample row of a [batch, ...] float32 input:
+// Graph, per sample of a [batch, ...] float32 input (the archive's per-sample shape, channels-last,
+// with a batch axis in front; the output likewise):
 //   (Sub mean, Div std: the archive's preprocessing, float32 as in training)
 //   quantize:   Quant
 //   flatten:    Flatten(axis=1) (nothing when the input is already [batch, n])
+//   reshape:    Reshape(x, [0, output_shape...]) (row-major over the channels-last layout)
 //   dense:      [Quant] -> MatMul(x, Quant(kernel)) -> [Add(Quant(bias))] -> [Relu] -> [Quant]
+//   conv1d/2d:  [Quant] -> [Slice] -> Conv(x, Quant(kernel [F, C, K...]), [Quant(bias)]) ->
+//               [Relu] -> [Quant]; pads = pad_before and pad_after (a negative pad_after, input
+//               left over by a valid conv, is a Slice dropping that input instead)
+//   scale:      [Quant] -> Mul(x, Quant(kernel)) -> [Add(Quant(bias))] -> [Relu] -> [Quant]
+//   pool:       MaxPool / AveragePool (kernel_shape, strides, no pads; avg windows hold 2^s
+//               elements, so the average is exact)
+//   add:        Add -> Add ... (one per further input) -> [Relu] -> [Quant]
+//   concatenate: Concat (axis: the per-sample axis + 1, or its channels-first position)
 //   activation: [Relu] -> Quant
+// Layout: tensors are channels-last like the archive, except that Conv, MaxPool and
+// AveragePool work channels-first ([batch, C, S...]). A Transpose (node "<layer>/to_channels_
+// first" or "/to_channels_last", named after the layer that produced the value) converts a value
+// the first time a layer needs it in the other layout, and the result is reused; quantize,
+// activation, add, concatenate and scale work in whichever layout their inputs already have
+// (channels-first when all of them do), so a conv / pool chain has no Transpose inside, only at
+// its ends (model input, flatten / reshape / dense, graph output).
 // Every Quant has a scalar power-of-two scale 2^-f, zero point 0 and a scalar bit width
 // k + i + f, with signed = k, narrow = (SAT_SYM and signed), so that its range is exactly the
 // fixed-point range [-k 2^i, 2^i - 2^-f].
