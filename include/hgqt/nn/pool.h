@@ -1,0 +1,96 @@
+// Layers without products: max / average pooling (1-D [L, C] or 2-D [H, W, C] per-sample inputs,
+// channels-last) and Reshape. No quantizers, EBOPs 0.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "hgqt/nn/layer.h"
+
+namespace hgqt::nn {
+
+/// Options of MaxPool / AvgPool. Example: `AvgPool p(PoolOptions({2, 2}));` (2-D, strides 2x2);
+/// `MaxPool g(PoolOptions({}).global_pool(true));` (global: per-sample output [C]).
+struct PoolOptions {
+  PoolOptions(std::vector<int64_t> pool_size = {}) : pool_size_(std::move(pool_size)) {}
+  /// Window per spatial axis; its length selects 1-D or 2-D. Global pools: empty, or equal to the
+  /// input's spatial extent.
+  TORCH_ARG(std::vector<int64_t>, pool_size);
+  /// Strides per spatial axis; empty = pool_size (the layer stores the filled-in vector).
+  TORCH_ARG(std::vector<int64_t>, strides) = {};
+  /// Only "valid" is supported.
+  TORCH_ARG(std::string, padding) = "valid";
+  /// Pool over the whole spatial extent; the per-sample output is [C].
+  TORCH_ARG(bool, global_pool) = false;
+};
+
+/// Max or average pooling; see MaxPool / AvgPool.
+class PoolImpl : public QLayer {
+ public:
+  enum class Kind { Max, Avg };
+  PoolImpl(Kind kind, PoolOptions options);
+  std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
+  /// max_pool, avg_pool, global_max_pool, global_avg_pool.
+  std::string type_name() const override;
+
+  /// The window for a per-sample input shape (global: the spatial extent). Throws
+  /// std::invalid_argument for a bad shape, and for an avg window that is not a power of two.
+  std::vector<int64_t> window(const std::vector<int64_t>& input_shape) const;
+  /// The strides for a per-sample input shape (global: the spatial extent).
+  std::vector<int64_t> window_strides(const std::vector<int64_t>& input_shape) const;
+  /// The pooling itself on a batch [B, S..., C].
+  torch::Tensor pool(const torch::Tensor& x) const;
+
+  Kind kind;
+  PoolOptions options;
+
+ protected:
+  void check_options();
+};
+
+class MaxPoolImpl : public torch::nn::Cloneable<MaxPoolImpl>, public PoolImpl {
+ public:
+  explicit MaxPoolImpl(PoolOptions options) : PoolImpl(Kind::Max, std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override;
+  torch::Tensor forward(const torch::Tensor& x) override { return pool(x); }
+};
+TORCH_MODULE(MaxPool);
+
+/// The window must hold a power-of-two number of elements (the exact average is then a shift);
+/// otherwise the constructor (or, for global pools, the first shape check) throws.
+class AvgPoolImpl : public torch::nn::Cloneable<AvgPoolImpl>, public PoolImpl {
+ public:
+  explicit AvgPoolImpl(PoolOptions options) : PoolImpl(Kind::Avg, std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override;
+  torch::Tensor forward(const torch::Tensor& x) override { return pool(x); }
+};
+TORCH_MODULE(AvgPool);
+
+// ------------------------------------------------------------------------- Reshape
+
+/// Options of Reshape: the per-sample target shape, one entry may be -1.
+struct ReshapeOptions {
+  ReshapeOptions(std::vector<int64_t> shape) : shape_(std::move(shape)) {}
+  TORCH_ARG(std::vector<int64_t>, shape);
+};
+
+/// Row-major reshape of every sample (a pure view: the channels-last order is kept).
+/// Example: `Reshape r(ReshapeOptions({4, -1}));`
+class ReshapeImpl : public torch::nn::Cloneable<ReshapeImpl>, public QLayer {
+ public:
+  explicit ReshapeImpl(ReshapeOptions options);
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+  torch::Tensor forward(const torch::Tensor& x) override;
+  /// The target shape with -1 resolved; throws std::invalid_argument naming both shapes when the
+  /// sizes differ.
+  std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
+  std::string type_name() const override { return "reshape"; }
+
+  ReshapeOptions options;
+};
+TORCH_MODULE(Reshape);
+
+}  // namespace hgqt::nn

@@ -1,0 +1,184 @@
+// Pooling and reshaping.
+#include "hgqt/nn/pool.h"
+
+#include <stdexcept>
+
+#include "hgqt/nn/conv.h"
+
+namespace hgqt::nn {
+
+namespace {
+int64_t prod(const std::vector<int64_t>& v) {
+  int64_t p = 1;
+  for (auto d : v) p *= d;
+  return p;
+}
+
+std::string window_string(const std::vector<int64_t>& w) {
+  std::string s;
+  for (size_t n = 0; n < w.size(); ++n) s += (n ? "x" : "") + std::to_string(w[n]);
+  return s;
+}
+
+bool power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
+}  // namespace
+
+// ------------------------------------------------------------------------- Pool
+PoolImpl::PoolImpl(Kind kind_, PoolOptions options_) : kind(kind_), options(std::move(options_)) {
+  check_options();
+}
+
+std::string PoolImpl::type_name() const {
+  std::string base = kind == Kind::Max ? "max_pool" : "avg_pool";
+  return options.global_pool() ? "global_" + base : base;
+}
+
+void PoolImpl::check_options() {
+  const auto& k = options.pool_size();
+  if (options.padding() != "valid")
+    throw std::invalid_argument(type_name() + ": only valid padding is supported, got '" +
+                                options.padding() + "'");
+  if (!options.global_pool() && k.size() != 1 && k.size() != 2)
+    throw std::invalid_argument(type_name() + ": pool_size needs 1 or 2 entries, got " +
+                                shape_string(k));
+  for (auto d : k)
+    if (d <= 0)
+      throw std::invalid_argument(type_name() + ": pool_size entries must be positive, got " +
+                                  shape_string(k));
+  if (options.global_pool()) {
+    if (!options.strides().empty() && options.strides() != k)
+      throw std::invalid_argument(type_name() + ": a global pool takes no strides");
+  } else {
+    if (options.strides().empty()) options.strides(k);
+    if (options.strides().size() != k.size())
+      throw std::invalid_argument(type_name() + ": strides " + shape_string(options.strides()) +
+                                  " do not match pool_size " + shape_string(k));
+    for (auto d : options.strides())
+      if (d <= 0)
+        throw std::invalid_argument(type_name() + ": strides must be positive, got " +
+                                    shape_string(options.strides()));
+  }
+  if (kind == Kind::Avg && !k.empty() && !power_of_two(prod(k)))
+    throw std::invalid_argument(type_name() + " window " + window_string(k) + " = " +
+                                std::to_string(prod(k)) +
+                                " elements is not a power of two; the exact average needs a "
+                                "power-of-two window");
+}
+
+std::vector<int64_t> PoolImpl::window(const std::vector<int64_t>& in) const {
+  if (in.size() != 2 && in.size() != 3)
+    throw std::invalid_argument(type_name() + " expects a per-sample input [L, C] or [H, W, C], got " +
+                                shape_string(in));
+  const std::vector<int64_t> spatial(in.begin(), in.end() - 1);
+  if (!options.global_pool()) {
+    if (options.pool_size().size() != spatial.size())
+      throw std::invalid_argument(type_name() + " with pool_size " +
+                                  shape_string(options.pool_size()) + " got input " +
+                                  shape_string(in));
+    return options.pool_size();
+  }
+  if (!options.pool_size().empty() && options.pool_size() != spatial)
+    throw std::invalid_argument(type_name() + " with pool_size " +
+                                shape_string(options.pool_size()) +
+                                " needs the spatial extent to match, got input " + shape_string(in));
+  if (kind == Kind::Avg && !power_of_two(prod(spatial)))
+    throw std::invalid_argument(type_name() + " window " + window_string(spatial) + " = " +
+                                std::to_string(prod(spatial)) +
+                                " elements is not a power of two; the exact average needs a "
+                                "power-of-two window");
+  return spatial;
+}
+
+std::vector<int64_t> PoolImpl::window_strides(const std::vector<int64_t>& in) const {
+  auto w = window(in);
+  return options.global_pool() ? w : options.strides();
+}
+
+std::vector<int64_t> PoolImpl::output_shape(const std::vector<int64_t>& in) const {
+  const auto w = window(in);
+  if (options.global_pool()) return {in.back()};
+  auto g = conv_geometry({in.begin(), in.end() - 1}, w, options.strides(), "valid");
+  g.out.push_back(in.back());
+  return g.out;
+}
+
+torch::Tensor PoolImpl::pool(const torch::Tensor& x) const {
+  TORCH_CHECK(x.dim() == 3 || x.dim() == 4, type_name(),
+              " expects a batch [B, L, C] or [B, H, W, C], got ", x.sizes());
+  const std::vector<int64_t> in = x.sizes().slice(1).vec();
+  const auto w = window(in);
+  output_shape(in);  // validates the geometry
+  if (options.global_pool()) {
+    std::vector<int64_t> dims;
+    for (int64_t d = 1; d < x.dim() - 1; ++d) dims.push_back(d);
+    return kind == Kind::Max ? x.amax(dims) : x.mean(dims);
+  }
+  // Channels-last -> channels-first and back.
+  const bool two_d = w.size() == 2;
+  auto xc = two_d ? x.permute({0, 3, 1, 2}) : x.permute({0, 2, 1});
+  torch::Tensor y;
+  if (kind == Kind::Max)
+    y = two_d ? torch::max_pool2d(xc, w, options.strides()) : torch::max_pool1d(xc, w, options.strides());
+  else
+    y = two_d ? torch::avg_pool2d(xc, w, options.strides()) : torch::avg_pool1d(xc, w, options.strides());
+  return two_d ? y.permute({0, 2, 3, 1}) : y.permute({0, 2, 1});
+}
+
+void MaxPoolImpl::pretty_print(std::ostream& s) const {
+  s << "hgqt::MaxPool(" << (options.global_pool() ? "global" : shape_string(options.pool_size()))
+    << ")";
+}
+
+void AvgPoolImpl::pretty_print(std::ostream& s) const {
+  s << "hgqt::AvgPool(" << (options.global_pool() ? "global" : shape_string(options.pool_size()))
+    << ")";
+}
+
+// ------------------------------------------------------------------------- Reshape
+ReshapeImpl::ReshapeImpl(ReshapeOptions options_) : options(std::move(options_)) { reset(); }
+
+void ReshapeImpl::reset() {
+  int wild = 0;
+  for (auto d : options.shape()) {
+    if (d == -1)
+      ++wild;
+    else if (d <= 0)
+      throw std::invalid_argument("reshape: target entries must be positive or -1, got " +
+                                  shape_string(options.shape()));
+  }
+  if (wild > 1)
+    throw std::invalid_argument("reshape: at most one -1 allowed, got " +
+                                shape_string(options.shape()));
+}
+
+void ReshapeImpl::pretty_print(std::ostream& s) const {
+  s << "hgqt::Reshape(" << shape_string(options.shape()) << ")";
+}
+
+std::vector<int64_t> ReshapeImpl::output_shape(const std::vector<int64_t>& in) const {
+  const int64_t n = prod(in);
+  auto out = options.shape();
+  int64_t known = 1;
+  int64_t wild = -1;
+  for (size_t d = 0; d < out.size(); ++d) {
+    if (out[d] == -1)
+      wild = static_cast<int64_t>(d);
+    else
+      known *= out[d];
+  }
+  if (wild >= 0 && known > 0 && n % known == 0) out[wild] = n / known;
+  if (prod(out) != n || (wild >= 0 && out[wild] <= 0))
+    throw std::invalid_argument("reshape: cannot reshape per-sample " + shape_string(in) + " (" +
+                                std::to_string(n) + " elements) to " +
+                                shape_string(options.shape()));
+  return out;
+}
+
+torch::Tensor ReshapeImpl::forward(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() >= 1, "reshape expects a batch, got a scalar");
+  auto out = output_shape(x.sizes().slice(1).vec());
+  out.insert(out.begin(), x.size(0));
+  return x.reshape(out);
+}
+
+}  // namespace hgqt::nn
