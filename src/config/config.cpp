@@ -27,15 +27,14 @@ constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 const Keys kTopKeys = {"name", "model", "data", "train"};
 const Keys kModelKeys = {"input_shape", "quantizer_defaults", "layers"};
 const Keys kDefaultPlaces = {"weight", "datalane", "bias"};
-const Keys kLayerKeys = {"type",
-                         "name",
-                         "units",
-                         "activation",
-                         "use_bias",
-                         "input_quantizer",
-                         "kernel_quantizer",
-                         "bias_quantizer",
+const Keys kLayerKeys = {"type",        "name",        "inputs",          "units",
+                         "filters",     "kernel_size", "strides",         "padding",
+                         "pool_size",   "shape",       "axis",            "batchnorm",
+                         "momentum",    "epsilon",     "activation",      "use_bias",
+                         "input_quantizer", "kernel_quantizer", "bias_quantizer",
                          "output_quantizer"};
+/// Layer keys holding a list (an integer is also accepted where a list of sizes is).
+const Keys kLayerListKeys = {"inputs", "kernel_size", "strides", "pool_size", "shape"};
 const Keys kQuantizerKeys = {"param", "k",        "b",           "i",       "f",
                              "round", "overflow", "granularity", "i_decay", "trainable"};
 const Keys kDataKeys = {"format",           "train",      "validation",  "test",
@@ -48,7 +47,14 @@ const Keys kTrainKeys = {"epochs",       "batch_size",  "optimizer", "lr",    "m
 const Keys kBetaKeys = {"kind", "value", "points"};
 
 const Keys kAllRoles = {"input", "kernel", "bias", "output"};
-const Keys kLayerTypes = {"dense", "activation", "flatten", "quantize"};
+const Keys kLayerTypes = {"dense",         "conv1d",          "conv2d",          "batchnorm",
+                          "activation",    "quantize",        "flatten",         "reshape",
+                          "max_pool",      "avg_pool",        "global_max_pool", "global_avg_pool",
+                          "add",           "concatenate"};
+const char* const kLayerTypesText =
+    "one of dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool, "
+    "avg_pool, global_max_pool, global_avg_pool, add, concatenate";
+const Keys kPaddings = {"valid", "same"};
 const Keys kActivations = {"linear", "relu"};
 const Keys kParams = {"kif", "kbi"};
 const Keys kRounds = {"TRN", "RND", "RND_CONV", "S_RND"};
@@ -63,7 +69,9 @@ const Keys kDevices = {"auto", "cpu", "cuda"};
 
 // Quantizer roles by layer type (YAML key = role + "_quantizer").
 Keys roles_for(const std::string& type) {
-  if (type == "dense") return {"input", "kernel", "bias", "output"};
+  if (type == "dense" || type == "conv1d" || type == "conv2d" || type == "batchnorm")
+    return {"input", "kernel", "bias", "output"};
+  if (type == "add") return {"output"};
   if (type == "activation") return {"output"};
   if (type == "quantize") return {"input"};
   return {};
@@ -107,7 +115,10 @@ const Schema& root_schema() {
     Schema s{Schema::kMap, {}, nullptr, false};
     for (const auto& k : kLayerKeys)
       s.fields.emplace_back(
-          k, k.size() > 10 && k.rfind("_quantizer") == k.size() - 10 ? &quantizer : &scalar);
+          k, k.size() > 10 && k.rfind("_quantizer") == k.size() - 10 ? &quantizer
+             : std::find(kLayerListKeys.begin(), kLayerListKeys.end(), k) != kLayerListKeys.end()
+                 ? &scalar_list
+                 : &scalar);
     return s;
   }();
   static const Schema layers{Schema::kList, {}, &layer, false};
@@ -339,8 +350,7 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   MapReader m(src, node, path, kLayerKeys);
   LayerSpec layer;
   layer.line = src.line(node, path);
-  layer.type = read_enum(src, m.require("type", "one of dense, activation, flatten, quantize"),
-                         m.path_of("type"), kLayerTypes);
+  layer.type = read_enum(src, m.require("type", kLayerTypesText), m.path_of("type"), kLayerTypes);
   const std::string& type = layer.type;
   const std::string for_type = "for " + article(type) + " layer";
 
@@ -355,18 +365,95 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
                                            : " (allowed quantizers: " + allowed + ")"));
     }
   }
-  if (type != "dense") {
-    m.forbid("units", for_type + " (only dense layers have units)");
-    m.forbid("use_bias", for_type + " (only dense layers have a bias)");
-  }
-  if (type != "dense" && type != "activation")
-    m.forbid("activation", for_type + " (only dense and activation layers have one)");
+  const bool conv = type == "conv1d" || type == "conv2d";
+  const bool local_pool = type == "max_pool" || type == "avg_pool";
+  const bool merge = type == "add" || type == "concatenate";
+  auto only = [&](const char* key, bool allowed, const char* who) {
+    if (!allowed) m.forbid(key, for_type + " (only " + who + " have it)");
+  };
+  only("units", type == "dense", "dense layers");
+  only("use_bias", type == "dense" || conv, "dense and conv layers");
+  only("activation", type == "dense" || conv || type == "activation" || type == "add",
+       "dense, conv, activation and add layers");
+  only("filters", conv, "conv layers");
+  only("kernel_size", conv, "conv layers");
+  only("padding", conv, "conv layers");
+  only("strides", conv || local_pool, "conv and pool layers");
+  only("pool_size", local_pool, "max_pool and avg_pool layers");
+  only("shape", type == "reshape", "reshape layers");
+  only("axis", type == "concatenate", "concatenate layers");
+  only("batchnorm", type == "dense" || conv, "dense and conv layers");
+  only("momentum", type == "batchnorm" || type == "dense" || conv, "layers with batch norm");
+  only("epsilon", type == "batchnorm" || type == "dense" || conv, "layers with batch norm");
 
   layer.name = m.string_or("name", type + "_" + std::to_string(index));
   if (layer.name.empty()) src.fail_expected(m.get("name"), m.path_of("name"), "a non-empty name");
+  if (layer.name == "input")
+    src.fail_expected(m.get("name"), m.path_of("name"),
+                      "a layer name other than 'input' (it names the model input in 'inputs')");
   if (type == "dense")
     layer.units =
         read_int(src, m.require("units", "a positive integer"), m.path_of("units"), 1, kMaxInt);
+  // A list of integers in [lo, hi]; a single integer is a list of one.
+  auto int_list = [&](const std::string& key, int64_t lo, int64_t hi, bool required) {
+    std::vector<int64_t> out;
+    if (!m.has(key)) {
+      if (required) m.require(key, "an integer or a list of integers");
+      return out;
+    }
+    const YAML::Node node = m.get(key);
+    if (node.IsSequence()) {
+      if (node.size() == 0) src.fail_expected(node, m.path_of(key), "a non-empty list of integers");
+      for (std::size_t n = 0; n < node.size(); ++n)
+        out.push_back(read_int(src, node[n], index_path(m.path_of(key), n), lo, hi));
+    } else {
+      out.push_back(read_int(src, node, m.path_of(key), lo, hi));
+    }
+    return out;
+  };
+  if (m.has("inputs")) {
+    const YAML::Node node = m.get("inputs");
+    if (node.IsScalar()) {
+      layer.inputs.push_back(node.as<std::string>());
+    } else if (node.IsSequence() && node.size() > 0) {
+      for (std::size_t n = 0; n < node.size(); ++n) {
+        if (!node[n].IsScalar())
+          src.fail_expected(node[n], index_path(m.path_of("inputs"), n), "a layer name");
+        layer.inputs.push_back(node[n].as<std::string>());
+      }
+    } else {
+      src.fail_expected(node, m.path_of("inputs"),
+                        "a layer name or a non-empty list of layer names ('input' is the model input)");
+    }
+  }
+  if (merge && layer.inputs.size() < 2)
+    src.fail_expected(m.has("inputs") ? m.get("inputs") : node, m.path_of("inputs"),
+                      "a list of two or more layer names to " +
+                          std::string(type == "add" ? "add" : "concatenate"));
+  if (!merge && layer.inputs.size() > 1)
+    src.fail_expected(m.get("inputs"), m.path_of("inputs"),
+                      "one layer name (only add and concatenate layers take several)");
+  if (conv) {
+    layer.filters = read_int(src, m.require("filters", "a positive integer"), m.path_of("filters"),
+                             1, kMaxInt);
+    layer.kernel_size = int_list("kernel_size", 1, 4096, true);
+    layer.padding = m.enum_or("padding", kPaddings, "valid");
+  }
+  if (conv || local_pool) layer.strides = int_list("strides", 1, 4096, false);
+  if (local_pool) layer.pool_size = int_list("pool_size", 1, 4096, true);
+  if (type == "reshape") {
+    layer.shape = int_list("shape", -1, kMaxInt, true);
+    if (std::count(layer.shape.begin(), layer.shape.end(), 0) > 0 ||
+        std::count(layer.shape.begin(), layer.shape.end(), -1) > 1)
+      src.fail_expected(m.get("shape"), m.path_of("shape"),
+                        "positive sizes with at most one -1 (inferred), e.g. [28, 28, 1]");
+  }
+  if (type == "concatenate") layer.axis = m.int_or("axis", -1, -64, 64);
+  layer.batchnorm = m.bool_or("batchnorm", false);
+  layer.momentum = m.number_or("momentum", 0.99, 0.0, false);
+  if (layer.momentum >= 1.0)
+    src.fail_expected(m.get("momentum"), m.path_of("momentum"), "a number in [0, 1)");
+  layer.epsilon = m.number_or("epsilon", 1e-3, 0.0, true);
   layer.activation = m.enum_or("activation", kActivations, "linear");
   layer.use_bias = m.bool_or("use_bias", true);
   for (const std::string& role : roles) {
@@ -629,12 +716,40 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
     out << YAML::Flow << YAML::BeginMap;
     out << YAML::Key << "type" << YAML::Value << layer.type;
     out << YAML::Key << "name" << YAML::Value << layer.name;
+    const bool conv = layer.type == "conv1d" || layer.type == "conv2d";
+    auto ints = [&](const char* key, const std::vector<int64_t>& v) {
+      if (v.empty()) return;
+      out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+      for (int64_t d : v) out << std::to_string(d);
+      out << YAML::EndSeq;
+    };
+    if (!layer.inputs.empty()) {
+      out << YAML::Key << "inputs" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+      for (const auto& n : layer.inputs) out << n;
+      out << YAML::EndSeq;
+    }
     if (layer.type == "dense")
       out << YAML::Key << "units" << YAML::Value << std::to_string(layer.units);
-    if (layer.type == "dense" || layer.type == "activation")
+    if (conv) {
+      out << YAML::Key << "filters" << YAML::Value << std::to_string(layer.filters);
+      ints("kernel_size", layer.kernel_size);
+      out << YAML::Key << "padding" << YAML::Value << layer.padding;
+    }
+    ints("strides", layer.strides);
+    ints("pool_size", layer.pool_size);
+    ints("shape", layer.shape);
+    if (layer.type == "concatenate")
+      out << YAML::Key << "axis" << YAML::Value << std::to_string(layer.axis);
+    if (layer.type == "dense" || conv || layer.type == "activation" || layer.type == "add")
       out << YAML::Key << "activation" << YAML::Value << layer.activation;
-    if (layer.type == "dense")
+    if (layer.type == "dense" || conv) {
       out << YAML::Key << "use_bias" << YAML::Value << (layer.use_bias ? "true" : "false");
+      out << YAML::Key << "batchnorm" << YAML::Value << (layer.batchnorm ? "true" : "false");
+    }
+    if (layer.batchnorm || layer.type == "batchnorm") {
+      out << YAML::Key << "momentum" << YAML::Value << format_double(layer.momentum);
+      out << YAML::Key << "epsilon" << YAML::Value << format_double(layer.epsilon);
+    }
     for (const std::string& role : kAllRoles) {
       const auto it = layer.quantizers.find(role);
       if (it == layer.quantizers.end()) continue;

@@ -4,6 +4,10 @@
 #include <cmath>
 
 #include "hgqt/archive/fixed.h"
+#include "hgqt/nn/batchnorm.h"
+#include "hgqt/nn/conv.h"
+#include "hgqt/nn/merge.h"
+#include "hgqt/nn/pool.h"
 
 namespace hgqt::model {
 
@@ -114,24 +118,76 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
     a.feature_mean = meta->feature_mean;
     a.feature_std = meta->feature_std;
   }
-  for (const auto& e : model->layers()) {
+  const auto& entries = model->layers();
+  for (size_t li = 0; li < entries.size(); ++li) {
+    const auto& e = entries[li];
     archive::Layer l;
     l.name = e.name;
     l.type = e.layer->type_name();
     l.input_shape = e.input_shape;
     l.output_shape = e.output_shape;
-    if (auto* d = dynamic_cast<nn::QDenseImpl*>(e.module.get())) {
-      l.activation = nn::to_string(d->options.activation());
-      l.input_quantizer = quant_spec(d->iq, e.input_shape);
-      l.kernel = constant(d->kq, d->kernel);
-      if (d->bq) l.bias = constant(d->bq, d->bias);
-      if (d->oq) l.output_quantizer = quant_spec(d->oq, e.output_shape);
-    } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(e.module.get())) {
+    if (!(e.inputs.size() == 1 && e.inputs[0] == static_cast<int64_t>(li) - 1))
+      for (int64_t src : e.inputs)
+        l.inputs.push_back(src < 0 ? std::string(archive::kModelInput) : entries[src].name);
+    auto* m = e.module.get();
+    // The parts every linear layer shares.
+    auto linear = [&](nn::Activation act, const FixedQuantizer& iq, const FixedQuantizer& kq,
+                      const torch::Tensor& w, const FixedQuantizer& bq, const torch::Tensor& b,
+                      const FixedQuantizer& oq) {
+      l.activation = nn::to_string(act);
+      if (iq) l.input_quantizer = quant_spec(iq, e.input_shape);
+      l.kernel = constant(kq, w);
+      if (bq && b.defined()) l.bias = constant(bq, b);
+      if (oq) l.output_quantizer = quant_spec(oq, e.output_shape);
+    };
+    auto conv_attrs = [&](const std::string& type, std::vector<int64_t> ks,
+                          std::vector<int64_t> strides, std::vector<int64_t> pad) {
+      l.type = type;
+      if (strides.empty()) strides.assign(ks.size(), 1);  // the default: 1 per axis
+      l.kernel_size = std::move(ks);
+      l.strides = std::move(strides);
+      l.pad_before = std::move(pad);
+    };
+    if (auto* d = dynamic_cast<nn::QDenseImpl*>(m)) {
+      linear(d->options.activation(), d->iq, d->kq, d->kernel, d->bq, d->bias, d->oq);
+    } else if (auto* d = dynamic_cast<nn::QDenseBatchNormImpl*>(m)) {
+      auto [w, b] = d->folded(true);
+      l.type = "dense";
+      linear(d->options.activation(), d->iq, d->kq, w, d->bq, b, d->oq);
+    } else if (auto* c = dynamic_cast<nn::QConv1dImpl*>(m)) {
+      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      linear(c->options.activation(), c->iq, c->kq, c->kernel, c->bq, c->bias, c->oq);
+    } else if (auto* c = dynamic_cast<nn::QConv2dImpl*>(m)) {
+      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      linear(c->options.activation(), c->iq, c->kq, c->kernel, c->bq, c->bias, c->oq);
+    } else if (auto* c = dynamic_cast<nn::QConv1dBatchNormImpl*>(m)) {
+      auto [w, b] = c->folded(true);
+      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      linear(c->options.activation(), c->iq, c->kq, w, c->bq, b, c->oq);
+    } else if (auto* c = dynamic_cast<nn::QConv2dBatchNormImpl*>(m)) {
+      auto [w, b] = c->folded(true);
+      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      linear(c->options.activation(), c->iq, c->kq, w, c->bq, b, c->oq);
+    } else if (auto* bn = dynamic_cast<nn::QBatchNormImpl*>(m)) {
+      auto [sc, off] = bn->folded(true);
+      l.type = "scale";
+      linear(bn->options.activation(), bn->iq, bn->kq, sc, bn->bq, off, bn->oq);
+    } else if (auto* p = dynamic_cast<nn::PoolImpl*>(m)) {
+      l.type = "pool";
+      l.pool = p->kind == nn::PoolImpl::Kind::Max ? "max" : "avg";
+      l.kernel_size = p->window(e.input_shape);
+      l.strides = p->window_strides(e.input_shape);
+    } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {
+      l.activation = nn::to_string(add->options.activation());
+      if (add->oq) l.output_quantizer = quant_spec(add->oq, e.output_shape);
+    } else if (auto* cat = dynamic_cast<nn::QConcatenateImpl*>(m)) {
+      l.axis = cat->resolved_axis(static_cast<int64_t>(e.output_shape.size()));
+    } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       l.activation = nn::to_string(act->options.activation());
       l.output_quantizer = quant_spec(act->q, e.output_shape);
-    } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(e.module.get())) {
+    } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(m)) {
       l.input_quantizer = quant_spec(q->q, e.input_shape);
-    } else if (l.type != "flatten") {
+    } else if (l.type != "flatten" && l.type != "reshape") {
       throw ArchiveError("layer '" + e.name + "' of type " + l.type +
                          " has no archive form yet");
     }
@@ -140,6 +196,19 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
   archive::validate(a, "archive of model '" + name + "'");
   return a;
 }
+
+namespace {
+// The archive type a model layer is written as.
+std::string archive_type(const HGQModelImpl::Entry& e) {
+  const std::string t = e.layer->type_name();
+  if (t == "dense_bn") return "dense";
+  if (t == "conv1d_bn") return "conv1d";
+  if (t == "conv2d_bn") return "conv2d";
+  if (t == "batchnorm") return "scale";
+  if (t.find("pool") != std::string::npos) return "pool";
+  return t;
+}
+}  // namespace
 
 HGQModel from_archive(const archive::Archive& a) {
   if (a.model_yaml.empty())
@@ -154,17 +223,61 @@ HGQModel from_archive(const archive::Archive& a) {
     const auto& e = layers[n];
     const auto& l = a.layers[n];
     const std::string what = "archive layers[" + std::to_string(n) + "] '" + l.name + "'";
-    if (e.layer->type_name() != l.type)
-      throw ArchiveError(what + ": type " + l.type + ", model_yaml builds " + e.layer->type_name());
-    if (auto* d = dynamic_cast<nn::QDenseImpl*>(e.module.get())) {
-      if (l.input_quantizer) set_quantizer(d->iq, *l.input_quantizer, what + ".input_quantizer");
-      set_constant(d->kernel, d->kq, *l.kernel, what + ".kernel");
+    if (archive_type(e) != l.type)
+      throw ArchiveError(what + ": type " + l.type + ", model_yaml builds " + archive_type(e));
+    auto* m = e.module.get();
+    auto linear = [&](FixedQuantizer& iq, torch::Tensor& w, FixedQuantizer& kq,
+                      FixedQuantizer& bq, FixedQuantizer& oq) {
+      if (iq && l.input_quantizer) set_quantizer(iq, *l.input_quantizer, what + ".input_quantizer");
+      set_constant(w, kq, *l.kernel, what + ".kernel");
+      if (oq && l.output_quantizer) set_quantizer(oq, *l.output_quantizer, what + ".output_quantizer");
+      (void)bq;
+    };
+    // Folded batch norm: the archive holds W_f and b_f. Rebuild with statistics that make the
+    // folding the identity up to rounding (s = gamma / sqrt(var + eps) ~ 1, mean 0, beta = b_f);
+    // the kernel and bias quantizers snap the values back onto the archive's exact constants.
+    auto unfold = [&](torch::Tensor& gamma, torch::Tensor& beta, torch::Tensor& mean,
+                      torch::Tensor& var, torch::Tensor& bias, FixedQuantizer& bq, double eps) {
+      torch::NoGradGuard no_grad;
+      gamma.fill_(1.0);
+      mean.zero_();
+      var.fill_(1.0 - eps);
+      if (bias.defined()) bias.zero_();
+      if (l.bias) set_constant(beta, bq, *l.bias, what + ".bias");
+      else beta.zero_();
+    };
+    if (auto* d = dynamic_cast<nn::QDenseImpl*>(m)) {
+      linear(d->iq, d->kernel, d->kq, d->bq, d->oq);
       if (d->bq && l.bias) set_constant(d->bias, d->bq, *l.bias, what + ".bias");
-      if (d->oq && l.output_quantizer)
-        set_quantizer(d->oq, *l.output_quantizer, what + ".output_quantizer");
-    } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(e.module.get())) {
+    } else if (auto* c = dynamic_cast<nn::QConv1dImpl*>(m)) {
+      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      if (c->bq && l.bias) set_constant(c->bias, c->bq, *l.bias, what + ".bias");
+    } else if (auto* c = dynamic_cast<nn::QConv2dImpl*>(m)) {
+      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      if (c->bq && l.bias) set_constant(c->bias, c->bq, *l.bias, what + ".bias");
+    } else if (auto* d = dynamic_cast<nn::QDenseBatchNormImpl*>(m)) {
+      linear(d->iq, d->kernel, d->kq, d->bq, d->oq);
+      unfold(d->gamma, d->beta, d->moving_mean, d->moving_var, d->bias, d->bq, d->options.eps());
+    } else if (auto* c = dynamic_cast<nn::QConv1dBatchNormImpl*>(m)) {
+      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      unfold(c->gamma, c->beta, c->moving_mean, c->moving_var, c->bias, c->bq, c->options.eps());
+    } else if (auto* c = dynamic_cast<nn::QConv2dBatchNormImpl*>(m)) {
+      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      unfold(c->gamma, c->beta, c->moving_mean, c->moving_var, c->bias, c->bq, c->options.eps());
+    } else if (auto* bn = dynamic_cast<nn::QBatchNormImpl*>(m)) {
+      // s = gamma / sqrt(var + eps) with var + eps ~ 1; o = beta - mean * s with mean 0.
+      torch::NoGradGuard no_grad;
+      if (bn->iq && l.input_quantizer) set_quantizer(bn->iq, *l.input_quantizer, what + ".input_quantizer");
+      set_constant(bn->gamma, bn->kq, *l.kernel, what + ".kernel");
+      bn->moving_mean.zero_();
+      bn->moving_var.fill_(1.0 - bn->options.eps());
+      if (l.bias) set_constant(bn->beta, bn->bq, *l.bias, what + ".bias");
+      if (bn->oq && l.output_quantizer) set_quantizer(bn->oq, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {
+      if (add->oq && l.output_quantizer) set_quantizer(add->oq, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       set_quantizer(act->q, *l.output_quantizer, what + ".output_quantizer");
-    } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(e.module.get())) {
+    } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(m)) {
       set_quantizer(q->q, *l.input_quantizer, what + ".input_quantizer");
     }
   }

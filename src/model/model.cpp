@@ -1,6 +1,11 @@
 // Building an HGQModel from its spec.
 #include "hgqt/model/model.h"
 
+#include "hgqt/nn/batchnorm.h"
+#include "hgqt/nn/conv.h"
+#include "hgqt/nn/merge.h"
+#include "hgqt/nn/pool.h"
+
 namespace hgqt::model {
 
 using config::ConfigError;
@@ -53,10 +58,31 @@ quant::QuantizerOptions resolve_quantizer(Place place, std::vector<int64_t> shap
   return o;
 }
 
+namespace {
+template <class M>
+void set_module(HGQModelImpl::Entry& e, M m) {
+  e.layer = m.get();
+  e.module = m.ptr();
+}
+
+// A size list from the config broadcast to `rank` spatial axes ("3" -> {3, 3}).
+std::vector<int64_t> per_axis(const std::vector<int64_t>& v, size_t rank, const std::string& key) {
+  if (v.empty() || v.size() == rank) return v;
+  if (v.size() == 1) return std::vector<int64_t>(rank, v[0]);
+  throw ConfigError(key + ": has " + std::to_string(v.size()) + " entries, expected 1 or " +
+                    std::to_string(rank) + " (one per spatial axis)");
+}
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t n = 0; n < s.size(); ++n) out += (n ? ", " : "") + std::to_string(s[n]);
+  return out + "]";
+}
+}  // namespace
+
 HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
   if (spec_.input_shape.empty()) throw ConfigError("model.input_shape: must not be empty");
   if (spec_.layers.empty()) throw ConfigError("model.layers: the model has no layers");
-  std::vector<int64_t> shape = spec_.input_shape;
   for (size_t n = 0; n < spec_.layers.size(); ++n) {
     const auto& l = spec_.layers[n];
     const std::string where = layer_where(l, n);
@@ -65,45 +91,149 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       return it == l.quantizers.end() ? nullptr : &it->second;
     };
     auto qwhere = [&](const char* role) { return where + "." + role + "_quantizer"; };
+    auto resolve = [&](Place place, std::vector<int64_t> shape, const char* role) {
+      return resolve_quantizer(place, std::move(shape), spec_, q(role), qwhere(role));
+    };
     Entry e;
     e.name = l.name.empty() ? l.type + "_" + std::to_string(n) : l.name;
+    // The layers it reads.
+    if (l.inputs.empty()) {
+      e.inputs.push_back(static_cast<int64_t>(n) - 1);
+    } else {
+      for (const auto& in : l.inputs) {
+        if (in == "input") {
+          e.inputs.push_back(-1);
+          continue;
+        }
+        int64_t found = -2;
+        for (size_t j = 0; j < layers_.size(); ++j)
+          if (layers_[j].name == in) found = static_cast<int64_t>(j);
+        if (found == -2) {
+          bool later = false;
+          for (size_t j = n; j < spec_.layers.size(); ++j)
+            if (spec_.layers[j].name == in) later = true;
+          throw ConfigError(where + ".inputs: '" + in + "' " +
+                            (later ? "comes later in model.layers; list layers in the order they "
+                                     "are evaluated"
+                                   : "is not the name of a layer (or 'input', the model input)"));
+        }
+        e.inputs.push_back(found);
+      }
+    }
+    for (int64_t src : e.inputs)
+      e.input_shapes.push_back(src < 0 ? spec_.input_shape : layers_[src].output_shape);
+    const std::vector<int64_t> shape = e.input_shapes[0];
     e.input_shape = shape;
+    const bool conv = l.type == "conv1d" || l.type == "conv2d";
+    const size_t rank = l.type == "conv1d" ? 1 : 2;
     try {
-      if (l.type == "dense") {
+      if (l.type == "dense" && !l.batchnorm) {
         if (shape.size() != 1)
           throw ConfigError(where + ": dense layer needs a flat input, got a per-sample shape of " +
                             std::to_string(shape.size()) + " axes (add {type: flatten} before it)");
         nn::QDenseOptions o(shape[0], l.units);
         o.bias(l.use_bias).activation(nn::parse_activation(l.activation));
-        o.input_quantizer(resolve_quantizer(Place::Datalane, {shape[0]}, spec_, q("input"), qwhere("input")));
-        o.kernel_quantizer(resolve_quantizer(Place::Weight, {shape[0], l.units}, spec_, q("kernel"), qwhere("kernel")));
-        if (l.use_bias)
-          o.bias_quantizer(resolve_quantizer(Place::Bias, {l.units}, spec_, q("bias"), qwhere("bias")));
-        if (q("output"))
-          o.output_quantizer(resolve_quantizer(Place::Datalane, {l.units}, spec_, q("output"), qwhere("output")));
-        auto m = nn::QDense(o);
-        e.layer = m.get();
-        e.module = m.ptr();
+        o.input_quantizer(resolve(Place::Datalane, {shape[0]}, "input"));
+        o.kernel_quantizer(resolve(Place::Weight, {shape[0], l.units}, "kernel"));
+        if (l.use_bias) o.bias_quantizer(resolve(Place::Bias, {l.units}, "bias"));
+        if (q("output")) o.output_quantizer(resolve(Place::Datalane, {l.units}, "output"));
+        set_module(e, nn::QDense(o));
+      } else if (l.type == "dense") {
+        if (shape.size() != 1)
+          throw ConfigError(where + ": dense layer needs a flat input, got a per-sample shape of " +
+                            std::to_string(shape.size()) + " axes (add {type: flatten} before it)");
+        nn::QDenseBatchNormOptions o(shape[0], l.units);
+        o.bias(l.use_bias).activation(nn::parse_activation(l.activation));
+        o.momentum(l.momentum).eps(l.epsilon);
+        o.input_quantizer(resolve(Place::Datalane, {shape[0]}, "input"));
+        o.kernel_quantizer(resolve(Place::Weight, {shape[0], l.units}, "kernel"));
+        o.bias_quantizer(resolve(Place::Bias, {l.units}, "bias"));
+        if (q("output")) o.output_quantizer(resolve(Place::Datalane, {l.units}, "output"));
+        set_module(e, nn::QDenseBatchNorm(o));
+      } else if (conv) {
+        if (shape.size() != rank + 1)
+          throw ConfigError(where + ": " + l.type + " needs a per-sample input of " +
+                            std::to_string(rank + 1) + " axes (" +
+                            (rank == 1 ? "[length, channels]" : "[height, width, channels]") +
+                            ", channels last), got " + shape_text(shape) +
+                            (rank == 2 && shape.size() == 2
+                                 ? " (add {type: reshape, shape: [" + std::to_string(shape[0]) +
+                                       ", " + std::to_string(shape[1]) + ", 1]} before it)"
+                                 : ""));
+        const auto ks = per_axis(l.kernel_size, rank, where + ".kernel_size");
+        const auto st = per_axis(l.strides, rank, where + ".strides");
+        const int64_t c = shape.back(), f = l.filters;
+        std::vector<int64_t> kshape = ks;
+        kshape.push_back(c);
+        kshape.push_back(f);
+        const auto geo = nn::conv_geometry({shape.begin(), shape.end() - 1}, ks,
+                                           st.empty() ? std::vector<int64_t>(rank, 1) : st,
+                                           l.padding);
+        std::vector<int64_t> oshape = geo.out;
+        oshape.push_back(f);
+        auto fill = [&](auto& o) {
+          o.strides(st).padding(l.padding).bias(l.use_bias);
+          o.activation(nn::parse_activation(l.activation));
+          o.input_quantizer(resolve(Place::Datalane, shape, "input"));
+          o.kernel_quantizer(resolve(Place::Weight, kshape, "kernel"));
+          o.bias_quantizer(resolve(Place::Bias, {f}, "bias"));
+          if (q("output")) o.output_quantizer(resolve(Place::Datalane, oshape, "output"));
+        };
+        if (l.batchnorm) {
+          nn::QConvBatchNormOptions o(c, f, ks, shape);
+          fill(o);
+          o.momentum(l.momentum).eps(l.epsilon);
+          if (rank == 1) set_module(e, nn::QConv1dBatchNorm(o));
+          else set_module(e, nn::QConv2dBatchNorm(o));
+        } else {
+          nn::QConvOptions o(c, f, ks, shape);
+          fill(o);
+          if (rank == 1) set_module(e, nn::QConv1d(o));
+          else set_module(e, nn::QConv2d(o));
+        }
+      } else if (l.type == "batchnorm") {
+        nn::QBatchNormOptions o(shape);
+        o.momentum(l.momentum).eps(l.epsilon);
+        o.input_quantizer(resolve(Place::Datalane, shape, "input"));
+        o.kernel_quantizer(resolve(Place::Weight, {shape.back()}, "kernel"));
+        o.bias_quantizer(resolve(Place::Bias, {shape.back()}, "bias"));
+        if (q("output")) o.output_quantizer(resolve(Place::Datalane, shape, "output"));
+        set_module(e, nn::QBatchNorm(o));
+      } else if (l.type == "max_pool" || l.type == "avg_pool" || l.type == "global_max_pool" ||
+                 l.type == "global_avg_pool") {
+        const bool global = l.type.rfind("global_", 0) == 0;
+        if (shape.size() != 2 && shape.size() != 3)
+          throw ConfigError(where + ": " + l.type +
+                            " needs a per-sample input [length, channels] or [height, width, "
+                            "channels], got " + shape_text(shape));
+        nn::PoolOptions o(global ? std::vector<int64_t>{}
+                                 : per_axis(l.pool_size, shape.size() - 1, where + ".pool_size"));
+        o.global_pool(global);
+        if (!global) o.strides(per_axis(l.strides, shape.size() - 1, where + ".strides"));
+        if (l.type.find("max") != std::string::npos) set_module(e, nn::MaxPool(o));
+        else set_module(e, nn::AvgPool(o));
+      } else if (l.type == "reshape") {
+        set_module(e, nn::Reshape(nn::ReshapeOptions(l.shape)));
+      } else if (l.type == "add") {
+        nn::QAddOptions o(shape);
+        o.activation(nn::parse_activation(l.activation));
+        if (q("output")) o.output_quantizer(resolve(Place::Datalane, shape, "output"));
+        set_module(e, nn::QAdd(o));
+      } else if (l.type == "concatenate") {
+        set_module(e, nn::QConcatenate(nn::QConcatenateOptions(l.axis)));
       } else if (l.type == "activation") {
         nn::QActivationOptions o(shape);
         o.activation(nn::parse_activation(l.activation));
-        o.quantizer(resolve_quantizer(Place::Datalane, shape, spec_, q("output"), qwhere("output")));
-        auto m = nn::QActivation(o);
-        e.layer = m.get();
-        e.module = m.ptr();
+        o.quantizer(resolve(Place::Datalane, shape, "output"));
+        set_module(e, nn::QActivation(o));
       } else if (l.type == "flatten") {
-        auto m = nn::Flatten();
-        e.layer = m.get();
-        e.module = m.ptr();
+        set_module(e, nn::Flatten());
       } else if (l.type == "quantize") {
-        auto m = nn::Quantize(resolve_quantizer(Place::Datalane, shape, spec_, q("input"), qwhere("input")));
-        e.layer = m.get();
-        e.module = m.ptr();
+        set_module(e, nn::Quantize(resolve(Place::Datalane, shape, "input")));
       } else {
-        throw ConfigError(where + ".type: unknown layer type '" + l.type +
-                          "' (expected dense, activation, flatten or quantize)");
+        throw ConfigError(where + ".type: unknown layer type '" + l.type + "'");
       }
-      e.output_shape = e.layer->output_shape(shape);
+      e.output_shape = e.layer->output_shape_many(e.input_shapes);
     } catch (const ConfigError&) {
       throw;
     } catch (const std::exception& ex) {
@@ -112,7 +242,6 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
     for (const auto& other : layers_)
       if (other.name == e.name) throw ConfigError(where + ": duplicate layer name '" + e.name + "'");
     register_module(e.name, e.module);
-    shape = e.output_shape;
     layers_.push_back(std::move(e));
   }
 }
@@ -122,8 +251,24 @@ torch::Tensor HGQModelImpl::forward(torch::Tensor x) {
                   x.sizes().slice(1).vec() == spec_.input_shape,
               "model expects input [batch, ", c10::IntArrayRef(spec_.input_shape), "], got ",
               x.sizes());
-  for (auto& e : layers_) x = e.layer->forward(x);
-  return x;
+  // A chain keeps only the running tensor; a graph keeps each output until its last reader.
+  const size_t n = layers_.size();
+  std::vector<torch::Tensor> outs(n);
+  std::vector<size_t> last_use(n, 0);
+  for (size_t li = 0; li < n; ++li)
+    for (int64_t src : layers_[li].inputs)
+      if (src >= 0) last_use[src] = li;
+  for (size_t li = 0; li < n; ++li) {
+    const Entry& e = layers_[li];
+    std::vector<torch::Tensor> ins;
+    ins.reserve(e.inputs.size());
+    for (int64_t src : e.inputs) ins.push_back(src < 0 ? x : outs[src]);
+    outs[li] = ins.size() == 1 ? e.layer->forward(ins[0]) : e.layer->forward_many(ins);
+    for (int64_t src : e.inputs)
+      if (src >= 0 && last_use[src] == li && static_cast<size_t>(src) != n - 1)
+        outs[src] = torch::Tensor();
+  }
+  return outs[n - 1];
 }
 
 torch::Tensor HGQModelImpl::ebops() const {

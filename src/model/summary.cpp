@@ -1,6 +1,8 @@
 // Per-layer summary table.
 #include "hgqt/model/summary.h"
 
+#include <algorithm>
+
 #include <cstdio>
 #include <sstream>
 
@@ -63,11 +65,30 @@ std::string format_summary(const std::vector<LayerSummary>& rows) {
     std::snprintf(b, sizeof b, "%.2f [%g, %g]", s.mean, s.min, s.max);
     return std::string(b);
   };
-  std::snprintf(line, sizeof line, "%-12s %-10s %-14s %-20s %-20s %8s %12s\n", "layer", "type",
-                "shape", "weight bits", "act bits", "zero w", "EBOPs");
-  os << line << std::string(102, '-') << "\n";
+  // Column widths fit the longest name, type and shape (conv shapes are long).
+  int wn = 12, wt = 10, ws = 14;
+  for (const auto& r : rows) {
+    wn = std::max(wn, static_cast<int>(r.name.size()));
+    wt = std::max(wt, static_cast<int>(r.type.size()));
+    ws = std::max(ws, static_cast<int>(r.shape.size()));
+  }
+  auto row = [&](const std::string& a, const std::string& b, const std::string& c,
+                 const std::string& d, const std::string& e, const std::string& f,
+                 const std::string& g) {
+    std::snprintf(line, sizeof line, "%-*s %-*s %-*s %-20s %-20s %8s %12s\n", wn, a.c_str(), wt,
+                  b.c_str(), ws, c.c_str(), d.c_str(), e.c_str(), f.c_str(), g.c_str());
+    os << line;
+  };
+  const size_t rule = static_cast<size_t>(wn + wt + ws) + 66;
+  row("layer", "type", "shape", "weight bits", "act bits", "zero w", "EBOPs");
+  os << std::string(rule, '-') << "\n";
   double total = 0;
   int64_t params = 0;
+  auto num = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.0f", v);
+    return std::string(b);
+  };
   for (const auto& r : rows) {
     std::string zero = "-";
     if (r.weight_bits.count > 0) {
@@ -75,17 +96,12 @@ std::string format_summary(const std::vector<LayerSummary>& rows) {
       std::snprintf(z, sizeof z, "%.1f%%", 100.0 * r.zero_weight_share);
       zero = z;
     }
-    std::snprintf(line, sizeof line, "%-12s %-10s %-14s %-20s %-20s %8s %12.0f\n", r.name.c_str(),
-                  r.type.c_str(), r.shape.c_str(), bits(r.weight_bits).c_str(),
-                  bits(r.activation_bits).c_str(), zero.c_str(), r.ebops);
-    os << line;
+    row(r.name, r.type, r.shape, bits(r.weight_bits), bits(r.activation_bits), zero, num(r.ebops));
     total += r.ebops;
     params += r.parameters;
   }
-  os << std::string(102, '-') << "\n";
-  std::snprintf(line, sizeof line, "%-12s %-10s %-14s %-20s %-20s %8s %12.0f\n", "total", "",
-                (std::to_string(params) + " params").c_str(), "", "", "", total);
-  os << line;
+  os << std::string(rule, '-') << "\n";
+  row("total", "", std::to_string(params) + " params", "", "", "", num(total));
   return os.str();
 }
 

@@ -543,7 +543,9 @@ TEST(Config, ErrorBadEnum) {
   EXPECT_HAS(msg, "did you mean 'RND_CONV'?");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: conv, units: 3}]}\n"
                          "data: {train: {file: d.h5, features: x, labels: y}}\n"),
-             "model.layers[0].type: expected one of dense, activation, flatten, quantize, got "
+             "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
+                        "quantize, flatten, reshape, max_pool, avg_pool, global_max_pool, "
+                        "global_avg_pool, add, concatenate, got "
              "'conv'");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: dense, units: 3, "
                          "activation: tanh}]}\n"
@@ -813,4 +815,45 @@ TEST(Config, QuantizerMerged) {
   const QuantizerSpec same = base.merged(QuantizerSpec{});
   EXPECT_EQ(same.b, 8.0);
   EXPECT_EQ(same.round, "RND");
+}
+
+TEST(Config, GraphLayerKeysRoundTripThroughModelYaml) {
+  const auto m = parse_model_yaml(R"(
+input_shape: [12, 2]
+layers:
+  - {type: conv1d, name: a, filters: 3, kernel_size: 3, strides: [2], padding: same, batchnorm: true, momentum: 0.9, epsilon: 0.01}
+  - {type: conv1d, name: b, inputs: input, filters: 3, kernel_size: [5], strides: 2, padding: same}
+  - {type: add, name: s, inputs: [a, b], activation: relu, output_quantizer: {f: 3}}
+  - {type: max_pool, pool_size: 2}
+  - {type: reshape, shape: [-1]}
+  - {type: concatenate, inputs: [reshape_4, reshape_4], axis: 0}
+)", "t");
+  const auto again = parse_model_yaml(model_to_yaml(m), "again");
+  ASSERT_EQ(again.layers.size(), 6u);
+  EXPECT_EQ(again.layers[0].kernel_size, std::vector<int64_t>{3});
+  EXPECT_EQ(again.layers[0].strides, std::vector<int64_t>{2});
+  EXPECT_TRUE(again.layers[0].batchnorm);
+  EXPECT_DOUBLE_EQ(again.layers[0].momentum, 0.9);
+  EXPECT_DOUBLE_EQ(again.layers[0].epsilon, 0.01);
+  EXPECT_EQ(again.layers[1].inputs, std::vector<std::string>{"input"});
+  EXPECT_EQ(again.layers[2].inputs, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(again.layers[2].activation, "relu");
+  EXPECT_EQ(again.layers[3].pool_size, std::vector<int64_t>{2});
+  EXPECT_EQ(again.layers[4].shape, std::vector<int64_t>{-1});
+  EXPECT_EQ(again.layers[5].axis, 0);
+}
+
+TEST(Config, GraphLayerKeyErrors) {
+  auto err = [](const std::string& layer) {
+    return parse_error("model: {input_shape: [4], layers: [" + layer + "]}\n"
+                       "data: {train: {file: d.h5, features: x, labels: y}}\n");
+  };
+  EXPECT_NE(err("{type: dense, units: 3, filters: 2}").find("filters: not allowed for a 'dense' layer (only conv layers have it)"), std::string::npos)
+      << err("{type: dense, units: 3, filters: 2}");
+  EXPECT_NE(err("{type: add, inputs: [a]}").find("model.layers[0].inputs: expected a list of two or more layer names to add"), std::string::npos)
+      << err("{type: add, inputs: [a]}");
+  EXPECT_NE(err("{type: dense, units: 3, inputs: [a, b]}").find("one layer name (only add and concatenate layers take several)"), std::string::npos);
+  EXPECT_NE(err("{type: conv2d, filters: 2}").find("kernel_size"), std::string::npos);
+  EXPECT_NE(err("{type: reshape, shape: [-1, -1]}").find("at most one -1"), std::string::npos);
+  EXPECT_NE(err("{type: quantize, name: input}").find("other than 'input'"), std::string::npos);
 }

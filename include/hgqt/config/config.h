@@ -41,10 +41,25 @@ struct QuantizerSpec {
 
 /// One layer of the `model.layers` list.
 struct LayerSpec {
-  std::string type;                 ///< dense, activation, flatten, quantize
+  /// dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool,
+  /// avg_pool, global_max_pool, global_avg_pool, add, concatenate
+  std::string type;
   std::string name;                 ///< optional; defaults to "<type>_<index>"
+  /// Layers it reads ("input": the model input); empty: the previous layer. add and
+  /// concatenate need two or more.
+  std::vector<std::string> inputs;
   int64_t units = 0;                ///< dense: output features
-  std::string activation = "linear";  ///< dense/activation: linear or relu
+  int64_t filters = 0;              ///< conv: output channels
+  std::vector<int64_t> kernel_size;  ///< conv: one entry (used for every axis) or one per axis
+  std::vector<int64_t> strides;      ///< conv, pools: as kernel_size; empty: 1 (pools: pool_size)
+  std::string padding = "valid";     ///< conv: valid | same (Keras semantics)
+  std::vector<int64_t> pool_size;    ///< max_pool, avg_pool: window, as kernel_size
+  std::vector<int64_t> shape;        ///< reshape: per-sample target shape (one -1 allowed)
+  int64_t axis = -1;                 ///< concatenate: per-sample axis (negative from the end)
+  bool batchnorm = false;            ///< dense, conv: batch norm folded into kernel and bias
+  double momentum = 0.99;            ///< batch norm: moving average momentum
+  double epsilon = 1e-3;             ///< batch norm: variance epsilon
+  std::string activation = "linear";  ///< dense/conv/add/activation: linear or relu
   bool use_bias = true;             ///< dense
   /// Per-layer quantizer overrides, keyed by role: input, kernel, bias, output (dense);
   /// output (activation); input (quantize). A present `output` key enables the dense

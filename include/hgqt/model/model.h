@@ -15,7 +15,8 @@ quant::QuantizerOptions resolve_quantizer(quant::Place place, std::vector<int64_
                                           const config::QuantizerSpec* layer_spec,
                                           const std::string& where);
 
-/// A sequential HGQ model.
+/// An HGQ model: layers in evaluation order, each reading the model input or earlier layers
+/// (a chain by default; `inputs` in the config makes a graph). The last layer is the output.
 class HGQModelImpl : public torch::nn::Module {
  public:
   /// One layer with its shapes.
@@ -23,7 +24,9 @@ class HGQModelImpl : public torch::nn::Module {
     std::string name;
     std::shared_ptr<torch::nn::Module> module;
     nn::QLayer* layer = nullptr;
-    std::vector<int64_t> input_shape, output_shape;  ///< per sample
+    std::vector<int64_t> input_shape, output_shape;  ///< per sample (input: the first input's)
+    std::vector<int64_t> inputs;  ///< indices of the layers it reads; -1 is the model input
+    std::vector<std::vector<int64_t>> input_shapes;  ///< per sample, one per input
   };
 
   /// Builds the layers; throws config::ConfigError naming the layer and its line.
