@@ -178,13 +178,76 @@ struct Value {
   int128 lo = 0, hi = 0;  ///< value range, mantissas at type.frac
 };
 
-/// An array between layers: a C++ array of a union type; element j is read back as names[j].
+/// A C++ array of the top function: x_in or a layer's output, of a union type that holds each of
+/// its elements exactly.
+struct Source {
+  std::string var;   ///< variable (or parameter) name
+  std::string type;  ///< element (union) type name
+  int64_t size = 0;
+};
+
+/// The values one layer passes on. Element j lives in C++ array srcs[src[j]] at index idx[j] and
+/// is read back in its exact type names[j]. Layers that compute something write one new array
+/// (srcs of size 1, idx the identity); the rewiring layers (flatten, reshape, concatenate) only
+/// pass on references to existing arrays and generate no code.
 struct Array {
-  std::string var;                 ///< C++ variable (or parameter) name
-  std::string type;                ///< the array's element (union) type name
+  std::vector<Source> srcs;
+  std::vector<int> src;
+  std::vector<int64_t> idx;
   std::vector<std::string> names;  ///< per element exact type name ("" when zero)
   std::vector<Value> v;
   int64_t size() const { return static_cast<int64_t>(v.size()); }
+  const std::string& var() const { return srcs.at(0).var; }
+  const std::string& type() const { return srcs.at(0).type; }
+};
+
+/// A new array `var` of n elements (all zero until set).
+Array new_array(const std::string& var, int64_t n) {
+  Array a;
+  a.srcs.push_back({var, "", n});
+  a.src.assign(n, 0);
+  a.idx.resize(n);
+  for (int64_t j = 0; j < n; ++j) a.idx[j] = j;
+  a.names.resize(n);
+  a.v.resize(n);
+  return a;
+}
+
+/// The parameters of a layer function: the distinct C++ arrays its input Arrays refer to, then
+/// the output. A single input array is called `in`, several `in0`, `in1`, ...
+class Params {
+ public:
+  explicit Params(const std::vector<const Array*>& ins) {
+    for (const Array* a : ins)
+      for (const Source& s : a->srcs)
+        if (find(s.var) < 0) srcs_.push_back(s);
+  }
+  /// The expression of element j of `a` (one of the inputs) inside the function.
+  std::string ref(const Array& a, int64_t j) const {
+    return name(static_cast<size_t>(find(a.srcs[a.src[j]].var))) + "[" +
+           std::to_string(a.idx[j]) + "]";
+  }
+  std::string signature(const std::string& fn, const Array& out) const {
+    std::string s = "static void " + fn + "(";
+    for (size_t k = 0; k < srcs_.size(); ++k)
+      s += "const " + srcs_[k].type + " " + name(k) + "[" + std::to_string(srcs_[k].size) + "], ";
+    return s + out.type() + " out[" + std::to_string(out.size()) + "]) {\n#pragma HLS INLINE\n";
+  }
+  /// The argument list of a call from the top function (or from a split function's wrapper).
+  std::string args(const std::string& out_var, bool inner = false) const {
+    std::string s;
+    for (size_t k = 0; k < srcs_.size(); ++k) s += (inner ? name(k) : srcs_[k].var) + ", ";
+    return s + out_var;
+  }
+
+ private:
+  std::string name(size_t k) const { return srcs_.size() == 1 ? "in" : "in" + std::to_string(k); }
+  int find(const std::string& var) const {
+    for (size_t k = 0; k < srcs_.size(); ++k)
+      if (srcs_[k].var == var) return static_cast<int>(k);
+    return -1;
+  }
+  std::vector<Source> srcs_;
 };
 
 Value full_range(const FixedType& t) {
@@ -195,6 +258,12 @@ Value full_range(const FixedType& t) {
   v.lo = t.min_mantissa();
   v.hi = t.max_mantissa();
   return v;
+}
+
+/// The mantissa m at `from` frac re-expressed at `to` >= from (checked).
+int128 align_to(int128 m, int from, int to, const std::string& what) {
+  if (to < from) throw ArchiveError("hls: " + what + ": a value is finer than its result type");
+  return shl_checked(m, to - from, what);
 }
 
 /// One weight array written to firmware/weights/.
@@ -257,19 +326,41 @@ class Generator {
                          " bits, more than ap_fixed's default maximum of " +
                          std::to_string(kMaxHlsWidth));
   }
-  /// Registers the exact type names of an array's elements (a family with a union type).
+  void check_activation(size_t li, const Layer& l) const {
+    if (l.activation != "relu" && l.activation != "linear")
+      throw ArchiveError("hls: " + label(li) + ": unsupported activation '" + l.activation + "'");
+  }
+  /// Registers the exact type names of a new array's elements (a family with a union type).
   void name_array(Array& arr, const std::string& prefix, const std::string& comment);
-  void first_quantizer(size_t li, const QuantSpec& q, Array& cur);
+  /// The model input quantized by `q` (layer li reads the raw model input through it): x_in.
+  const Array& model_input(size_t li, const QuantSpec& q);
+  void first_quantizer(size_t li, const QuantSpec& q);
   std::vector<std::string> quantized(const QuantSpec& q, const std::string& var,
                                      const std::function<bool(int64_t)>& zero, Array& out,
                                      bool check = false);
-  void quantize_layer(size_t li, const QuantSpec& q, Array& cur);
-  void activation_layer(size_t li, const Layer& l, Array& cur);
-  void dense_layer(size_t li, const Layer& l, const LayerTypes& t, Array& cur, bool first_q);
+  Array quantize_layer(size_t li, const QuantSpec& q, const Array& cur);
+  Array activation_layer(size_t li, const Layer& l, const Array& cur);
+  Array linear_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur,
+                     bool first_q);
+  Array pool_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur);
+  Array add_layer(size_t li, const Layer& l, const LayerTypes& t,
+                  const std::vector<const Array*>& ins);
+  Array concat_layer(size_t li, const Layer& l, const std::vector<const Array*>& ins);
+  /// The output array of a layer with an activation and an optional output quantizer (linear
+  /// layers, add) from its accumulators `acc` (types of infer_types, ranges of the generator).
+  struct Outputs {
+    Array out;
+    std::vector<std::string> oq_names;  ///< output quantizer type per element
+    std::vector<char> do_relu;          ///< relu needs a comparison
+    bool relu = false, quantize = false;
+  };
+  Outputs outputs(size_t li, const Layer& l, const LayerTypes& t, const std::vector<Value>& acc);
+  /// The statement writing output o from the accumulator variable a_var.
+  static std::string output_statement(const Outputs& O, int64_t o, const std::string& a_var);
   std::string constant_file(size_t li, const Constant& c, const std::string& var,
                             const std::string& type_name, const std::string& what);
   /// Declares `out` in the top function and emits a call.
-  void call(const std::string& fn, const Array& in, const Array& out);
+  void call(const std::string& fn, const Params& ps, const Array& out);
 
   const archive::Archive& a_;
   const HlsOptions& o_;
@@ -277,6 +368,9 @@ class Generator {
   std::string functions_;  ///< layer functions of <name>.cpp
   std::string body_;       ///< the top function's body
   std::vector<std::string> weight_includes_;
+  bool have_input_ = false;  ///< x_in exists
+  size_t input_layer_ = 0;   ///< the layer whose quantizer defines x_in
+  Array x_in_;
 };
 
 void Generator::name_array(Array& arr, const std::string& prefix, const std::string& comment) {
@@ -290,13 +384,13 @@ void Generator::name_array(Array& arr, const std::string& prefix, const std::str
   const FixedType u = union_type(fts);
   check_width(u, comment);
   arr.names = td_.family(prefix, types, comment, &u);
-  arr.type = prefix;
+  arr.srcs.at(0).type = prefix;
 }
 
-void Generator::call(const std::string& fn, const Array& in, const Array& out) {
-  body_ += "\n  " + out.type + " " + out.var + "[" + std::to_string(out.size()) + "];\n";
-  body_ += "#pragma HLS ARRAY_PARTITION variable=" + out.var + " complete dim=0\n";
-  body_ += "  " + fn + "(" + in.var + ", " + out.var + ");\n";
+void Generator::call(const std::string& fn, const Params& ps, const Array& out) {
+  body_ += "\n  " + out.type() + " " + out.var() + "[" + std::to_string(out.size()) + "];\n";
+  body_ += "#pragma HLS ARRAY_PARTITION variable=" + out.var() + " complete dim=0\n";
+  body_ += "  " + fn + "(" + ps.args(out.var()) + ");\n";
 }
 
 // The per-element HLS types of quantizer q ("" where pruned) and the array `var` it produces:
@@ -305,8 +399,7 @@ std::vector<std::string> Generator::quantized(const QuantSpec& q, const std::str
                                               const std::function<bool(int64_t)>& zero,
                                               Array& out, bool check) {
   std::vector<std::string> qtypes(q.size());
-  out.var = var;
-  out.v.resize(q.size());
+  out = new_array(var, q.size());
   for (int64_t j = 0; j < q.size(); ++j) {
     const FixedType t = archive::quantizer_type(q, j);
     if (t.width <= 0) continue;
@@ -317,7 +410,7 @@ std::vector<std::string> Generator::quantized(const QuantSpec& q, const std::str
   return qtypes;
 }
 
-void Generator::first_quantizer(size_t li, const QuantSpec& q, Array& cur) {
+void Generator::first_quantizer(size_t li, const QuantSpec& q) {
   // The model input arrives quantized by this quantizer (the input convention of hls.h).
   Array in;
   const auto qtypes = quantized(q, "x_in", [](int64_t) { return false; }, in, true);
@@ -334,46 +427,62 @@ void Generator::first_quantizer(size_t li, const QuantSpec& q, Array& cur) {
     tb_quantize += in.v[j].zero ? std::string("0;  // pruned\n")
                                 : "(" + qnames[j] + ")x[" + std::to_string(j) + "];\n";
   }
-  cur = in;
+  x_in_ = in;
+  have_input_ = true;
+  input_layer_ = li;
 }
 
-void Generator::quantize_layer(size_t li, const QuantSpec& q, Array& cur) {
+const Array& Generator::model_input(size_t li, const QuantSpec& q) {
+  if (!have_input_) {
+    first_quantizer(li, q);
+    return x_in_;
+  }
+  // A second reader of the raw model input: fine when it applies the same quantizer.
+  const QuantSpec& q0 = a_.layers[input_layer_].input_quantizer.value();
+  if (q.k != q0.k || q.i != q0.i || q.f != q0.f || q.round != q0.round ||
+      q.overflow != q0.overflow)
+    throw ArchiveError(
+        "hls: " + label(input_layer_) + " and " + label(li) +
+        " both quantize the raw model input, with different quantizers; the generated design "
+        "takes the input already quantized by one quantizer (x_in), so quantize the input once "
+        "(a quantize layer both read) or give them the same quantizer");
+  return x_in_;
+}
+
+Array Generator::quantize_layer(size_t li, const QuantSpec& q, const Array& cur) {
   const std::string p = "layer" + std::to_string(li);
   Array out;
   const auto qtypes = quantized(q, p + "_out", [&](int64_t j) { return cur.v[j].zero; }, out);
   const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": quantizer, per element");
   name_array(out, p + "_t", label(li) + ": output, per element");
-  std::string f = "\n// " + label(li) + ": quantize\nstatic void " + p + "_quantize(const " +
-                  cur.type + " in[" + std::to_string(cur.size()) + "], " + out.type + " out[" +
-                  std::to_string(out.size()) + "]) {\n#pragma HLS INLINE\n";
+  const Params ps({&cur});
+  std::string f = "\n// " + label(li) + ": quantize\n" + ps.signature(p + "_quantize", out);
   for (int64_t j = 0; j < q.size(); ++j) {
     const std::string js = std::to_string(j);
     if (out.v[j].zero)
       f += "  out[" + js + "] = 0;\n";
     else
-      f += "  out[" + js + "] = (" + qnames[j] + ")(" + cur.names[j] + ")in[" + js + "];\n";
+      f += "  out[" + js + "] = (" + qnames[j] + ")(" + cur.names[j] + ")" + ps.ref(cur, j) + ";\n";
   }
   functions_ += f + "}\n";
-  call(p + "_quantize", cur, out);
-  cur = out;
+  call(p + "_quantize", ps, out);
+  return out;
 }
 
-void Generator::activation_layer(size_t li, const Layer& l, Array& cur) {
+Array Generator::activation_layer(size_t li, const Layer& l, const Array& cur) {
   const std::string p = "layer" + std::to_string(li);
   const QuantSpec& q = *l.output_quantizer;
+  check_activation(li, l);
   const bool relu = l.activation == "relu";
-  if (!relu && l.activation != "linear")
-    throw ArchiveError("hls: " + label(li) + ": unsupported activation '" + l.activation + "'");
   Array out;
   // Q(relu(x)) is 0 when x is 0 or cannot be positive.
   const auto qtypes = quantized(
       q, p + "_out", [&](int64_t j) { return cur.v[j].zero || (relu && cur.v[j].hi <= 0); }, out);
   const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": output quantizer, per element");
   name_array(out, p + "_t", label(li) + ": output, per element");
+  const Params ps({&cur});
   std::string f = "\n// " + label(li) + ": " + l.activation + ", then the output quantizer\n" +
-                  "static void " + p + "_activation(const " + cur.type + " in[" +
-                  std::to_string(cur.size()) + "], " + out.type + " out[" +
-                  std::to_string(out.size()) + "]) {\n#pragma HLS INLINE\n";
+                  ps.signature(p + "_activation", out);
   for (int64_t j = 0; j < q.size(); ++j) {
     const std::string js = std::to_string(j);
     if (out.v[j].zero) {
@@ -381,16 +490,16 @@ void Generator::activation_layer(size_t li, const Layer& l, Array& cur) {
       continue;
     }
     if (relu && cur.v[j].lo < 0) {
-      f += "  const " + cur.names[j] + " x" + js + " = in[" + js + "];\n";
+      f += "  const " + cur.names[j] + " x" + js + " = " + ps.ref(cur, j) + ";\n";
       f += "  out[" + js + "] = x" + js + " > 0 ? (" + qnames[j] + ")x" + js + " : (" + qnames[j] +
            ")0;\n";
     } else {
-      f += "  out[" + js + "] = (" + qnames[j] + ")(" + cur.names[j] + ")in[" + js + "];\n";
+      f += "  out[" + js + "] = (" + qnames[j] + ")(" + cur.names[j] + ")" + ps.ref(cur, j) + ";\n";
     }
   }
   functions_ += f + "}\n";
-  call(p + "_activation", cur, out);
-  cur = out;
+  call(p + "_activation", ps, out);
+  return out;
 }
 
 std::string Generator::constant_file(size_t li, const Constant& c, const std::string& var,
@@ -428,18 +537,69 @@ std::string Generator::constant_file(size_t li, const Constant& c, const std::st
   return s;
 }
 
-void Generator::dense_layer(size_t li, const Layer& l, const LayerTypes& t, Array& cur,
-                            bool first_q) {
+Generator::Outputs Generator::outputs(size_t li, const Layer& l, const LayerTypes& t,
+                                      const std::vector<Value>& acc) {
+  const std::string p = "layer" + std::to_string(li);
+  const int64_t n_out = static_cast<int64_t>(acc.size());
+  Outputs O;
+  O.relu = l.activation == "relu";
+  O.quantize = l.output_quantizer.has_value();
+  O.out = new_array(p + "_out", n_out);
+  O.oq_names.resize(n_out);
+  O.do_relu.assign(n_out, 0);
+  for (int64_t o = 0; o < n_out; ++o) {
+    if (acc[o].zero) continue;
+    Value v = acc[o];
+    if (O.relu) {
+      if (v.hi <= 0) continue;  // relu gives 0
+      O.do_relu[o] = v.lo < 0;
+      v.lo = std::max<int128>(v.lo, 0);
+    }
+    if (!O.quantize) {
+      v.type = t.output[o];
+      if (!holds(v.type, v.lo, v.hi))
+        throw ArchiveError("hls: " + label(li) + " output " + std::to_string(o) +
+                           ": inferred type " + v.type.to_string() + " does not hold its range");
+      O.out.v[o] = v;
+    } else {
+      const FixedType qt = archive::quantizer_type(*l.output_quantizer, o);
+      if (qt.width > 0) O.out.v[o] = full_range(qt);
+    }
+  }
+  if (O.quantize) {
+    const QuantSpec& q = *l.output_quantizer;
+    std::vector<std::string> qtypes(n_out);
+    for (int64_t o = 0; o < n_out; ++o) {
+      const FixedType qt = archive::quantizer_type(q, o);
+      if (qt.width > 0) qtypes[o] = hls_type(qt, q.round, q.overflow);
+    }
+    O.oq_names = td_.family(p + "_oq_t", qtypes, label(li) + ": output quantizer, per element");
+  }
+  name_array(O.out, p + "_t", label(li) + ": output, per element");
+  return O;
+}
+
+std::string Generator::output_statement(const Outputs& O, int64_t o, const std::string& a_var) {
+  const std::string idx = "[" + std::to_string(o) + "]";
+  const std::string target = O.quantize ? O.oq_names[o] : O.out.names[o];
+  if (O.do_relu[o])
+    return "  out" + idx + " = " + a_var + " > 0 ? (" + target + ")" + a_var + " : (" + target +
+           ")0;\n";
+  if (O.quantize || O.relu) return "  out" + idx + " = (" + target + ")" + a_var + ";\n";
+  return "  out" + idx + " = " + a_var + ";\n";
+}
+
+Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur,
+                              bool first_q) {
   const std::string p = "layer" + std::to_string(li);
   const std::string L = std::to_string(li);
   const Constant& w = *l.kernel;
-  const int64_t n_in = w.shape[0], n_out = w.shape[1];
-  const bool relu = l.activation == "relu";
-  if (!relu && l.activation != "linear")
-    throw ArchiveError("hls: " + label(li) + ": unsupported activation '" + l.activation + "'");
+  const archive::LinearMap m = archive::linear_map(l);
+  const int64_t n_in = archive::shape_size(l.input_shape), n_out = m.n_out();
+  check_activation(li, l);
   if (cur.size() != n_in)
-    throw ArchiveError("hls: " + label(li) + ": kernel has " + std::to_string(n_in) +
-                       " inputs, the layer receives " + std::to_string(cur.size()));
+    throw ArchiveError("hls: " + label(li) + ": the layer has " + std::to_string(n_in) +
+                       " inputs, it receives " + std::to_string(cur.size()));
 
   // Inputs: the (quantized) values the products use.
   std::vector<Value> x(n_in);
@@ -483,23 +643,23 @@ void Generator::dense_layer(size_t li, const Layer& l, const LayerTypes& t, Arra
 
   // Accumulators: exact sums over the live terms (nonzero weight, input not always 0).
   struct Acc {
-    bool zero = true;
-    std::vector<int64_t> terms;  ///< input indices j
-    bool bias = false;
-    int128 lo = 0, hi = 0;  ///< range at the accumulator's frac
-    bool need_sum = false;  ///< partial sums need a wider summation type
+    std::vector<int64_t> terms;  ///< positions k in the linear map
+    int64_t bias = -1;           ///< bias element added, or -1
+    bool need_sum = false;       ///< partial sums need a wider summation type
     FixedType sum_type;
   };
   std::vector<Acc> acc(n_out);
+  std::vector<Value> acc_v(n_out);
   std::vector<std::string> acc_types(n_out);
   for (int64_t o = 0; o < n_out; ++o) {
     Acc& A = acc[o];
     const FixedType& at = t.accumulator[o];
     const std::string what = label(li) + " accumulator " + std::to_string(o);
-    A.bias = has_bias && l.bias->mantissa[o] != 0;
-    for (int64_t j = 0; j < n_in; ++j)
-      if (!x[j].zero && w.mantissa[j * n_out + o] != 0) A.terms.push_back(j);
-    if (A.terms.empty() && !A.bias) continue;  // the constant 0
+    const int64_t bn = m.bias[o];
+    if (has_bias && bn >= 0 && l.bias->mantissa[bn] != 0) A.bias = bn;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k)
+      if (!x[m.input[k]].zero && w.mantissa[m.weight[k]] != 0) A.terms.push_back(k);
+    if (A.terms.empty() && A.bias < 0) continue;  // the constant 0
     // The range of every partial sum in the order generated (bias first, then the products):
     // the summation variable holds each of them, and `s += x * w` is exact in ap_fixed.
     int128 run_lo = 0, run_hi = 0, hull_lo = 0, hull_hi = 0;
@@ -511,33 +671,32 @@ void Generator::dense_layer(size_t li, const Layer& l, const LayerTypes& t, Arra
       hull_hi = first ? run_hi : std::max(hull_hi, run_hi);
       first = false;
     };
-    if (A.bias) {
-      const int shift = at.frac + l.bias->exponent[o];
+    if (A.bias >= 0) {
+      const int shift = at.frac + l.bias->exponent[A.bias];
       if (shift < 0) throw ArchiveError("hls: " + what + ": bias finer than the accumulator");
-      const int128 b = shl_checked(l.bias->mantissa[o], shift, what);
+      const int128 b = shl_checked(l.bias->mantissa[A.bias], shift, what);
       add(b, b);
     }
-    for (int64_t j : A.terms) {
-      const int64_t m = w.mantissa[j * n_out + o];
-      const int shift = at.frac - (x[j].type.frac - w.exponent[j * n_out + o]);
+    for (int64_t k : A.terms) {
+      const int64_t j = m.input[k], wn = m.weight[k];
+      const int64_t mw = w.mantissa[wn];
+      const int shift = at.frac - (x[j].type.frac - w.exponent[wn]);
       if (shift < 0)
         throw ArchiveError("hls: " + what + ": a product is finer than the accumulator");
-      const int128 p1 = shl_checked(mul_checked(x[j].lo, m, what), shift, what);
-      const int128 p2 = shl_checked(mul_checked(x[j].hi, m, what), shift, what);
+      const int128 p1 = shl_checked(mul_checked(x[j].lo, mw, what), shift, what);
+      const int128 p2 = shl_checked(mul_checked(x[j].hi, mw, what), shift, what);
       add(std::min(p1, p2), std::max(p1, p2));
     }
-    A.lo = run_lo;
-    A.hi = run_hi;
-    if (A.lo == 0 && A.hi == 0) {
+    if (run_lo == 0 && run_hi == 0) {
       A.terms.clear();
-      A.bias = false;
+      A.bias = -1;
       continue;
     }
-    if (!holds(at, A.lo, A.hi))
+    if (!holds(at, run_lo, run_hi))
       throw ArchiveError("hls: " + what + ": the inferred accumulator type " + at.to_string() +
-                         " does not hold the range [" + archive::to_string(A.lo) + ", " +
-                         archive::to_string(A.hi) + "] (internal error)");
-    A.zero = false;
+                         " does not hold the range [" + archive::to_string(run_lo) + ", " +
+                         archive::to_string(run_hi) + "] (internal error)");
+    acc_v[o] = {false, at, run_lo, run_hi};
     if (!holds(at, hull_lo, hull_hi)) {
       A.need_sum = true;
       A.sum_type = archive::type_of_range(hull_lo, hull_hi, at.frac);
@@ -554,57 +713,17 @@ void Generator::dense_layer(size_t li, const Layer& l, const LayerTypes& t, Arra
                  "partial sums of accumulator " + std::to_string(o) + " (wider than its range)");
 
   // Outputs: relu, then the output quantizer.
-  Array out;
-  out.var = p + "_out";
-  out.v.resize(n_out);
-  std::vector<std::string> oq_names(n_out);
-  std::vector<bool> do_relu(n_out, false);
-  for (int64_t o = 0; o < n_out; ++o) {
-    const Acc& A = acc[o];
-    if (A.zero) continue;
-    Value v;
-    v.zero = false;
-    v.type = t.accumulator[o];
-    v.lo = A.lo;
-    v.hi = A.hi;
-    if (relu) {
-      if (v.hi <= 0) continue;  // relu gives 0
-      do_relu[o] = v.lo < 0;
-      v.lo = std::max<int128>(v.lo, 0);
-    }
-    if (!l.output_quantizer) {
-      v.type = t.output[o];
-      if (!holds(v.type, v.lo, v.hi))
-        throw ArchiveError("hls: " + label(li) + " output " + std::to_string(o) +
-                           ": inferred type " + v.type.to_string() + " does not hold its range");
-      out.v[o] = v;
-    } else {
-      const FixedType qt = archive::quantizer_type(*l.output_quantizer, o);
-      if (qt.width > 0) out.v[o] = full_range(qt);
-    }
-  }
-  if (l.output_quantizer) {
-    const QuantSpec& q = *l.output_quantizer;
-    std::vector<std::string> qtypes(n_out);
-    for (int64_t o = 0; o < n_out; ++o) {
-      const FixedType qt = archive::quantizer_type(q, o);
-      if (qt.width > 0) qtypes[o] = hls_type(qt, q.round, q.overflow);
-    }
-    oq_names = td_.family(p + "_oq_t", qtypes, label(li) + ": output quantizer, per element");
-  }
-  name_array(out, p + "_t", label(li) + ": output, per element");
+  const Outputs O = outputs(li, l, t, acc_v);
+  const Array& out = O.out;
 
   // The code: input reads, then one statement per product. Large layers are split into parts.
-  auto header = [&](const std::string& fn) {
-    // The weights are read at constant indices from const tables: they fold into constants.
-    return "static void " + fn + "(const " + cur.type + " in[" + std::to_string(n_in) + "], " +
-           out.type + " out[" + std::to_string(n_out) + "]) {\n#pragma HLS INLINE\n";
-  };
+  const Params ps({&cur});
   auto read_input = [&](int64_t j) {
     const std::string js = std::to_string(j);
     if (apply_iq)
-      return "  const " + iq_names[j] + " x" + js + " = (" + cur.names[j] + ")in[" + js + "];\n";
-    return "  const " + cur.names[j] + " x" + js + " = in[" + js + "];\n";
+      return "  const " + iq_names[j] + " x" + js + " = (" + cur.names[j] + ")" + ps.ref(cur, j) +
+             ";\n";
+    return "  const " + cur.names[j] + " x" + js + " = " + ps.ref(cur, j) + ";\n";
   };
   std::vector<std::string> parts;
   std::string f;
@@ -616,37 +735,38 @@ void Generator::dense_layer(size_t li, const Layer& l, const LayerTypes& t, Arra
     std::fill(read.begin(), read.end(), false);
   };
   start_part();
-  auto finish_part = [&]() {
-    parts.push_back(f);
-    start_part();
-  };
   for (int64_t o = 0; o < n_out; ++o) {
     const Acc& A = acc[o];
     const std::string os = std::to_string(o);
-    const std::string idx = "[" + os + "]";
     if (out.v[o].zero) {
-      f += "  out" + idx + " = 0;\n";
+      f += "  out[" + os + "] = 0;\n";
       continue;
     }
     const int64_t n_terms = static_cast<int64_t>(A.terms.size());
-    if (terms_in_part > 0 && terms_in_part + n_terms > kMaxTermsPerFunction) finish_part();
+    if (terms_in_part > 0 && terms_in_part + n_terms > kMaxTermsPerFunction) {
+      parts.push_back(f);
+      start_part();
+    }
     terms_in_part += n_terms;
-    for (int64_t j : A.terms)
+    for (int64_t k : A.terms) {
+      const int64_t j = m.input[k];
       if (!read[j]) {
         f += read_input(j);
         read[j] = true;
       }
+    }
     const std::string acc_t = acc_names[o];
     const std::string sum_t = A.need_sum ? p + "_sum_t_" + os : acc_t;
     const std::string s_var = (A.need_sum ? "s" : "a") + os;
     f += "  // output " + os + ": " + std::to_string(n_terms) + " products" +
-         (A.bias ? " + bias" : "") + "\n";
-    auto product = [&](int64_t j) {
-      return "x" + std::to_string(j) + " * " + wvar + "[" + std::to_string(j * n_out + o) + "]";
+         (A.bias >= 0 ? " + bias" : "") + "\n";
+    auto product = [&](int64_t k) {
+      return "x" + std::to_string(m.input[k]) + " * " + wvar + "[" +
+             std::to_string(m.weight[k]) + "]";
     };
     size_t k = 0;
-    if (A.bias) {
-      f += "  " + sum_t + " " + s_var + " = " + bvar + idx + ";\n";
+    if (A.bias >= 0) {
+      f += "  " + sum_t + " " + s_var + " = " + bvar + "[" + std::to_string(A.bias) + "];\n";
     } else {
       f += "  " + sum_t + " " + s_var + " = " + product(A.terms[0]) + ";\n";
       k = 1;
@@ -657,38 +777,226 @@ void Generator::dense_layer(size_t li, const Layer& l, const LayerTypes& t, Arra
       a_var = "a" + os;
       f += "  const " + acc_t + " " + a_var + " = " + s_var + ";\n";
     }
-    const std::string target = l.output_quantizer ? oq_names[o] : out.names[o];
-    if (do_relu[o])
-      f += "  out" + idx + " = " + a_var + " > 0 ? (" + target + ")" + a_var + " : (" + target +
-           ")0;\n";
-    else if (l.output_quantizer || relu)
-      f += "  out" + idx + " = (" + target + ")" + a_var + ";\n";
-    else
-      f += "  out" + idx + " = " + a_var + ";\n";
+    f += output_statement(O, o, a_var);
   }
   if (!f.empty() || parts.empty()) parts.push_back(f);
 
-  const std::string fn = p + "_dense";
+  const std::string fn = p + "_" + l.type;
+  std::string what = l.type + " " + (l.type == "dense" ? std::to_string(n_in) + " -> " +
+                                                             std::to_string(n_out)
+                                                       : shape_text(l.input_shape) + " -> " +
+                                                             shape_text(l.output_shape));
+  if (l.type == "conv1d" || l.type == "conv2d")
+    what += ", kernel " + shape_text(l.kernel_size) + ", strides " + shape_text(l.strides) +
+            ", padding before " + shape_text(l.pad_before);
   std::string code =
-      "\n// " + label(li) + ": dense " + std::to_string(n_in) + " -> " + std::to_string(n_out) +
-      (relu ? ", relu" : "") +
+      "\n// " + label(li) + ": " + what + (O.relu ? ", relu" : "") +
       (l.input_quantizer ? (first_q ? ", input already quantized (x_in)" : ", input quantizer")
                          : "") +
-      (l.output_quantizer ? ", output quantizer" : "") + "\n";
+      (O.quantize ? ", output quantizer" : "") + "\n";
+  // The weights are read at constant indices from const tables: they fold into constants.
   if (parts.size() == 1) {
-    code += header(fn) + parts[0] + "}\n";
+    code += ps.signature(fn, out) + parts[0] + "}\n";
   } else {
     for (size_t pi = 0; pi < parts.size(); ++pi)
-      code += header(fn + "_part" + std::to_string(pi)) + parts[pi] + "}\n";
-    code += "static void " + fn + "(const " + cur.type + " in[" + std::to_string(n_in) + "], " +
-            out.type + " out[" + std::to_string(n_out) + "]) {\n#pragma HLS INLINE\n";
+      code += ps.signature(fn + "_part" + std::to_string(pi), out) + parts[pi] + "}\n";
+    code += ps.signature(fn, out);
     for (size_t pi = 0; pi < parts.size(); ++pi)
-      code += "  " + fn + "_part" + std::to_string(pi) + "(in, out);\n";
+      code += "  " + fn + "_part" + std::to_string(pi) + "(" + ps.args("out", true) + ");\n";
     code += "}\n";
   }
   functions_ += code;
-  call(fn, cur, out);
-  cur = out;
+  call(fn, ps, out);
+  return out;
+}
+
+Array Generator::pool_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur) {
+  const std::string p = "layer" + std::to_string(li);
+  const archive::PoolMap m = archive::pool_map(l);
+  const int64_t n_out = m.n_out();
+  // Per output: the live window elements, and whether some element is the constant 0.
+  std::vector<std::vector<int64_t>> live(n_out);
+  std::vector<char> has_zero(n_out, 0);
+  Array out = new_array(p + "_out", n_out);
+  std::vector<std::string> win_types(n_out);
+  for (int64_t o = 0; o < n_out; ++o) {
+    const FixedType& at = t.accumulator[o];
+    const std::string what = label(li) + " output " + std::to_string(o);
+    const int frac = at.frac - (m.max ? 0 : m.shift);  // where the elements are compared / summed
+    int128 lo = 0, hi = 0;
+    bool first = true;
+    std::vector<FixedType> wt;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const int64_t j = m.input[k];
+      int128 a = 0, b = 0;
+      if (cur.v[j].zero) {
+        has_zero[o] = 1;
+      } else {
+        live[o].push_back(j);
+        wt.push_back(cur.v[j].type);
+        a = align_to(cur.v[j].lo, cur.v[j].type.frac, frac, what);
+        b = align_to(cur.v[j].hi, cur.v[j].type.frac, frac, what);
+      }
+      if (m.max) {
+        lo = first ? a : std::max(lo, a);
+        hi = first ? b : std::max(hi, b);
+      } else {
+        lo = add_checked(lo, a, what);
+        hi = add_checked(hi, b, what);
+      }
+      first = false;
+    }
+    if (live[o].empty() || (lo == 0 && hi == 0)) {
+      live[o].clear();
+      continue;
+    }
+    // avg: the sum's mantissa at frac is the average's mantissa at at.frac = frac + shift.
+    if (!holds(at, lo, hi))
+      throw ArchiveError("hls: " + what + ": the inferred type " + at.to_string() +
+                         " does not hold the range [" + archive::to_string(lo) + ", " +
+                         archive::to_string(hi) + "] (internal error)");
+    check_width(at, what);
+    out.v[o] = {false, at, lo, hi};
+    if (m.max && live[o].size() > 1) {
+      const FixedType u = union_type(wt);  // holds every element (and 0)
+      check_width(u, what + " comparison type");
+      win_types[o] = hls_type(u);
+    }
+  }
+  std::vector<std::string> win_names;
+  if (m.max)
+    win_names = td_.family(p + "_win_t", win_types,
+                           label(li) + ": max pool comparisons, per window (holds each element)");
+  else
+    td_.single(p + "_scale_t", "ap_ufixed<1," + std::to_string(1 - m.shift) + ">",
+               "2^-" + std::to_string(m.shift) + ": the exact window sum times it is the average");
+  name_array(out, p + "_t", label(li) + ": output, per element (exact, infer_types)");
+
+  const Params ps({&cur});
+  std::string f = "\n// " + label(li) + ": " + (m.max ? "max" : "avg") + " pool " +
+                  shape_text(l.input_shape) + " -> " + shape_text(l.output_shape) + ", window " +
+                  shape_text(l.kernel_size) + ", strides " + shape_text(l.strides) +
+                  (m.max ? "; pruned elements are the constant 0"
+                         : "; the exact sum times 2^-" + std::to_string(m.shift)) +
+                  "\n" + ps.signature(p + "_pool", out);
+  if (!m.max)
+    f += "  const " + p + "_scale_t scale = " + exact_decimal(1, m.shift) + ";\n";
+  for (int64_t o = 0; o < n_out; ++o) {
+    const std::string os = std::to_string(o);
+    if (out.v[o].zero) {
+      f += "  out[" + os + "] = 0;\n";
+      continue;
+    }
+    const std::string& ot = out.names[o];
+    auto elem = [&](int64_t j) { return "(" + cur.names[j] + ")" + ps.ref(cur, j); };
+    if (live[o].size() == 1 && (!m.max || !has_zero[o])) {
+      // max of one element (and no zero) is the element; avg of one live element.
+      f += "  out[" + os + "] = (" + ot + ")" +
+           (m.max ? elem(live[o][0]) : "(" + elem(live[o][0]) + " * scale)") + ";\n";
+      continue;
+    }
+    if (m.max) {
+      const std::string wtn = live[o].size() > 1 ? win_names[o] : cur.names[live[o][0]];
+      const std::string mv = "m" + os;
+      f += "  " + wtn + " " + mv + " = " + (has_zero[o] ? "0" : elem(live[o][0])) + ";\n";
+      for (size_t k = has_zero[o] ? 0 : 1; k < live[o].size(); ++k) {
+        const std::string e = "e" + os + "_" + std::to_string(k);
+        f += "  const " + wtn + " " + e + " = " + elem(live[o][k]) + ";\n";
+        f += "  " + mv + " = " + e + " > " + mv + " ? " + e + " : " + mv + ";\n";
+      }
+      f += "  out[" + os + "] = (" + ot + ")" + mv + ";\n";
+    } else {
+      std::string sum;
+      for (size_t k = 0; k < live[o].size(); ++k) sum += (k ? " + " : "") + elem(live[o][k]);
+      f += "  out[" + os + "] = (" + ot + ")((" + sum + ") * scale);\n";
+    }
+  }
+  functions_ += f + "}\n";
+  call(p + "_pool", ps, out);
+  return out;
+}
+
+Array Generator::add_layer(size_t li, const Layer& l, const LayerTypes& t,
+                           const std::vector<const Array*>& ins) {
+  const std::string p = "layer" + std::to_string(li);
+  check_activation(li, l);
+  const int64_t n = static_cast<int64_t>(t.accumulator.size());
+  for (const Array* a : ins)
+    if (a->size() != n)
+      throw ArchiveError("hls: " + label(li) + ": inputs of different sizes");
+  std::vector<Value> acc(n);
+  std::vector<std::string> acc_types(n);
+  std::vector<std::vector<size_t>> live(n);
+  for (int64_t o = 0; o < n; ++o) {
+    const FixedType& at = t.accumulator[o];
+    const std::string what = label(li) + " sum " + std::to_string(o);
+    int128 lo = 0, hi = 0;
+    for (size_t s = 0; s < ins.size(); ++s) {
+      const Value& v = ins[s]->v[o];
+      if (v.zero) continue;
+      live[o].push_back(s);
+      lo = add_checked(lo, align_to(v.lo, v.type.frac, at.frac, what), what);
+      hi = add_checked(hi, align_to(v.hi, v.type.frac, at.frac, what), what);
+    }
+    if (live[o].empty() || (lo == 0 && hi == 0)) {
+      live[o].clear();
+      continue;
+    }
+    if (!holds(at, lo, hi))
+      throw ArchiveError("hls: " + what + ": the inferred type " + at.to_string() +
+                         " does not hold the range [" + archive::to_string(lo) + ", " +
+                         archive::to_string(hi) + "] (internal error)");
+    check_width(at, what);
+    acc[o] = {false, at, lo, hi};
+    acc_types[o] = hls_type(at);
+  }
+  const auto acc_names =
+      td_.family(p + "_acc_t", acc_types, label(li) + ": sums, exact (infer_types)");
+  const Outputs O = outputs(li, l, t, acc);
+  const Params ps(ins);
+  std::string f = "\n// " + label(li) + ": add of " + std::to_string(ins.size()) + " inputs " +
+                  shape_text(l.output_shape) + (O.relu ? ", relu" : "") +
+                  (O.quantize ? ", output quantizer" : "") + "\n" + ps.signature(p + "_add", O.out);
+  for (int64_t o = 0; o < n; ++o) {
+    const std::string os = std::to_string(o);
+    if (O.out.v[o].zero) {
+      f += "  out[" + os + "] = 0;\n";
+      continue;
+    }
+    std::string sum;
+    for (size_t k = 0; k < live[o].size(); ++k) {
+      const Array& a = *ins[live[o][k]];
+      sum += (k ? " + (" : "(") + a.names[o] + ")" + ps.ref(a, o);
+    }
+    f += "  const " + acc_names[o] + " a" + os + " = " + sum + ";\n";
+    f += output_statement(O, o, "a" + os);
+  }
+  functions_ += f + "}\n";
+  call(p + "_add", ps, O.out);
+  return O.out;
+}
+
+Array Generator::concat_layer(size_t li, const Layer& l, const std::vector<const Array*>& ins) {
+  std::vector<std::vector<int64_t>> shapes;
+  for (int64_t s : archive::layer_inputs(a_, li))
+    shapes.push_back(s < 0 ? a_.input_shape : a_.layers[s].output_shape);
+  const archive::ConcatMap m = archive::concat_map(l, shapes);
+  Array out;
+  auto src_of = [&](const Source& s) {
+    for (size_t k = 0; k < out.srcs.size(); ++k)
+      if (out.srcs[k].var == s.var) return static_cast<int>(k);
+    out.srcs.push_back(s);
+    return static_cast<int>(out.srcs.size()) - 1;
+  };
+  for (size_t o = 0; o < m.slot.size(); ++o) {
+    const Array& a = *ins.at(m.slot[o]);
+    const int64_t e = m.element[o];
+    out.src.push_back(src_of(a.srcs[a.src[e]]));
+    out.idx.push_back(a.idx[e]);
+    out.names.push_back(a.names[e]);
+    out.v.push_back(a.v[e]);
+  }
+  return out;
 }
 
 void Generator::run() {
@@ -697,41 +1005,77 @@ void Generator::run() {
                                 "' is not a C identifier (letters, digits, _; not starting with "
                                 "a digit)");
   const auto types = archive::infer_types(a_);
-  Array cur;  // before the first quantizer: the float input
-  bool quantized = false;
-  for (size_t li = 0; li < a_.layers.size(); ++li) {
+  const size_t n_layers = a_.layers.size();
+  std::vector<Array> arrays(n_layers);
+  // Layers whose output is still the raw (float) model input: flatten and reshape of it.
+  std::vector<char> is_float(n_layers, 0);
+  for (size_t li = 0; li < n_layers; ++li) {
     const Layer& l = a_.layers[li];
-    if (l.type == "flatten") continue;  // row-major: the elements keep their order and types
-    if (l.type == "quantize") {
-      if (!quantized) {
-        first_quantizer(li, *l.input_quantizer, cur);
-        quantized = true;
-      } else {
-        quantize_layer(li, *l.input_quantizer, cur);
-      }
+    const std::vector<int64_t> srcs = archive::layer_inputs(a_, li);
+    const int64_t src = srcs.at(0);
+    const bool in_float = src < 0 || is_float[src];
+    if (!in_float && (l.type == "quantize" || l.type == "activation" || l.type == "pool" ||
+                      l.type == "flatten" || l.type == "reshape" || archive::is_linear(l.type)) &&
+        arrays[src].size() != archive::shape_size(l.input_shape))
+      throw ArchiveError("hls: " + label(li) + ": receives " +
+                         std::to_string(arrays[src].size()) + " values, expected " +
+                         std::to_string(archive::shape_size(l.input_shape)));
+    if (l.type == "flatten" || l.type == "reshape") {
+      // Row-major: the elements keep their order and types; nothing is generated.
+      if (in_float)
+        is_float[li] = 1;
+      else
+        arrays[li] = arrays[src];
       continue;
+    }
+    if (l.type == "quantize") {
+      arrays[li] = in_float ? model_input(li, *l.input_quantizer)
+                            : quantize_layer(li, *l.input_quantizer, arrays[src]);
+      continue;
+    }
+    std::vector<const Array*> ins;
+    for (int64_t s : srcs) {
+      if (s < 0 || is_float[s])
+        if (!(archive::is_linear(l.type) && l.input_quantizer))
+          throw ArchiveError("hls: " + label(li) + " reads the unquantized model input");
+      ins.push_back(s < 0 || is_float[s] ? nullptr : &arrays[s]);
     }
     if (l.type == "activation") {
-      activation_layer(li, l, cur);
-      continue;
+      arrays[li] = activation_layer(li, l, arrays[src]);
+    } else if (l.type == "pool") {
+      arrays[li] = pool_layer(li, l, types[li], arrays[src]);
+    } else if (l.type == "add") {
+      arrays[li] = add_layer(li, l, types[li], ins);
+    } else if (l.type == "concatenate") {
+      arrays[li] = concat_layer(li, l, ins);
+    } else if (archive::is_linear(l.type)) {
+      if (in_float)
+        arrays[li] = linear_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
+      else
+        arrays[li] = linear_layer(li, l, types[li], arrays[src], false);
+    } else {
+      throw ArchiveError("hls: " + label(li) + ": unsupported layer type '" + l.type + "'");
     }
-    if (l.type == "dense") {
-      bool first_q = false;
-      if (!quantized && l.input_quantizer) {
-        first_quantizer(li, *l.input_quantizer, cur);
-        quantized = true;
-        first_q = true;
-      }
-      dense_layer(li, l, types[li], cur, first_q);
-      continue;
-    }
-    throw ArchiveError("hls: " + label(li) + ": unsupported layer type '" + l.type + "'");
   }
-  if (!quantized) throw ArchiveError("hls: the model has no quantizer");
+  if (!have_input_ || n_layers == 0 || is_float.back())
+    throw ArchiveError("hls: the model has no quantizer");
+  const Array& cur = arrays.back();
   if (cur.size() != a_.output_size())
     throw ArchiveError("hls: the last layer gives " + std::to_string(cur.size()) +
                        " values, the model's output_size is " + std::to_string(a_.output_size()));
-
+  // result_t: the last array's type, or (when the output refers to several arrays or only part
+  // of one) a type that holds every output element exactly.
+  bool identity = cur.srcs.size() == 1 && cur.srcs[0].size == cur.size();
+  for (int64_t o = 0; identity && o < cur.size(); ++o) identity = cur.idx[o] == o;
+  std::string result_type = identity ? cur.type() : "";
+  if (!identity) {
+    std::vector<FixedType> ots;
+    for (const Value& v : cur.v)
+      if (!v.zero) ots.push_back(v.type);
+    const FixedType u = union_type(ots);
+    check_width(u, "the output type result_t");
+    result_type = u.width > 0 ? hls_type(u) : "ap_ufixed<1,1>";
+  }
   const std::string& n = o_.name;
   std::string upper;
   for (char c : n) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -747,7 +1091,7 @@ void Generator::run() {
   d += "#define N_OUTPUT " + std::to_string(a_.output_size()) + "\n";
   d += td_.text();
   d += "\n// The top function's output: holds every output element exactly.\n";
-  d += "typedef " + cur.type + " result_t;\n";
+  d += "typedef " + result_type + " result_t;\n";
   d += "\n#endif\n";
   defines_h = d;
 
@@ -791,7 +1135,8 @@ void Generator::run() {
   c += "\n";
   for (int64_t o = 0; o < cur.size(); ++o) {
     const std::string os = std::to_string(o);
-    c += "  y_out[" + os + "] = " + (cur.v[o].zero ? std::string("0") : cur.var + "[" + os + "]") +
+    c += "  y_out[" + os + "] = " + (cur.v[o].zero ? std::string("0")
+                        : cur.srcs[cur.src[o]].var + "[" + std::to_string(cur.idx[o]) + "]") +
          ";\n";
   }
   c += "}\n";

@@ -1,10 +1,19 @@
 // Vitis/Vivado HLS project generator (io_parallel, ap_fixed per element); no LibTorch.
 //
 // The generated design is bit-exact with archive::Emulator (quantization.md section 8):
+// - Every layer type of the archive and graphs: each computing layer writes one array
+//   `layer<L>_out` of the top function and its function reads the arrays its inputs live in;
+//   flatten, reshape and concatenate generate no code (references to existing elements only).
+//   Linear layers (dense, conv1d, conv2d, scale) follow archive::linear_map, one statement per
+//   product; add is the exact sum of its inputs; max pool compares in a type holding the whole
+//   window (pruned elements are 0); avg pool is the exact sum times 2^-s.
 // - Input convention: the top function receives the model input already quantized by the
-//   model's first quantizer, one `input_t` per feature (input_t holds every element's quantizer
-//   type exactly; pruned features are 0). The testbench does this with each element's quantizer
-//   type (`input_q_t_<j>`, rounding then overflow, from the double feature).
+//   model's first quantizer (the first layer in order that quantizes the float model input),
+//   one `input_t` per feature (input_t holds every element's quantizer type exactly; pruned
+//   features are 0). The testbench does this with each element's quantizer type
+//   (`input_q_t_<j>`, rounding then overflow, from the double feature). Another layer may read
+//   the float input only through an identical quantizer (it reads x_in too); otherwise
+//   export_hls throws ArchiveError naming both layers.
 // - Every activation element has its own exact type (typedefs `layer<L>_t_<j>`, one per element
 //   where the precisions differ); arrays between layers use a union type that holds every
 //   element exactly, and each element is read back into its own type.

@@ -1,0 +1,338 @@
+// The HLS exporter on graph models (conv1d, conv2d, scale, max/avg pool, add, concatenate,
+// reshape, flatten): generated projects compiled with the C++ compiler and the ap_fixed
+// simulation header, run on 2,000 inputs each (half of them scaled by 16 to overflow the
+// quantizers), bit-exact with the integer emulator.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "hgqt/archive/emulator.h"
+#include "hgqt/export/hls.h"
+#include "support/random_archive.h"
+
+using namespace hgqt;
+using hgqt::testing::GraphKind;
+using quant::OverflowMode;
+using quant::RoundingMode;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+
+CommandResult run_command(const std::string& cmd) {
+  CommandResult r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+/// $AP_TYPES_INCLUDE (the vendor headers) when set, else tests/ap_types_sim.
+std::string ap_include_dir() {
+  const char* env = std::getenv("AP_TYPES_INCLUDE");
+  if (env && *env) return env;
+#ifdef AP_TYPES_INCLUDE
+  if (std::string(AP_TYPES_INCLUDE).size() > 0) return AP_TYPES_INCLUDE;
+#endif
+  return std::string(HGQT_SOURCE_DIR) + "/tests/ap_types_sim";
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+size_t count_of(const std::string& s, const std::string& needle) {
+  size_t n = 0;
+  for (size_t pos = s.find(needle); pos != std::string::npos; pos = s.find(needle, pos + 1)) ++n;
+  return n;
+}
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::path(HGQT_BINARY_DIR) / "hls_graph_test" / name;
+  fs::remove_all(dir);
+  return dir;
+}
+
+constexpr int64_t kSamples = 2000;
+
+/// 1,000 normal and 1,000 scaled-by-16 input rows.
+std::vector<double> test_inputs(const archive::Archive& a, uint64_t seed) {
+  auto x = hgqt::testing::random_inputs(a, kSamples / 2, seed);
+  const auto big = hgqt::testing::random_inputs(a, kSamples / 2, seed + 1, 16.0);
+  x.insert(x.end(), big.begin(), big.end());
+  return x;
+}
+
+/// One model to export and check.
+struct Case {
+  std::string name;  ///< project (and directory) name
+  archive::Archive a;
+  uint64_t seed = 1;  ///< of the inputs
+};
+
+/// Exports every case, compiles the projects (two compilers at a time) and runs each testbench
+/// on 2,000 inputs: every output bit-exact with the emulator. Returns the project directories.
+std::vector<fs::path> check_cases(const std::vector<Case>& cases) {
+  std::vector<fs::path> dirs;
+  std::string compile = "status=0; ";
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const Case& k = cases[c];
+    const fs::path dir = fresh_dir(k.name);
+    dirs.push_back(dir);
+    const auto x = test_inputs(k.a, k.seed);
+    // The scaled inputs overflow the quantizers: the test covers WRAP and saturation.
+    archive::EmulatorStats stats;
+    archive::Emulator(k.a).run_batch(x, kSamples, &stats);
+    EXPECT_GT(stats.wrapped + stats.saturated, 0) << k.name;
+    exporters::HlsOptions o;
+    o.name = k.name;
+    exporters::export_hls(k.a, dir.string(), o, x, kSamples);
+    const std::string cmd =
+        quoted(HGQT_CXX_COMPILER) + " -O1 -std=c++17 -I" + quoted(ap_include_dir()) + " " +
+        quoted((dir / (k.name + "_test.cpp")).string()) + " " +
+        quoted((dir / "firmware" / (k.name + ".cpp")).string()) + " -o " +
+        quoted((dir / (k.name + "_tb")).string()) + " > " +
+        quoted((dir / "compile.log").string()) + " 2>&1";
+    compile += "(" + cmd + ") & p" + std::to_string(c) + "=$!; ";
+    if (c % 2 == 1 || c + 1 == cases.size()) {  // wait for this pair
+      for (size_t w = c - c % 2; w <= c; ++w)
+        compile += "wait $p" + std::to_string(w) + " || status=1; ";
+    }
+  }
+  compile += "exit $status";
+  const CommandResult built = run_command(compile);
+  EXPECT_EQ(built.status, 0) << built.output;
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const Case& k = cases[c];
+    const fs::path& dir = dirs[c];
+    if (!fs::exists(dir / (k.name + "_tb"))) {
+      ADD_FAILURE() << k.name << " did not compile:\n"
+                    << read_text(dir / "compile.log").substr(0, 4000);
+      continue;
+    }
+    const CommandResult r =
+        run_command("cd " + quoted(dir.string()) + " && " + quoted((dir / (k.name + "_tb")).string()));
+    EXPECT_EQ(r.status, 0) << k.name << "\n" << r.output.substr(0, 4000);
+    EXPECT_NE(r.output.find("hls testbench: " + std::to_string(kSamples) + " samples, 0 mismatches"),
+              std::string::npos)
+        << k.name << "\n" << r.output.substr(0, 4000);
+    const std::string expected = read_text(dir / "tb_data" / "tb_output_predictions.dat");
+    EXPECT_EQ(read_text(dir / "tb_data" / "csim_results.log"), expected) << k.name;
+    // The comparison means something: the outputs vary over the inputs.
+    std::set<std::string> rows;
+    std::stringstream lines(expected);
+    for (std::string line; std::getline(lines, line);) rows.insert(line);
+    EXPECT_GE(rows.size(), 20u) << k.name << ": the model's output hardly depends on its input";
+  }
+  return dirs;
+}
+
+hgqt::testing::RandomArchiveOptions graph_options(uint64_t seed) {
+  hgqt::testing::RandomArchiveOptions o;
+  o.seed = seed;
+  return o;
+}
+
+// ----------------------------------------------------------- hand-made layers for the tests
+struct Rng {
+  std::mt19937_64 rng;
+  int uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+};
+
+/// Per-element activation quantizer: k in {0, 1}, i in [-1, 3], f in [1, 4], WRAP / SAT modes.
+archive::QuantSpec quantizer(Rng& g, std::vector<int64_t> shape, OverflowMode ov) {
+  archive::QuantSpec q;
+  q.shape = shape;
+  q.round = RoundingMode::RND;
+  q.overflow = ov;
+  const int64_t n = archive::shape_size(shape);
+  for (int64_t e = 0; e < n; ++e) {
+    q.k.push_back(g.uniform(0, 1));
+    q.i.push_back(g.uniform(-1, 3));
+    q.f.push_back(g.uniform(1, 4));
+  }
+  return q;
+}
+
+/// Random constant with about 20% zeros, elements of up to 5 bits at f in [1, 4].
+archive::Constant constant(Rng& g, std::vector<int64_t> shape) {
+  archive::Constant c;
+  c.shape = shape;
+  c.quantizer.shape = shape;
+  c.quantizer.round = RoundingMode::RND;
+  c.quantizer.overflow = OverflowMode::SAT_SYM;
+  const int64_t n = archive::shape_size(shape);
+  for (int64_t e = 0; e < n; ++e) {
+    const int f = g.uniform(1, 4);
+    c.quantizer.k.push_back(1);
+    c.quantizer.i.push_back(4 - f);
+    c.quantizer.f.push_back(f);
+    c.mantissa.push_back(g.uniform(0, 4) == 0 ? 0 : g.uniform(-15, 15));
+    c.exponent.push_back(-f);
+  }
+  return c;
+}
+
+archive::Layer layer(const std::string& name, const std::string& type, std::vector<int64_t> in,
+                     std::vector<int64_t> out, std::vector<std::string> inputs = {}) {
+  archive::Layer l;
+  l.name = name;
+  l.type = type;
+  l.input_shape = std::move(in);
+  l.output_shape = std::move(out);
+  l.inputs = std::move(inputs);
+  return l;
+}
+
+}  // namespace
+
+// Cnn2d (conv2d same / valid / 1x1, max and avg pool, concatenate on channels, flatten, dense):
+// two seeds, mixed modes and per-element types.
+TEST(HlsGraph, Cnn2dBitExact) {
+  std::vector<Case> cases;
+  for (uint64_t seed : {2, 3})  // seeds whose outputs vary much over the inputs
+    cases.push_back({"cnn2d_s" + std::to_string(seed),
+                     hgqt::testing::random_graph_archive(GraphKind::Cnn2d, graph_options(seed)),
+                     100 + seed});
+  const auto dirs = check_cases(cases);
+  // Layer functions for the layers that compute; the rewiring layers generate none.
+  const std::string cpp = read_text(dirs[0] / "firmware" / "cnn2d_s2.cpp");
+  for (const char* fn : {"layer1_conv2d(", "layer2_pool(", "layer3_conv2d(", "layer5_conv2d(",
+                         "layer6_pool(", "layer8_dense("})
+    EXPECT_NE(cpp.find(std::string("static void ") + fn), std::string::npos) << fn;
+  EXPECT_EQ(cpp.find("static void layer4_"), std::string::npos);  // concatenate
+  EXPECT_EQ(cpp.find("static void layer7_"), std::string::npos);  // flatten
+  // conv_b reads the concatenation: the max pool's array and conv_c's, with no copy.
+  EXPECT_NE(cpp.find("layer5_conv2d(layer2_out, layer3_out, layer5_out);"), std::string::npos);
+  const std::string defines = read_text(dirs[0] / "firmware" / "defines.h");
+  EXPECT_NE(defines.find("layer6_scale_t"), std::string::npos);  // avg pool: exact sum * 2^-2
+}
+
+// Conv1dBranches (conv1d strided, add of three inputs with relu, scale, reshape of the
+// quantized input concatenated with the flattened branch, activation, dense): two seeds.
+TEST(HlsGraph, Conv1dBranchesBitExact) {
+  std::vector<Case> cases;
+  for (uint64_t seed : {1, 4})
+    cases.push_back(
+        {"branches_s" + std::to_string(seed),
+         hgqt::testing::random_graph_archive(GraphKind::Conv1dBranches, graph_options(seed)),
+         200 + seed});
+  const auto dirs = check_cases(cases);
+  const std::string cpp = read_text(dirs[0] / "firmware" / "branches_s1.cpp");
+  for (const char* fn : {"layer1_conv1d(", "layer2_conv1d(", "layer3_add(", "layer4_scale(",
+                         "layer8_activation(", "layer9_dense("})
+    EXPECT_NE(cpp.find(std::string("static void ") + fn), std::string::npos) << fn;
+  // The add reads c1 twice and c2 once; the activation reads the scale's array and the
+  // quantized input (through reshape and concatenate).
+  EXPECT_NE(cpp.find("layer3_add(layer1_out, layer2_out, layer3_out);"), std::string::npos);
+  EXPECT_NE(cpp.find("layer8_activation(layer4_out, x_in, layer8_out);"), std::string::npos);
+}
+
+// RND / WRAP only (mixed_modes = false) and per-tensor quantizers, for both graph kinds (one
+// seed each, chosen so that the outputs vary: most per-tensor Cnn2d seeds give a constant output).
+TEST(HlsGraph, ModeAndPerTensorVariantsBitExact) {
+  std::vector<Case> cases;
+  for (GraphKind kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches}) {
+    const bool cnn = kind == GraphKind::Cnn2d;
+    const std::string k = cnn ? "cnn2d" : "branches";
+    auto o = graph_options(cnn ? 3 : 9);
+    o.mixed_modes = false;
+    cases.push_back({k + "_rnd_wrap", hgqt::testing::random_graph_archive(kind, o), 300});
+    o = graph_options(cnn ? 11 : 12);
+    o.per_tensor = true;
+    cases.push_back({k + "_per_tensor", hgqt::testing::random_graph_archive(kind, o), 400});
+  }
+  const auto dirs = check_cases(cases);
+  // Per tensor: one type for the whole input.
+  EXPECT_EQ(read_text(dirs[1] / "firmware" / "defines.h").find("input_t_0"), std::string::npos);
+}
+
+// A conv2d with more than kMaxTermsPerFunction (4,096) products is split into several
+// functions; a second layer reads the raw model input with the same quantizer as the first
+// (both read x_in); the model ends in a concatenation (result_t holds both sources).
+TEST(HlsGraph, LargeConvSplitAndSharedInput) {
+  Rng g{std::mt19937_64(17)};
+  archive::Archive a;
+  a.name = "large_conv";
+  a.input_shape = {8, 8, 3};
+  a.output_shape = {8};
+  auto& L = a.layers;
+  L.push_back(layer("conv", "conv2d", {8, 8, 3}, {8, 8, 6}, {archive::kModelInput}));
+  L.back().input_quantizer = quantizer(g, {8, 8, 3}, OverflowMode::WRAP);
+  L.back().kernel = constant(g, {3, 3, 3, 6});
+  L.back().bias = constant(g, {6});
+  L.back().kernel_size = {3, 3};
+  L.back().strides = {1, 1};
+  L.back().pad_before = {1, 1};
+  L.back().activation = "relu";
+  L.back().output_quantizer = quantizer(g, {8, 8, 6}, OverflowMode::SAT);
+  L.push_back(layer("pool", "pool", {8, 8, 6}, {2, 2, 6}));
+  L.back().pool = "max";
+  L.back().kernel_size = {4, 4};
+  L.back().strides = {4, 4};
+  L.push_back(layer("flat", "flatten", {2, 2, 6}, {24}));
+  L.push_back(layer("dense", "dense", {24}, {5}));
+  L.back().kernel = constant(g, {24, 5});
+  L.back().bias = constant(g, {5});
+  // The raw input again, through the same quantizer: a 1x1 conv with stride 8 (one position).
+  L.push_back(layer("corner", "conv2d", {8, 8, 3}, {1, 1, 3}, {archive::kModelInput}));
+  L.back().input_quantizer = L[0].input_quantizer;
+  L.back().kernel = constant(g, {1, 1, 3, 3});
+  L.back().kernel_size = {1, 1};
+  L.back().strides = {8, 8};
+  L.back().pad_before = {0, 0};
+  L.push_back(layer("corner_flat", "reshape", {1, 1, 3}, {3}));
+  L.push_back(layer("cat", "concatenate", {5}, {8}, {"dense", "corner_flat"}));
+  archive::validate(a);
+  const auto dirs = check_cases({{"large_conv", a, 500}});
+  const std::string cpp = read_text(dirs[0] / "firmware" / "large_conv.cpp");
+  EXPECT_NE(cpp.find("static void layer0_conv2d_part1("), std::string::npos);
+  EXPECT_NE(cpp.find("layer0_conv2d(x_in, layer0_out);"), std::string::npos);
+  EXPECT_NE(cpp.find("layer4_conv2d(x_in, layer4_out);"), std::string::npos);
+  EXPECT_NE(cpp.find("y_out[7] = layer4_out[2];"), std::string::npos);
+  // Every nonzero weight of a non-pruned input inside the image is one product.
+  EXPECT_GT(count_of(cpp, " * w0["), 4096u);
+}
+
+// Two layers quantizing the raw model input with different quantizers: rejected, naming both.
+TEST(HlsGraph, RejectsTwoDifferentInputQuantizers) {
+  auto a = hgqt::testing::random_graph_archive(GraphKind::Conv1dBranches, graph_options(5));
+  ASSERT_EQ(a.layers[2].name, "c2");
+  a.layers[2].inputs = {archive::kModelInput};
+  a.layers[2].input_quantizer = a.layers[0].input_quantizer;
+  a.layers[2].input_quantizer->f[0] += 1;
+  const fs::path dir = fresh_dir("two_input_quantizers");
+  try {
+    exporters::export_hls(a, dir.string(), {}, {}, 0);
+    ADD_FAILURE() << "expected an ArchiveError";
+  } catch (const archive::ArchiveError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("'q'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("'c2'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("different quantizers"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(fs::exists(dir / "firmware"));
+}
