@@ -20,6 +20,19 @@
 //    trailing zero bits (the smallest shift of its terms) are factored out of it and applied by
 //    its parent. Each node is a sum modulo 2^w of sign-extended operands whose exact value fits
 //    its w bits, so it equals the partial sum exactly, and so does the accumulator.
+//
+// Linear layers (dense, conv1d, conv2d, scale) all go through archive::linear_map: accumulator o
+// sums the products of its terms (zero weights and pruned inputs vanish). add is the exact-width
+// tree of its inputs aligned to the accumulator's frac; avg pool the same tree over a window
+// (its mantissa read at frac + shift is the average); max pool a tree of signed comparators at a
+// width holding every window element aligned to the common frac (pruned elements and constants
+// fold into one constant operand). flatten, reshape and concatenate are wiring.
+//
+// Graphs: the layers are generated in layer order; each layer's output is a vector of values
+// (wires, registers or constants) that the layers reading it (archive::layer_inputs) use.
+// Register stages go after steps (a layer's input quantizer, its sums, its activation and output
+// quantizer); a stage registers every value still to be read after it, so every path from data_in
+// to data_out crosses every stage exactly once.
 #include "hgqt/export/verilog.h"
 
 #include <nlohmann/json.hpp>
@@ -29,6 +42,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iterator>
+#include <map>
 #include <stdexcept>
 
 #include "hgqt/archive/emulator.h"
@@ -109,12 +123,13 @@ Sig constant(int128 v, const FixedType& t) {
   return s;
 }
 
-// Adds dense layer l's bias to the constant part `konst` of accumulator o (type `at`). When the
-// accumulator has no variable terms it is that constant: sets `acc` and returns true.
-bool constant_accumulator(const archive::Layer& l, int64_t o, const FixedType& at, bool no_terms,
+// Adds the bias element `bn` (-1: none) of linear layer l to the constant part `konst` of an
+// accumulator of type `at`. When the accumulator has no variable terms it is that constant: sets
+// `acc` and returns true.
+bool constant_accumulator(const archive::Layer& l, int64_t bn, const FixedType& at, bool no_terms,
                           int128& konst, Sig& acc) {
-  if (l.bias && l.bias->mantissa[o] != 0)
-    konst += archive::align(l.bias->mantissa[o], -l.bias->exponent[o], at.frac);
+  if (bn >= 0 && l.bias && l.bias->mantissa[bn] != 0)
+    konst += archive::align(l.bias->mantissa[bn], -l.bias->exponent[bn], at.frac);
   if (at.width != 0 && !no_terms) return false;
   if (konst < at.min_mantissa() || konst > at.max_mantissa())
     throw std::logic_error("verilog generator: constant accumulator out of its type");
@@ -150,60 +165,177 @@ std::string low_bits_shifted(const Sig& x, int t, int w) {
   return "{" + bits + ", {" + std::to_string(t) + "{1'b0}}}";
 }
 
-// What a step of the data flow does; registers may follow any step.
-enum class StepKind { Quantize, DenseAcc, DensePost, Activation };
+// The non-adjacent form of m > 0: (position, digit) pairs with digit +-1, lowest first.
+std::vector<std::pair<int, int>> naf_digits(u128 m) {
+  std::vector<std::pair<int, int>> d;
+  for (int k = 0; m != 0; ++k, m >>= 1) {
+    if ((m & 1) == 0) continue;
+    const int digit = (m & 3) == 1 ? 1 : -1;  // 2 - (m mod 4)
+    d.emplace_back(k, digit);
+    if (digit == 1)
+      m -= 1;
+    else
+      m += 1;
+  }
+  return d;
+}
+
+// A node of a CSD adder tree: its Verilog expression (signed) holds
+// (neg ? -1 : 1) * value / 2^tz, where value = konst + sum coef * input (at the accumulator's
+// frac).
+struct CsdNode {
+  std::string expr;
+  int tz = 0;
+  bool neg = false;
+  std::vector<std::pair<int64_t, int128>> coef;  // (input index, coefficient), sorted by index
+  int128 konst = 0;
+};
+
+std::string shifted_expr(const CsdNode& n, int to) {
+  const int d = n.tz - to;
+  return d > 0 ? "(" + n.expr + " <<< " + std::to_string(d) + ")" : n.expr;
+}
+
+// What a step of the data flow does; registers may follow any step. Flatten, reshape and
+// concatenate are wiring and have no step.
+enum class StepKind {
+  Quantize,    // a quantize layer, or a linear layer's input quantizer
+  Acc,         // linear: products and sums; pool: max / sum; add: the sum
+  Post,        // linear and add: relu and output quantizer
+  Activation,  // activation layer: relu and quantizer
+};
 struct Step {
   StepKind kind;
   size_t layer;
   double cost;  // estimated logic depth
 };
 
+bool is_wiring(const std::string& type) {
+  return type == "flatten" || type == "reshape" || type == "concatenate";
+}
+
 class Generator {
  public:
   Generator(const archive::Archive& a, const VerilogOptions& o)
-      : a_(a), o_(o), types_(archive::infer_types(a)) {}
+      : a_(a), o_(o), types_(archive::infer_types(a)) {
+    analyze();
+  }
 
   VerilogLayout layout() const;
   std::string generate();
+  /// The layer whose quantizer makes data_in (the first quantizer; see analyze).
+  const archive::Layer& first_quantizer() const { return a_.layers[li0_]; }
 
  private:
   void emit_wire(const std::string& name, bool is_signed, int w, const std::string& expr) {
     body_ += "  wire " + range_decl(is_signed, w) + " " + name + " = " + expr + ";\n";
   }
-  size_t first_quantizer() const;
+  void analyze();
+  const std::vector<Sig>& input(size_t li, size_t slot) const;
   std::vector<Step> plan() const;
   std::vector<int> place_registers(const std::vector<Step>& steps) const;
   void input_port(const VerilogLayout& lay);
   void run_step(const Step& s);
-  void register_stage(int stage);
+  void wiring(size_t li);
+  void register_stage(int stage, size_t layer, bool mid_layer);
   Sig quantize(const Sig& v, const archive::QuantSpec& q, int64_t n, const std::string& name);
   Sig relu(const Sig& v, const FixedType& t, const std::string& name);
-  void dense_acc(size_t li);
-  void dense_acc_csd(size_t li);
-  void dense_post(size_t li);
+  Sig sum_tree(std::vector<struct CsdNode> leaves, int128 konst, const std::vector<Sig>& xs,
+               const FixedType& at, const std::string& prefix, const std::string& name,
+               const std::string& what);
+  void linear_acc(size_t li);
+  void linear_acc_csd(size_t li);
+  void pool_acc(size_t li);
+  void add_acc(size_t li);
+  void post(size_t li);
   void check_types(const std::vector<FixedType>& want, const std::string& what) const;
   std::string header(const VerilogLayout& lay) const;
 
   const archive::Archive& a_;
   const VerilogOptions& o_;
   std::vector<archive::LayerTypes> types_;
-  std::vector<Sig> cur_;  // the values flowing between steps
+  // The graph (analyze): each layer's inputs (-1: the model input), whether its output is still
+  // the float model input (flatten / reshape before any quantizer), the first quantizer, the last
+  // layer reading each layer's output (the model output counts as read after every layer).
+  std::vector<std::vector<int64_t>> inputs_;
+  std::vector<char> float_;
+  size_t li0_ = 0;
+  std::vector<int64_t> last_use_;
+  std::vector<archive::LinearMap> linear_;
+  std::vector<archive::PoolMap> pool_;
+  std::vector<archive::ConcatMap> concat_;
+  // Generation state: the values of data_in, each layer's output (once made), the values of the
+  // layer in progress.
+  std::vector<Sig> bus_;
+  std::vector<std::vector<Sig>> vals_;
+  std::vector<char> have_;
+  std::vector<Sig> cur_;
   std::string body_;
 };
 
-size_t Generator::first_quantizer() const {
-  for (size_t li = 0; li < a_.layers.size(); ++li) {
+// The model input reaches the design quantized by exactly one quantizer: the first layer (in
+// layer order) that quantizes a value that is still the float model input. data_in carries its
+// output mantissas. Every other layer must read fixed-point values; a second quantizer of the
+// float model input is rejected (the bus carries one set of mantissas).
+void Generator::analyze() {
+  const size_t n = a_.layers.size();
+  inputs_.assign(n, {});
+  float_.assign(n, 0);
+  last_use_.assign(n, -1);
+  linear_.assign(n, {});
+  pool_.assign(n, {});
+  concat_.assign(n, {});
+  bool found = false;
+  for (size_t li = 0; li < n; ++li) {
     const auto& l = a_.layers[li];
-    if (l.type == "quantize" || (l.type == "dense" && l.input_quantizer)) return li;
+    inputs_[li] = archive::layer_inputs(a_, li);
+    const int64_t src = inputs_[li].at(0);
+    const bool in_float = src < 0 || float_[src];
+    if (l.type == "flatten" || l.type == "reshape") float_[li] = in_float;
+    const bool quantizer = l.type == "quantize" || (archive::is_linear(l.type) && l.input_quantizer);
+    if (in_float && quantizer) {
+      if (found)
+        throw ArchiveError("verilog: the model input feeds more than one quantizer (layers '" +
+                           a_.layers[li0_].name + "' and '" + l.name +
+                           "'); data_in carries the mantissas of one quantizer only: quantize "
+                           "the input once (a quantize layer) and read that layer instead");
+      found = true;
+      li0_ = li;
+    }
+    for (int64_t s : inputs_[li])
+      if (s >= 0) last_use_[s] = std::max<int64_t>(last_use_[s], static_cast<int64_t>(li));
+    if (archive::is_linear(l.type)) linear_[li] = archive::linear_map(l);
+    if (l.type == "pool") pool_[li] = archive::pool_map(l);
+    if (l.type == "concatenate") {
+      std::vector<std::vector<int64_t>> shapes;
+      for (int64_t s : inputs_[li])
+        shapes.push_back(s < 0 ? a_.input_shape : a_.layers[s].output_shape);
+      concat_[li] = archive::concat_map(l, shapes);
+    }
   }
-  throw ArchiveError("verilog: the archive has no input quantizer");  // infer_types rejects first
+  if (!found) throw ArchiveError("verilog: the archive has no input quantizer");  // infer_types rejects first
+  last_use_[n - 1] = static_cast<int64_t>(n);  // the model output
+}
+
+// The values layer li reads on input `slot` (data_in for the first quantizer).
+const std::vector<Sig>& Generator::input(size_t li, size_t slot) const {
+  const int64_t src = inputs_[li].at(slot);
+  if (src < 0 || float_[src]) {
+    if (li != li0_)
+      throw std::logic_error("verilog generator: layer '" + a_.layers[li].name +
+                             "' reads the float model input");
+    return bus_;
+  }
+  if (!have_[src])
+    throw std::logic_error("verilog generator: layer '" + a_.layers[li].name +
+                           "' reads a value not made yet");
+  return vals_[src];
 }
 
 VerilogLayout Generator::layout() const {
   VerilogLayout lay;
-  const size_t li0 = first_quantizer();
-  lay.input_layer = a_.layers[li0].name;
-  const auto& in_types = types_[li0].quantized_input;
+  lay.input_layer = a_.layers[li0_].name;
+  const auto& in_types = types_[li0_].quantized_input;
   for (size_t n = 0; n < in_types.size(); ++n) {
     VerilogBusElement e;
     e.index = static_cast<int64_t>(n);
@@ -230,28 +362,44 @@ VerilogLayout Generator::layout() const {
 
 std::vector<Step> Generator::plan() const {
   std::vector<Step> steps;
-  const size_t li0 = first_quantizer();
-  for (size_t li = li0; li < a_.layers.size(); ++li) {
+  auto depth = [](int64_t operands) {  // adder / comparator tree levels, plus one
+    return 1 + std::ceil(std::log2(static_cast<double>(std::max<int64_t>(1, operands))));
+  };
+  for (size_t li = li0_; li < a_.layers.size(); ++li) {
     const auto& l = a_.layers[li];
-    if (l.type == "flatten") continue;
+    if (float_[li] || is_wiring(l.type)) continue;
     if (l.type == "quantize") {
-      if (li != li0) steps.push_back({StepKind::Quantize, li, 1});
+      if (li != li0_) steps.push_back({StepKind::Quantize, li, 1});
       continue;
     }
     if (l.type == "activation") {
       steps.push_back({StepKind::Activation, li, 1});
       continue;
     }
-    // dense: input quantizer, products and adder tree, relu and output quantizer
-    if (l.input_quantizer && li != li0) steps.push_back({StepKind::Quantize, li, 1});
+    if (l.type == "pool") {
+      const auto& m = pool_[li];
+      int64_t window = 1;
+      for (int64_t o = 0; o < m.n_out(); ++o) window = std::max(window, m.begin[o + 1] - m.begin[o]);
+      steps.push_back({StepKind::Acc, li, depth(window)});
+      continue;
+    }
+    if (l.type == "add") {
+      steps.push_back({StepKind::Acc, li, depth(static_cast<int64_t>(inputs_[li].size()))});
+      if (l.activation == "relu" || l.output_quantizer) steps.push_back({StepKind::Post, li, 1});
+      continue;
+    }
+    // linear: input quantizer, products and adder tree, relu and output quantizer
+    if (l.input_quantizer && li != li0_) steps.push_back({StepKind::Quantize, li, 1});
+    const auto& m = linear_[li];
     const auto& w = *l.kernel;
-    const int64_t in = w.shape[0], out = w.shape[1];
-    std::vector<int64_t> terms(out, 0);
-    for (int64_t j = 0; j < in; ++j)
-      for (int64_t o = 0; o < out; ++o) terms[o] += w.mantissa[j * out + o] != 0;
-    const int64_t most = std::max<int64_t>(1, *std::max_element(terms.begin(), terms.end()) + 1);
-    steps.push_back({StepKind::DenseAcc, li, 1 + std::ceil(std::log2(static_cast<double>(most)))});
-    if (l.activation == "relu" || l.output_quantizer) steps.push_back({StepKind::DensePost, li, 1});
+    int64_t most = 0;
+    for (int64_t o = 0; o < m.n_out(); ++o) {
+      int64_t terms = 0;
+      for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) terms += w.mantissa[m.weight[k]] != 0;
+      most = std::max(most, terms);
+    }
+    steps.push_back({StepKind::Acc, li, depth(most + 1)});
+    if (l.activation == "relu" || l.output_quantizer) steps.push_back({StepKind::Post, li, 1});
   }
   return steps;
 }
@@ -291,10 +439,10 @@ void Generator::check_types(const std::vector<FixedType>& want, const std::strin
 }
 
 void Generator::input_port(const VerilogLayout& lay) {
-  cur_.clear();
+  bus_.clear();
   for (const auto& e : lay.inputs) {
     if (e.type.width == 0) {
-      cur_.push_back(constant(0, e.type));
+      bus_.push_back(constant(0, e.type));
       continue;
     }
     Sig s;
@@ -303,7 +451,7 @@ void Generator::input_port(const VerilogLayout& lay) {
     emit_wire(s.name, e.type.is_signed, e.type.width,
               "data_in[" + std::to_string(e.lsb + e.type.width - 1) + ":" + std::to_string(e.lsb) +
                   "]");
-    cur_.push_back(s);
+    bus_.push_back(s);
   }
 }
 
@@ -401,83 +549,22 @@ Sig Generator::relu(const Sig& v, const FixedType& t, const std::string& name) {
   return s;
 }
 
-// The non-adjacent form of m > 0: (position, digit) pairs with digit +-1, lowest first.
-std::vector<std::pair<int, int>> naf_digits(u128 m) {
-  std::vector<std::pair<int, int>> d;
-  for (int k = 0; m != 0; ++k, m >>= 1) {
-    if ((m & 1) == 0) continue;
-    const int digit = (m & 3) == 1 ? 1 : -1;  // 2 - (m mod 4)
-    d.emplace_back(k, digit);
-    if (digit == 1)
-      m -= 1;
-    else
-      m += 1;
-  }
-  return d;
-}
-
-// A node of a CSD adder tree: its Verilog expression (signed) holds
-// (neg ? -1 : 1) * value / 2^tz, where value = konst + sum coef * input (at the accumulator's
-// frac).
-struct CsdNode {
-  std::string expr;
-  int tz = 0;
-  bool neg = false;
-  std::vector<std::pair<int64_t, int128>> coef;  // (input index, coefficient), sorted by index
-  int128 konst = 0;
-};
-
-std::string shifted_expr(const CsdNode& n, int to) {
-  const int d = n.tz - to;
-  return d > 0 ? "(" + n.expr + " <<< " + std::to_string(d) + ")" : n.expr;
-}
-
-void Generator::dense_acc_csd(size_t li) {
-  const auto& l = a_.layers[li];
-  const auto& t = types_[li];
-  check_types(t.quantized_input, "layer '" + l.name + "' input");
-  const auto& w = *l.kernel;
-  const int64_t in = w.shape[0], n_out = w.shape[1];
-  const std::string L = std::to_string(li);
-  const std::string what_l = "layer '" + l.name + "'";
-  std::vector<std::vector<CsdNode>> leaves(n_out);
-  std::vector<int128> konst(n_out, 0);
-  for (int64_t j = 0; j < in; ++j) {
-    const Sig& x = cur_[j];
-    if (x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
-    for (int64_t o = 0; o < n_out; ++o) {
-      const int64_t wn = j * n_out + o;
-      const int128 c = w.mantissa[wn];
-      if (c == 0) continue;
-      const std::string what =
-          what_l + " weight [" + std::to_string(j) + "," + std::to_string(o) + "]";
-      const int s = t.accumulator[o].frac - (x.type.frac - w.exponent[wn]);
-      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
-      if (x.is_const()) {
-        konst[o] += archive::align(checked_mul(x.value, c, what), 0, s);
-        continue;
-      }
-      const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
-      for (const auto& [k, digit] : naf_digits(mag)) {
-        CsdNode n;
-        n.expr = signed_view(x);
-        n.tz = s + k;
-        if (n.tz > 126) throw ArchiveError(what + ": exceeds 127 bits");
-        n.neg = (digit < 0) != (c < 0);
-        n.coef.emplace_back(j, n.neg ? -pow2(n.tz) : pow2(n.tz));
-        leaves[o].push_back(std::move(n));
-      }
-    }
-  }
+// The exact sum `konst` + the leaves (each a signed digit times an element of `xs`, shifted), of
+// type `at`, as a balanced tree of exact-width wires named prefix<k>; the root is wire `name`.
+// Each node is a sum modulo 2^w of sign-extended operands whose exact value fits its w bits (w
+// from the node's exact linear form), so it equals the partial sum exactly, and so does the root.
+Sig Generator::sum_tree(std::vector<CsdNode> level, int128 konst, const std::vector<Sig>& xs,
+                        const FixedType& at, const std::string& prefix, const std::string& name,
+                        const std::string& what) {
   // The range of a node's expression.
   auto range = [&](const CsdNode& n) {
     int128 lo = n.konst, hi = n.konst;
     for (const auto& [j, c] : n.coef) {
-      const int128 a = checked_mul(c, cur_[j].type.min_mantissa(), what_l);
-      const int128 b = checked_mul(c, cur_[j].type.max_mantissa(), what_l);
+      const int128 a = checked_mul(c, xs[j].type.min_mantissa(), what);
+      const int128 b = checked_mul(c, xs[j].type.max_mantissa(), what);
       if (__builtin_add_overflow(lo, std::min(a, b), &lo) ||
           __builtin_add_overflow(hi, std::max(a, b), &hi))
-        throw ArchiveError(what_l + ": partial sum exceeds 127 bits");
+        throw ArchiveError(what + ": partial sum exceeds 127 bits");
     }
     if (n.neg) {
       const int128 nlo = -hi;
@@ -486,133 +573,176 @@ void Generator::dense_acc_csd(size_t li) {
     }
     return std::make_pair(lo >> n.tz, hi >> n.tz);  // exact: every term is a multiple of 2^tz
   };
+  if (konst != 0) {
+    CsdNode n;
+    n.konst = konst;
+    while (n.tz < 126 && ((n.konst >> n.tz) & 1) == 0) ++n.tz;
+    n.expr = signed_literal(n.konst >> n.tz);
+    level.push_back(std::move(n));
+  }
+  int count = 0;
+  auto combine = [&](const CsdNode& a, const CsdNode& b) {
+    CsdNode n;
+    n.tz = std::min(a.tz, b.tz);
+    n.neg = a.neg && b.neg;
+    const std::string sa = shifted_expr(a, n.tz), sb = shifted_expr(b, n.tz);
+    std::string e;
+    if (a.neg == b.neg)
+      e = sa + " + " + sb;
+    else if (b.neg)
+      e = sa + " - " + sb;
+    else
+      e = sb + " - " + sa;
+    n.konst = a.konst + b.konst;
+    std::merge(a.coef.begin(), a.coef.end(), b.coef.begin(), b.coef.end(),
+               std::back_inserter(n.coef),
+               [](const auto& p, const auto& q) { return p.first < q.first; });
+    std::vector<std::pair<int64_t, int128>> merged;
+    for (const auto& p : n.coef) {
+      if (!merged.empty() && merged.back().first == p.first)
+        merged.back().second += p.second;
+      else
+        merged.push_back(p);
+    }
+    n.coef.swap(merged);
+    const auto [lo, hi] = range(n);
+    n.expr = prefix + std::to_string(count++);
+    emit_wire(n.expr, true, signed_width(lo, hi), e);
+    return n;
+  };
+  while (level.size() > 1) {  // balanced adder tree of exact-width wires
+    std::vector<CsdNode> next;
+    next.reserve((level.size() + 1) / 2);
+    for (size_t m = 0; m + 1 < level.size(); m += 2) next.push_back(combine(level[m], level[m + 1]));
+    if (level.size() % 2) next.push_back(std::move(level.back()));
+    level.swap(next);
+  }
+  const CsdNode& root = level[0];
+  std::string e = shifted_expr(root, 0);
+  if (root.neg) e = "-" + e;
+  Sig s;
+  s.name = name;
+  s.type = at;
+  emit_wire(s.name, at.is_signed, at.width, e);
+  return s;
+}
+
+// A leaf of a sum tree: xs[j] * 2^shift (negated when `neg`).
+CsdNode leaf(const std::vector<Sig>& xs, int64_t j, int shift, bool neg, const std::string& what) {
+  if (shift > 126) throw ArchiveError(what + ": exceeds 127 bits");
+  CsdNode n;
+  n.expr = signed_view(xs[j]);
+  n.tz = shift;
+  n.neg = neg;
+  n.coef.emplace_back(j, neg ? -pow2(shift) : pow2(shift));
+  return n;
+}
+
+// A linear layer's accumulators in canonical signed digits: every digit of every product goes
+// straight into the output's adder tree (terms from archive::linear_map).
+void Generator::linear_acc_csd(size_t li) {
+  const auto& l = a_.layers[li];
+  const auto& t = types_[li];
+  check_types(t.quantized_input, "layer '" + l.name + "' input");
+  const auto& w = *l.kernel;
+  const auto& m = linear_[li];
+  const int64_t n_out = m.n_out();
+  const std::string L = std::to_string(li);
+  const std::string what_l = "layer '" + l.name + "'";
   std::vector<Sig> acc(n_out);
   for (int64_t o = 0; o < n_out; ++o) {
     const FixedType& at = t.accumulator[o];
-    if (constant_accumulator(l, o, at, leaves[o].empty(), konst[o], acc[o])) continue;
-    std::vector<CsdNode> level = std::move(leaves[o]);
-    if (konst[o] != 0) {
-      CsdNode n;
-      n.konst = konst[o];
-      while (n.tz < 126 && ((n.konst >> n.tz) & 1) == 0) ++n.tz;
-      n.expr = signed_literal(n.konst >> n.tz);
-      level.push_back(std::move(n));
-    }
-    const std::string prefix = "t" + L + "_" + std::to_string(o) + "_";
-    int count = 0;
-    auto combine = [&](const CsdNode& a, const CsdNode& b) {
-      CsdNode n;
-      n.tz = std::min(a.tz, b.tz);
-      n.neg = a.neg && b.neg;
-      const std::string sa = shifted_expr(a, n.tz), sb = shifted_expr(b, n.tz);
-      std::string e;
-      if (a.neg == b.neg)
-        e = sa + " + " + sb;
-      else if (b.neg)
-        e = sa + " - " + sb;
-      else
-        e = sb + " - " + sa;
-      n.konst = a.konst + b.konst;
-      std::merge(a.coef.begin(), a.coef.end(), b.coef.begin(), b.coef.end(),
-                 std::back_inserter(n.coef),
-                 [](const auto& p, const auto& q) { return p.first < q.first; });
-      std::vector<std::pair<int64_t, int128>> merged;
-      for (const auto& p : n.coef) {
-        if (!merged.empty() && merged.back().first == p.first)
-          merged.back().second += p.second;
-        else
-          merged.push_back(p);
+    std::vector<CsdNode> leaves;
+    int128 konst = 0;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const int64_t j = m.input[k], wn = m.weight[k];
+      const Sig& x = cur_[j];
+      const int128 c = w.mantissa[wn];
+      if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
+      const std::string what = what_l + " weight " + std::to_string(wn) + " (input " +
+                               std::to_string(j) + ", output " + std::to_string(o) + ")";
+      const int s = at.frac - (x.type.frac - w.exponent[wn]);
+      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
+      if (x.is_const()) {
+        konst += archive::align(checked_mul(x.value, c, what), 0, s);
+        continue;
       }
-      n.coef.swap(merged);
-      const auto [lo, hi] = range(n);
-      n.expr = prefix + std::to_string(count++);
-      emit_wire(n.expr, true, signed_width(lo, hi), e);
-      return n;
-    };
-    while (level.size() > 1) {  // balanced adder tree of exact-width wires
-      std::vector<CsdNode> next;
-      next.reserve((level.size() + 1) / 2);
-      for (size_t m = 0; m + 1 < level.size(); m += 2)
-        next.push_back(combine(level[m], level[m + 1]));
-      if (level.size() % 2) next.push_back(std::move(level.back()));
-      level.swap(next);
+      const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
+      for (const auto& [d, digit] : naf_digits(mag))
+        leaves.push_back(leaf(cur_, j, s + d, (digit < 0) != (c < 0), what));
     }
-    const CsdNode& root = level[0];
-    std::string e = shifted_expr(root, 0);
-    if (root.neg) e = "-" + e;
-    Sig s;
-    s.name = "acc" + L + "_" + std::to_string(o);
-    s.type = at;
-    emit_wire(s.name, at.is_signed, at.width, e);
-    acc[o] = s;
+    if (constant_accumulator(l, m.bias[o], at, leaves.empty(), konst, acc[o])) continue;
+    acc[o] = sum_tree(std::move(leaves), konst, cur_, at, "t" + L + "_" + std::to_string(o) + "_",
+                      "acc" + L + "_" + std::to_string(o), what_l);
   }
   cur_.swap(acc);
   check_types(t.accumulator, "layer '" + l.name + "' accumulator");
 }
 
-void Generator::dense_acc(size_t li) {
-  if (o_.const_mult == "csd") return dense_acc_csd(li);
+// A linear layer's accumulators with a product wire per product ("mul").
+void Generator::linear_acc(size_t li) {
+  if (o_.const_mult == "csd") return linear_acc_csd(li);
   const auto& l = a_.layers[li];
   const auto& t = types_[li];
   check_types(t.quantized_input, "layer '" + l.name + "' input");
   const auto& w = *l.kernel;
-  const int64_t in = w.shape[0], n_out = w.shape[1];
+  const auto& m = linear_[li];
+  const int64_t n_out = m.n_out();
   const std::string L = std::to_string(li);
   struct Term {
     std::string expr;  // signed
     int shift;
     bool neg;
   };
-  std::vector<std::vector<Term>> terms(n_out);
-  std::vector<int128> konst(n_out, 0);
-  for (int64_t j = 0; j < in; ++j) {
-    const Sig& x = cur_[j];
-    if (x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
-    for (int64_t o = 0; o < n_out; ++o) {
-      const int64_t wn = j * n_out + o;
+  std::vector<Sig> acc(n_out);
+  for (int64_t o = 0; o < n_out; ++o) {
+    const FixedType& at = t.accumulator[o];
+    std::vector<Term> terms;
+    int128 konst = 0;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const int64_t j = m.input[k], wn = m.weight[k];
+      const Sig& x = cur_[j];
       const int128 c = w.mantissa[wn];
-      if (c == 0) continue;
-      const std::string what = "layer '" + l.name + "' weight [" + std::to_string(j) + "," +
-                               std::to_string(o) + "]";
-      const int s = t.accumulator[o].frac - (x.type.frac - w.exponent[wn]);
+      if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
+      const std::string what = "layer '" + l.name + "' weight " + std::to_string(wn) +
+                               " (input " + std::to_string(j) + ", output " + std::to_string(o) +
+                               ")";
+      const int s = at.frac - (x.type.frac - w.exponent[wn]);
       if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
       if (x.is_const()) {
-        konst[o] += archive::align(checked_mul(x.value, c, what), 0, s);
+        konst += archive::align(checked_mul(x.value, c, what), 0, s);
         continue;
       }
       const int128 mag = c < 0 ? -c : c;
       if ((mag & (mag - 1)) == 0) {  // +-2^e: a shift
         int e = 0;
         while ((mag >> e) != 1) ++e;
-        terms[o].push_back({signed_view(x), s + e, c < 0});
+        terms.push_back({signed_view(x), s + e, c < 0});
         continue;
       }
       const int128 p1 = checked_mul(x.type.min_mantissa(), c, what);
       const int128 p2 = checked_mul(x.type.max_mantissa(), c, what);
+      // An input element meets an output at most once in every linear layer: unique names.
       const std::string p = "p" + L + "_" + std::to_string(j) + "_" + std::to_string(o);
       emit_wire(p, true, signed_width(std::min(p1, p2), std::max(p1, p2)),
                 signed_view(x) + " * " + signed_literal(c));
-      terms[o].push_back({p, s, false});
+      terms.push_back({p, s, false});
     }
-  }
-  std::vector<Sig> acc(n_out);
-  for (int64_t o = 0; o < n_out; ++o) {
-    const FixedType& at = t.accumulator[o];
-    if (constant_accumulator(l, o, at, terms[o].empty(), konst[o], acc[o])) continue;
+    if (constant_accumulator(l, m.bias[o], at, terms.empty(), konst, acc[o])) continue;
     std::vector<std::string> level;
-    level.reserve(terms[o].size() + 1);
-    for (const auto& term : terms[o]) {
+    level.reserve(terms.size() + 1);
+    for (const auto& term : terms) {
       std::string e = term.expr;
       if (term.shift > 0) e = "(" + e + " <<< " + std::to_string(term.shift) + ")";
       if (term.neg) e = "(-" + e + ")";
       level.push_back(std::move(e));
     }
-    if (konst[o] != 0) level.push_back(literal(konst[o], at.width, true));  // modulo 2^W
+    if (konst != 0) level.push_back(literal(konst, at.width, true));  // modulo 2^W
     while (level.size() > 1) {  // balanced adder tree
       std::vector<std::string> next;
       next.reserve((level.size() + 1) / 2);
-      for (size_t m = 0; m + 1 < level.size(); m += 2)
-        next.push_back("(" + level[m] + " + " + level[m + 1] + ")");
+      for (size_t q = 0; q + 1 < level.size(); q += 2)
+        next.push_back("(" + level[q] + " + " + level[q + 1] + ")");
       if (level.size() % 2) next.push_back(std::move(level.back()));
       level.swap(next);
     }
@@ -626,7 +756,147 @@ void Generator::dense_acc(size_t li) {
   check_types(t.accumulator, "layer '" + l.name + "' accumulator");
 }
 
-void Generator::dense_post(size_t li) {
+// Pool: max as a tree of signed comparators over the window elements aligned to the result's
+// frac, in a width holding every element (pruned elements and constants fold into one constant
+// leaf); avg as the exact sum of the elements aligned to frac - shift, whose mantissa read at
+// frac is the average (no logic beyond the sum).
+void Generator::pool_acc(size_t li) {
+  const auto& l = a_.layers[li];
+  const auto& t = types_[li];
+  check_types(t.input, "layer '" + l.name + "' input");
+  const auto& m = pool_[li];
+  const std::string L = std::to_string(li);
+  const std::string what = "layer '" + l.name + "'";
+  std::vector<Sig> out(m.n_out());
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const FixedType& at = t.accumulator[o];
+    const std::string on = L + "_" + std::to_string(o);
+    if (at.width == 0) {
+      out[o] = constant(0, at);
+      continue;
+    }
+    const int frac = at.frac - (m.max ? 0 : m.shift);
+    std::vector<Sig> xs;
+    std::vector<int> shifts;
+    bool has_const = false;
+    int128 konst = 0;  // avg: the sum of the constants; max: their maximum
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const Sig& x = cur_[m.input[k]];
+      const int s = frac - x.type.frac;
+      if (x.type.width > 0 && s < 0)
+        throw std::logic_error("verilog generator: " + what + " has a negative shift");
+      if (x.type.width == 0 || x.is_const()) {
+        const int128 v = x.type.width == 0 ? 0 : archive::align(x.value, 0, s);
+        konst = !has_const ? v : m.max ? std::max(konst, v) : konst + v;
+        has_const = true;
+        continue;
+      }
+      xs.push_back(x);
+      shifts.push_back(s);
+    }
+    if (xs.empty()) {
+      if (konst < at.min_mantissa() || konst > at.max_mantissa())
+        throw std::logic_error("verilog generator: constant pool output out of its type");
+      out[o] = constant(konst, at);
+      continue;
+    }
+    if (!m.max) {
+      std::vector<CsdNode> leaves;
+      for (size_t q = 0; q < xs.size(); ++q)
+        leaves.push_back(leaf(xs, static_cast<int64_t>(q), shifts[q], false, what));
+      out[o] = sum_tree(std::move(leaves), has_const ? konst : 0, xs, at, "t" + on + "_",
+                        "acc" + on, what);
+      continue;
+    }
+    // max: every operand at one signed width W holding all of them
+    int128 lo = has_const ? konst : 0, hi = lo;
+    bool first = !has_const;
+    for (size_t q = 0; q < xs.size(); ++q) {
+      const int128 a = archive::align(xs[q].type.min_mantissa(), 0, shifts[q]);
+      const int128 b = archive::align(xs[q].type.max_mantissa(), 0, shifts[q]);
+      lo = first ? a : std::min(lo, a);
+      hi = first ? b : std::max(hi, b);
+      first = false;
+    }
+    const int wm = signed_width(lo, hi);
+    std::vector<std::string> level;
+    for (size_t q = 0; q < xs.size(); ++q) {
+      const std::string e = "m" + on + "_e" + std::to_string(q);
+      const std::string v = signed_view(xs[q]);
+      emit_wire(e, true, wm, shifts[q] > 0 ? "(" + v + " <<< " + std::to_string(shifts[q]) + ")" : v);
+      level.push_back(e);
+    }
+    if (has_const) level.push_back(literal(konst, wm, true));
+    int count = 0;
+    while (level.size() > 1) {  // balanced comparator tree
+      std::vector<std::string> next;
+      for (size_t q = 0; q + 1 < level.size(); q += 2) {
+        const std::string n = "m" + on + "_" + std::to_string(count++);
+        emit_wire(n, true, wm,
+                  "(" + level[q] + " > " + level[q + 1] + ") ? " + level[q] + " : " + level[q + 1]);
+        next.push_back(n);
+      }
+      if (level.size() % 2) next.push_back(std::move(level.back()));
+      level.swap(next);
+    }
+    if (at.width > wm) throw std::logic_error("verilog generator: pool output wider than its operands");
+    Sig s;
+    s.name = "acc" + on;
+    s.type = at;
+    emit_wire(s.name, at.is_signed, at.width,
+              at.width == wm ? level[0] : level[0] + "[" + std::to_string(at.width - 1) + ":0]");
+    out[o] = s;
+  }
+  cur_.swap(out);
+  check_types(t.accumulator, "layer '" + l.name + "' output");
+}
+
+// add: the exact sum of the inputs aligned to the accumulator's frac.
+void Generator::add_acc(size_t li) {
+  const auto& l = a_.layers[li];
+  const auto& t = types_[li];
+  const std::string L = std::to_string(li);
+  const std::string what = "layer '" + l.name + "'";
+  const int64_t n = static_cast<int64_t>(t.accumulator.size());
+  std::vector<const std::vector<Sig>*> ins;
+  for (size_t slot = 0; slot < inputs_[li].size(); ++slot) {
+    ins.push_back(&input(li, slot));
+    if (static_cast<int64_t>(ins.back()->size()) != n)
+      throw std::logic_error("verilog generator: " + what + " input sizes differ");
+  }
+  std::vector<Sig> acc(n);
+  for (int64_t o = 0; o < n; ++o) {
+    const FixedType& at = t.accumulator[o];
+    const std::string on = L + "_" + std::to_string(o);
+    std::vector<Sig> xs;
+    std::vector<CsdNode> leaves;
+    int128 konst = 0;
+    for (const auto* in : ins) {
+      const Sig& x = (*in)[o];
+      if (x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
+      const int s = at.frac - x.type.frac;
+      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
+      if (x.is_const()) {
+        konst += archive::align(x.value, 0, s);
+        continue;
+      }
+      xs.push_back(x);
+      leaves.push_back(leaf(xs, static_cast<int64_t>(xs.size()) - 1, s, false, what));
+    }
+    if (at.width == 0 || leaves.empty()) {
+      if (konst < at.min_mantissa() || konst > at.max_mantissa())
+        throw std::logic_error("verilog generator: constant sum out of its type");
+      acc[o] = constant(konst, at);
+      continue;
+    }
+    acc[o] = sum_tree(std::move(leaves), konst, xs, at, "t" + on + "_", "acc" + on, what);
+  }
+  cur_.swap(acc);
+  check_types(t.accumulator, "layer '" + l.name + "' accumulator");
+}
+
+// Linear layers and add: relu, then the output quantizer.
+void Generator::post(size_t li) {
   const auto& l = a_.layers[li];
   const auto& t = types_[li];
   const std::string L = std::to_string(li);
@@ -644,26 +914,40 @@ void Generator::dense_post(size_t li) {
   check_types(t.output, "layer '" + l.name + "' output");
 }
 
+// A layer's first step reads its inputs; later steps continue on cur_.
 void Generator::run_step(const Step& s) {
-  const auto& l = a_.layers[s.layer];
-  const std::string L = std::to_string(s.layer);
+  const size_t li = s.layer;
+  const auto& l = a_.layers[li];
+  const std::string L = std::to_string(li);
   switch (s.kind) {
     case StepKind::Quantize: {
-      check_types(types_[s.layer].input, "layer '" + l.name + "' input");
+      cur_ = input(li, 0);
+      check_types(types_[li].input, "layer '" + l.name + "' input");
       for (size_t n = 0; n < cur_.size(); ++n)
         cur_[n] = quantize(cur_[n], *l.input_quantizer, static_cast<int64_t>(n),
                            "iq" + L + "_" + std::to_string(n));
-      check_types(types_[s.layer].quantized_input, "layer '" + l.name + "' quantized input");
+      check_types(types_[li].quantized_input, "layer '" + l.name + "' quantized input");
       break;
     }
-    case StepKind::DenseAcc:
-      dense_acc(s.layer);
+    case StepKind::Acc:
+      if (l.type == "add") {
+        add_acc(li);
+      } else if (l.type == "pool") {
+        cur_ = input(li, 0);
+        pool_acc(li);
+      } else {
+        // linear: after its input quantizer step, or straight from its input (data_in for the
+        // first quantizer)
+        if (!(l.input_quantizer && li != li0_)) cur_ = input(li, 0);
+        linear_acc(li);
+      }
       break;
-    case StepKind::DensePost:
-      dense_post(s.layer);
+    case StepKind::Post:
+      post(li);
       break;
     case StepKind::Activation: {
-      check_types(types_[s.layer].input, "layer '" + l.name + "' input");
+      cur_ = input(li, 0);
+      check_types(types_[li].input, "layer '" + l.name + "' input");
       for (size_t n = 0; n < cur_.size(); ++n) {
         const std::string nn = L + "_" + std::to_string(n);
         Sig v = cur_[n];
@@ -671,23 +955,55 @@ void Generator::run_step(const Step& s) {
           v = relu(v, FixedType{false, v.type.width - 1, v.type.frac}, "relu" + nn);
         cur_[n] = quantize(v, *l.output_quantizer, static_cast<int64_t>(n), "q" + nn);
       }
-      check_types(types_[s.layer].output, "layer '" + l.name + "' output");
+      check_types(types_[li].output, "layer '" + l.name + "' output");
       break;
     }
   }
 }
 
-void Generator::register_stage(int stage) {
+// flatten, reshape (row-major: the same values) and concatenate: no logic.
+void Generator::wiring(size_t li) {
+  const auto& l = a_.layers[li];
+  std::vector<Sig> v;
+  if (l.type == "concatenate") {
+    const auto& m = concat_[li];
+    v.reserve(m.slot.size());
+    for (size_t o = 0; o < m.slot.size(); ++o) v.push_back(input(li, m.slot[o]).at(m.element[o]));
+  } else {
+    v = input(li, 0);
+  }
+  vals_[li] = std::move(v);
+  have_[li] = 1;
+  cur_ = vals_[li];
+  check_types(types_[li].output, "layer '" + l.name + "' output");
+}
+
+// A register stage at the cut after a step of `layer`: every value still to be read later (the
+// outputs of layers read by later layers, the model output, and the values of `layer` itself
+// when the cut falls inside it) goes through one register, so every path from data_in to
+// data_out crosses every stage exactly once. A wire shared by several values gets one register.
+void Generator::register_stage(int stage, size_t layer, bool mid_layer) {
   std::string decl, assign;
   const std::string prefix = "s" + std::to_string(stage) + "_";
-  for (size_t n = 0; n < cur_.size(); ++n) {
-    Sig& v = cur_[n];
-    if (v.is_const()) continue;
-    const std::string r = prefix + std::to_string(n);
-    decl += "  reg " + range_decl(v.type.is_signed, v.type.width) + " " + r + ";\n";
-    assign += "    " + r + " <= " + v.name + ";\n";
-    v.name = r;
-  }
+  std::vector<std::pair<std::string, std::string>> renamed;  // wire -> register, in order
+  std::map<std::string, size_t> index;
+  auto reg = [&](Sig& v) {
+    if (v.is_const()) return;
+    auto it = index.find(v.name);
+    if (it == index.end()) {
+      const std::string r = prefix + std::to_string(renamed.size());
+      decl += "  reg " + range_decl(v.type.is_signed, v.type.width) + " " + r + ";\n";
+      assign += "    " + r + " <= " + v.name + ";\n";
+      it = index.emplace(v.name, renamed.size()).first;
+      renamed.emplace_back(v.name, r);
+    }
+    v.name = renamed[it->second].second;
+  };
+  if (mid_layer)
+    for (Sig& v : cur_) reg(v);
+  for (size_t li = 0; li < vals_.size(); ++li)
+    if (have_[li] && last_use_[li] > static_cast<int64_t>(layer))
+      for (Sig& v : vals_[li]) reg(v);
   body_ += "  // ---- pipeline register stage " + std::to_string(stage) + "\n" + decl;
   if (!assign.empty()) body_ += "  always @(posedge clk) begin\n" + assign + "  end\n";
 }
@@ -736,19 +1052,51 @@ std::string Generator::generate() {
   const auto regs = place_registers(steps);
   const int64_t in_bits = std::max<int64_t>(lay.input_bits, 1);
   const int64_t out_bits = std::max<int64_t>(lay.output_bits, 1);
+  const size_t n_layers = a_.layers.size();
   body_.clear();
   input_port(lay);
+  vals_.assign(n_layers, {});
+  have_.assign(n_layers, 0);
   int stage = 0;
-  for (size_t b = 0; b < steps.size(); ++b) {
-    static const char* const kWhat[] = {"quantizer", "products and sums",
-                                        "activation and output quantizer", "activation"};
-    body_ += "  // ---- " + std::string(kWhat[static_cast<int>(steps[b].kind)]) + " of layer '" +
-             comment_text(a_.layers[steps[b].layer].name) + "'\n";
-    run_step(steps[b]);
-    for (int r = 0; r < regs[b]; ++r) register_stage(++stage);
+  size_t b = 0;
+  for (size_t li = 0; li < n_layers; ++li) {
+    const auto& l = a_.layers[li];
+    if (float_[li]) continue;
+    if (li == li0_ && l.type == "quantize") {  // its output is data_in
+      vals_[li] = bus_;
+      have_[li] = 1;
+      continue;
+    }
+    if (is_wiring(l.type)) {
+      wiring(li);
+      continue;
+    }
+    for (; b < steps.size() && steps[b].layer == li; ++b) {
+      std::string what;
+      switch (steps[b].kind) {
+        case StepKind::Quantize: what = "quantizer"; break;
+        case StepKind::Acc:
+          what = l.type == "add"    ? "sum"
+                 : l.type == "pool" ? l.pool + " pool"
+                                    : "products and sums";
+          break;
+        case StepKind::Post: what = "activation and output quantizer"; break;
+        case StepKind::Activation: what = "activation"; break;
+      }
+      body_ += "  // ---- " + what + " of layer '" + comment_text(l.name) + "'\n";
+      run_step(steps[b]);
+      const bool last = b + 1 == steps.size() || steps[b + 1].layer != li;
+      if (last) {
+        vals_[li] = cur_;
+        have_[li] = 1;
+      }
+      for (int r = 0; r < regs[b]; ++r) register_stage(++stage, li, !last);
+    }
+    if (!have_[li]) throw std::logic_error("verilog generator: layer '" + l.name + "' has no step");
   }
-  if (steps.empty())  // nothing to compute: all stages register the inputs
-    for (int r = 0; r < o_.pipeline_stages; ++r) register_stage(++stage);
+  if (steps.empty())  // nothing to compute: all stages register the outputs
+    for (int r = 0; r < o_.pipeline_stages; ++r) register_stage(++stage, n_layers - 1, false);
+  cur_ = vals_.back();
   check_types(types_.back().output, "the model output");
 
   std::string v = header(lay);
@@ -858,13 +1206,7 @@ void export_verilog(const archive::Archive& a, const std::string& out_dir,
   const std::string source = gen.generate();
 
   // Testbench data: the first quantizer's mantissas in, the emulator's mantissas out.
-  const archive::Layer* first = nullptr;
-  for (const auto& l : a.layers)
-    if (l.type == "quantize" || (l.type == "dense" && l.input_quantizer)) {
-      first = &l;
-      break;
-    }
-  const archive::QuantSpec& q0 = *first->input_quantizer;
+  const archive::QuantSpec& q0 = *gen.first_quantizer().input_quantizer;
   std::string din, dout;
   std::vector<int128> y(out);
   archive::EmulatorStats stats;

@@ -6,10 +6,17 @@
 //   module <name>(input clk, input rst, input valid_in, input [IN_BITS-1:0] data_in,
 //                 output valid_out, output [OUT_BITS-1:0] data_out);
 //
+// Every layer type of the archive is supported (dense, conv1d, conv2d, scale, pool, add,
+// concatenate, reshape, flatten, quantize, activation) and so are graphs (Layer::inputs): each
+// layer's output is a set of wires that the layers reading it use.
+//
 // data_in is the concatenation of the model input's quantized mantissas (the integers the first
-// quantizer of the archive produces, archive::quantize_double), element 0 at the least
-// significant bits, each element at its own width from archive::infer_types; pruned (zero-width)
-// elements are absent. data_out concatenates the output mantissas the same way (each at its exact
+// quantizer of the archive produces, archive::quantize_double: the first layer, in layer order,
+// that quantizes the float model input: a quantize layer or a linear layer's input quantizer,
+// possibly behind flatten / reshape), element 0 at the least significant bits, each element at
+// its own width from archive::infer_types; pruned (zero-width) elements are absent. An archive
+// where a second layer quantizes the float model input is rejected (ArchiveError): the bus
+// carries one quantizer's mantissas. data_out concatenates the output mantissas the same way (each at its exact
 // type, archive::Emulator::output_types). The layout is stated in the file's header comment and in
 // ports.json. With pipeline_stages = N > 0 the result of the sample presented with valid_in at a
 // rising edge of clk appears on data_out with valid_out after N rising edges (latency N cycles,
@@ -29,17 +36,21 @@ namespace hgqt::exporters {
 struct VerilogOptions {
   std::string name = "myproject";  ///< top module name (a Verilog identifier)
   /// Register stages between input and output (0: combinational). Placed at the layer
-  /// boundaries and after the accumulators, spread evenly over the estimated logic depth; the last
-  /// one always registers the outputs. The latency is exactly `pipeline_stages` cycles.
+  /// boundaries and after the accumulators (in layer order), spread evenly over the estimated
+  /// logic depth; the last one always registers the outputs. A stage registers every value that
+  /// crosses it (in a graph: every layer output still to be read by a later layer, and the layer
+  /// in progress), so all paths have the same latency: exactly `pipeline_stages` cycles.
   int pipeline_stages = 1;
   /// How a product of a value by a constant weight is written:
   ///  - "csd" (default): shift-and-add following the canonical signed digit (non-adjacent form)
   ///    recoding of the weight's mantissa (7 = 8 - 1: (x <<< 3) - x). The signed digits of all
-  ///    products of one accumulator go straight into its adder tree, a balanced tree of wires at
-  ///    the exact width of each partial sum's range (no product wires);
+  ///    products of one accumulator (the terms of archive::linear_map: dense, conv1d, conv2d,
+  ///    scale) go straight into its adder tree, a balanced tree of wires at the exact width of
+  ///    each partial sum's range (no product wires);
   ///  - "mul": a product wire `x * constant` per product (weights of +-2^e as shifts), summed in
   ///    one expression at the accumulator's width.
-  /// Both are bit-exact with the emulator.
+  /// Both are bit-exact with the emulator. Sums without products (add, avg pool) always use
+  /// the exact-width adder tree; max pool is a tree of signed comparators.
   std::string const_mult = "csd";
 };
 

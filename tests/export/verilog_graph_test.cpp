@@ -1,0 +1,200 @@
+// The Verilog exporter on graph models (conv1d, conv2d, scale, max / avg pool, add, concatenate,
+// reshape, flatten, branches and skip connections): Verilator simulations against the integer
+// emulator, bit-exact with overflowing inputs, combinational and pipelined, for both ways of
+// writing constant multiplications; and the generator's graph checks without tools.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "hgqt/archive/emulator.h"
+#include "hgqt/export/verilog.h"
+#include "support/random_archive.h"
+
+using namespace hgqt;
+namespace fs = std::filesystem;
+using hgqt::testing::GraphKind;
+
+namespace {
+bool on_path(const std::string& program) {
+  return std::system(("command -v " + program + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+
+CommandResult run_command(const std::string& cmd) {
+  CommandResult r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, got);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::path(HGQT_BINARY_DIR) / "verilog_graph_test_tmp" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::pair<long, long> verilator_counts(const std::string& out) {
+  std::smatch m;
+  if (!std::regex_search(out, m, std::regex("verilator: (\\d+) samples, (\\d+) mismatches")))
+    return {-1, -1};
+  return {std::stol(m[1]), std::stol(m[2])};
+}
+
+size_t count_of(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+  return n;
+}
+
+struct GraphCase {
+  const char* label;
+  GraphKind kind;
+  int stages;
+  const char* const_mult;
+  uint64_t seed;
+};
+
+std::ostream& operator<<(std::ostream& os, const GraphCase& c) { return os << c.label; }
+
+archive::Archive graph(GraphKind kind, uint64_t seed) {
+  hgqt::testing::RandomArchiveOptions o;
+  o.seed = seed;
+  return hgqt::testing::random_graph_archive(kind, o);
+}
+}  // namespace
+
+// ------------------------------------------------------------------ Verilator against the emulator
+
+class VerilogGraphVerilator : public ::testing::TestWithParam<GraphCase> {};
+
+TEST_P(VerilogGraphVerilator, MatchesEmulatorBitExactly) {
+  if (!on_path("verilator")) GTEST_SKIP() << "verilator is not on PATH: Verilog simulation skipped";
+  const GraphCase& c = GetParam();
+  const auto a = graph(c.kind, c.seed);
+  // 2000 samples: half in range, half scaled x16 to overflow the quantizers.
+  const int64_t n_in = 1000, n_big = 1000, n = n_in + n_big;
+  auto x = hgqt::testing::random_inputs(a, n_in, 10 + c.seed, 1.0);
+  const auto big = hgqt::testing::random_inputs(a, n_big, 30 + c.seed, 16.0);
+  x.insert(x.end(), big.begin(), big.end());
+
+  const fs::path dir = fresh_dir(c.label);
+  exporters::VerilogOptions vo;
+  vo.name = std::string("g_") + c.label;
+  vo.pipeline_stages = c.stages;
+  vo.const_mult = c.const_mult;
+  exporters::export_verilog(a, dir.string(), vo, x, n);
+
+  const auto ports = nlohmann::json::parse(read_text(dir / "ports.json"));
+  EXPECT_EQ(ports["latency_cycles"].get<int>(), c.stages);
+  EXPECT_EQ(ports["testbench"]["samples"].get<int64_t>(), n);
+  EXPECT_GT(ports["testbench"]["wrapped"].get<int64_t>() +
+                ports["testbench"]["saturated"].get<int64_t>(),
+            0)
+      << "the scaled inputs should overflow some quantizer";
+  const std::string source = read_text(dir / (vo.name + ".v"));
+  EXPECT_EQ(count_of(source, "pipeline register stage"), static_cast<size_t>(c.stages));
+  EXPECT_EQ(std::regex_search(source, std::regex(" \\* [0-9]+'sh")),
+            std::string(c.const_mult) == "mul");
+
+  const auto sim = run_command("bash '" + (dir / "run_verilator.sh").string() + "'");
+  ASSERT_EQ(sim.status, 0) << sim.output.substr(sim.output.size() > 6000 ? sim.output.size() - 6000
+                                                                           : 0);
+  const auto [samples, mismatches] = verilator_counts(sim.output);
+  EXPECT_EQ(samples, n) << sim.output;
+  EXPECT_EQ(mismatches, 0) << sim.output;
+  std::printf("[ verilator ] %s: %ld samples, %ld mismatches\n", c.label, samples, mismatches);
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    VerilogGraph, VerilogGraphVerilator,
+    ::testing::Values(GraphCase{"cnn2d_csd_comb", GraphKind::Cnn2d, 0, "csd", 1},
+                      GraphCase{"cnn2d_csd_stages2", GraphKind::Cnn2d, 2, "csd", 2},
+                      GraphCase{"cnn2d_mul_comb", GraphKind::Cnn2d, 0, "mul", 3},
+                      GraphCase{"cnn2d_mul_stages2", GraphKind::Cnn2d, 2, "mul", 4},
+                      GraphCase{"conv1d_csd_comb", GraphKind::Conv1dBranches, 0, "csd", 1},
+                      GraphCase{"conv1d_csd_stages2", GraphKind::Conv1dBranches, 2, "csd", 2},
+                      GraphCase{"conv1d_mul_comb", GraphKind::Conv1dBranches, 0, "mul", 3},
+                      GraphCase{"conv1d_mul_stages2", GraphKind::Conv1dBranches, 2, "mul", 4}),
+    [](const ::testing::TestParamInfo<GraphCase>& info) { return std::string(info.param.label); });
+
+// ------------------------------------------------------------------------- generation, no tools
+
+// Every stage count generates, deterministically, with exactly that many register stages, and
+// the outputs come from the last stage's registers.
+TEST(VerilogGraphExport, StageCountsAndDeterminism) {
+  for (GraphKind kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches}) {
+    const auto a = graph(kind, 5);
+    for (int stages : {0, 1, 3, 7, 20}) {
+      SCOPED_TRACE(stages);
+      exporters::VerilogOptions vo;
+      vo.pipeline_stages = stages;
+      const std::string s = exporters::verilog_source(a, vo);
+      EXPECT_EQ(s, exporters::verilog_source(a, vo));
+      EXPECT_EQ(count_of(s, "pipeline register stage"), static_cast<size_t>(stages));
+      if (stages > 0) {
+        const auto at = s.find("assign data_out = {");
+        ASSERT_NE(at, std::string::npos);
+        const std::string line = s.substr(at, s.find('\n', at) - at);
+        EXPECT_NE(line.find("s" + std::to_string(stages) + "_"), std::string::npos) << line;
+      }
+    }
+  }
+}
+
+// The bus carries the quantize layer's mantissas; the layout follows infer_types.
+TEST(VerilogGraphExport, LayoutFollowsInferredTypes) {
+  const auto a = graph(GraphKind::Conv1dBranches, 3);
+  const auto types = archive::infer_types(a);
+  const auto lay = exporters::verilog_layout(a);
+  EXPECT_EQ(lay.input_layer, "q");
+  ASSERT_EQ(lay.inputs.size(), static_cast<size_t>(a.input_size()));
+  ASSERT_EQ(lay.outputs.size(), static_cast<size_t>(a.output_size()));
+  for (size_t n = 0; n < lay.inputs.size(); ++n) EXPECT_EQ(lay.inputs[n].type, types[0].output[n]);
+  for (size_t n = 0; n < lay.outputs.size(); ++n)
+    EXPECT_EQ(lay.outputs[n].type, types.back().output[n]);
+}
+
+// A second quantizer of the float model input is rejected: data_in carries one quantizer's
+// mantissas.
+TEST(VerilogGraphExport, RejectsTwoQuantizersOfTheModelInput) {
+  auto a = graph(GraphKind::Conv1dBranches, 1);
+  // c2 reads the model input through its own input quantizer.
+  for (auto& l : a.layers)
+    if (l.name == "c2") {
+      l.inputs = {archive::kModelInput};
+      l.input_quantizer = a.layers[0].input_quantizer;
+    }
+  archive::validate(a);
+  try {
+    exporters::verilog_source(a, exporters::VerilogOptions{});
+    ADD_FAILURE() << "two quantizers of the model input were accepted";
+  } catch (const archive::ArchiveError& e) {
+    EXPECT_NE(std::string(e.what()).find("more than one quantizer"), std::string::npos) << e.what();
+  }
+}
