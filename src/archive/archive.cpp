@@ -215,9 +215,12 @@ void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) 
   if (l.input_shape.size() != rank + 1)
     c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
            std::to_string(rank + 1) + " dimensions (channels last)");
-  if (l.output_shape.size() != rank + 1)
+  // A global pool may write [C] for [1, ..., 1, C].
+  const bool global = l.type == "pool" && l.output_shape.size() == 1;
+  if (l.output_shape.size() != rank + 1 && !global)
     c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " +
-           std::to_string(rank + 1) + " dimensions (channels last)");
+           std::to_string(rank + 1) + " dimensions (channels last)" +
+           (l.type == "pool" ? ", or [C] for a global pool" : ""));
   auto sized = [&](const std::vector<int64_t>& v, const char* field) {
     if (v.size() != rank)
       c.fail(std::string(field) + " has " + std::to_string(v.size()) + " entries, expected " +
@@ -228,7 +231,8 @@ void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) 
   if (padded) sized(l.pad_before, "pad_before");
   else if (!l.pad_before.empty()) c.fail("a " + l.type + " layer has no pad_before");
   for (size_t d = 0; d < rank; ++d) {
-    const int64_t in = l.input_shape[d], out = l.output_shape[d], k = l.kernel_size[d],
+    const int64_t in = l.input_shape[d], out = global ? 1 : l.output_shape[d],
+                  k = l.kernel_size[d],
                   s = l.strides[d], p = padded ? l.pad_before[d] : 0;
     const std::string ax = "axis " + std::to_string(d) + ": ";
     if (k < 1 || k > 4096) c.fail(ax + "kernel_size " + std::to_string(k) + " outside [1, 4096]");

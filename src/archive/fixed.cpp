@@ -202,7 +202,9 @@ struct Geometry {
 Geometry geometry(const Layer& l, size_t rank, bool padded) {
   Geometry g;
   g.rank = rank;
-  if (l.input_shape.size() != rank + 1 || l.output_shape.size() != rank + 1)
+  // A global pool may drop the spatial axes of its output ([C] for [1, ..., 1, C]).
+  const bool global = l.type == "pool" && l.output_shape.size() == 1;
+  if (l.input_shape.size() != rank + 1 || (l.output_shape.size() != rank + 1 && !global))
     throw ArchiveError("layer '" + l.name + "' (" + l.type + "): expected " +
                        std::to_string(rank + 1) + "-dimensional channels-last shapes");
   if (l.kernel_size.size() != rank || l.strides.size() != rank ||
@@ -212,7 +214,7 @@ Geometry geometry(const Layer& l, size_t rank, bool padded) {
                        " entries");
   for (size_t d = 0; d < rank; ++d) {
     g.in.push_back(l.input_shape[d]);
-    g.out.push_back(l.output_shape[d]);
+    g.out.push_back(global ? 1 : l.output_shape[d]);
     g.k.push_back(l.kernel_size[d]);
     g.s.push_back(l.strides[d]);
     g.pad.push_back(padded ? l.pad_before[d] : 0);
