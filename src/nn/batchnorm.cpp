@@ -10,16 +10,6 @@ using quant::Place;
 using quant::QuantizerOptions;
 
 namespace {
-// Options for a quantizer of `place` governing `shape`: the given options (shape replaced) or
-// the place's defaults (as in layers.cpp).
-QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Place place,
-                               std::vector<int64_t> shape) {
-  QuantizerOptions o = given ? *given : quant::default_quantizer_options(place, shape);
-  o.shape(std::move(shape));
-  o.batch_axis(place == Place::Datalane);
-  return o;
-}
-
 int64_t prod(const std::vector<int64_t>& v) {
   int64_t p = 1;
   for (auto d : v) p *= d;
@@ -270,25 +260,14 @@ std::pair<torch::Tensor, torch::Tensor> QConvBatchNormImpl<D>::folded(bool use_m
 
 template <int64_t D>
 std::vector<int64_t> QConvBatchNormImpl<D>::output_shape(const std::vector<int64_t>& in) const {
-  if (static_cast<int64_t>(in.size()) != D + 1 || in.back() != options.in_channels())
-    throw std::invalid_argument(type_name() + " layer expects a per-sample input with " +
-                                std::to_string(D + 1) + " axes and " +
-                                std::to_string(options.in_channels()) + " channels, got " +
-                                shape_string(in));
-  auto g = conv_geometry({in.begin(), in.end() - 1}, options.kernel_size(), options.strides(),
-                         options.padding());
-  g.out.push_back(options.filters());
-  return g.out;
+  return conv_output_shape(type_name(), options.in_channels(), options.filters(),
+                           options.kernel_size(), options.strides(), options.padding(), in);
 }
 
 template <int64_t D>
 std::vector<int64_t> QConvBatchNormImpl<D>::pad_before(const std::vector<int64_t>& in) const {
-  if (static_cast<int64_t>(in.size()) != D + 1)
-    throw std::invalid_argument(type_name() + ": pad_before needs a per-sample input with " +
-                                std::to_string(D + 1) + " axes, got " + shape_string(in));
-  return conv_geometry({in.begin(), in.end() - 1}, options.kernel_size(), options.strides(),
-                       options.padding())
-      .pad_before;
+  return conv_pad_before(type_name(), options.kernel_size(), options.strides(),
+                         options.padding(), in);
 }
 
 template class QConvBatchNormImpl<1>;

@@ -37,9 +37,6 @@ torch::Tensor apply_activation(const torch::Tensor& x, Activation a) {
   return a == Activation::ReLU ? torch::relu(x) : x;
 }
 
-namespace {
-// Options for a quantizer of `place` governing `shape`: the given options (shape replaced) or
-// the place's defaults.
 QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Place place,
                                std::vector<int64_t> shape) {
   QuantizerOptions o = given ? *given : quant::default_quantizer_options(place, shape);
@@ -47,6 +44,8 @@ QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Pla
   o.batch_axis(place == Place::Datalane);
   return o;
 }
+
+namespace {
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "[";

@@ -11,16 +11,6 @@ using quant::Place;
 using quant::QuantizerOptions;
 
 namespace {
-// Options for a quantizer of `place` governing `shape`: the given options (shape replaced) or
-// the place's defaults (as in layers.cpp).
-QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Place place,
-                               std::vector<int64_t> shape) {
-  QuantizerOptions o = given ? *given : quant::default_quantizer_options(place, shape);
-  o.shape(std::move(shape));
-  o.batch_axis(place == Place::Datalane);
-  return o;
-}
-
 std::string shapes_string(const std::vector<std::vector<int64_t>>& shapes) {
   std::string s;
   for (size_t n = 0; n < shapes.size(); ++n) s += (n ? ", " : "") + shape_string(shapes[n]);

@@ -49,6 +49,19 @@ torch::Tensor conv_ebops(const torch::Tensor& b_in, const std::vector<int64_t>& 
                          const torch::Tensor& b_w, const std::vector<int64_t>& kernel_shape,
                          const std::vector<int64_t>& strides, const std::string& padding);
 
+/// Per-sample output shape [O..., F] of a D-axis convolution (D = kernel_size.size()) of the
+/// per-sample input `in` [S..., C]; throws std::invalid_argument naming `layer` when `in` does not
+/// have D + 1 axes and `in_channels` channels.
+std::vector<int64_t> conv_output_shape(const std::string& layer, int64_t in_channels,
+                                       int64_t filters, const std::vector<int64_t>& kernel_size,
+                                       const std::vector<int64_t>& strides,
+                                       const std::string& padding, const std::vector<int64_t>& in);
+/// Zero padding before each spatial axis of that convolution.
+std::vector<int64_t> conv_pad_before(const std::string& layer,
+                                     const std::vector<int64_t>& kernel_size,
+                                     const std::vector<int64_t>& strides,
+                                     const std::string& padding, const std::vector<int64_t>& in);
+
 /// One bias add per output element: mean(b_bias) * n_outputs.
 torch::Tensor bias_ebops(const torch::Tensor& b_bias, int64_t n_outputs);
 

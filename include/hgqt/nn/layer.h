@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,11 @@ class QLayer {
   virtual std::vector<int64_t> output_shape_many(
       const std::vector<std::vector<int64_t>>& input_shapes) const;
 };
+
+/// Options for a layer's quantizer of `place` governing `shape`: the given options (shape
+/// replaced) or the place's defaults; datalane quantizers have a batch axis, constants none.
+quant::QuantizerOptions quantizer_for(const std::optional<quant::QuantizerOptions>& given,
+                                      quant::Place place, std::vector<int64_t> shape);
 
 /// Activation functions available to layers.
 enum class Activation { Linear, ReLU };
