@@ -95,10 +95,11 @@ bool valid_overflow(quant::OverflowMode m) {
 
 bool is_layer_type(const std::string& t) {
   return t == "quantize" || t == "flatten" || t == "reshape" || t == "activation" ||
-         t == "pool" || t == "add" || t == "concatenate" || is_linear(t);
+         t == "pool" || t == "add" || t == "concatenate" || t == "lut" || is_linear(t);
 }
 constexpr const char* kLayerTypes =
-    "quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation";
+    "quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation, "
+    "lut";
 
 // ---------------------------------------------------------------------------------------------
 // Validation
@@ -302,6 +303,8 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     c.fail("a " + l.type + " layer has no kernel_size, strides or pad_before");
   if (l.type != "pool" && !l.pool.empty()) c.fail("pool is set on a " + l.type + " layer");
   if (l.type != "concatenate" && l.axis != 0) c.fail("axis is set on a " + l.type + " layer");
+  if (l.type != "lut" && (!l.function.empty() || !l.table.empty()))
+    c.fail("function / table are set on a " + l.type + " layer (only lut layers have them)");
 
   if (layer_has_activation(l.type)) {
     if (l.activation != "linear" && l.activation != "relu")
@@ -351,6 +354,36 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       c.fail("output_shape " + shape_str(l.output_shape) + " does not hold the " +
              std::to_string(shape_size(l.input_shape)) + " elements of " +
              shape_str(l.input_shape));
+  } else if (l.type == "lut") {
+    absent(l.kernel.has_value(), "kernel");
+    absent(l.bias.has_value(), "bias");
+    if (!l.input_quantizer) c.fail("a lut layer needs an input_quantizer (its table's domain)");
+    if (!l.output_quantizer) c.fail("a lut layer needs an output_quantizer");
+    same_shape();
+    c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+    c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+    if (l.function.empty()) c.fail("function is empty (name the tabulated function)");
+    std::vector<int64_t> off;
+    try {
+      off = lut_offsets(l);
+    } catch (const ArchiveError& e) {
+      c.fail(e.what());
+    }
+    if (static_cast<int64_t>(l.table.size()) != off.back())
+      c.fail("table has " + std::to_string(l.table.size()) + " entries, expected " +
+             std::to_string(off.back()) + " (one per input value of every element)");
+    const QuantSpec& oq = *l.output_quantizer;
+    for (int64_t n = 0; n < oq.size(); ++n) {
+      const int w = oq.width(n);
+      const int64_t hi = w <= 0 ? 0 : (int64_t{1} << (oq.i[n] + oq.f[n])) - 1;
+      const int64_t lo = w <= 0 ? 0 : oq.k[n] ? -(int64_t{1} << (oq.i[n] + oq.f[n])) : 0;
+      for (int64_t t = off[n]; t < off[n + 1]; ++t)
+        if (l.table[t] < lo || l.table[t] > hi)
+          c.fail("table entry " + std::to_string(t - off[n]) + " of element " +
+                 std::to_string(n) + index_note(l.output_shape, n) + " is " +
+                 std::to_string(l.table[t]) + ", outside [" + std::to_string(lo) + ", " +
+                 std::to_string(hi) + "], the range of its output quantizer");
+    }
   } else if (l.type == "pool") {
     absent(l.input_quantizer.has_value(), "input_quantizer");
     absent(l.kernel.has_value(), "kernel");
@@ -852,6 +885,21 @@ int64_t shape_size(const std::vector<int64_t>& shape) {
   return checked_size(shape, "shape");
 }
 
+std::vector<int64_t> lut_offsets(const Layer& l) {
+  if (!l.input_quantizer) throw ArchiveError("lut layer '" + l.name + "' has no input_quantizer");
+  const QuantSpec& q = *l.input_quantizer;
+  std::vector<int64_t> off{0};
+  for (int64_t n = 0; n < q.size(); ++n) {
+    const int w = q.width(n);
+    if (w > kMaxLutInputBits)
+      throw ArchiveError("lut input element " + std::to_string(n) + " is " + std::to_string(w) +
+                         " bits wide; a table takes at most " +
+                         std::to_string(kMaxLutInputBits) + " (narrow its input quantizer)");
+    off.push_back(off.back() + (w <= 0 ? 1 : int64_t{1} << w));
+  }
+  return off;
+}
+
 std::vector<int64_t> layer_inputs(const Archive& a, size_t li) {
   const Layer& l = a.layers.at(li);
   if (l.inputs.empty()) return {static_cast<int64_t>(li) - 1};
@@ -986,6 +1034,12 @@ void write_archive(const Archive& a, const std::string& dir) {
     if (l.type == "conv1d" || l.type == "conv2d") lj["pad_before"] = l.pad_before;
     if (l.type == "pool") lj["pool"] = l.pool;
     if (l.type == "concatenate") lj["axis"] = l.axis;
+    if (l.type == "lut") {
+      lj["function"] = l.function;
+      lj["table"] = Json{{"size", l.table.size()}, {"values", base + "/table"}};
+      tensors.push_back({base + "/table", H5T_NATIVE_INT64, H5T_STD_I64LE, l.table.data(),
+                         l.table.size()});
+    }
     if (l.input_quantizer)
       lj["input_quantizer"] = quant_json(*l.input_quantizer, base + "/input_quantizer", tensors);
     if (l.kernel) lj["kernel"] = constant_json(*l.kernel, base + "/kernel", tensors);
@@ -1143,6 +1197,15 @@ Archive read_archive(const std::string& path) {
     if (const Json* v = r.find(l, "pad_before")) layer.pad_before = r.shape(*v, lp + ".pad_before");
     if (const Json* v = r.find(l, "pool")) layer.pool = r.string(*v, lp + ".pool");
     if (const Json* v = r.find(l, "axis")) layer.axis = r.integer(*v, lp + ".axis");
+    if (const Json* v = r.find(l, "function")) layer.function = r.string(*v, lp + ".function");
+    if (const Json* v = r.find(l, "table")) {
+      const std::string tp = lp + ".table";
+      r.object(*v, tp);
+      const int64_t size = r.integer(r.at(*v, tp, "size"), tp + ".size");
+      if (size < 1 || size > (int64_t{1} << 32)) r.fail(tp + ".size", "expected 1 to 2^32 entries");
+      tensors.push_back({r.field_dataset(*v, tp, "values"), tp + ".values", {size}, size});
+      tensors.back().i64 = &layer.table;
+    }
     if (const Json* v = r.find(l, "activation"))
       layer.activation = r.string(*v, lp + ".activation");
     if (const Json* v = r.find(l, "input_quantizer"))

@@ -42,6 +42,7 @@ Emulator::Emulator(Archive a) : a_(std::move(a)) {
     const Layer& l = a_.layers[li];
     if (is_linear(l.type)) p.linear = linear_map(l);
     if (l.type == "pool") p.pool = pool_map(l);
+    if (l.type == "lut") p.lut_offsets = lut_offsets(l);
     if (l.type == "concatenate") {
       std::vector<std::vector<int64_t>> shapes;
       for (int64_t src : p.inputs) shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
@@ -88,6 +89,17 @@ void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const
         for (auto& m : v) m = m < 0 ? 0 : m;
       // relu keeps each value's frac: the types after relu share the input's frac.
       quantize_values(v, t.input, *l.output_quantizer, nullptr, sample, stats);
+      continue;
+    }
+    if (l.type == "lut") {
+      if (!in_float) v = in;
+      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+      const QuantSpec& q = *l.input_quantizer;
+      for (int64_t n = 0; n < q.size(); ++n) {
+        const FixedType qt = t.quantized_input[n];
+        const int64_t index = qt.width == 0 ? 0 : static_cast<int64_t>(v[n] - qt.min_mantissa());
+        v[n] = l.table[p.lut_offsets[n] + index];
+      }
       continue;
     }
     if (l.type == "concatenate") {

@@ -559,6 +559,26 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
       finish(std::move(flow));
       continue;
     }
+    if (l.type == "lut") {
+      apply_quantizer(flow, *l.input_quantizer);
+      t.quantized_input = flow.types;
+      // The outputs are the table's entries: their types come from the output quantizer, their
+      // ranges from the entries themselves.
+      const std::vector<int64_t> off = lut_offsets(l);
+      Flow out = fixed_flow(l.output_quantizer->size());
+      for (int64_t n = 0; n < l.output_quantizer->size(); ++n) {
+        const FixedType qt = quantizer_type(*l.output_quantizer, n);
+        int128 lo = l.table[off[n]], hi = lo;
+        for (int64_t e = off[n]; e < off[n + 1]; ++e) {
+          lo = std::min<int128>(lo, l.table[e]);
+          hi = std::max<int128>(hi, l.table[e]);
+        }
+        out.types[n] = qt;
+        out.ranges[n] = qt.width == 0 ? Range{0, 0} : Range{lo, hi};
+      }
+      finish(std::move(out));
+      continue;
+    }
     if (l.type == "pool") {
       need_fixed(flow);
       t.quantized_input = t.input;

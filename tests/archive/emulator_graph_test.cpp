@@ -85,6 +85,12 @@ Vec reference_forward(const archive::Archive& a, const double* x) {
       quantize(v, *l.output_quantizer);
     }
     if (l.type == "pool") v = pool_ref(l, v);
+    if (l.type == "lut") {
+      quantize(v, *l.input_quantizer);
+      for (size_t n = 0; n < v.size(); ++n)
+        v[n] = l.output_quantizer->apply(hgqt::testing::lut_function_value(l.function, v[n]),
+                                         static_cast<int64_t>(n));
+    }
     if (l.type == "add") {
       for (size_t s = 1; s < ins.size(); ++s)
         for (size_t n = 0; n < v.size(); ++n) v[n] += out.at(ins[s])[n];
@@ -159,11 +165,12 @@ TEST_P(EmulatorGraph, MatchesDoubleReferenceInRangeAndOverflowing) {
 
 INSTANTIATE_TEST_SUITE_P(Seeds, EmulatorGraph,
                          ::testing::Combine(::testing::Values(GraphKind::Cnn2d,
-                                                              GraphKind::Conv1dBranches),
+                                                              GraphKind::Conv1dBranches,
+                                                              GraphKind::Lut),
                                             ::testing::Range(1, 7)));
 
 TEST(ArchiveGraph, RoundTripKeepsEveryField) {
-  for (auto kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches}) {
+  for (auto kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut}) {
     const auto a = hgqt::testing::random_graph_archive(kind);
     const std::string dir =
         (std::filesystem::temp_directory_path() / ("hgqt_graph_rt_" + a.name)).string();
@@ -178,6 +185,8 @@ TEST(ArchiveGraph, RoundTripKeepsEveryField) {
       EXPECT_EQ(x.pad_before, y.pad_before);
       EXPECT_EQ(x.pool, y.pool);
       EXPECT_EQ(x.axis, y.axis);
+      EXPECT_EQ(x.function, y.function);
+      EXPECT_EQ(x.table, y.table);
       EXPECT_EQ(x.kernel.has_value(), y.kernel.has_value());
       if (x.kernel) {
         EXPECT_EQ(x.kernel->mantissa, y.kernel->mantissa);
@@ -273,4 +282,28 @@ TEST(ArchiveGraph, ValidationNamesTheProblem) {
   auto c = hgqt::testing::random_graph_archive(GraphKind::Conv1dBranches);
   c.layers[3].inputs = {"c1"};
   expect_error(c, "needs two or more inputs");
+}
+
+TEST(ArchiveGraph, LutValidationNamesTheProblem) {
+  const auto good = hgqt::testing::random_graph_archive(GraphKind::Lut);
+  EXPECT_NO_THROW(archive::validate(good));
+  auto a = good;
+  a.layers[1].table.pop_back();
+  EXPECT_THROW(archive::validate(a), archive::ArchiveError);
+  a = good;
+  a.layers[1].input_quantizer->i[0] = 20;
+  try {
+    archive::validate(a);
+    ADD_FAILURE();
+  } catch (const archive::ArchiveError& e) {
+    EXPECT_NE(std::string(e.what()).find("a table takes at most 16"), std::string::npos) << e.what();
+  }
+  a = good;
+  a.layers[1].table[0] = int64_t{1} << 40;
+  try {
+    archive::validate(a);
+    ADD_FAILURE();
+  } catch (const archive::ArchiveError& e) {
+    EXPECT_NE(std::string(e.what()).find("the range of its output quantizer"), std::string::npos) << e.what();
+  }
 }

@@ -1,7 +1,9 @@
 // Random dense archives for the back-end tests.
 #include "support/random_archive.h"
 
+#include <cmath>
 #include <random>
+#include <stdexcept>
 #include <string>
 
 namespace hgqt::testing {
@@ -191,6 +193,40 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     a.output_shape = {3};
     return a;
   }
+  if (kind == GraphKind::Lut) {
+    a.name = "random_lut";
+    a.input_shape = {6};
+    // Narrow table inputs: at most 2 + 2 + 4 = 8 bits.
+    auto narrow = [&](std::vector<int64_t> shape) {
+      QuantSpec q = activation_quantizer(g, shape, o);
+      for (int64_t n = 0; n < q.size(); ++n) {
+        q.i[n] = std::min(q.i[n], 2);
+        q.f[n] = std::min(q.f[n], 4);
+      }
+      return q;
+    };
+    L.push_back(make_layer("q", "quantize", {6}, {6}));
+    L.back().input_quantizer = activation_quantizer(g, {6}, o);
+    L.push_back(make_layer("tanh", "lut", {6}, {6}));
+    L.back().function = "tanh";
+    L.back().input_quantizer = narrow({6});
+    L.back().output_quantizer = activation_quantizer(g, {6}, o);
+    fill_lut_table(L.back());
+    L.push_back(make_layer("d1", "dense", {6}, {5}));
+    L.back().kernel = constant(g, {6, 5}, o);
+    L.back().bias = constant(g, {5}, o);
+    L.back().activation = "relu";
+    L.push_back(make_layer("sig", "lut", {5}, {5}));
+    L.back().function = "sigmoid";
+    L.back().input_quantizer = narrow({5});
+    L.back().output_quantizer = activation_quantizer(g, {5}, o);
+    fill_lut_table(L.back());
+    L.push_back(make_layer("d2", "dense", {5}, {2}));
+    L.back().kernel = constant(g, {5, 2}, o);
+    L.back().bias = constant(g, {2}, o);
+    a.output_shape = {2};
+    return a;
+  }
   a.name = "random_conv1d_branches";
   a.input_shape = {9, 2};
   L.push_back(make_layer("q", "quantize", {9, 2}, {9, 2}));
@@ -218,6 +254,27 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
   L.back().bias = constant(g, {2}, o);
   a.output_shape = {2};
   return a;
+}
+
+double lut_function_value(const std::string& function, double v) {
+  if (function == "tanh") return std::tanh(v);
+  if (function == "sigmoid") return 1.0 / (1.0 + std::exp(-v));
+  throw std::invalid_argument("lut_function_value: unknown function " + function);
+}
+
+void fill_lut_table(Layer& l) {
+  const QuantSpec& iq = *l.input_quantizer;
+  const QuantSpec& oq = *l.output_quantizer;
+  l.table.clear();
+  for (int64_t n = 0; n < iq.size(); ++n) {
+    const int w = iq.width(n);
+    const int64_t lo = w <= 0 ? 0 : iq.k[n] ? -(int64_t{1} << (w - 1)) : 0;
+    const int64_t count = w <= 0 ? 1 : int64_t{1} << w;
+    for (int64_t m = lo; m < lo + count; ++m) {
+      const double y = oq.apply(lut_function_value(l.function, std::ldexp(static_cast<double>(m), -iq.f[n])), n);
+      l.table.push_back(oq.width(n) <= 0 ? 0 : static_cast<int64_t>(std::ldexp(y, oq.f[n])));
+    }
+  }
 }
 
 std::vector<double> random_inputs(const Archive& a, int64_t n, uint64_t seed, double scale) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "hgqt/archive/archive.h"
@@ -32,9 +33,15 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 ///   on channels -> conv2d 2x2 valid -> avg pool 2x2 -> flatten -> dense;
 /// Conv1dBranches: quantize -> {conv1d k3 s2 same, conv1d k1 s2} -> add relu -> scale (batch
 ///   norm) -> flatten, concatenated with a reshape of the quantized input -> activation -> dense.
-enum class GraphKind { Cnn2d, Conv1dBranches };
+/// Lut: quantize -> lut tanh -> dense relu -> lut sigmoid -> dense (narrow table inputs).
+enum class GraphKind { Cnn2d, Conv1dBranches, Lut };
 /// A valid random archive of `kind` with per-element k, i, f like random_mlp_archive.
 archive::Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o = {});
+
+/// The value of a lut function by name (tanh, sigmoid), in double.
+double lut_function_value(const std::string& function, double v);
+/// Fills a lut layer's table: entry = Q_out(fn(value)) for every input value of every element.
+void fill_lut_table(archive::Layer& l);
 
 /// `n` random rows of the archive's input: normal values times `scale` (scale > 1 overflows the
 /// WRAP / SAT quantizers).

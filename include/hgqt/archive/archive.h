@@ -21,6 +21,8 @@
 //   add:         acc = exact sum of its inputs (same shapes); y = Q_out(act(acc)) (Q_out optional).
 //   concatenate: the inputs joined along per-sample `axis`.
 //   activation:  y = Q_out(act(x))
+//   lut:         y[n] = table of element n at Q_in(x)[n]: a lookup table over every value the input
+//                quantizer can give (fn(v) quantized by Q_out when it was built; `function` names fn).
 // act is linear or relu (exact). Q applies per element k, i, f, rounding, then overflow.
 #pragma once
 
@@ -77,7 +79,8 @@ inline constexpr const char* kModelInput = "input";
 /// One layer. Which optional fields are set depends on `type` (see the data flow above).
 struct Layer {
   std::string name;
-  /// quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation
+  /// quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation,
+  /// lut
   std::string type;
   /// Names of the layers it reads (kModelInput: the model input). Empty: the previous layer
   /// (the model input for the first layer). add and concatenate read two or more.
@@ -85,16 +88,27 @@ struct Layer {
   /// Per sample; for several inputs, input_shape is the first input's shape.
   std::vector<int64_t> input_shape, output_shape;
   std::string activation = "linear";         ///< linear layers, add, activation: linear | relu
-  std::optional<QuantSpec> input_quantizer;  ///< quantize (required), linear layers (optional)
+  std::optional<QuantSpec> input_quantizer;  ///< quantize, lut (required), linear (optional)
   std::optional<Constant> kernel;            ///< linear layers (see the data flow)
   std::optional<Constant> bias;              ///< linear layers: [out] / [F] / [C] (optional)
-  std::optional<QuantSpec> output_quantizer;  ///< activation (required), linear, add (optional)
+  std::optional<QuantSpec> output_quantizer;  ///< activation, lut (required); linear, add (optional)
   std::vector<int64_t> kernel_size;  ///< conv: spatial kernel size; pool: window
   std::vector<int64_t> strides;      ///< conv, pool: per spatial axis
   std::vector<int64_t> pad_before;   ///< conv: zero padding before each spatial axis
   std::string pool;                  ///< pool: max | avg
+  std::string function;              ///< lut: name of the tabulated function (tanh, sigmoid, ...)
+  /// lut: output mantissas (at the output quantizer's f), element after element; element n has
+  /// one entry per mantissa m of its input type, in order from the smallest (see lut_offsets).
+  std::vector<int64_t> table;
   int64_t axis = 0;                  ///< concatenate: per-sample axis (>= 0)
 };
+
+/// Widest input (k + i + f) of a lut element: its table has 2^16 entries at most.
+constexpr int kMaxLutInputBits = 16;
+/// Where each element's table starts in Layer::table (size + 1 entries; the last is the table's
+/// size): element n has 2^W entries for an input width W = k + i + f > 0, one (the value at 0)
+/// when pruned. Throws ArchiveError for an input wider than kMaxLutInputBits.
+std::vector<int64_t> lut_offsets(const Layer& l);
 
 /// True for the layers with a kernel: dense, conv1d, conv2d, scale.
 bool is_linear(const std::string& type);

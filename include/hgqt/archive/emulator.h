@@ -46,6 +46,7 @@ class Emulator {
     LinearMap linear;
     PoolMap pool;
     ConcatMap concat;
+    std::vector<int64_t> lut_offsets;
   };
   Archive a_;
   std::vector<LayerTypes> types_;
