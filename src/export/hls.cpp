@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -346,6 +347,7 @@ class Generator {
   Array add_layer(size_t li, const Layer& l, const LayerTypes& t,
                   const std::vector<const Array*>& ins);
   Array concat_layer(size_t li, const Layer& l, const std::vector<const Array*>& ins);
+  Array lut_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur, bool first_q);
   /// The output array of a layer with an activation and an optional output quantizer (linear
   /// layers, add) from its accumulators `acc` (types of infer_types, ranges of the generator).
   struct Outputs {
@@ -999,6 +1001,115 @@ Array Generator::concat_layer(size_t li, const Layer& l, const std::vector<const
   return out;
 }
 
+// lut: element j reads its table at the quantized input's mantissa minus the type's minimum: the
+// input's W bits (x.range(W - 1, 0)) with the sign bit inverted when signed. One static const
+// table per distinct (input type, output type, contents), in firmware/weights/lut<L>.h; its
+// entries are the exact output values (mantissa * 2^-f of the output quantizer).
+Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur,
+                           bool first_q) {
+  const std::string p = "layer" + std::to_string(li);
+  const std::string L = std::to_string(li);
+  const QuantSpec& iq = *l.input_quantizer;
+  const int64_t n = iq.size();
+  if (cur.size() != n)
+    throw ArchiveError("hls: " + label(li) + ": the layer has " + std::to_string(n) +
+                       " inputs, it receives " + std::to_string(cur.size()));
+  const std::vector<int64_t> off = archive::lut_offsets(l);
+  // The input quantizer (not for the first quantizer: x_in is already quantized).
+  std::vector<std::string> iq_names(n);
+  if (!first_q) {
+    std::vector<std::string> qtypes(n);
+    for (int64_t j = 0; j < n; ++j) {
+      const FixedType qt = archive::quantizer_type(iq, j);
+      if (qt.width > 0) qtypes[j] = hls_type(qt, iq.round, iq.overflow);
+    }
+    iq_names = td_.family(p + "_iq_t", qtypes, label(li) + ": input quantizer, per element");
+  }
+  // Per element: a constant index (pruned or always-0 input), or the input's bits.
+  Array out = new_array(p + "_out", n);
+  std::vector<int64_t> const_index(n, -1);
+  for (int64_t j = 0; j < n; ++j) {
+    const FixedType it = archive::quantizer_type(iq, j);
+    if (it.width <= 0)
+      const_index[j] = 0;
+    else if (cur.v[j].zero)  // Q(0) = 0
+      const_index[j] = static_cast<int64_t>(-it.min_mantissa());
+    const FixedType& ot = t.output[j];
+    if (ot.width <= 0) continue;
+    int128 lo = 0, hi = 0;
+    if (const_index[j] >= 0) {
+      lo = hi = l.table.at(off[j] + const_index[j]);
+    } else {
+      lo = hi = l.table[off[j]];
+      for (int64_t e = off[j]; e < off[j + 1]; ++e) {
+        lo = std::min<int128>(lo, l.table[e]);
+        hi = std::max<int128>(hi, l.table[e]);
+      }
+    }
+    if (lo == 0 && hi == 0) continue;  // always 0
+    out.v[j] = {false, ot, lo, hi};
+  }
+  name_array(out, p + "_t", label(li) + ": output, per element");
+  // The tables, deduplicated.
+  std::map<std::string, std::string> tables;  // key -> name
+  std::string tf = "// Lookup tables of " + label(li) + " (function '" + comment_text(l.function) +
+                   "'): entry e of a table is the output for the input mantissa min + e.\n";
+  const std::string guard = "HGQT_LUT" + L + "_H_";
+  tf += "#ifndef " + guard + "\n#define " + guard + "\n";
+  const Params ps({&cur});
+  std::string f = "\n// " + label(li) + ": lookup table '" + comment_text(l.function) +
+                  "' per element, indexed by the quantized input's mantissa minus its minimum\n" +
+                  ps.signature(p + "_lut", out);
+  for (int64_t j = 0; j < n; ++j) {
+    const std::string js = std::to_string(j);
+    if (out.v[j].zero) {
+      f += "  out[" + js + "] = 0;\n";
+      continue;
+    }
+    const FixedType& ot = t.output[j];
+    const std::string otype = hls_type(ot);
+    const std::string what = label(li) + " table of element " + js;
+    if (const_index[j] >= 0 || out.v[j].lo == out.v[j].hi) {
+      const int64_t e = const_index[j] >= 0 ? const_index[j] : 0;
+      f += "  out[" + js + "] = " +
+           constant_literal(l.table.at(off[j] + e), -ot.frac, otype, what) + ";\n";
+      continue;
+    }
+    const FixedType it = archive::quantizer_type(iq, j);
+    std::string key = hls_type(it) + "|" + otype + "|";
+    for (int64_t e = off[j]; e < off[j + 1]; ++e) key += std::to_string(l.table[e]) + ",";
+    auto found = tables.find(key);
+    if (found == tables.end()) {
+      const std::string name = "table_" + L + "_" + js;
+      const int64_t size = off[j + 1] - off[j];
+      tf += "\n// input " + hls_type(it) + ", output " + otype + "\n";
+      tf += "static const " + otype + " " + name + "[" + std::to_string(size) + "] = {";
+      for (int64_t e = 0; e < size; ++e) {
+        tf += (e % 8 == 0) ? "\n    " : " ";
+        tf += constant_literal(l.table[off[j] + e], -ot.frac, otype, what);
+        if (e + 1 < size) tf += ",";
+      }
+      tf += "\n};\n";
+      found = tables.emplace(key, name).first;
+    }
+    const std::string xt = first_q ? cur.names[j] : iq_names[j];
+    f += "  " + xt + " x" + js + " = ";
+    f += first_q ? ps.ref(cur, j) : "(" + iq_names[j] + ")(" + cur.names[j] + ")" + ps.ref(cur, j);
+    f += ";\n";
+    std::string index = "x" + js + ".range(" + std::to_string(it.width - 1) + ", 0).to_uint()";
+    if (it.is_signed) index += " ^ " + std::to_string(1u << (it.width - 1)) + "u";
+    f += "  out[" + js + "] = " + found->second + "[" + index + "];\n";
+  }
+  tf += "\n#endif\n";
+  if (!tables.empty()) {
+    weights.push_back({"lut" + L + ".h", tf});
+    weight_includes_.push_back("lut" + L + ".h");
+  }
+  functions_ += f + "}\n";
+  call(p + "_lut", ps, out);
+  return out;
+}
+
 void Generator::run() {
   if (!is_identifier(o_.name))
     throw std::invalid_argument("hls: the project name '" + comment_text(o_.name) +
@@ -1015,7 +1126,8 @@ void Generator::run() {
     const int64_t src = srcs.at(0);
     const bool in_float = src < 0 || is_float[src];
     if (!in_float && (l.type == "quantize" || l.type == "activation" || l.type == "pool" ||
-                      l.type == "flatten" || l.type == "reshape" || archive::is_linear(l.type)) &&
+                      l.type == "flatten" || l.type == "reshape" || l.type == "lut" ||
+                      archive::is_linear(l.type)) &&
         arrays[src].size() != archive::shape_size(l.input_shape))
       throw ArchiveError("hls: " + label(li) + ": receives " +
                          std::to_string(arrays[src].size()) + " values, expected " +
@@ -1036,7 +1148,7 @@ void Generator::run() {
     std::vector<const Array*> ins;
     for (int64_t s : srcs) {
       if (s < 0 || is_float[s])
-        if (!(archive::is_linear(l.type) && l.input_quantizer))
+        if (!((archive::is_linear(l.type) || l.type == "lut") && l.input_quantizer))
           throw ArchiveError("hls: " + label(li) + " reads the unquantized model input");
       ins.push_back(s < 0 || is_float[s] ? nullptr : &arrays[s]);
     }
@@ -1048,6 +1160,11 @@ void Generator::run() {
       arrays[li] = add_layer(li, l, types[li], ins);
     } else if (l.type == "concatenate") {
       arrays[li] = concat_layer(li, l, ins);
+    } else if (l.type == "lut") {
+      if (in_float)
+        arrays[li] = lut_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
+      else
+        arrays[li] = lut_layer(li, l, types[li], arrays[src], false);
     } else if (archive::is_linear(l.type)) {
       if (in_float)
         arrays[li] = linear_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);

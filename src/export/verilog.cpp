@@ -26,7 +26,10 @@
 // tree of its inputs aligned to the accumulator's frac; avg pool the same tree over a window
 // (its mantissa read at frac + shift is the average); max pool a tree of signed comparators at a
 // width holding every window element aligned to the common frac (pruned elements and constants
-// fold into one constant operand). flatten, reshape and concatenate are wiring.
+// fold into one constant operand). lut: the input quantizer, then one ROM
+// per element (a case statement indexed by the quantized input's bits, sign bit inverted, i.e. the
+// mantissa minus its minimum) giving the output mantissa. flatten, reshape and concatenate are
+// wiring.
 //
 // Graphs: the layers are generated in layer order; each layer's output is a vector of values
 // (wires, registers or constants) that the layers reading it (archive::layer_inputs) use.
@@ -203,6 +206,7 @@ enum class StepKind {
   Acc,         // linear: products and sums; pool: max / sum; add: the sum
   Post,        // linear and add: relu and output quantizer
   Activation,  // activation layer: relu and quantizer
+  Lut,         // lut layer: one ROM per element, indexed by the quantized input's bits
 };
 struct Step {
   StepKind kind;
@@ -248,6 +252,7 @@ class Generator {
   void pool_acc(size_t li);
   void add_acc(size_t li);
   void post(size_t li);
+  void lut(size_t li);
   void check_types(const std::vector<FixedType>& want, const std::string& what) const;
   std::string header(const VerilogLayout& lay) const;
 
@@ -292,7 +297,8 @@ void Generator::analyze() {
     const int64_t src = inputs_[li].at(0);
     const bool in_float = src < 0 || float_[src];
     if (l.type == "flatten" || l.type == "reshape") float_[li] = in_float;
-    const bool quantizer = l.type == "quantize" || (archive::is_linear(l.type) && l.input_quantizer);
+    const bool quantizer = l.type == "quantize" || l.type == "lut" ||
+                           (archive::is_linear(l.type) && l.input_quantizer);
     if (in_float && quantizer) {
       if (found)
         throw ArchiveError("verilog: the model input feeds more than one quantizer (layers '" +
@@ -374,6 +380,11 @@ std::vector<Step> Generator::plan() const {
     }
     if (l.type == "activation") {
       steps.push_back({StepKind::Activation, li, 1});
+      continue;
+    }
+    if (l.type == "lut") {  // input quantizer, then the ROMs
+      if (li != li0_) steps.push_back({StepKind::Quantize, li, 1});
+      steps.push_back({StepKind::Lut, li, 2});
       continue;
     }
     if (l.type == "pool") {
@@ -914,6 +925,60 @@ void Generator::post(size_t li) {
   check_types(t.output, "layer '" + l.name + "' output");
 }
 
+// lut: element n's output is its table entry at index m - min (m: the quantized input's mantissa,
+// min: the smallest mantissa of its type), i.e. the input's bits with the sign bit inverted for
+// signed inputs. One ROM (a case statement over every index) per element; constant inputs and
+// tables with a single value give constants.
+void Generator::lut(size_t li) {
+  const auto& l = a_.layers[li];
+  const auto& t = types_[li];
+  const std::string L = std::to_string(li);
+  check_types(t.quantized_input, "layer '" + l.name + "' quantized input");
+  const std::vector<int64_t> off = archive::lut_offsets(l);
+  for (size_t n = 0; n < cur_.size(); ++n) {
+    const FixedType& ot = t.output[n];
+    const Sig x = cur_[n];
+    const int64_t base = off[n], size = off[n + 1] - off[n];
+    if (ot.width == 0) {
+      cur_[n] = constant(0, ot);
+      continue;
+    }
+    if (x.is_const() || x.type.width == 0) {
+      const int128 index = x.type.width == 0 ? 0 : x.value - x.type.min_mantissa();
+      cur_[n] = constant(l.table.at(base + static_cast<int64_t>(index)), ot);
+      continue;
+    }
+    bool same = true;
+    for (int64_t e = 1; e < size && same; ++e) same = l.table[base + e] == l.table[base];
+    if (same) {
+      cur_[n] = constant(l.table[base], ot);
+      continue;
+    }
+    const int w = x.type.width;
+    std::string index;
+    if (!x.type.is_signed)
+      index = x.name;
+    else if (w == 1)
+      index = "~" + x.name + "[0]";
+    else
+      index = "{~" + x.name + "[" + std::to_string(w - 1) + "], " + x.name + "[" +
+              std::to_string(w - 2) + ":0]}";
+    const std::string name = "lut" + L + "_" + std::to_string(n);
+    body_ += "  reg " + range_decl(ot.is_signed, ot.width) + " " + name + ";\n";
+    body_ += "  always @(*) begin\n    case (" + index + ")\n";
+    for (int64_t e = 0; e < size; ++e)
+      body_ += "      " + literal(e, w, false) + ": " + name + " = " +
+               literal(l.table[base + e], ot.width, ot.is_signed) + ";\n";
+    body_ += "      default: " + name + " = " + literal(0, ot.width, ot.is_signed) + ";\n";
+    body_ += "    endcase\n  end\n";
+    Sig s;
+    s.name = name;
+    s.type = ot;
+    cur_[n] = s;
+  }
+  check_types(t.output, "layer '" + l.name + "' output");
+}
+
 // A layer's first step reads its inputs; later steps continue on cur_.
 void Generator::run_step(const Step& s) {
   const size_t li = s.layer;
@@ -944,6 +1009,11 @@ void Generator::run_step(const Step& s) {
       break;
     case StepKind::Post:
       post(li);
+      break;
+    case StepKind::Lut:
+      // after its input quantizer step, or straight from data_in (the first quantizer)
+      if (li == li0_) cur_ = input(li, 0);
+      lut(li);
       break;
     case StepKind::Activation: {
       cur_ = input(li, 0);
@@ -1082,6 +1152,7 @@ std::string Generator::generate() {
           break;
         case StepKind::Post: what = "activation and output quantizer"; break;
         case StepKind::Activation: what = "activation"; break;
+        case StepKind::Lut: what = "lookup tables"; break;
       }
       body_ += "  // ---- " + what + " of layer '" + comment_text(l.name) + "'\n";
       run_step(steps[b]);

@@ -13,6 +13,8 @@
 //     I = max(I1 + (S2 && !S1), I2 + (S1 && !S2)) + 1, F = max(F1, F2) (a - b is signed): every
 //     result is exact. +=, -=, *= convert the exact result with the left operand's modes.
 //   - Comparisons between fixed-point values and with integers; to_double(), to_float().
+//   - range(hi, lo) / range(): the mantissa's bits as an unsigned field (read only), with
+//     to_uint(), to_int(), to_uint64(), to_int64() (the vendor's af_range_ref, reading).
 // Mantissas are held in __int128: widths up to 126 bits (static_assert beyond).
 #ifndef HGQT_AP_TYPES_SIM_AP_FIXED_H
 #define HGQT_AP_TYPES_SIM_AP_FIXED_H
@@ -181,6 +183,17 @@ __attribute__((noinline)) inline int compare(i128 m1, int f1, i128 m2, int f2) {
   return a < m2 ? -1 : (a > m2 ? 1 : 0);
 }
 
+/// The bits [hi:lo] (hi >= lo) of a mantissa, as the vendor's af_range_ref reads them (read only):
+/// an unsigned bit field of the two's complement mantissa.
+struct range_ref {
+  u128 bits;
+  unsigned to_uint() const { return static_cast<unsigned>(bits); }
+  int to_int() const { return static_cast<int>(bits); }
+  unsigned long long to_uint64() const { return static_cast<unsigned long long>(bits); }
+  long long to_int64() const { return static_cast<long long>(bits); }
+  operator unsigned long long() const { return to_uint64(); }
+};
+
 }  // namespace ap_sim
 
 template <int W, int I, bool S, ap_q_mode Q = AP_TRN, ap_o_mode O = AP_WRAP, int N = 0>
@@ -224,6 +237,16 @@ struct ap_fixed_base {
   }
 
   double to_double() const { return std::ldexp(static_cast<double>(V), -(W - I)); }
+
+  /// The mantissa's bits [hi:lo] (0 <= lo <= hi < W), as an unsigned bit field (read only).
+  ap_sim::range_ref range(int hi, int lo) const {
+    if (lo < 0 || hi < lo || hi >= W) std::abort();
+    const int n = hi - lo + 1;
+    const ap_sim::u128 mask = n >= 128 ? ~ap_sim::u128{0} : (ap_sim::u128{1} << n) - 1;
+    return {(static_cast<ap_sim::u128>(V) >> lo) & mask};
+  }
+  /// All W bits of the mantissa.
+  ap_sim::range_ref range() const { return range(W - 1, 0); }
   float to_float() const { return static_cast<float>(to_double()); }
 
   template <int W2, int I2, bool S2, ap_q_mode Q2, ap_o_mode O2, int N2>

@@ -1,5 +1,5 @@
 // The HLS exporter on graph models (conv1d, conv2d, scale, max/avg pool, add, concatenate,
-// reshape, flatten): generated projects compiled with the C++ compiler and the ap_fixed
+// reshape, flatten, lut): generated projects compiled with the C++ compiler and the ap_fixed
 // simulation header, run on 2,000 inputs each (half of them scaled by 16 to overflow the
 // quantizers), bit-exact with the integer emulator.
 #include <gtest/gtest.h>
@@ -268,6 +268,30 @@ TEST(HlsGraph, ModeAndPerTensorVariantsBitExact) {
   const auto dirs = check_cases(cases);
   // Per tensor: one type for the whole input.
   EXPECT_EQ(read_text(dirs[1] / "firmware" / "defines.h").find("input_t_0"), std::string::npos);
+}
+
+// Lut (quantize -> lut tanh -> dense relu -> lut sigmoid -> dense): two seeds with mixed modes
+// and one with RND / WRAP only. Each lut element reads a table indexed by its quantized input's
+// bits; identical tables are written once.
+TEST(HlsGraph, LutBitExact) {
+  std::vector<Case> cases;
+  for (uint64_t seed : {1, 2})
+    cases.push_back({"lut_s" + std::to_string(seed),
+                     hgqt::testing::random_graph_archive(GraphKind::Lut, graph_options(seed)),
+                     600 + seed});
+  auto o = graph_options(3);
+  o.mixed_modes = false;
+  cases.push_back({"lut_rnd_wrap", hgqt::testing::random_graph_archive(GraphKind::Lut, o), 610});
+  const auto dirs = check_cases(cases);
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const std::string cpp = read_text(dirs[c] / "firmware" / (cases[c].name + ".cpp"));
+    EXPECT_NE(cpp.find("static void layer1_lut("), std::string::npos) << cases[c].name;
+    EXPECT_NE(cpp.find("static void layer3_lut("), std::string::npos) << cases[c].name;
+    EXPECT_NE(cpp.find(".range("), std::string::npos) << cases[c].name;
+    const std::string tables = read_text(dirs[c] / "firmware" / "weights" / "lut1.h");
+    EXPECT_NE(tables.find("static const "), std::string::npos) << cases[c].name;
+    EXPECT_LE(count_of(tables, "static const "), 6u) << cases[c].name;
+  }
 }
 
 // A conv2d with more than kMaxTermsPerFunction (4,096) products is split into several

@@ -196,12 +196,24 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
   if (kind == GraphKind::Lut) {
     a.name = "random_lut";
     a.input_shape = {6};
-    // Narrow table inputs: at most 2 + 2 + 4 = 8 bits.
+    // Table inputs: signed, 4 to 7 bits, the last element pruned; outputs fine enough that the
+    // model's output varies with its input.
     auto narrow = [&](std::vector<int64_t> shape) {
       QuantSpec q = activation_quantizer(g, shape, o);
       for (int64_t n = 0; n < q.size(); ++n) {
-        q.i[n] = std::min(q.i[n], 2);
-        q.f[n] = std::min(q.f[n], 4);
+        q.k[n] = 1;
+        q.i[n] = 2;
+        q.f[n] = g.uniform(1, 4);
+      }
+      q.f.back() = -3;  // pruned: k + i + f = 0
+      return q;
+    };
+    auto fine = [&](std::vector<int64_t> shape) {
+      QuantSpec q = activation_quantizer(g, shape, o);
+      for (int64_t n = 0; n < q.size(); ++n) {
+        q.k[n] = 1;
+        q.i[n] = 1;
+        q.f[n] = g.uniform(3, 6);
       }
       return q;
     };
@@ -210,16 +222,15 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     L.push_back(make_layer("tanh", "lut", {6}, {6}));
     L.back().function = "tanh";
     L.back().input_quantizer = narrow({6});
-    L.back().output_quantizer = activation_quantizer(g, {6}, o);
+    L.back().output_quantizer = fine({6});
     fill_lut_table(L.back());
     L.push_back(make_layer("d1", "dense", {6}, {5}));
     L.back().kernel = constant(g, {6, 5}, o);
     L.back().bias = constant(g, {5}, o);
-    L.back().activation = "relu";
     L.push_back(make_layer("sig", "lut", {5}, {5}));
     L.back().function = "sigmoid";
     L.back().input_quantizer = narrow({5});
-    L.back().output_quantizer = activation_quantizer(g, {5}, o);
+    L.back().output_quantizer = fine({5});
     fill_lut_table(L.back());
     L.push_back(make_layer("d2", "dense", {5}, {2}));
     L.back().kernel = constant(g, {5, 2}, o);
