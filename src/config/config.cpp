@@ -29,7 +29,7 @@ const Keys kModelKeys = {"input_shape", "quantizer_defaults", "layers"};
 const Keys kDefaultPlaces = {"weight", "datalane", "bias"};
 const Keys kLayerKeys = {"type",        "name",        "inputs",          "units",
                          "filters",     "kernel_size", "strides",         "padding",
-                         "pool_size",   "shape",       "axis",            "batchnorm",
+                         "pool_size",   "shape",       "axis",            "batchnorm", "function",
                          "momentum",    "epsilon",     "activation",      "use_bias",
                          "input_quantizer", "kernel_quantizer", "bias_quantizer",
                          "output_quantizer"};
@@ -39,21 +39,21 @@ const Keys kQuantizerKeys = {"param", "k",        "b",           "i",       "f",
                              "round", "overflow", "granularity", "i_decay", "trainable"};
 const Keys kDataKeys = {"format",           "train",      "validation",  "test",
                         "validation_split", "test_split", "standardize", "split_seed",
-                        "feature_names"};
+                        "feature_names",    "classes",    "anomaly_classes"};
 const Keys kSourceKeys = {"file", "features", "labels"};
 const Keys kTrainKeys = {"epochs",       "batch_size",  "optimizer", "lr",    "momentum",
                          "weight_decay", "lr_schedule", "min_lr",    "seed",  "loss",
-                         "beta",         "gamma",       "threads",   "device"};
+                         "target",       "beta",        "gamma",     "threads", "device"};
 const Keys kBetaKeys = {"kind", "value", "points"};
 
 const Keys kAllRoles = {"input", "kernel", "bias", "output"};
 const Keys kLayerTypes = {"dense",         "conv1d",          "conv2d",          "batchnorm",
                           "activation",    "quantize",        "flatten",         "reshape",
                           "max_pool",      "avg_pool",        "global_max_pool", "global_avg_pool",
-                          "add",           "concatenate"};
+                          "add",           "concatenate",     "lut"};
 const char* const kLayerTypesText =
     "one of dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool, "
-    "avg_pool, global_max_pool, global_avg_pool, add, concatenate";
+    "avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut";
 const Keys kPaddings = {"valid", "same"};
 const Keys kActivations = {"linear", "relu"};
 const Keys kParams = {"kif", "kbi"};
@@ -64,6 +64,7 @@ const Keys kFormats = {"hdf5", "jet_csv", "jet_hdf5"};
 const Keys kOptimizers = {"adam", "sgd"};
 const Keys kLrSchedules = {"cosine", "constant"};
 const Keys kLosses = {"cross_entropy", "mse"};
+const Keys kTargets = {"labels", "input"};
 const Keys kBetaKinds = {"constant", "linear", "log"};
 const Keys kDevices = {"auto", "cpu", "cuda"};
 
@@ -72,6 +73,7 @@ Keys roles_for(const std::string& type) {
   if (type == "dense" || type == "conv1d" || type == "conv2d" || type == "batchnorm")
     return {"input", "kernel", "bias", "output"};
   if (type == "add") return {"output"};
+  if (type == "lut") return {"input", "output"};
   if (type == "activation") return {"output"};
   if (type == "quantize") return {"input"};
   return {};
@@ -137,7 +139,7 @@ const Schema& root_schema() {
     for (const auto& k : kDataKeys) {
       if (k == "train" || k == "validation" || k == "test")
         s.fields.emplace_back(k, &source);
-      else if (k == "feature_names")
+      else if (k == "feature_names" || k == "classes" || k == "anomaly_classes")
         s.fields.emplace_back(k, &scalar_list);
       else
         s.fields.emplace_back(k, &scalar);
@@ -383,6 +385,7 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   only("shape", type == "reshape", "reshape layers");
   only("axis", type == "concatenate", "concatenate layers");
   only("batchnorm", type == "dense" || conv, "dense and conv layers");
+  only("function", type == "lut", "lut layers");
   only("momentum", type == "batchnorm" || type == "dense" || conv, "layers with batch norm");
   only("epsilon", type == "batchnorm" || type == "dense" || conv, "layers with batch norm");
 
@@ -449,6 +452,12 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
                         "positive sizes with at most one -1 (inferred), e.g. [28, 28, 1]");
   }
   if (type == "concatenate") layer.axis = m.int_or("axis", -1, -64, 64);
+  if (type == "lut") {
+    const YAML::Node fn = m.require("function", "a function name such as tanh or sigmoid");
+    if (!fn.IsScalar() || fn.as<std::string>().empty())
+      src.fail_expected(fn, m.path_of("function"), "a function name such as tanh or sigmoid");
+    layer.function = fn.as<std::string>();
+  }
   layer.batchnorm = m.bool_or("batchnorm", false);
   layer.momentum = m.number_or("momentum", 0.99, 0.0, false);
   if (layer.momentum >= 1.0)
@@ -571,6 +580,36 @@ DataSpec read_data(const YamlSource& src, const YAML::Node& node, const std::str
       d.feature_names.push_back(name);
     }
   }
+  const auto read_classes = [&](const std::string& key) {
+    std::vector<int64_t> out;
+    if (!m.has(key)) return out;
+    const YAML::Node list = m.get(key);
+    const std::string lpath = m.path_of(key);
+    if (!list.IsSequence()) src.fail_expected(list, lpath, "a list of class labels (integers >= 0)");
+    for (std::size_t n = 0; n < list.size(); ++n) {
+      const int64_t c = read_int(src, list[n], index_path(lpath, n), 0, kMaxInt);
+      if (std::find(out.begin(), out.end(), c) != out.end())
+        src.fail(list[n], index_path(lpath, n),
+                 "expected unique class labels, got " + std::to_string(c) + " twice");
+      out.push_back(c);
+    }
+    return out;
+  };
+  d.classes = read_classes("classes");
+  d.anomaly_classes = read_classes("anomaly_classes");
+  if (!d.anomaly_classes.empty()) {
+    const YAML::Node list = m.get("anomaly_classes");
+    const std::string lpath = m.path_of("anomaly_classes");
+    if (d.classes.empty())
+      src.fail(list, lpath,
+               "needs data.classes (the normal classes the autoencoder is trained on); the "
+               "anomalies are the test samples of the other classes");
+    for (std::size_t n = 0; n < d.anomaly_classes.size(); ++n)
+      if (std::find(d.classes.begin(), d.classes.end(), d.anomaly_classes[n]) != d.classes.end())
+        src.fail(list[n], index_path(lpath, n),
+                 "class " + std::to_string(d.anomaly_classes[n]) +
+                     " is also in data.classes; a class is either normal or an anomaly");
+  }
   return d;
 }
 
@@ -631,6 +670,15 @@ TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::s
   t.min_lr = m.number_or("min_lr", t.min_lr, 0, false);
   t.seed = m.uint64_or("seed", t.seed);
   t.loss = m.enum_or("loss", kLosses, t.loss);
+  t.target = m.enum_or("target", kTargets, t.target);
+  if (t.target == "input") {
+    if (!m.has("loss"))
+      t.loss = "mse";  // an autoencoder's reconstruction loss
+    else if (t.loss != "mse")
+      src.fail(m.get("loss"), m.path_of("loss"),
+               "expected 'mse' with train.target: input (an autoencoder is trained to reproduce "
+               "its input), got '" + t.loss + "'");
+  }
   if (m.has("beta")) t.beta = read_beta(src, m.get("beta"), m.path_of("beta"));
   t.gamma = m.number_or("gamma", t.gamma, 0, false);
   t.threads = m.int_or("threads", t.threads, 0, kMaxInt);
@@ -651,6 +699,12 @@ RunConfig read_run_config(const YamlSource& src, const YAML::Node& root) {
   c.data = read_data(src, m.require("data", "a map with keys format, train, ..."), "data");
   TrainSpec defaults;
   c.train = m.has("train") ? read_train(src, m.get("train"), "train") : defaults;
+  if (!c.data.anomaly_classes.empty() && c.train.target != "input") {
+    const YAML::Node list = m.get("data")["anomaly_classes"];
+    src.fail(list, "data.anomaly_classes",
+             "only used with train.target: input (the anomaly score of an autoencoder), but "
+             "train.target is '" + c.train.target + "'");
+  }
   return c;
 }
 
@@ -740,6 +794,7 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
     ints("shape", layer.shape);
     if (layer.type == "concatenate")
       out << YAML::Key << "axis" << YAML::Value << std::to_string(layer.axis);
+    if (layer.type == "lut") out << YAML::Key << "function" << YAML::Value << layer.function;
     if (layer.type == "dense" || conv || layer.type == "activation" || layer.type == "add")
       out << YAML::Key << "activation" << YAML::Value << layer.activation;
     if (layer.type == "dense" || conv) {
@@ -869,6 +924,12 @@ std::string to_yaml(const RunConfig& c) {
   out << YAML::Key << "feature_names" << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (const std::string& n : d.feature_names) out << n;
   out << YAML::EndSeq;
+  out << YAML::Key << "classes" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (int64_t k : d.classes) out << std::to_string(k);
+  out << YAML::EndSeq;
+  out << YAML::Key << "anomaly_classes" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (int64_t k : d.anomaly_classes) out << std::to_string(k);
+  out << YAML::EndSeq;
   out << YAML::EndMap;
 
   const TrainSpec& t = c.train;
@@ -883,6 +944,7 @@ std::string to_yaml(const RunConfig& c) {
   emit_kv(out, "min_lr", format_double(t.min_lr));
   emit_kv(out, "seed", std::to_string(t.seed));
   emit_kv(out, "loss", t.loss);
+  emit_kv(out, "target", t.target);
   out << YAML::Key << "beta" << YAML::Value;
   emit_beta(out, t.beta);
   emit_kv(out, "gamma", format_double(t.gamma));

@@ -6,6 +6,7 @@
 #include "hgqt/archive/fixed.h"
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
+#include "hgqt/nn/lut.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
 
@@ -104,6 +105,35 @@ void set_constant(torch::Tensor& param, FixedQuantizer& q, const archive::Consta
   param.copy_(torch::tensor(values, torch::kDouble).view(c.shape).to(param.options()));
 }
 
+// The table of a lut layer: for every element, fn of every value its input quantizer can give
+// (in double, with the layer's own LibTorch function), quantized by the output quantizer.
+std::vector<int64_t> lut_table(const nn::QUnaryLUTImpl& lut, const archive::QuantSpec& iq,
+                               const archive::QuantSpec& oq, const std::string& name) {
+  archive::Layer probe;
+  probe.name = name;
+  probe.input_quantizer = iq;
+  const std::vector<int64_t> off = archive::lut_offsets(probe);
+  std::vector<double> xs(off.back());
+  for (int64_t n = 0; n < iq.size(); ++n) {
+    const auto t = archive::quantizer_type(iq, n);
+    const int64_t lo = t.width == 0 ? 0 : static_cast<int64_t>(t.min_mantissa());
+    for (int64_t e = off[n]; e < off[n + 1]; ++e)
+      xs[e] = std::ldexp(static_cast<double>(lo + (e - off[n])), -iq.f[n]);
+  }
+  torch::NoGradGuard no_grad;
+  auto ys = lut.fn(torch::tensor(xs, torch::kDouble)).contiguous();
+  const double* y = ys.data_ptr<double>();
+  std::vector<int64_t> table(xs.size());
+  for (int64_t n = 0; n < oq.size(); ++n)
+    for (int64_t e = off[n]; e < off[n + 1]; ++e) {
+      if (!std::isfinite(y[e]))
+        throw ArchiveError("lut layer '" + name + "': " + lut.options.function() + "(" +
+                           std::to_string(xs[e]) + ") is not finite; narrow its input quantizer");
+      table[e] = oq.width(n) <= 0 ? 0 : static_cast<int64_t>(std::ldexp(oq.apply(y[e], n), oq.f[n]));
+    }
+  return table;
+}
+
 }  // namespace
 
 archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const std::string& name) {
@@ -182,6 +212,11 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       if (add->oq) l.output_quantizer = quant_spec(add->oq, e.output_shape);
     } else if (auto* cat = dynamic_cast<nn::QConcatenateImpl*>(m)) {
       l.axis = cat->resolved_axis(static_cast<int64_t>(e.output_shape.size()));
+    } else if (auto* lut = dynamic_cast<nn::QUnaryLUTImpl*>(m)) {
+      l.function = lut->options.function();
+      l.input_quantizer = quant_spec(lut->iq, e.input_shape);
+      l.output_quantizer = quant_spec(lut->oq, e.output_shape);
+      l.table = lut_table(*lut, *l.input_quantizer, *l.output_quantizer, e.name);
     } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       l.activation = nn::to_string(act->options.activation());
       l.output_quantizer = quant_spec(act->q, e.output_shape);
@@ -275,6 +310,12 @@ HGQModel from_archive(const archive::Archive& a) {
       if (bn->oq && l.output_quantizer) set_quantizer(bn->oq, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {
       if (add->oq && l.output_quantizer) set_quantizer(add->oq, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* lut = dynamic_cast<nn::QUnaryLUTImpl*>(m)) {
+      if (lut->options.function() != l.function)
+        throw ArchiveError(what + ": function " + l.function + " in the archive, " +
+                           lut->options.function() + " in model_yaml");
+      set_quantizer(lut->iq, *l.input_quantizer, what + ".input_quantizer");
+      set_quantizer(lut->oq, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       set_quantizer(act->q, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(m)) {

@@ -3,6 +3,7 @@
 
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
+#include "hgqt/nn/lut.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
 
@@ -221,6 +222,11 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         set_module(e, nn::QAdd(o));
       } else if (l.type == "concatenate") {
         set_module(e, nn::QConcatenate(nn::QConcatenateOptions(l.axis)));
+      } else if (l.type == "lut") {
+        nn::QUnaryLUTOptions o(shape, l.function);
+        o.input_quantizer(resolve(Place::Datalane, shape, "input"));
+        o.output_quantizer(resolve(Place::Datalane, shape, "output"));
+        set_module(e, nn::QUnaryLUT(o));
       } else if (l.type == "activation") {
         nn::QActivationOptions o(shape);
         o.activation(nn::parse_activation(l.activation));

@@ -545,7 +545,7 @@ TEST(Config, ErrorBadEnum) {
                          "data: {train: {file: d.h5, features: x, labels: y}}\n"),
              "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
                         "quantize, flatten, reshape, max_pool, avg_pool, global_max_pool, "
-                        "global_avg_pool, add, concatenate, got "
+                        "global_avg_pool, add, concatenate, lut, got "
              "'conv'");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: dense, units: 3, "
                          "activation: tanh}]}\n"
@@ -856,4 +856,128 @@ TEST(Config, GraphLayerKeyErrors) {
   EXPECT_NE(err("{type: conv2d, filters: 2}").find("kernel_size"), std::string::npos);
   EXPECT_NE(err("{type: reshape, shape: [-1, -1]}").find("at most one -1"), std::string::npos);
   EXPECT_NE(err("{type: quantize, name: input}").find("other than 'input'"), std::string::npos);
+}
+
+// ---- Autoencoder / anomaly detection: data.classes, data.anomaly_classes, train.target.
+
+namespace {
+// Line numbers matter: data.classes is on line 8, anomaly_classes on 9, train.loss on 12.
+std::string anomaly_config(const std::string& classes, const std::string& anomalies,
+                           const std::string& loss, const std::string& target = "input") {
+  return "model:\n"                                        // 1
+         "  input_shape: [4]\n"                            // 2
+         "  layers:\n"                                     // 3
+         "    - {type: dense, units: 4}\n"                 // 4
+         "data:\n"                                         // 5
+         "  train: {file: d.h5, features: x, labels: y}\n"  // 6
+         "  validation_split: 0.2\n"                       // 7
+         "  classes: " + classes + "\n"                    // 8
+         "  anomaly_classes: " + anomalies + "\n"          // 9
+         "train:\n"                                        // 10
+         "  target: " + target + "\n"                      // 11
+         "  loss: " + loss + "\n";                         // 12
+}
+}  // namespace
+
+TEST(Config, AnomalyKeysParseAndRoundTrip) {
+  const RunConfig a = parse_run_config(anomaly_config("[3, 0, 1]", "[7, 5]", "mse"), "ae.yaml");
+  EXPECT_EQ(a.data.classes, (std::vector<int64_t>{3, 0, 1}));
+  EXPECT_EQ(a.data.anomaly_classes, (std::vector<int64_t>{7, 5}));
+  EXPECT_EQ(a.train.target, "input");
+  EXPECT_EQ(a.train.loss, "mse");
+  const std::string text = hgqt::config::to_yaml(a);
+  EXPECT_HAS(text, "classes: [3, 0, 1]");
+  EXPECT_HAS(text, "anomaly_classes: [7, 5]");
+  EXPECT_HAS(text, "target: input");
+  const RunConfig b = parse_run_config(text, "emitted.yaml");
+  expect_same(a, b);
+  EXPECT_EQ(b.data.classes, a.data.classes);
+  EXPECT_EQ(b.data.anomaly_classes, a.data.anomaly_classes);
+  EXPECT_EQ(b.train.target, a.train.target);
+  EXPECT_EQ(hgqt::config::to_yaml(b), text);
+
+  // Defaults: every class, target labels; they are written out and read back.
+  const RunConfig d = parse_run_config(minimal(), "min.yaml");
+  EXPECT_TRUE(d.data.classes.empty());
+  EXPECT_TRUE(d.data.anomaly_classes.empty());
+  EXPECT_EQ(d.train.target, "labels");
+  const std::string dtext = hgqt::config::to_yaml(d);
+  EXPECT_HAS(dtext, "classes: []");
+  EXPECT_HAS(dtext, "target: labels");
+  const RunConfig e = parse_run_config(dtext, "emitted.yaml");
+  EXPECT_TRUE(e.data.classes.empty());
+  EXPECT_EQ(e.train.target, "labels");
+  EXPECT_EQ(hgqt::config::to_yaml(e), dtext);
+
+  // anomaly_classes is optional; target input without a loss key means mse.
+  std::string no_loss = anomaly_config("[1]", "[]", "mse");
+  no_loss = no_loss.substr(0, no_loss.find("  loss:"));
+  const RunConfig f = parse_run_config(no_loss, "ae.yaml");
+  EXPECT_EQ(f.train.loss, "mse");
+  EXPECT_TRUE(f.data.anomaly_classes.empty());
+
+  // The overrides reach the new keys.
+  const RunConfig g = parse_run_config(anomaly_config("[0]", "[1]", "mse"), "ae.yaml",
+                                       {"data.classes=[2, 4]", "data.anomaly_classes=[6]"});
+  EXPECT_EQ(g.data.classes, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(g.data.anomaly_classes, (std::vector<int64_t>{6}));
+  const RunConfig h = parse_run_config(minimal(), "m.yaml", {"train.target=input", "train.loss=mse"});
+  EXPECT_EQ(h.train.target, "input");
+}
+
+TEST(Config, AnomalyExampleConfigParses) {
+  const RunConfig c = load_run_config(std::string(HGQT_SOURCE_DIR) + "/configs/anomaly_autoencoder.yaml");
+  EXPECT_EQ(c.train.target, "input");
+  EXPECT_EQ(c.train.loss, "mse");
+  EXPECT_EQ(c.data.classes, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(c.data.anomaly_classes, (std::vector<int64_t>{5, 6, 7, 8, 9}));
+  ASSERT_FALSE(c.model.layers.empty());
+  EXPECT_EQ(c.model.layers.back().units, 784);
+  EXPECT_EQ(c.model.layers.back().activation, "linear");
+}
+
+TEST(Config, AnomalyKeyErrors) {
+  std::string msg = parse_error(anomaly_config("[0, 1]", "[5]", "cross_entropy"));
+  EXPECT_HAS(msg, "configs/x.yaml:12:");
+  EXPECT_HAS(msg, "train.loss: expected 'mse' with train.target: input");
+  EXPECT_HAS(msg, "got 'cross_entropy'");
+
+  msg = parse_error(anomaly_config("[0, 1]", "[5]", "mse", "inputs"));
+  EXPECT_HAS(msg, "configs/x.yaml:11:");
+  EXPECT_HAS(msg, "train.target");
+  EXPECT_HAS(msg, "input");
+
+  msg = parse_error(anomaly_config("[]", "[5]", "mse"));
+  EXPECT_HAS(msg, "configs/x.yaml:9:");
+  EXPECT_HAS(msg, "data.anomaly_classes: needs data.classes");
+
+  msg = parse_error(anomaly_config("[0, 1, 2]", "[5, 1]", "mse"));
+  EXPECT_HAS(msg, "configs/x.yaml:9:");
+  EXPECT_HAS(msg, "data.anomaly_classes[1]: class 1 is also in data.classes");
+
+  msg = parse_error(anomaly_config("[0, 1, 0]", "[5]", "mse"));
+  EXPECT_HAS(msg, "configs/x.yaml:8:");
+  EXPECT_HAS(msg, "data.classes[2]: expected unique class labels, got 0 twice");
+
+  msg = parse_error(anomaly_config("[0, -1]", "[5]", "mse"));
+  EXPECT_HAS(msg, "configs/x.yaml:8:");
+  EXPECT_HAS(msg, "data.classes[1]");
+
+  msg = parse_error(anomaly_config("3", "[5]", "mse"));
+  EXPECT_HAS(msg, "configs/x.yaml:8:");
+  EXPECT_HAS(msg, "data.classes: expected a list of class labels");
+
+  msg = parse_error(anomaly_config("[0, 1.5]", "[5]", "mse"));
+  EXPECT_HAS(msg, "data.classes[1]");
+
+  // anomaly_classes only means something for an autoencoder.
+  msg = parse_error(anomaly_config("[0, 1]", "[5]", "cross_entropy", "labels"));
+  EXPECT_HAS(msg, "configs/x.yaml:9:");
+  EXPECT_HAS(msg, "data.anomaly_classes: only used with train.target: input");
+
+  // An unknown key in the data section suggests the new ones.
+  msg = parse_error(anomaly_config("[0]", "[5]", "mse") + "  clases: [1]\n");
+  EXPECT_HAS(msg, "unknown key");
+  msg = parse_error(anomaly_config("[0]", "[5]", "mse"), {"data.clases=[1]"});
+  EXPECT_HAS(msg, "did you mean 'data.classes'");
 }

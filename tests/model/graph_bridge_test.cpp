@@ -45,6 +45,22 @@ layers:
   - {type: dense, units: 2}
 )";
 
+// The muon-tracking shape: conv1d branches with tanh tables, an add, dense layers.
+const char* kLutYaml = R"(
+input_shape: [10, 3]
+layers:
+  - {type: quantize, name: q, input_quantizer: {i: 2, f: 3}}
+  - {type: conv1d, name: a, filters: 2, kernel_size: 3, padding: same}
+  - {type: lut, name: ta, function: tanh, input_quantizer: {i: 2, f: 3}, output_quantizer: {i: 1, f: 5}}
+  - {type: conv1d, name: b, inputs: q, filters: 2, kernel_size: 5, padding: same}
+  - {type: lut, name: tb, function: tanh, input_quantizer: {i: 2, f: 3}, output_quantizer: {i: 1, f: 5}}
+  - {type: add, inputs: [ta, tb]}
+  - {type: flatten}
+  - {type: dense, units: 6, batchnorm: true, activation: relu}
+  - {type: lut, function: sigmoid, input_quantizer: {i: 3, f: 3}}
+  - {type: dense, units: 1}
+)";
+
 // Trains a few steps (moving statistics, scattered bit widths), then eval.
 void shake(model::HGQModel& m, const std::vector<int64_t>& in_shape, uint64_t seed) {
   torch::manual_seed(seed);
@@ -88,8 +104,8 @@ int64_t mismatches(model::HGQModel& m, const archive::Archive& a, const torch::T
 class GraphBridge : public ::testing::TestWithParam<int> {};
 
 TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
-  const bool cnn = GetParam() % 2 == 0;
-  auto spec = config::parse_model_yaml(cnn ? kCnnYaml : kConv1dYaml, "graph test");
+  const char* yamls[] = {kCnnYaml, kConv1dYaml, kLutYaml};
+  auto spec = config::parse_model_yaml(yamls[GetParam() % 3], "graph test");
   model::HGQModel m(spec);
   shake(m, spec.input_shape, GetParam());
   std::vector<int64_t> shape{1500};
@@ -117,7 +133,7 @@ TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
   EXPECT_TRUE(torch::equal(m->forward(x), back->forward(x)));
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 5));
+INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 7));
 
 TEST(GraphModel, ConfigErrorsNameTheLayer) {
   auto expect_error = [](const std::string& yaml, const std::string& part) {

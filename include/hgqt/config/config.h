@@ -42,7 +42,7 @@ struct QuantizerSpec {
 /// One layer of the `model.layers` list.
 struct LayerSpec {
   /// dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool,
-  /// avg_pool, global_max_pool, global_avg_pool, add, concatenate
+  /// avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut
   std::string type;
   std::string name;                 ///< optional; defaults to "<type>_<index>"
   /// Layers it reads ("input": the model input); empty: the previous layer. add and
@@ -57,6 +57,7 @@ struct LayerSpec {
   std::vector<int64_t> shape;        ///< reshape: per-sample target shape (one -1 allowed)
   int64_t axis = -1;                 ///< concatenate: per-sample axis (negative from the end)
   bool batchnorm = false;            ///< dense, conv: batch norm folded into kernel and bias
+  std::string function;              ///< lut: the tabulated function (tanh, sigmoid, ...)
   double momentum = 0.99;            ///< batch norm: moving average momentum
   double epsilon = 1e-3;             ///< batch norm: variance epsilon
   std::string activation = "linear";  ///< dense/conv/add/activation: linear or relu
@@ -95,6 +96,12 @@ struct DataSpec {
   bool standardize = false;       ///< fit mean/std on train, store with the run
   uint64_t split_seed = 42;
   std::vector<std::string> feature_names;  ///< jet formats: columns to use (default: the 16)
+  /// Class labels kept in the train and validation splits (empty: every class). The test split
+  /// is never filtered: with train.target input, its other classes are the anomalies.
+  std::vector<int64_t> classes;
+  /// Labels counted as anomalies (positives) in the test ROC AUC of an autoencoder run; empty:
+  /// every test label not in `classes`. Only allowed with `classes`; disjoint from it.
+  std::vector<int64_t> anomaly_classes;
 };
 
 /// A point of a piecewise beta schedule: at `epoch`, beta = `value`.
@@ -122,6 +129,9 @@ struct TrainSpec {
   double min_lr = 0.0;                 ///< cosine floor
   uint64_t seed = 0;
   std::string loss = "cross_entropy";  ///< cross_entropy, mse
+  /// labels: fit the data set's labels; input: fit the (flattened) input itself, an autoencoder
+  /// (needs loss mse, the default then, and a model whose output size equals its input size).
+  std::string target = "labels";
   BetaSchedule beta;
   double gamma = 0.0;       ///< L1 weight on bit parameters
   int64_t threads = 0;      ///< 0: leave LibTorch's default
