@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "hgqt/export/verilog.h"
 #include "hgqt/model/archive_bridge.h"
 #include "hgqt/model/checkpoint.h"
+#include "hgqt/train/metrics.h"
 
 namespace fs = std::filesystem;
 
@@ -107,6 +109,8 @@ data::Splits load_checkpoint_data(const model::Checkpoint& ck, const std::string
   spec.validation_split = 0;
   spec.test_split = 0;
   spec.standardize = false;
+  spec.classes.clear();  // evaluation and calibration use every row of the given file
+  spec.anomaly_classes.clear();
   auto splits = data::load_splits(spec, ".");
   if (!ck.meta.feature_mean.empty()) {
     data::Standardizer st{ck.meta.feature_mean, ck.meta.feature_std};
@@ -235,6 +239,72 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       }
       std::printf("accuracy: %.4f (%lld of %lld)\n", static_cast<double>(correct) / rows,
                   static_cast<long long>(correct), static_cast<long long>(rows));
+    }
+    if (a.loss != "cross_entropy" && out == a.input_size()) {
+      // An autoencoder: the anomaly score of a sample is its reconstruction MSE against its
+      // (preprocessed) input.
+      std::vector<double> err(static_cast<size_t>(rows), 0.0);
+      double sum = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        double e = 0;
+        for (int64_t o = 0; o < out; ++o) {
+          const double d = y[r * out + o] - x[r * out + o];
+          e += d * d;
+        }
+        err[static_cast<size_t>(r)] = e / static_cast<double>(out);
+        sum += err[static_cast<size_t>(r)];
+      }
+      std::printf("reconstruction MSE (outputs vs inputs): %.6f on %lld samples\n",
+                  sum / std::max<int64_t>(rows, 1), static_cast<long long>(rows));
+      // The normal classes come from the run's config next to a default-placed archive.
+      const fs::path run_cfg = fs::path(c.target).lexically_normal().parent_path() / "config.yaml";
+      std::error_code ec;
+      if (has_labels && fs::exists(run_cfg, ec)) {
+        const auto cfg = config::load_run_config(run_cfg.string());
+        if (cfg.train.target == "input" && !cfg.data.classes.empty()) {
+          auto lab = data::read_h5_array(c.emu_data, c.labels);
+          lab.values.resize(static_cast<size_t>(rows * std::max<int64_t>(lab.row_size(), 1)));
+          lab.shape[0] = rows;
+          const auto labels = data::class_labels(lab, c.emu_data + ":" + c.labels);
+          auto normal = cfg.data.classes, anomalies = cfg.data.anomaly_classes;
+          if (anomalies.empty())
+            for (int64_t l : labels)
+              if (std::find(normal.begin(), normal.end(), l) == normal.end() &&
+                  std::find(anomalies.begin(), anomalies.end(), l) == anomalies.end())
+                anomalies.push_back(l);
+          std::sort(normal.begin(), normal.end());
+          std::sort(anomalies.begin(), anomalies.end());
+          std::vector<double> scores;
+          std::vector<bool> positive;
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t l = labels[static_cast<size_t>(r)];
+            const bool is_anomaly = std::binary_search(anomalies.begin(), anomalies.end(), l);
+            if (!is_anomaly && !std::binary_search(normal.begin(), normal.end(), l)) continue;
+            scores.push_back(err[static_cast<size_t>(r)]);
+            positive.push_back(is_anomaly);
+          }
+          auto list = [](const std::vector<int64_t>& v) {
+            std::string t = "[";
+            for (size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + std::to_string(v[i]);
+            return t + "]";
+          };
+          std::printf("ROC AUC (anomaly score = reconstruction MSE; normal classes %s, anomalies "
+                      "%s): %.4f (from %s)\n",
+                      list(normal).c_str(), list(anomalies).c_str(), train::roc_auc(scores, positive),
+                      run_cfg.string().c_str());
+        }
+      }
+    } else if (a.loss != "cross_entropy" && has_labels) {
+      auto lab = data::read_h5_array(c.emu_data, c.labels);
+      if (lab.row_size() == out && lab.rows() >= rows) {
+        double sum = 0;
+        for (int64_t n = 0; n < rows * out; ++n) {
+          const double d = y[n] - lab.values[n];
+          sum += d * d;
+        }
+        std::printf("MSE (outputs vs %s): %.6f on %lld samples\n", c.labels.c_str(),
+                    sum / std::max<int64_t>(rows * out, 1), static_cast<long long>(rows));
+      }
     }
     if (!c.emu_out.empty()) {
       data::Array arr;

@@ -62,7 +62,9 @@ void print_result(const train::TrainResult& r, const std::string& run_dir) {
   std::printf("\nbest checkpoint: %s (epoch %lld)\n", r.best_checkpoint.c_str(),
               static_cast<long long>(r.best.epoch));
   std::printf("%s", model::format_summary(model::summarize(best.model)).c_str());
-  if (r.test.samples > 0) {
+  if (r.anomaly.samples > 0) {
+    std::printf("%s", train::format_anomaly(r.anomaly, "test", r.test_ebops).c_str());
+  } else if (r.test.samples > 0) {
     if (std::isnan(r.test.accuracy))
       std::printf("test loss: %.5f on %lld samples, EBOPs %.0f\n", r.test.loss,
                   static_cast<long long>(r.test.samples), r.test_ebops);
@@ -98,6 +100,15 @@ int cmd_eval(const std::string& target, const std::string& data_file, const std:
   int64_t outputs = 1;
   for (auto d : ck.model->output_shape()) outputs *= d;
   const bool cls = ck.meta.loss == "cross_entropy";
+  const auto cfg = config::parse_run_config(ck.meta.config_yaml, path + " (embedded config)");
+  if (cfg.train.target == "input") {
+    auto t = data::to_autoencoder_tensors(splits.train, ck.model->input_shape(),
+                                          ck.model->output_shape(), data_file);
+    auto a = train::evaluate_anomaly(ck.model, t, cfg.data);
+    std::printf("checkpoint: %s (epoch %lld)\n", path.c_str(), static_cast<long long>(ck.meta.epoch));
+    std::printf("%s", train::format_anomaly(a, "eval", ck.meta.ebops).c_str());
+    return 0;
+  }
   auto t = data::to_tensors(splits.train, ck.model->input_shape(), outputs, cls, data_file);
   auto r = train::evaluate(ck.model, t, ck.meta.loss);
   std::printf("checkpoint: %s (epoch %lld)\n", path.c_str(), static_cast<long long>(ck.meta.epoch));
@@ -113,8 +124,12 @@ int cmd_eval(const std::string& target, const std::string& data_file, const std:
 int cmd_summary(const std::string& target) {
   const auto path = model::resolve_checkpoint_path(target);
   auto ck = model::load_checkpoint(path);
-  std::printf("checkpoint: %s (epoch %lld, val_accuracy %.4f)\n", path.c_str(),
-              static_cast<long long>(ck.meta.epoch), ck.meta.val_accuracy);
+  if (ck.meta.loss != "cross_entropy")
+    std::printf("checkpoint: %s (epoch %lld, val_loss %.6f)\n", path.c_str(),
+                static_cast<long long>(ck.meta.epoch), ck.meta.val_loss);
+  else
+    std::printf("checkpoint: %s (epoch %lld, val_accuracy %.4f)\n", path.c_str(),
+                static_cast<long long>(ck.meta.epoch), ck.meta.val_accuracy);
   std::printf("%s", model::format_summary(model::summarize(ck.model)).c_str());
   return 0;
 }

@@ -57,4 +57,36 @@ TensorSplit to_tensors(const Dataset& d, const std::vector<int64_t>& input_shape
   return t;
 }
 
+TensorSplit to_autoencoder_tensors(const Dataset& d, const std::vector<int64_t>& input_shape,
+                                   const std::vector<int64_t>& output_shape, const std::string& what) {
+  TensorSplit t;
+  if (d.size() == 0) return t;
+  int64_t per_sample = 1, per_out = 1;
+  for (auto s : input_shape) per_sample *= s;
+  for (auto s : output_shape) per_out *= s;
+  if (d.x.row_size() != per_sample) {
+    std::vector<int64_t> sample(d.x.shape.begin() + 1, d.x.shape.end());
+    throw DataError(what + ": samples have shape " + shape_str(sample) + " (" +
+                    std::to_string(d.x.row_size()) + " values) but the model input is " +
+                    shape_str(input_shape) + " (" + std::to_string(per_sample) + " values)");
+  }
+  if (per_out != per_sample)
+    throw DataError(what + ": an autoencoder's output must match its input, but the model takes " +
+                    shape_str(input_shape) + " (" + std::to_string(per_sample) +
+                    " values) and outputs " + shape_str(output_shape) + " (" +
+                    std::to_string(per_out) + " values)");
+  std::vector<int64_t> xs{d.size()}, ys{d.size()};
+  xs.insert(xs.end(), input_shape.begin(), input_shape.end());
+  ys.insert(ys.end(), output_shape.begin(), output_shape.end());
+  t.x = torch::from_blob(const_cast<float*>(d.x.values.data()), xs, torch::kFloat).clone();
+  t.y = t.x.reshape(ys).clone();
+  if (d.y.rows() == d.x.rows() && !d.y.values.empty()) {
+    auto y = torch::from_blob(const_cast<float*>(d.y.values.data()), d.y.shape, torch::kFloat).clone();
+    if (y.dim() == 2 && y.size(1) > 1) y = y.argmax(1).to(torch::kFloat);
+    y = y.reshape({-1});
+    if (y.size(0) == d.size() && (y == y.round()).all().item<bool>()) t.labels = y.to(torch::kLong);
+  }
+  return t;
+}
+
 }  // namespace hgqt::data

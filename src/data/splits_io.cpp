@@ -76,7 +76,52 @@ int64_t carve_count(int64_t n, double fraction, const std::string& key, const st
   return k;
 }
 
+std::string list_text(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
 }  // namespace
+
+std::vector<int64_t> class_labels(const Array& y, const std::string& what) {
+  const int64_t n = y.rows();
+  const int64_t w = y.row_size();
+  std::vector<int64_t> out(static_cast<size_t>(n));
+  if (y.shape.size() > 2 || (y.shape.size() == 2 && w < 1))
+    throw DataError(what + ": labels of shape " + shape_to_string(y.shape) +
+                    " are not class labels (expected [N] integers or one-hot rows [N, classes])");
+  for (int64_t r = 0; r < n; ++r) {
+    const float* row = y.values.data() + static_cast<size_t>(r * (w > 0 ? w : 1));
+    if (w > 1) {
+      out[static_cast<size_t>(r)] = std::max_element(row, row + w) - row;
+      continue;
+    }
+    const float v = row[0];
+    if (v != std::round(v))
+      throw DataError(what + ": label " + number(v) + " of row " + std::to_string(r) +
+                      " is not an integer class label");
+    out[static_cast<size_t>(r)] = static_cast<int64_t>(v);
+  }
+  return out;
+}
+
+Dataset filter_classes(const Dataset& d, const std::vector<int64_t>& classes, const std::string& what) {
+  const std::vector<int64_t> labels = class_labels(d.y, what);
+  std::vector<int64_t> rows;
+  for (size_t r = 0; r < labels.size(); ++r)
+    if (std::find(classes.begin(), classes.end(), labels[r]) != classes.end())
+      rows.push_back(static_cast<int64_t>(r));
+  if (rows.empty()) {
+    std::vector<int64_t> present(labels.begin(), labels.end());
+    std::sort(present.begin(), present.end());
+    present.erase(std::unique(present.begin(), present.end()), present.end());
+    throw DataError("data.classes " + list_text(classes) + " keeps no rows of " + what +
+                    " (" + std::to_string(labels.size()) + " rows; labels present: " +
+                    list_text(present) + ")");
+  }
+  return take_rows(d, rows);
+}
 
 int64_t Array::row_size() const {
   if (shape.empty()) return 0;
@@ -233,6 +278,12 @@ Splits load_splits(const config::DataSpec& spec, const std::string& base_dir) {
     std::vector<int64_t> train_rows(perm.begin() + k, perm.end());
     s.test = take_rows(s.train, test_rows);
     s.train = take_rows(s.train, train_rows);
+  }
+  if (!spec.classes.empty()) {
+    s.train = filter_classes(s.train, spec.classes, "the train split (" + quote(train_file) + ")");
+    if (spec.validation.present())
+      s.validation = filter_classes(s.validation, spec.classes,
+                                    "the validation split (" + quote(resolve(spec.validation.file)) + ")");
   }
   if (!spec.validation.present() && spec.validation_split > 0.0) {
     const int64_t n = s.train.size();

@@ -1,6 +1,8 @@
 // Checkpoint files: torch archive with the model spec and metadata as JSON.
 #include "hgqt/model/checkpoint.h"
 
+#include <cmath>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -62,7 +64,12 @@ Checkpoint load_checkpoint(const std::string& path) {
                              std::to_string(j.value("format_version", 0)) +
                              ", newer than this hgqt reads (" + std::to_string(kFormatVersion) + ")");
   ck.meta.epoch = j.value("epoch", int64_t{0});
-  ck.meta.val_accuracy = j.value("val_accuracy", 0.0);
+  // Regression runs have no accuracy: NaN, written as JSON null.
+  {
+    auto it = j.find("val_accuracy");
+    ck.meta.val_accuracy =
+        it == j.end() ? 0.0 : it->is_null() ? std::nan("") : it->get<double>();
+  }
   ck.meta.val_loss = j.value("val_loss", 0.0);
   ck.meta.ebops = j.value("ebops", 0.0);
   ck.meta.beta = j.value("beta", 0.0);

@@ -1,12 +1,14 @@
 // The training loop.
 #include "hgqt/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "hgqt/train/metrics.h"
 #include "hgqt/train/pareto.h"
 #include "hgqt/util/files.h"
 #include "hgqt/util/progress.h"
@@ -58,6 +60,131 @@ EvalResult evaluate(model::HGQModel& model, const data::TensorSplit& split, cons
 
 namespace {
 
+std::string list_text(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return list_text(shape) + " (" + std::to_string(n) + " values)";
+}
+
+}  // namespace
+
+std::vector<double> reconstruction_errors(model::HGQModel& model, const data::TensorSplit& split,
+                                          int64_t batch_size) {
+  std::vector<double> out;
+  const int64_t n = split.size();
+  if (n == 0) return out;
+  out.reserve(static_cast<size_t>(n));
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto device = model->parameters().front().device();
+  for (int64_t s = 0; s < n; s += batch_size) {
+    const int64_t e = std::min(n, s + batch_size);
+    auto xb = split.x.slice(0, s, e).to(device);
+    auto yb = split.y.slice(0, s, e).to(device);
+    auto err = (model->forward(xb) - yb).to(torch::kDouble).pow(2).reshape({e - s, -1}).mean(1);
+    err = err.to(torch::kCPU).contiguous();
+    out.insert(out.end(), err.data_ptr<double>(), err.data_ptr<double>() + (e - s));
+  }
+  model->train(was_training);
+  return out;
+}
+
+AnomalyResult evaluate_anomaly(model::HGQModel& model, const data::TensorSplit& split,
+                               const config::DataSpec& data, int64_t batch_size) {
+  AnomalyResult r;
+  const auto err = reconstruction_errors(model, split, batch_size);
+  r.samples = static_cast<int64_t>(err.size());
+  if (err.empty()) return r;
+  double sum = 0;
+  for (double e : err) sum += e;
+  r.mse = sum / static_cast<double>(err.size());
+  if (data.classes.empty() || !split.labels.defined()) return r;
+  auto labels_t = split.labels.to(torch::kCPU).to(torch::kLong).contiguous();
+  const int64_t* labels = labels_t.data_ptr<int64_t>();
+  r.normal_classes = data.classes;
+  std::sort(r.normal_classes.begin(), r.normal_classes.end());
+  r.anomaly_classes = data.anomaly_classes;
+  if (r.anomaly_classes.empty()) {
+    std::vector<int64_t> present(labels, labels + r.samples);
+    std::sort(present.begin(), present.end());
+    present.erase(std::unique(present.begin(), present.end()), present.end());
+    for (int64_t c : present)
+      if (!std::binary_search(r.normal_classes.begin(), r.normal_classes.end(), c))
+        r.anomaly_classes.push_back(c);
+  }
+  std::sort(r.anomaly_classes.begin(), r.anomaly_classes.end());
+  std::vector<double> scores;
+  std::vector<bool> positive;
+  double sum_normal = 0, sum_anomalous = 0;
+  for (int64_t i = 0; i < r.samples; ++i) {
+    const bool normal = std::binary_search(r.normal_classes.begin(), r.normal_classes.end(), labels[i]);
+    const bool anomalous =
+        std::binary_search(r.anomaly_classes.begin(), r.anomaly_classes.end(), labels[i]);
+    if (!normal && !anomalous) continue;
+    scores.push_back(err[static_cast<size_t>(i)]);
+    positive.push_back(anomalous);
+    (anomalous ? sum_anomalous : sum_normal) += err[static_cast<size_t>(i)];
+    ++(anomalous ? r.anomalous : r.normal);
+  }
+  if (r.normal > 0) r.mse_normal = sum_normal / static_cast<double>(r.normal);
+  if (r.anomalous > 0) r.mse_anomalous = sum_anomalous / static_cast<double>(r.anomalous);
+  r.roc_auc = roc_auc(scores, positive);
+  return r;
+}
+
+std::string format_anomaly(const AnomalyResult& r, const std::string& what, double ebops) {
+  char buf[512];
+  std::string out;
+  std::snprintf(buf, sizeof buf, "%s MSE: %.6f on %lld samples", what.c_str(), r.mse,
+                static_cast<long long>(r.samples));
+  out += buf;
+  if (r.normal > 0 || r.anomalous > 0) {
+    std::snprintf(buf, sizeof buf, " (normal %.6f, anomalies %.6f)", r.mse_normal, r.mse_anomalous);
+    out += buf;
+  }
+  if (ebops >= 0) {
+    std::snprintf(buf, sizeof buf, ", EBOPs %.0f", ebops);
+    out += buf;
+  }
+  out += "\n";
+  if (r.normal > 0 || r.anomalous > 0) {
+    std::snprintf(buf, sizeof buf,
+                  "ROC AUC (anomaly score = reconstruction MSE; normal classes %s, anomalies %s): "
+                  "%.4f (%lld normal, %lld anomalous %s samples)\n",
+                  list_text(r.normal_classes).c_str(), list_text(r.anomaly_classes).c_str(),
+                  r.roc_auc, static_cast<long long>(r.normal), static_cast<long long>(r.anomalous),
+                  what.c_str());
+    out += buf;
+  } else {
+    out += "ROC AUC: not computed (set data.classes to the normal classes; the " + what +
+           " data needs class labels)\n";
+  }
+  return out;
+}
+
+void check_target(model::HGQModel& model, const config::RunConfig& config) {
+  if (config.train.target != "input") return;
+  int64_t in = 1, out = 1;
+  for (auto d : model->input_shape()) in *= d;
+  for (auto d : model->output_shape()) out *= d;
+  if (in == out) return;
+  const std::string where = config.source_path.empty() ? config.name : config.source_path;
+  throw config::ConfigError(
+      where + ": train.target: 'input' (an autoencoder) needs the model's output size to equal "
+              "its input size, but the model takes " + shape_text(model->input_shape()) +
+      " and outputs " + shape_text(model->output_shape()) + "; make the last dense layer " +
+      std::to_string(in) + " units");
+}
+
+namespace {
+
 double cosine_lr(const config::TrainSpec& t, int64_t step, int64_t total) {
   if (t.lr_schedule != "cosine" || total <= 1) return t.lr;
   const double progress = static_cast<double>(step) / static_cast<double>(total);
@@ -97,7 +224,9 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
                         const TrainOptions& options) {
   const auto& t = config.train;
   const bool classification = t.loss == "cross_entropy";
+  const bool autoencoder = t.target == "input";
   if (train_split.size() == 0) throw std::runtime_error("the training split is empty");
+  check_target(model, config);
   const auto& run_dir = options.run_dir;
   fs::create_directories(run_dir);
   const std::string config_yaml = config::to_yaml(config);
@@ -125,6 +254,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
 
   TrainResult result;
   ParetoFront front;
+  if (!classification) front.set_score_name("val_loss", true);
   double best_score = -std::numeric_limits<double>::infinity();
   int64_t global_step = 0;
   model::CheckpointMeta meta;
@@ -205,7 +335,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     }
 
     meta.epoch = m.epoch;
-    meta.val_accuracy = m.val_accuracy;
+    meta.val_accuracy = m.val_accuracy;  // NaN for regression (JSON null in the checkpoint)
     meta.val_loss = m.val_loss;
     meta.ebops = m.ebops;
     meta.beta = beta;
@@ -238,15 +368,28 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     best.model->to(device);
     result.test = evaluate(best.model, test_split, t.loss);
     result.test_ebops = best.meta.ebops;
+    if (autoencoder) result.anomaly = evaluate_anomaly(best.model, test_split, config.data);
   }
   nlohmann::json summary{{"best_checkpoint", best_path},
                          {"best_epoch", result.best.epoch},
-                         {"val_accuracy", json_number(result.best.val_accuracy)},
+                         {"val_accuracy", json_number(classification ? result.best.val_accuracy : std::nan(""))},
                          {"val_loss", json_number(result.best.val_loss)},
                          {"ebops", result.best.ebops},
                          {"test_samples", result.test.samples},
                          {"test_accuracy", json_number(result.test.samples ? result.test.accuracy : std::nan(""))},
                          {"test_loss", json_number(result.test.samples ? result.test.loss : std::nan(""))}};
+  summary["target"] = t.target;
+  if (autoencoder) {
+    const auto& a = result.anomaly;
+    summary["test_mse"] = json_number(a.samples ? a.mse : std::nan(""));
+    summary["test_mse_normal"] = json_number(a.mse_normal);
+    summary["test_mse_anomalous"] = json_number(a.mse_anomalous);
+    summary["roc_auc"] = json_number(a.roc_auc);
+    summary["auc_normal_samples"] = a.normal;
+    summary["auc_anomalous_samples"] = a.anomalous;
+    summary["normal_classes"] = a.normal_classes;
+    summary["anomaly_classes"] = a.anomaly_classes;
+  }
   util::write_text_atomic((fs::path(run_dir) / "result.json").string(), summary.dump(2));
   return result;
 }
@@ -262,13 +405,25 @@ TrainResult train(const config::RunConfig& config, const TrainOptions& options) 
   for (auto d : model->output_shape()) outputs *= d;
   const bool cls = config.train.loss == "cross_entropy";
   const auto& shape = model->input_shape();
-  auto tr = data::to_tensors(splits.train, shape, outputs, cls, "training data");
-  auto va = data::to_tensors(splits.validation, shape, outputs, cls, "validation data");
-  auto te = data::to_tensors(splits.test, shape, outputs, cls, "test data");
+  check_target(model, config);
+  data::TensorSplit tr, va, te;
+  if (config.train.target == "input") {
+    const auto& oshape = model->output_shape();
+    tr = data::to_autoencoder_tensors(splits.train, shape, oshape, "training data");
+    va = data::to_autoencoder_tensors(splits.validation, shape, oshape, "validation data");
+    te = data::to_autoencoder_tensors(splits.test, shape, oshape, "test data");
+  } else {
+    tr = data::to_tensors(splits.train, shape, outputs, cls, "training data");
+    va = data::to_tensors(splits.validation, shape, outputs, cls, "validation data");
+    te = data::to_tensors(splits.test, shape, outputs, cls, "test data");
+  }
   if (!options.quiet)
     std::printf("data: %lld train, %lld validation, %lld test samples\n",
                 static_cast<long long>(tr.size()), static_cast<long long>(va.size()),
                 static_cast<long long>(te.size()));
+  if (!options.quiet && !config.data.classes.empty())
+    std::printf("data: train and validation restricted to classes %s\n",
+                list_text(config.data.classes).c_str());
   return train_model(model, config, tr, va, te, splits.standardizer, options);
 }
 

@@ -98,6 +98,13 @@ std::string shape_to_string(const std::vector<int64_t>& shape);
 /// bounded draw: the same on every platform and standard library. load_splits carves with it.
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 
+/// Class indices of a label array: integers [N] (or [N, 1]), or one-hot rows [N, d] (argmax).
+/// Throws DataError naming `what` when they are not integer class labels.
+std::vector<int64_t> class_labels(const Array& y, const std::string& what);
+/// The rows of `d` (in order) whose class label is one of `classes`. Throws DataError naming
+/// `what` when the labels are not class labels or no row is kept (listing the labels present).
+Dataset filter_classes(const Dataset& d, const std::vector<int64_t>& classes, const std::string& what);
+
 /// Loads every split named by a `data:` section: reads the files (format per spec), carves
 /// test/validation splits with a seeded shuffle when no separate files are given, checks shapes
 /// agree between splits, and fits/applies the standardizer when asked. Relative paths are
@@ -108,6 +115,9 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 /// validation_split > 0, the last round(M * validation_split) of the M remaining train rows become
 /// the validation split. A split not asked for is left empty (zero rows); one asked for that comes
 /// out empty is an error.
+/// Classes: with a non-empty spec.classes, after the test carve and before the validation carve,
+/// the train split (and a separate validation file) keep only the rows of those classes; the test
+/// split is never filtered. The standardizer is fit on the filtered train rows.
 Splits load_splits(const config::DataSpec& spec, const std::string& base_dir);
 
 }  // namespace hgqt::data

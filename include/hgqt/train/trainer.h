@@ -1,8 +1,10 @@
 // The training loop: task loss + beta * EBOPs + gamma * bit L1, checkpoints and metrics.
 #pragma once
 
+#include <cmath>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "hgqt/config/config.h"
 #include "hgqt/data/tensors.h"
@@ -24,6 +26,38 @@ torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const 
 EvalResult evaluate(model::HGQModel& model, const data::TensorSplit& split, const std::string& loss,
                     int64_t batch_size = 4096);
 
+/// Anomaly detection with an autoencoder (train.target: input): the anomaly score of a sample is
+/// its reconstruction MSE (mean over the output values of (output - input)^2).
+struct AnomalyResult {
+  int64_t samples = 0;  ///< samples evaluated (0: not computed)
+  double mse = NAN;     ///< mean reconstruction MSE over every sample
+  double mse_normal = NAN, mse_anomalous = NAN;  ///< means over the normal / anomalous samples
+  /// ROC AUC of the score with the anomaly classes as positives and the normal classes as
+  /// negatives (samples of other classes are left out); NaN without labels or one side empty.
+  double roc_auc = NAN;
+  int64_t normal = 0, anomalous = 0;  ///< samples on each side of the AUC
+  std::vector<int64_t> normal_classes, anomaly_classes;
+};
+
+/// Per-sample reconstruction MSE of `split` (eval mode, no gradients, in batches).
+std::vector<double> reconstruction_errors(model::HGQModel& model, const data::TensorSplit& split,
+                                          int64_t batch_size = 4096);
+
+/// Scores `split` (built by data::to_autoencoder_tensors) as an anomaly detector: the normal
+/// classes are data.classes, the anomalies data.anomaly_classes or, when empty, every label of
+/// the split not in data.classes. Without data.classes or labels only the MSE is computed.
+AnomalyResult evaluate_anomaly(model::HGQModel& model, const data::TensorSplit& split,
+                               const config::DataSpec& data, int64_t batch_size = 4096);
+
+/// Two lines: `test MSE ...` and `ROC AUC (anomaly score = reconstruction MSE; normal classes
+/// [...], anomalies [...]): ...` (the second only when the AUC was computed). `what` names the
+/// data ("test").
+std::string format_anomaly(const AnomalyResult& r, const std::string& what, double ebops);
+
+/// Throws config::ConfigError when train.target is input and the model's output size differs
+/// from its input size (naming both shapes and sizes).
+void check_target(model::HGQModel& model, const config::RunConfig& config);
+
 /// One epoch's figures.
 struct EpochMetrics {
   int64_t epoch = 0;
@@ -38,6 +72,7 @@ struct TrainResult {
   model::CheckpointMeta best;
   EvalResult test;  ///< samples == 0 when there is no test split
   double test_ebops = 0;
+  AnomalyResult anomaly;  ///< train.target input: the test anomaly scores (samples == 0 otherwise)
 };
 
 /// Options of a run besides the config.
