@@ -18,6 +18,7 @@
 
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/hls.h"
+#include "support/process.h"
 #include "support/random_archive.h"
 
 using namespace hgqt;
@@ -25,55 +26,18 @@ using hgqt::testing::GraphKind;
 using quant::OverflowMode;
 using quant::RoundingMode;
 namespace fs = std::filesystem;
+using hgqt::testing::CommandResult;
+using hgqt::testing::run_command;
+using hgqt::testing::quoted;
+using hgqt::testing::ap_include_dir;
+using hgqt::testing::read_text;
+using hgqt::testing::count_of;
+
 
 namespace {
 
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
-
-CommandResult run_command(const std::string& cmd) {
-  CommandResult r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
-
-/// $AP_TYPES_INCLUDE (the vendor headers) when set, else tests/ap_types_sim.
-std::string ap_include_dir() {
-  const char* env = std::getenv("AP_TYPES_INCLUDE");
-  if (env && *env) return env;
-#ifdef AP_TYPES_INCLUDE
-  if (std::string(AP_TYPES_INCLUDE).size() > 0) return AP_TYPES_INCLUDE;
-#endif
-  return std::string(HGQT_SOURCE_DIR) + "/tests/ap_types_sim";
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-size_t count_of(const std::string& s, const std::string& needle) {
-  size_t n = 0;
-  for (size_t pos = s.find(needle); pos != std::string::npos; pos = s.find(needle, pos + 1)) ++n;
-  return n;
-}
-
 fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(HGQT_BINARY_DIR) / "hls_graph_test" / name;
-  fs::remove_all(dir);
-  return dir;
+  return hgqt::testing::fresh_test_dir("hls_graph_test", name, false);
 }
 
 constexpr int64_t kSamples = 2000;

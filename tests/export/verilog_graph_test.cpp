@@ -16,46 +16,21 @@
 
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/verilog.h"
+#include "support/process.h"
 #include "support/random_archive.h"
 
 using namespace hgqt;
 namespace fs = std::filesystem;
+using hgqt::testing::run_command;
+using hgqt::testing::on_path;
+using hgqt::testing::read_text;
+using hgqt::testing::count_of;
+
 using hgqt::testing::GraphKind;
 
 namespace {
-bool on_path(const std::string& program) {
-  return std::system(("command -v " + program + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
-
-CommandResult run_command(const std::string& cmd) {
-  CommandResult r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, got);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
 fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(HGQT_BINARY_DIR) / "verilog_graph_test_tmp" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return hgqt::testing::fresh_test_dir("verilog_graph_test_tmp", name, true);
 }
 
 std::pair<long, long> verilator_counts(const std::string& out) {
@@ -63,12 +38,6 @@ std::pair<long, long> verilator_counts(const std::string& out) {
   if (!std::regex_search(out, m, std::regex("verilator: (\\d+) samples, (\\d+) mismatches")))
     return {-1, -1};
   return {std::stol(m[1]), std::stol(m[2])};
-}
-
-size_t count_of(const std::string& s, const std::string& what) {
-  size_t n = 0;
-  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
-  return n;
 }
 
 struct GraphCase {

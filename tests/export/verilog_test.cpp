@@ -17,46 +17,20 @@
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/resources.h"
 #include "hgqt/export/verilog.h"
+#include "support/process.h"
 #include "support/random_archive.h"
 
 using namespace hgqt;
 namespace fs = std::filesystem;
+using hgqt::testing::run_command;
+using hgqt::testing::on_path;
+using hgqt::testing::read_text;
+
 
 namespace {
-bool on_path(const std::string& program) {
-  return std::system(("command -v " + program + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-struct CommandResult {
-  int status = -1;
-  std::string output;
-};
-
 // Runs a shell command, stdout and stderr together.
-CommandResult run_command(const std::string& cmd) {
-  CommandResult r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, got);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
 fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(HGQT_BINARY_DIR) / "verilog_test_tmp" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return hgqt::testing::fresh_test_dir("verilog_test_tmp", name, true);
 }
 
 // "verilator: N samples, M mismatches" -> {N, M}; {-1, -1} when absent.
