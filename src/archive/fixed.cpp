@@ -509,8 +509,9 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
     const Layer& l = a.layers[li];
     LayerTypes& t = out[li];
     const std::string label = layer_label(l, li);
+    const std::vector<int64_t> sources = layer_inputs(a, li);
     std::vector<const Flow*> ins;
-    for (int64_t src : layer_inputs(a, li)) ins.push_back(src < 0 ? &model_input : &flows[src]);
+    for (int64_t src : sources) ins.push_back(src < 0 ? &model_input : &flows[src]);
     if (ins.empty()) throw ArchiveError(label + ": has no input");
     Flow flow = *ins[0];
     t.input = flow.types;
@@ -589,7 +590,7 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
     }
     if (l.type == "concatenate") {
       std::vector<std::vector<int64_t>> shapes;
-      for (int64_t src : layer_inputs(a, li))
+      for (int64_t src : sources)
         shapes.push_back(src < 0 ? a.input_shape : a.layers[src].output_shape);
       for (const Flow* f : ins) need_fixed(*f);
       t.quantized_input = t.input;

@@ -262,11 +262,10 @@ HGQModel from_archive(const archive::Archive& a) {
       throw ArchiveError(what + ": type " + l.type + ", model_yaml builds " + archive_type(e));
     auto* m = e.module.get();
     auto linear = [&](FixedQuantizer& iq, torch::Tensor& w, FixedQuantizer& kq,
-                      FixedQuantizer& bq, FixedQuantizer& oq) {
+                      FixedQuantizer& oq) {
       if (iq && l.input_quantizer) set_quantizer(iq, *l.input_quantizer, what + ".input_quantizer");
       set_constant(w, kq, *l.kernel, what + ".kernel");
       if (oq && l.output_quantizer) set_quantizer(oq, *l.output_quantizer, what + ".output_quantizer");
-      (void)bq;
     };
     // Folded batch norm: the archive holds W_f and b_f. Rebuild with statistics that make the
     // folding the identity up to rounding (s = gamma / sqrt(var + eps) ~ 1, mean 0, beta = b_f);
@@ -282,22 +281,22 @@ HGQModel from_archive(const archive::Archive& a) {
       else beta.zero_();
     };
     if (auto* d = dynamic_cast<nn::QDenseImpl*>(m)) {
-      linear(d->iq, d->kernel, d->kq, d->bq, d->oq);
+      linear(d->iq, d->kernel, d->kq, d->oq);
       if (d->bq && l.bias) set_constant(d->bias, d->bq, *l.bias, what + ".bias");
     } else if (auto* c = dynamic_cast<nn::QConv1dImpl*>(m)) {
-      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      linear(c->iq, c->kernel, c->kq, c->oq);
       if (c->bq && l.bias) set_constant(c->bias, c->bq, *l.bias, what + ".bias");
     } else if (auto* c = dynamic_cast<nn::QConv2dImpl*>(m)) {
-      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      linear(c->iq, c->kernel, c->kq, c->oq);
       if (c->bq && l.bias) set_constant(c->bias, c->bq, *l.bias, what + ".bias");
     } else if (auto* d = dynamic_cast<nn::QDenseBatchNormImpl*>(m)) {
-      linear(d->iq, d->kernel, d->kq, d->bq, d->oq);
+      linear(d->iq, d->kernel, d->kq, d->oq);
       unfold(d->gamma, d->beta, d->moving_mean, d->moving_var, d->bias, d->bq, d->options.eps());
     } else if (auto* c = dynamic_cast<nn::QConv1dBatchNormImpl*>(m)) {
-      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      linear(c->iq, c->kernel, c->kq, c->oq);
       unfold(c->gamma, c->beta, c->moving_mean, c->moving_var, c->bias, c->bq, c->options.eps());
     } else if (auto* c = dynamic_cast<nn::QConv2dBatchNormImpl*>(m)) {
-      linear(c->iq, c->kernel, c->kq, c->bq, c->oq);
+      linear(c->iq, c->kernel, c->kq, c->oq);
       unfold(c->gamma, c->beta, c->moving_mean, c->moving_var, c->bias, c->bq, c->options.eps());
     } else if (auto* bn = dynamic_cast<nn::QBatchNormImpl*>(m)) {
       // s = gamma / sqrt(var + eps) with var + eps ~ 1; o = beta - mean * s with mean 0.

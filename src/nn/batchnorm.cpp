@@ -117,8 +117,7 @@ void QDenseBatchNormImpl::reset() {
     throw std::invalid_argument("QDenseBatchNorm: in and out features must be positive, got " +
                                 std::to_string(in) + " and " + std::to_string(out));
   check_bn_options("QDenseBatchNorm", options.momentum(), options.eps());
-  const double limit = std::sqrt(6.0 / static_cast<double>(in + out));
-  kernel = register_parameter("kernel", torch::empty({in, out}).uniform_(-limit, limit));
+  kernel = register_parameter("kernel", glorot_uniform({in, out}));
   if (options.bias()) bias = register_parameter("bias", torch::zeros({out}));
   gamma = register_parameter("gamma", torch::ones({out}));
   beta = register_parameter("beta", torch::zeros({out}));
@@ -183,34 +182,21 @@ QConvBatchNormImpl<D>::QConvBatchNormImpl(QConvBatchNormOptions options_)
 
 template <int64_t D>
 std::vector<int64_t> QConvBatchNormImpl<D>::kernel_shape() const {
-  auto s = options.kernel_size();
-  s.push_back(options.in_channels());
-  s.push_back(options.filters());
-  return s;
+  return conv_kernel_shape(options.kernel_size(), options.in_channels(), options.filters());
 }
 
 template <int64_t D>
 void QConvBatchNormImpl<D>::reset() {
   const std::string name = type_name();
   const int64_t c = options.in_channels(), f = options.filters();
-  if (c <= 0 || f <= 0)
-    throw std::invalid_argument(name + ": in_channels and filters must be positive, got " +
-                                std::to_string(c) + " and " + std::to_string(f));
-  if (static_cast<int64_t>(options.kernel_size().size()) != D)
-    throw std::invalid_argument(name + ": kernel_size needs " + std::to_string(D) +
-                                " entries, got " + shape_string(options.kernel_size()));
+  check_conv_options(name, D, c, f, options.kernel_size(), options.input_shape());
   check_bn_options(name, options.momentum(), options.eps());
   if (options.strides().empty()) options.strides(std::vector<int64_t>(D, 1));
   const auto& in = options.input_shape();
-  if (static_cast<int64_t>(in.size()) != D + 1 || in.back() != c)
-    throw std::invalid_argument(name + ": input_shape (per sample, channels-last) must have " +
-                                std::to_string(D + 1) + " entries ending in in_channels = " +
-                                std::to_string(c) + ", got " + shape_string(in));
   const auto out_shape = output_shape(in);
   const auto ks = kernel_shape();
-  const int64_t fan_in = prod(options.kernel_size()) * c, fan_out = prod(options.kernel_size()) * f;
-  const double limit = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
-  kernel = this->register_parameter("kernel", torch::empty(ks).uniform_(-limit, limit));
+  // Glorot uniform kernel, zero bias (Keras defaults).
+  kernel = this->register_parameter("kernel", glorot_uniform(ks));
   if (options.bias()) bias = this->register_parameter("bias", torch::zeros({f}));
   gamma = this->register_parameter("gamma", torch::ones({f}));
   beta = this->register_parameter("beta", torch::zeros({f}));

@@ -136,34 +136,20 @@ QConvImpl<D>::QConvImpl(QConvOptions options_) : options(std::move(options_)) {
 
 template <int64_t D>
 std::vector<int64_t> QConvImpl<D>::kernel_shape() const {
-  auto s = options.kernel_size();
-  s.push_back(options.in_channels());
-  s.push_back(options.filters());
-  return s;
+  return conv_kernel_shape(options.kernel_size(), options.in_channels(), options.filters());
 }
 
 template <int64_t D>
 void QConvImpl<D>::reset() {
   const std::string name = type_name();
   const int64_t c = options.in_channels(), f = options.filters();
-  if (c <= 0 || f <= 0)
-    throw std::invalid_argument(name + ": in_channels and filters must be positive, got " +
-                                std::to_string(c) + " and " + std::to_string(f));
-  if (static_cast<int64_t>(options.kernel_size().size()) != D)
-    throw std::invalid_argument(name + ": kernel_size needs " + std::to_string(D) +
-                                " entries, got " + shape_string(options.kernel_size()));
+  check_conv_options(name, D, c, f, options.kernel_size(), options.input_shape());
   if (options.strides().empty()) options.strides(std::vector<int64_t>(D, 1));
   const auto& in = options.input_shape();
-  if (static_cast<int64_t>(in.size()) != D + 1 || in.back() != c)
-    throw std::invalid_argument(name + ": input_shape (per sample, channels-last) must have " +
-                                std::to_string(D + 1) + " entries ending in in_channels = " +
-                                std::to_string(c) + ", got " + shape_string(in));
   const auto out_shape = output_shape(in);  // validates strides / padding / sizes
   const auto ks = kernel_shape();
-  const int64_t fan_in = prod(options.kernel_size()) * c, fan_out = prod(options.kernel_size()) * f;
   // Glorot uniform kernel, zero bias (Keras defaults).
-  const double limit = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
-  kernel = this->register_parameter("kernel", torch::empty(ks).uniform_(-limit, limit));
+  kernel = this->register_parameter("kernel", glorot_uniform(ks));
   if (options.bias()) bias = this->register_parameter("bias", torch::zeros({f}));
   iq = this->register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, in)));
   kq = this->register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, ks)));
@@ -236,6 +222,29 @@ std::vector<int64_t> conv_output_shape(const std::string& layer, int64_t in_chan
   auto g = conv_geometry({in.begin(), in.end() - 1}, kernel_size, strides, padding);
   g.out.push_back(filters);
   return g.out;
+}
+
+void check_conv_options(const std::string& layer, int64_t d, int64_t c, int64_t f,
+                        const std::vector<int64_t>& kernel_size,
+                        const std::vector<int64_t>& in) {
+  if (c <= 0 || f <= 0)
+    throw std::invalid_argument(layer + ": in_channels and filters must be positive, got " +
+                                std::to_string(c) + " and " + std::to_string(f));
+  if (static_cast<int64_t>(kernel_size.size()) != d)
+    throw std::invalid_argument(layer + ": kernel_size needs " + std::to_string(d) +
+                                " entries, got " + shape_string(kernel_size));
+  if (static_cast<int64_t>(in.size()) != d + 1 || in.back() != c)
+    throw std::invalid_argument(layer + ": input_shape (per sample, channels-last) must have " +
+                                std::to_string(d + 1) + " entries ending in in_channels = " +
+                                std::to_string(c) + ", got " + shape_string(in));
+}
+
+std::vector<int64_t> conv_kernel_shape(const std::vector<int64_t>& kernel_size,
+                                       int64_t in_channels, int64_t filters) {
+  auto s = kernel_size;
+  s.push_back(in_channels);
+  s.push_back(filters);
+  return s;
 }
 
 std::vector<int64_t> conv_pad_before(const std::string& layer,

@@ -37,6 +37,16 @@ torch::Tensor apply_activation(const torch::Tensor& x, Activation a) {
   return a == Activation::ReLU ? torch::relu(x) : x;
 }
 
+torch::Tensor glorot_uniform(const std::vector<int64_t>& shape) {
+  if (shape.size() < 2) throw std::invalid_argument("glorot_uniform: a kernel has two or more axes");
+  int64_t receptive = 1;
+  for (size_t d = 0; d + 2 < shape.size(); ++d) receptive *= shape[d];
+  const int64_t fan_in = receptive * shape[shape.size() - 2];
+  const int64_t fan_out = receptive * shape.back();
+  const double limit = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
+  return torch::empty(shape).uniform_(-limit, limit);
+}
+
 QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Place place,
                                std::vector<int64_t> shape) {
   QuantizerOptions o = given ? *given : quant::default_quantizer_options(place, shape);
@@ -63,8 +73,7 @@ void QDenseImpl::reset() {
     throw std::invalid_argument("QDense: in and out features must be positive, got " +
                                 std::to_string(in) + " and " + std::to_string(out));
   // Glorot uniform kernel, zero bias (the Keras defaults HGQ models are trained with).
-  const double limit = std::sqrt(6.0 / static_cast<double>(in + out));
-  kernel = register_parameter("kernel", torch::empty({in, out}).uniform_(-limit, limit));
+  kernel = register_parameter("kernel", glorot_uniform({in, out}));
   if (options.bias()) bias = register_parameter("bias", torch::zeros({out}));
   iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
   kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, {in, out})));

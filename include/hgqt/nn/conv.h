@@ -56,6 +56,16 @@ std::vector<int64_t> conv_output_shape(const std::string& layer, int64_t in_chan
                                        int64_t filters, const std::vector<int64_t>& kernel_size,
                                        const std::vector<int64_t>& strides,
                                        const std::string& padding, const std::vector<int64_t>& in);
+/// Checks a D-axis convolution's options: positive channels and filters, D kernel sizes, a
+/// channels-last per-sample input of D + 1 axes ending in in_channels. Throws
+/// std::invalid_argument naming `layer`.
+void check_conv_options(const std::string& layer, int64_t d, int64_t in_channels,
+                        int64_t filters, const std::vector<int64_t>& kernel_size,
+                        const std::vector<int64_t>& input_shape);
+/// The Keras kernel shape [K..., C, F].
+std::vector<int64_t> conv_kernel_shape(const std::vector<int64_t>& kernel_size,
+                                       int64_t in_channels, int64_t filters);
+
 /// Zero padding before each spatial axis of that convolution.
 std::vector<int64_t> conv_pad_before(const std::string& layer,
                                      const std::vector<int64_t>& kernel_size,

@@ -49,6 +49,10 @@ class QLayer {
 quant::QuantizerOptions quantizer_for(const std::optional<quant::QuantizerOptions>& given,
                                       quant::Place place, std::vector<int64_t> shape);
 
+/// A Glorot-uniform kernel (the Keras default) of Keras layout [K..., in, out]: limits
+/// +-sqrt(6 / (fan_in + fan_out)) with fan_in = prod(K) * in, fan_out = prod(K) * out.
+torch::Tensor glorot_uniform(const std::vector<int64_t>& kernel_shape);
+
 /// Activation functions available to layers.
 enum class Activation { Linear, ReLU };
 Activation parse_activation(const std::string& s);  ///< throws std::invalid_argument
