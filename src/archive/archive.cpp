@@ -95,11 +95,23 @@ bool valid_overflow(quant::OverflowMode m) {
 
 bool is_layer_type(const std::string& t) {
   return t == "quantize" || t == "flatten" || t == "reshape" || t == "activation" ||
-         t == "pool" || t == "add" || t == "concatenate" || t == "lut" || is_linear(t);
+         t == "pool" || t == "add" || t == "concatenate" || t == "lut" || t == "softmax" || is_linear(t);
 }
 constexpr const char* kLayerTypes =
     "quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation, "
-    "lut";
+    "lut, softmax";
+
+/// The four quantizers inside a softmax layer, with their JSON / HDF5 names.
+struct SoftmaxSlot {
+  const char* name;
+  std::optional<QuantSpec> Layer::*slot;
+};
+constexpr SoftmaxSlot kSoftmaxSlots[] = {
+    {"exp_input_quantizer", &Layer::exp_input_quantizer},
+    {"exp_output_quantizer", &Layer::exp_output_quantizer},
+    {"inv_input_quantizer", &Layer::inv_input_quantizer},
+    {"inv_output_quantizer", &Layer::inv_output_quantizer},
+};
 
 // ---------------------------------------------------------------------------------------------
 // Validation
@@ -305,6 +317,9 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   if (l.type != "concatenate" && l.axis != 0) c.fail("axis is set on a " + l.type + " layer");
   if (l.type != "lut" && (!l.function.empty() || !l.table.empty()))
     c.fail("function / table are set on a " + l.type + " layer (only lut layers have them)");
+  for (const SoftmaxSlot& q : kSoftmaxSlots)
+    if (l.type != "softmax" && (l.*q.slot).has_value())
+      c.fail(std::string(q.name) + " is set on a " + l.type + " layer (only softmax layers have it)");
 
   if (layer_has_activation(l.type)) {
     if (l.activation != "linear" && l.activation != "relu")
@@ -383,6 +398,27 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
                  std::to_string(n) + index_note(l.output_shape, n) + " is " +
                  std::to_string(l.table[t]) + ", outside [" + std::to_string(lo) + ", " +
                  std::to_string(hi) + "], the range of its output quantizer");
+    }
+  } else if (l.type == "softmax") {
+    absent(l.kernel.has_value(), "kernel");
+    absent(l.bias.has_value(), "bias");
+    if (!l.input_quantizer) c.fail("a softmax layer needs an input_quantizer");
+    if (!l.output_quantizer) c.fail("a softmax layer needs an output_quantizer");
+    same_shape();
+    if (l.input_shape.empty() || l.input_shape.back() < 1)
+      c.fail("input_shape " + shape_str(l.input_shape) + " has no last axis to take the softmax over");
+    c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+    c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+    for (const SoftmaxSlot& q : kSoftmaxSlots) {
+      const std::optional<QuantSpec>& spec = l.*q.slot;
+      if (!spec) c.fail(std::string("a softmax layer needs an ") + q.name);
+      c.quantizer(*spec, {1}, q.name);
+    }
+    for (const SoftmaxSlot& q : {kSoftmaxSlots[0], kSoftmaxSlots[2]}) {
+      const int w = (l.*q.slot)->width(0);
+      if (w > kMaxLutInputBits)
+        c.fail(std::string(q.name) + " is " + std::to_string(w) + " bits wide; a table takes at most " +
+               std::to_string(kMaxLutInputBits) + " (narrow it)");
     }
   } else if (l.type == "pool") {
     absent(l.input_quantizer.has_value(), "input_quantizer");
@@ -1046,6 +1082,9 @@ void write_archive(const Archive& a, const std::string& dir) {
     if (l.bias) lj["bias"] = constant_json(*l.bias, base + "/bias", tensors);
     if (l.output_quantizer)
       lj["output_quantizer"] = quant_json(*l.output_quantizer, base + "/output_quantizer", tensors);
+    for (const SoftmaxSlot& q : kSoftmaxSlots)
+      if (const std::optional<QuantSpec>& spec = l.*q.slot)
+        lj[q.name] = quant_json(*spec, base + "/" + q.name, tensors);
     layers.push_back(std::move(lj));
   }
   j["layers"] = std::move(layers);
@@ -1215,6 +1254,9 @@ Archive read_archive(const std::string& path) {
     if (const Json* v = r.find(l, "bias")) read_constant(r, *v, lp + ".bias", layer.bias, tensors);
     if (const Json* v = r.find(l, "output_quantizer"))
       read_quant_slot(r, *v, lp + ".output_quantizer", layer.output_quantizer, tensors);
+    for (const SoftmaxSlot& q : kSoftmaxSlots)
+      if (const Json* v = r.find(l, q.name))
+        read_quant_slot(r, *v, lp + "." + q.name, layer.*q.slot, tensors);
   }
 
   const fs::path h5 = dir / tensors_name;

@@ -102,6 +102,37 @@ void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const
       }
       continue;
     }
+    if (l.type == "softmax") {
+      if (!in_float) v = in;
+      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+      const SoftmaxTypes& s = t.softmax;
+      std::vector<int64_t> e(s.n);
+      auto count_clip = [&](const QuantSpec& q, bool clipped) {
+        if (clipped && stats)
+          ++(q.overflow == quant::OverflowMode::WRAP ? stats->wrapped : stats->saturated);
+      };
+      for (int64_t r = 0; r < s.rows; ++r) {
+        int128* row = v.data() + r * s.n;
+        const FixedType* ty = t.quantized_input.data() + r * s.n;
+        for (int64_t j = 0; j < s.n; ++j) row[j] = ty[j].width == 0 ? 0 : row[j] << (s.max.frac - ty[j].frac);
+        const int128 max = *std::max_element(row, row + s.n);
+        int128 sum = 0;
+        for (int64_t j = 0; j < s.n; ++j) {
+          bool clipped = false;
+          const int128 u = quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
+          count_clip(*l.exp_input_quantizer, clipped);
+          e[j] = SoftmaxTypes::entry(s.exp_table, s.exp_in, u);
+          sum += e[j];
+        }
+        bool clipped = false;
+        const int128 si = quantize_exact(sum, s.exp_out.frac, *l.inv_input_quantizer, 0, &clipped);
+        count_clip(*l.inv_input_quantizer, clipped);
+        const int128 inv = SoftmaxTypes::entry(s.inv_table, s.inv_in, si);
+        for (int64_t j = 0; j < s.n; ++j) row[j] = int128{e[j]} * inv;
+      }
+      quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+      continue;
+    }
     if (l.type == "concatenate") {
       v.resize(p.concat.slot.size());
       for (size_t o = 0; o < v.size(); ++o) v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];

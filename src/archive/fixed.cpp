@@ -580,6 +580,31 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
       finish(std::move(out));
       continue;
     }
+    if (l.type == "softmax") {
+      apply_quantizer(flow, *l.input_quantizer);
+      t.quantized_input = flow.types;
+      std::vector<int128> lo(flow.ranges.size()), hi(flow.ranges.size());
+      for (size_t n = 0; n < lo.size(); ++n) {
+        lo[n] = flow.ranges[n].lo;
+        hi[n] = flow.ranges[n].hi;
+      }
+      try {
+        t.softmax = softmax_types(l, flow.types, lo, hi);
+      } catch (const ArchiveError& e) {
+        throw ArchiveError(label + ": " + e.what());
+      }
+      const SoftmaxTypes& s = t.softmax;
+      const Range pr{s.product_lo, s.product_hi};  // every e_j * r
+      Flow prod = fixed_flow(flow.types.size());
+      for (size_t n = 0; n < prod.types.size(); ++n) {
+        prod.types[n] = s.product;
+        prod.ranges[n] = pr;
+      }
+      set_acc(prod);
+      apply_quantizer(prod, *l.output_quantizer);
+      finish(std::move(prod));
+      continue;
+    }
     if (l.type == "pool") {
       need_fixed(flow);
       t.quantized_input = t.input;
@@ -628,11 +653,80 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
   return out;
 }
 
+SoftmaxTypes softmax_types(const Layer& l, const std::vector<FixedType>& types,
+                           const std::vector<int128>& lo, const std::vector<int128>& hi) {
+  SoftmaxTypes s;
+  s.n = l.input_shape.empty() ? 0 : l.input_shape.back();
+  if (s.n < 1) throw ArchiveError("softmax layer '" + l.name + "' has an empty last axis");
+  s.rows = static_cast<int64_t>(types.size()) / s.n;
+  // The row max compares every input at the largest frac; pruned inputs are the value 0.
+  int frac = 0;
+  bool any = false;
+  for (const FixedType& ty : types)
+    if (ty.width > 0) {
+      frac = any ? std::max(frac, ty.frac) : ty.frac;
+      any = true;
+    }
+  int128 all_lo = 0, all_hi = 0;
+  for (size_t n = 0; n < types.size(); ++n) {
+    const int128 a = types[n].width == 0 ? 0 : align(lo[n], types[n].frac, frac);
+    const int128 b = types[n].width == 0 ? 0 : align(hi[n], types[n].frac, frac);
+    all_lo = n == 0 ? a : std::min(all_lo, a);
+    all_hi = n == 0 ? b : std::max(all_hi, b);
+  }
+  s.max = type_of_range(all_lo, all_hi, frac);
+  s.diff = type_of_range(std::min<int128>(all_lo - all_hi, 0), 0, frac);
+
+  auto table_index = [&](const QuantSpec& q, const char* what) {
+    const FixedType ty = quantizer_type(q, 0);
+    if (ty.width > kMaxLutInputBits)
+      throw ArchiveError(std::string(what) + " of softmax layer '" + l.name + "' is " +
+                         std::to_string(ty.width) + " bits wide; a table takes at most " +
+                         std::to_string(kMaxLutInputBits));
+    return ty;
+  };
+  auto fill = [](const FixedType& index, const QuantSpec& out, double (*fn)(double)) {
+    const int128 first = index.width == 0 ? 0 : index.min_mantissa();
+    const int128 last = index.width == 0 ? 0 : index.max_mantissa();
+    std::vector<int64_t> table;
+    table.reserve(static_cast<size_t>(last - first + 1));
+    for (int128 m = first; m <= last; ++m) {
+      const double v = std::ldexp(static_cast<double>(m), -index.frac);
+      table.push_back(static_cast<int64_t>(quantize_double(fn(v), out, 0)));
+    }
+    return table;
+  };
+  s.exp_in = table_index(*l.exp_input_quantizer, "exp_input_quantizer");
+  s.exp_out = quantizer_type(*l.exp_output_quantizer, 0);
+  s.exp_table = fill(s.exp_in, *l.exp_output_quantizer,
+                     [](double v) { return std::exp(std::min(v, 0.0)); });
+  const auto [elo, ehi] = std::minmax_element(s.exp_table.begin(), s.exp_table.end());
+  s.sum = type_of_range(int128{*elo} * s.n, int128{*ehi} * s.n, s.exp_out.frac);
+  s.inv_in = table_index(*l.inv_input_quantizer, "inv_input_quantizer");
+  s.inv_out = quantizer_type(*l.inv_output_quantizer, 0);
+  s.inv_table = fill(s.inv_in, *l.inv_output_quantizer,
+                     [](double v) { return 1.0 / std::max(v, kSoftmaxMinSum); });
+  const auto [rlo, rhi] = std::minmax_element(s.inv_table.begin(), s.inv_table.end());
+  const int128 c[] = {int128{*elo} * *rlo, int128{*elo} * *rhi, int128{*ehi} * *rlo,
+                      int128{*ehi} * *rhi};
+  s.product_lo = *std::min_element(std::begin(c), std::end(c));
+  s.product_hi = *std::max_element(std::begin(c), std::end(c));
+  s.product = type_of_range(s.product_lo, s.product_hi, s.exp_out.frac + s.inv_out.frac);
+  return s;
+}
+
 std::vector<double> exact_ebops(const Archive& a) {
   const auto types = infer_types(a);
   std::vector<double> out(a.layers.size(), 0.0);
   for (size_t li = 0; li < a.layers.size(); ++li) {
     const Layer& l = a.layers[li];
+    if (l.type == "softmax") {
+      const SoftmaxTypes& s = types[li].softmax;
+      const int be = std::max(0, s.exp_out.width - (s.exp_out.is_signed ? 1 : 0));
+      const int br = std::max(0, s.inv_out.width - (s.inv_out.is_signed ? 1 : 0));
+      out[li] = static_cast<double>(s.rows * s.n) * be * br;
+      continue;
+    }
     if (!is_linear(l.type)) continue;
     const LinearMap m = linear_map(l);
     const Constant& w = *l.kernel;

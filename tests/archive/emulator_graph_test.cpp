@@ -92,6 +92,25 @@ Vec reference_forward(const archive::Archive& a, const double* x) {
         v[n] = l.output_quantizer->apply(hgqt::testing::lut_function_value(l.function, v[n]),
                                          static_cast<int64_t>(n));
     }
+    if (l.type == "softmax") {
+      // Written from archive.h's formula, value by value in double (exact at these widths).
+      quantize(v, *l.input_quantizer);
+      const size_t n = static_cast<size_t>(l.input_shape.back());
+      for (size_t r = 0; r < v.size(); r += n) {
+        const double m = *std::max_element(v.begin() + r, v.begin() + r + n);
+        Vec e(n);
+        double sum = 0;
+        for (size_t j = 0; j < n; ++j) {
+          const double u = l.exp_input_quantizer->apply(v[r + j] - m, 0);
+          e[j] = l.exp_output_quantizer->apply(std::exp(std::min(u, 0.0)), 0);
+          sum += e[j];
+        }
+        const double s = l.inv_input_quantizer->apply(sum, 0);
+        const double inv = l.inv_output_quantizer->apply(1.0 / std::max(s, std::ldexp(1.0, -30)), 0);
+        for (size_t j = 0; j < n; ++j)
+          v[r + j] = l.output_quantizer->apply(e[j] * inv, static_cast<int64_t>(r + j));
+      }
+    }
     if (l.type == "add") {
       for (size_t s = 1; s < ins.size(); ++s)
         for (size_t n = 0; n < v.size(); ++n) v[n] += out.at(ins[s])[n];
@@ -174,11 +193,12 @@ TEST_P(EmulatorGraph, MatchesDoubleReferenceInRangeAndOverflowing) {
 INSTANTIATE_TEST_SUITE_P(Seeds, EmulatorGraph,
                          ::testing::Combine(::testing::Values(GraphKind::Cnn2d,
                                                               GraphKind::Conv1dBranches,
-                                                              GraphKind::Lut),
+                                                              GraphKind::Lut,
+                                                              GraphKind::Softmax),
                                             ::testing::Range(1, 7)));
 
 TEST(ArchiveGraph, RoundTripKeepsEveryField) {
-  for (auto kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut}) {
+  for (auto kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut, GraphKind::Softmax}) {
     const auto a = hgqt::testing::random_graph_archive(kind);
     const std::string dir =
         (std::filesystem::temp_directory_path() / ("hgqt_graph_rt_" + a.name)).string();
@@ -195,6 +215,21 @@ TEST(ArchiveGraph, RoundTripKeepsEveryField) {
       EXPECT_EQ(x.axis, y.axis);
       EXPECT_EQ(x.function, y.function);
       EXPECT_EQ(x.table, y.table);
+      auto same_quantizer = [](const std::optional<archive::QuantSpec>& p,
+                               const std::optional<archive::QuantSpec>& q) {
+        ASSERT_EQ(p.has_value(), q.has_value());
+        if (!p) return;
+        EXPECT_EQ(p->shape, q->shape);
+        EXPECT_EQ(p->k, q->k);
+        EXPECT_EQ(p->i, q->i);
+        EXPECT_EQ(p->f, q->f);
+        EXPECT_EQ(p->round, q->round);
+        EXPECT_EQ(p->overflow, q->overflow);
+      };
+      same_quantizer(x.exp_input_quantizer, y.exp_input_quantizer);
+      same_quantizer(x.exp_output_quantizer, y.exp_output_quantizer);
+      same_quantizer(x.inv_input_quantizer, y.inv_input_quantizer);
+      same_quantizer(x.inv_output_quantizer, y.inv_output_quantizer);
       EXPECT_EQ(x.kernel.has_value(), y.kernel.has_value());
       if (x.kernel) {
         EXPECT_EQ(x.kernel->mantissa, y.kernel->mantissa);
@@ -314,4 +349,80 @@ TEST(ArchiveGraph, LutValidationNamesTheProblem) {
   } catch (const archive::ArchiveError& e) {
     EXPECT_NE(std::string(e.what()).find("the range of its output quantizer"), std::string::npos) << e.what();
   }
+}
+
+namespace {
+archive::QuantSpec scalar_quantizer(int k, int i, int f, quant::OverflowMode ov = quant::OverflowMode::SAT) {
+  archive::QuantSpec q;
+  q.shape = {1};
+  q.k = {k};
+  q.i = {i};
+  q.f = {f};
+  q.overflow = ov;
+  return q;
+}
+}  // namespace
+
+TEST(ArchiveGraph, SoftmaxByHand) {
+  // One row of two inputs (k=1, i=2, f=1) = {1.5, 0.5}: max 1.5, d = {0, -1}; exp table input
+  // (k=1, i=2, f=0), output (k=0, i=1, f=3): e = {Q(1) = 1, Q(e^-1 = 0.3679) = 3/8};
+  // sum 11/8 -> reciprocal input (k=0, i=2, f=2): 11/8 rounds to 6/4 = 1.5; 1 / 1.5 = 0.667 ->
+  // output (k=0, i=1, f=3): 5/8; products 5/8 and 15/64 -> Q_out (k=0, i=1, f=4): 10/16 and
+  // 15/64 = 3.75/16 -> 4/16.
+  archive::Archive t;
+  t.input_shape = t.output_shape = {2};
+  archive::Layer l;
+  l.name = "sm";
+  l.type = "softmax";
+  l.input_shape = l.output_shape = {2};
+  l.input_quantizer = archive::QuantSpec{{2}, {1, 1}, {2, 2}, {1, 1}};
+  l.exp_input_quantizer = scalar_quantizer(1, 2, 0);
+  l.exp_output_quantizer = scalar_quantizer(0, 1, 3);
+  l.inv_input_quantizer = scalar_quantizer(0, 2, 2);
+  l.inv_output_quantizer = scalar_quantizer(0, 1, 3);
+  l.output_quantizer = archive::QuantSpec{{2}, {0, 0}, {1, 1}, {4, 4}};
+  t.layers.push_back(l);
+  archive::Emulator emu(t);
+  const std::vector<double> x{1.5, 0.5};
+  EXPECT_EQ(emu.run_batch(x, 1), (std::vector<double>{10.0 / 16, 4.0 / 16}));
+  // Reversed inputs give reversed outputs; equal inputs give 1/2 each (sum 2, 1/2 exact).
+  EXPECT_EQ(emu.run_batch(std::vector<double>{0.5, 1.5}, 1), (std::vector<double>{4.0 / 16, 10.0 / 16}));
+  EXPECT_EQ(emu.run_batch(std::vector<double>{-1.0, -1.0}, 1), (std::vector<double>{0.5, 0.5}));
+  // EBOPs: one product per element, bits(e) = 1 + 3, bits(r) = 1 + 3: 2 * 16.
+  EXPECT_EQ(archive::exact_ebops(t)[0], 32.0);
+  // The tables: EXP over u in [-4, 3] (positive u reads exp(0)); INV over s in [0, 15/4].
+  const auto types = archive::infer_types(t);
+  const auto& s = types[0].softmax;
+  EXPECT_EQ(s.exp_table, (std::vector<int64_t>{0, 0, 1, 3, 8, 8, 8, 8}));
+  // 1/max(0, 2^-30) saturates to 15/8; 1/0.25 = 4 -> 15; 1/0.5 -> 15; 1/0.75 = 1.33 -> 11; ...
+  EXPECT_EQ(s.inv_table.front(), 15);
+  EXPECT_EQ(s.inv_table[3], 11);
+  EXPECT_EQ(s.inv_table[4], 8);
+  EXPECT_EQ(s.inv_table.size(), 16u);
+}
+
+TEST(ArchiveGraph, SoftmaxValidationNamesTheProblem) {
+  const auto good = hgqt::testing::random_graph_archive(GraphKind::Softmax);
+  EXPECT_NO_THROW(archive::validate(good));
+  auto expect_error = [](archive::Archive a, const std::string& part) {
+    try {
+      archive::validate(a);
+      ADD_FAILURE() << "no error, expected one containing '" << part << "'";
+    } catch (const archive::ArchiveError& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  auto a = good;
+  a.layers[3].inv_input_quantizer.reset();
+  expect_error(a, "a softmax layer needs an inv_input_quantizer");
+  a = good;
+  a.layers[3].exp_input_quantizer->i[0] = 20;
+  a.layers[3].exp_input_quantizer->f[0] = 0;
+  expect_error(a, "exp_input_quantizer is 21 bits wide; a table takes at most 16");
+  a = good;
+  a.layers[3].exp_output_quantizer->shape = {4};
+  expect_error(a, "exp_output_quantizer.shape is [4], expected [1]");
+  a = good;
+  a.layers[1].exp_output_quantizer = good.layers[3].exp_output_quantizer;
+  expect_error(a, "exp_output_quantizer is set on a dense layer");
 }

@@ -156,6 +156,25 @@ Layer conv(Gen& g, const RandomArchiveOptions& o, const std::string& name,
 }
 }  // namespace
 
+void random_softmax_quantizers(archive::Layer& l, uint64_t seed) {
+  Gen g{std::mt19937_64(seed)};
+  auto scalar = [&](int k, int i_lo, int i_hi, int f_lo, int f_hi) {
+    QuantSpec q;
+    q.shape = {1};
+    q.k = {k};
+    q.i = {g.uniform(i_lo, i_hi)};
+    q.f = {g.uniform(f_lo, f_hi)};
+    q.round = g.uniform(0, 1) ? RoundingMode::RND : RoundingMode::TRN;
+    const OverflowMode ov[] = {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP};
+    q.overflow = ov[g.uniform(0, 2)];
+    return q;
+  };
+  l.exp_input_quantizer = scalar(1, 1, 4, 1, 4);
+  l.exp_output_quantizer = scalar(0, 0, 1, 4, 7);
+  l.inv_input_quantizer = scalar(0, 1, 3, 1, 5);
+  l.inv_output_quantizer = scalar(0, 0, 2, 4, 7);
+}
+
 Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
   Gen g{std::mt19937_64(o.seed * 7919 + static_cast<uint64_t>(kind))};
   Archive a;
@@ -191,6 +210,41 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     L.back().kernel = constant(g, {4, 3}, o);
     L.back().bias = constant(g, {3}, o);
     a.output_shape = {3};
+    return a;
+  }
+  if (kind == GraphKind::Softmax) {
+    a.name = "random_softmax";
+    a.input_shape = {8};
+    // Softmax outputs: fine enough types that the model output varies with its input.
+    auto fine_out = [&](archive::Layer& l) {
+      for (int64_t n = 0; n < l.output_quantizer->size(); ++n) {
+        l.output_quantizer->k[n] = g.uniform(0, 1);
+        l.output_quantizer->i[n] = 1;
+        l.output_quantizer->f[n] = g.uniform(5, 8);
+      }
+    };
+    L.push_back(make_layer("q", "quantize", {8}, {8}));
+    L.back().input_quantizer = activation_quantizer(g, {8}, o);
+    L.push_back(make_layer("d1", "dense", {8}, {8}));
+    L.back().kernel = constant(g, {8, 8}, o);
+    L.back().bias = constant(g, {8}, o);
+    L.push_back(make_layer("rows", "reshape", {8}, {2, 4}));
+    L.push_back(make_layer("sm1", "softmax", {2, 4}, {2, 4}));
+    L.back().input_quantizer = activation_quantizer(g, {2, 4}, o);
+    L.back().output_quantizer = activation_quantizer(g, {2, 4}, o);
+    fine_out(L.back());
+    random_softmax_quantizers(L.back(), o.seed * 7 + 1);
+    L.push_back(make_layer("flat", "flatten", {2, 4}, {8}));
+    L.push_back(make_layer("d2", "dense", {8}, {3}));
+    L.back().kernel = constant(g, {8, 3}, o);
+    L.back().bias = constant(g, {3}, o);
+    L.push_back(make_layer("sm2", "softmax", {3}, {3}));
+    L.back().input_quantizer = activation_quantizer(g, {3}, o);
+    L.back().output_quantizer = activation_quantizer(g, {3}, o);
+    fine_out(L.back());
+    random_softmax_quantizers(L.back(), o.seed * 7 + 2);
+    L.push_back(make_layer("out", "concatenate", {8}, {11}, {"flat", "sm2"}));
+    a.output_shape = {11};
     return a;
   }
   if (kind == GraphKind::Lut) {

@@ -34,7 +34,11 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 /// Conv1dBranches: quantize -> {conv1d k3 s2 same, conv1d k1 s2} -> add relu -> scale (batch
 ///   norm) -> flatten, concatenated with a reshape of the quantized input -> activation -> dense.
 /// Lut: quantize -> lut tanh -> dense relu -> lut sigmoid -> dense (narrow table inputs).
-enum class GraphKind { Cnn2d, Conv1dBranches, Lut };
+/// Softmax: quantize -> dense -> reshape [2, 4] -> softmax (two rows) -> flatten -> {identity,
+///   dense -> softmax} concatenated, with random table quantizers.
+enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax };
+/// Random softmax stage quantizers (exp / reciprocal table inputs and outputs) on layer `l`.
+void random_softmax_quantizers(archive::Layer& l, uint64_t seed);
 /// A valid random archive of `kind` with per-element k, i, f like random_mlp_archive.
 archive::Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o = {});
 

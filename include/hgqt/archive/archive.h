@@ -23,6 +23,10 @@
 //   activation:  y = Q_out(act(x))
 //   lut:         y[n] = table of element n at Q_in(x)[n]: a lookup table over every value the input
 //                quantizer can give (fn(v) quantized by Q_out when it was built; `function` names fn).
+//   softmax:     over the last axis, table-based and max-subtracted (see archive::softmax_types):
+//                x = Q_in(x); per row: d_j = x_j - max x; u_j = Q_ei(d_j); e_j = EXP[u_j] =
+//                Q_eo(exp(u_j)); s = Q_ii(sum e_j); r = INV[s] = Q_io(1 / max(s, 2^-30));
+//                y_j = Q_out(e_j * r). Q_ei, Q_eo, Q_ii, Q_io: one type each for the layer.
 // act is linear or relu (exact). Q applies per element k, i, f, rounding, then overflow.
 #pragma once
 
@@ -80,7 +84,7 @@ inline constexpr const char* kModelInput = "input";
 struct Layer {
   std::string name;
   /// quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation,
-  /// lut
+  /// lut, softmax
   std::string type;
   /// Names of the layers it reads (kModelInput: the model input). Empty: the previous layer
   /// (the model input for the first layer). add and concatenate read two or more.
@@ -88,10 +92,15 @@ struct Layer {
   /// Per sample; for several inputs, input_shape is the first input's shape.
   std::vector<int64_t> input_shape, output_shape;
   std::string activation = "linear";         ///< linear layers, add, activation: linear | relu
-  std::optional<QuantSpec> input_quantizer;  ///< quantize, lut (required), linear (optional)
+  std::optional<QuantSpec> input_quantizer;  ///< quantize, lut, softmax (required); linear (optional)
   std::optional<Constant> kernel;            ///< linear layers (see the data flow)
   std::optional<Constant> bias;              ///< linear layers: [out] / [F] / [C] (optional)
-  std::optional<QuantSpec> output_quantizer;  ///< activation, lut (required); linear, add (optional)
+  /// activation, lut, softmax (required); linear, add (optional)
+  std::optional<QuantSpec> output_quantizer;
+  /// softmax (all four required, shape [1]): the exp table's input (of d = x - max) and output,
+  /// the reciprocal table's input (of the sum) and output.
+  std::optional<QuantSpec> exp_input_quantizer, exp_output_quantizer;
+  std::optional<QuantSpec> inv_input_quantizer, inv_output_quantizer;
   std::vector<int64_t> kernel_size;  ///< conv: spatial kernel size; pool: window
   std::vector<int64_t> strides;      ///< conv, pool: per spatial axis
   std::vector<int64_t> pad_before;   ///< conv: zero padding before each spatial axis

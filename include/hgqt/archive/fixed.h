@@ -87,19 +87,49 @@ struct ConcatMap {
 /// `input_shapes`: the shapes of the layer's inputs, in order.
 ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& input_shapes);
 
+/// The reciprocal table's input is taken as at least this (1/0 would be infinite): 2^-30.
+constexpr double kSoftmaxMinSum = 0x1p-30;
+
+/// The stages of a softmax layer (archive.h), one type each for the whole layer. The input is
+/// taken as `rows` rows of `n` elements (n: the last axis).
+struct SoftmaxTypes {
+  int64_t rows = 0, n = 0;
+  FixedType max;      ///< every quantized input re-read at one frac (the largest), and the row max
+  FixedType diff;     ///< d_j = x_j - max (<= 0), at max.frac
+  FixedType exp_in;   ///< u = Q_ei(d): the exp table's index
+  FixedType exp_out;  ///< e = EXP[u] = Q_eo(exp(min(u, 0)))
+  FixedType sum;      ///< the exact sum of a row's e, at exp_out.frac
+  FixedType inv_in;   ///< s = Q_ii(sum): the reciprocal table's index
+  FixedType inv_out;  ///< r = INV[s] = Q_io(1 / max(s, 2^-30))
+  FixedType product;  ///< e * r exactly, at exp_out.frac + inv_out.frac (before Q_out)
+  int128 product_lo = 0, product_hi = 0;  ///< its range (the tables' extremes multiplied)
+  /// Table entries (mantissas at exp_out.frac / inv_out.frac), indexed by the index's mantissa
+  /// minus its smallest mantissa (a width-0 index has one entry: the value at 0).
+  std::vector<int64_t> exp_table, inv_table;
+  /// Entry of a table for an index mantissa `m` of type `index`.
+  static int64_t entry(const std::vector<int64_t>& table, const FixedType& index, int128 m) {
+    return table[index.width == 0 ? 0 : static_cast<size_t>(m - index.min_mantissa())];
+  }
+};
+/// The softmax stages of layer `l` whose quantized input has `types` with mantissa ranges
+/// [lo, hi] per element (throws ArchiveError for a table index wider than kMaxLutInputBits).
+SoftmaxTypes softmax_types(const Layer& l, const std::vector<FixedType>& types,
+                           const std::vector<int128>& lo, const std::vector<int128>& hi);
+
 /// Types along the data flow of one layer, per element.
 struct LayerTypes {
   std::vector<FixedType> input;  ///< what the layer receives (its first input)
   /// After the layer's input quantizer (linear layers with one, quantize); else = input.
   std::vector<FixedType> quantized_input;
   /// Linear layers and add: the exact sum before the activation; pool: the exact result (avg:
-  /// the sum re-read at frac + shift); else empty.
+  /// the sum re-read at frac + shift); softmax: the product e * r before Q_out; else empty.
   std::vector<FixedType> accumulator;
   std::vector<FixedType> output;  ///< what the layer passes on
   /// Exact value range of each accumulator element (mantissas at accumulator[o].frac).
   std::vector<int128> acc_lo, acc_hi;
   /// Exact value range of each output element (mantissas at output[o].frac).
   std::vector<int128> out_lo, out_hi;
+  SoftmaxTypes softmax;  ///< softmax layers only
 };
 
 /// Infers the exact types of every layer. The model input is float: every path from it must be
@@ -110,7 +140,8 @@ std::vector<LayerTypes> infer_types(const Archive& a);
 
 /// Exact EBOPs of each layer (quantization.md section 6): for the linear layers, the sum over
 /// every product of bits(input) * span(weight), plus span(bias) once per output element that adds
-/// it; input bits exclude the sign. Other layers: 0.
+/// it; input bits exclude the sign. softmax: one product e * r per element, bits(e) * bits(r)
+/// (signs excluded). Other layers: 0.
 std::vector<double> exact_ebops(const Archive& a);
 
 /// Decimal text of a 128-bit integer (for messages and generated code).
