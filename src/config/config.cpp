@@ -32,7 +32,8 @@ const Keys kLayerKeys = {"type",        "name",        "inputs",          "units
                          "pool_size",   "shape",       "axis",            "batchnorm", "function",
                          "momentum",    "epsilon",     "activation",      "use_bias",
                          "input_quantizer", "kernel_quantizer", "bias_quantizer",
-                         "output_quantizer"};
+                         "output_quantizer", "exp_input_quantizer", "exp_output_quantizer",
+                         "inv_input_quantizer", "inv_output_quantizer"};
 /// Layer keys holding a list (an integer is also accepted where a list of sizes is).
 const Keys kLayerListKeys = {"inputs", "kernel_size", "strides", "pool_size", "shape"};
 const Keys kQuantizerKeys = {"param", "k",        "b",           "i",       "f",
@@ -46,14 +47,15 @@ const Keys kTrainKeys = {"epochs",       "batch_size",  "optimizer", "lr",    "m
                          "target",       "beta",        "gamma",     "threads", "device"};
 const Keys kBetaKeys = {"kind", "value", "points"};
 
-const Keys kAllRoles = {"input", "kernel", "bias", "output"};
+const Keys kAllRoles = {"input",     "kernel",     "bias",      "output",
+                        "exp_input", "exp_output", "inv_input", "inv_output"};
 const Keys kLayerTypes = {"dense",         "conv1d",          "conv2d",          "batchnorm",
                           "activation",    "quantize",        "flatten",         "reshape",
                           "max_pool",      "avg_pool",        "global_max_pool", "global_avg_pool",
-                          "add",           "concatenate",     "lut"};
+                          "add",           "concatenate",     "lut",             "softmax"};
 const char* const kLayerTypesText =
     "one of dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool, "
-    "avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut";
+    "avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut, softmax";
 const Keys kPaddings = {"valid", "same"};
 const Keys kActivations = {"linear", "relu"};
 const Keys kParams = {"kif", "kbi"};
@@ -74,6 +76,8 @@ Keys roles_for(const std::string& type) {
     return {"input", "kernel", "bias", "output"};
   if (type == "add") return {"output"};
   if (type == "lut") return {"input", "output"};
+  if (type == "softmax")
+    return {"input", "exp_input", "exp_output", "inv_input", "inv_output", "output"};
   if (type == "activation") return {"output"};
   if (type == "quantize") return {"input"};
   return {};

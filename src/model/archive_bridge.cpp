@@ -7,6 +7,7 @@
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
 #include "hgqt/nn/lut.h"
+#include "hgqt/nn/softmax.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
 
@@ -32,9 +33,13 @@ archive::QuantSpec quant_spec(const FixedQuantizer& q, const std::vector<int64_t
   archive::QuantSpec s;
   s.shape = shape;
   auto [k, i, f] = q->kif();
-  s.k = to_int_vector(k.expand(shape));
-  s.i = to_int_vector(i.expand(shape));
-  s.f = to_int_vector(f.expand(shape));
+  // One parameter (granularity tensor) fits any shape, also one of lower rank ([1]).
+  auto fit = [&](const torch::Tensor& t) {
+    return to_int_vector(t.numel() == 1 ? t.reshape({1}).expand(shape) : t.expand(shape));
+  };
+  s.k = fit(k);
+  s.i = fit(i);
+  s.f = fit(f);
   s.round = q->options.round() == RoundingMode::S_RND ? RoundingMode::RND : q->options.round();
   s.overflow = q->options.overflow();
   return s;
@@ -217,6 +222,13 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       l.input_quantizer = quant_spec(lut->iq, e.input_shape);
       l.output_quantizer = quant_spec(lut->oq, e.output_shape);
       l.table = lut_table(*lut, *l.input_quantizer, *l.output_quantizer, e.name);
+    } else if (auto* sm = dynamic_cast<nn::QSoftmaxImpl*>(m)) {
+      l.input_quantizer = quant_spec(sm->iq, e.input_shape);
+      l.exp_input_quantizer = quant_spec(sm->eiq, {1});
+      l.exp_output_quantizer = quant_spec(sm->eoq, {1});
+      l.inv_input_quantizer = quant_spec(sm->iiq, {1});
+      l.inv_output_quantizer = quant_spec(sm->ioq, {1});
+      l.output_quantizer = quant_spec(sm->oq, e.output_shape);
     } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       l.activation = nn::to_string(act->options.activation());
       l.output_quantizer = quant_spec(act->q, e.output_shape);
@@ -315,6 +327,13 @@ HGQModel from_archive(const archive::Archive& a) {
                            lut->options.function() + " in model_yaml");
       set_quantizer(lut->iq, *l.input_quantizer, what + ".input_quantizer");
       set_quantizer(lut->oq, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* sm = dynamic_cast<nn::QSoftmaxImpl*>(m)) {
+      set_quantizer(sm->iq, *l.input_quantizer, what + ".input_quantizer");
+      set_quantizer(sm->eiq, *l.exp_input_quantizer, what + ".exp_input_quantizer");
+      set_quantizer(sm->eoq, *l.exp_output_quantizer, what + ".exp_output_quantizer");
+      set_quantizer(sm->iiq, *l.inv_input_quantizer, what + ".inv_input_quantizer");
+      set_quantizer(sm->ioq, *l.inv_output_quantizer, what + ".inv_output_quantizer");
+      set_quantizer(sm->oq, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       set_quantizer(act->q, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(m)) {

@@ -4,6 +4,7 @@
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
 #include "hgqt/nn/lut.h"
+#include "hgqt/nn/softmax.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
 
@@ -227,6 +228,27 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         o.input_quantizer(resolve(Place::Datalane, shape, "input"));
         o.output_quantizer(resolve(Place::Datalane, shape, "output"));
         set_module(e, nn::QUnaryLUT(o));
+      } else if (l.type == "softmax") {
+        nn::QSoftmaxOptions o(shape);
+        o.input_quantizer(resolve(Place::Datalane, shape, "input"));
+        o.output_quantizer(resolve(Place::Datalane, shape, "output"));
+        // The stage quantizers start from their own defaults, not the datalane ones.
+        auto stage = [&](nn::SoftmaxStage s, const char* role) {
+          auto so = nn::softmax_stage_defaults(s, shape.back());
+          if (const config::QuantizerSpec* spec = q(role)) {
+            try {
+              apply_spec(so, *spec);
+            } catch (const std::invalid_argument& err) {
+              throw ConfigError(qwhere(role) + ": " + err.what());
+            }
+          }
+          return so;
+        };
+        o.exp_input_quantizer(stage(nn::SoftmaxStage::ExpInput, "exp_input"));
+        o.exp_output_quantizer(stage(nn::SoftmaxStage::ExpOutput, "exp_output"));
+        o.inv_input_quantizer(stage(nn::SoftmaxStage::InvInput, "inv_input"));
+        o.inv_output_quantizer(stage(nn::SoftmaxStage::InvOutput, "inv_output"));
+        set_module(e, nn::QSoftmax(o));
       } else if (l.type == "activation") {
         nn::QActivationOptions o(shape);
         o.activation(nn::parse_activation(l.activation));

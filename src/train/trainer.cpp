@@ -27,7 +27,11 @@ torch::Device select_device(const std::string& name) {
   return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
 }
 
-torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const std::string& loss) {
+// Quantized probabilities may be exactly 0: the floor keeps the log finite and the gradient alive.
+torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const std::string& loss,
+                        bool probabilities) {
+  if (loss == "cross_entropy" && probabilities)
+    return torch::nll_loss(torch::log(out + 0x1p-20), y);
   if (loss == "cross_entropy") return torch::nn::functional::cross_entropy(out, y);
   return torch::mse_loss(out, y);
 }
@@ -49,7 +53,7 @@ EvalResult evaluate(model::HGQModel& model, const data::TensorSplit& split, cons
     auto xb = split.x.slice(0, s, e).to(device);
     auto yb = split.y.slice(0, s, e).to(device);
     auto out = model->forward(xb);
-    loss_sum += task_loss(out, yb, loss).item<double>() * static_cast<double>(e - s);
+    loss_sum += task_loss(out, yb, loss, model->outputs_probabilities()).item<double>() * static_cast<double>(e - s);
     if (loss == "cross_entropy") correct += (out.argmax(1) == yb).sum().item<int64_t>();
   }
   model->train(was_training);
@@ -280,7 +284,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       lr = cosine_lr(t, global_step, total_steps);
       set_lr(*optimizer, lr);
       auto out = model->forward(xb);
-      auto task = task_loss(out, yb, t.loss);
+      auto task = task_loss(out, yb, t.loss, model->outputs_probabilities());
       auto loss = task;
       if (beta > 0) loss = loss + beta * model->ebops();
       if (t.gamma > 0) loss = loss + t.gamma * model->bits_l1();

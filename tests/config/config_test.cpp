@@ -545,7 +545,7 @@ TEST(Config, ErrorBadEnum) {
                          "data: {train: {file: d.h5, features: x, labels: y}}\n"),
              "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
                         "quantize, flatten, reshape, max_pool, avg_pool, global_max_pool, "
-                        "global_avg_pool, add, concatenate, lut, got "
+                        "global_avg_pool, add, concatenate, lut, softmax, got "
              "'conv'");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: dense, units: 3, "
                          "activation: tanh}]}\n"

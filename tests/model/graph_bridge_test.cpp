@@ -61,6 +61,18 @@ layers:
   - {type: dense, units: 1}
 )";
 
+// Two table softmaxes: one over the rows of a reshaped dense output, one at the model output.
+const char* kSoftmaxYaml = R"(
+input_shape: [12]
+layers:
+  - {type: dense, units: 8}
+  - {type: reshape, shape: [2, 4]}
+  - {type: softmax, name: rows, exp_input_quantizer: {i: 2, f: 4}, inv_output_quantizer: {f: 6}}
+  - {type: flatten}
+  - {type: dense, units: 5}
+  - {type: softmax, name: probs}
+)";
+
 // Trains a few steps (moving statistics, scattered bit widths), then eval.
 void shake(model::HGQModel& m, const std::vector<int64_t>& in_shape, uint64_t seed) {
   torch::manual_seed(seed);
@@ -104,8 +116,8 @@ int64_t mismatches(model::HGQModel& m, const archive::Archive& a, const torch::T
 class GraphBridge : public ::testing::TestWithParam<int> {};
 
 TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
-  const char* yamls[] = {kCnnYaml, kConv1dYaml, kLutYaml};
-  auto spec = config::parse_model_yaml(yamls[GetParam() % 3], "graph test");
+  const char* yamls[] = {kCnnYaml, kConv1dYaml, kLutYaml, kSoftmaxYaml};
+  auto spec = config::parse_model_yaml(yamls[GetParam() % 4], "graph test");
   model::HGQModel m(spec);
   shake(m, spec.input_shape, GetParam());
   std::vector<int64_t> shape{1500};
@@ -133,7 +145,7 @@ TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
   EXPECT_TRUE(torch::equal(m->forward(x), back->forward(x)));
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 7));
+INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 9));
 
 TEST(GraphModel, ConfigErrorsNameTheLayer) {
   auto expect_error = [](const std::string& yaml, const std::string& part) {
@@ -157,6 +169,16 @@ layers:
   - {type: quantize}
   - {type: dense, inputs: nowhere, units: 4}
 )", "'nowhere' is not the name of a layer");
+  expect_error(R"(
+input_shape: [4]
+layers:
+  - {type: softmax, exp_output_quantizer: {granularity: element}}
+)", "softmax: exp_output_quantizer has one type for the whole layer");
+  expect_error(R"(
+input_shape: [4]
+layers:
+  - {type: dense, units: 3, exp_input_quantizer: {f: 2}}
+)", "allowed quantizers: input_quantizer, kernel_quantizer, bias_quantizer, output_quantizer");
   expect_error(R"(
 input_shape: [28, 28]
 layers:

@@ -42,7 +42,7 @@ struct QuantizerSpec {
 /// One layer of the `model.layers` list.
 struct LayerSpec {
   /// dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool,
-  /// avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut
+  /// avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut, softmax
   std::string type;
   std::string name;                 ///< optional; defaults to "<type>_<index>"
   /// Layers it reads ("input": the model input); empty: the previous layer. add and
@@ -63,8 +63,8 @@ struct LayerSpec {
   std::string activation = "linear";  ///< dense/conv/add/activation: linear or relu
   bool use_bias = true;             ///< dense
   /// Per-layer quantizer overrides, keyed by role: input, kernel, bias, output (dense);
-  /// output (activation); input (quantize). A present `output` key enables the dense
-  /// layer's optional output quantizer.
+  /// output (activation); input (quantize); input, exp_input, exp_output, inv_input, inv_output,
+  /// output (softmax). A present `output` key enables the dense layer's optional output quantizer.
   std::map<std::string, QuantizerSpec> quantizers;
   int line = 0;  ///< 1-based line in the config file (0 when unknown), for error messages
 };

@@ -44,6 +44,10 @@ class HGQModelImpl : public torch::nn::Module {
 
   const config::ModelSpec& spec() const { return spec_; }
   const std::vector<Entry>& layers() const { return layers_; }
+  /// True when the last layer is a softmax: the output holds probabilities, not logits.
+  bool outputs_probabilities() const {
+    return !layers_.empty() && layers_.back().layer->type_name() == "softmax";
+  }
   const std::vector<int64_t>& input_shape() const { return spec_.input_shape; }
   const std::vector<int64_t>& output_shape() const { return layers_.back().output_shape; }
 

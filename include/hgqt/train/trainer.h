@@ -20,7 +20,10 @@ struct EvalResult {
 };
 
 /// Task loss of a batch: cross_entropy (logits vs class indices) or mse.
-torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const std::string& loss);
+/// `probabilities`: the output comes from a softmax layer (cross entropy then takes its log
+/// directly, with a 2^-20 floor); otherwise it holds logits.
+torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const std::string& loss,
+                        bool probabilities = false);
 
 /// Evaluates in eval mode, in batches, on the model's device.
 EvalResult evaluate(model::HGQModel& model, const data::TensorSplit& split, const std::string& loss,
