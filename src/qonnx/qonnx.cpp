@@ -224,6 +224,35 @@ class GraphBuilder {
     return node(op, base, inputs)->output(0);
   }
 
+  /// An int64 initializer of shape `dims`; returns its name.
+  std::string int64_tensor(const std::string& base, const std::vector<int64_t>& dims,
+                           const std::vector<int64_t>& values) {
+    onnx::TensorProto* t = g_->add_initializer();
+    t->set_name(unique(base));
+    t->set_data_type(onnx::TensorProto::INT64);
+    for (int64_t d : dims) t->add_dims(d);
+    for (int64_t v : values) t->add_int64_data(v);
+    return t->name();
+  }
+
+  /// Quant(x) with a per-element scale tensor `scale` (an initializer broadcasting over the
+  /// batch), zero point 0 and the scalar bit width `bits`. Returns the output tensor.
+  std::string quant_scaled(const std::string& base, const std::string& x, const std::string& scale,
+                           int bits, int is_signed, bool narrow, const std::string& rounding,
+                           QonnxReport& report) {
+    const std::string zeropt = scalar(base + "/zeropt", 0.0f);
+    const std::string width = scalar(base + "/bitwidth", static_cast<float>(bits));
+    onnx::NodeProto* n = node("Quant", base, {x, scale, zeropt, width}, kQonnxDomain);
+    add_int(n, "signed", is_signed);
+    add_int(n, "narrow", narrow ? 1 : 0);
+    onnx::AttributeProto* r = n->add_attribute();
+    r->set_name("rounding_mode");
+    r->set_type(onnx::AttributeProto::STRING);
+    r->set_s(rounding);
+    ++report.quant_nodes;
+    return n->output(0);
+  }
+
   /// Quant(x) with `p`; RND's offset Add comes first. Returns the output tensor.
   std::string quant(const std::string& base, std::string x, const QuantParams& p,
                     QonnxReport& report) {
@@ -487,10 +516,154 @@ class LayerWriter {
       }
       return make(l, Layout::Last, finish(l, label, x));
     }
+    if (l.type == "lut") return lut(l, label, in);
     throw QonnxError(label + ": layer type '" + l.type + "' has no QONNX form in this exporter");
   }
 
  private:
+  /// lut: the table lookup as an exact index computation and a Gather, channels-last, every
+  /// constant per element of the per-sample shape S (broadcast over the batch):
+  ///   [WRAP: Mod(x, 2^(k+i), fmod=1)] -> [RND: Add(x, 2^-f / 2)] -> Quant(x, scale 2^-f) ->
+  ///   Mul(2^f) -> Cast(int64) = m -> (SAT: [Max(lo), Min(hi)] | WRAP: Add(-min), Mod(2^W)) ->
+  ///   Add(offset) -> Gather(table values, axis 0) -> Quant(scale 2^-f_out).
+  /// Exactness (float32 and float64 alike, for finite inputs):
+  /// - The Quant has element n's own scale 2^-f[n], so it rounds x * 2^f[n] in element n's mode
+  ///   (division by a power of two is exact); its scalar bit width and `signed` give a mantissa
+  ///   range containing every element's own [lo, hi] (the union width, +1 for an unsigned element
+  ///   under a signed Quant, at least 2 bits when signed so it is never bipolar). Saturation to
+  ///   that wider range followed by the exact integer clamp to [lo, hi] is saturation to [lo, hi]
+  ///   (nested intervals), and clamping to integer bounds commutes with rounding, so m is the
+  ///   emulator's mantissa. The clamp is written only when some element needs it.
+  /// - WRAP: the Quant cannot wrap. Mod(x, 2^(k+i)) first is exact (fmod is exact) and moves
+  ///   x * 2^f by a multiple of 2^W, an even integer for W >= 1, which every rounding mode
+  ///   (floor, half up, half to even) carries through unchanged; afterwards |x * 2^f| < 2^W, so
+  ///   the Quant (signed, max W + 2 bits) only rounds, and Mod(m - min, 2^W) in int64 (the
+  ///   divisor's sign) is the wrapped value's place in the table. Pruned elements: see below.
+  /// - Mantissas have at most kMaxLutInputBits + 2 bits, exact in float32; Mul by 2^f and Cast
+  ///   are exact; the index arithmetic is int64.
+  /// - Pruned input elements (width <= 0) multiply by 0, so their index is their offset: their
+  ///   single table entry.
+  /// - The table values entry * 2^-f_out are checked to be exact in float32 (else refused);
+  ///   the output Quant (scale 2^-f_out per element, the union width) leaves them unchanged.
+  /// - RND goes through Add(x, 2^-f / 2) and a FLOOR Quant, as for the other layers (needs
+  ///   QonnxOptions::rnd_as_offset_floor).
+  Value lut(const Layer& l, const std::string& label, Value& in) {
+    const std::string& nm = l.name;
+    const QuantSpec& q = *l.input_quantizer;
+    const QuantSpec& oq = *l.output_quantizer;
+    const std::vector<int64_t> off = archive::lut_offsets(l);
+    const std::vector<int64_t>& dims = l.input_shape;  // per sample, channels-last
+    const int64_t n_el = q.size();
+    const std::string where = label + " input quantizer";
+    auto check_f = [&](int f, const std::string& what, int64_t e) {
+      if (f < -100 || f > 100)
+        throw QonnxError(label + " " + what + " element " + std::to_string(e) + ": f = " +
+                         std::to_string(f) + " gives a scale float32 cannot hold");
+    };
+
+    QuantParams p;  // the rounding (and RND's offset) of the input Quant
+    set_rounding(p, q, where, options_);
+    const bool wrap = q.overflow == OverflowMode::WRAP;
+    int is_signed = wrap ? 1 : 0;
+    for (int64_t e = 0; e < n_el; ++e)
+      if (q.width(e) > 0) is_signed = std::max(is_signed, q.k[e]);
+    int bits = is_signed ? 2 : 1;
+    for (int64_t e = 0; e < n_el; ++e)
+      if (q.width(e) > 0)
+        bits = std::max(bits, wrap ? q.width(e) + 2 : q.width(e) + is_signed - q.k[e]);
+    const bool narrow = !wrap && is_signed == 1 && q.overflow == OverflowMode::SAT_SYM;
+    const int64_t q_hi = is_signed ? (int64_t{1} << (bits - 1)) - 1 : (int64_t{1} << bits) - 1;
+    const int64_t q_lo = is_signed ? -(int64_t{1} << (bits - 1)) + (narrow ? 1 : 0) : 0;
+
+    std::vector<float> scale(n_el), mult(n_el), half(n_el), period(n_el);
+    std::vector<int64_t> lo(n_el), hi(n_el), neg_min(n_el), modulus(n_el), base(n_el);
+    bool clamp = false;
+    for (int64_t e = 0; e < n_el; ++e) {
+      const bool live = q.width(e) > 0;
+      const int f = live ? q.f[e] : 0;
+      check_f(f, "input quantizer", e);
+      const archive::FixedType t = archive::quantizer_type(q, e);
+      const auto t_min = static_cast<int64_t>(t.min_mantissa());
+      const auto t_max = static_cast<int64_t>(t.max_mantissa());
+      scale[e] = std::ldexp(1.0f, -f);
+      mult[e] = live ? std::ldexp(1.0f, f) : 0.0f;
+      half[e] = std::ldexp(1.0f, -f - 1);
+      period[e] = live ? std::ldexp(1.0f, q.k[e] + q.i[e]) : 1.0f;  // 2^W * 2^-f
+      lo[e] = q.overflow == OverflowMode::SAT_SYM && t.is_signed ? -t_max : t_min;
+      hi[e] = t_max;
+      if (live && !wrap && (lo[e] != q_lo || hi[e] != q_hi)) clamp = true;
+      neg_min[e] = -t_min;
+      modulus[e] = int64_t{1} << (live ? q.width(e) : 0);
+      base[e] = wrap ? off[e] : off[e] - t_min;
+    }
+
+    std::string x = get(in, Layout::Last);
+    if (wrap) {
+      onnx::NodeProto* n =
+          b_.node("Mod", nm + "/wrap_input", {x, b_.initializer(nm + "/wrap_period", dims, period)});
+      GraphBuilder::add_int(n, "fmod", 1);
+      x = n->output(0);
+    }
+    if (p.offset_half)
+      x = b_.op("Add", nm + "/input_quant/add_half_step",
+                {x, b_.initializer(nm + "/input_quant/half_step", dims, half)});
+    x = b_.quant_scaled(nm + "/input_quant", x, b_.initializer(nm + "/input_quant/scale", dims, scale),
+                        bits, is_signed, narrow, p.rounding, report_);
+    x = b_.op("Mul", nm + "/mantissa", {x, b_.initializer(nm + "/mantissa_scale", dims, mult)});
+    onnx::NodeProto* cast = b_.node("Cast", nm + "/mantissa_int", {x});
+    GraphBuilder::add_int(cast, "to", onnx::TensorProto::INT64);
+    x = cast->output(0);
+    if (wrap) {
+      x = b_.op("Add", nm + "/minus_min", {x, b_.int64_tensor(nm + "/neg_min", dims, neg_min)});
+      onnx::NodeProto* n =
+          b_.node("Mod", nm + "/wrap", {x, b_.int64_tensor(nm + "/modulus", dims, modulus)});
+      GraphBuilder::add_int(n, "fmod", 0);
+      x = n->output(0);
+    } else if (clamp) {
+      x = b_.op("Max", nm + "/saturate_low", {x, b_.int64_tensor(nm + "/low", dims, lo)});
+      x = b_.op("Min", nm + "/saturate_high", {x, b_.int64_tensor(nm + "/high", dims, hi)});
+    }
+    x = b_.op("Add", nm + "/index", {x, b_.int64_tensor(nm + "/offset", dims, base)});
+
+    // The table as real values, element after element (float32-exact or refused).
+    std::vector<float> values(l.table.size());
+    for (int64_t e = 0; e < n_el; ++e) {
+      const int f = oq.width(e) > 0 ? oq.f[e] : 0;
+      check_f(f, "output quantizer", e);
+      for (int64_t t = off[e]; t < off[e + 1]; ++t) {
+        const double v = std::ldexp(static_cast<double>(l.table[t]), -f);
+        values[t] = static_cast<float>(v);
+        if (static_cast<double>(values[t]) != v)
+          throw QonnxError(label + " table entry " + std::to_string(t - off[e]) + " of element " +
+                           std::to_string(e) + ": the value " + std::to_string(l.table[t]) +
+                           " * 2^" + std::to_string(-f) +
+                           " is not exact in float32 (ONNX initializers are float32 here)");
+      }
+    }
+    const std::string table =
+        b_.initializer(nm + "/table", {static_cast<int64_t>(values.size())}, values);
+    onnx::NodeProto* gather = b_.node("Gather", nm + "/gather", {table, x});
+    GraphBuilder::add_int(gather, "axis", 0);
+    x = gather->output(0);
+
+    // The output type: per-element scale, the union width; exact on the table's values, which
+    // lie on each element's grid and in its range.
+    int o_signed = 0;
+    for (int64_t e = 0; e < oq.size(); ++e)
+      if (oq.width(e) > 0) o_signed = std::max(o_signed, oq.k[e]);
+    int o_bits = o_signed ? 2 : 1;
+    std::vector<float> o_scale(oq.size());
+    for (int64_t e = 0; e < oq.size(); ++e) {
+      const bool live = oq.width(e) > 0;
+      if (live) o_bits = std::max(o_bits, oq.width(e) + o_signed - oq.k[e]);
+      o_scale[e] = std::ldexp(1.0f, live ? -oq.f[e] : 0);
+    }
+    x = b_.quant_scaled(nm + "/output_quant", x,
+                        b_.initializer(nm + "/output_quant/scale", l.output_shape, o_scale),
+                        o_bits, o_signed, false, "ROUND", report_);
+    return make(l, Layout::Last, x);
+  }
+
   /// [Quant] -> [Slice] -> Conv(x, Quant(W), Quant(b)) -> [Relu] -> [Quant], channels-first.
   Value conv(const Layer& l, const std::string& label, Value& in) {
     const std::string& nm = l.name;

@@ -18,6 +18,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/qonnx.h"
@@ -143,10 +144,26 @@ std::map<std::string, const onnx::NodeProto*> check_structure(const onnx::ModelP
     EXPECT_EQ(n.domain(), "qonnx.custom_op.general");
     EXPECT_EQ(n.input_size(), 4);
     if (n.input_size() != 4) continue;
-    const float scale = scalar_value(g, n.input(1));
-    int exp = 0;
-    EXPECT_EQ(std::frexp(scale, &exp), 0.5f)
-        << n.name() << " scale " << scale << " is not a power of two";
+    // The scale is a scalar, or per element (lut layers): a float tensor broadcasting over the
+    // batch; every entry a power of two.
+    const onnx::TensorProto* st = find_initializer(g, n.input(1));
+    EXPECT_NE(st, nullptr) << n.name();
+    if (st && st->dims_size() == 0) {
+      const float scale = scalar_value(g, n.input(1));
+      int exp = 0;
+      EXPECT_EQ(std::frexp(scale, &exp), 0.5f)
+          << n.name() << " scale " << scale << " is not a power of two";
+    } else if (st) {
+      EXPECT_EQ(st->data_type(), onnx::TensorProto::FLOAT) << n.name();
+      int64_t size = 1;
+      for (int64_t d : st->dims()) size *= d;
+      EXPECT_EQ(st->float_data_size(), size) << n.name();
+      for (float scale : st->float_data()) {
+        int exp = 0;
+        EXPECT_EQ(std::frexp(scale, &exp), 0.5f)
+            << n.name() << " scale " << scale << " is not a power of two";
+      }
+    }
     EXPECT_EQ(scalar_value(g, n.input(2)), 0.0f) << n.name();
     const float bits = scalar_value(g, n.input(3));
     EXPECT_EQ(bits, std::floor(bits));
@@ -354,6 +371,60 @@ void write_rows(const std::string& path, const std::vector<double>& v, int64_t c
   for (size_t n = 0; n < v.size(); ++n)
     std::fprintf(f, "%.17g%c", v[n], (static_cast<int64_t>(n + 1) % cols == 0) ? '\n' : ' ');
   ASSERT_EQ(std::fclose(f), 0) << path;
+}
+
+/// The Lut graph (q -> lut tanh -> d1 -> lut sig -> d2) with hand-picked per-element types in
+/// both lut layers: unsigned, signed, signed 1-bit, unsigned 1-bit and pruned inputs; pruned and
+/// unsigned outputs; the lut inputs round and overflow as given. Tables refilled.
+archive::Archive lut_mixed_types_archive(uint64_t seed, RoundingMode round, OverflowMode overflow) {
+  auto a = graph_archive(hgqt::testing::GraphKind::Lut, seed);
+  for (const char* name : {"tanh", "sig"}) {
+    archive::Layer* l = nullptr;
+    for (auto& layer : a.layers)
+      if (layer.name == name) l = &layer;
+    EXPECT_NE(l, nullptr) << name;
+    if (!l) continue;
+    auto& iq = *l->input_quantizer;
+    auto& oq = *l->output_quantizer;
+    // widths: 4 (unsigned), 1 (signed 1-bit), 1 (unsigned), 7 (signed), 2 (unsigned), pruned
+    const std::vector<int32_t> ik{0, 1, 0, 1, 0, 1}, ii{2, 1, 0, 2, 3, 2}, iff{2, -1, 1, 4, -1, -3};
+    // outputs: signed, unsigned, signed, signed, pruned, unsigned
+    const std::vector<int32_t> ok{1, 0, 1, 1, 1, 0}, oi{1, 1, 0, 1, -2, 0}, of{4, 3, 5, 6, 1, 3};
+    const size_t n = iq.k.size();
+    iq.k.assign(ik.begin(), ik.begin() + static_cast<std::ptrdiff_t>(n));
+    iq.i.assign(ii.begin(), ii.begin() + static_cast<std::ptrdiff_t>(n));
+    iq.f.assign(iff.begin(), iff.begin() + static_cast<std::ptrdiff_t>(n));
+    iq.f.back() = -iq.k.back() - iq.i.back();  // the last element pruned, whatever the size
+    oq.k.assign(ok.begin(), ok.begin() + static_cast<std::ptrdiff_t>(n));
+    oq.i.assign(oi.begin(), oi.begin() + static_cast<std::ptrdiff_t>(n));
+    oq.f.assign(of.begin(), of.begin() + static_cast<std::ptrdiff_t>(n));
+    iq.round = round;
+    iq.overflow = overflow;
+    hgqt::testing::fill_lut_table(*l);
+  }
+  archive::validate(a, "lut_mixed_types_archive");
+  return a;
+}
+
+/// Cnn2d with a lut (tanh) between conv_a and the max pool: its input comes channels-first.
+archive::Archive cnn2d_lut_archive(uint64_t seed) {
+  auto a = graph_archive(hgqt::testing::GraphKind::Cnn2d, seed);
+  archive::Layer l = graph_layer("lut_mid", "lut", {6, 6, 3}, {6, 6, 3});
+  l.function = "tanh";
+  std::mt19937_64 rng(seed);
+  l.input_quantizer =
+      uniform_quantizer({6, 6, 3}, 1, 2, 2, RoundingMode::TRN, OverflowMode::SAT);
+  l.output_quantizer =
+      uniform_quantizer({6, 6, 3}, 1, 1, 4, RoundingMode::RND_CONV, OverflowMode::SAT);
+  for (size_t e = 0; e < l.input_quantizer->f.size(); ++e) {
+    l.input_quantizer->f[e] = std::uniform_int_distribution<int>(0, 4)(rng);
+    l.output_quantizer->f[e] = std::uniform_int_distribution<int>(2, 6)(rng);
+    if (e % 11 == 5) l.input_quantizer->f[e] = -3;  // pruned
+  }
+  hgqt::testing::fill_lut_table(l);
+  a.layers.insert(a.layers.begin() + 2, l);  // after conv_a; pool_max reads the previous layer
+  archive::validate(a, "cnn2d_lut_archive");
+  return a;
 }
 
 }  // namespace
@@ -690,6 +761,31 @@ TEST(QonnxExport, WritesFixturesForPython) {
     all.push_back(c);
   }
 
+  // lut layers: heterogeneous f and a pruned element in every table input (random Lut graphs),
+  // hand-picked mixed types under each overflow and rounding mode, and a lut inside a conv chain.
+  for (uint64_t seed : {51, 52, 53})
+    all.push_back(Case{"lut_" + std::to_string(seed), graph_archive(GraphKind::Lut, seed), {},
+                       archive::Archive(), 0});
+  {
+    const std::vector<std::tuple<std::string, RoundingMode, OverflowMode>> modes{
+        {"trn_sat", RoundingMode::TRN, OverflowMode::SAT},
+        {"rnd_conv_sat_sym", RoundingMode::RND_CONV, OverflowMode::SAT_SYM},
+        {"rnd_sat_sym", RoundingMode::RND, OverflowMode::SAT_SYM},
+        {"trn_wrap", RoundingMode::TRN, OverflowMode::WRAP},
+        {"rnd_conv_wrap", RoundingMode::RND_CONV, OverflowMode::WRAP},
+        {"rnd_wrap", RoundingMode::RND, OverflowMode::WRAP}};
+    uint64_t seed = 54;
+    for (const auto& [name, round, overflow] : modes) {
+      Case c{"lut_mixed_" + name, lut_mixed_types_archive(seed++, round, overflow), {},
+             archive::Archive(), 0};
+      c.options.rnd_as_offset_floor = round == RoundingMode::RND;
+      all.push_back(c);
+    }
+  }
+  for (uint64_t seed : {61, 62})
+    all.push_back(Case{"cnn2d_lut_" + std::to_string(seed), cnn2d_lut_archive(seed), {},
+                       archive::Archive(), 0});
+
   for (auto& c : all) {
     SCOPED_TRACE(c.name);
     const bool widened = !c.reference.layers.empty();
@@ -716,6 +812,9 @@ TEST(QonnxExport, WritesFixturesForPython) {
     archive::EmulatorStats stats;
     const auto y = emu.run_batch(xin, n, &stats);
     EXPECT_GT(stats.saturated, 0) << "the fixture should exercise saturation";
+    if (c.name.find("wrap") != std::string::npos) {
+      EXPECT_GT(stats.wrapped, 0) << "the fixture should exercise wrapping";
+    }
     write_rows((dir / (c.name + "_x.txt")).string(), x, in);
     write_rows((dir / (c.name + "_y.txt")).string(), y, emu.output_size());
     std::ofstream meta(dir / (c.name + ".meta"));
@@ -907,4 +1006,138 @@ TEST(QonnxExport, RefusesGraphLayersItCannotExpressNamingTheLayer) {
     }
     EXPECT_FALSE(fs::exists(temp_path("refused_pool_raw.onnx")));
   }
+}
+
+/// The float values of a float initializer (any shape).
+static std::vector<float> float_values(const onnx::GraphProto& g, const std::string& name) {
+  const onnx::TensorProto* t = find_initializer(g, name);
+  EXPECT_NE(t, nullptr) << name;
+  if (!t) return {};
+  EXPECT_EQ(t->data_type(), onnx::TensorProto::FLOAT) << name;
+  return {t->float_data().begin(), t->float_data().end()};
+}
+
+TEST(QonnxExport, LutLayersBecomeAnIndexAndAGather) {
+  // Table offsets and smallest mantissas computed here from the definition (archive.h), not
+  // with lut_offsets: element n has 2^W entries (one when pruned), starting at its smallest
+  // mantissa -2^(W-1) (signed) or 0.
+  for (OverflowMode overflow : {OverflowMode::SAT, OverflowMode::WRAP}) {
+    SCOPED_TRACE(quant::to_string(overflow));
+    const auto a = lut_mixed_types_archive(71, RoundingMode::TRN, overflow);
+    const std::string path = temp_path("lut.onnx");
+    const auto report = exporters::export_qonnx(a, path);
+    EXPECT_EQ(report.widened_elements, 0);
+    const auto m = parse(path);
+    const auto quants = check_structure(m, report.nodes);
+    auto ops = op_counts(m);
+    EXPECT_EQ(ops["Gather"], 2);
+    EXPECT_EQ(ops["Cast"], 2);
+    EXPECT_EQ(ops["Mod"], overflow == OverflowMode::WRAP ? 4 : 0);  // fmod on x, mod on m
+    EXPECT_EQ(static_cast<int64_t>(quants.size()), report.quant_nodes);
+    for (const char* name : {"tanh", "sig"}) {
+      SCOPED_TRACE(name);
+      const archive::Layer* l = nullptr;
+      for (const auto& layer : a.layers)
+        if (layer.name == name) l = &layer;
+      ASSERT_NE(l, nullptr);
+      const auto& iq = *l->input_quantizer;
+      const auto& oq = *l->output_quantizer;
+      std::vector<int64_t> off{0}, min_m;
+      for (int64_t e = 0; e < iq.size(); ++e) {
+        const int w = iq.width(e);
+        off.push_back(off.back() + (w <= 0 ? 1 : int64_t{1} << w));
+        min_m.push_back(w <= 0 || iq.k[e] == 0 ? 0 : -(int64_t{1} << (w - 1)));
+      }
+      const std::string nm = name;
+      const auto* gather = find_node(m, nm + "/gather");
+      ASSERT_NE(gather, nullptr);
+      EXPECT_EQ(attributes(*gather).at("axis")->i(), 0);
+      ASSERT_EQ(gather->input(0), nm + "/table");
+      const auto table = float_values(m.graph(), nm + "/table");
+      ASSERT_EQ(table.size(), static_cast<size_t>(off.back()));
+      for (int64_t e = 0; e < iq.size(); ++e)
+        for (int64_t t = off[e]; t < off[e + 1]; ++t)
+          EXPECT_EQ(table[t], std::ldexp(static_cast<double>(l->table[t]),
+                                         oq.width(e) > 0 ? -oq.f[e] : 0))
+              << "element " << e << " entry " << t - off[e];
+      // Index = mantissa + offset - min (SAT) or ((mantissa - min) mod 2^W) + offset (WRAP).
+      const auto* index = find_node(m, nm + "/index");
+      ASSERT_NE(index, nullptr);
+      EXPECT_EQ(gather->input(1), index->output(0));
+      const auto base = int64_values(m.graph(), index->input(1));
+      ASSERT_EQ(base.size(), static_cast<size_t>(iq.size()));
+      for (int64_t e = 0; e < iq.size(); ++e)
+        EXPECT_EQ(base[e], overflow == OverflowMode::WRAP ? off[e] : off[e] - min_m[e])
+            << "element " << e;
+      if (overflow == OverflowMode::WRAP) {
+        const auto modulus = int64_values(m.graph(), nm + "/modulus");
+        ASSERT_EQ(modulus.size(), static_cast<size_t>(iq.size()));
+        for (int64_t e = 0; e < iq.size(); ++e)
+          EXPECT_EQ(modulus[e], int64_t{1} << std::max(iq.width(e), 0)) << "element " << e;
+      } else {
+        // The input types differ in width and sign: the mantissas are clamped per element.
+        const auto low = int64_values(m.graph(), nm + "/low");
+        const auto high = int64_values(m.graph(), nm + "/high");
+        ASSERT_EQ(low.size(), static_cast<size_t>(iq.size()));
+        ASSERT_EQ(high.size(), static_cast<size_t>(iq.size()));
+        for (int64_t e = 0; e < iq.size(); ++e) {
+          const int w = std::max(iq.width(e), 0);
+          EXPECT_EQ(low[e], min_m[e]) << "element " << e;
+          EXPECT_EQ(high[e], w == 0 ? 0 : (int64_t{1} << (iq.k[e] ? w - 1 : w)) - 1)
+              << "element " << e;
+        }
+      }
+      // Mantissa = Quant(x) * 2^f; pruned elements multiply by 0 (their single entry).
+      const auto mult = float_values(m.graph(), nm + "/mantissa_scale");
+      const auto scale = float_values(m.graph(), nm + "/input_quant/scale");
+      ASSERT_EQ(mult.size(), static_cast<size_t>(iq.size()));
+      ASSERT_EQ(scale.size(), static_cast<size_t>(iq.size()));
+      for (int64_t e = 0; e < iq.size(); ++e) {
+        const bool live = iq.width(e) > 0;
+        EXPECT_EQ(mult[e], live ? std::ldexp(1.0f, iq.f[e]) : 0.0f) << "element " << e;
+        if (live) {
+          EXPECT_EQ(scale[e], std::ldexp(1.0f, -iq.f[e])) << "element " << e;
+        }
+      }
+      const auto* q = quants.count(nm + "/input_quant") ? quants.at(nm + "/input_quant") : nullptr;
+      ASSERT_NE(q, nullptr);
+      EXPECT_EQ(attributes(*q).at("signed")->i(), 1);
+      // Widest: 7 signed bits (SAT); WRAP rounds without saturating in W + 2 bits.
+      EXPECT_EQ(scalar_value(m.graph(), q->input(3)), overflow == OverflowMode::WRAP ? 9.0f : 7.0f);
+      const auto* oqn =
+          quants.count(nm + "/output_quant") ? quants.at(nm + "/output_quant") : nullptr;
+      ASSERT_NE(oqn, nullptr);
+      EXPECT_EQ(oqn->input(0), gather->output(0));
+    }
+  }
+}
+
+TEST(QonnxExport, LutRefusalsNameTheLayer) {
+  auto expect_refusal = [](const archive::Archive& a, const std::vector<std::string>& parts) {
+    const std::string path = temp_path("refused_lut.onnx");
+    fs::remove(path);
+    try {
+      exporters::export_qonnx(a, path);
+      ADD_FAILURE() << "expected a refusal";
+    } catch (const QonnxError& e) {
+      const std::string msg = e.what();
+      for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << msg;
+    }
+    EXPECT_FALSE(fs::exists(path));
+  };
+  // RND without rnd_as_offset_floor.
+  expect_refusal(lut_mixed_types_archive(72, RoundingMode::RND, OverflowMode::SAT),
+                 {"'tanh'", "lut", "input quantizer", "rounding RND"});
+  // A table value float32 cannot hold: 2^25 + 1 at a 31-bit output type.
+  auto a = graph_archive(hgqt::testing::GraphKind::Lut, 73);
+  auto& l = a.layers[3];
+  ASSERT_EQ(l.name, "sig");
+  l.output_quantizer->k[2] = 1;
+  l.output_quantizer->i[2] = 26;
+  l.output_quantizer->f[2] = 4;
+  hgqt::testing::fill_lut_table(l);
+  archive::Layer probe = l;
+  l.table[archive::lut_offsets(probe)[2]] = (int64_t{1} << 25) + 1;
+  archive::validate(a, "test");
+  expect_refusal(a, {"'sig'", "table entry 0 of element 2", "float32"});
 }

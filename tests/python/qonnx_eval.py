@@ -1,8 +1,9 @@
 """A small numpy evaluator for the QONNX graphs hgqt writes (tests only).
 
 Ops: Quant (qonnx.custom_op.general), MatMul, Add, Sub, Div, Mul, Relu, Flatten, Identity,
-Reshape, Transpose, Concat, Slice, Conv, MaxPool, AveragePool (opset 13; Conv without groups or
-dilations, the pools without pads or ceil_mode, as hgqt writes them).
+Reshape, Transpose, Concat, Slice, Conv, MaxPool, AveragePool, and for lut layers Mod, Cast (to
+int64), Max, Min, Gather (opset 13; Conv without groups or dilations, the pools without pads or
+ceil_mode, as hgqt writes them). Integer tensors (Cast to int64, int64 initializers) stay int64.
 Quant follows QONNX's reference implementation (qonnx.custom_op.general.quant): scale, add the
 zero point, clamp to the integer range of (bitwidth, signed, narrow), round, undo the zero point,
 rescale; a signed 1-bit Quant is bipolar (+-1) there, and so it is here.
@@ -13,6 +14,7 @@ Div (the archive's preprocessing) are float32 operations by definition and alway
 """
 
 import numpy as np
+import onnx
 from onnx import helper, numpy_helper
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
@@ -193,6 +195,32 @@ def run(model, x, dtype=np.float64):
             out = np.concatenate(ins, axis=at["axis"])
         elif op == "Slice":
             out = slice_(*ins)
+        elif op == "Mod":
+            if at.get("fmod", 0) == 1:
+                out = np.fmod(ins[0], ins[1])  # C fmod: the dividend's sign (exact)
+            else:
+                if ins[0].dtype.kind not in "iu" or ins[1].dtype.kind not in "iu":
+                    raise ValueError("ONNX Mod with fmod=0 is for integers only")
+                out = np.mod(ins[0], ins[1])  # the divisor's sign
+        elif op == "Cast":
+            if at["to"] != onnx.TensorProto.INT64:
+                raise NotImplementedError(f"Cast to {at['to']}")
+            if not np.all(ins[0] == np.round(ins[0])):
+                raise ValueError(f"{node.name}: Cast to int64 of a non-integer value")
+            out = ins[0].astype(np.int64)
+        elif op in ("Max", "Min"):
+            f = np.maximum if op == "Max" else np.minimum
+            out = ins[0]
+            for other in ins[1:]:
+                out = f(out, other)
+        elif op == "Gather":
+            idx = ins[1]
+            if idx.dtype.kind not in "iu":
+                raise ValueError(f"{node.name}: Gather indices must be integers")
+            n = ins[0].shape[at.get("axis", 0)]
+            if idx.size and (idx.min() < -n or idx.max() >= n):
+                raise IndexError(f"{node.name}: Gather index outside [-{n}, {n})")
+            out = np.take(ins[0], idx, axis=at.get("axis", 0))
         elif op == "Conv":
             out = conv(ins[0], ins[1], ins[2] if len(ins) > 2 else None, at)
         elif op in ("MaxPool", "AveragePool"):

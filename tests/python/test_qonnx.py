@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from onnx import helper
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import qonnx_eval  # noqa: E402
@@ -142,13 +143,87 @@ def test_structure(case):
     for n in quants:
         assert n.domain == "qonnx.custom_op.general"
         scale, zeropt, bits = (inits[name] for name in n.input[1:])
-        assert scale.shape == () and zeropt.shape == () and bits.shape == ()
+        assert zeropt.shape == () and bits.shape == ()
+        # Scalar scales, except lut layers' per-element ones (one per element of the per-sample
+        # shape, broadcast over the batch).
+        assert scale.shape == () or n.name.split("/")[0] in lut_layers(model), (
+            f"{n.name}: scale shape {scale.shape}")
         mant, _ = np.frexp(scale)
-        assert mant == 0.5, f"{n.name}: scale {scale} is not a power of two"
+        assert np.all(mant == 0.5), f"{n.name}: scale {scale} is not a power of two"
         assert zeropt == 0
         assert bits == int(bits) and bits >= 1
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch"
+
+
+def lut_layers(model):
+    """Names of the lut layers of an exported model (the prefix of their Gather nodes)."""
+    return {n.name.split("/")[0] for n in model.graph.node if n.op_type == "Gather"}
+
+
+LUT_CASES = [c for c in CASES if "lut" in c]
+
+
+@needs_fixtures
+def test_lut_fixtures_exist():
+    # The lut checks below must not pass by having nothing to check.
+    assert len(LUT_CASES) >= 5, LUT_CASES
+    assert any("wrap" in c for c in LUT_CASES) and any("cnn2d" in c for c in LUT_CASES)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("case", LUT_CASES)
+def test_lut_is_an_int64_index_and_a_gather(case):
+    model, x, _, _ = load(case)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    gathers = [n for n in model.graph.node if n.op_type == "Gather"]
+    assert gathers
+    for g in gathers:
+        table = inits[g.input[0]]
+        assert table.ndim == 1 and table.dtype == np.float32, g.name
+        index = nodes[g.input[1]]
+        assert index.op_type == "Add" and inits[index.input[1]].dtype == np.int64, g.name
+        # Every index the fixture's inputs reach lies in the table (run() also checks this).
+        layer = g.name.split("/")[0]
+        assert nodes[f"{layer}/output_quant"].input[0] == g.output[0]
+    got = qonnx_eval.run(model, x, np.float64)
+    assert np.all(np.isfinite(got))
+
+
+def test_evaluator_index_ops_follow_onnx():
+    # x -> Mod(fmod=1) -> Cast(int64) -> Mod(fmod=0) -> Max -> Min -> Gather: ONNX's Mod takes
+    # the divisor's sign for integers (fmod=0) and the dividend's for fmod=1.
+    from onnx import TensorProto
+    h = helper
+    nodes = [
+        h.make_node("Mod", ["x", "p"], ["a"], fmod=1),
+        h.make_node("Cast", ["a"], ["b"], to=TensorProto.INT64),
+        h.make_node("Mod", ["b", "m"], ["c"], fmod=0),
+        h.make_node("Max", ["c", "lo"], ["d"]),
+        h.make_node("Min", ["d", "hi"], ["e"]),
+        h.make_node("Gather", ["t", "e"], ["y"], axis=0),
+    ]
+    inits = [
+        h.make_tensor("p", TensorProto.FLOAT, [2], [8.0, 8.0]),
+        h.make_tensor("m", TensorProto.INT64, [2], [4, 4]),
+        h.make_tensor("lo", TensorProto.INT64, [2], [0, 1]),
+        h.make_tensor("hi", TensorProto.INT64, [2], [3, 2]),
+        h.make_tensor("t", TensorProto.FLOAT, [4], [0.5, 1.5, 2.5, 3.5]),
+    ]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 2])],
+                         [h.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    onnx.checker.check_model(model, full_check=True)
+    x = np.array([[-13.0, 11.0], [-1.0, 3.0]])
+    # fmod: -5, 3 / -1, 3; mod 4: 3, 3 / 3, 3; clamp [0,3] / [1,2]: 3, 2 / 3, 2.
+    assert qonnx_eval.run(model, x).tolist() == [[3.5, 2.5], [3.5, 2.5]]
+    with pytest.raises(IndexError):
+        bad = np.array([[0.0, 0.0]])
+        inits[3] = h.make_tensor("hi", TensorProto.INT64, [2], [3, 9])
+        inits[2] = h.make_tensor("lo", TensorProto.INT64, [2], [0, 9])
+        graph = h.make_graph(nodes, "g", list(graph.input), list(graph.output), inits)
+        qonnx_eval.run(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), bad)
 
 
 @needs_fixtures

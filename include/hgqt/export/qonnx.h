@@ -16,6 +16,14 @@
 //   add:        Add -> Add ... (one per further input) -> [Relu] -> [Quant]
 //   concatenate: Concat (axis: the per-sample axis + 1, or its channels-first position)
 //   activation: [Relu] -> Quant
+//   lut:        the table as a Gather over the per-element table index, channels-last:
+//               [WRAP: Mod(x, 2^(k+i), fmod=1)] -> [RND: Add(x, 2^-f/2)] -> Quant(x, per-element
+//               scale 2^-f) -> Mul(2^f) -> Cast(int64) -> [SAT: Max(lo), Min(hi) | WRAP: Add(-min),
+//               Mod(2^W)] -> Add(offset - min) -> Gather(table values entry * 2^-f_out, axis 0) ->
+//               Quant(per-element scale 2^-f_out). Exact for every element type (heterogeneous,
+//               pruned: its single entry), every overflow mode (WRAP too) and rounding (RND under
+//               rnd_as_offset_floor, as elsewhere); no widening. Table values that float32
+//               cannot hold are refused.
 // Layout: tensors are channels-last like the archive, except that Conv, MaxPool and
 // AveragePool work channels-first ([batch, C, S...]). A Transpose (node "<layer>/to_channels_
 // first" or "/to_channels_last", named after the layer that produced the value) converts a value
@@ -25,7 +33,9 @@
 // its ends (model input, flatten / reshape / dense, graph output).
 // Every Quant has a scalar power-of-two scale 2^-f, zero point 0 and a scalar bit width
 // k + i + f, with signed = k, narrow = (SAT_SYM and signed), so that its range is exactly the
-// fixed-point range [-k 2^i, 2^i - 2^-f].
+// fixed-point range [-k 2^i, 2^i - 2^-f]. The lut layers' two Quants are the exception: a
+// per-element scale 2^-f[n] (a tensor of the per-sample shape) and the union bit width, whose
+// range holds every element's (the exact per-element clamp follows on the integer index).
 //
 // QONNX carries one precision per tensor and always saturates. Constants (kernel, bias) are
 // exported with their exact values under the union type of the tensor, which leaves them
