@@ -348,6 +348,8 @@ class Generator {
                   const std::vector<const Array*>& ins);
   Array concat_layer(size_t li, const Layer& l, const std::vector<const Array*>& ins);
   Array lut_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur, bool first_q);
+  Array softmax_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur,
+                      bool first_q);
   /// The output array of a layer with an activation and an optional output quantizer (linear
   /// layers, add) from its accumulators `acc` (types of infer_types, ranges of the generator).
   struct Outputs {
@@ -1110,6 +1112,233 @@ Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const
   return out;
 }
 
+// softmax: rows of n elements (the last axis), the stages of archive::softmax_types, each in its
+// one type for the layer (typedefs layer<L>_max_t, _diff_t, _ei_t, _eo_t, _sum_t, _ii_t, _io_t,
+// _prod_t): every quantized input read into max_t (pruned or always-0 inputs are the constant 0),
+// the row max by comparisons as in max pool, d = x - max exactly, u = the exp table input
+// quantizer's cast of d, e = EXP[u], the exact row sum of e, s = the reciprocal table input
+// quantizer's cast of the sum, r = INV[s], p = e * r exactly, then the output quantizer's cast per
+// element. The two tables are static const arrays of the exact entries in
+// firmware/weights/softmax<L>.h, indexed like the lut tables by the index's bits (sign bit
+// flipped when signed). What cannot vary (a zero-width stage, a row of constant-0 inputs, a
+// reciprocal that is always 0) is computed here as the emulator does and written as constants.
+Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur,
+                               bool first_q) {
+  const std::string p = "layer" + std::to_string(li);
+  const std::string L = std::to_string(li);
+  const QuantSpec& iq = *l.input_quantizer;
+  const QuantSpec& oq = *l.output_quantizer;
+  const QuantSpec& eiq = *l.exp_input_quantizer;
+  const QuantSpec& iiq = *l.inv_input_quantizer;
+  const archive::SoftmaxTypes& s = t.softmax;
+  const int64_t size = iq.size();
+  if (cur.size() != size || s.rows * s.n != size || oq.size() != size)
+    throw ArchiveError("hls: " + label(li) + ": the layer has " + std::to_string(size) +
+                       " inputs, it receives " + std::to_string(cur.size()));
+  // The quantized inputs: element j is the constant 0 when pruned or always 0 (Q(0) = 0).
+  std::vector<char> live(size, 0);
+  std::vector<std::string> iq_names(size);
+  {
+    std::vector<std::string> qtypes(size);
+    for (int64_t j = 0; j < size; ++j) {
+      const FixedType qt = archive::quantizer_type(iq, j);
+      if (qt.width <= 0) continue;
+      live[j] = !cur.v[j].zero;
+      if (!first_q) qtypes[j] = hls_type(qt, iq.round, iq.overflow);
+    }
+    if (!first_q)
+      iq_names = td_.family(p + "_iq_t", qtypes, label(li) + ": input quantizer, per element");
+  }
+  // What can vary. e varies when d, the exp table's index and its entries do; r when the
+  // reciprocal table's index and entries do (else r is INV's only entry, or 0).
+  const bool exp_var = s.diff.width > 0 && s.exp_in.width > 0 && s.exp_out.width > 0;
+  const bool inv_var = s.inv_in.width > 0 && s.inv_out.width > 0;
+  const bool all_zero = s.product.width == 0;  // every e * r is 0
+  const int64_t r_const = s.inv_table.at(0);
+  const std::string what = label(li) + " softmax";
+  // The value of every e of a row whose d are all 0 (or whose e cannot vary).
+  const int128 e_const = archive::SoftmaxTypes::entry(
+      s.exp_table, s.exp_in, archive::quantize_exact(0, s.max.frac, eiq, 0));
+  std::vector<char> row_var(s.rows, 0);
+  bool any_var = false;
+  for (int64_t r = 0; r < s.rows; ++r) {
+    bool any_live = false;
+    for (int64_t k = 0; k < s.n; ++k) any_live = any_live || live[r * s.n + k];
+    row_var[r] = exp_var && !all_zero && any_live && (inv_var || r_const != 0);
+    any_var = any_var || row_var[r];
+  }
+  // Outputs: the output quantizer's full range where a row varies, else the constant.
+  Array out = new_array(p + "_out", size);
+  std::vector<std::string> oq_types(size);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    // A constant row: every e is e_const (d = 0, or e cannot vary), or r is always 0 (INV's
+    // entries are then all 0 or it has one entry, 0), or every product is 0: in each case the
+    // product is e_const * INV[Q_ii(n * e_const)].
+    int128 pc = 0;
+    if (!row_var[r]) {
+      const int128 sum = mul_checked(e_const, s.n, what + " sum");
+      const int128 si = archive::quantize_exact(sum, s.exp_out.frac, iiq, 0);
+      pc = mul_checked(e_const, archive::SoftmaxTypes::entry(s.inv_table, s.inv_in, si), what);
+    }
+    for (int64_t k = 0; k < s.n; ++k) {
+      const int64_t j = r * s.n + k;
+      const FixedType qt = archive::quantizer_type(oq, j);
+      if (qt.width <= 0) continue;
+      check_width(qt, what + " output " + std::to_string(j));
+      if (row_var[r]) {
+        oq_types[j] = hls_type(qt, oq.round, oq.overflow);
+        out.v[j] = full_range(qt);
+        continue;
+      }
+      const int128 c = archive::quantize_exact(pc, s.product.frac, oq, j);
+      if (c != 0) out.v[j] = {false, qt, c, c};
+    }
+  }
+  const auto oq_names =
+      td_.family(p + "_oq_t", oq_types, label(li) + ": output quantizer, per element");
+  name_array(out, p + "_t", label(li) + ": output, per element");
+
+  // The stage types (only those a varying row uses).
+  const std::string max_t = p + "_max_t", diff_t = p + "_diff_t", ei_t = p + "_ei_t",
+                    eo_t = p + "_eo_t", sum_t = p + "_sum_t", ii_t = p + "_ii_t",
+                    io_t = p + "_io_t", prod_t = p + "_prod_t";
+  auto stage = [&](const std::string& name, const FixedType& ft, const std::string& type,
+                   const std::string& comment) {
+    check_width(ft, what + " " + comment);
+    td_.single(name, type, comment);
+  };
+  if (any_var) {
+    td_.raw("\n// " + label(li) + ": softmax stages, one type each for the layer (softmax_types)\n");
+    stage(max_t, s.max, hls_type(s.max), "every quantized input at one frac, and the row max");
+    stage(diff_t, s.diff, hls_type(s.diff), "d = x - max (exact)");
+    stage(ei_t, s.exp_in, hls_type(s.exp_in, eiq.round, eiq.overflow),
+          "u = Q_ei(d): the exp table's index");
+    stage(eo_t, s.exp_out, hls_type(s.exp_out), "e = EXP[u]");
+    if (inv_var) {
+      stage(sum_t, s.sum, hls_type(s.sum), "the exact row sum of e");
+      stage(ii_t, s.inv_in, hls_type(s.inv_in, iiq.round, iiq.overflow),
+            "s = Q_ii(sum): the reciprocal table's index");
+    }
+    stage(io_t, s.inv_out, hls_type(s.inv_out), "r = INV[s]");
+    stage(prod_t, s.product, hls_type(s.product), "p = e * r (exact)");
+  }
+
+  // The tables.
+  auto index = [](const std::string& var, const FixedType& it) {
+    std::string e = var + ".range(" + std::to_string(it.width - 1) + ", 0).to_uint()";
+    if (it.is_signed) e += " ^ " + std::to_string(1u << (it.width - 1)) + "u";
+    return e;
+  };
+  const std::string exp_table = "exp_table_" + L, inv_table = "inv_table_" + L;
+  if (any_var) {
+    auto table = [&](const std::string& name, const std::string& type,
+                     const std::vector<int64_t>& entries, int frac, const std::string& comment) {
+      std::string tf = "\n// " + comment + "\n";
+      tf += "static const " + type + " " + name + "[" + std::to_string(entries.size()) + "] = {";
+      for (size_t e = 0; e < entries.size(); ++e) {
+        tf += (e % 8 == 0) ? "\n    " : " ";
+        tf += constant_literal(entries[e], -frac, type, what + " " + name + " entry " +
+                                                            std::to_string(e));
+        if (e + 1 < entries.size()) tf += ",";
+      }
+      return tf + "\n};\n";
+    };
+    const std::string guard = "HGQT_SOFTMAX" + L + "_H_";
+    std::string tf = "// Tables of " + label(li) +
+                     " (softmax): entry e of a table is its value for the index mantissa min + e.\n";
+    tf += "#ifndef " + guard + "\n#define " + guard + "\n";
+    tf += table(exp_table, eo_t, s.exp_table, s.exp_out.frac,
+                "exp: index " + ei_t + " (" + hls_type(s.exp_in) + "), entries " + eo_t + " (" +
+                    hls_type(s.exp_out) + "): Q_eo(exp(min(u, 0)))");
+    if (inv_var)
+      tf += table(inv_table, io_t, s.inv_table, s.inv_out.frac,
+                  "reciprocal: index " + ii_t + " (" + hls_type(s.inv_in) + "), entries " + io_t +
+                      " (" + hls_type(s.inv_out) + "): Q_io(1 / max(s, 2^-30))");
+    tf += "\n#endif\n";
+    weights.push_back({"softmax" + L + ".h", tf});
+    weight_includes_.push_back("softmax" + L + ".h");
+  }
+
+  // The code, row after row.
+  const Params ps({&cur});
+  std::string f = "\n// " + label(li) + ": softmax over rows of " + std::to_string(s.n) + " (" +
+                  std::to_string(s.rows) + " rows), max-subtracted, exp and reciprocal tables" +
+                  (first_q ? ", input already quantized (x_in)" : ", input quantizer") + "\n" +
+                  ps.signature(p + "_softmax", out);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const std::string rs = std::to_string(r);
+    const int64_t j0 = r * s.n;
+    f += "  // row " + rs + "\n";
+    if (!row_var[r]) {
+      for (int64_t j = j0; j < j0 + s.n; ++j) {
+        const std::string js = std::to_string(j);
+        f += "  out[" + js + "] = " +
+             (out.v[j].zero ? std::string("0")
+                            : constant_literal(static_cast<int64_t>(out.v[j].lo),
+                                               -out.v[j].type.frac, out.names[j],
+                                               what + " output " + js)) +
+             ";\n";
+      }
+      continue;
+    }
+    bool has_zero = false;
+    int64_t first_live = -1;
+    for (int64_t j = j0; j < j0 + s.n; ++j) {
+      const std::string js = std::to_string(j);
+      if (!live[j]) {
+        has_zero = true;
+        f += "  const " + max_t + " x" + js + " = 0;  // pruned or always 0\n";
+        continue;
+      }
+      if (first_live < 0) first_live = j;
+      f += "  const " + max_t + " x" + js + " = " +
+           (first_q ? "(" + cur.names[j] + ")" + ps.ref(cur, j)
+                    : "(" + iq_names[j] + ")(" + cur.names[j] + ")" + ps.ref(cur, j)) +
+           ";\n";
+    }
+    const std::string m = "m" + rs;
+    f += "  " + max_t + " " + m + " = " + (has_zero ? "0" : "x" + std::to_string(first_live)) +
+         ";\n";
+    for (int64_t j = j0; j < j0 + s.n; ++j) {
+      if (!live[j] || (!has_zero && j == first_live)) continue;
+      const std::string x = "x" + std::to_string(j);
+      f += "  " + m + " = " + x + " > " + m + " ? " + x + " : " + m + ";\n";
+    }
+    for (int64_t j = j0; j < j0 + s.n; ++j) {
+      const std::string js = std::to_string(j);
+      f += "  const " + diff_t + " d" + js + " = x" + js + " - " + m + ";\n";
+      f += "  " + ei_t + " u" + js + " = (" + ei_t + ")d" + js + ";\n";
+      f += "  const " + eo_t + " e" + js + " = " + exp_table + "[" + index("u" + js, s.exp_in) +
+           "];\n";
+    }
+    const std::string rv = "r" + rs;
+    if (inv_var) {
+      const std::string sum = "sum" + rs, si = "s" + rs;
+      f += "  " + sum_t + " " + sum + " = e" + std::to_string(j0) + ";\n";
+      for (int64_t j = j0 + 1; j < j0 + s.n; ++j)
+        f += "  " + sum + " += e" + std::to_string(j) + ";\n";
+      f += "  " + ii_t + " " + si + " = (" + ii_t + ")" + sum + ";\n";
+      f += "  const " + io_t + " " + rv + " = " + inv_table + "[" + index(si, s.inv_in) + "];\n";
+    } else {
+      f += "  const " + io_t + " " + rv + " = " +
+           constant_literal(r_const, -s.inv_out.frac, io_t, what + " reciprocal") +
+           ";  // the reciprocal table's only value\n";
+    }
+    for (int64_t j = j0; j < j0 + s.n; ++j) {
+      const std::string js = std::to_string(j);
+      if (out.v[j].zero) {
+        f += "  out[" + js + "] = 0;\n";
+        continue;
+      }
+      f += "  const " + prod_t + " p" + js + " = e" + js + " * " + rv + ";\n";
+      f += "  out[" + js + "] = (" + oq_names[j] + ")p" + js + ";\n";
+    }
+  }
+  functions_ += f + "}\n";
+  call(p + "_softmax", ps, out);
+  return out;
+}
+
 void Generator::run() {
   if (!is_identifier(o_.name))
     throw std::invalid_argument("hls: the project name '" + comment_text(o_.name) +
@@ -1127,7 +1356,7 @@ void Generator::run() {
     const bool in_float = src < 0 || is_float[src];
     if (!in_float && (l.type == "quantize" || l.type == "activation" || l.type == "pool" ||
                       l.type == "flatten" || l.type == "reshape" || l.type == "lut" ||
-                      archive::is_linear(l.type)) &&
+                      l.type == "softmax" || archive::is_linear(l.type)) &&
         arrays[src].size() != archive::shape_size(l.input_shape))
       throw ArchiveError("hls: " + label(li) + ": receives " +
                          std::to_string(arrays[src].size()) + " values, expected " +
@@ -1148,7 +1377,8 @@ void Generator::run() {
     std::vector<const Array*> ins;
     for (int64_t s : srcs) {
       if (s < 0 || is_float[s])
-        if (!((archive::is_linear(l.type) || l.type == "lut") && l.input_quantizer))
+        if (!((archive::is_linear(l.type) || l.type == "lut" || l.type == "softmax") &&
+              l.input_quantizer))
           throw ArchiveError("hls: " + label(li) + " reads the unquantized model input");
       ins.push_back(s < 0 || is_float[s] ? nullptr : &arrays[s]);
     }
@@ -1165,6 +1395,11 @@ void Generator::run() {
         arrays[li] = lut_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
       else
         arrays[li] = lut_layer(li, l, types[li], arrays[src], false);
+    } else if (l.type == "softmax") {
+      if (in_float)
+        arrays[li] = softmax_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
+      else
+        arrays[li] = softmax_layer(li, l, types[li], arrays[src], false);
     } else if (archive::is_linear(l.type)) {
       if (in_float)
         arrays[li] = linear_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);

@@ -441,7 +441,9 @@ class LayerWriter {
     return x;
   }
 
-  Value layer(const Layer& l, const std::string& label, std::vector<Value*> ins) {
+  /// `t`: the layer's types (archive::infer_types); softmax layers take their stages from it.
+  Value layer(const Layer& l, const std::string& label, std::vector<Value*> ins,
+              const archive::LayerTypes& t) {
     const std::string& nm = l.name;
     Value& in = *ins[0];
     if (l.type == "flatten" || l.type == "reshape") {
@@ -517,15 +519,23 @@ class LayerWriter {
       return make(l, Layout::Last, finish(l, label, x));
     }
     if (l.type == "lut") return lut(l, label, in);
+    if (l.type == "softmax") return softmax(l, label, in, t);
     throw QonnxError(label + ": layer type '" + l.type + "' has no QONNX form in this exporter");
   }
 
  private:
-  /// lut: the table lookup as an exact index computation and a Gather, channels-last, every
-  /// constant per element of the per-sample shape S (broadcast over the batch):
+  /// An integer mantissa tensor made by quant_mantissa: element n holds m[n] + shift[n].
+  struct Mantissa {
+    std::string tensor;          ///< int64, the per-sample shape with a batch axis in front
+    std::vector<int64_t> shift;  ///< -min[n] (WRAP: the value's place in its 2^W range) or 0
+    std::vector<int64_t> min;    ///< each element's smallest mantissa (0 when pruned)
+  };
+
+  /// Q(x) per element of `dims` (the per-sample shape, channels-last) as an exact int64
+  /// mantissa, the quantize-to-index steps of the lut and softmax layers. Nodes are named
+  /// `p` + "/...", the Quant `p` + "/" + `quant_name`; `what` names the quantizer in errors.
   ///   [WRAP: Mod(x, 2^(k+i), fmod=1)] -> [RND: Add(x, 2^-f / 2)] -> Quant(x, scale 2^-f) ->
-  ///   Mul(2^f) -> Cast(int64) = m -> (SAT: [Max(lo), Min(hi)] | WRAP: Add(-min), Mod(2^W)) ->
-  ///   Add(offset) -> Gather(table values, axis 0) -> Quant(scale 2^-f_out).
+  ///   Mul(2^f) -> Cast(int64) = m -> (SAT: [Max(lo), Min(hi)] | WRAP: Add(-min), Mod(2^W)).
   /// Exactness (float32 and float64 alike, for finite inputs):
   /// - The Quant has element n's own scale 2^-f[n], so it rounds x * 2^f[n] in element n's mode
   ///   (division by a power of two is exact); its scalar bit width and `signed` give a mantissa
@@ -538,35 +548,30 @@ class LayerWriter {
   ///   x * 2^f by a multiple of 2^W, an even integer for W >= 1, which every rounding mode
   ///   (floor, half up, half to even) carries through unchanged; afterwards |x * 2^f| < 2^W, so
   ///   the Quant (signed, max W + 2 bits) only rounds, and Mod(m - min, 2^W) in int64 (the
-  ///   divisor's sign) is the wrapped value's place in the table. Pruned elements: see below.
-  /// - Mantissas have at most kMaxLutInputBits + 2 bits, exact in float32; Mul by 2^f and Cast
-  ///   are exact; the index arithmetic is int64.
-  /// - Pruned input elements (width <= 0) multiply by 0, so their index is their offset: their
-  ///   single table entry.
-  /// - The table values entry * 2^-f_out are checked to be exact in float32 (else refused);
-  ///   the output Quant (scale 2^-f_out per element, the union width) leaves them unchanged.
+  ///   divisor's sign) is the wrapped value's place in its range (m - min).
+  /// - Mantissas have at most kMaxLutInputBits + 2 bits (wider types are refused), exact in
+  ///   float32; Mul by 2^f and Cast are exact; the rest is int64.
+  /// - Pruned elements (width <= 0) multiply by 0: m = 0, their single table entry.
   /// - RND goes through Add(x, 2^-f / 2) and a FLOOR Quant, as for the other layers (needs
   ///   QonnxOptions::rnd_as_offset_floor).
-  Value lut(const Layer& l, const std::string& label, Value& in) {
-    const std::string& nm = l.name;
-    const QuantSpec& q = *l.input_quantizer;
-    const QuantSpec& oq = *l.output_quantizer;
-    const std::vector<int64_t> off = archive::lut_offsets(l);
-    const std::vector<int64_t>& dims = l.input_shape;  // per sample, channels-last
+  Mantissa quant_mantissa(const std::string& p, const std::string& quant_name, std::string x,
+                          const QuantSpec& q, const std::vector<int64_t>& dims,
+                          const std::string& label, const std::string& what) {
     const int64_t n_el = q.size();
-    const std::string where = label + " input quantizer";
-    auto check_f = [&](int f, const std::string& what, int64_t e) {
-      if (f < -100 || f > 100)
-        throw QonnxError(label + " " + what + " element " + std::to_string(e) + ": f = " +
-                         std::to_string(f) + " gives a scale float32 cannot hold");
-    };
-
-    QuantParams p;  // the rounding (and RND's offset) of the input Quant
-    set_rounding(p, q, where, options_);
+    const std::string where = label + " " + what;
+    QuantParams qp;  // the rounding (and RND's offset) of the Quant
+    set_rounding(qp, q, where, options_);
     const bool wrap = q.overflow == OverflowMode::WRAP;
     int is_signed = wrap ? 1 : 0;
-    for (int64_t e = 0; e < n_el; ++e)
-      if (q.width(e) > 0) is_signed = std::max(is_signed, q.k[e]);
+    for (int64_t e = 0; e < n_el; ++e) {
+      if (q.width(e) <= 0) continue;
+      is_signed = std::max(is_signed, q.k[e]);
+      if (q.width(e) > archive::kMaxLutInputBits)
+        throw QonnxError(where + " element " + std::to_string(e) + ": width " +
+                         std::to_string(q.width(e)) + " is wider than the " +
+                         std::to_string(archive::kMaxLutInputBits) +
+                         " bits whose mantissas this exporter computes exactly in float32");
+    }
     int bits = is_signed ? 2 : 1;
     for (int64_t e = 0; e < n_el; ++e)
       if (q.width(e) > 0)
@@ -575,13 +580,18 @@ class LayerWriter {
     const int64_t q_hi = is_signed ? (int64_t{1} << (bits - 1)) - 1 : (int64_t{1} << bits) - 1;
     const int64_t q_lo = is_signed ? -(int64_t{1} << (bits - 1)) + (narrow ? 1 : 0) : 0;
 
+    Mantissa out;
+    out.shift.assign(n_el, 0);
+    out.min.assign(n_el, 0);
     std::vector<float> scale(n_el), mult(n_el), half(n_el), period(n_el);
-    std::vector<int64_t> lo(n_el), hi(n_el), neg_min(n_el), modulus(n_el), base(n_el);
+    std::vector<int64_t> lo(n_el), hi(n_el), modulus(n_el);
     bool clamp = false;
     for (int64_t e = 0; e < n_el; ++e) {
       const bool live = q.width(e) > 0;
       const int f = live ? q.f[e] : 0;
-      check_f(f, "input quantizer", e);
+      if (f < -100 || f > 100)
+        throw QonnxError(where + " element " + std::to_string(e) + ": f = " + std::to_string(f) +
+                         " gives a scale float32 cannot hold");
       const archive::FixedType t = archive::quantizer_type(q, e);
       const auto t_min = static_cast<int64_t>(t.min_mantissa());
       const auto t_max = static_cast<int64_t>(t.max_mantissa());
@@ -592,44 +602,97 @@ class LayerWriter {
       lo[e] = q.overflow == OverflowMode::SAT_SYM && t.is_signed ? -t_max : t_min;
       hi[e] = t_max;
       if (live && !wrap && (lo[e] != q_lo || hi[e] != q_hi)) clamp = true;
-      neg_min[e] = -t_min;
+      out.min[e] = t_min;
+      if (wrap) out.shift[e] = -t_min;
       modulus[e] = int64_t{1} << (live ? q.width(e) : 0);
-      base[e] = wrap ? off[e] : off[e] - t_min;
     }
 
-    std::string x = get(in, Layout::Last);
     if (wrap) {
       onnx::NodeProto* n =
-          b_.node("Mod", nm + "/wrap_input", {x, b_.initializer(nm + "/wrap_period", dims, period)});
+          b_.node("Mod", p + "/wrap_input", {x, b_.initializer(p + "/wrap_period", dims, period)});
       GraphBuilder::add_int(n, "fmod", 1);
       x = n->output(0);
     }
-    if (p.offset_half)
-      x = b_.op("Add", nm + "/input_quant/add_half_step",
-                {x, b_.initializer(nm + "/input_quant/half_step", dims, half)});
-    x = b_.quant_scaled(nm + "/input_quant", x, b_.initializer(nm + "/input_quant/scale", dims, scale),
-                        bits, is_signed, narrow, p.rounding, report_);
-    x = b_.op("Mul", nm + "/mantissa", {x, b_.initializer(nm + "/mantissa_scale", dims, mult)});
-    onnx::NodeProto* cast = b_.node("Cast", nm + "/mantissa_int", {x});
+    const std::string qn = p + "/" + quant_name;
+    if (qp.offset_half)
+      x = b_.op("Add", qn + "/add_half_step", {x, b_.initializer(qn + "/half_step", dims, half)});
+    x = b_.quant_scaled(qn, x, b_.initializer(qn + "/scale", dims, scale), bits, is_signed, narrow,
+                        qp.rounding, report_);
+    x = b_.op("Mul", p + "/mantissa", {x, b_.initializer(p + "/mantissa_scale", dims, mult)});
+    onnx::NodeProto* cast = b_.node("Cast", p + "/mantissa_int", {x});
     GraphBuilder::add_int(cast, "to", onnx::TensorProto::INT64);
     x = cast->output(0);
     if (wrap) {
-      x = b_.op("Add", nm + "/minus_min", {x, b_.int64_tensor(nm + "/neg_min", dims, neg_min)});
+      x = b_.op("Add", p + "/minus_min", {x, b_.int64_tensor(p + "/neg_min", dims, out.shift)});
       onnx::NodeProto* n =
-          b_.node("Mod", nm + "/wrap", {x, b_.int64_tensor(nm + "/modulus", dims, modulus)});
+          b_.node("Mod", p + "/wrap", {x, b_.int64_tensor(p + "/modulus", dims, modulus)});
       GraphBuilder::add_int(n, "fmod", 0);
       x = n->output(0);
     } else if (clamp) {
-      x = b_.op("Max", nm + "/saturate_low", {x, b_.int64_tensor(nm + "/low", dims, lo)});
-      x = b_.op("Min", nm + "/saturate_high", {x, b_.int64_tensor(nm + "/high", dims, hi)});
+      x = b_.op("Max", p + "/saturate_low", {x, b_.int64_tensor(p + "/low", dims, lo)});
+      x = b_.op("Min", p + "/saturate_high", {x, b_.int64_tensor(p + "/high", dims, hi)});
     }
-    x = b_.op("Add", nm + "/index", {x, b_.int64_tensor(nm + "/offset", dims, base)});
+    out.tensor = x;
+    return out;
+  }
+
+  /// Gather(table, index, axis 0) with the float initializer `table_name` of `values` (which
+  /// the caller checked exact in float32); the index is int64 of any shape.
+  std::string gather_table(const std::string& gather_name, const std::string& table_name,
+                           const std::vector<float>& values, const std::string& index) {
+    const std::string table =
+        b_.initializer(table_name, {static_cast<int64_t>(values.size())}, values);
+    onnx::NodeProto* gather = b_.node("Gather", gather_name, {table, index});
+    GraphBuilder::add_int(gather, "axis", 0);
+    return gather->output(0);
+  }
+
+  /// Quant with the per-element scale 2^-f[n] of `q` over `dims` and the union width: the
+  /// identity on values that lie on each element's grid and in its range (they carry the type).
+  std::string grid_quant(const std::string& base, const std::string& x, const QuantSpec& q,
+                         const std::vector<int64_t>& dims) {
+    int o_signed = 0;
+    for (int64_t e = 0; e < q.size(); ++e)
+      if (q.width(e) > 0) o_signed = std::max(o_signed, q.k[e]);
+    int o_bits = o_signed ? 2 : 1;
+    std::vector<float> o_scale(q.size());
+    for (int64_t e = 0; e < q.size(); ++e) {
+      const bool live = q.width(e) > 0;
+      if (live) o_bits = std::max(o_bits, q.width(e) + o_signed - q.k[e]);
+      o_scale[e] = std::ldexp(1.0f, live ? -q.f[e] : 0);
+    }
+    return b_.quant_scaled(base, x, b_.initializer(base + "/scale", dims, o_scale), o_bits,
+                           o_signed, false, "ROUND", report_);
+  }
+
+  /// lut: the table lookup as an exact index computation and a Gather, channels-last, every
+  /// constant per element of the per-sample shape S (broadcast over the batch):
+  ///   quant_mantissa (the input quantizer) -> Add(offset) -> Gather(table values, axis 0) ->
+  ///   Quant(scale 2^-f_out). Pruned input elements index their single entry. The table values
+  ///   entry * 2^-f_out are checked to be exact in float32 (else refused); the output Quant
+  ///   (scale 2^-f_out per element, the union width) leaves them unchanged.
+  Value lut(const Layer& l, const std::string& label, Value& in) {
+    const std::string& nm = l.name;
+    const QuantSpec& q = *l.input_quantizer;
+    const QuantSpec& oq = *l.output_quantizer;
+    const std::vector<int64_t> off = archive::lut_offsets(l);
+    const std::vector<int64_t>& dims = l.input_shape;  // per sample, channels-last
+    const int64_t n_el = q.size();
+
+    const Mantissa m = quant_mantissa(nm, "input_quant", get(in, Layout::Last), q, dims, label,
+                                      "input quantizer");
+    std::vector<int64_t> base(n_el);  // index = m - min + offset
+    for (int64_t e = 0; e < n_el; ++e) base[e] = off[e] - m.min[e] - m.shift[e];
+    const std::string index =
+        b_.op("Add", nm + "/index", {m.tensor, b_.int64_tensor(nm + "/offset", dims, base)});
 
     // The table as real values, element after element (float32-exact or refused).
     std::vector<float> values(l.table.size());
     for (int64_t e = 0; e < n_el; ++e) {
       const int f = oq.width(e) > 0 ? oq.f[e] : 0;
-      check_f(f, "output quantizer", e);
+      if (f < -100 || f > 100)
+        throw QonnxError(label + " output quantizer element " + std::to_string(e) + ": f = " +
+                         std::to_string(f) + " gives a scale float32 cannot hold");
       for (int64_t t = off[e]; t < off[e + 1]; ++t) {
         const double v = std::ldexp(static_cast<double>(l.table[t]), -f);
         values[t] = static_cast<float>(v);
@@ -640,27 +703,150 @@ class LayerWriter {
                            " is not exact in float32 (ONNX initializers are float32 here)");
       }
     }
-    const std::string table =
-        b_.initializer(nm + "/table", {static_cast<int64_t>(values.size())}, values);
-    onnx::NodeProto* gather = b_.node("Gather", nm + "/gather", {table, x});
-    GraphBuilder::add_int(gather, "axis", 0);
-    x = gather->output(0);
-
+    std::string x = gather_table(nm + "/gather", nm + "/table", values, index);
     // The output type: per-element scale, the union width; exact on the table's values, which
     // lie on each element's grid and in its range.
-    int o_signed = 0;
-    for (int64_t e = 0; e < oq.size(); ++e)
-      if (oq.width(e) > 0) o_signed = std::max(o_signed, oq.k[e]);
-    int o_bits = o_signed ? 2 : 1;
-    std::vector<float> o_scale(oq.size());
-    for (int64_t e = 0; e < oq.size(); ++e) {
-      const bool live = oq.width(e) > 0;
-      if (live) o_bits = std::max(o_bits, oq.width(e) + o_signed - oq.k[e]);
-      o_scale[e] = std::ldexp(1.0f, live ? -oq.f[e] : 0);
+    x = grid_quant(nm + "/output_quant", x, oq, l.output_shape);
+    return make(l, Layout::Last, x);
+  }
+
+  /// True when one scalar Quant computes `q` exactly (what plan_activation accepts without
+  /// widening): every element live with one (k, i, f), SAT or SAT_SYM, not signed 1-bit.
+  static bool single_quant(const QuantSpec& q) {
+    if (q.overflow == OverflowMode::WRAP || q.size() == 0) return false;
+    for (int64_t e = 0; e < q.size(); ++e)
+      if (q.width(e) <= 0 || q.k[e] != q.k[0] || q.i[e] != q.i[0] || q.f[e] != q.f[0])
+        return false;
+    return !(q.k[0] == 1 && q.i[0] + q.f[0] == 0);
+  }
+
+  /// Q(x) per element of `dims`, exactly, as a float tensor: one Quant when it can
+  /// (single_quant), else quant_mantissa -> [Add(min), WRAP] -> Cast(float) -> Mul(2^-f) ->
+  /// grid Quant (per-element scale; carries the type). Nodes named `p` + "/...".
+  std::string exact_quant(const std::string& p, const std::string& x, const QuantSpec& q,
+                          const std::vector<int64_t>& dims, const std::string& label,
+                          const std::string& what) {
+    if (single_quant(q)) return activation_quant(x, q, p + "/quant", label + " " + what);
+    const Mantissa m = quant_mantissa(p, "range_quant", x, q, dims, label, what);
+    std::string t = m.tensor;
+    if (std::any_of(m.shift.begin(), m.shift.end(), [](int64_t s) { return s != 0; })) {
+      std::vector<int64_t> back(m.shift.size());
+      for (size_t e = 0; e < back.size(); ++e) back[e] = -m.shift[e];
+      t = b_.op("Add", p + "/plus_min", {t, b_.int64_tensor(p + "/min", dims, back)});
     }
-    x = b_.quant_scaled(nm + "/output_quant", x,
-                        b_.initializer(nm + "/output_quant/scale", l.output_shape, o_scale),
-                        o_bits, o_signed, false, "ROUND", report_);
+    onnx::NodeProto* cast = b_.node("Cast", p + "/mantissa_float", {t});
+    GraphBuilder::add_int(cast, "to", onnx::TensorProto::FLOAT);
+    std::vector<float> scale(q.size());
+    for (int64_t e = 0; e < q.size(); ++e)
+      scale[e] = std::ldexp(1.0f, q.width(e) > 0 ? -q.f[e] : 0);
+    const std::string v = b_.op("Mul", p + "/value",
+                                {cast->output(0), b_.initializer(p + "/value_scale", dims, scale)});
+    return grid_quant(p + "/quant", v, q, dims);
+  }
+
+  /// A scalar (shape [1]) stage quantizer of a softmax repeated over `dims`.
+  static QuantSpec expand(const QuantSpec& q, const std::vector<int64_t>& dims) {
+    QuantSpec e = q;
+    e.shape = dims;
+    const auto n = static_cast<size_t>(archive::shape_size(dims));
+    e.k.assign(n, q.k[0]);
+    e.i.assign(n, q.i[0]);
+    e.f.assign(n, q.f[0]);
+    return e;
+  }
+
+  /// The table values entry * 2^-frac, refused unless exact in float32.
+  static std::vector<float> table_values(const std::vector<int64_t>& entries, int frac,
+                                         const std::string& where) {
+    std::vector<float> v(entries.size());
+    for (size_t j = 0; j < entries.size(); ++j) {
+      const double d = std::ldexp(static_cast<double>(entries[j]), -frac);
+      v[j] = static_cast<float>(d);
+      if (!(std::fabs(d) <= 3.4e38) || static_cast<double>(v[j]) != d)
+        throw QonnxError(where + " entry " + std::to_string(j) + ": the value " +
+                         std::to_string(entries[j]) + " * 2^" + std::to_string(-frac) +
+                         " is not exact in float32 (ONNX initializers are float32 here)");
+    }
+    return v;
+  }
+
+  /// softmax over the last per-sample axis (axis R of [batch, S..., n], R the per-sample rank),
+  /// channels-last (a channels-first input is transposed back first):
+  ///   x = Q_in(x) (exact_quant) -> ReduceMax(axes [R], keepdims) -> d = Sub(x, max) ->
+  ///   u: quant_mantissa(d, Q_ei) -> Add(offset) -> e = Gather(exp table) ->
+  ///   S = ReduceSum(e, axes [R], keepdims) -> s: quant_mantissa(S, Q_ii) -> Add(offset) ->
+  ///   r = Gather(reciprocal table) -> p = Mul(e, r) (r broadcast over the row) ->
+  ///   y = Q_out(p) (exact_quant).
+  /// Exactness: x has at most kMaxLutInputBits + 2 bits; the row max is one of them; d = x - max
+  /// is exact when it fits 24 bits (SoftmaxTypes::diff; wider is refused: ONNX Sub is float32).
+  /// The table values are checked exact in float32. S is the exact sum of n values at
+  /// exp_out.frac of SoftmaxTypes::sum bits: exact in float64 (a sum wider than 53 bits is
+  /// refused), and in float32 when it fits 24 bits. p = e * r is exact in float64 (two float32
+  /// values: at most 2 x 24 significant bits); in float32 only when SoftmaxTypes::product fits
+  /// 24 bits. It does for the small table types of the tests (exp 8 x reciprocal 9 bits at
+  /// most), but a float32 runtime may round a wider product before Q_out. The stage
+  /// quantizers (one type for the layer) are exact in every rounding and overflow mode, as in
+  /// quant_mantissa (RND needs rnd_as_offset_floor); the table index is the mantissa minus the
+  /// index type's smallest (a width-0 index multiplies by 0: its single entry).
+  Value softmax(const Layer& l, const std::string& label, Value& in, const archive::LayerTypes& t) {
+    const std::string& nm = l.name;
+    const archive::SoftmaxTypes& s = t.softmax;
+    const std::vector<int64_t>& dims = l.input_shape;
+    const auto rank = static_cast<int64_t>(dims.size());
+    if (rank == 0 || s.n != dims.back())
+      throw QonnxError(label + ": softmax types for rows of " + std::to_string(s.n) +
+                       " elements do not match the input shape");
+    if (s.diff.width > 24)
+      throw QonnxError(label + ": the differences x - max need " + std::to_string(s.diff.width) +
+                       " bits (" + s.diff.to_string() +
+                       "), more than float32 holds exactly (ONNX Sub is float32 here)");
+    if (s.sum.width > 53)
+      throw QonnxError(label + ": the row sum needs " + std::to_string(s.sum.width) + " bits (" +
+                       s.sum.to_string() + "), more than float64 holds exactly");
+    std::vector<int64_t> row_dims = dims;
+    row_dims.back() = 1;
+
+    std::string x = exact_quant(nm + "/input", get(in, Layout::Last), *l.input_quantizer, dims,
+                                label, "input quantizer");
+    onnx::NodeProto* mx = b_.node("ReduceMax", nm + "/row_max", {x});
+    GraphBuilder::add_ints(mx, "axes", {rank});
+    GraphBuilder::add_int(mx, "keepdims", 1);
+    const std::string d = b_.op("Sub", nm + "/diff", {x, mx->output(0)});
+
+    // e = EXP[Q_ei(d)]
+    const QuantSpec ei = expand(*l.exp_input_quantizer, dims);
+    const Mantissa u = quant_mantissa(nm + "/exp_in", "quant", d, ei, dims, label,
+                                      "exp input quantizer");
+    const auto ei_min = static_cast<int64_t>(s.exp_in.width == 0 ? 0 : s.exp_in.min_mantissa());
+    std::vector<int64_t> e_off(u.shift.size());
+    for (size_t e = 0; e < e_off.size(); ++e) e_off[e] = -ei_min - u.shift[e];
+    const std::string e_index = b_.op(
+        "Add", nm + "/exp_index", {u.tensor, b_.int64_tensor(nm + "/exp_offset", dims, e_off)});
+    const std::string ev =
+        gather_table(nm + "/exp_gather", nm + "/exp_table",
+                     table_values(s.exp_table, s.exp_out.frac, label + " exp table"), e_index);
+
+    // r = INV[Q_ii(sum of the row)]
+    onnx::NodeProto* sum = b_.node(
+        "ReduceSum", nm + "/row_sum", {ev, b_.int64_initializer(nm + "/row_axes", {rank})});
+    GraphBuilder::add_int(sum, "keepdims", 1);
+    const QuantSpec ii = expand(*l.inv_input_quantizer, row_dims);
+    const Mantissa si = quant_mantissa(nm + "/inv_in", "quant", sum->output(0), ii, row_dims,
+                                       label, "reciprocal input quantizer");
+    const auto ii_min = static_cast<int64_t>(s.inv_in.width == 0 ? 0 : s.inv_in.min_mantissa());
+    std::vector<int64_t> i_off(si.shift.size());
+    for (size_t e = 0; e < i_off.size(); ++e) i_off[e] = -ii_min - si.shift[e];
+    const std::string i_index =
+        b_.op("Add", nm + "/inv_index",
+              {si.tensor, b_.int64_tensor(nm + "/inv_offset", row_dims, i_off)});
+    const std::string rv =
+        gather_table(nm + "/inv_gather", nm + "/inv_table",
+                     table_values(s.inv_table, s.inv_out.frac, label + " reciprocal table"),
+                     i_index);
+
+    const std::string p = b_.op("Mul", nm + "/product", {ev, rv});
+    x = exact_quant(nm + "/output", p, *l.output_quantizer, l.output_shape, label,
+                    "output quantizer");
     return make(l, Layout::Last, x);
   }
 
@@ -739,7 +925,8 @@ class LayerWriter {
 
 QonnxReport export_qonnx(const Archive& a, const std::string& path, const QonnxOptions& options) {
   archive::validate(a, "archive '" + a.name + "'");
-  archive::infer_types(a);  // the same admissibility checks as the emulator (quantized input)
+  // The same admissibility checks as the emulator (quantized input); softmax stage types.
+  const std::vector<archive::LayerTypes> types = archive::infer_types(a);
 
   QonnxReport report;
   onnx::ModelProto model;
@@ -783,7 +970,7 @@ QonnxReport export_qonnx(const Archive& a, const std::string& path, const QonnxO
     const Layer& l = a.layers[li];
     std::vector<Value*> ins;
     for (int64_t src : archive::layer_inputs(a, li)) ins.push_back(&values[src + 1]);
-    values[li + 1] = w.layer(l, layer_label(l, li), ins);
+    values[li + 1] = w.layer(l, layer_label(l, li), ins, types[li]);
   }
   const std::string y = w.get(values.back(), Layout::Last);
 

@@ -324,3 +324,136 @@ TEST(HlsGraph, RejectsTwoDifferentInputQuantizers) {
   }
   EXPECT_FALSE(fs::exists(dir / "firmware"));
 }
+
+// Softmax (quantize -> dense -> reshape [2, 4] -> softmax -> flatten -> {identity, dense ->
+// softmax} concatenated, random table quantizers with SAT / SAT_SYM / WRAP and RND / TRN): three
+// seeds with mixed modes and one with RND / WRAP activation quantizers, plus a softmax reading the
+// model input directly (its input quantizer is the model's first: x_in). Each softmax row is the
+// max-subtracted exp table, the exact sum and the reciprocal table, bit-exact with the emulator.
+TEST(HlsGraph, SoftmaxBitExact) {
+  std::vector<Case> cases;
+  for (uint64_t seed : {1, 2, 3})
+    cases.push_back({"softmax_s" + std::to_string(seed),
+                     hgqt::testing::random_graph_archive(GraphKind::Softmax, graph_options(seed)),
+                     700 + seed});
+  auto o = graph_options(4);
+  o.mixed_modes = false;
+  cases.push_back(
+      {"softmax_rnd_wrap", hgqt::testing::random_graph_archive(GraphKind::Softmax, o), 710});
+  // The model input [3, 4] straight into a softmax (three rows), fine output types.
+  {
+    Rng g{std::mt19937_64(23)};
+    archive::Archive a;
+    a.name = "softmax_input";
+    a.input_shape = {3, 4};
+    a.output_shape = {3, 4};
+    a.layers.push_back(layer("sm", "softmax", {3, 4}, {3, 4}, {archive::kModelInput}));
+    archive::Layer& l = a.layers.back();
+    l.input_quantizer = quantizer(g, {3, 4}, OverflowMode::SAT);
+    l.input_quantizer->i[5] = -2;  // one pruned input element (W = k + i + f <= 0)
+    l.input_quantizer->f[5] = 1;
+    l.input_quantizer->k[5] = 0;
+    l.output_quantizer = quantizer(g, {3, 4}, OverflowMode::SAT);
+    for (int64_t n = 0; n < 12; ++n) {
+      l.output_quantizer->k[n] = 0;
+      l.output_quantizer->i[n] = 1;
+      l.output_quantizer->f[n] = g.uniform(5, 8);
+    }
+    hgqt::testing::random_softmax_quantizers(l, 31);
+    l.exp_input_quantizer->overflow = OverflowMode::WRAP;  // d below the index range wraps
+    archive::validate(a);
+    cases.push_back({"softmax_input", a, 720});
+  }
+  const auto dirs = check_cases(cases);
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const std::string& name = cases[c].name;
+    const std::string cpp = read_text(dirs[c] / "firmware" / (name + ".cpp"));
+    const std::string defines = read_text(dirs[c] / "firmware" / "defines.h");
+    const size_t sm = name == "softmax_input" ? 0 : 3;  // the first softmax layer
+    const std::string L = std::to_string(sm);
+    EXPECT_NE(cpp.find("static void layer" + L + "_softmax("), std::string::npos) << name;
+    EXPECT_NE(cpp.find(".range("), std::string::npos) << name;
+    EXPECT_NE(cpp.find(" > m0 ? "), std::string::npos) << name;  // the row max
+    for (const char* stage : {"_max_t", "_diff_t", "_ei_t", "_eo_t", "_sum_t", "_ii_t", "_io_t",
+                              "_prod_t"})
+      EXPECT_NE(defines.find("layer" + L + stage + ";"), std::string::npos) << name << stage;
+    const std::string tables = read_text(dirs[c] / "firmware" / "weights" / ("softmax" + L + ".h"));
+    EXPECT_EQ(count_of(tables, "static const "), 2u) << name;
+    EXPECT_NE(tables.find("exp_table_" + L + "["), std::string::npos) << name;
+    EXPECT_NE(tables.find("inv_table_" + L + "["), std::string::npos) << name;
+    if (name == "softmax_input")
+      EXPECT_NE(cpp.find("layer0_softmax(x_in, layer0_out);"), std::string::npos);
+    else
+      EXPECT_NE(cpp.find("static void layer6_softmax("), std::string::npos) << name;
+    // Many distinct output rows over the 2,000 inputs (check_cases asks for 20 at least).
+    std::set<std::string> rows;
+    std::stringstream lines(read_text(dirs[c] / "tb_data" / "tb_output_predictions.dat"));
+    for (std::string line; std::getline(lines, line);) rows.insert(line);
+    EXPECT_GE(rows.size(), 150u) << name;
+  }
+}
+
+// Softmax stages that cannot vary are folded into constants: a row whose inputs are all pruned,
+// a pruned reciprocal table input (r is INV's only entry), a pruned exp table input (every e is
+// EXP's only entry: the whole layer is constant). Bit-exact with the emulator all the same.
+TEST(HlsGraph, SoftmaxConstantStagesBitExact) {
+  Rng g{std::mt19937_64(29)};
+  auto scalar = [](int k, int i, int f, RoundingMode r, OverflowMode ov) {
+    archive::QuantSpec q;
+    q.shape = {1};
+    q.k = {k};
+    q.i = {i};
+    q.f = {f};
+    q.round = r;
+    q.overflow = ov;
+    return q;
+  };
+  auto fine = [&](archive::QuantSpec q) {
+    for (int64_t n = 0; n < q.size(); ++n) {
+      q.k[n] = 0;
+      q.i[n] = 1;
+      q.f[n] = g.uniform(5, 7);
+    }
+    return q;
+  };
+  archive::Archive a;
+  a.name = "softmax_const";
+  a.input_shape = {2, 4};
+  a.output_shape = {4, 4};
+  auto& L = a.layers;
+  L.push_back(layer("q", "quantize", {2, 4}, {2, 4}));
+  L.back().input_quantizer = quantizer(g, {2, 4}, OverflowMode::SAT);
+  L.push_back(layer("sm_a", "softmax", {2, 4}, {2, 4}, {"q"}));
+  L.back().input_quantizer = quantizer(g, {2, 4}, OverflowMode::WRAP);
+  for (int64_t n = 4; n < 8; ++n) {  // row 1 pruned
+    L.back().input_quantizer->k[n] = 0;
+    L.back().input_quantizer->i[n] = 0;
+    L.back().input_quantizer->f[n] = 0;
+  }
+  L.back().output_quantizer = fine(quantizer(g, {2, 4}, OverflowMode::SAT));
+  L.back().exp_input_quantizer = scalar(1, 3, 2, RoundingMode::RND, OverflowMode::SAT);
+  L.back().exp_output_quantizer = scalar(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
+  L.back().inv_input_quantizer = scalar(0, 0, 0, RoundingMode::RND, OverflowMode::SAT);
+  L.back().inv_output_quantizer = scalar(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
+  L.push_back(layer("sm_b", "softmax", {2, 4}, {2, 4}, {"q"}));
+  L.back().input_quantizer = quantizer(g, {2, 4}, OverflowMode::SAT);
+  L.back().output_quantizer = fine(quantizer(g, {2, 4}, OverflowMode::SAT));
+  L.back().exp_input_quantizer = scalar(0, 0, 0, RoundingMode::TRN, OverflowMode::WRAP);
+  L.back().exp_output_quantizer = scalar(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
+  L.back().inv_input_quantizer = scalar(0, 3, 3, RoundingMode::TRN, OverflowMode::SAT);
+  L.back().inv_output_quantizer = scalar(0, 1, 5, RoundingMode::RND, OverflowMode::SAT);
+  L.push_back(layer("cat", "concatenate", {2, 4}, {4, 4}, {"sm_a", "sm_b"}));
+  L.back().axis = 0;
+  archive::validate(a);
+  const auto dirs = check_cases({{"softmax_const", a, 730}});
+  const std::string cpp = read_text(dirs[0] / "firmware" / "softmax_const.cpp");
+  EXPECT_NE(cpp.find("the reciprocal table's only value"), std::string::npos);
+  EXPECT_NE(cpp.find("exp_table_1["), std::string::npos);
+  EXPECT_EQ(cpp.find("inv_table_1["), std::string::npos);
+  EXPECT_EQ(cpp.find(" = x4 - "), std::string::npos);   // the pruned row is a constant
+  EXPECT_EQ(cpp.find("exp_table_2["), std::string::npos);  // sm_b is constant
+  EXPECT_NE(cpp.find("out[4] = 0."), std::string::npos);
+  EXPECT_FALSE(fs::exists(dirs[0] / "firmware" / "weights" / "softmax2.h"));
+  const std::string tables = read_text(dirs[0] / "firmware" / "weights" / "softmax1.h");
+  EXPECT_EQ(count_of(tables, "static const "), 1u);
+}

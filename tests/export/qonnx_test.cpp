@@ -427,6 +427,46 @@ archive::Archive cnn2d_lut_archive(uint64_t seed) {
   return a;
 }
 
+/// The Softmax graph with both softmax layers' stage quantizers and their input and output
+/// quantizers in `round` / `overflow`; the input quantizers get two f per tensor (so that they
+/// cannot be one scalar Quant) and the output quantizers keep their per-element types.
+archive::Archive softmax_modes_archive(uint64_t seed, RoundingMode round, OverflowMode overflow) {
+  auto a = graph_archive(hgqt::testing::GraphKind::Softmax, seed);
+  for (auto& l : a.layers) {
+    if (l.type != "softmax") continue;
+    for (auto* q : {&*l.exp_input_quantizer, &*l.exp_output_quantizer, &*l.inv_input_quantizer,
+                    &*l.inv_output_quantizer, &*l.input_quantizer, &*l.output_quantizer}) {
+      q->round = round;
+      q->overflow = overflow;
+    }
+    auto& iq = *l.input_quantizer;
+    for (size_t e = 0; e < iq.f.size(); ++e) iq.f[e] += static_cast<int32_t>(e % 2);
+  }
+  archive::validate(a, "softmax_modes_archive");
+  return a;
+}
+
+/// Cnn2d's q -> conv_a -> max pool with a softmax over conv_a's channels (rows of 3) before the
+/// pool: its input comes channels-first and its output goes back channels-first.
+archive::Archive cnn2d_softmax_archive(uint64_t seed) {
+  auto a = graph_archive(hgqt::testing::GraphKind::Cnn2d, seed);
+  archive::Layer l = graph_layer("sm_mid", "softmax", {6, 6, 3}, {6, 6, 3});
+  std::mt19937_64 rng(seed);
+  l.input_quantizer = uniform_quantizer({6, 6, 3}, 1, 2, 3, RoundingMode::TRN, OverflowMode::SAT);
+  l.output_quantizer =
+      uniform_quantizer({6, 6, 3}, 0, 1, 6, RoundingMode::RND_CONV, OverflowMode::SAT);
+  for (size_t e = 0; e < l.output_quantizer->f.size(); ++e)
+    l.output_quantizer->f[e] = std::uniform_int_distribution<int>(4, 7)(rng);
+  hgqt::testing::random_softmax_quantizers(l, seed);
+  a.layers.insert(a.layers.begin() + 2, l);  // after conv_a; pool_max reads the previous layer
+  // The model ends at the max pool (channels-first there), so that its outputs are the softmax's
+  // maxima (the layers behind would leave few distinct outputs).
+  a.layers.resize(4);
+  a.output_shape = a.layers.back().output_shape;
+  archive::validate(a, "cnn2d_softmax_archive");
+  return a;
+}
+
 }  // namespace
 
 TEST(QonnxExport, ParsesBackWithOpsetsNodesAndQuantParameters) {
@@ -786,6 +826,36 @@ TEST(QonnxExport, WritesFixturesForPython) {
     all.push_back(Case{"cnn2d_lut_" + std::to_string(seed), cnn2d_lut_archive(seed), {},
                        archive::Archive(), 0});
 
+  // softmax layers: random Softmax graphs (random stage modes; RND as offset + FLOOR), every
+  // quantizer of the softmax layers in one mode (WRAP too), and a softmax on a conv's channels.
+  for (uint64_t seed : {81, 82, 83, 84}) {
+    Case c{"softmax_" + std::to_string(seed), graph_archive(GraphKind::Softmax, seed), {},
+           archive::Archive(), 0};
+    c.options.rnd_as_offset_floor = true;
+    all.push_back(c);
+  }
+  {
+    const std::vector<std::tuple<std::string, RoundingMode, OverflowMode>> modes{
+        {"trn_sat", RoundingMode::TRN, OverflowMode::SAT},
+        {"rnd_conv_sat_sym", RoundingMode::RND_CONV, OverflowMode::SAT_SYM},
+        {"rnd_sat", RoundingMode::RND, OverflowMode::SAT},
+        {"trn_wrap", RoundingMode::TRN, OverflowMode::WRAP},
+        {"rnd_wrap", RoundingMode::RND, OverflowMode::WRAP}};
+    uint64_t seed = 100;
+    for (const auto& [name, round, overflow] : modes) {
+      Case c{"softmax_modes_" + name, softmax_modes_archive(seed++, round, overflow), {},
+             archive::Archive(), 0};
+      c.options.rnd_as_offset_floor = round == RoundingMode::RND;
+      all.push_back(c);
+    }
+  }
+  for (uint64_t seed : {91, 92}) {
+    Case c{"cnn2d_softmax_" + std::to_string(seed), cnn2d_softmax_archive(seed), {},
+           archive::Archive(), 0};
+    c.options.rnd_as_offset_floor = true;
+    all.push_back(c);
+  }
+
   for (auto& c : all) {
     SCOPED_TRACE(c.name);
     const bool widened = !c.reference.layers.empty();
@@ -1140,4 +1210,158 @@ TEST(QonnxExport, LutRefusalsNameTheLayer) {
   l.table[archive::lut_offsets(probe)[2]] = (int64_t{1} << 25) + 1;
   archive::validate(a, "test");
   expect_refusal(a, {"'sig'", "table entry 0 of element 2", "float32"});
+}
+
+/// Nodes of `m` by op type, in graph order.
+static std::vector<const onnx::NodeProto*> nodes_of(const onnx::ModelProto& m,
+                                                    const std::string& op) {
+  std::vector<const onnx::NodeProto*> v;
+  for (const auto& n : m.graph().node())
+    if (n.op_type() == op) v.push_back(&n);
+  return v;
+}
+
+TEST(QonnxExport, SoftmaxLayersBecomeReducesGathersAndAMul) {
+  // Tables and offsets computed here from the definition (archive.h), not with softmax_types:
+  // the exp table has one entry per mantissa u of Q_ei from the smallest, Q_eo(exp(min(u, 0)));
+  // the reciprocal table one per mantissa s of Q_ii, Q_io(1 / max(s, 2^-30)).
+  for (OverflowMode overflow : {OverflowMode::SAT, OverflowMode::WRAP}) {
+    SCOPED_TRACE(quant::to_string(overflow));
+    const auto a = softmax_modes_archive(95, RoundingMode::TRN, overflow);
+    const std::string path = temp_path("softmax.onnx");
+    const auto report = exporters::export_qonnx(a, path);
+    EXPECT_EQ(report.widened_elements, 0);
+    const auto m = parse(path);
+    const auto quants = check_structure(m, report.nodes);
+    auto ops = op_counts(m);
+    EXPECT_EQ(ops["ReduceMax"], 2);
+    EXPECT_EQ(ops["ReduceSum"], 2);
+    EXPECT_EQ(ops["Gather"], 4);
+    EXPECT_EQ(ops["Sub"], 2);
+    for (const char* name : {"sm1", "sm2"}) {
+      SCOPED_TRACE(name);
+      const archive::Layer* l = nullptr;
+      for (const auto& layer : a.layers)
+        if (layer.name == name) l = &layer;
+      ASSERT_NE(l, nullptr);
+      const std::string nm = name;
+      const auto rank = static_cast<int64_t>(l->input_shape.size());
+      const auto* mx = find_node(m, nm + "/row_max");
+      ASSERT_NE(mx, nullptr);
+      EXPECT_EQ(mx->op_type(), "ReduceMax");
+      const auto mxa = attributes(*mx);
+      ASSERT_TRUE(mxa.count("axes"));
+      EXPECT_EQ(std::vector<int64_t>(mxa.at("axes")->ints().begin(), mxa.at("axes")->ints().end()),
+                std::vector<int64_t>{rank});
+      EXPECT_EQ(mxa.at("keepdims")->i(), 1);
+      const auto* diff = find_node(m, nm + "/diff");
+      ASSERT_NE(diff, nullptr);
+      EXPECT_EQ(diff->input(0), mx->input(0));
+      EXPECT_EQ(diff->input(1), mx->output(0));
+      const auto* sum = find_node(m, nm + "/row_sum");
+      ASSERT_NE(sum, nullptr);
+      EXPECT_EQ(sum->op_type(), "ReduceSum");
+      EXPECT_EQ(int64_values(m.graph(), sum->input(1)), std::vector<int64_t>{rank});
+      EXPECT_EQ(attributes(*sum).at("keepdims")->i(), 1);
+
+      auto check_table = [&](const std::string& stage, const archive::QuantSpec& in_q,
+                             const archive::QuantSpec& out_q, bool exp_table) {
+        SCOPED_TRACE(stage);
+        const int w = in_q.width(0);
+        const int64_t entries = w <= 0 ? 1 : int64_t{1} << w;
+        const int64_t min_m = w <= 0 || in_q.k[0] == 0 ? 0 : -(int64_t{1} << (w - 1));
+        const auto* gather = find_node(m, nm + "/" + stage + "_gather");
+        ASSERT_NE(gather, nullptr);
+        EXPECT_EQ(attributes(*gather).at("axis")->i(), 0);
+        const auto table = float_values(m.graph(), gather->input(0));
+        ASSERT_EQ(static_cast<int64_t>(table.size()), entries);
+        for (int64_t j = 0; j < entries; ++j) {
+          const double v = std::ldexp(static_cast<double>(j + min_m), w <= 0 ? 0 : -in_q.f[0]);
+          const double want = exp_table ? out_q.apply(std::exp(std::min(v, 0.0)), 0)
+                                        : out_q.apply(1.0 / std::max(v, 0x1p-30), 0);
+          EXPECT_EQ(table[j], want) << "entry " << j;
+        }
+        const auto* index = find_node(m, nm + "/" + stage + "_index");
+        ASSERT_NE(index, nullptr);
+        EXPECT_EQ(gather->input(1), index->output(0));
+        for (int64_t off : int64_values(m.graph(), index->input(1)))
+          EXPECT_EQ(off, overflow == OverflowMode::WRAP ? 0 : -min_m);
+        const auto* q = quants.count(nm + "/" + stage + "_in/quant")
+                            ? quants.at(nm + "/" + stage + "_in/quant")
+                            : nullptr;
+        ASSERT_NE(q, nullptr);
+        EXPECT_EQ(q->input(1), nm + "/" + stage + "_in/quant/scale");
+      };
+      check_table("exp", *l->exp_input_quantizer, *l->exp_output_quantizer, true);
+      check_table("inv", *l->inv_input_quantizer, *l->inv_output_quantizer, false);
+      const auto* prod = find_node(m, nm + "/product");
+      ASSERT_NE(prod, nullptr);
+      EXPECT_EQ(prod->op_type(), "Mul");
+      EXPECT_EQ(prod->input(0), find_node(m, nm + "/exp_gather")->output(0));
+      EXPECT_EQ(prod->input(1), find_node(m, nm + "/inv_gather")->output(0));
+      EXPECT_EQ(sum->input(0), prod->input(0));
+    }
+    // Inputs of two f and per-element outputs: through the integer mantissa and back.
+    EXPECT_EQ(nodes_of(m, "Cast").size(), 2u * (2 + 2 + 2));
+  }
+  {
+    // A softmax on a conv's channels: transposed to channels-last and back for the pool.
+    const auto a = cnn2d_softmax_archive(96);
+    const std::string path = temp_path("cnn2d_softmax.onnx");
+    QonnxOptions o;
+    o.rnd_as_offset_floor = true;
+    const auto report = exporters::export_qonnx(a, path, o);
+    const auto m = parse(path);
+    check_structure(m, report.nodes);
+    ASSERT_NE(find_node(m, "conv_a/to_channels_last"), nullptr);
+    ASSERT_NE(find_node(m, "sm_mid/to_channels_first"), nullptr);
+    const auto mxa = attributes(*find_node(m, "sm_mid/row_max"));
+    EXPECT_EQ(mxa.at("axes")->ints(0), 3);  // [batch, H, W, C]: C
+  }
+}
+
+TEST(QonnxExport, SoftmaxRefusalsNameTheLayer) {
+  auto expect_refusal = [](const archive::Archive& a, const QonnxOptions& o,
+                           const std::vector<std::string>& parts) {
+    const std::string path = temp_path("refused_softmax.onnx");
+    fs::remove(path);
+    try {
+      exporters::export_qonnx(a, path, o);
+      ADD_FAILURE() << "expected a refusal";
+    } catch (const QonnxError& e) {
+      const std::string msg = e.what();
+      for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << msg;
+    }
+    EXPECT_FALSE(fs::exists(path));
+  };
+  // RND in a stage quantizer without rnd_as_offset_floor.
+  {
+    auto a = softmax_modes_archive(97, RoundingMode::TRN, OverflowMode::SAT);
+    a.layers[3].exp_input_quantizer->round = RoundingMode::RND;
+    ASSERT_EQ(a.layers[3].name, "sm1");
+    expect_refusal(a, {}, {"'sm1'", "(layers[3], softmax)", "exp input quantizer", "rounding RND"});
+    QonnxOptions o;
+    o.rnd_as_offset_floor = true;
+    EXPECT_NO_THROW(exporters::export_qonnx(a, temp_path("softmax_rnd.onnx"), o));
+  }
+  // Differences x - max wider than float32: a 27-bit input type.
+  {
+    auto a = softmax_modes_archive(98, RoundingMode::TRN, OverflowMode::SAT);
+    auto& l = a.layers[6];
+    ASSERT_EQ(l.name, "sm2");
+    l.input_quantizer = uniform_quantizer(l.input_shape, 1, 12, 14, RoundingMode::TRN,
+                                          OverflowMode::SAT);
+    archive::validate(a, "test");
+    expect_refusal(a, {}, {"'sm2'", "softmax", "x - max", "float32"});
+  }
+  // A per-element input wider than the mantissas computed exactly: 20 bits, two f.
+  {
+    auto a = softmax_modes_archive(99, RoundingMode::TRN, OverflowMode::SAT);
+    auto& l = a.layers[6];
+    l.input_quantizer = uniform_quantizer(l.input_shape, 1, 5, 14, RoundingMode::TRN,
+                                          OverflowMode::SAT);
+    l.input_quantizer->f[1] = 13;
+    archive::validate(a, "test");
+    expect_refusal(a, {}, {"'sm2'", "input quantizer element 0", "width 20"});
+  }
 }

@@ -1,9 +1,10 @@
 """A small numpy evaluator for the QONNX graphs hgqt writes (tests only).
 
 Ops: Quant (qonnx.custom_op.general), MatMul, Add, Sub, Div, Mul, Relu, Flatten, Identity,
-Reshape, Transpose, Concat, Slice, Conv, MaxPool, AveragePool, and for lut layers Mod, Cast (to
-int64), Max, Min, Gather (opset 13; Conv without groups or dilations, the pools without pads or
-ceil_mode, as hgqt writes them). Integer tensors (Cast to int64, int64 initializers) stay int64.
+Reshape, Transpose, Concat, Slice, Conv, MaxPool, AveragePool, for lut layers Mod, Cast (to
+int64), Max, Min, Gather, and for softmax layers ReduceMax, ReduceSum and Cast (to float)
+(opset 13; Conv without groups or dilations, the pools without pads or ceil_mode, as hgqt
+writes them). Integer tensors (Cast to int64, int64 initializers) stay int64.
 Quant follows QONNX's reference implementation (qonnx.custom_op.general.quant): scale, add the
 zero point, clamp to the integer range of (bitwidth, signed, narrow), round, undo the zero point,
 rescale; a signed 1-bit Quant is bipolar (+-1) there, and so it is here.
@@ -203,11 +204,29 @@ def run(model, x, dtype=np.float64):
                     raise ValueError("ONNX Mod with fmod=0 is for integers only")
                 out = np.mod(ins[0], ins[1])  # the divisor's sign
         elif op == "Cast":
-            if at["to"] != onnx.TensorProto.INT64:
+            if at["to"] == onnx.TensorProto.INT64:
+                if ins[0].dtype.kind == "f" and not np.all(ins[0] == np.round(ins[0])):
+                    raise ValueError(f"{node.name}: Cast to int64 of a non-integer value")
+                out = ins[0].astype(np.int64)
+            elif at["to"] == onnx.TensorProto.FLOAT:
+                # float32 by definition; carried in the evaluation dtype afterwards
+                out = ins[0].astype(np.float32).astype(dtype)
+            else:
                 raise NotImplementedError(f"Cast to {at['to']}")
-            if not np.all(ins[0] == np.round(ins[0])):
-                raise ValueError(f"{node.name}: Cast to int64 of a non-integer value")
-            out = ins[0].astype(np.int64)
+        elif op in ("ReduceMax", "ReduceSum"):
+            # Opset 13: ReduceMax takes `axes` as an attribute, ReduceSum as an optional second
+            # input (empty or absent: every axis, or the input unchanged when
+            # noop_with_empty_axes=1); keepdims defaults to 1.
+            axes = at.get("axes") if op == "ReduceMax" else (ins[1] if len(ins) > 1 else None)
+            if axes is not None and len(axes) == 0:
+                axes = None
+            if axes is None and op == "ReduceSum" and at.get("noop_with_empty_axes", 0) == 1:
+                out = ins[0]
+            else:
+                rank = ins[0].ndim
+                ax = tuple(range(rank)) if axes is None else tuple(int(a) % rank for a in axes)
+                f = np.max if op == "ReduceMax" else np.sum
+                out = f(ins[0], axis=ax, keepdims=bool(at.get("keepdims", 1)))
         elif op in ("Max", "Min"):
             f = np.maximum if op == "Max" else np.minimum
             out = ins[0]

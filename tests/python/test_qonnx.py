@@ -226,6 +226,88 @@ def test_evaluator_index_ops_follow_onnx():
         qonnx_eval.run(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), bad)
 
 
+SOFTMAX_CASES = [c for c in CASES if "softmax" in c]
+
+
+@needs_fixtures
+def test_softmax_fixtures_exist():
+    # The softmax checks below must not pass by having nothing to check.
+    assert len(SOFTMAX_CASES) >= 8, SOFTMAX_CASES
+    assert any("wrap" in c for c in SOFTMAX_CASES) and any("cnn2d" in c for c in SOFTMAX_CASES)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("case", SOFTMAX_CASES)
+def test_softmax_is_reduce_max_gather_reduce_sum_gather_mul(case):
+    model, x, _, _ = load(case)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    layers = [n.name.split("/")[0] for n in model.graph.node if n.op_type == "ReduceMax"]
+    assert layers
+    for layer in layers:
+        rmax, diff, rsum = (nodes[f"{layer}/{s}"] for s in ("row_max", "diff", "row_sum"))
+        exp_g, inv_g, prod = (nodes[f"{layer}/{s}"] for s in ("exp_gather", "inv_gather",
+                                                              "product"))
+        axes = [a for a in rmax.attribute if a.name == "axes"][0].ints
+        assert len(axes) == 1
+        assert list(inits[rsum.input[1]]) == list(axes)  # the same (last) axis
+        assert diff.op_type == "Sub" and list(diff.input) == [rmax.input[0], rmax.output[0]]
+        assert rsum.input[0] == exp_g.output[0]
+        assert list(prod.input) == [exp_g.output[0], inv_g.output[0]]
+        for g in (exp_g, inv_g):
+            table = inits[g.input[0]]
+            assert table.ndim == 1 and table.dtype == np.float32, g.name
+            index = nodes[g.input[1]]
+            assert index.op_type == "Add" and inits[index.input[1]].dtype == np.int64, g.name
+        # The reduced axis is the per-sample last one: evaluate up to the product.
+        trunc = onnx.ModelProto()
+        trunc.CopyFrom(model)
+        trunc.graph.output[0].name = prod.output[0]
+        p = qonnx_eval.run(trunc, x, np.float64)
+        assert axes[0] == p.ndim - 1, (layer, axes, p.shape)
+        e = qonnx_eval.run(_with_output(model, exp_g.output[0]), x, np.float64)
+        r = qonnx_eval.run(_with_output(model, inv_g.output[0]), x, np.float64)
+        assert r.shape == e.shape[:-1] + (1,)
+        assert np.array_equal(p, e * r)
+
+
+def _with_output(model, name):
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.output[0].name = name
+    return m
+
+
+def test_evaluator_reduce_and_cast_ops_follow_onnx():
+    # x [b, 2, 3] -> ReduceMax(axes=[2]) -> Sub -> ReduceSum(axes input [2]) -> Cast(int64) ->
+    # Cast(float); and ReduceSum(keepdims=0) over axis 1 of x, all against onnx.checker.
+    from onnx import TensorProto
+    h = helper
+    nodes = [
+        h.make_node("ReduceMax", ["x"], ["m"], axes=[2], keepdims=1),
+        h.make_node("Sub", ["x", "m"], ["d"]),
+        h.make_node("ReduceSum", ["d", "ax"], ["s"], keepdims=1),
+        h.make_node("Cast", ["s"], ["si"], to=TensorProto.INT64),
+        h.make_node("Cast", ["si"], ["y"], to=TensorProto.FLOAT),
+        h.make_node("ReduceSum", ["x", "ax1"], ["z"], keepdims=0),
+    ]
+    inits = [h.make_tensor("ax", TensorProto.INT64, [1], [2]),
+             h.make_tensor("ax1", TensorProto.INT64, [1], [1])]
+    graph = h.make_graph(nodes, "g",
+                         [h.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 2, 3])],
+                         [h.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 2, 1])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    onnx.checker.check_model(model, full_check=True)
+    x = np.array([[1.0, 4.0, 2.0, -3.0, -1.0, -2.0], [0.5, 0.5, 0.5, 8.0, 0.0, 4.0]])
+    # row maxima 4, -1 / 0.5, 8; sums of x - max: -5, -3 / 0, -12.
+    assert qonnx_eval.run(model, x).tolist() == [[[-5.0], [-3.0]], [[0.0], [-12.0]]]
+    assert qonnx_eval.run(_with_output(model, "z"), x).tolist() == [[-2.0, 3.0, 0.0],
+                                                                     [8.5, 0.5, 4.5]]
+    assert qonnx_eval.run(_with_output(model, "si"), x).dtype == np.int64
+    with pytest.raises(ValueError):
+        qonnx_eval.run(_with_output(model, "si"), x * 1.5)  # Cast of -7.5 to int64
+
+
 @needs_fixtures
 @pytest.mark.parametrize("case", CASES)
 def test_matches_emulator_exactly(case):

@@ -6,7 +6,9 @@
 //   flatten, reshape and concatenate generate no code (references to existing elements only).
 //   Linear layers (dense, conv1d, conv2d, scale) follow archive::linear_map, one statement per
 //   product; add is the exact sum of its inputs; max pool compares in a type holding the whole
-//   window (pruned elements are 0); avg pool is the exact sum times 2^-s.
+//   window (pruned elements are 0); avg pool is the exact sum times 2^-s. lut and softmax read
+//   static const tables (firmware/weights/) indexed by the bits of the quantized value; softmax
+//   gives each stage of archive::softmax_types its one type (max, d, u, e, sum, s, r, product).
 // - Input convention: the top function receives the model input already quantized by the
 //   model's first quantizer (the first layer in order that quantizes the float model input),
 //   one `input_t` per feature (input_t holds every element's quantizer type exactly; pruned

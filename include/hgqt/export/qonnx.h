@@ -24,6 +24,16 @@
 //               pruned: its single entry), every overflow mode (WRAP too) and rounding (RND under
 //               rnd_as_offset_floor, as elsewhere); no widening. Table values that float32
 //               cannot hold are refused.
+//   softmax:    over the last per-sample axis R (channels-last), stage types and tables from
+//               archive::softmax_types: x = Q_in(x) -> ReduceMax(axes [R], keepdims) -> Sub ->
+//               Q_ei as the lut's int64 mantissa -> Add(-min) -> Gather(exp table) ->
+//               ReduceSum(axes [R], keepdims) -> Q_ii as an int64 mantissa -> Add(-min) ->
+//               Gather(reciprocal table) -> Mul(e, r) -> Q_out. Q_in / Q_out: one Quant when a
+//               scalar Quant is exact, else the int64 mantissa -> Cast(float) -> Mul(2^-f) ->
+//               Quant(per-element scale). Exact in float64 for every mode (RND under
+//               rnd_as_offset_floor); float32 also when the sum and product fit 24 bits.
+//               Refused: mantissas wider than kMaxLutInputBits, differences x - max wider
+//               than 24 bits.
 // Layout: tensors are channels-last like the archive, except that Conv, MaxPool and
 // AveragePool work channels-first ([batch, C, S...]). A Transpose (node "<layer>/to_channels_
 // first" or "/to_channels_last", named after the layer that produced the value) converts a value
@@ -33,7 +43,8 @@
 // its ends (model input, flatten / reshape / dense, graph output).
 // Every Quant has a scalar power-of-two scale 2^-f, zero point 0 and a scalar bit width
 // k + i + f, with signed = k, narrow = (SAT_SYM and signed), so that its range is exactly the
-// fixed-point range [-k 2^i, 2^i - 2^-f]. The lut layers' two Quants are the exception: a
+// fixed-point range [-k 2^i, 2^i - 2^-f]. The lut layers' two Quants (and the softmax layers'
+// mantissa Quants) are the exception: a
 // per-element scale 2^-f[n] (a tensor of the per-sample shape) and the union bit width, whose
 // range holds every element's (the exact per-element clamp follows on the integer index).
 //
