@@ -64,14 +64,14 @@ Checkpoint load_checkpoint(const std::string& path) {
                              std::to_string(j.value("format_version", 0)) +
                              ", newer than this hgqt reads (" + std::to_string(kFormatVersion) + ")");
   ck.meta.epoch = j.value("epoch", int64_t{0});
-  // Regression runs have no accuracy: NaN, written as JSON null.
-  {
-    auto it = j.find("val_accuracy");
-    ck.meta.val_accuracy =
-        it == j.end() ? 0.0 : it->is_null() ? std::nan("") : it->get<double>();
-  }
-  ck.meta.val_loss = j.value("val_loss", 0.0);
-  ck.meta.ebops = j.value("ebops", 0.0);
+  // NaN is written as JSON null (regression runs have no accuracy; a loss may be NaN).
+  auto number = [&](const char* key) {
+    auto it = j.find(key);
+    return it == j.end() ? 0.0 : it->is_null() ? std::nan("") : it->get<double>();
+  };
+  ck.meta.val_accuracy = number("val_accuracy");
+  ck.meta.val_loss = number("val_loss");
+  ck.meta.ebops = number("ebops");
   ck.meta.beta = j.value("beta", 0.0);
   ck.meta.loss = j.value("loss", std::string("cross_entropy"));
   ck.meta.feature_mean = j.value("feature_mean", std::vector<float>{});

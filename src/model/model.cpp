@@ -231,10 +231,8 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       } else if (l.type == "softmax") {
         nn::QSoftmaxOptions o(shape);
         o.input_quantizer(resolve(Place::Datalane, shape, "input"));
-        o.output_quantizer(resolve(Place::Datalane, shape, "output"));
-        // The stage quantizers start from their own defaults, not the datalane ones.
-        auto stage = [&](nn::SoftmaxStage s, const char* role) {
-          auto so = nn::softmax_stage_defaults(s, shape.back());
+        // The stage and output quantizers start from their own defaults, not the datalane ones.
+        auto own = [&](quant::QuantizerOptions so, const char* role) {
           if (const config::QuantizerSpec* spec = q(role)) {
             try {
               apply_spec(so, *spec);
@@ -244,6 +242,10 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
           }
           return so;
         };
+        auto stage = [&](nn::SoftmaxStage s, const char* role) {
+          return own(nn::softmax_stage_defaults(s, shape.back()), role);
+        };
+        o.output_quantizer(own(nn::softmax_output_defaults(shape), "output"));
         o.exp_input_quantizer(stage(nn::SoftmaxStage::ExpInput, "exp_input"));
         o.exp_output_quantizer(stage(nn::SoftmaxStage::ExpOutput, "exp_output"));
         o.inv_input_quantizer(stage(nn::SoftmaxStage::InvInput, "inv_input"));

@@ -55,6 +55,13 @@ QuantizerOptions softmax_stage_defaults(SoftmaxStage stage, int64_t n) {
   return o;
 }
 
+QuantizerOptions softmax_output_defaults(std::vector<int64_t> shape) {
+  QuantizerOptions o(std::move(shape));
+  o.param(quant::Parameterization::KIF).k(0).i(1).f(7).round(RoundingMode::RND);
+  o.overflow(OverflowMode::SAT).granularity(Granularity::Element).batch_axis(true);
+  return o;
+}
+
 QSoftmaxImpl::QSoftmaxImpl(QSoftmaxOptions options_) : options(std::move(options_)) { reset(); }
 
 void QSoftmaxImpl::reset() {
@@ -80,7 +87,9 @@ void QSoftmaxImpl::reset() {
   eoq = register_module("eoq", stage(SoftmaxStage::ExpOutput, options.exp_output_quantizer(), shape));
   iiq = register_module("iiq", stage(SoftmaxStage::InvInput, options.inv_input_quantizer(), row_shape));
   ioq = register_module("ioq", stage(SoftmaxStage::InvOutput, options.inv_output_quantizer(), row_shape));
-  oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), quant::Place::Datalane, shape)));
+  oq = register_module("oq", quant::FixedQuantizer(options.output_quantizer()
+                                                       ? quantizer_for(options.output_quantizer(), quant::Place::Datalane, shape)
+                                                       : softmax_output_defaults(shape)));
 }
 
 void QSoftmaxImpl::pretty_print(std::ostream& s) const {

@@ -27,11 +27,13 @@ torch::Device select_device(const std::string& name) {
   return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
 }
 
-// Quantized probabilities may be exactly 0: the floor keeps the log finite and the gradient alive.
+// Quantized probabilities may be exactly 0: the floor (2^-8, under the default output step of
+// 2^-7) keeps the log finite and bounds the gradient; a floor of 2^-20 let the 1 / p gradient of
+// such samples swamp training (65% after 3 epochs on fashion_mnist_softmax, 85% with 2^-8).
 torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const std::string& loss,
                         bool probabilities) {
   if (loss == "cross_entropy" && probabilities)
-    return torch::nll_loss(torch::log(out + 0x1p-20), y);
+    return torch::nll_loss(torch::log(out + 0x1p-8), y);
   if (loss == "cross_entropy") return torch::nn::functional::cross_entropy(out, y);
   return torch::mse_loss(out, y);
 }

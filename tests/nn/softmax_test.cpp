@@ -58,6 +58,11 @@ TEST(Softmax, DefaultsKeepTablesSmallAndOneTypePerLayer) {
   EXPECT_EQ(l->ioq->param_count(), 1);
   EXPECT_EQ(l->eiq->options.f_max() + l->eiq->options.i_max() + 1, 16.0);
   EXPECT_EQ(l->iiq->options.f_max() + l->iiq->options.i_max(), 16.0);
+  // Probabilities: the output quantizer is unsigned and saturating, per element (a WRAP output
+  // could turn 1.0 into a negative value once its integer bits decay).
+  EXPECT_EQ(l->oq->options.overflow(), OverflowMode::SAT);
+  EXPECT_EQ(l->oq->k.sum().item<float>(), 0.0f);
+  EXPECT_EQ(l->oq->param_count(), 10);
   // 10 elements x 8 x 8 bits.
   EXPECT_EQ(l->ebops().item<double>(), 640.0);
   nn::QSoftmaxOptions bad({4});

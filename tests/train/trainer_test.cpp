@@ -1,5 +1,7 @@
 // Training: one step moves weights and bits; a short Fashion-MNIST run learns; beta lowers EBOPs.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <unistd.h>
 
 #include <filesystem>
@@ -75,6 +77,17 @@ TEST(Trainer, OneStepChangesWeightsAndBits) {
   EXPECT_TRUE(kernel_moved);
   EXPECT_TRUE(bits_moved);
   EXPECT_NE(d, nullptr);
+}
+
+TEST(Trainer, CrossEntropyOfSoftmaxProbabilitiesHasAFloor) {
+  auto out = torch::tensor({{0.0f, 1.0f}, {1.0f, 0.0f}, {0.25f, 0.75f}});
+  auto y = torch::tensor({1, 1, 1}, torch::kLong);
+  // Mean of -log(1 + 2^-8), -log(0 + 2^-8), -log(0.75 + 2^-8).
+  const double want = (-std::log(1 + 0x1p-8) - std::log(0x1p-8) - std::log(0.75 + 0x1p-8)) / 3;
+  EXPECT_NEAR(train::task_loss(out, y, "cross_entropy", true).item<double>(), want, 1e-6);
+  // Logits: the usual cross entropy.
+  EXPECT_NEAR(train::task_loss(out, y, "cross_entropy", false).item<double>(),
+              torch::nn::functional::cross_entropy(out, y).item<double>(), 1e-7);
 }
 
 TEST(Trainer, RaisingBetaLowersEbops) {

@@ -20,12 +20,17 @@ enum class SoftmaxStage { ExpInput, ExpOutput, InvInput, InvOutput };
 /// reciprocal input: k=0, i = bits of n, f=3 (the sum is at most n); output: k=0, i=1, f=7.
 quant::QuantizerOptions softmax_stage_defaults(SoftmaxStage stage, int64_t n);
 
+/// Default output quantizer of QSoftmax for a per-sample `shape`: probabilities in [0, 1], so
+/// unsigned and saturating, per element: k=0, i=1, f=7, RND, SAT.
+quant::QuantizerOptions softmax_output_defaults(std::vector<int64_t> shape);
+
 /// Options of QSoftmax. `shape`: the per-sample input shape; the softmax runs over its last axis.
 struct QSoftmaxOptions {
   explicit QSoftmaxOptions(std::vector<int64_t> shape) : shape_(std::move(shape)) {}
   TORCH_ARG(std::vector<int64_t>, shape);
   /// Datalane defaults of the place when unset.
   TORCH_ARG(std::optional<quant::QuantizerOptions>, input_quantizer) = std::nullopt;
+  /// softmax_output_defaults when unset.
   TORCH_ARG(std::optional<quant::QuantizerOptions>, output_quantizer) = std::nullopt;
   /// softmax_stage_defaults when unset (their shapes are set by the layer).
   TORCH_ARG(std::optional<quant::QuantizerOptions>, exp_input_quantizer) = std::nullopt;

@@ -21,7 +21,8 @@ struct EvalResult {
 
 /// Task loss of a batch: cross_entropy (logits vs class indices) or mse.
 /// `probabilities`: the output comes from a softmax layer (cross entropy then takes its log
-/// directly, with a 2^-20 floor); otherwise it holds logits.
+/// plus a 2^-8 floor: the loss of a probability quantized to 0 stays finite and its gradient
+/// bounded); otherwise it holds logits.
 torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const std::string& loss,
                         bool probabilities = false);
 
