@@ -351,17 +351,7 @@ TEST(ArchiveGraph, LutValidationNamesTheProblem) {
   }
 }
 
-namespace {
-archive::QuantSpec scalar_quantizer(int k, int i, int f, quant::OverflowMode ov = quant::OverflowMode::SAT) {
-  archive::QuantSpec q;
-  q.shape = {1};
-  q.k = {k};
-  q.i = {i};
-  q.f = {f};
-  q.overflow = ov;
-  return q;
-}
-}  // namespace
+using hgqt::testing::scalar_quantizer;
 
 TEST(ArchiveGraph, SoftmaxByHand) {
   // One row of two inputs (k=1, i=2, f=1) = {1.5, 0.5}: max 1.5, d = {0, -1}; exp table input

@@ -14,16 +14,7 @@ using quant::OverflowMode;
 using quant::RoundingMode;
 
 namespace {
-archive::QuantSpec scalar_q(int k, int i, int f, RoundingMode r, OverflowMode o) {
-  archive::QuantSpec q;
-  q.shape = {1};
-  q.k = {k};
-  q.i = {i};
-  q.f = {f};
-  q.round = r;
-  q.overflow = o;
-  return q;
-}
+using hgqt::testing::scalar_quantizer;
 
 // The data flow of archive.h evaluated in double with quantize_fixed (exact for these widths).
 std::vector<double> reference_forward(const archive::Archive& a, const double* x) {
@@ -73,7 +64,7 @@ TEST(ArchiveFixed, RoundingTableOfSection9) {
 // 100 into ap_fixed<6,4>: SAT 7.75, SAT(-100) -8, SAT_SYM(-100) -7.75, WRAP 4.
 TEST(ArchiveFixed, OverflowTableOfSection9) {
   auto q = [](double x, OverflowMode o) {
-    auto s = scalar_q(1, 3, 2, RoundingMode::TRN, o);
+    auto s = scalar_quantizer(1, 3, 2, RoundingMode::TRN, o);
     return std::ldexp(static_cast<double>(archive::quantize_double(x, s, 0)), -2);
   };
   EXPECT_EQ(q(100, OverflowMode::SAT), 7.75);
@@ -81,7 +72,7 @@ TEST(ArchiveFixed, OverflowTableOfSection9) {
   EXPECT_EQ(q(-100, OverflowMode::SAT_SYM), -7.75);
   EXPECT_EQ(q(100, OverflowMode::WRAP), 4.0);
   bool clipped = false;
-  auto s = scalar_q(1, 3, 2, RoundingMode::TRN, OverflowMode::WRAP);
+  auto s = scalar_quantizer(1, 3, 2, RoundingMode::TRN, OverflowMode::WRAP);
   archive::quantize_double(100, s, 0, &clipped);
   EXPECT_TRUE(clipped);
   archive::quantize_double(1.5, s, 0, &clipped);
@@ -97,7 +88,7 @@ TEST(ArchiveFixed, QuantizeExactMatchesScalarDefinition) {
     const int k = rng() % 2, i = static_cast<int>(rng() % 9) - 3, f = static_cast<int>(rng() % 11) - 3;
     const int frac = static_cast<int>(rng() % 14) - 4;
     const auto m = static_cast<int128>(static_cast<int64_t>(rng() % 200001) - 100000);
-    auto q = scalar_q(k, i, f, rounds[rng() % 3], ovs[rng() % 3]);
+    auto q = scalar_quantizer(k, i, f, rounds[rng() % 3], ovs[rng() % 3]);
     const double x = std::ldexp(static_cast<double>(m), -frac);
     const double want = q.apply(x, 0);
     const int128 got = archive::quantize_exact(m, frac, q, 0);

@@ -398,16 +398,7 @@ TEST(HlsGraph, SoftmaxBitExact) {
 // EXP's only entry: the whole layer is constant). Bit-exact with the emulator all the same.
 TEST(HlsGraph, SoftmaxConstantStagesBitExact) {
   Rng g{std::mt19937_64(29)};
-  auto scalar = [](int k, int i, int f, RoundingMode r, OverflowMode ov) {
-    archive::QuantSpec q;
-    q.shape = {1};
-    q.k = {k};
-    q.i = {i};
-    q.f = {f};
-    q.round = r;
-    q.overflow = ov;
-    return q;
-  };
+  using hgqt::testing::scalar_quantizer;
   auto fine = [&](archive::QuantSpec q) {
     for (int64_t n = 0; n < q.size(); ++n) {
       q.k[n] = 0;
@@ -431,17 +422,17 @@ TEST(HlsGraph, SoftmaxConstantStagesBitExact) {
     L.back().input_quantizer->f[n] = 0;
   }
   L.back().output_quantizer = fine(quantizer(g, {2, 4}, OverflowMode::SAT));
-  L.back().exp_input_quantizer = scalar(1, 3, 2, RoundingMode::RND, OverflowMode::SAT);
-  L.back().exp_output_quantizer = scalar(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
-  L.back().inv_input_quantizer = scalar(0, 0, 0, RoundingMode::RND, OverflowMode::SAT);
-  L.back().inv_output_quantizer = scalar(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
+  L.back().exp_input_quantizer = scalar_quantizer(1, 3, 2, RoundingMode::RND, OverflowMode::SAT);
+  L.back().exp_output_quantizer = scalar_quantizer(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
+  L.back().inv_input_quantizer = scalar_quantizer(0, 0, 0, RoundingMode::RND, OverflowMode::SAT);
+  L.back().inv_output_quantizer = scalar_quantizer(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
   L.push_back(layer("sm_b", "softmax", {2, 4}, {2, 4}, {"q"}));
   L.back().input_quantizer = quantizer(g, {2, 4}, OverflowMode::SAT);
   L.back().output_quantizer = fine(quantizer(g, {2, 4}, OverflowMode::SAT));
-  L.back().exp_input_quantizer = scalar(0, 0, 0, RoundingMode::TRN, OverflowMode::WRAP);
-  L.back().exp_output_quantizer = scalar(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
-  L.back().inv_input_quantizer = scalar(0, 3, 3, RoundingMode::TRN, OverflowMode::SAT);
-  L.back().inv_output_quantizer = scalar(0, 1, 5, RoundingMode::RND, OverflowMode::SAT);
+  L.back().exp_input_quantizer = scalar_quantizer(0, 0, 0, RoundingMode::TRN, OverflowMode::WRAP);
+  L.back().exp_output_quantizer = scalar_quantizer(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
+  L.back().inv_input_quantizer = scalar_quantizer(0, 3, 3, RoundingMode::TRN, OverflowMode::SAT);
+  L.back().inv_output_quantizer = scalar_quantizer(0, 1, 5, RoundingMode::RND, OverflowMode::SAT);
   L.push_back(layer("cat", "concatenate", {2, 4}, {4, 4}, {"sm_a", "sm_b"}));
   L.back().axis = 0;
   archive::validate(a);

@@ -156,18 +156,24 @@ Layer conv(Gen& g, const RandomArchiveOptions& o, const std::string& name,
 }
 }  // namespace
 
+QuantSpec scalar_quantizer(int k, int i, int f, RoundingMode round, OverflowMode overflow) {
+  QuantSpec q;
+  q.shape = {1};
+  q.k = {k};
+  q.i = {i};
+  q.f = {f};
+  q.round = round;
+  q.overflow = overflow;
+  return q;
+}
+
 void random_softmax_quantizers(archive::Layer& l, uint64_t seed) {
   Gen g{std::mt19937_64(seed)};
   auto scalar = [&](int k, int i_lo, int i_hi, int f_lo, int f_hi) {
-    QuantSpec q;
-    q.shape = {1};
-    q.k = {k};
-    q.i = {g.uniform(i_lo, i_hi)};
-    q.f = {g.uniform(f_lo, f_hi)};
-    q.round = g.uniform(0, 1) ? RoundingMode::RND : RoundingMode::TRN;
+    const int i = g.uniform(i_lo, i_hi), f = g.uniform(f_lo, f_hi);
+    const RoundingMode r = g.uniform(0, 1) ? RoundingMode::RND : RoundingMode::TRN;
     const OverflowMode ov[] = {OverflowMode::SAT, OverflowMode::SAT_SYM, OverflowMode::WRAP};
-    q.overflow = ov[g.uniform(0, 2)];
-    return q;
+    return scalar_quantizer(k, i, f, r, ov[g.uniform(0, 2)]);
   };
   l.exp_input_quantizer = scalar(1, 1, 4, 1, 4);
   l.exp_output_quantizer = scalar(0, 0, 1, 4, 7);

@@ -37,6 +37,10 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 /// Softmax: quantize -> dense -> reshape [2, 4] -> softmax (two rows) -> flatten -> {identity,
 ///   dense -> softmax} concatenated, with random table quantizers.
 enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax };
+/// A quantizer of shape [1] (one element): k, i, f and its modes.
+archive::QuantSpec scalar_quantizer(int k, int i, int f,
+                                    quant::RoundingMode round = quant::RoundingMode::RND,
+                                    quant::OverflowMode overflow = quant::OverflowMode::SAT);
 /// Random softmax stage quantizers (exp / reciprocal table inputs and outputs) on layer `l`.
 void random_softmax_quantizers(archive::Layer& l, uint64_t seed);
 /// A valid random archive of `kind` with per-element k, i, f like random_mlp_archive.
