@@ -28,8 +28,12 @@
 // width holding every window element aligned to the common frac (pruned elements and constants
 // fold into one constant operand). lut: the input quantizer, then one ROM
 // per element (a case statement indexed by the quantized input's bits, sign bit inverted, i.e. the
-// mantissa minus its minimum) giving the output mantissa. flatten, reshape and concatenate are
-// wiring.
+// mantissa minus its minimum) giving the output mantissa. softmax (softmax_step): the input
+// quantizer, each row's max as a comparator tree, x - max exactly and the exp table's input
+// quantizer, the exp table (a Verilog function per layer, called per element), each row's exact
+// sum as an adder tree, the reciprocal table's input quantizer and table (a function, called per
+// row), the products e * r at the exact width of their range and the output quantizer.
+// flatten, reshape and concatenate are wiring.
 //
 // Graphs: the layers are generated in layer order; each layer's output is a vector of values
 // (wires, registers or constants) that the layers reading it (archive::layer_inputs) use.
@@ -46,6 +50,7 @@
 #include <filesystem>
 #include <iterator>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include "hgqt/archive/emulator.h"
@@ -207,6 +212,15 @@ enum class StepKind {
   Post,        // linear and add: relu and output quantizer
   Activation,  // activation layer: relu and quantizer
   Lut,         // lut layer: one ROM per element, indexed by the quantized input's bits
+  // softmax layer, after its input quantizer (the values between its steps: see softmax_step)
+  SmMax,   // each row's max (comparator tree)
+  SmDiff,  // d = x - max, exp table input quantizer
+  SmExp,   // exp ROM per element
+  SmSum,   // each row's sum (adder tree)
+  SmInvQ,  // reciprocal table input quantizer
+  SmInv,   // reciprocal ROM per row
+  SmMul,   // e * r per element
+  SmOut,   // output quantizer
 };
 struct Step {
   StepKind kind;
@@ -253,6 +267,9 @@ class Generator {
   void add_acc(size_t li);
   void post(size_t li);
   void lut(size_t li);
+  void softmax_step(const Step& st);
+  Sig rom(const Sig& x, const std::vector<int64_t>& table, const FixedType& out,
+          const std::string& fn, const std::string& name);
   void check_types(const std::vector<FixedType>& want, const std::string& what) const;
   std::string header(const VerilogLayout& lay) const;
 
@@ -276,6 +293,7 @@ class Generator {
   std::vector<char> have_;
   std::vector<Sig> cur_;
   std::string body_;
+  std::set<std::string> roms_;  // the table functions written so far
 };
 
 // The model input reaches the design quantized by exactly one quantizer: the first layer (in
@@ -297,7 +315,7 @@ void Generator::analyze() {
     const int64_t src = inputs_[li].at(0);
     const bool in_float = src < 0 || float_[src];
     if (l.type == "flatten" || l.type == "reshape") float_[li] = in_float;
-    const bool quantizer = l.type == "quantize" || l.type == "lut" ||
+    const bool quantizer = l.type == "quantize" || l.type == "lut" || l.type == "softmax" ||
                            (archive::is_linear(l.type) && l.input_quantizer);
     if (in_float && quantizer) {
       if (found)
@@ -385,6 +403,19 @@ std::vector<Step> Generator::plan() const {
     if (l.type == "lut") {  // input quantizer, then the ROMs
       if (li != li0_) steps.push_back({StepKind::Quantize, li, 1});
       steps.push_back({StepKind::Lut, li, 2});
+      continue;
+    }
+    if (l.type == "softmax") {  // input quantizer, then the stages of softmax_step
+      if (li != li0_) steps.push_back({StepKind::Quantize, li, 1});
+      const double row = depth(types_[li].softmax.n);
+      steps.push_back({StepKind::SmMax, li, row});
+      steps.push_back({StepKind::SmDiff, li, 2});
+      steps.push_back({StepKind::SmExp, li, 2});
+      steps.push_back({StepKind::SmSum, li, row});
+      steps.push_back({StepKind::SmInvQ, li, 1});
+      steps.push_back({StepKind::SmInv, li, 2});
+      steps.push_back({StepKind::SmMul, li, 2});
+      steps.push_back({StepKind::SmOut, li, 1});
       continue;
     }
     if (l.type == "pool") {
@@ -925,6 +956,28 @@ void Generator::post(size_t li) {
   check_types(t.output, "layer '" + l.name + "' output");
 }
 
+// A table (ROM) entry for the value of `x` (of type `x.type`, not constant) is at index
+// x - min mantissa: its bits with the sign bit inverted when signed.
+std::string rom_index(const Sig& x) {
+  const int w = x.type.width;
+  if (!x.type.is_signed) return x.name;
+  if (w == 1) return "~" + x.name + "[0]";
+  return "{~" + x.name + "[" + std::to_string(w - 1) + "], " + x.name + "[" +
+         std::to_string(w - 2) + ":0]}";
+}
+
+// The items of a ROM's case statement over a `w`-bit index: `target` = table[index] (of type
+// `ot`) for the `size` = 2^w indices, 0 by default.
+std::string rom_cases(const std::string& target, int w, const int64_t* table, int64_t size,
+                      const FixedType& ot, const std::string& indent) {
+  std::string c;
+  for (int64_t e = 0; e < size; ++e)
+    c += indent + literal(e, w, false) + ": " + target + " = " +
+         literal(table[e], ot.width, ot.is_signed) + ";\n";
+  c += indent + "default: " + target + " = " + literal(0, ot.width, ot.is_signed) + ";\n";
+  return c;
+}
+
 // lut: element n's output is its table entry at index m - min (m: the quantized input's mantissa,
 // min: the smallest mantissa of its type), i.e. the input's bits with the sign bit inverted for
 // signed inputs. One ROM (a case statement over every index) per element; constant inputs and
@@ -954,22 +1007,10 @@ void Generator::lut(size_t li) {
       cur_[n] = constant(l.table[base], ot);
       continue;
     }
-    const int w = x.type.width;
-    std::string index;
-    if (!x.type.is_signed)
-      index = x.name;
-    else if (w == 1)
-      index = "~" + x.name + "[0]";
-    else
-      index = "{~" + x.name + "[" + std::to_string(w - 1) + "], " + x.name + "[" +
-              std::to_string(w - 2) + ":0]}";
     const std::string name = "lut" + L + "_" + std::to_string(n);
     body_ += "  reg " + range_decl(ot.is_signed, ot.width) + " " + name + ";\n";
-    body_ += "  always @(*) begin\n    case (" + index + ")\n";
-    for (int64_t e = 0; e < size; ++e)
-      body_ += "      " + literal(e, w, false) + ": " + name + " = " +
-               literal(l.table[base + e], ot.width, ot.is_signed) + ";\n";
-    body_ += "      default: " + name + " = " + literal(0, ot.width, ot.is_signed) + ";\n";
+    body_ += "  always @(*) begin\n    case (" + rom_index(x) + ")\n";
+    body_ += rom_cases(name, x.type.width, l.table.data() + base, size, ot, "      ");
     body_ += "    endcase\n  end\n";
     Sig s;
     s.name = name;
@@ -977,6 +1018,258 @@ void Generator::lut(size_t li) {
     cur_[n] = s;
   }
   check_types(t.output, "layer '" + l.name + "' output");
+}
+
+// A table lookup: `out` = table[x - min mantissa of x.type] (a width-0 index: entry 0). The
+// table is a Verilog function `fn` (one case statement per layer and table, written at its first
+// use) that every element calls; constant indices and tables holding one value give constants.
+Sig Generator::rom(const Sig& x, const std::vector<int64_t>& table, const FixedType& out,
+                   const std::string& fn, const std::string& name) {
+  if (out.width == 0) return constant(0, out);
+  if (x.type.width == 0 || x.is_const())
+    return constant(archive::SoftmaxTypes::entry(table, x.type, x.value), out);
+  if (std::all_of(table.begin(), table.end(), [&](int64_t v) { return v == table[0]; }))
+    return constant(table[0], out);
+  const int w = x.type.width;
+  if (static_cast<int64_t>(table.size()) != (int64_t{1} << w))
+    throw std::logic_error("verilog generator: table " + fn + " does not match its index");
+  if (roms_.insert(fn).second) {
+    body_ += "  function " + range_decl(out.is_signed, out.width) + " " + fn + ";\n";
+    body_ += "    input [" + std::to_string(w - 1) + ":0] idx;\n";
+    body_ += "    begin\n      case (idx)\n";
+    body_ += rom_cases(fn, w, table.data(), static_cast<int64_t>(table.size()), out, "        ");
+    body_ += "      endcase\n    end\n  endfunction\n";
+  }
+  emit_wire(name, out.is_signed, out.width, fn + "(" + rom_index(x) + ")");
+  Sig s;
+  s.name = name;
+  s.type = out;
+  return s;
+}
+
+// softmax (archive.h; archive::SoftmaxTypes), over rows of n elements, one step at a time. The
+// values of the layer in progress (cur_, what a register stage inside the layer registers):
+//   after the input quantizer: x (rows * n)      after SmMax: x, then each row's max
+//   after SmDiff: u = Q_ei(x - max)               after SmExp: e = EXP[u]
+//   after SmSum: e, then each row's exact sum S   after SmInvQ: e, then s = Q_ii(S)
+//   after SmInv: e, then r = INV[s]               after SmMul: p = e * r (the accumulator)
+//   after SmOut: y = Q_out(p).
+// The max compares x aligned to SoftmaxTypes::max.frac (pruned elements are the constant 0) at
+// a signed width holding every operand; x - max is exact at the width of its range (<= 0).
+void Generator::softmax_step(const Step& st) {
+  const size_t li = st.layer;
+  const auto& l = a_.layers[li];
+  const auto& t = types_[li];
+  const archive::SoftmaxTypes& s = t.softmax;
+  const std::string P = "sm" + std::to_string(li) + "_";
+  const std::string what = "layer '" + l.name + "'";
+  const int64_t n = s.n, rows = s.rows, total = rows * n;
+  const bool with_rows = st.kind == StepKind::SmDiff || st.kind == StepKind::SmInvQ ||
+                         st.kind == StepKind::SmInv || st.kind == StepKind::SmMul;
+  const size_t want = static_cast<size_t>(total + (with_rows ? rows : 0));
+  if (st.kind == StepKind::SmMax) {
+    if (li == li0_) cur_ = input(li, 0);  // the first quantizer: data_in
+    check_types(t.quantized_input, what + " quantized input");
+  }
+  if (cur_.size() != want)
+    throw std::logic_error("verilog generator: " + what + " softmax step has " +
+                           std::to_string(cur_.size()) + " values, expected " +
+                           std::to_string(want));
+  // x aligned to max.frac: a constant (`konst`, true returned) or a signed expression; its range.
+  struct Aligned {
+    bool is_const;
+    int128 value, lo, hi;
+    std::string expr;
+  };
+  auto aligned = [&](const Sig& x) {
+    Aligned a{true, 0, 0, 0, ""};
+    if (x.type.width == 0) return a;
+    const int sh = s.max.frac - x.type.frac;
+    if (sh < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
+    if (x.is_const()) {
+      a.value = a.lo = a.hi = archive::align(x.value, 0, sh);
+      return a;
+    }
+    a.is_const = false;
+    a.lo = archive::align(x.type.min_mantissa(), 0, sh);
+    a.hi = archive::align(x.type.max_mantissa(), 0, sh);
+    a.expr = signed_view(x);
+    if (sh > 0) a.expr = "(" + a.expr + " <<< " + std::to_string(sh) + ")";
+    return a;
+  };
+  std::vector<Sig> next;
+  switch (st.kind) {
+    case StepKind::SmMax: {
+      next = cur_;
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::string rn = P + "max" + std::to_string(r);
+        std::vector<Aligned> xs;
+        bool has_const = false;
+        int128 konst = 0, lo = 0, hi = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          const Aligned a = aligned(cur_[r * n + j]);
+          if (a.is_const) {
+            konst = has_const ? std::max(konst, a.value) : a.value;
+            has_const = true;
+          } else {
+            xs.push_back(a);
+          }
+          lo = j == 0 ? a.lo : std::min(lo, a.lo);
+          hi = j == 0 ? a.hi : std::max(hi, a.hi);
+        }
+        if (xs.empty()) {
+          next.push_back(constant(konst, FixedType{true, signed_width(konst, konst), s.max.frac}));
+          continue;
+        }
+        const int wm = signed_width(lo, hi);
+        std::vector<std::string> level;
+        for (size_t q = 0; q < xs.size(); ++q) {
+          const std::string e = rn + "_e" + std::to_string(q);
+          emit_wire(e, true, wm, xs[q].expr);
+          level.push_back(e);
+        }
+        if (has_const) level.push_back(literal(konst, wm, true));
+        int count = 0;
+        while (level.size() > 1) {  // balanced comparator tree, as max pool
+          std::vector<std::string> up;
+          for (size_t q = 0; q + 1 < level.size(); q += 2) {
+            const std::string c = rn + "_" + std::to_string(count++);
+            emit_wire(c, true, wm,
+                      "(" + level[q] + " > " + level[q + 1] + ") ? " + level[q] + " : " +
+                          level[q + 1]);
+            up.push_back(c);
+          }
+          if (level.size() % 2) up.push_back(std::move(level.back()));
+          level.swap(up);
+        }
+        Sig m;
+        m.name = level[0];
+        m.type = FixedType{true, wm, s.max.frac};
+        next.push_back(m);
+      }
+      break;
+    }
+    case StepKind::SmDiff:
+      for (int64_t j = 0; j < total; ++j) {
+        const std::string jn = std::to_string(j);
+        const Aligned x = aligned(cur_[j]);
+        const Sig& m = cur_[total + j / n];
+        const int128 mhi = m.is_const() ? m.value : m.type.max_mantissa();
+        Sig d;
+        if (x.is_const && m.is_const()) {
+          const int128 v = x.value - m.value;
+          d = constant(v, FixedType{true, signed_width(v, v), s.max.frac});
+        } else {
+          // x <= max: the difference lies in [x_lo - max_hi, 0]
+          const int wd = signed_width(std::min<int128>(x.lo - mhi, 0), 0);
+          d.name = P + "d" + jn;
+          d.type = FixedType{true, wd, s.max.frac};
+          emit_wire(d.name, true, wd,
+                    (x.is_const ? signed_literal(x.value) : x.expr) + " - " + signed_view(m));
+        }
+        next.push_back(quantize(d, *l.exp_input_quantizer, 0, P + "u" + jn));
+        if (next.back().type != s.exp_in)
+          throw std::logic_error("verilog generator: " + what + " exp table index type");
+      }
+      break;
+    case StepKind::SmExp:
+      for (int64_t j = 0; j < total; ++j)
+        next.push_back(rom(cur_[j], s.exp_table, s.exp_out, P + "exp", P + "e" + std::to_string(j)));
+      break;
+    case StepKind::SmSum: {
+      next = cur_;
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::string rn = std::to_string(r);
+        std::vector<Sig> xs;
+        std::vector<CsdNode> leaves;
+        int128 konst = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          const Sig& e = cur_[r * n + j];
+          if (e.type != s.exp_out)
+            throw std::logic_error("verilog generator: " + what + " exp table output type");
+          if (e.type.width == 0) continue;
+          if (e.is_const()) {
+            konst += e.value;
+            continue;
+          }
+          xs.push_back(e);
+          leaves.push_back(leaf(xs, static_cast<int64_t>(xs.size()) - 1, 0, false, what));
+        }
+        if (leaves.empty() || s.sum.width == 0)
+          next.push_back(constant(konst, s.sum));
+        else
+          next.push_back(sum_tree(std::move(leaves), konst, xs, s.sum, P + "t" + rn + "_",
+                                  P + "sum" + rn, what));
+      }
+      break;
+    }
+    case StepKind::SmInvQ:
+      next.assign(cur_.begin(), cur_.begin() + total);
+      for (int64_t r = 0; r < rows; ++r) {
+        next.push_back(quantize(cur_[total + r], *l.inv_input_quantizer, 0,
+                                P + "s" + std::to_string(r)));
+        if (next.back().type != s.inv_in)
+          throw std::logic_error("verilog generator: " + what + " reciprocal table index type");
+      }
+      break;
+    case StepKind::SmInv:
+      next.assign(cur_.begin(), cur_.begin() + total);
+      for (int64_t r = 0; r < rows; ++r)
+        next.push_back(
+            rom(cur_[total + r], s.inv_table, s.inv_out, P + "inv", P + "r" + std::to_string(r)));
+      break;
+    case StepKind::SmMul:
+      for (int64_t j = 0; j < total; ++j) {
+        const std::string name = P + "p" + std::to_string(j);
+        const FixedType& pt = t.accumulator[j];
+        const Sig& e = cur_[j];
+        const Sig& r = cur_[total + j / n];
+        const bool ec = e.is_const(), rc = r.is_const();  // width 0: the constant 0
+        const int128 ev = e.value, rv = r.value;
+        if (pt.width == 0 || (ec && ev == 0) || (rc && rv == 0)) {
+          next.push_back(constant(0, pt));
+        } else if (ec && rc) {
+          next.push_back(constant(checked_mul(ev, rv, what), pt));
+        } else if (ec || rc) {
+          // a constant factor: as the constant multiplications of the linear layers
+          const Sig& x = ec ? r : e;
+          const int128 c = ec ? ev : rv;
+          if (o_.const_mult == "csd") {
+            std::vector<Sig> xs{x};
+            std::vector<CsdNode> leaves;
+            const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
+            for (const auto& [d, digit] : naf_digits(mag))
+              leaves.push_back(leaf(xs, 0, d, (digit < 0) != (c < 0), what));
+            next.push_back(sum_tree(std::move(leaves), 0, xs, pt, name + "_t", name, what));
+          } else {
+            emit_wire(name, pt.is_signed, pt.width, signed_view(x) + " * " + signed_literal(c));
+            Sig p;
+            p.name = name;
+            p.type = pt;
+            next.push_back(p);
+          }
+        } else {
+          // the exact product at the width of its range (SoftmaxTypes::product)
+          emit_wire(name, pt.is_signed, pt.width, signed_view(e) + " * " + signed_view(r));
+          Sig p;
+          p.name = name;
+          p.type = pt;
+          next.push_back(p);
+        }
+      }
+      cur_.swap(next);
+      check_types(t.accumulator, what + " products");
+      return;
+    case StepKind::SmOut:
+      for (int64_t j = 0; j < total; ++j)
+        next.push_back(quantize(cur_[j], *l.output_quantizer, j, P + "y" + std::to_string(j)));
+      cur_.swap(next);
+      check_types(t.output, what + " output");
+      return;
+    default:
+      throw std::logic_error("verilog generator: not a softmax step");
+  }
+  cur_.swap(next);
 }
 
 // A layer's first step reads its inputs; later steps continue on cur_.
@@ -1014,6 +1307,16 @@ void Generator::run_step(const Step& s) {
       // after its input quantizer step, or straight from data_in (the first quantizer)
       if (li == li0_) cur_ = input(li, 0);
       lut(li);
+      break;
+    case StepKind::SmMax:
+    case StepKind::SmDiff:
+    case StepKind::SmExp:
+    case StepKind::SmSum:
+    case StepKind::SmInvQ:
+    case StepKind::SmInv:
+    case StepKind::SmMul:
+    case StepKind::SmOut:
+      softmax_step(s);
       break;
     case StepKind::Activation: {
       cur_ = input(li, 0);
@@ -1124,6 +1427,7 @@ std::string Generator::generate() {
   const int64_t out_bits = std::max<int64_t>(lay.output_bits, 1);
   const size_t n_layers = a_.layers.size();
   body_.clear();
+  roms_.clear();
   input_port(lay);
   vals_.assign(n_layers, {});
   have_.assign(n_layers, 0);
@@ -1153,6 +1457,14 @@ std::string Generator::generate() {
         case StepKind::Post: what = "activation and output quantizer"; break;
         case StepKind::Activation: what = "activation"; break;
         case StepKind::Lut: what = "lookup tables"; break;
+        case StepKind::SmMax: what = "softmax row max"; break;
+        case StepKind::SmDiff: what = "softmax x - max and exp table input quantizer"; break;
+        case StepKind::SmExp: what = "softmax exp tables"; break;
+        case StepKind::SmSum: what = "softmax row sums"; break;
+        case StepKind::SmInvQ: what = "softmax reciprocal table input quantizer"; break;
+        case StepKind::SmInv: what = "softmax reciprocal tables"; break;
+        case StepKind::SmMul: what = "softmax products e * r"; break;
+        case StepKind::SmOut: what = "softmax output quantizer"; break;
       }
       body_ += "  // ---- " + what + " of layer '" + comment_text(l.name) + "'\n";
       run_step(steps[b]);

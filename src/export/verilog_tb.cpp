@@ -272,7 +272,12 @@ std::string verilator_script(const VerilogOptions& o, bool large) {
   s += "  if [ -z \"${OBJCACHE+x}\" ] && command -v ccache >/dev/null 2>&1; then export "
        "OBJCACHE=ccache; fi\n";
   s += "  opt=\"${CXX_OPT:-" + opt + "}\"\n";
-  s += "  \"${VERILATOR:-verilator}\" --cc --exe --build -j \"${JOBS:-2}\" -O1 "
+  // Verilator 5's DFG optimizer miscompiled some generated CNN designs (5.006: wrong outputs
+  // that -O0, -fno-dfg and Icarus Verilog do not show); older versions have no DFG pass.
+  s += "  vl=\"${VERILATOR:-verilator}\"\n";
+  s += "  dfg=\"\"\n";
+  s += "  case \"$(\"$vl\" --version 2>/dev/null || true)\" in \"Verilator \"[5-9]*) dfg=-fno-dfg ;; esac\n";
+  s += "  \"$vl\" --cc --exe --build -j \"${JOBS:-2}\" -O1 $dfg "
        "--x-assign fast --x-initial unique \\\n";
   s += "    --output-split 20000 --output-split-cfuncs 20000 -Wno-fatal -Wno-WIDTH "
        "-Wno-UNUSED \\\n";

@@ -1,5 +1,5 @@
 // The Verilog exporter on graph models (conv1d, conv2d, scale, max / avg pool, add, concatenate,
-// reshape, flatten, lut, branches and skip connections): Verilator simulations against the integer
+// reshape, flatten, lut, softmax, branches and skip connections): Verilator simulations against the integer
 // emulator, bit-exact with overflowing inputs, combinational and pipelined, for both ways of
 // writing constant multiplications; and the generator's graph checks without tools.
 #include <gtest/gtest.h>
@@ -113,7 +113,12 @@ INSTANTIATE_TEST_SUITE_P(
                       GraphCase{"lut_csd_comb", GraphKind::Lut, 0, "csd", 1},
                       GraphCase{"lut_csd_stages2", GraphKind::Lut, 2, "csd", 2},
                       GraphCase{"lut_mul_comb", GraphKind::Lut, 0, "mul", 3},
-                      GraphCase{"lut_mul_stages2", GraphKind::Lut, 2, "mul", 4}),
+                      GraphCase{"lut_mul_stages2", GraphKind::Lut, 2, "mul", 4},
+                      GraphCase{"softmax_csd_comb", GraphKind::Softmax, 0, "csd", 1},
+                      GraphCase{"softmax_csd_stages2", GraphKind::Softmax, 2, "csd", 2},
+                      GraphCase{"softmax_mul_comb", GraphKind::Softmax, 0, "mul", 3},
+                      GraphCase{"softmax_mul_stages2", GraphKind::Softmax, 2, "mul", 4},
+                      GraphCase{"softmax_csd_stages5", GraphKind::Softmax, 5, "csd", 5}),
     [](const ::testing::TestParamInfo<GraphCase>& info) { return std::string(info.param.label); });
 
 // ------------------------------------------------------------------------- generation, no tools
@@ -121,7 +126,8 @@ INSTANTIATE_TEST_SUITE_P(
 // Every stage count generates, deterministically, with exactly that many register stages, and
 // the outputs come from the last stage's registers.
 TEST(VerilogGraphExport, StageCountsAndDeterminism) {
-  for (GraphKind kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut}) {
+  for (GraphKind kind :
+       {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut, GraphKind::Softmax}) {
     const auto a = graph(kind, 5);
     for (int stages : {0, 1, 3, 7, 20}) {
       SCOPED_TRACE(stages);

@@ -7,14 +7,15 @@
 //                 output valid_out, output [OUT_BITS-1:0] data_out);
 //
 // Every layer type of the archive is supported (dense, conv1d, conv2d, scale, pool, add,
-// concatenate, reshape, flatten, quantize, activation) and so are graphs (Layer::inputs): each
-// layer's output is a set of wires that the layers reading it use.
+// concatenate, reshape, flatten, quantize, activation, lut, softmax) and so are graphs
+// (Layer::inputs): each layer's output is a set of wires that the layers reading it use.
 //
 // data_in is the concatenation of the model input's quantized mantissas (the integers the first
 // quantizer of the archive produces, archive::quantize_double: the first layer, in layer order,
-// that quantizes the float model input: a quantize layer or a linear layer's input quantizer,
-// possibly behind flatten / reshape), element 0 at the least significant bits, each element at
-// its own width from archive::infer_types; pruned (zero-width) elements are absent. An archive
+// that quantizes the float model input: a quantize, lut or softmax layer or a linear layer's
+// input quantizer, possibly behind flatten / reshape), element 0 at the least significant bits,
+// each element at its own width from archive::infer_types; pruned (zero-width) elements are
+// absent. An archive
 // where a second layer quantizes the float model input is rejected (ArchiveError): the bus
 // carries one quantizer's mantissas. data_out concatenates the output mantissas the same way (each at its exact
 // type, archive::Emulator::output_types). The layout is stated in the file's header comment and in
