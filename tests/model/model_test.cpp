@@ -1,6 +1,8 @@
 // Model building from specs, checkpoints round trip, summary.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -81,6 +83,14 @@ TEST(Model, CheckpointRoundTripIsExact) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/a.pt.tmp"));
   EXPECT_EQ(model::resolve_checkpoint_path(dir + "/a.pt"), dir + "/a.pt");
   EXPECT_THROW(model::resolve_checkpoint_path(dir), std::runtime_error);
+  // NaN figures (a diverged validation loss, a regression run's accuracy) are written as JSON
+  // null and read back as NaN.
+  meta.val_loss = std::nan("");
+  meta.val_accuracy = std::nan("");
+  model::save_checkpoint(dir + "/nan.pt", m, meta);
+  auto nan_back = model::load_checkpoint(dir + "/nan.pt");
+  EXPECT_TRUE(std::isnan(nan_back.meta.val_loss));
+  EXPECT_TRUE(std::isnan(nan_back.meta.val_accuracy));
 }
 
 TEST(Model, LoadingGarbageIsAClearError) {
