@@ -44,8 +44,12 @@ const Keys kDataKeys = {"format",           "train",      "validation",  "test",
 const Keys kSourceKeys = {"file", "features", "labels"};
 const Keys kTrainKeys = {"epochs",       "batch_size",  "optimizer", "lr",    "momentum",
                          "weight_decay", "lr_schedule", "min_lr",    "seed",  "loss",
-                         "target",       "beta",        "gamma",     "threads", "device"};
+                         "target",       "beta",        "gamma",     "threads", "device",
+                         "lr_step_epochs", "lr_gamma", "lr_restart_epochs", "lr_restart_mult",
+                         "early_stopping"};
 const Keys kBetaKeys = {"kind", "value", "points"};
+const Keys kEarlyStoppingKeys = {"patience", "min_delta", "monitor", "ebops_below"};
+const Keys kMonitors = {"val_accuracy", "val_loss"};
 
 const Keys kAllRoles = {"input",     "kernel",     "bias",      "output",
                         "exp_input", "exp_output", "inv_input", "inv_output"};
@@ -64,7 +68,7 @@ const Keys kOverflows = {"WRAP", "SAT", "SAT_SYM"};
 const Keys kGranularities = {"tensor", "channel", "element"};
 const Keys kFormats = {"hdf5", "jet_csv", "jet_hdf5"};
 const Keys kOptimizers = {"adam", "sgd"};
-const Keys kLrSchedules = {"cosine", "constant"};
+const Keys kLrSchedules = {"cosine", "constant", "step", "cosine_restarts"};
 const Keys kLosses = {"cross_entropy", "mse"};
 const Keys kTargets = {"labels", "input"};
 const Keys kBetaKinds = {"constant", "linear", "log"};
@@ -152,9 +156,17 @@ const Schema& root_schema() {
   }();
   static const Schema beta{
       Schema::kMap, {{"kind", &scalar}, {"value", &scalar}, {"points", &pair_list}}, nullptr, true};
+  static const Schema early_stopping = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kEarlyStoppingKeys) s.fields.emplace_back(k, &scalar);
+    return s;
+  }();
   static const Schema train = [] {
     Schema s{Schema::kMap, {}, nullptr, false};
-    for (const auto& k : kTrainKeys) s.fields.emplace_back(k, k == "beta" ? &beta : &scalar);
+    for (const auto& k : kTrainKeys)
+      s.fields.emplace_back(k, k == "beta"             ? &beta
+                               : k == "early_stopping" ? &early_stopping
+                                                       : &scalar);
     return s;
   }();
   static const Schema root{
@@ -661,6 +673,25 @@ BetaSchedule read_beta(const YamlSource& src, const YAML::Node& node, const std:
   return b;
 }
 
+EarlyStoppingSpec read_early_stopping(const YamlSource& src, const YAML::Node& node,
+                                      const std::string& path, const std::string& loss) {
+  MapReader m(src, node, path, kEarlyStoppingKeys, /*null_is_empty=*/true);
+  EarlyStoppingSpec e;
+  e.enabled = true;
+  e.patience = m.int_or("patience", e.patience, 1, kMaxInt);
+  e.min_delta = m.number_or("min_delta", e.min_delta, 0, false);
+  const bool classification = loss == "cross_entropy";
+  e.monitor = m.enum_or("monitor", kMonitors, classification ? "val_accuracy" : "val_loss");
+  if (e.monitor == "val_accuracy" && !classification)
+    src.fail(m.get("monitor"), m.path_of("monitor"),
+             "expected 'val_loss' with train.loss: " + loss +
+                 " (accuracy is only measured for cross_entropy), got 'val_accuracy'");
+  if (m.has("ebops_below"))
+    e.ebops_below =
+        read_number_min(src, m.get("ebops_below"), m.path_of("ebops_below"), 0, true);
+  return e;
+}
+
 TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::string& path) {
   MapReader m(src, node, path, kTrainKeys, /*null_is_empty=*/true);
   TrainSpec t;
@@ -672,6 +703,26 @@ TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::s
   t.weight_decay = m.number_or("weight_decay", t.weight_decay, 0, false);
   t.lr_schedule = m.enum_or("lr_schedule", kLrSchedules, t.lr_schedule);
   t.min_lr = m.number_or("min_lr", t.min_lr, 0, false);
+  // Keys of one schedule are refused with another (they would silently do nothing).
+  if (t.lr_schedule == "step") {
+    t.lr_step_epochs = m.int_or("lr_step_epochs", t.lr_step_epochs, 1, kMaxInt);
+    t.lr_gamma = m.number_or("lr_gamma", t.lr_gamma, 0, true);
+    if (t.lr_gamma > 1)
+      src.fail_expected(m.get("lr_gamma"), m.path_of("lr_gamma"), "a number in (0, 1]");
+  } else {
+    const std::string why = "with lr_schedule " + t.lr_schedule + " (only with lr_schedule: step)";
+    m.forbid("lr_step_epochs", why);
+    m.forbid("lr_gamma", why);
+  }
+  if (t.lr_schedule == "cosine_restarts") {
+    t.lr_restart_epochs = m.int_or("lr_restart_epochs", t.lr_restart_epochs, 1, kMaxInt);
+    t.lr_restart_mult = m.number_or("lr_restart_mult", t.lr_restart_mult, 1, false);
+  } else {
+    const std::string why =
+        "with lr_schedule " + t.lr_schedule + " (only with lr_schedule: cosine_restarts)";
+    m.forbid("lr_restart_epochs", why);
+    m.forbid("lr_restart_mult", why);
+  }
   t.seed = m.uint64_or("seed", t.seed);
   t.loss = m.enum_or("loss", kLosses, t.loss);
   t.target = m.enum_or("target", kTargets, t.target);
@@ -687,6 +738,9 @@ TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::s
   t.gamma = m.number_or("gamma", t.gamma, 0, false);
   t.threads = m.int_or("threads", t.threads, 0, kMaxInt);
   t.device = m.enum_or("device", kDevices, t.device);
+  if (m.has("early_stopping"))
+    t.early_stopping =
+        read_early_stopping(src, m.get("early_stopping"), m.path_of("early_stopping"), t.loss);
   return t;
 }
 
@@ -946,6 +1000,14 @@ std::string to_yaml(const RunConfig& c) {
   emit_kv(out, "weight_decay", format_double(t.weight_decay));
   emit_kv(out, "lr_schedule", t.lr_schedule);
   emit_kv(out, "min_lr", format_double(t.min_lr));
+  if (t.lr_schedule == "step") {
+    emit_kv(out, "lr_step_epochs", std::to_string(t.lr_step_epochs));
+    emit_kv(out, "lr_gamma", format_double(t.lr_gamma));
+  }
+  if (t.lr_schedule == "cosine_restarts") {
+    emit_kv(out, "lr_restart_epochs", std::to_string(t.lr_restart_epochs));
+    emit_kv(out, "lr_restart_mult", format_double(t.lr_restart_mult));
+  }
   emit_kv(out, "seed", std::to_string(t.seed));
   emit_kv(out, "loss", t.loss);
   emit_kv(out, "target", t.target);
@@ -954,10 +1016,51 @@ std::string to_yaml(const RunConfig& c) {
   emit_kv(out, "gamma", format_double(t.gamma));
   emit_kv(out, "threads", std::to_string(t.threads));
   emit_kv(out, "device", t.device);
+  if (t.early_stopping.enabled) {
+    const EarlyStoppingSpec& e = t.early_stopping;
+    out << YAML::Key << "early_stopping" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    emit_kv(out, "patience", std::to_string(e.patience));
+    emit_kv(out, "min_delta", format_double(e.min_delta));
+    emit_kv(out, "monitor", e.monitor);
+    if (e.ebops_below) emit_kv(out, "ebops_below", format_double(*e.ebops_below));
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
 
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+double lr_at(const TrainSpec& t, int64_t step, int64_t steps_per_epoch) {
+  const auto half_cosine = [&](double progress) {
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + std::cos(M_PI * progress));
+  };
+  if (steps_per_epoch < 1) steps_per_epoch = 1;
+  if (step < 0) step = 0;
+  if (t.lr_schedule == "cosine") {
+    const int64_t total = steps_per_epoch * t.epochs;
+    if (total <= 1) return t.lr;
+    return half_cosine(static_cast<double>(step) / static_cast<double>(total));
+  }
+  if (t.lr_schedule == "step") {
+    const int64_t drops = step / steps_per_epoch / std::max<int64_t>(1, t.lr_step_epochs);
+    return std::max(t.min_lr, t.lr * std::pow(t.lr_gamma, static_cast<double>(drops)));
+  }
+  if (t.lr_schedule == "cosine_restarts") {
+    const double epoch = static_cast<double>(step) / static_cast<double>(steps_per_epoch);
+    double start = 0;
+    double length = static_cast<double>(std::max<int64_t>(1, t.lr_restart_epochs));
+    if (t.lr_restart_mult <= 1) {
+      start = std::floor(epoch / length) * length;
+    } else {
+      while (epoch >= start + length) {
+        start += length;
+        length *= t.lr_restart_mult;
+      }
+    }
+    return half_cosine(std::clamp((epoch - start) / length, 0.0, 1.0));
+  }
+  return t.lr;  // constant
 }
 
 double beta_at(const BetaSchedule& schedule, double epoch) {

@@ -191,12 +191,6 @@ void check_target(model::HGQModel& model, const config::RunConfig& config) {
 
 namespace {
 
-double cosine_lr(const config::TrainSpec& t, int64_t step, int64_t total) {
-  if (t.lr_schedule != "cosine" || total <= 1) return t.lr;
-  const double progress = static_cast<double>(step) / static_cast<double>(total);
-  return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + std::cos(M_PI * progress));
-}
-
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups()) {
     if (auto* a = dynamic_cast<torch::optim::AdamOptions*>(&group.options()))
@@ -223,6 +217,42 @@ std::string fmt(const char* f, double v) {
 nlohmann::json json_number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
 
 }  // namespace
+
+bool EarlyStopper::update(int64_t epoch, double value, double ebops) {
+  if (!spec_.enabled) return false;
+  if (spec_.ebops_below && !(ebops < *spec_.ebops_below)) return false;  // not counted
+  last_epoch_ = epoch;
+  const bool higher = spec_.monitor != "val_loss";
+  if (!std::isfinite(value)) {
+    ++wait_;  // a NaN figure never improves
+  } else if (best_epoch_ == 0 ||
+             (higher ? value > best_ + spec_.min_delta : value < best_ - spec_.min_delta)) {
+    best_ = value;
+    best_epoch_ = epoch;
+    wait_ = 0;
+  } else {
+    ++wait_;
+  }
+  return wait_ >= spec_.patience;
+}
+
+std::string EarlyStopper::describe(int64_t epochs) const {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "early stopping after epoch %lld/%lld: %s has not improved by more than %g on "
+                "its best %.6g (epoch %lld) for %lld epoch%s (patience %lld)",
+                static_cast<long long>(last_epoch_), static_cast<long long>(epochs),
+                spec_.monitor.c_str(), spec_.min_delta, best_, static_cast<long long>(best_epoch_),
+                static_cast<long long>(wait_), wait_ == 1 ? "" : "s",
+                static_cast<long long>(spec_.patience));
+  std::string out = buf;
+  if (spec_.ebops_below) {
+    std::snprintf(buf, sizeof buf, "; only epochs with EBOPs below %g are counted",
+                  *spec_.ebops_below);
+    out += buf;
+  }
+  return out;
+}
 
 TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
                         const data::TensorSplit& train_split, const data::TensorSplit& val_split,
@@ -255,7 +285,6 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   const int64_t n = train_split.size();
   const int64_t bs = std::min(t.batch_size, n);
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
-  const int64_t total_steps = steps_per_epoch * t.epochs;
   auto gen = at::detail::createCPUGenerator(t.seed);
 
   TrainResult result;
@@ -268,6 +297,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   meta.feature_mean = standardizer.mean;
   meta.feature_std = standardizer.stddev;
   meta.config_yaml = config_yaml;
+  const auto& es = t.early_stopping;
+  EarlyStopper stopper(es);
 
   for (int64_t epoch = 0; epoch < t.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
@@ -283,7 +314,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       auto idx = perm.slice(0, s * bs, std::min(n, (s + 1) * bs));
       auto xb = train_split.x.index_select(0, idx).to(device);
       auto yb = train_split.y.index_select(0, idx).to(device);
-      lr = cosine_lr(t, global_step, total_steps);
+      lr = config::lr_at(t, global_step, steps_per_epoch);
       set_lr(*optimizer, lr);
       auto out = model->forward(xb);
       auto task = task_loss(out, yb, t.loss, model->outputs_probabilities());
@@ -366,6 +397,15 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       }
       util::write_text_atomic((fs::path(run_dir) / "pareto.json").string(), front.to_json());
     }
+    if (stopper.update(m.epoch, es.monitor == "val_loss" ? m.val_loss : m.val_accuracy, m.ebops)) {
+      result.stopped_early = true;
+      result.stopped_epoch = m.epoch;
+      if (!options.quiet) {
+        std::printf("%s\n", stopper.describe(t.epochs).c_str());
+        std::fflush(stdout);
+      }
+      break;
+    }
   }
   result.best_checkpoint = best_path;
 
@@ -385,6 +425,19 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
                          {"test_accuracy", json_number(result.test.samples ? result.test.accuracy : std::nan(""))},
                          {"test_loss", json_number(result.test.samples ? result.test.loss : std::nan(""))}};
   summary["target"] = t.target;
+  summary["epochs_run"] = static_cast<int64_t>(result.history.size());
+  summary["stopped_early"] = result.stopped_early;
+  summary["stopped_epoch"] =
+      result.stopped_early ? nlohmann::json(result.stopped_epoch) : nlohmann::json();
+  if (es.enabled) {
+    summary["early_stopping"] = {{"monitor", es.monitor},
+                                 {"patience", es.patience},
+                                 {"min_delta", es.min_delta},
+                                 {"ebops_below", es.ebops_below ? nlohmann::json(*es.ebops_below)
+                                                                : nlohmann::json()},
+                                 {"best", json_number(stopper.best())},
+                                 {"best_epoch", stopper.best_epoch()}};
+  }
   if (autoencoder) {
     const auto& a = result.anomaly;
     summary["test_mse"] = json_number(a.samples ? a.mse : std::nan(""));

@@ -181,6 +181,15 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(s.weight_decay, t.weight_decay);
   EXPECT_EQ(s.lr_schedule, t.lr_schedule);
   EXPECT_EQ(s.min_lr, t.min_lr);
+  EXPECT_EQ(s.lr_step_epochs, t.lr_step_epochs);
+  EXPECT_EQ(s.lr_gamma, t.lr_gamma);
+  EXPECT_EQ(s.lr_restart_epochs, t.lr_restart_epochs);
+  EXPECT_EQ(s.lr_restart_mult, t.lr_restart_mult);
+  EXPECT_EQ(s.early_stopping.enabled, t.early_stopping.enabled);
+  EXPECT_EQ(s.early_stopping.patience, t.early_stopping.patience);
+  EXPECT_EQ(s.early_stopping.min_delta, t.early_stopping.min_delta);
+  EXPECT_EQ(s.early_stopping.monitor, t.early_stopping.monitor);
+  EXPECT_EQ(s.early_stopping.ebops_below, t.early_stopping.ebops_below);
   EXPECT_EQ(s.seed, t.seed);
   EXPECT_EQ(s.loss, t.loss);
   expect_same(s.beta, t.beta);
@@ -980,4 +989,122 @@ TEST(Config, AnomalyKeyErrors) {
   EXPECT_HAS(msg, "unknown key");
   msg = parse_error(anomaly_config("[0]", "[5]", "mse"), {"data.clases=[1]"});
   EXPECT_HAS(msg, "did you mean 'data.classes'");
+}
+
+// ---- Learning-rate schedules and early stopping.
+
+TEST(Config, LrScheduleKeysParseAndRoundTrip) {
+  RunConfig c = parse_run_config(
+      minimal("  lr_schedule: step\n  lr_step_epochs: 3\n  lr_gamma: 0.5\n"), "x.yaml");
+  EXPECT_EQ(c.train.lr_schedule, "step");
+  EXPECT_EQ(c.train.lr_step_epochs, 3);
+  EXPECT_DOUBLE_EQ(c.train.lr_gamma, 0.5);
+  std::string text = hgqt::config::to_yaml(c);
+  EXPECT_HAS(text, "lr_step_epochs: 3");
+  EXPECT_HAS(text, "lr_gamma: 0.5");
+  EXPECT_EQ(text.find("lr_restart"), std::string::npos) << text;
+  expect_same(c, parse_run_config(text, "emitted.yaml"));
+
+  // Defaults are written out.
+  c = parse_run_config(minimal("  lr_schedule: cosine_restarts\n"), "x.yaml");
+  EXPECT_EQ(c.train.lr_restart_epochs, 10);
+  EXPECT_DOUBLE_EQ(c.train.lr_restart_mult, 2.0);
+  text = hgqt::config::to_yaml(c);
+  EXPECT_HAS(text, "lr_restart_epochs: 10");
+  EXPECT_HAS(text, "lr_restart_mult: 2");
+  EXPECT_EQ(text.find("lr_gamma"), std::string::npos) << text;
+  expect_same(c, parse_run_config(text, "emitted.yaml"));
+
+  c = parse_run_config(minimal("  lr_schedule: cosine_restarts\n  lr_restart_epochs: 4\n"
+                               "  lr_restart_mult: 1.5\n"),
+                       "x.yaml");
+  EXPECT_EQ(c.train.lr_restart_epochs, 4);
+  EXPECT_DOUBLE_EQ(c.train.lr_restart_mult, 1.5);
+  // Overrides reach the new keys.
+  c = parse_run_config(minimal(), "x.yaml", {"train.lr_schedule=step", "train.lr_gamma=0.25"});
+  EXPECT_DOUBLE_EQ(c.train.lr_gamma, 0.25);
+  EXPECT_EQ(c.train.lr_step_epochs, 10);
+  // The default cosine schedule writes none of them.
+  text = hgqt::config::to_yaml(parse_run_config(minimal(), "x.yaml"));
+  EXPECT_EQ(text.find("lr_step_epochs"), std::string::npos) << text;
+  EXPECT_EQ(text.find("early_stopping"), std::string::npos) << text;
+}
+
+TEST(Config, LrScheduleKeyErrors) {
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: steps\n")), "did you mean 'step'?");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: step\n  lr_step_epochs: 0\n")),
+             "configs/x.yaml:10:19: train.lr_step_epochs: expected a positive integer, got '0'");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: step\n  lr_step_epochs: 1.5\n")),
+             "train.lr_step_epochs: expected a positive integer, got '1.5'");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: step\n  lr_gamma: 0\n")),
+             "train.lr_gamma: expected a positive number, got '0'");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: step\n  lr_gamma: 1.5\n")),
+             "configs/x.yaml:10:13: train.lr_gamma: expected a number in (0, 1], got '1.5'");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: cosine_restarts\n  lr_restart_epochs: -2\n")),
+             "train.lr_restart_epochs: expected a positive integer, got '-2'");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: cosine_restarts\n  lr_restart_mult: 0.5\n")),
+             "train.lr_restart_mult: expected a number >= 1, got '0.5'");
+  // Keys of another schedule are refused, naming the schedule they belong to.
+  EXPECT_HAS(parse_error(minimal("  lr_gamma: 0.5\n")),
+             "configs/x.yaml:9:3: train.lr_gamma: not allowed with lr_schedule cosine (only with "
+             "lr_schedule: step)");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: constant\n  lr_step_epochs: 2\n")),
+             "train.lr_step_epochs: not allowed with lr_schedule constant");
+  EXPECT_HAS(parse_error(minimal("  lr_schedule: step\n  lr_restart_mult: 2\n")),
+             "train.lr_restart_mult: not allowed with lr_schedule step (only with lr_schedule: "
+             "cosine_restarts)");
+  EXPECT_HAS(parse_error(minimal(), {"train.lr_restart_epochs=3"}),
+             "train.lr_restart_epochs: not allowed with lr_schedule cosine");
+  const std::string msg = parse_error(minimal("  lr_steps: 3\n"));
+  EXPECT_HAS(msg, "train.lr_steps: unknown key");
+}
+
+TEST(Config, EarlyStoppingParsesAndRoundTrips) {
+  RunConfig c = parse_run_config(minimal("  early_stopping: {patience: 3, min_delta: 0.01}\n"),
+                                 "x.yaml");
+  EXPECT_TRUE(c.train.early_stopping.enabled);
+  EXPECT_EQ(c.train.early_stopping.patience, 3);
+  EXPECT_DOUBLE_EQ(c.train.early_stopping.min_delta, 0.01);
+  EXPECT_EQ(c.train.early_stopping.monitor, "val_accuracy");  // cross_entropy default
+  EXPECT_FALSE(c.train.early_stopping.ebops_below.has_value());
+  std::string text = hgqt::config::to_yaml(c);
+  EXPECT_HAS(text, "early_stopping: {patience: 3, min_delta: 0.01, monitor: val_accuracy}");
+  expect_same(c, parse_run_config(text, "emitted.yaml"));
+
+  // Regression: val_loss by default; ebops_below kept.
+  c = parse_run_config(minimal("  loss: mse\n  early_stopping:\n    patience: 2\n"
+                               "    ebops_below: 1500\n"),
+                       "x.yaml");
+  EXPECT_EQ(c.train.early_stopping.monitor, "val_loss");
+  ASSERT_TRUE(c.train.early_stopping.ebops_below.has_value());
+  EXPECT_DOUBLE_EQ(*c.train.early_stopping.ebops_below, 1500);
+  text = hgqt::config::to_yaml(c);
+  EXPECT_HAS(text, "ebops_below: 1500");
+  expect_same(c, parse_run_config(text, "emitted.yaml"));
+
+  // An empty map: the defaults; a classification run may monitor the loss.
+  c = parse_run_config(minimal("  early_stopping:\n"), "x.yaml");
+  EXPECT_TRUE(c.train.early_stopping.enabled);
+  EXPECT_EQ(c.train.early_stopping.patience, 5);
+  c = parse_run_config(minimal(), "x.yaml", {"train.early_stopping.monitor=val_loss"});
+  EXPECT_TRUE(c.train.early_stopping.enabled);
+  EXPECT_EQ(c.train.early_stopping.monitor, "val_loss");
+}
+
+TEST(Config, EarlyStoppingErrors) {
+  EXPECT_HAS(parse_error(minimal("  early_stopping: {patience: 0}\n")),
+             "configs/x.yaml:9:30: train.early_stopping.patience: expected a positive integer, "
+             "got '0'");
+  EXPECT_HAS(parse_error(minimal("  early_stopping: {min_delta: -0.1}\n")),
+             "train.early_stopping.min_delta: expected a number >= 0, got '-0.1'");
+  EXPECT_HAS(parse_error(minimal("  early_stopping: {ebops_below: 0}\n")),
+             "train.early_stopping.ebops_below: expected a positive number, got '0'");
+  EXPECT_HAS(parse_error(minimal("  early_stopping: {monitor: accuracy}\n")),
+             "train.early_stopping.monitor");
+  EXPECT_HAS(parse_error(minimal("  loss: mse\n  early_stopping: {monitor: val_accuracy}\n")),
+             "train.early_stopping.monitor: expected 'val_loss' with train.loss: mse");
+  std::string msg = parse_error(minimal("  early_stopping: {patiance: 2}\n"));
+  EXPECT_HAS(msg, "train.early_stopping.patiance: unknown key");
+  EXPECT_HAS(msg, "did you mean 'patience'?");
+  EXPECT_HAS(parse_error(minimal("  early_stopping: 3\n")), "train.early_stopping");
 }

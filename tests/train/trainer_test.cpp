@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "hgqt/train/pareto.h"
 #include "hgqt/train/trainer.h"
@@ -195,4 +197,111 @@ train: {epochs: 3, batch_size: 128, lr: 0.003, beta: 1.0e-8, seed: 1}
   ASSERT_EQ(r.history.size(), 3u);
   EXPECT_LT(r.history.back().loss, r.history.front().loss);
   EXPECT_GT(r.history.back().val_accuracy, 0.7);
+}
+
+namespace {
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+int count_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) ++n;
+  return n;
+}
+}  // namespace
+
+// An accuracy gain of more than 1 is impossible: every epoch after the first uses up patience,
+// so a patience of 2 ends a 10-epoch run after epoch 3.
+TEST(Trainer, EarlyStoppingEndsARunThatStopsImproving) {
+  namespace fs = std::filesystem;
+  auto cfg = small_config(0.0, 10);
+  cfg.train.early_stopping.enabled = true;
+  cfg.train.early_stopping.patience = 2;
+  cfg.train.early_stopping.min_delta = 1.0;
+  cfg.train.early_stopping.monitor = "val_accuracy";
+  model::HGQModel m(cfg.model);
+  train::TrainOptions o;
+  o.run_dir = temp_dir("early_stop");
+  o.quiet = true;
+  auto r = train::train_model(m, cfg, blobs(512, 1), blobs(128, 2), blobs(128, 3), {}, o);
+  EXPECT_TRUE(r.stopped_early);
+  EXPECT_EQ(r.stopped_epoch, 3);
+  ASSERT_EQ(r.history.size(), 3u);
+  EXPECT_EQ(count_lines((fs::path(o.run_dir) / "metrics.jsonl").string()), 3);
+  for (const char* f : {"last.pt", "best.pt", "pareto.json", "result.json"})
+    EXPECT_TRUE(fs::exists(fs::path(o.run_dir) / f)) << f;
+  // last.pt is the last epoch run; best.pt one of the epochs run.
+  EXPECT_EQ(model::load_checkpoint((fs::path(o.run_dir) / "last.pt").string()).meta.epoch, 3);
+  EXPECT_GE(r.best.epoch, 1);
+  EXPECT_LE(r.best.epoch, 3);
+  const auto result = nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
+  EXPECT_EQ(result["stopped_early"], true);
+  EXPECT_EQ(result["stopped_epoch"], 3);
+  EXPECT_EQ(result["epochs_run"], 3);
+  EXPECT_EQ(result["early_stopping"]["best_epoch"], 1);
+  EXPECT_EQ(result["early_stopping"]["patience"], 2);
+  // The resolved config keeps the rule.
+  auto back = config::load_run_config((fs::path(o.run_dir) / "config.yaml").string());
+  EXPECT_TRUE(back.train.early_stopping.enabled);
+  EXPECT_EQ(back.train.early_stopping.patience, 2);
+}
+
+// The same setup with a step schedule that practically zeroes the lr after epoch 1: the
+// validation accuracy freezes, so a patience of 1 stops the run after epoch 2.
+TEST(Trainer, EarlyStoppingAfterTheLrDrops) {
+  auto cfg = config::parse_run_config(R"(
+model:
+  input_shape: [8]
+  layers:
+    - {type: dense, units: 16, activation: relu}
+    - {type: dense, units: 3}
+data:
+  train: {file: unused.h5, features: x, labels: y}
+train:
+  epochs: 8
+  batch_size: 64
+  lr: 0.01
+  seed: 3
+  lr_schedule: step
+  lr_step_epochs: 1
+  lr_gamma: 1.0e-12
+  early_stopping: {patience: 1}
+)", "test");
+  model::HGQModel m(cfg.model);
+  train::TrainOptions o;
+  o.run_dir = temp_dir("early_stop_lr");
+  o.quiet = true;
+  auto r = train::train_model(m, cfg, blobs(512, 1), blobs(128, 2), {}, {}, o);
+  ASSERT_GE(r.history.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.history[0].lr, 0.01);
+  EXPECT_NEAR(r.history[1].lr, 1e-14, 1e-20);
+  EXPECT_TRUE(r.stopped_early);
+  EXPECT_EQ(r.stopped_epoch, 2);
+  EXPECT_EQ(r.history.size(), 2u);
+}
+
+// With ebops_below out of reach no epoch counts, so the run goes the distance.
+TEST(Trainer, EarlyStoppingWaitsForEbopsBelow) {
+  namespace fs = std::filesystem;
+  auto cfg = small_config(0.0, 4);
+  cfg.train.early_stopping.enabled = true;
+  cfg.train.early_stopping.patience = 1;
+  cfg.train.early_stopping.min_delta = 1.0;
+  cfg.train.early_stopping.monitor = "val_accuracy";
+  cfg.train.early_stopping.ebops_below = 1e-3;
+  model::HGQModel m(cfg.model);
+  train::TrainOptions o;
+  o.run_dir = temp_dir("early_stop_ebops");
+  o.quiet = true;
+  auto r = train::train_model(m, cfg, blobs(512, 1), blobs(128, 2), {}, {}, o);
+  EXPECT_FALSE(r.stopped_early);
+  EXPECT_EQ(r.history.size(), 4u);
+  EXPECT_GT(r.history.back().ebops, 1e-3);
+  const auto result = nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
+  EXPECT_EQ(result["stopped_early"], false);
+  EXPECT_TRUE(result["stopped_epoch"].is_null());
+  EXPECT_EQ(result["epochs_run"], 4);
 }

@@ -117,6 +117,17 @@ struct BetaSchedule {
   std::vector<BetaPoint> points;  ///< linear/log: interpolated per epoch, held after the last
 };
 
+/// `train.early_stopping`: stop when the monitored validation figure has not improved for
+/// `patience` (counted) epochs.
+struct EarlyStoppingSpec {
+  bool enabled = false;   ///< true when the key is given
+  int64_t patience = 5;   ///< counted epochs without improvement before stopping
+  double min_delta = 0;   ///< an improvement must beat the best by more than this
+  std::string monitor;    ///< val_accuracy | val_loss (default by train.loss)
+  /// > 0: only epochs whose EBOPs are below this count (improve or use up patience).
+  std::optional<double> ebops_below;
+};
+
 /// The `train:` section.
 struct TrainSpec {
   int64_t epochs = 10;
@@ -125,8 +136,12 @@ struct TrainSpec {
   double lr = 1e-3;
   double momentum = 0.9;         ///< sgd
   double weight_decay = 0.0;
-  std::string lr_schedule = "cosine";  ///< cosine, constant
-  double min_lr = 0.0;                 ///< cosine floor
+  std::string lr_schedule = "cosine";  ///< cosine, constant, step, cosine_restarts
+  double min_lr = 0.0;                 ///< floor of cosine, cosine_restarts and step
+  int64_t lr_step_epochs = 10;         ///< step: multiply the lr by lr_gamma every this many epochs
+  double lr_gamma = 0.1;               ///< step: factor in (0, 1]
+  int64_t lr_restart_epochs = 10;      ///< cosine_restarts: length of the first period (epochs)
+  double lr_restart_mult = 2.0;        ///< cosine_restarts: each period is this (>= 1) times longer
   uint64_t seed = 0;
   std::string loss = "cross_entropy";  ///< cross_entropy, mse
   /// labels: fit the data set's labels; input: fit the (flattened) input itself, an autoencoder
@@ -136,6 +151,7 @@ struct TrainSpec {
   double gamma = 0.0;       ///< L1 weight on bit parameters
   int64_t threads = 0;      ///< 0: leave LibTorch's default
   std::string device = "auto";  ///< auto, cpu, cuda
+  EarlyStoppingSpec early_stopping;
 };
 
 /// A whole run configuration.
@@ -163,6 +179,15 @@ std::string to_yaml(const RunConfig& config);
 std::string model_to_yaml(const ModelSpec& model);
 /// Parses a model section emitted by model_to_yaml.
 ModelSpec parse_model_yaml(const std::string& yaml_text, const std::string& origin);
+
+/// The learning rate of optimizer step `step` (0-based, counted over the whole run) with
+/// `steps_per_epoch` steps per epoch; the trainer sets it before every step.
+/// cosine: min_lr + (lr - min_lr) (1 + cos(pi step / total)) / 2, total = steps_per_epoch * epochs
+///   (lr when total <= 1); constant: lr; step: max(min_lr, lr * lr_gamma^floor(e / lr_step_epochs))
+///   with e the whole epoch of the step; cosine_restarts: the cosine over periods of
+///   lr_restart_epochs, lr_restart_epochs * lr_restart_mult, ... epochs (fractional epoch
+///   step / steps_per_epoch), restarting at lr at the start of each period.
+double lr_at(const TrainSpec& train, int64_t step, int64_t steps_per_epoch);
 
 /// beta at a (fractional) epoch.
 double beta_at(const BetaSchedule& schedule, double epoch);

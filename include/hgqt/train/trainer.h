@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hgqt/config/config.h"
@@ -77,6 +78,34 @@ struct TrainResult {
   EvalResult test;  ///< samples == 0 when there is no test split
   double test_ebops = 0;
   AnomalyResult anomaly;  ///< train.target input: the test anomaly scores (samples == 0 otherwise)
+  bool stopped_early = false;  ///< train.early_stopping ended the run before train.epochs
+  int64_t stopped_epoch = 0;   ///< the last epoch run when stopped_early (1-based)
+};
+
+/// The train.early_stopping rule, fed one epoch at a time. An epoch counts when early stopping
+/// is enabled and (with ebops_below) its EBOPs are below ebops_below; uncounted epochs change
+/// nothing. A counted epoch improves when its figure beats the best counted one by more than
+/// min_delta (higher is better for val_accuracy, lower for val_loss; the first counted epoch
+/// always improves; a NaN never does); otherwise it uses up one unit of patience.
+class EarlyStopper {
+ public:
+  explicit EarlyStopper(config::EarlyStoppingSpec spec) : spec_(std::move(spec)) {}
+  /// Records an epoch (1-based); true when the run should stop after it.
+  bool update(int64_t epoch, double value, double ebops);
+  /// The best counted figure (NaN before any) and its epoch (0 before any).
+  double best() const { return best_; }
+  int64_t best_epoch() const { return best_epoch_; }
+  /// Counted epochs since the last improvement.
+  int64_t wait() const { return wait_; }
+  /// The line printed when stopping: epoch, monitor, best value and its epoch, patience.
+  std::string describe(int64_t epochs) const;
+
+ private:
+  config::EarlyStoppingSpec spec_;
+  double best_ = NAN;
+  int64_t best_epoch_ = 0;
+  int64_t wait_ = 0;
+  int64_t last_epoch_ = 0;
 };
 
 /// Options of a run besides the config.
