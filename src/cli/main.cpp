@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "export_cmds.h"
+#include "report_cmds.h"
 #include "hgqt/archive/archive.h"
 #include "hgqt/config/config.h"
 #include "hgqt/data/dataset.h"
@@ -174,6 +175,8 @@ int main(int argc, char** argv) {
 
   cli::ExportCommands export_cmds;
   cli::add_export_commands(app, export_cmds);
+  cli::ReportCommands report_cmds;
+  cli::add_report_commands(app, report_cmds);
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -192,6 +195,7 @@ int main(int argc, char** argv) {
     if (*doctor_cmd) return cmd_doctor();
     int rc = 0;
     if (cli::run_export_commands(export_cmds, rc)) return rc;
+    if (cli::run_report_commands(report_cmds, rc)) return rc;
     std::cout << app.help();
     return 0;
   } catch (const config::ConfigError& e) {
