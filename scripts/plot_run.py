@@ -102,6 +102,7 @@ def plot_pareto(plt, run, out):
         for e, s, ep in fr:
             ax.annotate(f"{ep}", (e, s), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
+    compact_log_labels(ax.xaxis)
     ax.set_xlabel("EBOPs")
     ax.set_ylabel(score + (" (higher is better)" if score == "val_accuracy" else " (lower is better)"))
     ax.set_title(f"{os.path.basename(os.path.normpath(run))}: {score} vs EBOPs")
@@ -109,6 +110,24 @@ def plot_pareto(plt, run, out):
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+
+
+def compact_log_labels(axis):
+    """Short tick labels on a log axis (1.2M, 500k, 3e-07): matplotlib's default minor labels
+    (1.2 x 10^6, ...) overlap when the data span less than a decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def label(v, _pos):
+        if v <= 0:
+            return ""
+        for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if v >= scale:
+                return f"{v / scale:.3g}{suffix}"
+        return f"{v:.3g}" if v >= 1 else f"{v:.0e}"
+
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    axis.set_minor_formatter(FuncFormatter(label))
 
 
 def plot_training(plt, run, out):
@@ -131,6 +150,7 @@ def plot_training(plt, run, out):
             if xs:
                 ax.plot(xs, ys, "-o", markersize=3, color="tab:green" if panel == "ebops" else "tab:purple")
                 ax.set_yscale("log")
+                compact_log_labels(ax.yaxis)
             ax.set_ylabel("EBOPs" if panel == "ebops" else "beta")
         ax.grid(True, which="both", alpha=0.3)
     axes[-1].set_xlabel("epoch")

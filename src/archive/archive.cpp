@@ -1041,6 +1041,8 @@ void write_archive(const Archive& a, const std::string& dir) {
                     {"samples", a.trace.samples},
                     {"data", a.trace.data},
                     {"exact_ebops", a.trace.exact_ebops}};
+  if (!a.trace.checkpoint.empty()) j["trace"]["checkpoint"] = a.trace.checkpoint;
+  if (a.trace.epoch >= 0) j["trace"]["epoch"] = a.trace.epoch;
   if (a.feature_mean.empty()) {
     j["preprocessing"] = nullptr;
   } else {
@@ -1195,6 +1197,8 @@ Archive read_archive(const std::string& path) {
     a.trace.traced = r.boolean(r.at(*t, "trace", "traced"), "trace.traced");
     a.trace.samples = r.integer(r.at(*t, "trace", "samples"), "trace.samples");
     a.trace.data = r.field_string(*t, "trace", "data");
+    if (const Json* v = r.find(*t, "checkpoint")) a.trace.checkpoint = r.string(*v, "trace.checkpoint");
+    if (const Json* v = r.find(*t, "epoch")) a.trace.epoch = r.integer(*v, "trace.epoch");
     a.trace.exact_ebops = r.number(r.at(*t, "trace", "exact_ebops"), "trace.exact_ebops");
   }
 

@@ -191,7 +191,8 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
     const auto r = model::trace(ck.model, x);
     const std::string out = c.out.empty() ? (fs::path(path).parent_path() / "model.hgqt").string() : c.out;
     auto a = model::to_archive(ck.model, &ck.meta, fs::path(out).stem().string());
-    a.trace = {true, r.samples, fs::path(c.data_file).filename().string(), r.exact_ebops};
+    a.trace = {true, r.samples, fs::path(c.data_file).filename().string(), r.exact_ebops,
+               fs::path(path).filename().string(), ck.meta.epoch};
     archive::write_archive(a, out);
     std::printf("trace: %lld samples of %s, %lld passes, %.1f s\n",
                 static_cast<long long>(r.samples), c.data_file.c_str(),

@@ -153,52 +153,68 @@ Front read_front(const fs::path& run, bool has_accuracy) {
   return f;
 }
 
-// exact EBOPs of a traced archive directory, or NaN.
-double traced_exact_ebops(const fs::path& archive) {
+// The trace record of an archive directory: exact EBOPs (NaN when untraced or unreadable) and
+// the epoch of the checkpoint traced (-1 when the archive does not record it).
+struct TraceRecord {
+  double exact_ebops = NAN;
+  int64_t epoch = -1;
+};
+TraceRecord trace_record(const fs::path& archive) {
+  TraceRecord rec;
   std::error_code ec;
   const fs::path mj = archive / "model.json";
-  if (!fs::is_regular_file(mj, ec)) return NAN;
+  if (!fs::is_regular_file(mj, ec)) return rec;
   try {
     std::ifstream in(mj);
     const auto j = json::parse(in);
     const auto& t = j.at("trace");
-    if (t.value("traced", false) && is_number(t, "exact_ebops"))
-      return t["exact_ebops"].get<double>();
+    if (t.value("traced", false) && is_number(t, "exact_ebops")) {
+      rec.exact_ebops = t["exact_ebops"].get<double>();
+      if (t.contains("epoch") && t["epoch"].is_number_integer()) rec.epoch = t["epoch"].get<int64_t>();
+    }
   } catch (const std::exception&) {
   }
-  return NAN;
+  return rec;
 }
 
-// Fills exact EBOPs from the traced archives the run directory records for the checkpoints:
-//  - an archive named after the checkpoint or its epoch, in the run directory or in pareto/:
-//    epoch0007.hgqt, epoch7.hgqt, e7.hgqt (`hgqt trace RUN/pareto/epoch0007.pt --out
-//    RUN/epoch0007.hgqt`);
-//  - <run>/model.hgqt, the default output of `hgqt trace RUN_DIR`, which traces best.pt: taken
-//    for result.json's best epoch when it is newer than best.pt (marked as assumed).
+// Fills exact EBOPs from the traced archives in the run directory and in pareto/:
+//  - an archive that records the epoch of the checkpoint it traced (`hgqt trace` writes
+//    trace.epoch), whatever its name;
+//  - for older archives, one named after the epoch: epoch0007.hgqt, epoch7.hgqt, e7.hgqt;
+//  - an older <run>/model.hgqt (the default output of `hgqt trace RUN_DIR`, which traces best.pt):
+//    taken for result.json's best epoch when it is newer than best.pt (marked as assumed).
 void find_exact_ebops(const fs::path& run, Front& f) {
   std::error_code ec;
   const std::regex epoch_name(R"(^e(?:poch)?0*([0-9]+)\.hgqt$)");
+  auto assign = [&](int64_t epoch, double exact, const fs::path& from, bool assumed) {
+    for (auto& r : f.rows)
+      if (r.epoch == epoch && (std::isnan(r.exact_ebops) || r.exact_assumed)) {
+        r.exact_ebops = exact;
+        r.exact_from = from.string();
+        r.exact_assumed = assumed;
+      }
+  };
   for (const fs::path& dir : {run, run / "pareto"}) {
     if (!fs::is_directory(dir, ec)) continue;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
       if (!entry.is_directory(ec)) continue;
+      const TraceRecord rec = trace_record(entry.path());
+      if (std::isnan(rec.exact_ebops)) continue;
+      if (rec.epoch >= 0) {
+        assign(rec.epoch, rec.exact_ebops, entry.path(), false);
+        continue;
+      }
       const std::string name = entry.path().filename().string();
       std::smatch m;
-      if (!std::regex_match(name, m, epoch_name)) continue;
-      const int64_t epoch = std::stoll(m[1].str());
-      const double exact = traced_exact_ebops(entry.path());
-      if (std::isnan(exact)) continue;
-      for (auto& r : f.rows)
-        if (r.epoch == epoch) {
-          r.exact_ebops = exact;
-          r.exact_from = entry.path().string();
-          r.exact_assumed = false;
-        }
+      if (std::regex_match(name, m, epoch_name))
+        assign(std::stoll(m[1].str()), rec.exact_ebops, entry.path(), false);
     }
   }
   const fs::path model = run / "model.hgqt", best = run / "best.pt", result = run / "result.json";
-  const double exact = traced_exact_ebops(model);
-  if (std::isnan(exact) || !fs::is_regular_file(best, ec) || !fs::is_regular_file(result, ec))
+  const TraceRecord rec = trace_record(model);
+  const double exact = rec.exact_ebops;
+  if (std::isnan(exact) || rec.epoch >= 0 || !fs::is_regular_file(best, ec) ||
+      !fs::is_regular_file(result, ec))
     return;
   if (fs::last_write_time(model / "model.json", ec) < fs::last_write_time(best, ec)) return;
   int64_t best_epoch = -1;

@@ -66,7 +66,7 @@ Archive small_archive() {
   a.input_shape = {4};
   a.output_shape = {2};
   a.loss = "mse";
-  a.trace = TraceInfo{true, 1000, "train.h5", 1234.5};
+  a.trace = TraceInfo{true, 1000, "train.h5", 1234.5, "epoch0007.pt", 7};
   a.feature_mean = {0.5f, -1.25f, 3.0f, 0.0f};
   a.feature_std = {1.0f, 2.0f, 0.25f, 7.5f};
   a.model_yaml = "layers:\n  - {type: dense, units: 3}\n# \"quoted\" \\ and unicode: \u00b5\n";
@@ -146,6 +146,8 @@ void expect_same(const Archive& x, const Archive& y) {
   EXPECT_EQ(x.trace.samples, y.trace.samples);
   EXPECT_EQ(x.trace.data, y.trace.data);
   EXPECT_EQ(x.trace.exact_ebops, y.trace.exact_ebops);
+  EXPECT_EQ(x.trace.checkpoint, y.trace.checkpoint);
+  EXPECT_EQ(x.trace.epoch, y.trace.epoch);
   EXPECT_EQ(x.feature_mean, y.feature_mean);
   EXPECT_EQ(x.feature_std, y.feature_std);
   EXPECT_EQ(x.model_yaml, y.model_yaml);

@@ -146,6 +146,22 @@ def test_pareto_exact_ebops_from_traced_archive(tmp_path):
     assert not (run / "pareto.png").exists()
 
 
+def test_pareto_exact_ebops_from_the_epoch_an_archive_records(tmp_path):
+    # `hgqt trace` records the traced checkpoint's epoch: the archive's name does not matter.
+    run = make_run(tmp_path, CLS_METRICS, CLS_FRONT)
+    (run / "small.hgqt").mkdir()
+    (run / "small.hgqt" / "model.json").write_text(json.dumps(
+        {"format": "hgqt-archive", "trace": {"traced": True, "samples": 10, "data": "x.h5",
+                                             "exact_ebops": 777.0, "checkpoint": "epoch0002.pt",
+                                             "epoch": 2}}))
+    r = hgqt("pareto", run, "--no-plot")
+    assert r.returncode == 0, r.stderr
+    rows = table_rows(r.stdout)
+    assert rows[2][2] == "777"  # recorded, not assumed: no '*'
+    assert rows[4][2] == "-" and rows[5][2] == "-"
+    assert str(run / "small.hgqt") in r.stdout
+
+
 def test_pareto_regression_run_and_out_option(tmp_path):
     run = make_run(tmp_path, REG_METRICS, REG_FRONT)
     out = tmp_path / "elsewhere" / "front.png"

@@ -132,6 +132,9 @@ struct TraceInfo {
   int64_t samples = 0;     ///< calibration samples
   std::string data;        ///< where they came from (file name)
   double exact_ebops = 0;  ///< after the trace
+  /// The checkpoint traced: its file name and training epoch ("" and -1 when not recorded).
+  std::string checkpoint;
+  int64_t epoch = -1;
 };
 
 /// A whole model.
