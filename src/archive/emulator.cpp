@@ -9,6 +9,11 @@
 namespace hgqt::archive {
 
 namespace {
+// Counts an overflow of quantizer q (`clipped`: its overflow changed the rounded value).
+void count_clip(EmulatorStats* stats, const QuantSpec& q, bool clipped) {
+  if (clipped && stats) ++(q.overflow == quant::OverflowMode::WRAP ? stats->wrapped : stats->saturated);
+}
+
 // Applies quantizer q to the current values: mantissas at `types[n].frac`, or the doubles of
 // `xin` before the first quantizer.
 void quantize_values(std::vector<int128>& v, const std::vector<FixedType>& types,
@@ -27,7 +32,7 @@ void quantize_values(std::vector<int128>& v, const std::vector<FixedType>& types
     } else {
       v[n] = quantize_exact(v[n], types[n].frac, q, n, &clipped);
     }
-    if (clipped && stats) ++(q.overflow == quant::OverflowMode::WRAP ? stats->wrapped : stats->saturated);
+    count_clip(stats, q, clipped);
   }
 }
 }  // namespace
@@ -107,10 +112,6 @@ void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const
       quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
       const SoftmaxTypes& s = t.softmax;
       std::vector<int64_t> e(s.n);
-      auto count_clip = [&](const QuantSpec& q, bool clipped) {
-        if (clipped && stats)
-          ++(q.overflow == quant::OverflowMode::WRAP ? stats->wrapped : stats->saturated);
-      };
       for (int64_t r = 0; r < s.rows; ++r) {
         int128* row = v.data() + r * s.n;
         const FixedType* ty = t.quantized_input.data() + r * s.n;
@@ -120,13 +121,13 @@ void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const
         for (int64_t j = 0; j < s.n; ++j) {
           bool clipped = false;
           const int128 u = quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
-          count_clip(*l.exp_input_quantizer, clipped);
+          count_clip(stats, *l.exp_input_quantizer, clipped);
           e[j] = SoftmaxTypes::entry(s.exp_table, s.exp_in, u);
           sum += e[j];
         }
         bool clipped = false;
         const int128 si = quantize_exact(sum, s.exp_out.frac, *l.inv_input_quantizer, 0, &clipped);
-        count_clip(*l.inv_input_quantizer, clipped);
+        count_clip(stats, *l.inv_input_quantizer, clipped);
         const int128 inv = SoftmaxTypes::entry(s.inv_table, s.inv_in, si);
         for (int64_t j = 0; j < s.n; ++j) row[j] = int128{e[j]} * inv;
       }

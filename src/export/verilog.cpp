@@ -248,6 +248,14 @@ class Generator {
   void emit_wire(const std::string& name, bool is_signed, int w, const std::string& expr) {
     body_ += "  wire " + range_decl(is_signed, w) + " " + name + " = " + expr + ";\n";
   }
+  /// Wire `name` of type t holding expr, as a signal.
+  Sig wire(const std::string& name, const FixedType& t, const std::string& expr) {
+    emit_wire(name, t.is_signed, t.width, expr);
+    Sig s;
+    s.name = name;
+    s.type = t;
+    return s;
+  }
   void analyze();
   const std::vector<Sig>& input(size_t li, size_t slot) const;
   std::vector<Step> plan() const;
@@ -563,11 +571,7 @@ Sig Generator::quantize(const Sig& v, const archive::QuantSpec& q, int64_t n,
   std::string expr = in_range;
   if (!under.empty()) expr = "(" + under + ") ? " + literal(lo_lim, w, false) + " : " + expr;
   if (!over.empty()) expr = "(" + over + ") ? " + literal(hi_lim, w, false) + " : " + expr;
-  emit_wire(name, out.is_signed, w, expr);
-  Sig s;
-  s.name = name;
-  s.type = out;
-  return s;
+  return wire(name, out, expr);
 }
 
 // ReLU of v into type t (which holds max(v, 0) by construction).
@@ -584,7 +588,7 @@ Sig Generator::relu(const Sig& v, const FixedType& t, const std::string& name) {
   if (v.type.is_signed)
     expr = v.name + "[" + std::to_string(v.type.width - 1) + "] ? " + literal(0, t.width, false) +
            " : " + bits;
-  emit_wire(name, false, t.width, expr);
+  emit_wire(name, false, t.width, expr);  // unsigned declaration whatever t says: max(v, 0)
   Sig s;
   s.name = name;
   s.type = t;
@@ -662,11 +666,7 @@ Sig Generator::sum_tree(std::vector<CsdNode> level, int128 konst, const std::vec
   const CsdNode& root = level[0];
   std::string e = shifted_expr(root, 0);
   if (root.neg) e = "-" + e;
-  Sig s;
-  s.name = name;
-  s.type = at;
-  emit_wire(s.name, at.is_signed, at.width, e);
-  return s;
+  return wire(name, at, e);
 }
 
 // A leaf of a sum tree: xs[j] * 2^shift (negated when `neg`).
@@ -678,6 +678,14 @@ CsdNode leaf(const std::vector<Sig>& xs, int64_t j, int shift, bool neg, const s
   n.neg = neg;
   n.coef.emplace_back(j, neg ? -pow2(shift) : pow2(shift));
   return n;
+}
+
+// The leaves of xs[j] * c * 2^shift: one per canonical signed digit of the constant c.
+void append_csd_leaves(std::vector<CsdNode>& leaves, const std::vector<Sig>& xs, int64_t j,
+                       int shift, int128 c, const std::string& what) {
+  const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
+  for (const auto& [d, digit] : naf_digits(mag))
+    leaves.push_back(leaf(xs, j, shift + d, (digit < 0) != (c < 0), what));
 }
 
 // A linear layer's accumulators in canonical signed digits: every digit of every product goes
@@ -709,9 +717,7 @@ void Generator::linear_acc_csd(size_t li) {
         konst += archive::align(checked_mul(x.value, c, what), 0, s);
         continue;
       }
-      const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
-      for (const auto& [d, digit] : naf_digits(mag))
-        leaves.push_back(leaf(cur_, j, s + d, (digit < 0) != (c < 0), what));
+      append_csd_leaves(leaves, cur_, j, s, c, what);
     }
     if (constant_accumulator(l, m.bias[o], at, leaves.empty(), konst, acc[o])) continue;
     acc[o] = sum_tree(std::move(leaves), konst, cur_, at, "t" + L + "_" + std::to_string(o) + "_",
@@ -1040,11 +1046,7 @@ Sig Generator::rom(const Sig& x, const std::vector<int64_t>& table, const FixedT
     body_ += rom_cases(fn, w, table.data(), static_cast<int64_t>(table.size()), out, "        ");
     body_ += "      endcase\n    end\n  endfunction\n";
   }
-  emit_wire(name, out.is_signed, out.width, fn + "(" + rom_index(x) + ")");
-  Sig s;
-  s.name = name;
-  s.type = out;
-  return s;
+  return wire(name, out, fn + "(" + rom_index(x) + ")");
 }
 
 // softmax (archive.h; archive::SoftmaxTypes), over rows of n elements, one step at a time. The
@@ -1237,24 +1239,14 @@ void Generator::softmax_step(const Step& st) {
           if (o_.const_mult == "csd") {
             std::vector<Sig> xs{x};
             std::vector<CsdNode> leaves;
-            const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
-            for (const auto& [d, digit] : naf_digits(mag))
-              leaves.push_back(leaf(xs, 0, d, (digit < 0) != (c < 0), what));
+            append_csd_leaves(leaves, xs, 0, 0, c, what);
             next.push_back(sum_tree(std::move(leaves), 0, xs, pt, name + "_t", name, what));
           } else {
-            emit_wire(name, pt.is_signed, pt.width, signed_view(x) + " * " + signed_literal(c));
-            Sig p;
-            p.name = name;
-            p.type = pt;
-            next.push_back(p);
+            next.push_back(wire(name, pt, signed_view(x) + " * " + signed_literal(c)));
           }
         } else {
           // the exact product at the width of its range (SoftmaxTypes::product)
-          emit_wire(name, pt.is_signed, pt.width, signed_view(e) + " * " + signed_view(r));
-          Sig p;
-          p.name = name;
-          p.type = pt;
-          next.push_back(p);
+          next.push_back(wire(name, pt, signed_view(e) + " * " + signed_view(r)));
         }
       }
       cur_.swap(next);

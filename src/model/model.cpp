@@ -42,6 +42,18 @@ std::string layer_where(const config::LayerSpec& l, size_t index) {
   if (l.line > 0) w += " (line " + std::to_string(l.line) + ")";
   return w;
 }
+
+// `o` with a config spec applied (none: unchanged); errors name `where`.
+quant::QuantizerOptions with_spec(quant::QuantizerOptions o, const config::QuantizerSpec* spec,
+                                  const std::string& where) {
+  if (!spec) return o;
+  try {
+    apply_spec(o, *spec);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(where + ": " + e.what());
+  }
+  return o;
+}
 }  // namespace
 
 quant::QuantizerOptions resolve_quantizer(Place place, std::vector<int64_t> shape,
@@ -49,13 +61,9 @@ quant::QuantizerOptions resolve_quantizer(Place place, std::vector<int64_t> shap
                                           const config::QuantizerSpec* layer_spec,
                                           const std::string& where) {
   auto o = quant::default_quantizer_options(place, shape);
-  try {
-    auto it = model.defaults.find(place_key(place));
-    if (it != model.defaults.end()) apply_spec(o, it->second);
-    if (layer_spec) apply_spec(o, *layer_spec);
-  } catch (const std::invalid_argument& e) {
-    throw ConfigError(where + ": " + e.what());
-  }
+  auto it = model.defaults.find(place_key(place));
+  if (it != model.defaults.end()) o = with_spec(o, &it->second, where);
+  o = with_spec(o, layer_spec, where);
   o.shape(std::move(shape));
   return o;
 }
@@ -233,14 +241,7 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         o.input_quantizer(resolve(Place::Datalane, shape, "input"));
         // The stage and output quantizers start from their own defaults, not the datalane ones.
         auto own = [&](quant::QuantizerOptions so, const char* role) {
-          if (const config::QuantizerSpec* spec = q(role)) {
-            try {
-              apply_spec(so, *spec);
-            } catch (const std::invalid_argument& err) {
-              throw ConfigError(qwhere(role) + ": " + err.what());
-            }
-          }
-          return so;
+          return with_spec(std::move(so), q(role), qwhere(role));
         };
         auto stage = [&](nn::SoftmaxStage s, const char* role) {
           return own(nn::softmax_stage_defaults(s, shape.back()), role);

@@ -60,12 +60,6 @@ torch::Tensor conv_cf(torch::Tensor x, const torch::Tensor& w_torch, const torch
 }
 }  // namespace
 
-std::string shape_string(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t n = 0; n < s.size(); ++n) out += (n ? ", " : "") + std::to_string(s[n]);
-  return out + "]";
-}
-
 ConvGeometry conv_geometry(const std::vector<int64_t>& in, const std::vector<int64_t>& k,
                            const std::vector<int64_t>& s, const std::string& padding) {
   if (k.size() != in.size() || s.size() != in.size())

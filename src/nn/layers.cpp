@@ -55,14 +55,11 @@ QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Pla
   return o;
 }
 
-namespace {
-
-std::string shape_str(const std::vector<int64_t>& s) {
+std::string shape_string(const std::vector<int64_t>& s) {
   std::string out = "[";
   for (size_t n = 0; n < s.size(); ++n) out += (n ? ", " : "") + std::to_string(s[n]);
   return out + "]";
 }
-}  // namespace
 
 // ------------------------------------------------------------------------- QDense
 QDenseImpl::QDenseImpl(QDenseOptions options_) : options(std::move(options_)) { reset(); }
@@ -117,7 +114,7 @@ std::vector<NamedQuantizer> QDenseImpl::quantizers() const {
 std::vector<int64_t> QDenseImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in.size() != 1 || in[0] != options.in_features())
     throw std::invalid_argument("dense layer expects per-sample input [" +
-                                std::to_string(options.in_features()) + "], got " + shape_str(in) +
+                                std::to_string(options.in_features()) + "], got " + shape_string(in) +
                                 (in.size() > 1 ? " (add a flatten layer before it)" : ""));
   return {options.out_features()};
 }
@@ -139,8 +136,8 @@ std::vector<NamedQuantizer> QActivationImpl::quantizers() const { return {{"outp
 
 std::vector<int64_t> QActivationImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in != options.shape())
-    throw std::invalid_argument("activation layer built for " + shape_str(options.shape()) +
-                                " got " + shape_str(in));
+    throw std::invalid_argument("activation layer built for " + shape_string(options.shape()) +
+                                " got " + shape_string(in));
   return in;
 }
 
@@ -167,8 +164,8 @@ std::vector<NamedQuantizer> QuantizeImpl::quantizers() const { return {{"input",
 
 std::vector<int64_t> QuantizeImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in != options.shape())
-    throw std::invalid_argument("quantize layer built for " + shape_str(options.shape()) +
-                                " got " + shape_str(in));
+    throw std::invalid_argument("quantize layer built for " + shape_string(options.shape()) +
+                                " got " + shape_string(in));
   return in;
 }
 

@@ -28,11 +28,6 @@ std::map<std::string, LutFunction>& registry() {
   return r;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t n = 0; n < s.size(); ++n) out += (n ? ", " : "") + std::to_string(s[n]);
-  return out + "]";
-}
 }  // namespace
 
 void register_lut_function(const std::string& name, LutFunction fn) {
@@ -69,7 +64,7 @@ void QUnaryLUTImpl::reset() {
 }
 
 void QUnaryLUTImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::QUnaryLUT(" << options.function() << ", " << shape_str(options.shape()) << ")";
+  s << "hgqt::QUnaryLUT(" << options.function() << ", " << shape_string(options.shape()) << ")";
 }
 
 torch::Tensor QUnaryLUTImpl::forward(const torch::Tensor& x) { return oq->forward(fn(iq->forward(x))); }
@@ -80,8 +75,8 @@ std::vector<NamedQuantizer> QUnaryLUTImpl::quantizers() const {
 
 std::vector<int64_t> QUnaryLUTImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in != options.shape())
-    throw std::invalid_argument("lut layer built for " + shape_str(options.shape()) + " got " +
-                                shape_str(in));
+    throw std::invalid_argument("lut layer built for " + shape_string(options.shape()) + " got " +
+                                shape_string(in));
   return in;
 }
 

@@ -13,11 +13,6 @@ using quant::QuantizerOptions;
 using quant::RoundingMode;
 
 namespace {
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t n = 0; n < s.size(); ++n) out += (n ? ", " : "") + std::to_string(s[n]);
-  return out + "]";
-}
 
 const char* stage_name(SoftmaxStage s) {
   switch (s) {
@@ -67,7 +62,7 @@ QSoftmaxImpl::QSoftmaxImpl(QSoftmaxOptions options_) : options(std::move(options
 void QSoftmaxImpl::reset() {
   const auto& shape = options.shape();
   if (shape.empty() || shape.back() < 1)
-    throw std::invalid_argument("softmax: the input shape " + shape_str(shape) +
+    throw std::invalid_argument("softmax: the input shape " + shape_string(shape) +
                                 " has no last axis to take the softmax over");
   const int64_t n = shape.back();
   std::vector<int64_t> row_shape = shape;
@@ -93,7 +88,7 @@ void QSoftmaxImpl::reset() {
 }
 
 void QSoftmaxImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::QSoftmax(" << shape_str(options.shape()) << ")";
+  s << "hgqt::QSoftmax(" << shape_string(options.shape()) << ")";
 }
 
 torch::Tensor QSoftmaxImpl::forward(const torch::Tensor& x_in) {
@@ -118,8 +113,8 @@ std::vector<NamedQuantizer> QSoftmaxImpl::quantizers() const {
 
 std::vector<int64_t> QSoftmaxImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in != options.shape())
-    throw std::invalid_argument("softmax layer built for " + shape_str(options.shape()) + " got " +
-                                shape_str(in));
+    throw std::invalid_argument("softmax layer built for " + shape_string(options.shape()) + " got " +
+                                shape_string(in));
   return in;
 }
 

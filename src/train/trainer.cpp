@@ -49,13 +49,14 @@ EvalResult evaluate(model::HGQModel& model, const data::TensorSplit& split, cons
   model->eval();
   const auto device = model->parameters().front().device();
   double loss_sum = 0;
+  const bool probabilities = model->outputs_probabilities();
   int64_t correct = 0;
   for (int64_t s = 0; s < r.samples; s += batch_size) {
     const int64_t e = std::min(r.samples, s + batch_size);
     auto xb = split.x.slice(0, s, e).to(device);
     auto yb = split.y.slice(0, s, e).to(device);
     auto out = model->forward(xb);
-    loss_sum += task_loss(out, yb, loss, model->outputs_probabilities()).item<double>() * static_cast<double>(e - s);
+    loss_sum += task_loss(out, yb, loss, probabilities).item<double>() * static_cast<double>(e - s);
     if (loss == "cross_entropy") correct += (out.argmax(1) == yb).sum().item<int64_t>();
   }
   model->train(was_training);
@@ -285,6 +286,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   const int64_t n = train_split.size();
   const int64_t bs = std::min(t.batch_size, n);
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
+  const bool probabilities = model->outputs_probabilities();  // the model ends in a softmax
   auto gen = at::detail::createCPUGenerator(t.seed);
 
   TrainResult result;
@@ -317,7 +319,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       lr = config::lr_at(t, global_step, steps_per_epoch);
       set_lr(*optimizer, lr);
       auto out = model->forward(xb);
-      auto task = task_loss(out, yb, t.loss, model->outputs_probabilities());
+      auto task = task_loss(out, yb, t.loss, probabilities);
       auto loss = task;
       if (beta > 0) loss = loss + beta * model->ebops();
       if (t.gamma > 0) loss = loss + t.gamma * model->bits_l1();

@@ -252,24 +252,13 @@ TEST(Trainer, EarlyStoppingEndsARunThatStopsImproving) {
 // The same setup with a step schedule that practically zeroes the lr after epoch 1: the
 // validation accuracy freezes, so a patience of 1 stops the run after epoch 2.
 TEST(Trainer, EarlyStoppingAfterTheLrDrops) {
-  auto cfg = config::parse_run_config(R"(
-model:
-  input_shape: [8]
-  layers:
-    - {type: dense, units: 16, activation: relu}
-    - {type: dense, units: 3}
-data:
-  train: {file: unused.h5, features: x, labels: y}
-train:
-  epochs: 8
-  batch_size: 64
-  lr: 0.01
-  seed: 3
-  lr_schedule: step
-  lr_step_epochs: 1
-  lr_gamma: 1.0e-12
-  early_stopping: {patience: 1}
-)", "test");
+  auto cfg = small_config(0.0, 8);
+  cfg.train.lr_schedule = "step";
+  cfg.train.lr_step_epochs = 1;
+  cfg.train.lr_gamma = 1.0e-12;
+  cfg.train.early_stopping.enabled = true;
+  cfg.train.early_stopping.patience = 1;
+  cfg.train.early_stopping.monitor = "val_accuracy";
   model::HGQModel m(cfg.model);
   train::TrainOptions o;
   o.run_dir = temp_dir("early_stop_lr");

@@ -75,8 +75,6 @@ std::vector<int64_t> conv_pad_before(const std::string& layer,
 /// One bias add per output element: mean(b_bias) * n_outputs.
 torch::Tensor bias_ebops(const torch::Tensor& b_bias, int64_t n_outputs);
 
-/// "[a, b, c]" for error messages.
-std::string shape_string(const std::vector<int64_t>& s);
 
 // ------------------------------------------------------------------------- QConv1d / QConv2d
 

@@ -53,6 +53,9 @@ quant::QuantizerOptions quantizer_for(const std::optional<quant::QuantizerOption
 /// +-sqrt(6 / (fan_in + fan_out)) with fan_in = prod(K) * in, fan_out = prod(K) * out.
 torch::Tensor glorot_uniform(const std::vector<int64_t>& kernel_shape);
 
+/// "[2, 3]": a shape for messages and pretty_print.
+std::string shape_string(const std::vector<int64_t>& s);
+
 /// Activation functions available to layers.
 enum class Activation { Linear, ReLU };
 Activation parse_activation(const std::string& s);  ///< throws std::invalid_argument
