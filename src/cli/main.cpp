@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -15,6 +16,7 @@
 #include "hgqt/data/dataset.h"
 #include "hgqt/model/checkpoint.h"
 #include "hgqt/model/summary.h"
+#include "hgqt/train/distill.h"
 #include "hgqt/train/trainer.h"
 #include "hgqt/util/blas_info.h"
 
@@ -77,19 +79,100 @@ void print_result(const train::TrainResult& r, const std::string& run_dir) {
               run_dir.c_str());
 }
 
+// Ctrl-C (SIGINT) or SIGTERM during training: the trainer saves resume.pt before the next step
+// and returns. A second signal ends the process at once (the default action).
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  std::signal(sig, SIG_DFL);
+}
+
 int cmd_train(const std::string& config_path, const std::vector<std::string>& sets,
-              std::string out, bool overwrite, bool quiet) {
-  auto cfg = config::load_run_config(config_path, sets);
+              std::string out, bool overwrite, bool quiet, const std::string& resume_dir) {
+  if (!resume_dir.empty() && !config_path.empty())
+    throw std::runtime_error("give either a config or --resume RUN_DIR (a resumed run uses the "
+                             "run's own config), not both");
+  if (!resume_dir.empty() && (!sets.empty() || !out.empty() || overwrite))
+    throw std::runtime_error("--resume continues a run exactly: --set, --out and --overwrite "
+                             "do not apply");
+  if (resume_dir.empty() && config_path.empty())
+    throw std::runtime_error("hgqt train needs a config file (or --resume RUN_DIR)");
+  config::RunConfig cfg =
+      resume_dir.empty() ? config::load_run_config(config_path, sets) : train::resume_config(resume_dir);
+  if (!resume_dir.empty()) out = resume_dir;
   if (out.empty()) out = (fs::path("runs") / cfg.name).string();
-  if (fs::exists(fs::path(out) / "last.pt") && !overwrite)
+  if (resume_dir.empty() && fs::exists(fs::path(out) / "last.pt") && !overwrite)
     throw std::runtime_error("run directory '" + out +
-                             "' already holds a run; choose another --out or pass --overwrite");
+                             "' already holds a run; choose another --out, pass --overwrite, or "
+                             "continue it with hgqt train --resume " + out);
   std::printf("%s\nBLAS: %s\n", version_text().c_str(), blas_line().c_str());
   train::TrainOptions opt;
   opt.run_dir = out;
   opt.quiet = quiet;
+  opt.resume = !resume_dir.empty();
+  opt.interrupted = [] { return g_stop_signal != 0; };
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
   auto result = train::train(cfg, opt);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  if (result.interrupted) {
+    std::printf("\ninterrupted (%s) in epoch %lld at step %lld/%lld: saved %s\n"
+                "continue with: hgqt train --resume %s\n",
+                g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C",
+                static_cast<long long>(result.interrupted_epoch),
+                static_cast<long long>(result.interrupted_step),
+                static_cast<long long>(result.steps_per_epoch),
+                train::resume_path(out).c_str(), out.c_str());
+    return 130;
+  }
   print_result(result, out);
+  return 0;
+}
+
+// hgqt distill-targets: a teacher's outputs (or reconstruction errors) on data sets of an HDF5
+// file, added as <features><suffix>. The file is copied, extended and renamed into place, so an
+// interrupted run leaves the original intact.
+int cmd_distill_targets(const std::string& teacher_path, const std::string& file,
+                        const std::vector<std::string>& feature_sets, std::string out,
+                        const std::string& target, const std::string& suffix) {
+  if (out.empty()) out = file;
+  if (!fs::is_regular_file(file)) throw data::DataError("'" + file + "': no such data file");
+  auto teacher = train::Teacher::load(teacher_path);
+  config::DistillationSpec spec;
+  spec.target = target;
+  const auto present = data::list_h5_datasets(file);
+  std::vector<std::pair<std::string, data::Array>> results;
+  for (const auto& name : feature_sets) {
+    const std::string dest = name + suffix;
+    if (std::find(present.begin(), present.end(), dest) != present.end())
+      throw data::DataError("'" + file + "' already holds a data set '" + dest +
+                            "'; choose another --suffix or --out");
+    const auto x = data::read_h5_array(file, name);
+    auto t = torch::from_blob(const_cast<float*>(x.values.data()), x.shape, torch::kFloat);
+    const auto start = std::chrono::steady_clock::now();
+    auto y = train::teacher_targets(teacher, t, spec).contiguous();
+    data::Array a;
+    a.shape = {y.size(0), y.size(1)};
+    a.values.assign(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
+    std::printf("%s: %s [%lld, %lld] from %s (%.1fs)\n", teacher.description().c_str(),
+                dest.c_str(), static_cast<long long>(a.shape[0]),
+                static_cast<long long>(a.shape[1]), name.c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    results.emplace_back(dest, std::move(a));
+  }
+  const std::string tmp = out + ".distill.tmp";
+  fs::copy_file(file, tmp, fs::copy_options::overwrite_existing);
+  try {
+    for (const auto& [name, a] : results) data::write_h5_array(tmp, name, a);
+    fs::rename(tmp, out);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  std::printf("wrote %s; use it as data.<split>.teacher with train.distillation (no teacher key)\n",
+              out.c_str());
   return 0;
 }
 
@@ -147,8 +230,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets;
   bool overwrite = false, quiet = false;
 
+  std::string resume_dir;
   auto* train_cmd = app.add_subcommand("train", "Train the model of a YAML config");
-  train_cmd->add_option("config", config_path, "Config file (YAML)")->required();
+  train_cmd->add_option("config", config_path, "Config file (YAML)");
+  train_cmd->add_option("--resume", resume_dir,
+                        "Continue the run in RUN_DIR exactly where it stopped (its resume.pt)");
   train_cmd->add_option("--set", sets, "Override a config key: key.path=value (repeatable)");
   train_cmd->add_option("--out", out, "Run directory (default runs/<name>)");
   train_cmd->add_flag("--overwrite", overwrite, "Replace an existing run in the run directory");
@@ -173,6 +259,19 @@ int main(int argc, char** argv) {
 
   auto* doctor_cmd = app.add_subcommand("doctor", "Report LibTorch, BLAS, threads and data");
 
+  std::string kd_teacher, kd_data, kd_out, kd_target = "output", kd_suffix = "_teacher";
+  std::vector<std::string> kd_features;
+  auto* kd_cmd = app.add_subcommand(
+      "distill-targets", "Precompute a teacher's outputs on HDF5 data sets (for train.distillation)");
+  kd_cmd->add_option("teacher", kd_teacher, "TorchScript file, hgqt checkpoint or run directory")
+      ->required();
+  kd_cmd->add_option("--data", kd_data, "HDF5 data file")->required();
+  kd_cmd->add_option("--features", kd_features, "Data set(s) of features (repeatable)")->required();
+  kd_cmd->add_option("--out", kd_out, "Output HDF5 file (default: the data file, replaced atomically)");
+  kd_cmd->add_option("--target", kd_target, "output | reconstruction_error")
+      ->check(CLI::IsMember({"output", "reconstruction_error"}));
+  kd_cmd->add_option("--suffix", kd_suffix, "Name of each new data set: <features><suffix>");
+
   cli::ExportCommands export_cmds;
   cli::add_export_commands(app, export_cmds);
   cli::ReportCommands report_cmds;
@@ -184,7 +283,9 @@ int main(int argc, char** argv) {
       std::printf("%s\nBLAS: %s\n", version_text().c_str(), blas_line().c_str());
       return 0;
     }
-    if (*train_cmd) return cmd_train(config_path, sets, out, overwrite, quiet);
+    if (*train_cmd) return cmd_train(config_path, sets, out, overwrite, quiet, resume_dir);
+    if (*kd_cmd)
+      return cmd_distill_targets(kd_teacher, kd_data, kd_features, kd_out, kd_target, kd_suffix);
     if (*eval_cmd) return cmd_eval(target, data_file, features, labels);
     if (*summary_cmd) return cmd_summary(target);
     if (*fmnist) {

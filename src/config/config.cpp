@@ -41,13 +41,20 @@ const Keys kQuantizerKeys = {"param", "k",        "b",           "i",       "f",
 const Keys kDataKeys = {"format",           "train",      "validation",  "test",
                         "validation_split", "test_split", "standardize", "split_seed",
                         "feature_names",    "classes",    "anomaly_classes"};
-const Keys kSourceKeys = {"file", "features", "labels"};
+const Keys kSourceKeys = {"file", "features", "labels", "teacher"};
 const Keys kTrainKeys = {"epochs",       "batch_size",  "optimizer", "lr",    "momentum",
                          "weight_decay", "lr_schedule", "min_lr",    "seed",  "loss",
                          "target",       "beta",        "gamma",     "threads", "device",
                          "lr_step_epochs", "lr_gamma", "lr_restart_epochs", "lr_restart_mult",
-                         "early_stopping"};
+                         "early_stopping", "distillation"};
+const Keys kDistillationKeys = {"teacher", "alpha", "temperature", "loss",
+                                "huber_delta", "target", "teacher_outputs"};
+const Keys kDistillLosses = {"kl", "mse", "huber"};
+const Keys kDistillTargets = {"output", "reconstruction_error"};
+const Keys kTeacherOutputs = {"logits", "probabilities"};
 const Keys kBetaKeys = {"kind", "value", "points"};
+const Keys kBetaPIDKeys = {"kind", "target_ebops", "init", "p", "i", "d", "warmup_epochs",
+                           "interval_steps", "min", "max"};
 const Keys kEarlyStoppingKeys = {"patience", "min_delta", "monitor", "ebops_below"};
 const Keys kMonitors = {"val_accuracy", "val_loss"};
 
@@ -71,7 +78,7 @@ const Keys kOptimizers = {"adam", "sgd"};
 const Keys kLrSchedules = {"cosine", "constant", "step", "cosine_restarts"};
 const Keys kLosses = {"cross_entropy", "mse"};
 const Keys kTargets = {"labels", "input"};
-const Keys kBetaKinds = {"constant", "linear", "log"};
+const Keys kBetaKinds = {"constant", "linear", "log", "pid"};
 const Keys kDevices = {"auto", "cpu", "cuda"};
 
 // Quantizer roles by layer type (YAML key = role + "_quantizer").
@@ -154,11 +161,19 @@ const Schema& root_schema() {
     }
     return s;
   }();
-  static const Schema beta{
-      Schema::kMap, {{"kind", &scalar}, {"value", &scalar}, {"points", &pair_list}}, nullptr, true};
+  static const Schema beta = [] {
+    Schema s{Schema::kMap, {{"value", &scalar}, {"points", &pair_list}}, nullptr, true};
+    for (const auto& k : kBetaPIDKeys) s.fields.emplace_back(k, &scalar);
+    return s;
+  }();
   static const Schema early_stopping = [] {
     Schema s{Schema::kMap, {}, nullptr, false};
     for (const auto& k : kEarlyStoppingKeys) s.fields.emplace_back(k, &scalar);
+    return s;
+  }();
+  static const Schema distillation = [] {
+    Schema s{Schema::kMap, {}, nullptr, false};
+    for (const auto& k : kDistillationKeys) s.fields.emplace_back(k, &scalar);
     return s;
   }();
   static const Schema train = [] {
@@ -166,6 +181,7 @@ const Schema& root_schema() {
     for (const auto& k : kTrainKeys)
       s.fields.emplace_back(k, k == "beta"             ? &beta
                                : k == "early_stopping" ? &early_stopping
+                               : k == "distillation"   ? &distillation
                                                        : &scalar);
     return s;
   }();
@@ -547,6 +563,9 @@ SplitSource read_source(const YamlSource& src, const YAML::Node& node, const std
     }
     (std::string(key) == "features" ? s.features : s.labels) = value;
   }
+  s.teacher = m.string_or("teacher", "");
+  if (m.has("teacher") && s.teacher.empty())
+    src.fail_expected(m.get("teacher"), m.path_of("teacher"), "a non-empty HDF5 data set name");
   return s;
 }
 
@@ -629,10 +648,34 @@ DataSpec read_data(const YamlSource& src, const YAML::Node& node, const std::str
   return d;
 }
 
+BetaSchedule read_beta_pid(const YamlSource& src, const YAML::Node& node, const std::string& path) {
+  MapReader m(src, node, path, kBetaPIDKeys);
+  BetaSchedule b;
+  b.kind = "pid";
+  BetaPIDSpec& c = b.pid;
+  c.target_ebops = read_number_min(src, m.require("target_ebops", "a positive number"),
+                                   m.path_of("target_ebops"), 0, true);
+  c.init = m.number_or("init", c.init, 0, true);
+  c.p = m.number_or("p", c.p, 0, false);
+  c.i = m.number_or("i", c.i, 0, true);
+  c.d = m.number_or("d", c.d, 0, false);
+  c.warmup_epochs = m.int_or("warmup_epochs", c.warmup_epochs, 0, kMaxInt);
+  c.interval_steps = m.int_or("interval_steps", c.interval_steps, 0, kMaxInt);
+  c.min = m.number_or("min", c.min, 0, false);
+  c.max = m.number_or("max", c.max, 0, true);
+  if (!(c.min <= c.init && c.init <= c.max)) {
+    std::ostringstream os;
+    os << "expected min <= init <= max, got min " << c.min << ", init " << c.init << ", max "
+       << c.max;
+    src.fail(node, path, os.str());
+  }
+  return b;
+}
+
 BetaSchedule read_beta(const YamlSource& src, const YAML::Node& node, const std::string& path) {
   const std::string expected =
       "a number >= 0 or a map {kind: constant|linear|log, value: x | points: [[epoch, beta], "
-      "...]}";
+      "...]} or {kind: pid, target_ebops: x, ...}";
   BetaSchedule b;
   if (node.IsScalar()) {
     b.kind = "constant";
@@ -640,9 +683,10 @@ BetaSchedule read_beta(const YamlSource& src, const YAML::Node& node, const std:
     return b;
   }
   if (!node.IsMap()) src.fail_expected(node, path, expected);
+  if (node["kind"].IsScalar() && node["kind"].Scalar() == "pid") return read_beta_pid(src, node, path);
   MapReader m(src, node, path, kBetaKeys);
-  b.kind = read_enum(src, m.require("kind", "one of constant, linear, log"), m.path_of("kind"),
-                     kBetaKinds);
+  b.kind = read_enum(src, m.require("kind", "one of constant, linear, log, pid"),
+                     m.path_of("kind"), kBetaKinds);
   if (b.kind == "constant") {
     m.forbid("points", "for kind constant (use kind linear or log)");
     b.value =
@@ -690,6 +734,41 @@ EarlyStoppingSpec read_early_stopping(const YamlSource& src, const YAML::Node& n
     e.ebops_below =
         read_number_min(src, m.get("ebops_below"), m.path_of("ebops_below"), 0, true);
   return e;
+}
+
+DistillationSpec read_distillation(const YamlSource& src, const YAML::Node& node,
+                                   const std::string& path, const std::string& loss) {
+  MapReader m(src, node, path, kDistillationKeys, /*null_is_empty=*/true);
+  DistillationSpec d;
+  d.enabled = true;
+  d.teacher = m.string_or("teacher", "");
+  if (m.has("teacher") && d.teacher.empty())
+    src.fail_expected(m.get("teacher"), m.path_of("teacher"),
+                      "a non-empty path (TorchScript file, hgqt checkpoint or run directory)");
+  d.target = m.enum_or("target", kDistillTargets, d.target);
+  const bool classification = loss == "cross_entropy";
+  const bool score = d.target == "reconstruction_error";
+  d.alpha = m.number_or("alpha", score ? 0.0 : d.alpha, 0, false);
+  if (d.alpha > 1) src.fail_expected(m.get("alpha"), m.path_of("alpha"), "a number in [0, 1]");
+  if (score && d.alpha != 0)
+    src.fail(m.get("alpha"), m.path_of("alpha"),
+             "expected 0 with target: reconstruction_error (the teacher's score is the only "
+             "target; there are no true scores), got '" + m.get("alpha").Scalar() + "'");
+  if (score && classification)
+    src.fail(node, path,
+             "target: reconstruction_error regresses a score: it needs train.loss: mse");
+  d.loss = m.enum_or("loss", kDistillLosses, classification ? "kl" : "mse");
+  if (d.loss == "kl" && !classification)
+    src.fail(m.get("loss"), m.path_of("loss"),
+             "expected mse or huber with train.loss: " + loss +
+                 " (kl compares class distributions), got 'kl'");
+  d.temperature = m.number_or("temperature", d.temperature, 0, true);
+  if (d.loss != "kl") m.forbid("temperature", "with loss " + d.loss + " (only with loss: kl)");
+  d.huber_delta = m.number_or("huber_delta", d.huber_delta, 0, true);
+  if (d.loss != "huber") m.forbid("huber_delta", "with loss " + d.loss + " (only with loss: huber)");
+  d.teacher_outputs = m.enum_or("teacher_outputs", kTeacherOutputs, d.teacher_outputs);
+  if (d.loss != "kl") m.forbid("teacher_outputs", "with loss " + d.loss + " (only with loss: kl)");
+  return d;
 }
 
 TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::string& path) {
@@ -741,6 +820,14 @@ TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::s
   if (m.has("early_stopping"))
     t.early_stopping =
         read_early_stopping(src, m.get("early_stopping"), m.path_of("early_stopping"), t.loss);
+  if (m.has("distillation")) {
+    if (t.target == "input")
+      src.fail(m.get("distillation"), m.path_of("distillation"),
+               "not allowed with train.target: input (an autoencoder learns its input, not a "
+               "teacher)");
+    t.distillation =
+        read_distillation(src, m.get("distillation"), m.path_of("distillation"), t.loss);
+  }
   return t;
 }
 
@@ -757,10 +844,13 @@ RunConfig read_run_config(const YamlSource& src, const YAML::Node& root) {
   c.data = read_data(src, m.require("data", "a map with keys format, train, ..."), "data");
   TrainSpec defaults;
   c.train = m.has("train") ? read_train(src, m.get("train"), "train") : defaults;
-  if (!c.data.anomaly_classes.empty() && c.train.target != "input") {
+  const bool score_student =
+      c.train.distillation.enabled && c.train.distillation.target == "reconstruction_error";
+  if (!c.data.anomaly_classes.empty() && c.train.target != "input" && !score_student) {
     const YAML::Node list = m.get("data")["anomaly_classes"];
     src.fail(list, "data.anomaly_classes",
-             "only used with train.target: input (the anomaly score of an autoencoder), but "
+             "only used with train.target: input (the anomaly score of an autoencoder) or a "
+             "distilled score (train.distillation.target: reconstruction_error), but "
              "train.target is '" + c.train.target + "'");
   }
   return c;
@@ -879,13 +969,23 @@ void emit_source(YAML::Emitter& out, const std::string& key, const SplitSource& 
   out << YAML::Key << "file" << YAML::Value << s.file;
   if (!s.features.empty()) out << YAML::Key << "features" << YAML::Value << s.features;
   if (!s.labels.empty()) out << YAML::Key << "labels" << YAML::Value << s.labels;
+  if (!s.teacher.empty()) out << YAML::Key << "teacher" << YAML::Value << s.teacher;
   out << YAML::EndMap;
 }
 
 void emit_beta(YAML::Emitter& out, const BetaSchedule& b) {
   out << YAML::Flow << YAML::BeginMap;
   out << YAML::Key << "kind" << YAML::Value << b.kind;
-  if (b.kind == "constant") {
+  if (b.kind == "pid") {
+    const BetaPIDSpec& c = b.pid;
+    for (const auto& [k, v] : {std::pair<const char*, double>{"target_ebops", c.target_ebops},
+                               {"init", c.init}, {"p", c.p}, {"i", c.i}, {"d", c.d}})
+      out << YAML::Key << k << YAML::Value << format_double(v);
+    out << YAML::Key << "warmup_epochs" << YAML::Value << c.warmup_epochs;
+    out << YAML::Key << "interval_steps" << YAML::Value << c.interval_steps;
+    out << YAML::Key << "min" << YAML::Value << format_double(c.min);
+    out << YAML::Key << "max" << YAML::Value << format_double(c.max);
+  } else if (b.kind == "constant") {
     out << YAML::Key << "value" << YAML::Value << format_double(b.value);
   } else {
     out << YAML::Key << "points" << YAML::Value << YAML::BeginSeq;
@@ -1025,6 +1125,18 @@ std::string to_yaml(const RunConfig& c) {
     if (e.ebops_below) emit_kv(out, "ebops_below", format_double(*e.ebops_below));
     out << YAML::EndMap;
   }
+  if (t.distillation.enabled) {
+    const DistillationSpec& d = t.distillation;
+    out << YAML::Key << "distillation" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    if (!d.teacher.empty()) emit_kv(out, "teacher", d.teacher);
+    emit_kv(out, "alpha", format_double(d.alpha));
+    emit_kv(out, "loss", d.loss);
+    if (d.loss == "kl") emit_kv(out, "temperature", format_double(d.temperature));
+    if (d.loss == "kl") emit_kv(out, "teacher_outputs", d.teacher_outputs);
+    if (d.loss == "huber") emit_kv(out, "huber_delta", format_double(d.huber_delta));
+    emit_kv(out, "target", d.target);
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
 
   out << YAML::EndMap;
@@ -1064,6 +1176,7 @@ double lr_at(const TrainSpec& t, int64_t step, int64_t steps_per_epoch) {
 }
 
 double beta_at(const BetaSchedule& schedule, double epoch) {
+  if (schedule.kind == "pid") return schedule.pid.init;
   if (schedule.kind == "constant" || schedule.points.empty()) return schedule.value;
   const std::vector<BetaPoint>& p = schedule.points;
   if (epoch <= p.front().epoch) return p.front().value;

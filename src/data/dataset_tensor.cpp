@@ -54,6 +54,11 @@ TensorSplit to_tensors(const Dataset& d, const std::vector<int64_t>& input_shape
                       " values per sample but the model has " + std::to_string(outputs) + " outputs");
   }
   t.y = y;
+  if (!d.teacher.shape.empty())
+    t.teacher = torch::from_blob(const_cast<float*>(d.teacher.values.data()), d.teacher.shape,
+                                 torch::kFloat)
+                    .reshape({d.size(), -1})
+                    .clone();
   return t;
 }
 

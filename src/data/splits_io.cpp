@@ -50,6 +50,7 @@ Dataset take_rows(const Dataset& d, const std::vector<int64_t>& rows) {
   Dataset out;
   out.x = take_rows(d.x, rows);
   out.y = take_rows(d.y, rows);
+  if (!d.teacher.shape.empty()) out.teacher = take_rows(d.teacher, rows);
   out.feature_names = d.feature_names;
   return out;
 }
@@ -244,6 +245,14 @@ Splits load_splits(const config::DataSpec& spec, const std::string& base_dir) {
       throw DataError(quote(file) + ": data sets " + quote(fx) + " (" + std::to_string(d.x.rows()) +
                       " rows) and " + quote(fy) + " (" + std::to_string(d.y.rows()) +
                       " rows) must have the same number of rows");
+    if (!src.teacher.empty()) {
+      d.teacher = read_h5_array(file, src.teacher);
+      if (d.teacher.rows() != d.x.rows())
+        throw DataError(quote(file) + ": the teacher outputs " + quote(src.teacher) + " (data." +
+                        split + ".teacher, " + std::to_string(d.teacher.rows()) +
+                        " rows) must have one row per sample of " + quote(fx) + " (" +
+                        std::to_string(d.x.rows()) + " rows)");
+    }
     return d;
   };
 

@@ -16,7 +16,8 @@ constexpr const char* kSpecKey = "hgqt_model_spec";
 constexpr int kFormatVersion = 1;
 }  // namespace
 
-void save_checkpoint(const std::string& path, HGQModel& model, const CheckpointMeta& meta) {
+void save_checkpoint(const std::string& path, HGQModel& model, const CheckpointMeta& meta,
+                     const std::function<void(torch::serialize::OutputArchive&)>& extra) {
   nlohmann::json j;
   j["format_version"] = kFormatVersion;
   j["hgqt_version"] = HGQT_VERSION;
@@ -33,6 +34,7 @@ void save_checkpoint(const std::string& path, HGQModel& model, const CheckpointM
   model->save(archive);
   archive.write(kMetaKey, c10::IValue(j.dump()));
   archive.write(kSpecKey, c10::IValue(config::model_to_yaml(model->spec())));
+  if (extra) extra(archive);
   const fs::path target(path);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
   const std::string tmp = path + ".tmp";

@@ -8,6 +8,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
+#include "hgqt/train/beta_pid.h"
+#include "hgqt/train/distill.h"
 #include "hgqt/train/metrics.h"
 #include "hgqt/train/pareto.h"
 #include "hgqt/util/files.h"
@@ -103,17 +107,36 @@ std::vector<double> reconstruction_errors(model::HGQModel& model, const data::Te
   return out;
 }
 
-AnomalyResult evaluate_anomaly(model::HGQModel& model, const data::TensorSplit& split,
-                               const config::DataSpec& data, int64_t batch_size) {
+namespace {
+// The model's single output per sample (a distilled anomaly score), in batches.
+std::vector<double> predicted_scores(model::HGQModel& model, const data::TensorSplit& split,
+                                     int64_t batch_size = 4096) {
+  std::vector<double> out;
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto device = model->parameters().front().device();
+  for (int64_t s = 0; s < split.size(); s += batch_size) {
+    const int64_t e = std::min(split.size(), s + batch_size);
+    auto y = model->forward(split.x.slice(0, s, e).to(device)).reshape({e - s, -1});
+    y = y.select(1, 0).to(torch::kCPU).to(torch::kDouble).contiguous();
+    out.insert(out.end(), y.data_ptr<double>(), y.data_ptr<double>() + (e - s));
+  }
+  model->train(was_training);
+  return out;
+}
+}  // namespace
+
+AnomalyResult score_anomaly(const std::vector<double>& err, const torch::Tensor& labels_in,
+                            const config::DataSpec& data) {
   AnomalyResult r;
-  const auto err = reconstruction_errors(model, split, batch_size);
   r.samples = static_cast<int64_t>(err.size());
   if (err.empty()) return r;
   double sum = 0;
   for (double e : err) sum += e;
   r.mse = sum / static_cast<double>(err.size());
-  if (data.classes.empty() || !split.labels.defined()) return r;
-  auto labels_t = split.labels.to(torch::kCPU).to(torch::kLong).contiguous();
+  if (data.classes.empty() || !labels_in.defined()) return r;
+  auto labels_t = labels_in.to(torch::kCPU).to(torch::kLong).contiguous();
   const int64_t* labels = labels_t.data_ptr<int64_t>();
   r.normal_classes = data.classes;
   std::sort(r.normal_classes.begin(), r.normal_classes.end());
@@ -146,10 +169,16 @@ AnomalyResult evaluate_anomaly(model::HGQModel& model, const data::TensorSplit& 
   return r;
 }
 
+AnomalyResult evaluate_anomaly(model::HGQModel& model, const data::TensorSplit& split,
+                               const config::DataSpec& data, int64_t batch_size) {
+  return score_anomaly(reconstruction_errors(model, split, batch_size), split.labels, data);
+}
+
 std::string format_anomaly(const AnomalyResult& r, const std::string& what, double ebops) {
   char buf[512];
   std::string out;
-  std::snprintf(buf, sizeof buf, "%s MSE: %.6f on %lld samples", what.c_str(), r.mse,
+  std::snprintf(buf, sizeof buf, "%s %s: %.6f on %lld samples", what.c_str(),
+                r.score == "reconstruction MSE" ? "MSE" : "mean score", r.mse,
                 static_cast<long long>(r.samples));
   out += buf;
   if (r.normal > 0 || r.anomalous > 0) {
@@ -163,9 +192,9 @@ std::string format_anomaly(const AnomalyResult& r, const std::string& what, doub
   out += "\n";
   if (r.normal > 0 || r.anomalous > 0) {
     std::snprintf(buf, sizeof buf,
-                  "ROC AUC (anomaly score = reconstruction MSE; normal classes %s, anomalies %s): "
+                  "ROC AUC (anomaly score = %s; normal classes %s, anomalies %s): "
                   "%.4f (%lld normal, %lld anomalous %s samples)\n",
-                  list_text(r.normal_classes).c_str(), list_text(r.anomaly_classes).c_str(),
+                  r.score.c_str(), list_text(r.normal_classes).c_str(), list_text(r.anomaly_classes).c_str(),
                   r.roc_auc, static_cast<long long>(r.normal), static_cast<long long>(r.anomalous),
                   what.c_str());
     out += buf;
@@ -255,6 +284,172 @@ std::string EarlyStopper::describe(int64_t epochs) const {
   return out;
 }
 
+std::string resume_path(const std::string& run_dir) {
+  return (fs::path(run_dir) / "resume.pt").string();
+}
+
+namespace {
+
+constexpr const char* kResumeState = "hgqt_resume_state";
+constexpr const char* kResumeOptimizer = "hgqt_resume_optimizer";
+constexpr const char* kResumeGenerator = "hgqt_resume_generator";
+constexpr const char* kResumeTorchRng = "hgqt_resume_torch_rng";
+constexpr int kResumeVersion = 1;
+
+// Where the loop is, besides the model and optimizer: what resume.pt records as JSON.
+struct LoopState {
+  int64_t epoch = 0;        // epochs finished
+  int64_t step = 0;         // steps done in the next epoch (0: at its start)
+  int64_t global_step = 0;  // optimizer steps so far
+  double loss_sum = 0;      // of the epoch in progress
+  int64_t correct = 0;
+  double best_score = -std::numeric_limits<double>::infinity();
+  model::CheckpointMeta best;
+  std::vector<ParetoEntry> front;
+  EarlyStopper::State stopper;
+  BetaPID::State pid;
+  double pid_sum = 0;  // EBOPs summed since the controller's last update (interval_steps)
+  int64_t pid_count = 0;
+  double beta = 0;  // the beta of the last step
+};
+
+nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+double number_of(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nan("");
+  return it->get<double>();
+}
+
+nlohmann::json to_json(const LoopState& s, const std::string& config_yaml, const std::string& source) {
+  nlohmann::json front = nlohmann::json::array();
+  for (const auto& e : s.front)
+    front.push_back({{"epoch", e.epoch}, {"score", number_or_null(e.accuracy)}, {"ebops", e.ebops},
+                     {"path", e.path}});
+  // best_score starts at -inf (JSON null): no best yet.
+  return {{"version", kResumeVersion},
+          {"config", config_yaml},
+          {"config_source", source},
+          {"epoch", s.epoch},
+          {"step", s.step},
+          {"global_step", s.global_step},
+          {"loss_sum", s.loss_sum},
+          {"correct", s.correct},
+          {"best_score", number_or_null(s.best_score)},
+          {"best", {{"epoch", s.best.epoch}, {"val_accuracy", number_or_null(s.best.val_accuracy)},
+                    {"val_loss", number_or_null(s.best.val_loss)}, {"ebops", s.best.ebops},
+                    {"beta", s.best.beta}}},
+          {"front", front},
+          {"stopper", {{"best", number_or_null(s.stopper.best)}, {"best_epoch", s.stopper.best_epoch},
+                       {"wait", s.stopper.wait}, {"last_epoch", s.stopper.last_epoch}}},
+          {"pid", {{"beta", s.pid.beta}, {"integral", s.pid.integral},
+                   {"previous_error", s.pid.previous_error}, {"updates", s.pid.updates},
+                   {"sum", s.pid_sum}, {"count", s.pid_count}}},
+          {"beta", s.beta}};
+}
+
+LoopState loop_state_from_json(const nlohmann::json& j) {
+  LoopState s;
+  s.epoch = j.at("epoch").get<int64_t>();
+  s.step = j.at("step").get<int64_t>();
+  s.global_step = j.at("global_step").get<int64_t>();
+  s.loss_sum = j.at("loss_sum").get<double>();
+  s.correct = j.at("correct").get<int64_t>();
+  s.best_score = j.at("best_score").is_null() ? -std::numeric_limits<double>::infinity()
+                                              : j.at("best_score").get<double>();
+  const auto& b = j.at("best");
+  s.best.epoch = b.at("epoch").get<int64_t>();
+  s.best.val_accuracy = number_of(b, "val_accuracy");
+  s.best.val_loss = number_of(b, "val_loss");
+  s.best.ebops = b.at("ebops").get<double>();
+  s.best.beta = b.at("beta").get<double>();
+  for (const auto& e : j.at("front"))
+    s.front.push_back({e.at("epoch").get<int64_t>(), number_of(e, "score"),
+                       e.at("ebops").get<double>(), e.at("path").get<std::string>()});
+  const auto& st = j.at("stopper");
+  s.stopper = {number_of(st, "best"), st.at("best_epoch").get<int64_t>(),
+               st.at("wait").get<int64_t>(), st.at("last_epoch").get<int64_t>()};
+  const auto& p = j.at("pid");
+  s.pid = {p.at("beta").get<double>(), p.at("integral").get<double>(),
+           p.at("previous_error").get<double>(), p.at("updates").get<int64_t>()};
+  s.pid_sum = p.at("sum").get<double>();
+  s.pid_count = p.at("count").get<int64_t>();
+  s.beta = j.at("beta").get<double>();
+  return s;
+}
+
+EpochMetrics metrics_from_json(const nlohmann::json& j) {
+  EpochMetrics m;
+  m.epoch = j.at("epoch").get<int64_t>();
+  m.loss = number_of(j, "loss");
+  m.accuracy = number_of(j, "accuracy");
+  m.val_loss = number_of(j, "val_loss");
+  m.val_accuracy = number_of(j, "val_accuracy");
+  m.ebops = number_of(j, "ebops");
+  m.beta = number_of(j, "beta");
+  m.lr = number_of(j, "lr");
+  m.seconds = number_of(j, "seconds");
+  return m;
+}
+
+// The epochs of metrics.jsonl up to `epochs` (a resumed run drops lines written after the state
+// it resumes from).
+std::vector<EpochMetrics> read_metrics(const std::string& path, int64_t epochs) {
+  std::vector<EpochMetrics> out;
+  std::ifstream in(path);
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    EpochMetrics m;
+    try {
+      m = metrics_from_json(nlohmann::json::parse(line));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot resume: " + path + ":" + std::to_string(n) +
+                               " is not a metrics line: " + e.what());
+    }
+    if (m.epoch <= epochs) out.push_back(m);
+  }
+  if (static_cast<int64_t>(out.size()) != epochs)
+    throw std::runtime_error("cannot resume: " + path + " holds " + std::to_string(out.size()) +
+                             " of the " + std::to_string(epochs) + " epochs the resume state has run");
+  return out;
+}
+
+nlohmann::json metrics_json(const EpochMetrics& m) {
+  return {{"epoch", m.epoch},         {"loss", json_number(m.loss)},
+          {"accuracy", json_number(m.accuracy)}, {"val_loss", json_number(m.val_loss)},
+          {"val_accuracy", json_number(m.val_accuracy)}, {"ebops", m.ebops},
+          {"beta", m.beta},           {"lr", m.lr},
+          {"seconds", m.seconds}};
+}
+
+}  // namespace
+
+config::RunConfig resume_config(const std::string& run_dir) {
+  const std::string path = resume_path(run_dir);
+  if (!fs::is_directory(run_dir)) throw std::runtime_error("cannot resume: no run directory '" + run_dir + "'");
+  if (!fs::is_regular_file(path))
+    throw std::runtime_error("cannot resume: " + path + " does not exist (the run never finished "
+                             "an epoch or was interrupted, or was written by an hgqt without resume)");
+  torch::serialize::InputArchive archive;
+  c10::IValue state_v;
+  try {
+    archive.load_from(path);
+    if (!archive.try_read(kResumeState, state_v)) throw std::runtime_error("it holds no resume state");
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot resume from " + path + ": " + e.what());
+  }
+  const auto j = nlohmann::json::parse(state_v.toStringRef());
+  if (j.value("version", 0) > kResumeVersion)
+    throw std::runtime_error("cannot resume from " + path + ": its state has version " +
+                             std::to_string(j.value("version", 0)) + ", newer than this hgqt reads");
+  auto cfg = config::parse_run_config(j.at("config").get<std::string>(), path + " (resume state)");
+  // Relative data and teacher paths are relative to the original config file's folder.
+  cfg.source_path = j.value("config_source", std::string());
+  return cfg;
+}
+
 TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
                         const data::TensorSplit& train_split, const data::TensorSplit& val_split,
                         const data::TensorSplit& test_split, const data::Standardizer& standardizer,
@@ -267,33 +462,117 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   const auto& run_dir = options.run_dir;
   fs::create_directories(run_dir);
   const std::string config_yaml = config::to_yaml(config);
-  util::write_text_atomic((fs::path(run_dir) / "config.yaml").string(), config_yaml);
   const std::string metrics_path = (fs::path(run_dir) / "metrics.jsonl").string();
   const std::string last_path = (fs::path(run_dir) / "last.pt").string();
   const std::string best_path = (fs::path(run_dir) / "best.pt").string();
+  const std::string state_path = resume_path(run_dir);
   const fs::path pareto_dir = fs::path(run_dir) / "pareto";
-  fs::remove(metrics_path);
 
-  torch::manual_seed(t.seed);
+  const auto& kd = t.distillation;
+  const bool kd_output = kd.enabled && kd.target == "output";
+  const bool kd_score = kd.enabled && kd.target == "reconstruction_error";
+  const bool probabilities = model->outputs_probabilities();  // the model ends in a softmax
+  torch::Tensor teacher_train;
+  if (kd_output) {
+    if (!train_split.teacher.defined() || train_split.teacher.size(0) != train_split.size())
+      throw std::runtime_error("train.distillation: the training split has no teacher outputs "
+                               "(name a teacher, or the data set of precomputed outputs in "
+                               "data.train.teacher)");
+    int64_t outputs = 1;
+    for (auto d : model->output_shape()) outputs *= d;
+    if (train_split.teacher.size(1) != outputs)
+      throw std::runtime_error("train.distillation: the teacher gives " +
+                               std::to_string(train_split.teacher.size(1)) +
+                               " values per sample but the student has " + std::to_string(outputs) +
+                               " outputs");
+    teacher_train = prepare_teacher_targets(train_split.teacher, kd,
+                                            kd.teacher_outputs == "probabilities");
+  }
+  if (kd.enabled && kd.loss == "kl" && probabilities && kd.temperature != 1.0)
+    throw config::ConfigError(
+        (config.source_path.empty() ? config.name : config.source_path) +
+        ": train.distillation.temperature: the student ends in a softmax layer, whose quantized "
+        "probabilities cannot be rescaled by a temperature; use temperature: 1 or end the student "
+        "in a dense layer (logits)");
+
+  const uint64_t seed = t.seed;
   const auto device = select_device(t.device);
-  model->to(device);
-  model->train();
-  auto optimizer = make_optimizer(model, t);
-  const data::TensorSplit& monitor = val_split.size() > 0 ? val_split : train_split;
-  if (val_split.size() == 0 && !options.quiet)
-    std::printf("note: no validation split; best and Pareto checkpoints are chosen on training data\n");
-
   const int64_t n = train_split.size();
   const int64_t bs = std::min(t.batch_size, n);
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
-  const bool probabilities = model->outputs_probabilities();  // the model ends in a softmax
-  auto gen = at::detail::createCPUGenerator(t.seed);
+  auto gen = at::detail::createCPUGenerator(seed);
+  const bool pid_mode = t.beta.kind == "pid";
+  BetaPID pid(t.beta.pid);
 
+  LoopState st;
   TrainResult result;
+  result.steps_per_epoch = steps_per_epoch;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  torch::Tensor epoch_generator;  // the generator state at the start of the epoch in progress
+  if (options.resume) {
+    if (!fs::is_regular_file(state_path))
+      throw std::runtime_error("cannot resume: " + state_path + " does not exist (the run was "
+                               "never started in this directory, or by an hgqt without resume)");
+    torch::serialize::InputArchive archive;
+    c10::IValue state_v;
+    try {
+      archive.load_from(state_path);
+      if (!archive.try_read(kResumeState, state_v)) throw std::runtime_error("no resume state");
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot resume from " + state_path + ": " + e.what());
+    }
+    const auto j = nlohmann::json::parse(state_v.toStringRef());
+    if (j.value("config", std::string()) != config_yaml)
+      throw std::runtime_error("cannot resume: the config differs from the one " + state_path +
+                               " was trained with (resume with the run's own config.yaml)");
+    st = loop_state_from_json(j);
+    try {
+      model->load(archive);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot resume: " + state_path + " does not match the model: " + e.what());
+    }
+    model->to(device);
+    optimizer = make_optimizer(model, t);
+    torch::serialize::InputArchive opt_archive;
+    archive.read(kResumeOptimizer, opt_archive);
+    optimizer->load(opt_archive);
+    archive.read(kResumeGenerator, epoch_generator);
+    gen.set_state(epoch_generator);
+    torch::Tensor torch_rng;
+    archive.read(kResumeTorchRng, torch_rng);
+    at::Generator default_generator = at::detail::getDefaultCPUGenerator();  // a shared handle
+    default_generator.set_state(torch_rng);
+    result.history = read_metrics(metrics_path, st.epoch);
+    {
+      std::string text;
+      for (const auto& m : result.history) text += metrics_json(m).dump() + "\n";
+      util::write_text_atomic(metrics_path, text);
+    }
+    result.best = st.best;
+    result.resumed = true;
+    result.resumed_epoch = st.epoch + 1;
+    result.resumed_step = st.step;
+    if (!options.quiet)
+      std::printf("resuming %s at epoch %lld, step %lld/%lld\n", run_dir.c_str(),
+                  static_cast<long long>(st.epoch + 1), static_cast<long long>(st.step),
+                  static_cast<long long>(steps_per_epoch));
+  } else {
+    util::write_text_atomic((fs::path(run_dir) / "config.yaml").string(), config_yaml);
+    fs::remove(metrics_path);
+    torch::manual_seed(seed);
+    model->to(device);
+    optimizer = make_optimizer(model, t);
+    st.beta = pid_mode ? pid.beta() : config::beta_at(t.beta, 0.0);
+  }
+  if (pid_mode && options.resume) pid.restore(st.pid);
+  model->train();
+  const data::TensorSplit& monitor = val_split.size() > 0 ? val_split : train_split;
+  if (val_split.size() == 0 && !options.quiet && !options.resume)
+    std::printf("note: no validation split; best and Pareto checkpoints are chosen on training data\n");
+
   ParetoFront front;
   if (!classification) front.set_score_name("val_loss", true);
-  double best_score = -std::numeric_limits<double>::infinity();
-  int64_t global_step = 0;
+  for (const auto& e : st.front) front.insert(e);
   model::CheckpointMeta meta;
   meta.loss = t.loss;
   meta.feature_mean = standardizer.mean;
@@ -301,43 +580,112 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   meta.config_yaml = config_yaml;
   const auto& es = t.early_stopping;
   EarlyStopper stopper(es);
+  stopper.restore(st.stopper);
 
-  for (int64_t epoch = 0; epoch < t.epochs; ++epoch) {
+  // resume.pt: a checkpoint of the current weights plus the optimizer, RNG and loop state.
+  auto save_state = [&](const LoopState& s) {
+    model::CheckpointMeta m = meta;
+    m.epoch = s.epoch;
+    m.beta = s.beta;
+    if (!result.history.empty()) {
+      const auto& h = result.history.back();
+      m.val_accuracy = h.val_accuracy;
+      m.val_loss = h.val_loss;
+      m.ebops = h.ebops;
+    }
+    LoopState copy = s;
+    copy.front = front.entries();
+    copy.stopper = stopper.state();
+    copy.pid = pid.state();
+    const std::string source =
+        config.source_path.empty() ? "" : fs::absolute(config.source_path).string();
+    const auto json = to_json(copy, config_yaml, source).dump();
+    auto torch_rng = at::detail::getDefaultCPUGenerator().get_state();
+    model->to(torch::kCPU);
+    model::save_checkpoint(state_path, model, m, [&](torch::serialize::OutputArchive& a) {
+      a.write(kResumeState, c10::IValue(json));
+      torch::serialize::OutputArchive opt_archive;
+      optimizer->save(opt_archive);
+      a.write(kResumeOptimizer, opt_archive);
+      a.write(kResumeGenerator, epoch_generator);
+      a.write(kResumeTorchRng, torch_rng);
+    });
+    model->to(device);
+  };
+  auto stop_requested = [&] { return options.interrupted && options.interrupted(); };
+
+  for (int64_t epoch = st.epoch; epoch < t.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
-    const double beta = config::beta_at(t.beta, static_cast<double>(epoch));
+    const bool pid_active = pid_mode && epoch >= t.beta.pid.warmup_epochs;
+    const int64_t first_step = st.step;
+    if (first_step > 0)
+      gen.set_state(epoch_generator);  // redraw the permutation of the interrupted epoch
+    epoch_generator = gen.get_state();
     auto perm = torch::randperm(n, gen, torch::kLong);
     util::ProgressBar bar(steps_per_epoch,
                           "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(t.epochs),
                           options.progress);
-    double loss_sum = 0;
-    int64_t correct = 0;
+    double loss_sum = first_step > 0 ? st.loss_sum : 0.0;
+    int64_t correct = first_step > 0 ? st.correct : 0;
     double lr = t.lr;
-    for (int64_t s = 0; s < steps_per_epoch; ++s, ++global_step) {
+    double beta = pid_mode ? pid.beta() : config::beta_at(t.beta, static_cast<double>(epoch));
+    for (int64_t s = first_step; s < steps_per_epoch; ++s) {
+      if (stop_requested()) {
+        bar.finish();
+        st.epoch = epoch;
+        st.step = s;
+        st.loss_sum = loss_sum;
+        st.correct = correct;
+        st.beta = beta;
+        save_state(st);
+        result.interrupted = true;
+        result.interrupted_epoch = epoch + 1;
+        result.interrupted_step = s;
+        result.best_checkpoint = best_path;
+        return result;
+      }
       auto idx = perm.slice(0, s * bs, std::min(n, (s + 1) * bs));
       auto xb = train_split.x.index_select(0, idx).to(device);
       auto yb = train_split.y.index_select(0, idx).to(device);
-      lr = config::lr_at(t, global_step, steps_per_epoch);
+      lr = config::lr_at(t, st.global_step, steps_per_epoch);
       set_lr(*optimizer, lr);
+      if (pid_mode) beta = pid.beta();
       auto out = model->forward(xb);
-      auto task = task_loss(out, yb, t.loss, probabilities);
+      auto task = kd_score ? distill_loss(out, yb, kd, false) : task_loss(out, yb, t.loss, probabilities);
       auto loss = task;
-      if (beta > 0) loss = loss + beta * model->ebops();
+      if (kd_output) {
+        auto tb = teacher_train.index_select(0, idx).to(device);
+        loss = kd.alpha * task + (1.0 - kd.alpha) * distill_loss(out, tb, kd, probabilities);
+      }
+      torch::Tensor ebops;
+      if (beta > 0 || pid_active) ebops = model->ebops();
+      if (beta > 0) loss = loss + beta * ebops;
       if (t.gamma > 0) loss = loss + t.gamma * model->bits_l1();
       optimizer->zero_grad();
       loss.backward();
       optimizer->step();
       model->constrain();
+      ++st.global_step;
       const double task_v = task.item<double>();
       if (!std::isfinite(task_v))
         throw std::runtime_error("training diverged: the loss is " + fmt("%g", task_v) +
                                  " at epoch " + std::to_string(epoch + 1) + ", step " +
                                  std::to_string(s + 1) + " (lower train.lr?); checkpoints up to "
                                  "the previous epoch are in " + run_dir);
+      if (pid_active && t.beta.pid.interval_steps > 0) {
+        st.pid_sum += ebops.item<double>();
+        if (++st.pid_count == t.beta.pid.interval_steps) {
+          pid.update(st.pid_sum / static_cast<double>(st.pid_count));
+          st.pid_sum = 0;
+          st.pid_count = 0;
+        }
+      }
       loss_sum += task_v * static_cast<double>(idx.size(0));
       if (classification) correct += (out.argmax(1) == yb).sum().item<int64_t>();
       bar.update(s + 1, "loss " + fmt("%.4f", loss_sum / static_cast<double>(std::min(n, (s + 1) * bs))));
     }
     bar.finish();
+    st.step = 0;
 
     EpochMetrics m;
     m.epoch = epoch + 1;
@@ -354,13 +702,11 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     m.lr = lr;
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.history.push_back(m);
+    // Once per epoch (interval_steps 0): the next epoch's beta from this epoch's EBOPs.
+    if (pid_mode && t.beta.pid.interval_steps == 0 && epoch + 1 >= t.beta.pid.warmup_epochs)
+      pid.update(m.ebops);
 
-    nlohmann::json j{{"epoch", m.epoch},         {"loss", json_number(m.loss)},
-                     {"accuracy", json_number(m.accuracy)}, {"val_loss", json_number(m.val_loss)},
-                     {"val_accuracy", json_number(m.val_accuracy)}, {"ebops", m.ebops},
-                     {"beta", m.beta},           {"lr", m.lr},
-                     {"seconds", m.seconds}};
-    util::append_line(metrics_path, j.dump());
+    util::append_line(metrics_path, metrics_json(m).dump());
     if (!options.quiet) {
       if (classification)
         std::printf("epoch %3lld/%lld  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  EBOPs %10.0f  beta %.2e  lr %.2e  %.1fs\n",
@@ -383,9 +729,10 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     model->to(device);
     // Score: accuracy for classification, -loss for regression.
     const double score = classification ? m.val_accuracy : -m.val_loss;
-    if (score > best_score) {
-      best_score = score;
+    if (score > st.best_score) {
+      st.best_score = score;
       util::copy_file_atomic(last_path, best_path);
+      st.best = meta;
       result.best = meta;
     }
     if (!front.dominated(score, m.ebops)) {
@@ -399,7 +746,13 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       }
       util::write_text_atomic((fs::path(run_dir) / "pareto.json").string(), front.to_json());
     }
-    if (stopper.update(m.epoch, es.monitor == "val_loss" ? m.val_loss : m.val_accuracy, m.ebops)) {
+    const bool stop =
+        stopper.update(m.epoch, es.monitor == "val_loss" ? m.val_loss : m.val_accuracy, m.ebops);
+    st.epoch = m.epoch;
+    st.beta = beta;
+    epoch_generator = gen.get_state();
+    save_state(st);
+    if (stop) {
       result.stopped_early = true;
       result.stopped_epoch = m.epoch;
       if (!options.quiet) {
@@ -408,8 +761,16 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       }
       break;
     }
+    if (m.epoch < t.epochs && stop_requested()) {
+      result.interrupted = true;
+      result.interrupted_epoch = m.epoch + 1;
+      result.interrupted_step = 0;
+      result.best_checkpoint = best_path;
+      return result;
+    }
   }
   result.best_checkpoint = best_path;
+  result.best = st.best;
 
   if (test_split.size() > 0) {
     auto best = model::load_checkpoint(best_path);
@@ -417,6 +778,11 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     result.test = evaluate(best.model, test_split, t.loss);
     result.test_ebops = best.meta.ebops;
     if (autoencoder) result.anomaly = evaluate_anomaly(best.model, test_split, config.data);
+    if (kd_score) {
+      result.anomaly = score_anomaly(predicted_scores(best.model, test_split), test_split.labels,
+                                     config.data);
+      result.anomaly.score = "the student's predicted reconstruction error";
+    }
   }
   nlohmann::json summary{{"best_checkpoint", best_path},
                          {"best_epoch", result.best.epoch},
@@ -440,11 +806,24 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
                                  {"best", json_number(stopper.best())},
                                  {"best_epoch", stopper.best_epoch()}};
   }
-  if (autoencoder) {
+  if (pid_mode) {
+    summary["beta_pid"] = {{"target_ebops", t.beta.pid.target_ebops},
+                           {"final_beta", pid.beta()},
+                           {"updates", pid.state().updates},
+                           {"final_ebops", result.history.empty() ? 0.0 : result.history.back().ebops}};
+  }
+  if (kd.enabled) {
+    summary["distillation"] = {{"teacher", kd.teacher.empty() ? nlohmann::json("data") : nlohmann::json(kd.teacher)},
+                               {"alpha", kd.alpha},
+                               {"loss", kd.loss},
+                               {"target", kd.target}};
+    if (kd.loss == "kl") summary["distillation"]["temperature"] = kd.temperature;
+  }
+  if (autoencoder || kd_score) {
     const auto& a = result.anomaly;
-    summary["test_mse"] = json_number(a.samples ? a.mse : std::nan(""));
-    summary["test_mse_normal"] = json_number(a.mse_normal);
-    summary["test_mse_anomalous"] = json_number(a.mse_anomalous);
+    summary[kd_score ? "test_mean_score" : "test_mse"] = json_number(a.samples ? a.mse : std::nan(""));
+    summary[kd_score ? "test_mean_score_normal" : "test_mse_normal"] = json_number(a.mse_normal);
+    summary[kd_score ? "test_mean_score_anomalous" : "test_mse_anomalous"] = json_number(a.mse_anomalous);
     summary["roc_auc"] = json_number(a.roc_auc);
     summary["auc_normal_samples"] = a.normal;
     summary["auc_anomalous_samples"] = a.anomalous;
@@ -455,7 +834,71 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   return result;
 }
 
-TrainResult train(const config::RunConfig& config, const TrainOptions& options) {
+namespace {
+
+// The features as stored in the data file: the standardization undone.
+torch::Tensor raw_features(const data::TensorSplit& split, const data::Standardizer& st) {
+  if (st.empty() || split.size() == 0) return split.x;
+  const auto mean = torch::tensor(st.mean), stddev = torch::tensor(st.stddev);
+  return (split.x.reshape({split.size(), -1}) * stddev + mean).reshape(split.x.sizes());
+}
+
+// Fills the splits' teacher outputs for train.distillation (loading the teacher, or checking the
+// precomputed data); with target reconstruction_error the teacher's score becomes the target.
+void prepare_distillation(config::RunConfig& config, const std::string& base_dir,
+                          const data::Standardizer& standardizer,
+                          std::vector<std::pair<std::string, data::TensorSplit*>> splits,
+                          bool quiet) {
+  auto& kd = config.train.distillation;
+  const std::string where = config.source_path.empty() ? config.name : config.source_path;
+  if (!kd.teacher.empty()) {
+    std::string path = kd.teacher;
+    if (fs::path(path).is_relative() && !config.source_path.empty())
+      path = (fs::path(base_dir) / path).string();
+    auto teacher = Teacher::load(path);
+    if (teacher.outputs_probabilities()) kd.teacher_outputs = "probabilities";
+    const auto start = std::chrono::steady_clock::now();
+    int64_t samples = 0;
+    for (auto& [name, split] : splits) {
+      if (split->size() == 0) continue;
+      split->teacher = teacher_targets(teacher, raw_features(*split, standardizer), kd);
+      samples += split->size();
+    }
+    if (!quiet)
+      std::printf("teacher: %s, %s on %lld samples in %.1fs (computed once: the data is not "
+                  "augmented)\n",
+                  teacher.description().c_str(),
+                  kd.target == "output" ? "outputs" : "reconstruction errors",
+                  static_cast<long long>(samples),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  } else if (!splits.front().second->teacher.defined()) {
+    throw config::ConfigError(where + ": train.distillation names no teacher, and data.train "
+                              "names no precomputed teacher outputs (data.train.teacher; see "
+                              "hgqt distill-targets)");
+  }
+  if (kd.target != "reconstruction_error") return;
+  for (auto& [name, split] : splits) {
+    if (split->size() == 0) continue;
+    if (!split->teacher.defined())
+      throw config::ConfigError(where + ": train.distillation (target reconstruction_error): the " +
+                                name + " split has no teacher scores (name data." + name +
+                                ".teacher, or a teacher)");
+    if (split->teacher.size(1) != 1)
+      throw std::runtime_error("train.distillation: the " + name + " split's teacher scores have " +
+                               std::to_string(split->teacher.size(1)) +
+                               " values per sample; a reconstruction error is one");
+    auto y = split->y.reshape({-1});
+    if (y.size(0) == split->size() && (y == y.round()).all().item<bool>())
+      split->labels = y.to(torch::kLong);  // class labels, for the ROC AUC
+    split->y = split->teacher;
+    split->teacher = torch::Tensor();
+  }
+}
+
+}  // namespace
+
+TrainResult train(const config::RunConfig& config_in, const TrainOptions& options) {
+  config::RunConfig config = config_in;
   if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
   torch::manual_seed(config.train.seed);
   const std::string base_dir =
@@ -467,6 +910,12 @@ TrainResult train(const config::RunConfig& config, const TrainOptions& options) 
   const bool cls = config.train.loss == "cross_entropy";
   const auto& shape = model->input_shape();
   check_target(model, config);
+  const auto& kd = config.train.distillation;
+  if (kd.enabled && kd.target == "reconstruction_error" && outputs != 1)
+    throw config::ConfigError((config.source_path.empty() ? config.name : config.source_path) +
+                              ": train.distillation (target reconstruction_error) needs a student "
+                              "with one output (the score), but the model has " +
+                              std::to_string(outputs));
   data::TensorSplit tr, va, te;
   if (config.train.target == "input") {
     const auto& oshape = model->output_shape();
@@ -474,10 +923,25 @@ TrainResult train(const config::RunConfig& config, const TrainOptions& options) 
     va = data::to_autoencoder_tensors(splits.validation, shape, oshape, "validation data");
     te = data::to_autoencoder_tensors(splits.test, shape, oshape, "test data");
   } else {
-    tr = data::to_tensors(splits.train, shape, outputs, cls, "training data");
-    va = data::to_tensors(splits.validation, shape, outputs, cls, "validation data");
-    te = data::to_tensors(splits.test, shape, outputs, cls, "test data");
+    // A score student's labels are class labels (for the AUC), not targets of its width.
+    const bool labels_only = kd.enabled && kd.target == "reconstruction_error";
+    auto convert = [&](const data::Dataset& d, const std::string& what) {
+      if (!labels_only) return data::to_tensors(d, shape, outputs, cls, what);
+      data::Dataset c = d;
+      if (c.y.shape.size() == 2 && c.y.shape[1] > 1) c.y = {};  // one-hot rows: no labels
+      if (c.y.values.empty()) {
+        c.y.values.assign(static_cast<size_t>(c.size()), std::nanf(""));
+        c.y.shape = {c.size()};
+      }
+      return data::to_tensors(c, shape, 1, false, what);
+    };
+    tr = convert(splits.train, "training data");
+    va = convert(splits.validation, "validation data");
+    te = convert(splits.test, "test data");
   }
+  if (kd.enabled)
+    prepare_distillation(config, base_dir.empty() ? "." : base_dir, splits.standardizer,
+                         {{"train", &tr}, {"validation", &va}, {"test", &te}}, options.quiet);
   if (!options.quiet)
     std::printf("data: %lld train, %lld validation, %lld test samples\n",
                 static_cast<long long>(tr.size()), static_cast<long long>(va.size()),

@@ -82,6 +82,9 @@ struct SplitSource {
   std::string file;      ///< path (relative paths are resolved against the config's folder)
   std::string features;  ///< HDF5 data set of the features (hdf5 format)
   std::string labels;    ///< HDF5 data set of the labels (hdf5 format)
+  /// HDF5 data set of precomputed teacher outputs (hgqt distill-targets), one row per sample;
+  /// used by train.distillation when it names no teacher.
+  std::string teacher;
   bool present() const { return !file.empty(); }
 };
 
@@ -110,11 +113,25 @@ struct BetaPoint {
   double value = 0;
 };
 
+/// `kind: pid`: a PID controller on log10 EBOPs that drives the EBOPs to `target_ebops`
+/// (train::BetaPID has the control law).
+struct BetaPIDSpec {
+  double target_ebops = 0;      ///< > 0, required
+  double init = 1e-6;           ///< beta during warmup, and the controller's first output
+  /// Gains on log10(EBOPs / target) (i > 0); the defaults suit interval_steps 10 on the
+  /// Fashion-MNIST MLP (EBOPs follow beta with a lag of epochs; a larger i overshoots).
+  double p = 2.0, i = 0.1, d = 0.0;
+  int64_t warmup_epochs = 1;    ///< epochs trained at `init` before the controller engages
+  int64_t interval_steps = 0;   ///< 0: one update per epoch; n: one every n steps (mean EBOPs)
+  double min = 0.0, max = 1e-2;  ///< bounds of beta (min <= init <= max)
+};
+
 /// The beta (EBOPs weight) schedule.
 struct BetaSchedule {
-  std::string kind = "constant";  ///< constant, linear, log
+  std::string kind = "constant";  ///< constant, linear, log, pid
   double value = 0.0;             ///< constant
   std::vector<BetaPoint> points;  ///< linear/log: interpolated per epoch, held after the last
+  BetaPIDSpec pid;                ///< pid
 };
 
 /// `train.early_stopping`: stop when the monitored validation figure has not improved for
@@ -126,6 +143,25 @@ struct EarlyStoppingSpec {
   std::string monitor;    ///< val_accuracy | val_loss (default by train.loss)
   /// > 0: only epochs whose EBOPs are below this count (improve or use up patience).
   std::optional<double> ebops_below;
+};
+
+/// `train.distillation`: knowledge distillation from a teacher.
+/// Loss = alpha * L(true labels) + (1 - alpha) * L_distill(student, teacher).
+struct DistillationSpec {
+  bool enabled = false;  ///< true when the key is given
+  /// A TorchScript file, an hgqt checkpoint or an hgqt run directory (its best.pt); relative to
+  /// the config's folder. Empty: the teacher outputs precomputed in the data (data.*.teacher).
+  std::string teacher;
+  double alpha = 0.5;        ///< weight of the true-label loss, in [0, 1]
+  double temperature = 1.0;  ///< kl: softmax temperature T (the loss is multiplied by T^2)
+  std::string loss;          ///< kl | mse | huber (default: kl for cross_entropy, else mse)
+  double huber_delta = 1.0;  ///< huber: where the loss turns from quadratic to linear
+  /// output: match the teacher's outputs; reconstruction_error: regress the teacher
+  /// autoencoder's per-sample reconstruction MSE (an anomaly score; one output, alpha 0).
+  std::string target = "output";
+  /// How the teacher's outputs are read for kl: logits | probabilities. An hgqt teacher that
+  /// ends in a softmax layer is always read as probabilities.
+  std::string teacher_outputs = "logits";
 };
 
 /// The `train:` section.
@@ -152,6 +188,7 @@ struct TrainSpec {
   int64_t threads = 0;      ///< 0: leave LibTorch's default
   std::string device = "auto";  ///< auto, cpu, cuda
   EarlyStoppingSpec early_stopping;
+  DistillationSpec distillation;
 };
 
 /// A whole run configuration.
@@ -189,7 +226,7 @@ ModelSpec parse_model_yaml(const std::string& yaml_text, const std::string& orig
 ///   step / steps_per_epoch), restarting at lr at the start of each period.
 double lr_at(const TrainSpec& train, int64_t step, int64_t steps_per_epoch);
 
-/// beta at a (fractional) epoch.
+/// beta at a (fractional) epoch (kind pid: its init; the trainer runs the controller).
 double beta_at(const BetaSchedule& schedule, double epoch);
 
 }  // namespace hgqt::config

@@ -29,6 +29,8 @@ struct Array {
 struct Dataset {
   Array x;
   Array y;
+  /// Precomputed teacher outputs, one row per sample (data.<split>.teacher); empty when none.
+  Array teacher;
   std::vector<std::string> feature_names;  ///< empty when the format has none
   int64_t size() const { return x.rows(); }
 };

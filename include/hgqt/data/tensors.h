@@ -13,6 +13,8 @@ struct TensorSplit {
   torch::Tensor x, y;
   /// Class labels int64 [N] when `y` is not them (autoencoder: `y` is the input); may be undefined.
   torch::Tensor labels = {};
+  /// Teacher outputs float32 [N, d] for distillation (or undefined).
+  torch::Tensor teacher = {};
   int64_t size() const { return x.defined() ? x.size(0) : 0; }
 };
 

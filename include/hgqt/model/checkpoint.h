@@ -1,6 +1,7 @@
 // Checkpoints: a model's parameters plus what is needed to rebuild and use it, written atomically.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,8 +28,10 @@ struct Checkpoint {
 };
 
 /// Writes `path` atomically (temporary file, then rename): an interrupted write leaves the old
-/// file intact. Throws std::runtime_error naming the path on failure.
-void save_checkpoint(const std::string& path, HGQModel& model, const CheckpointMeta& meta);
+/// file intact. Throws std::runtime_error naming the path on failure. `extra` may write more
+/// entries into the archive (the trainer's resume state); load_checkpoint ignores them.
+void save_checkpoint(const std::string& path, HGQModel& model, const CheckpointMeta& meta,
+                     const std::function<void(torch::serialize::OutputArchive&)>& extra = {});
 
 /// Rebuilds the model from the checkpoint's spec and loads its tensors. Throws
 /// std::runtime_error naming the path when it is missing or not an hgqt checkpoint.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>
@@ -42,7 +43,13 @@ struct AnomalyResult {
   double roc_auc = NAN;
   int64_t normal = 0, anomalous = 0;  ///< samples on each side of the AUC
   std::vector<int64_t> normal_classes, anomaly_classes;
+  std::string score = "reconstruction MSE";  ///< what the anomaly score is, for the report
 };
+
+/// The anomaly figures of given per-sample scores (higher: more anomalous) and class labels
+/// (int64 [N] or undefined), with the classes of `data` as in evaluate_anomaly.
+AnomalyResult score_anomaly(const std::vector<double>& scores, const torch::Tensor& labels,
+                            const config::DataSpec& data);
 
 /// Per-sample reconstruction MSE of `split` (eval mode, no gradients, in batches).
 std::vector<double> reconstruction_errors(model::HGQModel& model, const data::TensorSplit& split,
@@ -77,9 +84,17 @@ struct TrainResult {
   model::CheckpointMeta best;
   EvalResult test;  ///< samples == 0 when there is no test split
   double test_ebops = 0;
-  AnomalyResult anomaly;  ///< train.target input: the test anomaly scores (samples == 0 otherwise)
+  /// train.target input, or distillation of a reconstruction error: the test anomaly scores
+  /// (samples == 0 otherwise)
+  AnomalyResult anomaly;
   bool stopped_early = false;  ///< train.early_stopping ended the run before train.epochs
   int64_t stopped_epoch = 0;   ///< the last epoch run when stopped_early (1-based)
+  /// Interrupted (TrainOptions::interrupted): resume.pt holds the state after `interrupted_step`
+  /// of `steps_per_epoch` steps of epoch `interrupted_epoch` (1-based; step 0: at its start).
+  bool interrupted = false;
+  int64_t interrupted_epoch = 0, interrupted_step = 0, steps_per_epoch = 0;
+  bool resumed = false;       ///< the run continued a saved state (TrainOptions::resume)
+  int64_t resumed_epoch = 0, resumed_step = 0;  ///< where it continued (as interrupted_*)
 };
 
 /// The train.early_stopping rule, fed one epoch at a time. An epoch counts when early stopping
@@ -97,6 +112,18 @@ class EarlyStopper {
   int64_t best_epoch() const { return best_epoch_; }
   /// Counted epochs since the last improvement.
   int64_t wait() const { return wait_; }
+  /// The whole state, for a resumed run.
+  struct State {
+    double best = NAN;
+    int64_t best_epoch = 0, wait = 0, last_epoch = 0;
+  };
+  State state() const { return {best_, best_epoch_, wait_, last_epoch_}; }
+  void restore(const State& s) {
+    best_ = s.best;
+    best_epoch_ = s.best_epoch;
+    wait_ = s.wait;
+    last_epoch_ = s.last_epoch;
+  }
   /// The line printed when stopping: epoch, monitor, best value and its epoch, patience.
   std::string describe(int64_t epochs) const;
 
@@ -113,11 +140,28 @@ struct TrainOptions {
   std::string run_dir;     ///< created if missing
   bool progress = true;    ///< draw a progress bar when stderr is a terminal
   bool quiet = false;      ///< no per-epoch lines
+  /// Continue the run saved in run_dir/resume.pt (same config and data): model, optimizer state,
+  /// epoch and step, beta controller, RNG states, best and Pareto checkpoints, early stopping and
+  /// metrics continue exactly where they were.
+  bool resume = false;
+  /// Polled before every step: when it returns true the trainer saves resume.pt (mid-epoch) and
+  /// returns with TrainResult::interrupted (the CLI's Ctrl-C handler).
+  std::function<bool()> interrupted;
 };
 
+/// Where a run directory keeps its resume state (a valid hgqt checkpoint plus optimizer, RNG and
+/// loop state). It is rewritten after every epoch and on an interruption.
+std::string resume_path(const std::string& run_dir);
+
+/// The config a run directory's resume.pt was trained with, its data paths resolved as in the
+/// original config file. Throws std::runtime_error naming the file when there is no resume state.
+config::RunConfig resume_config(const std::string& run_dir);
+
 /// Trains the model of `config` on its data; writes config.yaml, metrics.jsonl, last.pt,
-/// best.pt, pareto/ and pareto.json in the run directory. Throws on bad data or a NaN loss
-/// (the checkpoints written so far stay).
+/// best.pt, resume.pt, pareto/ and pareto.json in the run directory. Throws on bad data or a NaN
+/// loss (the checkpoints written so far stay). With train.distillation it loads the teacher
+/// (or reads the precomputed teacher outputs of the data) and computes its targets once: hgqt
+/// does not augment data, so every epoch sees the same teacher outputs.
 TrainResult train(const config::RunConfig& config, const TrainOptions& options);
 
 /// Lower-level entry: trains `model` on given tensors (used by tests and the CLI alike).

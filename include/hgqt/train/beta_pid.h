@@ -1,0 +1,40 @@
+// The beta controller (train.beta kind pid): drives the model's EBOPs to a target.
+#pragma once
+
+#include <cstdint>
+
+#include "hgqt/config/config.h"
+
+namespace hgqt::train {
+
+/// A PID controller on the log of the EBOPs, as HGQ2's BetaPID. With e = log10(ebops / target)
+/// (> 0 while the model is too large):
+///   integral += e,  beta = 10^(p e + i integral + d (e - e_previous)),  clamped to [min, max].
+/// The first update seeds the integral so that it returns `init` exactly: the switch from the
+/// warmup beta to the controller is smooth. An update whose beta is clamped does not add its
+/// error to the integral (conditional integration, against wind-up: a target the model cannot
+/// reach for a while does not leave a huge integral behind). A non-finite or non-positive EBOPs
+/// leaves everything unchanged.
+class BetaPID {
+ public:
+  /// Everything the controller remembers (a resumed run restores it).
+  struct State {
+    double beta = 0;
+    double integral = 0;
+    double previous_error = 0;
+    int64_t updates = 0;
+  };
+
+  explicit BetaPID(const config::BetaPIDSpec& spec) : spec_(spec) { state_.beta = spec.init; }
+  /// Feeds one EBOPs measurement and returns the new beta.
+  double update(double ebops);
+  double beta() const { return state_.beta; }
+  const State& state() const { return state_; }
+  void restore(const State& s) { state_ = s; }
+
+ private:
+  config::BetaPIDSpec spec_;
+  State state_;
+};
+
+}  // namespace hgqt::train
