@@ -311,6 +311,7 @@ struct LoopState {
   double pid_sum = 0;  // EBOPs summed since the controller's last update (interval_steps)
   int64_t pid_count = 0;
   double beta = 0;  // the beta of the last step
+  bool finished = false;  // the run went the distance or stopped early: nothing to resume
 };
 
 nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
@@ -344,7 +345,8 @@ nlohmann::json to_json(const LoopState& s, const std::string& config_yaml, const
           {"pid", {{"beta", s.pid.beta}, {"integral", s.pid.integral},
                    {"previous_error", s.pid.previous_error}, {"updates", s.pid.updates},
                    {"sum", s.pid_sum}, {"count", s.pid_count}}},
-          {"beta", s.beta}};
+          {"beta", s.beta},
+          {"finished", s.finished}};
 }
 
 LoopState loop_state_from_json(const nlohmann::json& j) {
@@ -374,6 +376,7 @@ LoopState loop_state_from_json(const nlohmann::json& j) {
   s.pid_sum = p.at("sum").get<double>();
   s.pid_count = p.at("count").get<int64_t>();
   s.beta = j.at("beta").get<double>();
+  s.finished = j.value("finished", false);
   return s;
 }
 
@@ -426,24 +429,36 @@ nlohmann::json metrics_json(const EpochMetrics& m) {
 
 }  // namespace
 
-config::RunConfig resume_config(const std::string& run_dir) {
+namespace {
+// Opens run_dir/resume.pt: the archive (for the tensors) and its loop state JSON, checked.
+nlohmann::json open_resume_state(const std::string& run_dir, torch::serialize::InputArchive& archive) {
   const std::string path = resume_path(run_dir);
   if (!fs::is_directory(run_dir)) throw std::runtime_error("cannot resume: no run directory '" + run_dir + "'");
   if (!fs::is_regular_file(path))
     throw std::runtime_error("cannot resume: " + path + " does not exist (the run never finished "
                              "an epoch or was interrupted, or was written by an hgqt without resume)");
-  torch::serialize::InputArchive archive;
   c10::IValue state_v;
+  nlohmann::json j;
   try {
     archive.load_from(path);
     if (!archive.try_read(kResumeState, state_v)) throw std::runtime_error("it holds no resume state");
+    j = nlohmann::json::parse(state_v.toStringRef());
+    (void)loop_state_from_json(j);  // every field present
+    (void)j.at("config").get<std::string>();
   } catch (const std::exception& e) {
     throw std::runtime_error("cannot resume from " + path + ": " + e.what());
   }
-  const auto j = nlohmann::json::parse(state_v.toStringRef());
   if (j.value("version", 0) > kResumeVersion)
     throw std::runtime_error("cannot resume from " + path + ": its state has version " +
                              std::to_string(j.value("version", 0)) + ", newer than this hgqt reads");
+  return j;
+}
+}  // namespace
+
+config::RunConfig resume_config(const std::string& run_dir) {
+  const std::string path = resume_path(run_dir);
+  torch::serialize::InputArchive archive;
+  const auto j = open_resume_state(run_dir, archive);
   auto cfg = config::parse_run_config(j.at("config").get<std::string>(), path + " (resume state)");
   // Relative data and teacher paths are relative to the original config file's folder.
   cfg.source_path = j.value("config_source", std::string());
@@ -510,22 +525,17 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   torch::Tensor epoch_generator;  // the generator state at the start of the epoch in progress
   if (options.resume) {
-    if (!fs::is_regular_file(state_path))
-      throw std::runtime_error("cannot resume: " + state_path + " does not exist (the run was "
-                               "never started in this directory, or by an hgqt without resume)");
     torch::serialize::InputArchive archive;
-    c10::IValue state_v;
-    try {
-      archive.load_from(state_path);
-      if (!archive.try_read(kResumeState, state_v)) throw std::runtime_error("no resume state");
-    } catch (const std::exception& e) {
-      throw std::runtime_error("cannot resume from " + state_path + ": " + e.what());
-    }
-    const auto j = nlohmann::json::parse(state_v.toStringRef());
+    const auto j = open_resume_state(run_dir, archive);
     if (j.value("config", std::string()) != config_yaml)
       throw std::runtime_error("cannot resume: the config differs from the one " + state_path +
                                " was trained with (resume with the run's own config.yaml)");
     st = loop_state_from_json(j);
+    if (st.finished)
+      throw std::runtime_error("cannot resume: the run in " + run_dir + " has finished (" +
+                               std::to_string(st.epoch) + " epochs of " + std::to_string(t.epochs) +
+                               (st.epoch < t.epochs ? ", stopped early" : "") +
+                               "); start a new run to train further");
     try {
       model->load(archive);
     } catch (const std::exception& e) {
@@ -750,6 +760,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
         stopper.update(m.epoch, es.monitor == "val_loss" ? m.val_loss : m.val_accuracy, m.ebops);
     st.epoch = m.epoch;
     st.beta = beta;
+    st.finished = stop || m.epoch == t.epochs;
     epoch_generator = gen.get_state();
     save_state(st);
     if (stop) {

@@ -160,6 +160,13 @@ TEST(Resume, BoundaryAndRepeatedInterruptions) {
   const auto third = run(broken, true, 0);
   EXPECT_FALSE(third.interrupted);
   expect_same_run(straight, broken);
+  // A finished run has nothing to resume.
+  try {
+    run(broken, true, 0);
+    FAIL() << "resumed a finished run";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("has finished (4 epochs of 4)"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Resume, ClearErrors) {
