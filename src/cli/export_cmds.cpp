@@ -102,8 +102,9 @@ data::Splits load_checkpoint_data(const model::Checkpoint& ck, const std::string
   auto cfg = config::parse_run_config(ck.meta.config_yaml, ck_path + " (embedded config)");
   config::DataSpec spec = cfg.data;
   const auto& src = prefer_test_names && cfg.data.test.present() ? cfg.data.test : cfg.data.train;
+  // No teacher outputs: evaluating, tracing and exporting use the features and labels only.
   spec.train = {file, features.empty() ? src.features : features,
-                labels.empty() ? src.labels : labels};
+                labels.empty() ? src.labels : labels, /*teacher=*/""};
   spec.validation = {};
   spec.test = {};
   spec.validation_split = 0;
