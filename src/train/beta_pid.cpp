@@ -10,20 +10,21 @@ double BetaPID::update(double ebops) {
   if (!std::isfinite(ebops) || !(ebops > 0)) return state_.beta;
   const config::BetaPIDSpec& c = spec_;
   const double error = std::log10(ebops / c.target_ebops);
-  if (state_.updates == 0) {
-    // Seed: p e + i integral = log10(init), and no derivative yet.
+  if (state_.updates++ == 0) {
+    // Seed the integral so that p e + i integral = log10(init) (no derivative yet): the first
+    // update returns init itself.
     state_.integral = (std::log10(c.init) - c.p * error) / c.i;
     state_.previous_error = error;
+    state_.beta = c.init;
+    return state_.beta;
   }
-  const double integral = state_.updates == 0 ? state_.integral : state_.integral + error;
+  const double integral = state_.integral + error;
   const double out = c.p * error + c.i * integral + c.d * (error - state_.previous_error);
   const double raw = std::pow(10.0, out);
-  const double beta = std::clamp(raw, c.min, c.max);
-  if (beta == raw || state_.updates == 0) state_.integral = integral;
+  state_.beta = std::clamp(raw, c.min, c.max);
+  if (state_.beta == raw) state_.integral = integral;  // a clamped update does not integrate
   state_.previous_error = error;
-  state_.beta = beta;
-  ++state_.updates;
-  return beta;
+  return state_.beta;
 }
 
 }  // namespace hgqt::train

@@ -4,7 +4,9 @@
 #include <torch/script.h>
 
 #include <filesystem>
+#include <optional>
 
+#include "hgqt/data/dataset.h"
 #include "hgqt/model/checkpoint.h"
 
 namespace hgqt::train {
@@ -12,11 +14,7 @@ namespace hgqt::train {
 namespace fs = std::filesystem;
 
 namespace {
-std::string shape_text(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
-  return s + "]";
-}
+std::string shape_text(const torch::Tensor& t) { return data::shape_to_string(t.sizes().vec()); }
 }  // namespace
 
 struct Teacher::Impl {

@@ -5,10 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <nlohmann/json.hpp>
+#include <c10/util/accumulate.h>
 
+#include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "hgqt/train/beta_pid.h"
 #include "hgqt/train/distill.h"
@@ -78,18 +79,24 @@ std::string list_text(const std::vector<int64_t>& v) {
 }
 
 std::string shape_text(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return list_text(shape) + " (" + std::to_string(n) + " values)";
+  return list_text(shape) + " (" + std::to_string(c10::multiply_integers(shape)) + " values)";
+}
+
+// The config's file for error messages (its name when it was built in code).
+std::string origin(const config::RunConfig& config) {
+  return config.source_path.empty() ? config.name : config.source_path;
 }
 
 }  // namespace
 
-std::vector<double> reconstruction_errors(model::HGQModel& model, const data::TensorSplit& split,
-                                          int64_t batch_size) {
+namespace {
+// One double per sample of `split`: `per_batch(output, targets)` maps a batch's model output (eval
+// mode, no gradients) to [batch] values.
+template <typename F>
+std::vector<double> per_sample(model::HGQModel& model, const data::TensorSplit& split,
+                               int64_t batch_size, F per_batch) {
   std::vector<double> out;
   const int64_t n = split.size();
-  if (n == 0) return out;
   out.reserve(static_cast<size_t>(n));
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
@@ -97,35 +104,29 @@ std::vector<double> reconstruction_errors(model::HGQModel& model, const data::Te
   const auto device = model->parameters().front().device();
   for (int64_t s = 0; s < n; s += batch_size) {
     const int64_t e = std::min(n, s + batch_size);
-    auto xb = split.x.slice(0, s, e).to(device);
-    auto yb = split.y.slice(0, s, e).to(device);
-    auto err = (model->forward(xb) - yb).to(torch::kDouble).pow(2).reshape({e - s, -1}).mean(1);
-    err = err.to(torch::kCPU).contiguous();
-    out.insert(out.end(), err.data_ptr<double>(), err.data_ptr<double>() + (e - s));
+    torch::Tensor values = per_batch(model->forward(split.x.slice(0, s, e).to(device)).reshape({e - s, -1}),
+                            split.y.slice(0, s, e).to(device).reshape({e - s, -1}));
+    values = values.to(torch::kCPU).to(torch::kDouble).contiguous();
+    out.insert(out.end(), values.data_ptr<double>(), values.data_ptr<double>() + (e - s));
   }
   model->train(was_training);
   return out;
 }
 
-namespace {
-// The model's single output per sample (a distilled anomaly score), in batches.
+// The model's single output per sample (a distilled anomaly score).
 std::vector<double> predicted_scores(model::HGQModel& model, const data::TensorSplit& split,
                                      int64_t batch_size = 4096) {
-  std::vector<double> out;
-  torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
-  const auto device = model->parameters().front().device();
-  for (int64_t s = 0; s < split.size(); s += batch_size) {
-    const int64_t e = std::min(split.size(), s + batch_size);
-    auto y = model->forward(split.x.slice(0, s, e).to(device)).reshape({e - s, -1});
-    y = y.select(1, 0).to(torch::kCPU).to(torch::kDouble).contiguous();
-    out.insert(out.end(), y.data_ptr<double>(), y.data_ptr<double>() + (e - s));
-  }
-  model->train(was_training);
-  return out;
+  return per_sample(model, split, batch_size,
+                    [](const torch::Tensor& out, const torch::Tensor&) { return out.select(1, 0); });
 }
 }  // namespace
+
+std::vector<double> reconstruction_errors(model::HGQModel& model, const data::TensorSplit& split,
+                                          int64_t batch_size) {
+  return per_sample(model, split, batch_size, [](const torch::Tensor& out, const torch::Tensor& y) {
+    return (out - y).to(torch::kDouble).pow(2).mean(1);
+  });
+}
 
 AnomalyResult score_anomaly(const std::vector<double>& err, const torch::Tensor& labels_in,
                             const config::DataSpec& data) {
@@ -207,13 +208,10 @@ std::string format_anomaly(const AnomalyResult& r, const std::string& what, doub
 
 void check_target(model::HGQModel& model, const config::RunConfig& config) {
   if (config.train.target != "input") return;
-  int64_t in = 1, out = 1;
-  for (auto d : model->input_shape()) in *= d;
-  for (auto d : model->output_shape()) out *= d;
-  if (in == out) return;
-  const std::string where = config.source_path.empty() ? config.name : config.source_path;
+  const int64_t in = c10::multiply_integers(model->input_shape());
+  if (in == c10::multiply_integers(model->output_shape())) return;
   throw config::ConfigError(
-      where + ": train.target: 'input' (an autoencoder) needs the model's output size to equal "
+      origin(config) + ": train.target: 'input' (an autoencoder) needs the model's output size to equal "
               "its input size, but the model takes " + shape_text(model->input_shape()) +
       " and outputs " + shape_text(model->output_shape()) + "; make the last dense layer " +
       std::to_string(in) + " units");
@@ -303,18 +301,15 @@ struct LoopState {
   int64_t global_step = 0;  // optimizer steps so far
   double loss_sum = 0;      // of the epoch in progress
   int64_t correct = 0;
-  double best_score = -std::numeric_limits<double>::infinity();
-  model::CheckpointMeta best;
+  model::CheckpointMeta best;  // epoch 0: none yet
   std::vector<ParetoEntry> front;
   EarlyStopper::State stopper;
   BetaPID::State pid;
   double pid_sum = 0;  // EBOPs summed since the controller's last update (interval_steps)
   int64_t pid_count = 0;
-  double beta = 0;  // the beta of the last step
   bool finished = false;  // the run went the distance or stopped early: nothing to resume
 };
 
-nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
 double number_of(const nlohmann::json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nan("");
@@ -324,9 +319,8 @@ double number_of(const nlohmann::json& j, const char* key) {
 nlohmann::json to_json(const LoopState& s, const std::string& config_yaml, const std::string& source) {
   nlohmann::json front = nlohmann::json::array();
   for (const auto& e : s.front)
-    front.push_back({{"epoch", e.epoch}, {"score", number_or_null(e.accuracy)}, {"ebops", e.ebops},
+    front.push_back({{"epoch", e.epoch}, {"score", json_number(e.accuracy)}, {"ebops", e.ebops},
                      {"path", e.path}});
-  // best_score starts at -inf (JSON null): no best yet.
   return {{"version", kResumeVersion},
           {"config", config_yaml},
           {"config_source", source},
@@ -335,17 +329,15 @@ nlohmann::json to_json(const LoopState& s, const std::string& config_yaml, const
           {"global_step", s.global_step},
           {"loss_sum", s.loss_sum},
           {"correct", s.correct},
-          {"best_score", number_or_null(s.best_score)},
-          {"best", {{"epoch", s.best.epoch}, {"val_accuracy", number_or_null(s.best.val_accuracy)},
-                    {"val_loss", number_or_null(s.best.val_loss)}, {"ebops", s.best.ebops},
+          {"best", {{"epoch", s.best.epoch}, {"val_accuracy", json_number(s.best.val_accuracy)},
+                    {"val_loss", json_number(s.best.val_loss)}, {"ebops", s.best.ebops},
                     {"beta", s.best.beta}}},
           {"front", front},
-          {"stopper", {{"best", number_or_null(s.stopper.best)}, {"best_epoch", s.stopper.best_epoch},
+          {"stopper", {{"best", json_number(s.stopper.best)}, {"best_epoch", s.stopper.best_epoch},
                        {"wait", s.stopper.wait}, {"last_epoch", s.stopper.last_epoch}}},
           {"pid", {{"beta", s.pid.beta}, {"integral", s.pid.integral},
                    {"previous_error", s.pid.previous_error}, {"updates", s.pid.updates},
                    {"sum", s.pid_sum}, {"count", s.pid_count}}},
-          {"beta", s.beta},
           {"finished", s.finished}};
 }
 
@@ -356,8 +348,6 @@ LoopState loop_state_from_json(const nlohmann::json& j) {
   s.global_step = j.at("global_step").get<int64_t>();
   s.loss_sum = j.at("loss_sum").get<double>();
   s.correct = j.at("correct").get<int64_t>();
-  s.best_score = j.at("best_score").is_null() ? -std::numeric_limits<double>::infinity()
-                                              : j.at("best_score").get<double>();
   const auto& b = j.at("best");
   s.best.epoch = b.at("epoch").get<int64_t>();
   s.best.val_accuracy = number_of(b, "val_accuracy");
@@ -375,7 +365,6 @@ LoopState loop_state_from_json(const nlohmann::json& j) {
            p.at("previous_error").get<double>(), p.at("updates").get<int64_t>()};
   s.pid_sum = p.at("sum").get<double>();
   s.pid_count = p.at("count").get<int64_t>();
-  s.beta = j.at("beta").get<double>();
   s.finished = j.value("finished", false);
   return s;
 }
@@ -430,38 +419,44 @@ nlohmann::json metrics_json(const EpochMetrics& m) {
 }  // namespace
 
 namespace {
-// Opens run_dir/resume.pt: the archive (for the tensors) and its loop state JSON, checked.
-nlohmann::json open_resume_state(const std::string& run_dir, torch::serialize::InputArchive& archive) {
+// What resume.pt holds besides the tensors.
+struct SavedState {
+  LoopState loop;
+  std::string config_yaml;  // the resolved config the run was trained with
+  std::string source;       // the original config file (relative paths are relative to its folder)
+};
+
+// Opens run_dir/resume.pt: the archive (for the tensors) and its checked loop state.
+SavedState open_resume_state(const std::string& run_dir, torch::serialize::InputArchive& archive) {
   const std::string path = resume_path(run_dir);
   if (!fs::is_directory(run_dir)) throw std::runtime_error("cannot resume: no run directory '" + run_dir + "'");
   if (!fs::is_regular_file(path))
     throw std::runtime_error("cannot resume: " + path + " does not exist (the run never finished "
                              "an epoch or was interrupted, or was written by an hgqt without resume)");
-  c10::IValue state_v;
-  nlohmann::json j;
+  SavedState saved;
   try {
+    c10::IValue state_v;
     archive.load_from(path);
     if (!archive.try_read(kResumeState, state_v)) throw std::runtime_error("it holds no resume state");
-    j = nlohmann::json::parse(state_v.toStringRef());
-    (void)loop_state_from_json(j);  // every field present
-    (void)j.at("config").get<std::string>();
+    const auto j = nlohmann::json::parse(state_v.toStringRef());
+    if (j.value("version", 0) > kResumeVersion)
+      throw std::runtime_error("its state has version " + std::to_string(j.value("version", 0)) +
+                               ", newer than this hgqt reads");
+    saved.loop = loop_state_from_json(j);
+    saved.config_yaml = j.at("config").get<std::string>();
+    saved.source = j.value("config_source", std::string());
   } catch (const std::exception& e) {
     throw std::runtime_error("cannot resume from " + path + ": " + e.what());
   }
-  if (j.value("version", 0) > kResumeVersion)
-    throw std::runtime_error("cannot resume from " + path + ": its state has version " +
-                             std::to_string(j.value("version", 0)) + ", newer than this hgqt reads");
-  return j;
+  return saved;
 }
 }  // namespace
 
 config::RunConfig resume_config(const std::string& run_dir) {
-  const std::string path = resume_path(run_dir);
   torch::serialize::InputArchive archive;
-  const auto j = open_resume_state(run_dir, archive);
-  auto cfg = config::parse_run_config(j.at("config").get<std::string>(), path + " (resume state)");
-  // Relative data and teacher paths are relative to the original config file's folder.
-  cfg.source_path = j.value("config_source", std::string());
+  const auto saved = open_resume_state(run_dir, archive);
+  auto cfg = config::parse_run_config(saved.config_yaml, resume_path(run_dir) + " (resume state)");
+  cfg.source_path = saved.source;
   return cfg;
 }
 
@@ -493,8 +488,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       throw std::runtime_error("train.distillation: the training split has no teacher outputs "
                                "(name a teacher, or the data set of precomputed outputs in "
                                "data.train.teacher)");
-    int64_t outputs = 1;
-    for (auto d : model->output_shape()) outputs *= d;
+    const int64_t outputs = c10::multiply_integers(model->output_shape());
     if (train_split.teacher.size(1) != outputs)
       throw std::runtime_error("train.distillation: the teacher gives " +
                                std::to_string(train_split.teacher.size(1)) +
@@ -505,8 +499,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   }
   if (kd.enabled && kd.loss == "kl" && probabilities && kd.temperature != 1.0)
     throw config::ConfigError(
-        (config.source_path.empty() ? config.name : config.source_path) +
-        ": train.distillation.temperature: the student ends in a softmax layer, whose quantized "
+        origin(config) + ": train.distillation.temperature: the student ends in a softmax layer, whose quantized "
         "probabilities cannot be rescaled by a temperature; use temperature: 1 or end the student "
         "in a dense layer (logits)");
 
@@ -526,11 +519,11 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   torch::Tensor epoch_generator;  // the generator state at the start of the epoch in progress
   if (options.resume) {
     torch::serialize::InputArchive archive;
-    const auto j = open_resume_state(run_dir, archive);
-    if (j.value("config", std::string()) != config_yaml)
+    const auto saved = open_resume_state(run_dir, archive);
+    if (saved.config_yaml != config_yaml)
       throw std::runtime_error("cannot resume: the config differs from the one " + state_path +
                                " was trained with (resume with the run's own config.yaml)");
-    st = loop_state_from_json(j);
+    st = saved.loop;
     if (st.finished)
       throw std::runtime_error("cannot resume: the run in " + run_dir + " has finished (" +
                                std::to_string(st.epoch) + " epochs of " + std::to_string(t.epochs) +
@@ -558,7 +551,6 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       for (const auto& m : result.history) text += metrics_json(m).dump() + "\n";
       util::write_text_atomic(metrics_path, text);
     }
-    result.best = st.best;
     result.resumed = true;
     result.resumed_epoch = st.epoch + 1;
     result.resumed_step = st.step;
@@ -572,7 +564,6 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     torch::manual_seed(seed);
     model->to(device);
     optimizer = make_optimizer(model, t);
-    st.beta = pid_mode ? pid.beta() : config::beta_at(t.beta, 0.0);
   }
   if (pid_mode && options.resume) pid.restore(st.pid);
   model->train();
@@ -592,24 +583,28 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   EarlyStopper stopper(es);
   stopper.restore(st.stopper);
 
-  // resume.pt: a checkpoint of the current weights plus the optimizer, RNG and loop state.
-  auto save_state = [&](const LoopState& s) {
+  // Score: accuracy for classification, -loss for regression (higher is better).
+  auto score_of = [&](double val_accuracy, double val_loss) {
+    return classification ? val_accuracy : -val_loss;
+  };
+  // resume.pt: a checkpoint of the current weights (at `beta`) plus the optimizer, RNG and loop
+  // state.
+  auto save_state = [&](double beta) {
     model::CheckpointMeta m = meta;
-    m.epoch = s.epoch;
-    m.beta = s.beta;
+    m.epoch = st.epoch;
+    m.beta = beta;
     if (!result.history.empty()) {
       const auto& h = result.history.back();
       m.val_accuracy = h.val_accuracy;
       m.val_loss = h.val_loss;
       m.ebops = h.ebops;
     }
-    LoopState copy = s;
-    copy.front = front.entries();
-    copy.stopper = stopper.state();
-    copy.pid = pid.state();
+    st.front = front.entries();
+    st.stopper = stopper.state();
+    st.pid = pid.state();
     const std::string source =
         config.source_path.empty() ? "" : fs::absolute(config.source_path).string();
-    const auto json = to_json(copy, config_yaml, source).dump();
+    const auto json = to_json(st, config_yaml, source).dump();
     auto torch_rng = at::detail::getDefaultCPUGenerator().get_state();
     model->to(torch::kCPU);
     model::save_checkpoint(state_path, model, m, [&](torch::serialize::OutputArchive& a) {
@@ -621,6 +616,15 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       a.write(kResumeTorchRng, torch_rng);
     });
     model->to(device);
+  };
+  // Ctrl-C, once resume.pt holds the state before step `step` of epoch `epoch` (0-based).
+  auto interrupted = [&](int64_t epoch, int64_t step) {
+    result.interrupted = true;
+    result.interrupted_epoch = epoch + 1;
+    result.interrupted_step = step;
+    result.best_checkpoint = best_path;
+    result.best = st.best;
+    return result;
   };
   auto stop_requested = [&] { return options.interrupted && options.interrupted(); };
 
@@ -646,13 +650,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
         st.step = s;
         st.loss_sum = loss_sum;
         st.correct = correct;
-        st.beta = beta;
-        save_state(st);
-        result.interrupted = true;
-        result.interrupted_epoch = epoch + 1;
-        result.interrupted_step = s;
-        result.best_checkpoint = best_path;
-        return result;
+        save_state(beta);
+        return interrupted(epoch, s);
       }
       auto idx = perm.slice(0, s * bs, std::min(n, (s + 1) * bs));
       auto xb = train_split.x.index_select(0, idx).to(device);
@@ -667,8 +666,9 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
         auto tb = teacher_train.index_select(0, idx).to(device);
         loss = kd.alpha * task + (1.0 - kd.alpha) * distill_loss(out, tb, kd, probabilities);
       }
+      const bool pid_step = pid_active && t.beta.pid.interval_steps > 0;  // reads this step's EBOPs
       torch::Tensor ebops;
-      if (beta > 0 || pid_active) ebops = model->ebops();
+      if (beta > 0 || pid_step) ebops = model->ebops();
       if (beta > 0) loss = loss + beta * ebops;
       if (t.gamma > 0) loss = loss + t.gamma * model->bits_l1();
       optimizer->zero_grad();
@@ -682,7 +682,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
                                  " at epoch " + std::to_string(epoch + 1) + ", step " +
                                  std::to_string(s + 1) + " (lower train.lr?); checkpoints up to "
                                  "the previous epoch are in " + run_dir);
-      if (pid_active && t.beta.pid.interval_steps > 0) {
+      if (pid_step) {
         st.pid_sum += ebops.item<double>();
         if (++st.pid_count == t.beta.pid.interval_steps) {
           pid.update(st.pid_sum / static_cast<double>(st.pid_count));
@@ -737,13 +737,12 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     model->to(torch::kCPU);
     model::save_checkpoint(last_path, model, meta);
     model->to(device);
-    // Score: accuracy for classification, -loss for regression.
-    const double score = classification ? m.val_accuracy : -m.val_loss;
-    if (score > st.best_score) {
-      st.best_score = score;
+    const double score = score_of(m.val_accuracy, m.val_loss);
+    const double best_score = st.best.epoch == 0 ? -std::numeric_limits<double>::infinity()
+                                                 : score_of(st.best.val_accuracy, st.best.val_loss);
+    if (score > best_score) {
       util::copy_file_atomic(last_path, best_path);
       st.best = meta;
-      result.best = meta;
     }
     if (!front.dominated(score, m.ebops)) {
       char name[64];
@@ -759,10 +758,9 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     const bool stop =
         stopper.update(m.epoch, es.monitor == "val_loss" ? m.val_loss : m.val_accuracy, m.ebops);
     st.epoch = m.epoch;
-    st.beta = beta;
     st.finished = stop || m.epoch == t.epochs;
     epoch_generator = gen.get_state();
-    save_state(st);
+    save_state(beta);
     if (stop) {
       result.stopped_early = true;
       result.stopped_epoch = m.epoch;
@@ -772,13 +770,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       }
       break;
     }
-    if (m.epoch < t.epochs && stop_requested()) {
-      result.interrupted = true;
-      result.interrupted_epoch = m.epoch + 1;
-      result.interrupted_step = 0;
-      result.best_checkpoint = best_path;
-      return result;
-    }
+    if (m.epoch < t.epochs && stop_requested()) return interrupted(m.epoch, 0);  // saved above
   }
   result.best_checkpoint = best_path;
   result.best = st.best;
@@ -861,7 +853,7 @@ void prepare_distillation(config::RunConfig& config, const std::string& base_dir
                           std::vector<std::pair<std::string, data::TensorSplit*>> splits,
                           bool quiet) {
   auto& kd = config.train.distillation;
-  const std::string where = config.source_path.empty() ? config.name : config.source_path;
+  const std::string where = origin(config);
   if (!kd.teacher.empty()) {
     std::string path = kd.teacher;
     if (fs::path(path).is_relative() && !config.source_path.empty())
@@ -912,19 +904,18 @@ TrainResult train(const config::RunConfig& config_in, const TrainOptions& option
   config::RunConfig config = config_in;
   if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
   torch::manual_seed(config.train.seed);
-  const std::string base_dir =
+  std::string base_dir =
       config.source_path.empty() ? "." : fs::path(config.source_path).parent_path().string();
-  auto splits = data::load_splits(config.data, base_dir.empty() ? "." : base_dir);
+  if (base_dir.empty()) base_dir = ".";
+  auto splits = data::load_splits(config.data, base_dir);
   model::HGQModel model(config.model);
-  int64_t outputs = 1;
-  for (auto d : model->output_shape()) outputs *= d;
+  const int64_t outputs = c10::multiply_integers(model->output_shape());
   const bool cls = config.train.loss == "cross_entropy";
   const auto& shape = model->input_shape();
   check_target(model, config);
   const auto& kd = config.train.distillation;
   if (kd.enabled && kd.target == "reconstruction_error" && outputs != 1)
-    throw config::ConfigError((config.source_path.empty() ? config.name : config.source_path) +
-                              ": train.distillation (target reconstruction_error) needs a student "
+    throw config::ConfigError(origin(config) + ": train.distillation (target reconstruction_error) needs a student "
                               "with one output (the score), but the model has " +
                               std::to_string(outputs));
   data::TensorSplit tr, va, te;
@@ -951,7 +942,7 @@ TrainResult train(const config::RunConfig& config_in, const TrainOptions& option
     te = convert(splits.test, "test data");
   }
   if (kd.enabled)
-    prepare_distillation(config, base_dir.empty() ? "." : base_dir, splits.standardizer,
+    prepare_distillation(config, base_dir, splits.standardizer,
                          {{"train", &tr}, {"validation", &va}, {"test", &te}}, options.quiet);
   if (!options.quiet)
     std::printf("data: %lld train, %lld validation, %lld test samples\n",

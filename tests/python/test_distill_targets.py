@@ -7,9 +7,6 @@ repository). Needs python3-torch, python3-h5py and python3-numpy in the interpre
 (/usr/bin/python3 -m pytest); skipped otherwise.
 """
 
-import os
-import pathlib
-import subprocess
 from typing import Tuple
 
 import pytest
@@ -18,23 +15,13 @@ np = pytest.importorskip("numpy")
 h5py = pytest.importorskip("h5py")
 torch = pytest.importorskip("torch")
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from hgqt_paths import HGQT, run_hgqt  # noqa: E402
 
-
-def hgqt_binary():
-    build = pathlib.Path(os.environ.get("HGQT_BUILD_DIR", "build"))
-    if not build.is_absolute():
-        build = REPO / build
-    return build / "hgqt"
-
-
-HGQT = hgqt_binary()
 pytestmark = pytest.mark.skipif(not HGQT.is_file(), reason=f"no hgqt binary at {HGQT}: build it first")
 
 
 def hgqt(*args):
-    return subprocess.run([str(HGQT), *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    return run_hgqt(*args, timeout=120)
 
 
 # ---- teachers

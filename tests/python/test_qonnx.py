@@ -6,7 +6,6 @@ $HGQT_BUILD_DIR/qonnx_fixtures (HGQT_BUILD_DIR defaults to build/, relative to t
 ctest runs before pytest in scripts/test.sh.
 """
 
-import os
 import pathlib
 import sys
 
@@ -18,14 +17,11 @@ from onnx import helper
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import qonnx_eval  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from hgqt_paths import build_dir  # noqa: E402
 
 
 def fixture_dir():
-    build = pathlib.Path(os.environ.get("HGQT_BUILD_DIR", "build"))
-    if not build.is_absolute():
-        build = REPO / build
-    return build / "qonnx_fixtures"
+    return build_dir() / "qonnx_fixtures"
 
 
 def case_names():

@@ -6,26 +6,15 @@ repository). The plots need matplotlib in /usr/bin/python3 (python3-matplotlib),
 """
 
 import json
-import os
 import pathlib
 import re
 import struct
-import subprocess
 import zlib
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from hgqt_paths import HGQT, REPO, run_hgqt  # noqa: E402
 
-
-def hgqt_binary():
-    build = pathlib.Path(os.environ.get("HGQT_BUILD_DIR", "build"))
-    if not build.is_absolute():
-        build = REPO / build
-    return build / "hgqt"
-
-
-HGQT = hgqt_binary()
 pytestmark = pytest.mark.skipif(not HGQT.is_file(), reason=f"no hgqt binary at {HGQT}: build it first")
 
 # Five epochs of a classification run; the front is epochs 2, 4 and 5.
@@ -69,10 +58,7 @@ def make_run(tmp_path, metrics, front, name="run"):
 
 
 def hgqt(*args, env=None):
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([str(HGQT), *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=300)
+    return run_hgqt(*args, env=env)
 
 
 def assert_png(path):

@@ -2,7 +2,6 @@
 // restricted to the normal classes, and the test ROC AUC of the reconstruction MSE separates the
 // held-out class.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,18 +11,14 @@
 #include "hgqt/data/dataset.h"
 #include "hgqt/data/tensors.h"
 #include "hgqt/train/trainer.h"
+#include "train_fixtures.h"
 
 using namespace hgqt;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string temp_dir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("hgqt_ae_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string temp_dir(const std::string& name) { return test::temp_dir("ae_" + name); }
 
 // Classes 0 and 1: a scaled copy of their own pattern; class 2: a pattern on the other features.
 void write_data(const std::string& file, int64_t n, uint64_t seed, const std::string& suffix,

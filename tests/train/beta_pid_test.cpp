@@ -21,18 +21,19 @@ config::BetaPIDSpec spec(double p, double i, double d, double init, double max =
   return s;
 }
 
-std::string config_error(const std::string& train_yaml) {
-  const std::string text = R"(
+// A model and data section; tests append `train:` and what follows.
+const std::string kModelAndData = R"(
 model:
   input_shape: [4]
   layers:
     - {type: dense, units: 3}
 data:
   train: {file: d.h5, features: x, labels: y}
-train:
-)" + train_yaml;
+)";
+
+std::string config_error(const std::string& train_yaml) {
   try {
-    config::parse_run_config(text, "t.yaml");
+    config::parse_run_config(kModelAndData + "train:\n" + train_yaml, "t.yaml");
   } catch (const config::ConfigError& e) {
     return e.what();
   }
@@ -84,13 +85,7 @@ TEST(BetaPID, RestoredStateContinuesIdentically) {
 }
 
 TEST(BetaPIDConfig, ParsesWithDefaultsAndRoundTrips) {
-  auto c = config::parse_run_config(R"(
-model:
-  input_shape: [4]
-  layers:
-    - {type: dense, units: 3}
-data:
-  train: {file: d.h5, features: x, labels: y}
+  auto c = config::parse_run_config(kModelAndData + R"(
 train:
   beta: {kind: pid, target_ebops: 2.0e5, init: 1.0e-7, interval_steps: 20, max: 1.0e-4}
 )", "t.yaml");

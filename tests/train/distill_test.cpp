@@ -2,8 +2,6 @@
 // show the student follows the teacher (including a teacher that is wrong on purpose).
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -13,17 +11,14 @@
 #include "hgqt/train/distill.h"
 #include "hgqt/train/metrics.h"
 #include "hgqt/train/trainer.h"
+#include "train_fixtures.h"
 
 using namespace hgqt;
 namespace fs = std::filesystem;
 
 namespace {
-std::string temp_dir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("hgqt_distill_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using test::blobs;
+using test::temp_dir;
 
 config::DistillationSpec kd(const std::string& loss, double temperature = 1.0) {
   config::DistillationSpec d;
@@ -33,31 +28,7 @@ config::DistillationSpec kd(const std::string& loss, double temperature = 1.0) {
   return d;
 }
 
-const char* kBlobsModel = R"(
-name: blobs
-model:
-  input_shape: [8]
-  layers:
-    - {type: dense, units: 16, activation: relu}
-    - {type: dense, units: 3}
-data:
-  train: {file: unused.h5, features: x, labels: y}
-train:
-  epochs: 6
-  batch_size: 64
-  lr: 0.01
-  seed: 3
-)";
-
-// Three Gaussian blobs in 8 dimensions (the same centers for every seed of the samples).
-data::TensorSplit blobs(int64_t n, uint64_t seed) {
-  torch::manual_seed(100);
-  auto centers = torch::randn({3, 8}) * 2;
-  torch::manual_seed(seed);
-  auto y = torch::randint(0, 3, {n}, torch::kLong);
-  auto x = centers.index_select(0, y) + torch::randn({n, 8});
-  return {x, y};
-}
+config::RunConfig blobs_config() { return test::blobs_config(6); }
 }  // namespace
 
 // Student logits (0, ln 3): probabilities (1/4, 3/4); teacher (1/2, 1/2).
@@ -113,7 +84,7 @@ TEST(DistillLoss, TeacherTargetsForKl) {
 // An hgqt checkpoint as a teacher applies its own standardization to the raw inputs.
 TEST(Teacher, HgqtCheckpointAppliesItsStandardization) {
   const auto dir = temp_dir("ck");
-  auto cfg = config::parse_run_config(kBlobsModel, "test");
+  auto cfg = blobs_config();
   model::HGQModel m(cfg.model);
   model::CheckpointMeta meta;
   meta.feature_mean = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -189,7 +160,7 @@ namespace {
 // Trains a student on blobs whose teacher outputs are given; returns the test accuracy on the
 // true labels.
 double student_accuracy(const torch::Tensor& teacher_logits, double alpha, const std::string& name) {
-  auto cfg = config::parse_run_config(kBlobsModel, "test");
+  auto cfg = blobs_config();
   cfg.train.distillation = kd("kl", 2.0);
   cfg.train.distillation.alpha = alpha;
   model::HGQModel m(cfg.model);
@@ -221,7 +192,7 @@ TEST(Distillation, TheStudentFollowsTheTeacher) {
 }
 
 TEST(Distillation, MissingTeacherOutputsAndWrongWidth) {
-  auto cfg = config::parse_run_config(kBlobsModel, "test");
+  auto cfg = blobs_config();
   cfg.train.distillation = kd("kl");
   model::HGQModel m(cfg.model);
   train::TrainOptions o;

@@ -2,8 +2,6 @@
 // beta controller reaches its EBOPs target on a Fashion-MNIST MLP.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -12,16 +10,14 @@
 
 #include "hgqt/data/dataset.h"
 #include "hgqt/train/trainer.h"
+#include "train_fixtures.h"
 
 using namespace hgqt;
 namespace fs = std::filesystem;
 
 namespace {
-std::string temp_dir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("hgqt_resume_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  return p.string();
-}
+using test::blobs;
+using test::temp_dir;
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path);
@@ -31,31 +27,19 @@ std::string read_all(const std::string& path) {
 // A PID-controlled beta updated every 3 steps, early stopping bookkeeping and a cosine lr: every
 // piece of loop state matters for the result.
 config::RunConfig resume_config_text() {
-  return config::parse_run_config(R"(
-name: resume
-model:
-  input_shape: [8]
-  layers:
-    - {type: dense, units: 16, activation: relu}
-    - {type: dense, units: 3}
-data:
-  train: {file: unused.h5, features: x, labels: y}
-train:
-  epochs: 4
-  batch_size: 50
-  lr: 0.01
-  seed: 5
-  beta: {kind: pid, target_ebops: 3000, init: 1.0e-6, warmup_epochs: 1, interval_steps: 3, max: 1.0e-3}
-  early_stopping: {patience: 10}
-)", "test");
-}
-
-data::TensorSplit blobs(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto y = torch::randint(0, 3, {n}, torch::kLong);
-  auto centers = torch::randn({3, 8}) * 2;
-  auto x = centers.index_select(0, y) + torch::randn({n, 8});
-  return {x, y};
+  auto cfg = test::blobs_config(4);
+  cfg.train.batch_size = 50;
+  cfg.train.seed = 5;
+  cfg.train.beta.kind = "pid";
+  cfg.train.beta.pid.target_ebops = 3000;
+  cfg.train.beta.pid.init = 1e-6;
+  cfg.train.beta.pid.warmup_epochs = 1;
+  cfg.train.beta.pid.interval_steps = 3;
+  cfg.train.beta.pid.max = 1e-3;
+  cfg.train.early_stopping.enabled = true;
+  cfg.train.early_stopping.patience = 10;
+  cfg.train.early_stopping.monitor = "val_accuracy";
+  return cfg;
 }
 
 train::TrainResult run(const std::string& dir, bool resume, int64_t stop_at_poll) {

@@ -11,46 +11,19 @@
 
 #include "hgqt/train/pareto.h"
 #include "hgqt/train/trainer.h"
+#include "train_fixtures.h"
 
 using namespace hgqt;
 
 namespace {
-std::string temp_dir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() /
-           ("hgqt_train_test_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(p);
-  return p.string();
-}
+using test::blobs;
+using test::temp_dir;
 
 config::RunConfig small_config(double beta, int64_t epochs) {
-  auto cfg = config::parse_run_config(R"(
-name: blobs
-model:
-  input_shape: [8]
-  layers:
-    - {type: dense, units: 16, activation: relu}
-    - {type: dense, units: 3}
-data:
-  train: {file: unused.h5, features: x, labels: y}
-train:
-  epochs: 4
-  batch_size: 64
-  lr: 0.01
-  seed: 3
-)", "test");
-  cfg.train.epochs = epochs;
+  auto cfg = test::blobs_config(epochs);
   cfg.train.beta.kind = "constant";
   cfg.train.beta.value = beta;
   return cfg;
-}
-
-// Three Gaussian blobs in 8 dimensions.
-data::TensorSplit blobs(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto y = torch::randint(0, 3, {n}, torch::kLong);
-  auto centers = torch::randn({3, 8}) * 2;
-  auto x = centers.index_select(0, y) + torch::randn({n, 8});
-  return {x, y};
 }
 }  // namespace
 
