@@ -761,6 +761,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     st.finished = stop || m.epoch == t.epochs;
     epoch_generator = gen.get_state();
     save_state(beta);
+    if (options.on_epoch) options.on_epoch(m);
     if (stop) {
       result.stopped_early = true;
       result.stopped_epoch = m.epoch;

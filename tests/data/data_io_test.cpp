@@ -739,8 +739,8 @@ TEST(DataIO, LoadSplitsStandardizesWithTrainStatistics) {
   hgqt::data::write_h5_array(file, "val/x", make_array({1, 2}, {4, 12}));
   hgqt::data::write_h5_labels(file, "val/y", {1});
   hgqt::config::DataSpec spec;
-  spec.train = {file, "train/x", "train/y"};
-  spec.validation = {file, "val/x", "val/y"};
+  spec.train = {file, "train/x", "train/y", ""};
+  spec.validation = {file, "val/x", "val/y", ""};
   spec.test_split = 0.0;
   spec.standardize = true;
   auto s = hgqt::data::load_splits(spec, "");

@@ -147,6 +147,10 @@ struct TrainOptions {
   /// Polled before every step: when it returns true the trainer saves resume.pt (mid-epoch) and
   /// returns with TrainResult::interrupted (the CLI's Ctrl-C handler).
   std::function<bool()> interrupted;
+  /// Called after every epoch, once its metrics.jsonl line and checkpoints are written (the
+  /// Python bindings' per-epoch callback). An exception it throws ends the run and reaches the
+  /// caller; everything saved so far stays.
+  std::function<void(const EpochMetrics&)> on_epoch;
 };
 
 /// Where a run directory keeps its resume state (a valid hgqt checkpoint plus optimizer, RNG and
