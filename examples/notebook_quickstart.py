@@ -98,8 +98,8 @@ axes[1].set_title("kernel bits [64 units x 784 inputs]")
 fig.colorbar(im, ax=axes[1])
 fig.tight_layout()
 fig.savefig(OUT / "bit_widths.png", dpi=80)
-print(f"pixels pruned (0 bits): {(input_bits == 0).sum().item()} of 784; "
-      f"weights pruned: {(kernel_bits == 0).float().mean().item():.1%}")
+print(f"pixels with 0 bits (pruned inputs): {(input_bits == 0).sum().item()} of 784; "
+      f"weights with 0 bits: {(kernel_bits == 0).float().mean().item():.1%}")
 
 # %% [markdown]
 # ## Accuracy against EBOPs: every epoch and the Pareto front

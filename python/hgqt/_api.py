@@ -248,7 +248,8 @@ def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str 
     - "archive": the model archive directory (model.json + tensors.h5).
 
     ``tb_inputs`` ([N, ...] raw features) become the testbench's samples, with the emulator's
-    outputs as the expected values; by default ``tb_samples`` standard-normal inputs (seed 1).
+    outputs as the expected values; by default ``tb_samples`` standard-normal inputs (seed 1),
+    the same as ``hgqt export`` without --tb-data.
     An untraced model is refused unless ``allow_untraced``. Returns the output path (qonnx: the
     report dict with "path").
     """
@@ -267,17 +268,11 @@ def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str 
                                     include_preprocessing)
         report["path"] = path
         return report
-    if tb_inputs is None:
-        g = torch.Generator().manual_seed(1)
-        tb = torch.randn(int(tb_samples), a.input_size, generator=g, dtype=torch.float64)
-        preprocess = False
-    else:
-        tb = as_tensor(tb_inputs, torch.float64)
-        preprocess = True
+    tb = None if tb_inputs is None else as_tensor(tb_inputs, torch.float64)
     if fmt == "hls":
-        _hgqt.export_hls(a, path, name, part, float(clock_ns), tb, preprocess)
+        _hgqt.export_hls(a, path, name, part, float(clock_ns), tb, int(tb_samples))
     else:
-        _hgqt.export_verilog(a, path, name, int(pipeline_stages), const_mult, tb, preprocess)
+        _hgqt.export_verilog(a, path, name, int(pipeline_stages), const_mult, tb, int(tb_samples))
     return path
 
 

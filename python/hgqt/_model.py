@@ -143,9 +143,8 @@ def Sequential(*layers: QLayer, input_shape: Optional[List[int]] = None) -> Mode
     with json_origin("hgqt.Sequential"):
         cpp = _hgqt.build_model_yaml(json.dumps(section), "hgqt.Sequential")
     model = _wrap(cpp)
-    for (name, target), layer in zip(model.layers.items(), layers):
-        expected = layer.input_shape
-        got = [e for e in model.layer_info() if e["name"] == name][0]["input_shape"]
+    for (name, target), info, layer in zip(model.layers.items(), model.layer_info(), layers):
+        expected, got = layer.input_shape, info["input_shape"]
         if expected is not None and list(expected) != list(got):
             raise ValueError(f"hgqt.Sequential: layer {name} was built for input {expected}, "
                              f"but gets {got} here")

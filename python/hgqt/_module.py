@@ -198,12 +198,11 @@ class Module(torch.nn.Module):
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "Module":
         # .to(), .cuda(), .cpu(), .double(), .float(): learn the target device and float dtype
         # from a probe, then let C++ move every tensor in place (the Python views stay valid).
-        probe = fn(torch.zeros((), dtype=torch.float32))
-        dtype = {torch.float32: "", torch.float64: "float64"}.get(probe.dtype)
-        if dtype is None:
+        current = next((t.dtype for _, t in self._cpp.state()), torch.float32)
+        probe = fn(torch.zeros((), dtype=current))
+        if probe.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"hgqt modules compute in float32 or float64, not {probe.dtype}")
-        if dtype == "" and any(t.dtype == torch.float64 for _, t in self._cpp.state()):
-            dtype = "float32" if fn(torch.zeros((), dtype=torch.float64)).dtype == torch.float32 else ""
+        dtype = "" if probe.dtype == current else str(probe.dtype).replace("torch.", "")
         self._cpp.to(str(probe.device), dtype)
         return self
 

@@ -138,8 +138,13 @@ class QLayer(Module):
         return self._cpp.output_shape([int(s) for s in input_shape])
 
 
-def _with_quantizers(spec: Dict[str, Any], cls_name: str, **quantizers: Any) -> Dict[str, Any]:
-    for role, value in quantizers.items():
+def _with_quantizers(spec: Dict[str, Any], cls_name: str, quantizers: Mapping[str, Any]) -> Dict[str, Any]:
+    """Adds `<role>_quantizer` entries to a layer spec; keys are roles, with or without the
+    `_quantizer` suffix; None leaves a quantizer at its defaults."""
+    for key, value in quantizers.items():
+        role = key.removesuffix("_quantizer")
+        if role not in _QUANTIZER_ROLES:
+            raise TypeError(f"hgqt.nn.{cls_name}: unknown argument '{key}'")
         if value is not None:
             spec[f"{role}_quantizer"] = _quantizer_spec(value, f"hgqt.nn.{cls_name}: {role}_quantizer")
     return spec
@@ -161,8 +166,8 @@ class QDense(QLayer):
                  output_quantizer: Optional[Mapping[str, Any]] = None) -> None:
         spec = {"type": "dense", "units": int(out_features), "activation": activation,
                 "use_bias": bool(bias), "batchnorm": bool(batchnorm)}
-        _with_quantizers(spec, "QDense", input=input_quantizer, kernel=kernel_quantizer,
-                         bias=bias_quantizer, output=output_quantizer)
+        _with_quantizers(spec, "QDense", {"input": input_quantizer, "kernel": kernel_quantizer,
+                                          "bias": bias_quantizer, "output": output_quantizer})
         super().__init__(spec, [int(in_features)])
 
 
@@ -179,8 +184,9 @@ class _QConv(QLayer):
         spec = {"type": self._type, "filters": int(filters), "kernel_size": kernel_size,
                 "strides": strides, "padding": padding, "activation": activation,
                 "use_bias": bool(bias), "batchnorm": bool(batchnorm)}
-        _with_quantizers(spec, type(self).__name__, input=input_quantizer,
-                         kernel=kernel_quantizer, bias=bias_quantizer, output=output_quantizer)
+        _with_quantizers(spec, type(self).__name__, {
+            "input": input_quantizer, "kernel": kernel_quantizer, "bias": bias_quantizer,
+            "output": output_quantizer})
         super().__init__(spec, input_shape)
 
 
@@ -203,7 +209,7 @@ class QActivation(QLayer):
     def __init__(self, shape: Sequence[int], activation: str = "relu",
                  quantizer: Optional[Mapping[str, Any]] = None) -> None:
         spec = _with_quantizers({"type": "activation", "activation": activation}, "QActivation",
-                                output=quantizer)
+                                {"output": quantizer})
         super().__init__(spec, shape)
 
 
@@ -232,12 +238,7 @@ class QSoftmax(QLayer):
     exp_output, inv_input, inv_output, output)."""
 
     def __init__(self, shape: Sequence[int], **quantizers: Optional[Mapping[str, Any]]) -> None:
-        for role in quantizers:
-            if role.removesuffix("_quantizer") not in _QUANTIZER_ROLES:
-                raise TypeError(f"hgqt.nn.QSoftmax: unknown argument '{role}'")
-        spec = {"type": "softmax"}
-        _with_quantizers(spec, "QSoftmax", **{r.removesuffix("_quantizer"): v
-                                              for r, v in quantizers.items()})
+        spec = _with_quantizers({"type": "softmax"}, "QSoftmax", quantizers)
         super().__init__(spec, shape)
 
 
@@ -248,8 +249,7 @@ class QBatchNorm(QLayer):
     def __init__(self, shape: Sequence[int], momentum: float = 0.99, epsilon: float = 1e-3,
                  **quantizers: Optional[Mapping[str, Any]]) -> None:
         spec = {"type": "batchnorm", "momentum": momentum, "epsilon": epsilon}
-        _with_quantizers(spec, "QBatchNorm", **{r.removesuffix("_quantizer"): v
-                                                for r, v in quantizers.items()})
+        _with_quantizers(spec, "QBatchNorm", quantizers)
         super().__init__(spec, shape)
 
 

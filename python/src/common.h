@@ -27,6 +27,9 @@ struct CppModule {
   quant::FixedQuantizerImpl* as_quantizer() const;
   /// The model, or a std::invalid_argument naming `what` needed one.
   model::HGQModel model(const std::string& what) const;
+  /// The quantizer / layer, or a std::invalid_argument naming `what` needed one.
+  quant::FixedQuantizerImpl& quantizer(const std::string& what) const;
+  nn::QLayer& layer(const std::string& what) const;
 };
 
 /// Checkpoint metadata <-> Python dict (keys as in CheckpointMeta).

@@ -34,6 +34,15 @@ model::HGQModel CppModule::model(const std::string& what) const {
   return model::HGQModel(p);
 }
 
+quant::FixedQuantizerImpl& CppModule::quantizer(const std::string& what) const {
+  if (auto* q = as_quantizer()) return *q;
+  throw std::invalid_argument(what + ": '" + kind() + "' is not a quantizer");
+}
+nn::QLayer& CppModule::layer(const std::string& what) const {
+  if (auto* l = as_layer()) return *l;
+  throw std::invalid_argument(what + ": '" + kind() + "' is not a layer");
+}
+
 namespace {
 
 // A YAML scalar as the Python value a user would write: bool, int, float, None or str.
@@ -201,8 +210,7 @@ void init_modules(py::module_& m) {
       })
       .def("forward", &forward)
       .def("forward_many", [](const CppModule& c, const std::vector<torch::Tensor>& xs) {
-        if (auto* l = c.as_layer()) return l->forward_many(xs);
-        throw std::invalid_argument("module '" + c.kind() + "' takes one input");
+        return c.layer("several inputs").forward_many(xs);
       })
       .def("ebops", [](const CppModule& c) -> torch::Tensor {
         if (auto* m = c.as_model()) return m->ebops();
@@ -227,26 +235,14 @@ void init_modules(py::module_& m) {
       })
       // Quantizers.
       .def("kif", [](const CppModule& c) {
-        auto* q = c.as_quantizer();
-        if (!q) throw std::invalid_argument("kif: '" + c.kind() + "' is not a quantizer");
-        auto [k, i, f] = q->kif();
+        auto [k, i, f] = c.quantizer("kif").kif();
         return py::make_tuple(k, i, f);
       })
-      .def("bits", [](const CppModule& c) {
-        auto* q = c.as_quantizer();
-        if (!q) throw std::invalid_argument("bits: '" + c.kind() + "' is not a quantizer");
-        return q->bits();
-      })
+      .def("bits", [](const CppModule& c) { return c.quantizer("bits").bits(); })
       .def("quantizer_options", [](const CppModule& c) {
-        auto* q = c.as_quantizer();
-        if (!q) throw std::invalid_argument("options: '" + c.kind() + "' is not a quantizer");
-        return quantizer_options(q->options);
+        return quantizer_options(c.quantizer("options").options);
       })
-      .def("param_shape", [](const CppModule& c) {
-        auto* q = c.as_quantizer();
-        if (!q) throw std::invalid_argument("param_shape: '" + c.kind() + "' is not a quantizer");
-        return q->param_shape();
-      })
+      .def("param_shape", [](const CppModule& c) { return c.quantizer("param_shape").param_shape(); })
       // Layers: (role, child name) of every quantizer, in data-flow order.
       .def("quantizer_roles", [](const CppModule& c) {
         py::list out;
@@ -260,9 +256,7 @@ void init_modules(py::module_& m) {
         return out;
       })
       .def("output_shape", [](const CppModule& c, const std::vector<int64_t>& in) {
-        auto* l = c.as_layer();
-        if (!l) throw std::invalid_argument("output_shape: '" + c.kind() + "' is not a layer");
-        return l->output_shape(in);
+        return c.layer("output_shape").output_shape(in);
       })
       // Models.
       .def("layer_entries", [](const CppModule& c) {

@@ -2,6 +2,8 @@
 // model archive, the integer emulator, the exporters and the summary table.
 #include <chrono>
 #include <cmath>
+#include <functional>
+#include <map>
 
 #include "common.h"
 #include "hgqt/archive/archive.h"
@@ -30,47 +32,36 @@ py::dict meta_to_dict(const model::CheckpointMeta& m) {
 }
 
 model::CheckpointMeta meta_from_dict(const py::dict& d) {
-  static const char* known[] = {"epoch", "val_accuracy", "val_loss", "ebops", "beta", "loss",
-                                "feature_mean", "feature_std", "config_yaml"};
+  model::CheckpointMeta m;
+  // One setter per key: the keys of CheckpointMeta (meta_to_dict writes the same).
+  const std::map<std::string, std::function<void(py::handle)>> setters = {
+      {"epoch", [&](py::handle v) { m.epoch = v.cast<int64_t>(); }},
+      {"val_accuracy", [&](py::handle v) { m.val_accuracy = v.cast<double>(); }},
+      {"val_loss", [&](py::handle v) { m.val_loss = v.cast<double>(); }},
+      {"ebops", [&](py::handle v) { m.ebops = v.cast<double>(); }},
+      {"beta", [&](py::handle v) { m.beta = v.cast<double>(); }},
+      {"loss", [&](py::handle v) { m.loss = v.cast<std::string>(); }},
+      {"feature_mean", [&](py::handle v) { m.feature_mean = v.cast<std::vector<float>>(); }},
+      {"feature_std", [&](py::handle v) { m.feature_std = v.cast<std::vector<float>>(); }},
+      {"config_yaml", [&](py::handle v) { m.config_yaml = v.cast<std::string>(); }}};
   for (const auto& item : d) {
     const auto key = py::str(item.first).cast<std::string>();
-    bool ok = false;
-    for (const char* k : known) ok = ok || key == k;
-    if (!ok)
-      throw std::invalid_argument("checkpoint meta: unknown key '" + key +
-                                  "' (known: epoch, val_accuracy, val_loss, ebops, beta, loss, "
-                                  "feature_mean, feature_std, config_yaml)");
+    auto it = setters.find(key);
+    if (it == setters.end()) {
+      std::string known;
+      for (const auto& kv : setters) known += (known.empty() ? "" : ", ") + kv.first;
+      throw std::invalid_argument("checkpoint meta: unknown key '" + key + "' (known: " + known + ")");
+    }
+    it->second(item.second);
   }
-  model::CheckpointMeta m;
-  auto get = [&](const char* key, auto& field) {
-    if (d.contains(key)) field = d[key].cast<std::decay_t<decltype(field)>>();
-  };
-  get("epoch", m.epoch);
-  get("val_accuracy", m.val_accuracy);
-  get("val_loss", m.val_loss);
-  get("ebops", m.ebops);
-  get("beta", m.beta);
-  get("loss", m.loss);
-  get("feature_mean", m.feature_mean);
-  get("feature_std", m.feature_std);
-  get("config_yaml", m.config_yaml);
   return m;
 }
 
 namespace {
 
+// An epoch's metrics as a dict: its metrics.jsonl line (the same keys; NaN as None).
 py::dict epoch_dict(const train::EpochMetrics& e) {
-  py::dict d;
-  d["epoch"] = e.epoch;
-  d["loss"] = e.loss;
-  d["accuracy"] = e.accuracy;
-  d["val_loss"] = e.val_loss;
-  d["val_accuracy"] = e.val_accuracy;
-  d["ebops"] = e.ebops;
-  d["beta"] = e.beta;
-  d["lr"] = e.lr;
-  d["seconds"] = e.seconds;
-  return d;
+  return py::module_::import("json").attr("loads")(train::metrics_line(e));
 }
 
 py::dict anomaly_dict(const train::AnomalyResult& a) {
@@ -140,6 +131,15 @@ std::vector<double> archive_rows(const archive::Archive& a, const torch::Tensor&
   return rows;
 }
 
+// Testbench rows: the given raw features (preprocessed like the model input), or `tb_samples`
+// of the exporters' default random inputs (as `hgqt export` without --tb-data).
+std::vector<double> testbench_rows(const archive::Archive& a, const c10::optional<torch::Tensor>& tb,
+                                   int64_t tb_samples, int64_t& n) {
+  if (tb) return archive_rows(a, *tb, true, n);
+  n = tb_samples;
+  return exporters::random_testbench_inputs(n, a.input_size());
+}
+
 void check_batch(const torch::Tensor& x, int64_t batch_size, const std::string& what) {
   if (batch_size < 1)
     throw std::invalid_argument(what + ": batch_size must be at least 1, got " +
@@ -160,80 +160,80 @@ py::dict trace_dict(const archive::TraceInfo& t) {
   return d;
 }
 
+// hgqt.train: the C++ trainer with the GIL released. At most every 50 ms, before a step, it takes
+// the GIL and runs Python's signal handlers; Ctrl-C (a notebook's interrupt), any exception of
+// another signal handler, or a callback that returned False saves resume.pt and ends the run,
+// and the exception is raised once the trainer has returned. The callback gets every epoch's
+// metrics with the GIL held.
+py::dict train_from_python(const config::RunConfig& cfg, const std::string& run_dir, bool resume,
+                           bool progress, bool quiet, const py::object& callback) {
+  train::TrainOptions opt;
+  opt.run_dir = run_dir;
+  opt.resume = resume;
+  opt.progress = progress;
+  opt.quiet = quiet;
+  bool stop = false, signalled = false;
+  PyObject *err_type = nullptr, *err_value = nullptr, *err_tb = nullptr;
+  auto last_poll = std::chrono::steady_clock::now();
+  opt.interrupted = [&] {
+    if (stop || signalled) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_poll < std::chrono::milliseconds(50)) return false;
+    last_poll = now;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      PyErr_Fetch(&err_type, &err_value, &err_tb);
+      signalled = true;
+    }
+    return signalled;
+  };
+  if (!callback.is_none())
+    opt.on_epoch = [&](const train::EpochMetrics& e) {
+      py::gil_scoped_acquire gil;
+      py::object r;
+      try {
+        r = callback(epoch_dict(e));
+      } catch (py::error_already_set& err) {
+        // Ctrl-C while the callback ran: this epoch is saved; stop as for any Ctrl-C.
+        if (!err.matches(PyExc_KeyboardInterrupt)) throw;
+        signalled = true;
+        return;
+      }
+      if (r.ptr() == Py_False) stop = true;  // only False stops (None, 0, dicts do not)
+    };
+  train::TrainResult r;
+  {
+    py::gil_scoped_release release;
+    r = train::train(cfg, opt);
+  }
+  if (signalled && err_type && !PyErr_GivenExceptionMatches(err_type, PyExc_KeyboardInterrupt)) {
+    PyErr_Restore(err_type, err_value, err_tb);  // another handler's exception, as raised
+    throw py::error_already_set();
+  }
+  if (signalled) {
+    Py_XDECREF(err_type);
+    Py_XDECREF(err_value);
+    Py_XDECREF(err_tb);
+    const std::string msg =
+        !r.interrupted
+            ? "Ctrl-C after the last epoch: the run in " + run_dir + " is complete"
+            : "training interrupted in epoch " + std::to_string(r.interrupted_epoch) +
+                  " at step " + std::to_string(r.interrupted_step) + "/" +
+                  std::to_string(r.steps_per_epoch) + ": saved " + train::resume_path(run_dir) +
+                  "; continue with hgqt.train('" + run_dir + "', resume=True)";
+    PyErr_SetString(PyExc_KeyboardInterrupt, msg.c_str());
+    throw py::error_already_set();
+  }
+  return result_dict(r, run_dir);
+}
+
 }  // namespace
 
 void init_pipeline(py::module_& m) {
   // ---- training
   m.def("resume_config", &train::resume_config, py::arg("run_dir"));
-  m.def(
-      "train",
-      [](const config::RunConfig& cfg, const std::string& run_dir, bool resume, bool progress,
-         bool quiet, py::object callback) {
-        train::TrainOptions opt;
-        opt.run_dir = run_dir;
-        opt.resume = resume;
-        opt.progress = progress;
-        opt.quiet = quiet;
-        bool stop = false, signalled = false;
-        PyObject *err_type = nullptr, *err_value = nullptr, *err_tb = nullptr;
-        // Polled before every step with the GIL released: at most every 50 ms it takes the GIL
-        // and runs Python's signal handlers. Ctrl-C (a notebook's interrupt), any exception of
-        // another signal handler, or a callback that returned False saves resume.pt and ends
-        // the run; the exception is raised once the trainer has returned.
-        auto last_poll = std::chrono::steady_clock::now();
-        opt.interrupted = [&] {
-          if (stop || signalled) return true;
-          const auto now = std::chrono::steady_clock::now();
-          if (now - last_poll < std::chrono::milliseconds(50)) return false;
-          last_poll = now;
-          py::gil_scoped_acquire gil;
-          if (PyErr_CheckSignals() != 0) {
-            PyErr_Fetch(&err_type, &err_value, &err_tb);
-            signalled = true;
-          }
-          return signalled;
-        };
-        if (!callback.is_none())
-          opt.on_epoch = [&](const train::EpochMetrics& e) {
-            py::gil_scoped_acquire gil;
-            py::object r;
-            try {
-              r = callback(epoch_dict(e));
-            } catch (py::error_already_set& err) {
-              // Ctrl-C while the callback ran: this epoch is saved; stop as for any Ctrl-C.
-              if (!err.matches(PyExc_KeyboardInterrupt)) throw;
-              signalled = true;
-              return;
-            }
-            if (r.ptr() == Py_False) stop = true;  // only False stops (None, 0, dicts do not)
-          };
-        train::TrainResult r;
-        {
-          py::gil_scoped_release release;
-          r = train::train(cfg, opt);
-        }
-        if (signalled && err_type && !PyErr_GivenExceptionMatches(err_type, PyExc_KeyboardInterrupt)) {
-          PyErr_Restore(err_type, err_value, err_tb);  // another handler's exception, as raised
-          throw py::error_already_set();
-        }
-        if (signalled) {
-          Py_XDECREF(err_type);
-          Py_XDECREF(err_value);
-          Py_XDECREF(err_tb);
-          const std::string msg =
-              !r.interrupted
-                  ? "Ctrl-C after the last epoch: the run in " + run_dir + " is complete"
-                  : "training interrupted in epoch " + std::to_string(r.interrupted_epoch) +
-              " at step " + std::to_string(r.interrupted_step) + "/" +
-              std::to_string(r.steps_per_epoch) + ": saved " + train::resume_path(run_dir) +
-              "; continue with hgqt.train('" + run_dir + "', resume=True)";
-          PyErr_SetString(PyExc_KeyboardInterrupt, msg.c_str());
-          throw py::error_already_set();
-        }
-        return result_dict(r, run_dir);
-      },
-      py::arg("config"), py::arg("run_dir"), py::arg("resume"), py::arg("progress"),
-      py::arg("quiet"), py::arg("callback"));
+  m.def("train", &train_from_python, py::arg("config"), py::arg("run_dir"), py::arg("resume"),
+        py::arg("progress"), py::arg("quiet"), py::arg("callback"));
 
   // ---- checkpoints
   m.def("resolve_checkpoint_path", &model::resolve_checkpoint_path);
@@ -369,27 +369,27 @@ void init_pipeline(py::module_& m) {
 
   // ---- exporters
   m.def("export_hls", [](const archive::Archive& a, const std::string& out, const std::string& name,
-                         const std::string& part, double clock_ns, const torch::Tensor& tb,
-                         bool preprocess) {
+                         const std::string& part, double clock_ns,
+                         const c10::optional<torch::Tensor>& tb, int64_t tb_samples) {
     exporters::HlsOptions o;
     o.name = name;
     o.part = part;
     o.clock_ns = clock_ns;
     int64_t n = 0;
-    auto rows = archive_rows(a, tb, preprocess, n);
+    auto rows = testbench_rows(a, tb, tb_samples, n);
     py::gil_scoped_release release;
     exporters::export_hls(a, out, o, rows, n);
   });
   m.def("export_verilog", [](const archive::Archive& a, const std::string& out,
                              const std::string& name, int pipeline_stages,
-                             const std::string& const_mult, const torch::Tensor& tb,
-                             bool preprocess) {
+                             const std::string& const_mult, const c10::optional<torch::Tensor>& tb,
+                             int64_t tb_samples) {
     exporters::VerilogOptions o;
     o.name = name;
     o.pipeline_stages = pipeline_stages;
     o.const_mult = const_mult;
     int64_t n = 0;
-    auto rows = archive_rows(a, tb, preprocess, n);
+    auto rows = testbench_rows(a, tb, tb_samples, n);
     py::gil_scoped_release release;
     exporters::export_verilog(a, out, o, rows, n);
   });

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 #include "hgqt/archive/emulator.h"
 #include "hgqt/data/dataset.h"
@@ -362,12 +361,8 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
     if (!c.tb_data.empty()) {
       tb = load_features(a, c.tb_data, c.tb_features, c.tb_samples, n_tb);
     } else {
-      const int64_t n = c.tb_samples > 0 ? c.tb_samples : 1000;
-      std::mt19937_64 rng(1);
-      std::normal_distribution<double> normal(0.0, 1.0);
-      tb.resize(n * a.input_size());
-      for (auto& v : tb) v = normal(rng);
-      n_tb = n;
+      n_tb = c.tb_samples > 0 ? c.tb_samples : 1000;
+      tb = exporters::random_testbench_inputs(n_tb, a.input_size());
     }
     if (c.tb_overflow > 0) {
       auto extra = overflow_rows(tb, a.input_size(), c.tb_overflow, c.tb_scale);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <set>
 #include <stdexcept>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -1787,6 +1788,17 @@ void export_hls(const archive::Archive& a, const std::string& out_dir, const Hls
                           rows(y, n, out));
   util::write_text_atomic((dir / "build_prj.tcl").string(), build_tcl(options));
   util::write_text_atomic((dir / "README.md").string(), readme(emu.archive(), options, n));
+}
+
+std::vector<double> random_testbench_inputs(int64_t n, int64_t input_size) {
+  if (n < 0 || input_size < 0)
+    throw std::invalid_argument("testbench: needs n >= 0 samples of input_size >= 0 values, got " +
+                                std::to_string(n) + " x " + std::to_string(input_size));
+  std::mt19937_64 rng(1);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<double> x(static_cast<size_t>(n * input_size));
+  for (auto& v : x) v = normal(rng);
+  return x;
 }
 
 }  // namespace hgqt::exporters

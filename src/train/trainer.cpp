@@ -418,6 +418,8 @@ nlohmann::json metrics_json(const EpochMetrics& m) {
 
 }  // namespace
 
+std::string metrics_line(const EpochMetrics& m) { return metrics_json(m).dump(); }
+
 namespace {
 // What resume.pt holds besides the tensors.
 struct SavedState {
@@ -548,7 +550,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     result.history = read_metrics(metrics_path, st.epoch);
     {
       std::string text;
-      for (const auto& m : result.history) text += metrics_json(m).dump() + "\n";
+      for (const auto& m : result.history) text += metrics_line(m) + "\n";
       util::write_text_atomic(metrics_path, text);
     }
     result.resumed = true;
@@ -716,7 +718,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     if (pid_mode && t.beta.pid.interval_steps == 0 && epoch + 1 >= t.beta.pid.warmup_epochs)
       pid.update(m.ebops);
 
-    util::append_line(metrics_path, metrics_json(m).dump());
+    util::append_line(metrics_path, metrics_line(m));
     if (!options.quiet) {
       if (classification)
         std::printf("epoch %3lld/%lld  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  EBOPs %10.0f  beta %.2e  lr %.2e  %.1fs\n",

@@ -43,7 +43,7 @@ def test_train_calls_back_every_epoch_and_reports(trained):
     assert best.meta["ebops"] == result["best"]["ebops"]
 
 
-def test_train_refuses_an_existing_run_unless_overwrite(trained):
+def test_train_refuses_an_existing_run(trained):
     tmp, data, _, _ = trained
     with pytest.raises(FileExistsError, match="already holds a run"):
         hgqt.train(blobs_config(data), tmp / "run", verbose=False)

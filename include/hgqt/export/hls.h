@@ -58,6 +58,10 @@ struct HlsOptions {
 void export_hls(const archive::Archive& a, const std::string& out_dir, const HlsOptions& options,
                 const std::vector<double>& tb_inputs, int64_t n_tb);
 
+/// The default testbench inputs of the HLS and Verilog exports (`hgqt export` and hgqt.export
+/// without testbench data): `n` rows of `input_size` standard-normal values, seed 1, row-major.
+std::vector<double> random_testbench_inputs(int64_t n, int64_t input_size);
+
 /// The HLS type of `t` with explicit modes, e.g. "ap_fixed<8,3,AP_RND,AP_SAT>" or
 /// "ap_ufixed<4,-1,AP_TRN,AP_WRAP>" (S_RND is written as AP_RND, its eval semantics).
 /// Throws std::invalid_argument when t.width is 0 (a pruned element has no type).

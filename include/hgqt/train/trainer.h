@@ -77,6 +77,9 @@ struct EpochMetrics {
          seconds = 0;
 };
 
+/// One epoch's figures as the JSON object of its metrics.jsonl line (NaN written as null).
+std::string metrics_line(const EpochMetrics& m);
+
 /// What a finished run reports.
 struct TrainResult {
   std::vector<EpochMetrics> history;
