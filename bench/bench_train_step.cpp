@@ -16,7 +16,9 @@
 #include "hgqt/config/config.h"
 #include "hgqt/model/model.h"
 #include "hgqt/quant/quantize.h"
+#include "hgqt/train/optim.h"
 #include "hgqt/train/trainer.h"
+#include "hgqt/util/allocator.h"
 #include "hgqt/util/blas_info.h"
 
 using namespace hgqt;
@@ -81,6 +83,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const auto alloc = util::tune_allocator();
   std::vector<int64_t> batches{1024, 33200};
   int rounds = 7, threads = 1;
   double budget = 0.5;
@@ -107,7 +110,8 @@ int main(int argc, char** argv) {
   std::printf("bench_train_step: jet tagger 16-64-32-32-5, Adam, cross-entropy; %d thread(s); "
               "median of %d interleaved rounds of >= %.2fs each\n",
               threads, rounds, budget);
-  std::printf("BLAS: %s\n\n", util::describe(util::detect_blas()).c_str());
+  std::printf("BLAS: %s\n", util::describe(util::detect_blas()).c_str());
+  std::printf("allocator: %s\n\n", alloc.applied ? "glibc malloc tuned (util::tune_allocator)" : alloc.reason);
   std::printf("%8s %14s %14s %14s %10s %12s\n", "batch", "float ms/step", "hgqt ms/step",
               "ATen-path ms", "hgqt/float", "ATen/float");
   for (auto batch : batches) {
@@ -117,7 +121,7 @@ int main(int argc, char** argv) {
     torch::optim::Adam fopt(fnet->parameters(), torch::optim::AdamOptions(1e-3));
     model::HGQModel hnet(jet_spec());
     hnet->train();
-    torch::optim::Adam hopt(hnet->parameters(), torch::optim::AdamOptions(1e-3));
+    train::FusedAdam hopt(hnet->parameters(), torch::optim::AdamOptions(1e-3));  // as the trainer
     auto float_step = [&] {
       auto loss = torch::nn::functional::cross_entropy(fnet->forward(x), y);
       fopt.zero_grad();
@@ -126,7 +130,7 @@ int main(int argc, char** argv) {
     };
     auto hgq_step = [&] {
       auto loss = train::task_loss(hnet->forward(x), y, "cross_entropy") + 1e-6 * hnet->ebops();
-      hopt.zero_grad();
+      train::zero_grad_to_none(hopt);
       loss.backward();
       hopt.step();
       hnet->constrain();
@@ -143,7 +147,7 @@ int main(int argc, char** argv) {
         auto t1 = clk::now();
         loss = loss + 1e-6 * hnet->ebops();
         auto t2 = clk::now();
-        hopt.zero_grad();
+        train::zero_grad_to_none(hopt);
         loss.backward();
         auto t3 = clk::now();
         hopt.step();

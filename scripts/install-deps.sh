@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ccache git pkg-config
-  libtorch-dev libopenblas0-openmp
+  libtorch-dev libopenblas0-openmp libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev libhdf5-dev libspdlog-dev libcli11-dev
   libgtest-dev pybind11-dev python3-dev zlib1g-dev libonnx-dev libprotobuf-dev
   verilator yosys iverilog

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "hgqt/config/config.h"
 #include "hgqt/data/dataset.h"
+#include "hgqt/util/allocator.h"
 
 namespace hgqt::python {
 
@@ -284,6 +285,7 @@ void init_modules(py::module_& m) {
 }  // namespace hgqt::python
 
 PYBIND11_MODULE(_hgqt, m) {
+  hgqt::util::tune_allocator();  // the training loop's tensors stay in the heap
   m.doc() = "hgqt's C++ core (use the hgqt package, not this module)";
   m.attr("__version__") = HGQT_VERSION;
   hgqt::python::init_modules(m);

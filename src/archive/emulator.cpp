@@ -1,6 +1,9 @@
-// The integer emulator: exact products and sums in __int128, each quantizer's rounding and
-// overflow in integers.
+// The integer emulator: the exact path (exact products and sums in __int128, each quantizer's
+// rounding and overflow in integers) and the public entry points; the batched path is in
+// emulator_batch.cpp.
 #include "hgqt/archive/emulator.h"
+
+#include "emulator_batch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -37,7 +40,7 @@ void quantize_values(std::vector<int128>& v, const std::vector<FixedType>& types
 }
 }  // namespace
 
-Emulator::Emulator(Archive a) : a_(std::move(a)) {
+Emulator::Emulator(Archive a, EmulatorOptions options) : a_(std::move(a)), options_(options) {
   validate(a_, "archive '" + a_.name + "'");
   types_ = infer_types(a_);
   for (const auto& t : output_types()) widest_output_ = std::max(widest_output_, t.width);
@@ -53,163 +56,174 @@ Emulator::Emulator(Archive a) : a_(std::move(a)) {
       for (int64_t src : p.inputs) shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
       p.concat = concat_map(l, shapes);
     }
+    const int64_t src = p.inputs[0];
+    p.float_output = (l.type == "flatten" || l.type == "reshape") &&
+                     (src < 0 || plans_[src].float_output);
     plans_.push_back(std::move(p));
   }
+  batch_ = BatchPlan::build(*this);
+}
+
+void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& vals,
+                           const double* x, std::vector<int128>& v, int64_t sample,
+                           EmulatorStats* stats) const {
+  const Layer& l = a_.layers[li];
+  const LayerTypes& t = types_[li];
+  const Plan& p = plans_[li];
+  const int64_t src = p.inputs[0];
+  const bool in_float = src < 0 || plans_[src].float_output;
+  static const std::vector<int128> kNone;
+  const std::vector<int128>& in = in_float ? kNone : vals[src];
+  auto check_range = [&](const char* what, int64_t o, int128 r, int128 lo, int128 hi) {
+    if (r < lo || r > hi)
+      throw ArchiveError("emulator: " + std::string(what) + " " + std::to_string(o) +
+                         " of layer '" + l.name + "' left its inferred range (" + to_string(r) +
+                         " not in [" + to_string(lo) + ", " + to_string(hi) + "])");
+  };
+  if (l.type == "flatten" || l.type == "reshape") {
+    if (!in_float) v = in;
+    return;
+  }
+  if (l.type == "quantize") {
+    if (!in_float) v = in;
+    quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+    return;
+  }
+  if (l.type == "activation") {
+    v = in;
+    if (l.activation == "relu")
+      for (auto& m : v) m = m < 0 ? 0 : m;
+    // relu keeps each value's frac: the types after relu share the input's frac.
+    quantize_values(v, t.input, *l.output_quantizer, nullptr, sample, stats);
+    return;
+  }
+  if (l.type == "lut") {
+    if (!in_float) v = in;
+    quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+    const QuantSpec& q = *l.input_quantizer;
+    for (int64_t n = 0; n < q.size(); ++n) {
+      const FixedType qt = t.quantized_input[n];
+      const int64_t index = qt.width == 0 ? 0 : static_cast<int64_t>(v[n] - qt.min_mantissa());
+      v[n] = l.table[p.lut_offsets[n] + index];
+    }
+    return;
+  }
+  if (l.type == "softmax") {
+    if (!in_float) v = in;
+    quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+    const SoftmaxTypes& s = t.softmax;
+    std::vector<int64_t> e(s.n);
+    for (int64_t r = 0; r < s.rows; ++r) {
+      int128* row = v.data() + r * s.n;
+      const FixedType* ty = t.quantized_input.data() + r * s.n;
+      for (int64_t j = 0; j < s.n; ++j) row[j] = ty[j].width == 0 ? 0 : row[j] << (s.max.frac - ty[j].frac);
+      const int128 max = *std::max_element(row, row + s.n);
+      int128 sum = 0;
+      for (int64_t j = 0; j < s.n; ++j) {
+        bool clipped = false;
+        const int128 u = quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
+        count_clip(stats, *l.exp_input_quantizer, clipped);
+        e[j] = SoftmaxTypes::entry(s.exp_table, s.exp_in, u);
+        sum += e[j];
+      }
+      bool clipped = false;
+      const int128 si = quantize_exact(sum, s.exp_out.frac, *l.inv_input_quantizer, 0, &clipped);
+      count_clip(stats, *l.inv_input_quantizer, clipped);
+      const int128 inv = SoftmaxTypes::entry(s.inv_table, s.inv_in, si);
+      for (int64_t j = 0; j < s.n; ++j) row[j] = int128{e[j]} * inv;
+    }
+    quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+    return;
+  }
+  if (l.type == "concatenate") {
+    v.resize(p.concat.slot.size());
+    for (size_t o = 0; o < v.size(); ++o) v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];
+    return;
+  }
+  if (l.type == "pool") {
+    const PoolMap& m = p.pool;
+    v.assign(m.n_out(), 0);
+    for (int64_t o = 0; o < m.n_out(); ++o) {
+      const int frac = t.accumulator[o].frac - (m.max ? 0 : m.shift);
+      int128 r = 0;
+      for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+        const int64_t j = m.input[k];
+        const int128 e = t.input[j].width == 0 ? 0 : in[j] << (frac - t.input[j].frac);
+        r = m.max ? (k == m.begin[o] ? e : std::max(r, e)) : r + e;
+      }
+      check_range("output", o, r, t.acc_lo[o], t.acc_hi[o]);
+      v[o] = r;
+    }
+    return;
+  }
+  if (l.type == "add") {
+    const int64_t n = static_cast<int64_t>(t.accumulator.size());
+    v.assign(n, 0);
+    for (int64_t s = 0; s < static_cast<int64_t>(p.inputs.size()); ++s) {
+      const std::vector<int128>& xs = vals[p.inputs[s]];
+      const std::vector<FixedType>& ts = types_[p.inputs[s]].output;
+      for (int64_t o = 0; o < n; ++o)
+        if (ts[o].width > 0) v[o] += xs[o] << (t.accumulator[o].frac - ts[o].frac);
+    }
+    for (int64_t o = 0; o < n; ++o) check_range("sum", o, v[o], t.acc_lo[o], t.acc_hi[o]);
+    if (l.activation == "relu")
+      for (auto& m : v) m = m < 0 ? 0 : m;
+    if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+    return;
+  }
+  // linear layers
+  std::vector<int128> xq;
+  const std::vector<int128>* xin = &in;
+  if (l.input_quantizer) {
+    if (!in_float) xq = in;
+    quantize_values(xq, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+    xin = &xq;
+  }
+  const LinearMap& m = p.linear;
+  const Constant& w = *l.kernel;
+  v.assign(m.n_out(), 0);
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const int af = t.accumulator[o].frac;
+    int128 acc = 0;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const int64_t j = m.input[k], wn = m.weight[k];
+      const FixedType& xt = t.quantized_input[j];
+      const int128 xv = (*xin)[j];
+      if (xt.width == 0 || xv == 0 || w.mantissa[wn] == 0) continue;
+      acc += (xv * w.mantissa[wn]) << (af - (xt.frac - w.exponent[wn]));
+    }
+    const int64_t bn = m.bias[o];
+    if (bn >= 0 && l.bias->mantissa[bn] != 0)
+      acc += static_cast<int128>(l.bias->mantissa[bn]) << (af + l.bias->exponent[bn]);
+    check_range("accumulator", o, acc, t.acc_lo[o], t.acc_hi[o]);
+    v[o] = acc;
+  }
+  if (l.activation == "relu")
+    for (auto& e : v) e = e < 0 ? 0 : e;
+  if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
 }
 
 void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const {
   const size_t n_layers = a_.layers.size();
   std::vector<std::vector<int128>> vals(n_layers);
-  // Float pass-through: layers (flatten, reshape) whose output is still the raw model input.
-  std::vector<char> is_float(n_layers, 0);
   const int64_t sample = stats ? stats->samples : 0;
-  auto check_range = [&](const Layer& l, const char* what, int64_t o, int128 v, int128 lo, int128 hi) {
-    if (v < lo || v > hi)
-      throw ArchiveError("emulator: " + std::string(what) + " " + std::to_string(o) +
-                         " of layer '" + l.name + "' left its inferred range (" + to_string(v) +
-                         " not in [" + to_string(lo) + ", " + to_string(hi) + "])");
-  };
-  for (size_t li = 0; li < n_layers; ++li) {
-    const Layer& l = a_.layers[li];
-    const LayerTypes& t = types_[li];
-    const Plan& p = plans_[li];
-    const int64_t src = p.inputs[0];
-    const bool in_float = src < 0 || is_float[src];
-    static const std::vector<int128> kNone;
-    const std::vector<int128>& in = in_float ? kNone : vals[src];
-    std::vector<int128>& v = vals[li];
-    if (l.type == "flatten" || l.type == "reshape") {
-      if (in_float) is_float[li] = 1;
-      else v = in;
-      continue;
-    }
-    if (l.type == "quantize") {
-      if (!in_float) v = in;
-      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
-      continue;
-    }
-    if (l.type == "activation") {
-      v = in;
-      if (l.activation == "relu")
-        for (auto& m : v) m = m < 0 ? 0 : m;
-      // relu keeps each value's frac: the types after relu share the input's frac.
-      quantize_values(v, t.input, *l.output_quantizer, nullptr, sample, stats);
-      continue;
-    }
-    if (l.type == "lut") {
-      if (!in_float) v = in;
-      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
-      const QuantSpec& q = *l.input_quantizer;
-      for (int64_t n = 0; n < q.size(); ++n) {
-        const FixedType qt = t.quantized_input[n];
-        const int64_t index = qt.width == 0 ? 0 : static_cast<int64_t>(v[n] - qt.min_mantissa());
-        v[n] = l.table[p.lut_offsets[n] + index];
-      }
-      continue;
-    }
-    if (l.type == "softmax") {
-      if (!in_float) v = in;
-      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
-      const SoftmaxTypes& s = t.softmax;
-      std::vector<int64_t> e(s.n);
-      for (int64_t r = 0; r < s.rows; ++r) {
-        int128* row = v.data() + r * s.n;
-        const FixedType* ty = t.quantized_input.data() + r * s.n;
-        for (int64_t j = 0; j < s.n; ++j) row[j] = ty[j].width == 0 ? 0 : row[j] << (s.max.frac - ty[j].frac);
-        const int128 max = *std::max_element(row, row + s.n);
-        int128 sum = 0;
-        for (int64_t j = 0; j < s.n; ++j) {
-          bool clipped = false;
-          const int128 u = quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
-          count_clip(stats, *l.exp_input_quantizer, clipped);
-          e[j] = SoftmaxTypes::entry(s.exp_table, s.exp_in, u);
-          sum += e[j];
-        }
-        bool clipped = false;
-        const int128 si = quantize_exact(sum, s.exp_out.frac, *l.inv_input_quantizer, 0, &clipped);
-        count_clip(stats, *l.inv_input_quantizer, clipped);
-        const int128 inv = SoftmaxTypes::entry(s.inv_table, s.inv_in, si);
-        for (int64_t j = 0; j < s.n; ++j) row[j] = int128{e[j]} * inv;
-      }
-      quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
-      continue;
-    }
-    if (l.type == "concatenate") {
-      v.resize(p.concat.slot.size());
-      for (size_t o = 0; o < v.size(); ++o) v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];
-      continue;
-    }
-    if (l.type == "pool") {
-      const PoolMap& m = p.pool;
-      v.assign(m.n_out(), 0);
-      for (int64_t o = 0; o < m.n_out(); ++o) {
-        const int frac = t.accumulator[o].frac - (m.max ? 0 : m.shift);
-        int128 r = 0;
-        for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
-          const int64_t j = m.input[k];
-          const int128 e = t.input[j].width == 0 ? 0 : in[j] << (frac - t.input[j].frac);
-          r = m.max ? (k == m.begin[o] ? e : std::max(r, e)) : r + e;
-        }
-        check_range(l, "output", o, r, t.acc_lo[o], t.acc_hi[o]);
-        v[o] = r;
-      }
-      continue;
-    }
-    if (l.type == "add") {
-      const int64_t n = static_cast<int64_t>(t.accumulator.size());
-      v.assign(n, 0);
-      for (int64_t s = 0; s < static_cast<int64_t>(p.inputs.size()); ++s) {
-        const std::vector<int128>& xs = vals[p.inputs[s]];
-        const std::vector<FixedType>& ts = types_[p.inputs[s]].output;
-        for (int64_t o = 0; o < n; ++o)
-          if (ts[o].width > 0) v[o] += xs[o] << (t.accumulator[o].frac - ts[o].frac);
-      }
-      for (int64_t o = 0; o < n; ++o) check_range(l, "sum", o, v[o], t.acc_lo[o], t.acc_hi[o]);
-      if (l.activation == "relu")
-        for (auto& m : v) m = m < 0 ? 0 : m;
-      if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
-      continue;
-    }
-    // linear layers
-    std::vector<int128> xq;
-    const std::vector<int128>* xin = &in;
-    if (l.input_quantizer) {
-      if (!in_float) xq = in;
-      quantize_values(xq, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
-      xin = &xq;
-    }
-    const LinearMap& m = p.linear;
-    const Constant& w = *l.kernel;
-    v.assign(m.n_out(), 0);
-    for (int64_t o = 0; o < m.n_out(); ++o) {
-      const int af = t.accumulator[o].frac;
-      int128 acc = 0;
-      for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
-        const int64_t j = m.input[k], wn = m.weight[k];
-        const FixedType& xt = t.quantized_input[j];
-        const int128 xv = (*xin)[j];
-        if (xt.width == 0 || xv == 0 || w.mantissa[wn] == 0) continue;
-        acc += (xv * w.mantissa[wn]) << (af - (xt.frac - w.exponent[wn]));
-      }
-      const int64_t bn = m.bias[o];
-      if (bn >= 0 && l.bias->mantissa[bn] != 0)
-        acc += static_cast<int128>(l.bias->mantissa[bn]) << (af + l.bias->exponent[bn]);
-      check_range(l, "accumulator", o, acc, t.acc_lo[o], t.acc_hi[o]);
-      v[o] = acc;
-    }
-    if (l.activation == "relu")
-      for (auto& e : v) e = e < 0 ? 0 : e;
-    if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
-  }
+  for (size_t li = 0; li < n_layers; ++li)
+    if (!plans_[li].float_output) exact_layer(li, vals, x, vals[li], sample, stats);
   const std::vector<int128>& out = vals.back();
   for (int64_t o = 0; o < output_size(); ++o) y[o] = out[o];
   if (stats) ++stats->samples;
 }
 
-void Emulator::run(const double* x, double* y, EmulatorStats* stats) const {
+void Emulator::check_output_width() const {
   if (widest_output_ > 53)
     throw ArchiveError("emulator: an output is " + std::to_string(widest_output_) +
                        " bits wide, more than a double holds exactly; use run_exact");
+}
+
+void Emulator::run(const double* x, double* y, EmulatorStats* stats) const {
+  check_output_width();
+  EmulatorStats local;
+  if (!options_.exact && batch_ && run_batch_fast(x, 1, y, stats ? stats : &local)) return;
   const auto& ot = output_types();
   std::vector<int128> m(output_size());
   run_exact(x, m.data(), stats);
@@ -224,10 +238,59 @@ std::vector<double> Emulator::run_batch(const std::vector<double>& x, int64_t n,
     throw ArchiveError("emulator: got " + std::to_string(x.size()) + " input values for " +
                        std::to_string(n) + " samples of " + std::to_string(in) + " features");
   std::vector<double> y(n * out);
+  run_batch(x.data(), n, y.data(), stats);
+  return y;
+}
+
+void Emulator::run_batch(const double* x, int64_t n, double* y, EmulatorStats* stats) const {
+  if (n <= 0) return;
+  check_output_width();
   EmulatorStats local;
   EmulatorStats* s = stats ? stats : &local;
-  for (int64_t r = 0; r < n; ++r) run(x.data() + r * in, y.data() + r * out, s);
-  return y;
+  if (!options_.exact && batch_ && run_batch_fast(x, n, y, s)) return;
+  run_batch_exact(x, n, y, s);
+}
+
+void Emulator::run_batch_exact(const double* x, int64_t n, double* y, EmulatorStats* stats) const {
+  const int64_t in = input_size(), out = output_size();
+  const auto& ot = output_types();
+  std::vector<int128> m(out);
+  for (int64_t r = 0; r < n; ++r) {
+    run_exact(x + r * in, m.data(), stats);
+    for (int64_t o = 0; o < out; ++o)
+      y[r * out + o] = std::ldexp(static_cast<double>(m[o]), -ot[o].frac);
+  }
+}
+
+bool Emulator::run_batch_fast(const double* x, int64_t n, double* y, EmulatorStats* stats) const {
+  EmulatorStats counted;
+  if (!batch_->run(*this, x, n, y, counted)) return false;
+  stats->samples += counted.samples;
+  stats->wrapped += counted.wrapped;
+  stats->saturated += counted.saturated;
+  return true;
+}
+
+std::optional<LinearPrecision> Emulator::linear_precision(size_t layer) const {
+  if (!batch_) return std::nullopt;
+  return batch_->linear_precision(layer);
+}
+
+std::string Emulator::describe_plan() const {
+  if (!batch_) return "exact path only: a value of the archive is wider than a double holds\n";
+  return batch_->describe(*this);
+}
+
+const char* to_string(LinearPrecision p) {
+  switch (p) {
+    case LinearPrecision::Float32:
+      return "float32";
+    case LinearPrecision::Float64:
+      return "float64";
+    case LinearPrecision::Int128:
+      return "int128";
+  }
+  return "?";
 }
 
 void preprocess(const Archive& a, std::vector<float>& x, int64_t n) {

@@ -142,6 +142,9 @@ void add_export_commands(CLI::App& app, ExportCommands& c) {
   c.emulate_cmd->add_option("--print", c.print_rows, "Print the outputs of the first N samples");
   c.emulate_cmd->add_option("--out", c.emu_out, "Write the outputs to this HDF5 file (data set 'outputs')");
   c.emulate_cmd->add_flag("--check", c.check, "Compare with the LibTorch model's eval forward (float64 and float32)");
+  c.emulate_cmd->add_option("--threads", c.emu_threads, "Threads of the emulator (0: all cores)")
+      ->check(CLI::NonNegativeNumber)->default_val(0);
+  c.emulate_cmd->add_flag("--exact", c.emu_exact, "Run the exact path (int128, one sample at a time) instead of the batched one");
 
   c.export_cmd = app.add_subcommand("export", "Export an archive: hls, verilog or qonnx");
   c.export_cmd->add_option("archive", c.target, "Archive directory")->required();
@@ -213,14 +216,20 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
     auto x = load_features(a, c.emu_data, c.emu_features, c.emu_samples, rows);
     if (c.emu_scale != 1.0)
       for (auto& v : x) v *= c.emu_scale;
-    archive::Emulator emu(a);
+    archive::EmulatorOptions options;
+    options.threads = c.emu_threads;
+    options.exact = c.emu_exact;
+    archive::Emulator emu(a, options);
     archive::EmulatorStats stats;
     const auto t0 = std::chrono::steady_clock::now();
     const auto y = emu.run_batch(x, rows, &stats);
     const double secs = seconds_since(t0);
     const int64_t out = emu.output_size();
-    std::printf("emulate: %lld samples in %.2f s (%.1f us/sample); overflows: %lld wrapped, %lld saturated\n",
-                static_cast<long long>(rows), secs, 1e6 * secs / std::max<int64_t>(rows, 1),
+    const std::string path = !emu.batched() || c.emu_exact ? "exact path"
+                             : c.emu_threads > 0 ? "batched, " + std::to_string(c.emu_threads) + " thread(s)"
+                                                 : "batched, all cores";
+    std::printf("emulate: %lld samples in %.2f s (%.1f us/sample, %s); overflows: %lld wrapped, %lld saturated\n",
+                static_cast<long long>(rows), secs, 1e6 * secs / std::max<int64_t>(rows, 1), path.c_str(),
                 static_cast<long long>(stats.wrapped), static_cast<long long>(stats.saturated));
     for (int64_t r = 0; r < std::min<int64_t>(c.print_rows, rows); ++r) {
       std::printf("  [%lld]", static_cast<long long>(r));

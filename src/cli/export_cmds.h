@@ -23,6 +23,8 @@ struct ExportCommands {
   std::string emu_data, emu_features, emu_out, tb_data, tb_features, export_out, export_name;
   std::string res_archive, res_json;
   int64_t emu_samples = 0, tb_samples = 0;
+  int emu_threads = 0;
+  bool emu_exact = false;
   double emu_scale = 1.0, tb_scale = 8.0;
   bool check = false, allow_widening = false, allow_untraced = false, nodsp = false,
        rnd_offset = false;

@@ -18,6 +18,7 @@
 #include "hgqt/model/summary.h"
 #include "hgqt/train/distill.h"
 #include "hgqt/train/trainer.h"
+#include "hgqt/util/allocator.h"
 #include "hgqt/util/blas_info.h"
 
 namespace fs = std::filesystem;
@@ -221,6 +222,7 @@ int cmd_summary(const std::string& target) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  hgqt::util::tune_allocator();
   CLI::App app{"hgqt: high-granularity quantization-aware training for FPGAs and ASICs"};
   app.require_subcommand(0, 1);
   bool show_version = false;

@@ -1,6 +1,8 @@
 // Quantized layers and their EBOPs.
 #include "hgqt/nn/layers.h"
 
+#include "hgqt/nn/fused.h"
+
 #include <stdexcept>
 
 namespace hgqt::nn {
@@ -86,6 +88,14 @@ void QDenseImpl::pretty_print(std::ostream& s) const {
 }
 
 torch::Tensor QDenseImpl::forward(const torch::Tensor& x) {
+  if (!is_training()) return forward_composed(x);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(), "QDense expects input [batch, ",
+              options.in_features(), "], got ", x.sizes());
+  auto y = fused_dense_forward(*this, x);
+  return oq ? oq->forward(y) : y;
+}
+
+torch::Tensor QDenseImpl::forward_composed(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(), "QDense expects input [batch, ",
               options.in_features(), "], got ", x.sizes());
   auto xq = iq->forward(x);
@@ -95,7 +105,9 @@ torch::Tensor QDenseImpl::forward(const torch::Tensor& x) {
   return oq ? oq->forward(y) : y;
 }
 
-torch::Tensor QDenseImpl::ebops() const {
+torch::Tensor QDenseImpl::ebops() const { return fused_dense_ebops(*this); }
+
+torch::Tensor QDenseImpl::ebops_composed() const {
   const int64_t in = options.in_features(), out = options.out_features();
   auto b_in = iq->bits().expand({in});
   auto b_w = kq->bits().expand({in, out});

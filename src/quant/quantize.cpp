@@ -1,5 +1,6 @@
-// The fixed-point quantize op: a fused CPU kernel and a generic ATen path, both inside one
-// torch::autograd::Function whose backward implements the surrogate gradients.
+// The fixed-point quantize op: a fused CPU kernel and a generic ATen path, both behind one
+// prepared QuantPlan, and the torch::autograd::Function whose backward implements the surrogate
+// gradients.
 #include "hgqt/quant/quantize.h"
 
 #include <ATen/ExpandUtils.h>
@@ -8,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace hgqt::quant {
 
@@ -16,16 +18,17 @@ namespace {
 constexpr double kLn2 = 0.69314718055994530942;
 // Integer bits are held inside this range in the forward pass (2^i stays finite and exact).
 constexpr double kMaxAbsIntegerBits = 64.0;
+// Fractional bits used for 2^f and 2^-f. Only pruned elements (k + i + f <= 0) can lie outside
+// [-64, 87]; clamping keeps their (unused) scale finite in float32.
+constexpr double kMaxAbsScaleBits = 126.0;
 
 std::atomic<bool> g_force_reference{false};
 
-
 bool clips(OverflowMode m) { return m != OverflowMode::WRAP; }
 
-// Exact round-half-even / floor / 2^n without libm calls. Doubles hold every integer below
-// 2^52 exactly; larger values are integers already.
+// Exact round-half-even / 2^n without libm calls. Doubles hold every integer below 2^52 exactly;
+// larger values are integers already.
 constexpr double kTwo52 = 4503599627370496.0;
-// Branch-free (compiles to selects, so the row loops vectorize).
 inline double rint_even_nb(double y) {
   const double big = std::copysign(kTwo52, y);
   const double r = (y + big) - big;  // round to nearest even, |y| < 2^52
@@ -39,24 +42,41 @@ inline double exp2_int(int n) {
   return out;
 }
 
-inline double floor_nb(double y) {
-#if defined(__SSE4_1__) || !(defined(__x86_64__) || defined(__i386__))
-  return std::floor(y);  // one roundsd / frintm instruction
-#else
-  const double r = rint_even_nb(y);
-  return r - static_cast<double>(r > y);
-#endif
+// Below this magnitude every value of T is a multiple of at most 2^-1 and floor(y + 0.5),
+// floor(y) and round-half-even are exact in T; at or above it every value is an integer.
+template <typename T>
+constexpr T exact_limit() {
+  return static_cast<T>(std::numeric_limits<T>::digits == 24 ? 8388608.0 : kTwo52);
 }
 
+// R(y) of section 2 in T, exact for |y| < exact_limit<T>() (the callers guarantee it or replace
+// the result). Branch-free, so the row loops vectorize (SSE4.1 roundps/roundpd for floor).
+template <typename T, RoundingMode RM>
+inline T round_t(T y) {
+  if constexpr (RM == RoundingMode::TRN) return std::floor(y);
+  if constexpr (RM == RoundingMode::RND) {
+    // floor(y + 1/2) without forming y + 1/2, which float rounds (0.49999997f + 0.5f == 1.0f):
+    // y - floor(y) is exact.
+    const T fl = std::floor(y);
+    return fl + static_cast<T>(y - fl >= T(0.5));
+  }
+  if constexpr (RM == RoundingMode::RND_CONV) {
+    const T big = std::copysign(exact_limit<T>(), y);
+    return (y + big) - big;  // round half to even
+  }
+  return y;
+}
+
+// The legacy double rounding of the S_RND and eval-WRAP loops.
 template <RoundingMode RM>
 inline double round_fast(double y, double u) {
-  if constexpr (RM == RoundingMode::TRN) return floor_nb(y);
-  if constexpr (RM == RoundingMode::RND) return floor_nb(y + 0.5);
+  if constexpr (RM == RoundingMode::TRN) return std::floor(y);
+  if constexpr (RM == RoundingMode::RND) return std::floor(y + 0.5);
   if constexpr (RM == RoundingMode::RND_CONV) return rint_even_nb(y);
-  return floor_nb(y + u);
+  return std::floor(y + u);
 }
 
-// Per-element parameters of the per-sample shape, precomputed once per call.
+// Per-element parameters of the per-sample shape.
 struct ElementParams {
   double scale;  // 2^f
   double inv;    // 2^-f
@@ -67,10 +87,8 @@ struct ElementParams {
   bool pruned;  // W <= 0
 };
 
-// For each element of `sample` (row-major), the flat index into a tensor of shape `param`
-// broadcast to it. Empty when the shapes are equal (identity).
-std::vector<int64_t> broadcast_map(c10::IntArrayRef param, const std::vector<int64_t>& sample) {
-  if (param.vec() == sample) return {};
+std::vector<int64_t> broadcast_map(c10::IntArrayRef param, c10::IntArrayRef sample) {
+  if (param.equals(sample)) return {};
   const int64_t rank = static_cast<int64_t>(sample.size());
   const int64_t offset = rank - static_cast<int64_t>(param.size());
   std::vector<int64_t> pstride(static_cast<size_t>(rank), 0);
@@ -107,7 +125,7 @@ struct ParamView {
   float at(int64_t j) const { return ptr[map.empty() ? j : map[static_cast<size_t>(j)]]; }
 };
 
-ParamView view_param(const torch::Tensor& t, const std::vector<int64_t>& sample) {
+ParamView view_param(const torch::Tensor& t, c10::IntArrayRef sample) {
   ParamView v;
   v.data = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
   v.map = broadcast_map(v.data.sizes(), sample);
@@ -120,12 +138,13 @@ ElementParams make_params(double k, double i, double f, OverflowMode overflow) {
   p.k = static_cast<int>(k);
   p.i = static_cast<int>(i);
   p.f = static_cast<int>(f);
-  p.scale = exp2_int(p.f);
-  p.inv = exp2_int(-p.f);
-  p.two_i = exp2_int(p.i);
-  p.hi = p.two_i - p.inv;
-  p.lo = overflow == OverflowMode::SAT_SYM ? -p.k * p.hi : -p.k * p.two_i;
   p.pruned = p.k + p.i + p.f <= 0;
+  const int fs = static_cast<int>(std::min(kMaxAbsScaleBits, std::max(-kMaxAbsScaleBits, f)));
+  p.scale = exp2_int(fs);
+  p.inv = exp2_int(-fs);
+  p.two_i = exp2_int(p.i);
+  p.hi = p.two_i - exp2_int(-p.f);
+  p.lo = overflow == OverflowMode::SAT_SYM ? -p.k * p.hi : -p.k * p.two_i;
   return p;
 }
 
@@ -150,255 +169,375 @@ std::vector<ElementParams> element_params(const ParamView& k, const ParamView& a
   return out;
 }
 
-// Structure-of-arrays copy of the element parameters for the vectorized row loops.
+// Structure-of-arrays copy of the element parameters in the compute type of the vectorized loops.
+// Pruned elements: lo = hi = 0 (the clip gives 0), mask bounds +-inf (never "clipped").
+template <typename T>
 struct ParamArrays {
-  std::vector<double> scale, inv, hi, lo, keep, ln2_inv, ln2_two_i, lo_di, lo_df;
-  ParamArrays(const std::vector<ElementParams>& ps, OverflowMode overflow) {
+  std::vector<T> scale, inv, hi, lo, keep, mask_hi, mask_lo;
+  void fill(const std::vector<ElementParams>& ps) {
     const size_t n = ps.size();
-    for (auto* v : {&scale, &inv, &hi, &lo, &keep, &ln2_inv, &ln2_two_i, &lo_di, &lo_df}) v->resize(n);
+    for (auto* v : {&scale, &inv, &hi, &lo, &keep, &mask_hi, &mask_lo}) v->resize(n);
+    const T inf = std::numeric_limits<T>::infinity();
     for (size_t j = 0; j < n; ++j) {
       const auto& p = ps[j];
-      scale[j] = p.scale;
-      inv[j] = p.inv;
-      hi[j] = p.hi;
-      lo[j] = p.lo;
-      keep[j] = p.pruned ? 0.0 : 1.0;
-      ln2_inv[j] = kLn2 * p.inv;
-      ln2_two_i[j] = kLn2 * p.two_i;
-      lo_di[j] = -p.k * kLn2 * p.two_i;
-      lo_df[j] = overflow == OverflowMode::SAT_SYM ? -p.k * kLn2 * p.inv : 0.0;
+      scale[j] = static_cast<T>(p.scale);
+      inv[j] = static_cast<T>(p.inv);
+      hi[j] = p.pruned ? T(0) : static_cast<T>(p.hi);
+      lo[j] = p.pruned ? T(0) : static_cast<T>(p.lo);
+      keep[j] = p.pruned ? T(0) : T(1);
+      mask_hi[j] = p.pruned ? inf : static_cast<T>(p.hi);
+      mask_lo[j] = p.pruned ? -inf : static_cast<T>(p.lo);
     }
   }
 };
 
 int64_t grain_for(int64_t features) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, features)); }
 
-// ---------------------------------------------------------------- fused CPU kernel
+// The surrogate gradients of one element, in the parameter terms of section 3, from the three
+// sums the row loops accumulate: s_in = sum (x - x_hat) g over unclipped rows (pruned included),
+// s_up and s_low = sum g over rows clipped at the upper and lower bound.
+void finish_element_grads(const ElementParams& p, OverflowMode overflow, double s_in, double s_up,
+                          double s_low, double& di, double& df) {
+  df = kLn2 * s_in;
+  di = 0.0;
+  if (p.pruned || !clips(overflow)) return;
+  const double inv = exp2_int(-p.f);
+  df += kLn2 * inv * s_up;
+  di = kLn2 * p.two_i * s_up - p.k * kLn2 * p.two_i * s_low;
+  if (overflow == OverflowMode::SAT_SYM) df -= p.k * kLn2 * inv * s_low;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- the plan
+struct QuantPlan {
+  QuantizeSettings s;
+  std::vector<int64_t> shape;  // per-sample shape
+  int64_t features = 1;
+  bool kernel = false;  // fused CPU kernel (x on the CPU, float or double), else ATen ops
+  // The vectorized row loops apply: training or eval with clipping overflow, or training WRAP,
+  // with a deterministic rounding. Eval WRAP and training S_RND use the double element loops.
+  bool fast = false;
+  bool any_pruned = false;
+  RoundingMode round = RoundingMode::RND;  // S_RND is RND outside training
+  std::vector<int64_t> a_shape, c_shape;
+  torch::TensorOptions a_opts, c_opts;
+  // kernel
+  std::vector<int64_t> a_map, c_map;
+  std::vector<ElementParams> ps;
+  ParamArrays<float> f32;
+  ParamArrays<double> f64;
+  // ATen path: compute dtype and parameter tensors broadcastable to x
+  torch::ScalarType compute = torch::kFloat;
+  torch::Tensor k, i, f;          // effective, float64 (legacy double ops)
+  torch::Tensor scale, inv, hi, lo, keep, limit, mask_hi, mask_lo;
+  bool legacy_aten = false;  // eval WRAP or S_RND: the double ATen ops
+};
+
+namespace {
+
+// ---------------------------------------------------------------- fused CPU kernel: fast loops
+// CLIP: SAT/SAT_SYM (clip, then round); else WRAP in training (round only).
+template <typename T, RoundingMode RM, bool CLIP>
+void fast_forward_rows(const T* x, T* out, T* am, int64_t begin, int64_t end, int64_t features,
+                       const ParamArrays<T>& pa) {
+  const T* scale = pa.scale.data();
+  const T* inv = pa.inv.data();
+  const T* hi = pa.hi.data();
+  const T* lo = pa.lo.data();
+  const T* keep = pa.keep.data();
+  const T limit = exact_limit<T>();
+  for (int64_t n = begin; n < end; ++n) {
+    const T* xr = x + n * features;
+    T* outr = out + n * features;
+    if constexpr (CLIP) {
+      // |v 2^f| <= 2^(i+f) <= 2^23: the rounding is exact.
+      for (int64_t j = 0; j < features; ++j) {
+        const T v = std::min(std::max(xr[j], lo[j]), hi[j]);
+        const T r = round_t<T, RM>(v * scale[j]) * inv[j];
+        if (am) am[j] = std::max(am[j], std::abs(r));
+        outr[j] = keep[j] != T(0) ? r : T(0);
+      }
+    } else {
+      for (int64_t j = 0; j < features; ++j) {
+        const T xv = xr[j];
+        const T y = xv * scale[j];
+        // At or above the limit y is an integer: x is on the grid already.
+        const T r = std::abs(y) < limit ? round_t<T, RM>(y) * inv[j] : xv;
+        if (am) am[j] = std::max(am[j], std::abs(r));
+        outr[j] = keep[j] != T(0) ? r : T(0);
+      }
+    }
+  }
+}
+
+// Accumulates per feature: s_in (+ s_up, s_low when CLIP) in double; writes dx when asked.
+template <typename T, bool CLIP>
+void fast_backward_rows(const T* g, const T* x, const T* xh, T* dx, double* s_in, double* s_up,
+                        double* s_low, int64_t begin, int64_t end, int64_t features,
+                        const ParamArrays<T>& pa, bool need_params) {
+  const T* keep = pa.keep.data();
+  const T* mhi = pa.mask_hi.data();
+  const T* mlo = pa.mask_lo.data();
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t base = n * features;
+    const T* gr = g + base;
+    const T* xr = x + base;
+    const T* hr = xh + base;
+    if (dx) {
+      T* dr = dx + base;
+      for (int64_t j = 0; j < features; ++j) {
+        bool pass = keep[j] != T(0);
+        if constexpr (CLIP) pass = pass && !(xr[j] > mhi[j]) && !(xr[j] < mlo[j]);
+        dr[j] = pass ? gr[j] : T(0);
+      }
+    }
+    if (!need_params) continue;
+    for (int64_t j = 0; j < features; ++j) {
+      // x - x_hat and its product with g are exact in double for float T.
+      const double gv = static_cast<double>(gr[j]);
+      const double d = (static_cast<double>(xr[j]) - static_cast<double>(hr[j])) * gv;
+      if constexpr (CLIP) {
+        const bool up = xr[j] > mhi[j];
+        const bool low = xr[j] < mlo[j];
+        s_in[j] += (up || low) ? 0.0 : d;
+        s_up[j] += up ? gv : 0.0;
+        s_low[j] += low ? gv : 0.0;
+      } else {
+        s_in[j] += d;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- fused CPU kernel: legacy loops
 enum class Mode { Clip, Wrap, Plain };  // SAT modes; WRAP in eval; WRAP in training (no wrap)
 
 template <typename scalar_t, RoundingMode RM, Mode MODE>
-void forward_rows(const scalar_t* x, scalar_t* out, const scalar_t* noise, double* am,
-                  int64_t begin, int64_t end, int64_t features, const ElementParams* ps,
-                  const ParamArrays& pa) {
-  const double* scale = pa.scale.data();
-  const double* inv = pa.inv.data();
-  const double* hi = pa.hi.data();
-  const double* lo = pa.lo.data();
-  const double* keep = pa.keep.data();
+void slow_forward_rows(const scalar_t* x, scalar_t* out, const scalar_t* noise, double* am,
+                       int64_t begin, int64_t end, int64_t features, const ElementParams* ps) {
   for (int64_t n = begin; n < end; ++n) {
     const scalar_t* xr = x + n * features;
     scalar_t* outr = out + n * features;
     const scalar_t* nr = noise ? noise + n * features : nullptr;
-    if constexpr (MODE == Mode::Wrap) {  // eval only: not on the training hot path
-      for (int64_t j = 0; j < features; ++j) {
-        const ElementParams& p = ps[j];
-        double m = round_fast<RM>(static_cast<double>(xr[j]) * p.scale, nr ? static_cast<double>(nr[j]) : 0.5);
-        if (am) am[j] = std::max(am[j], std::abs(m * p.inv));
+    for (int64_t j = 0; j < features; ++j) {
+      const ElementParams& p = ps[j];
+      double v = static_cast<double>(xr[j]);
+      if constexpr (MODE == Mode::Clip) v = p.pruned ? 0.0 : std::min(std::max(v, p.lo), p.hi);
+      double m = round_fast<RM>(v * p.scale, nr ? static_cast<double>(nr[j]) : 0.5);
+      if (!(std::abs(v * p.scale) < kTwo52)) m = v * p.scale;
+      if (am) am[j] = std::max(am[j], std::abs(m * p.inv));
+      if constexpr (MODE == Mode::Wrap) {
         if (!p.pruned) m = overflow_fixed(m, p.k, p.i, p.f, OverflowMode::WRAP);
-        outr[j] = p.pruned ? scalar_t(0) : static_cast<scalar_t>(m * p.inv);
       }
-    } else {
-      for (int64_t j = 0; j < features; ++j) {
-        double v = static_cast<double>(xr[j]);
-        if constexpr (MODE == Mode::Clip) v = std::min(std::max(v, lo[j]), hi[j]);
-        const double u = RM == RoundingMode::S_RND ? static_cast<double>(nr[j]) : 0.5;
-        const double xh = round_fast<RM>(v * scale[j], u) * inv[j];
-        if (am) am[j] = std::max(am[j], std::abs(xh));
-        outr[j] = static_cast<scalar_t>(xh * keep[j]);
-      }
+      outr[j] = p.pruned ? scalar_t(0) : static_cast<scalar_t>(m * p.inv);
     }
   }
 }
 
 template <typename scalar_t, RoundingMode RM>
-void forward_dispatch_mode(Mode mode, const scalar_t* x, scalar_t* out, const scalar_t* noise,
-                           double* am, int64_t b, int64_t e, int64_t features,
-                           const ElementParams* ps, const ParamArrays& pa) {
+void slow_dispatch_mode(Mode mode, const scalar_t* x, scalar_t* out, const scalar_t* noise,
+                        double* am, int64_t b, int64_t e, int64_t features, const ElementParams* ps) {
   switch (mode) {
-    case Mode::Clip: return forward_rows<scalar_t, RM, Mode::Clip>(x, out, noise, am, b, e, features, ps, pa);
-    case Mode::Wrap: return forward_rows<scalar_t, RM, Mode::Wrap>(x, out, noise, am, b, e, features, ps, pa);
-    case Mode::Plain: return forward_rows<scalar_t, RM, Mode::Plain>(x, out, noise, am, b, e, features, ps, pa);
+    case Mode::Clip: return slow_forward_rows<scalar_t, RM, Mode::Clip>(x, out, noise, am, b, e, features, ps);
+    case Mode::Wrap: return slow_forward_rows<scalar_t, RM, Mode::Wrap>(x, out, noise, am, b, e, features, ps);
+    case Mode::Plain: return slow_forward_rows<scalar_t, RM, Mode::Plain>(x, out, noise, am, b, e, features, ps);
   }
 }
 
-template <typename scalar_t>
-void forward_kernel(const scalar_t* x, scalar_t* out, const scalar_t* noise, double* absmax,
-                    int64_t rows, int64_t features, const std::vector<ElementParams>& ps,
-                    const QuantizeSettings& s) {
-  const Mode mode = clips(s.overflow) ? Mode::Clip : (s.training ? Mode::Plain : Mode::Wrap);
-  const RoundingMode rm = (s.round == RoundingMode::S_RND && !s.training) ? RoundingMode::RND : s.round;
+template <typename T>
+const ParamArrays<T>& arrays_of(const QuantPlan& p) {
+  if constexpr (std::is_same_v<T, float>) return p.f32;
+  else return p.f64;
+}
+
+template <typename T, RoundingMode RM>
+void fast_forward_dispatch(bool clip, const T* x, T* out, T* am, int64_t b, int64_t e,
+                           int64_t features, const ParamArrays<T>& pa) {
+  if (clip) fast_forward_rows<T, RM, true>(x, out, am, b, e, features, pa);
+  else fast_forward_rows<T, RM, false>(x, out, am, b, e, features, pa);
+}
+
+template <typename T>
+void kernel_forward(const QuantPlan& p, const T* x, T* out, const T* noise, double* absmax,
+                    int64_t rows) {
+  const int64_t features = p.features;
   const int nthreads = at::get_num_threads();
-  const ParamArrays pa(ps, s.overflow);
+  const bool clip = clips(p.s.overflow);
+  if (p.fast) {
+    const auto& pa = arrays_of<T>(p);
+    std::vector<T> partial;
+    if (absmax) partial.assign(static_cast<size_t>(nthreads * features), T(0));
+    at::parallel_for(0, rows, grain_for(features), [&](int64_t begin, int64_t end) {
+      T* am = absmax ? partial.data() + at::get_thread_num() * features : nullptr;
+      switch (p.round) {
+        case RoundingMode::TRN: return fast_forward_dispatch<T, RoundingMode::TRN>(clip, x, out, am, begin, end, features, pa);
+        case RoundingMode::RND_CONV: return fast_forward_dispatch<T, RoundingMode::RND_CONV>(clip, x, out, am, begin, end, features, pa);
+        default: return fast_forward_dispatch<T, RoundingMode::RND>(clip, x, out, am, begin, end, features, pa);
+      }
+    });
+    if (absmax)
+      for (int t = 0; t < nthreads; ++t)
+        for (int64_t j = 0; j < features; ++j)
+          absmax[j] = std::max(absmax[j], static_cast<double>(partial[static_cast<size_t>(t * features + j)]));
+    return;
+  }
+  const Mode mode = clip ? Mode::Clip : (p.s.training ? Mode::Plain : Mode::Wrap);
   std::vector<double> partial;
   if (absmax) partial.assign(static_cast<size_t>(nthreads * features), 0.0);
   at::parallel_for(0, rows, grain_for(features), [&](int64_t begin, int64_t end) {
     double* am = absmax ? partial.data() + at::get_thread_num() * features : nullptr;
-    switch (rm) {
-      case RoundingMode::TRN: return forward_dispatch_mode<scalar_t, RoundingMode::TRN>(mode, x, out, noise, am, begin, end, features, ps.data(), pa);
-      case RoundingMode::RND: return forward_dispatch_mode<scalar_t, RoundingMode::RND>(mode, x, out, noise, am, begin, end, features, ps.data(), pa);
-      case RoundingMode::RND_CONV: return forward_dispatch_mode<scalar_t, RoundingMode::RND_CONV>(mode, x, out, noise, am, begin, end, features, ps.data(), pa);
-      case RoundingMode::S_RND: return forward_dispatch_mode<scalar_t, RoundingMode::S_RND>(mode, x, out, noise, am, begin, end, features, ps.data(), pa);
+    const ElementParams* ps = p.ps.data();
+    switch (p.round) {
+      case RoundingMode::TRN: return slow_dispatch_mode<T, RoundingMode::TRN>(mode, x, out, noise, am, begin, end, features, ps);
+      case RoundingMode::RND: return slow_dispatch_mode<T, RoundingMode::RND>(mode, x, out, noise, am, begin, end, features, ps);
+      case RoundingMode::RND_CONV: return slow_dispatch_mode<T, RoundingMode::RND_CONV>(mode, x, out, noise, am, begin, end, features, ps);
+      case RoundingMode::S_RND: return slow_dispatch_mode<T, RoundingMode::S_RND>(mode, x, out, noise, am, begin, end, features, ps);
     }
   });
-  if (absmax) {
+  if (absmax)
     for (int t = 0; t < nthreads; ++t)
       for (int64_t j = 0; j < features; ++j)
         absmax[j] = std::max(absmax[j], partial[static_cast<size_t>(t * features + j)]);
-  }
 }
 
-template <typename scalar_t, bool CLIP>
-void backward_rows(const scalar_t* g, const scalar_t* x, const scalar_t* xh, scalar_t* dx,
-                   double* pi, double* pf, int64_t begin, int64_t end, int64_t features,
-                   const ParamArrays& pa) {
-  const double* hi = pa.hi.data();
-  const double* lo = pa.lo.data();
-  const double* keep = pa.keep.data();
-  const double* ln2_inv = pa.ln2_inv.data();
-  const double* ln2_two_i = pa.ln2_two_i.data();
-  const double* lo_di = pa.lo_di.data();
-  const double* lo_df = pa.lo_df.data();
-  for (int64_t n = begin; n < end; ++n) {
-    const int64_t base = n * features;
-    for (int64_t j = 0; j < features; ++j) {
-      const double gv = static_cast<double>(g[base + j]);
-      const double xv = static_cast<double>(x[base + j]);
-      // Inside: straight through, d/df = ln2 (x - x_hat). Pruned (x_hat = 0): the same d/df.
-      double df = kLn2 * (xv - static_cast<double>(xh[base + j])) * gv;
-      double di = 0.0;
-      double pass = keep[j];
-      if constexpr (CLIP) {
-        const bool up = xv > hi[j];
-        const bool low = xv < lo[j];
-        const double kept = keep[j];
-        df = kept > 0 ? (up ? ln2_inv[j] * gv : (low ? lo_df[j] * gv : df)) : df;
-        di = kept > 0 ? (up ? ln2_two_i[j] * gv : (low ? lo_di[j] * gv : 0.0)) : 0.0;
-        pass = (up || low) ? 0.0 : kept;
-      }
-      dx[base + j] = static_cast<scalar_t>(gv * pass);
-      pf[j] += df;
-      pi[j] += di;
-    }
-  }
-}
-
-template <typename scalar_t>
-void backward_kernel(const scalar_t* g, const scalar_t* x, const scalar_t* xh, scalar_t* dx,
-                     double* di, double* df, int64_t rows, int64_t features,
-                     const std::vector<ElementParams>& ps, const QuantizeSettings& s) {
-  const bool clip = clips(s.overflow);
+// Returns the three per-feature sums (s_in, s_up, s_low), each `features` long.
+template <typename T>
+std::vector<double> kernel_backward(const QuantPlan& p, const T* g, const T* x, const T* xh, T* dx,
+                                    int64_t rows, bool need_params) {
+  const int64_t features = p.features;
+  const bool clip = clips(p.s.overflow);
   const int nthreads = at::get_num_threads();
-  const ParamArrays pa(ps, s.overflow);
-  std::vector<double> part(static_cast<size_t>(2 * nthreads * features), 0.0);
+  const ParamArrays<T>& pa = arrays_of<T>(p);
+  const size_t per = static_cast<size_t>(3 * features);
+  std::vector<double> part(need_params ? per * static_cast<size_t>(nthreads) : 0, 0.0);
   at::parallel_for(0, rows, grain_for(features), [&](int64_t begin, int64_t end) {
-    double* pi = part.data() + 2 * at::get_thread_num() * features;
-    double* pf = pi + features;
-    if (clip)
-      backward_rows<scalar_t, true>(g, x, xh, dx, pi, pf, begin, end, features, pa);
-    else
-      backward_rows<scalar_t, false>(g, x, xh, dx, pi, pf, begin, end, features, pa);
+    double* s = need_params ? part.data() + per * static_cast<size_t>(at::get_thread_num()) : nullptr;
+    double* s_in = s;
+    double* s_up = s ? s + features : nullptr;
+    double* s_low = s ? s + 2 * features : nullptr;
+    if (clip) fast_backward_rows<T, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+    else fast_backward_rows<T, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
   });
-  for (int t = 0; t < nthreads; ++t) {
-    const double* pi = part.data() + 2 * t * features;
-    const double* pf = pi + features;
-    for (int64_t j = 0; j < features; ++j) {
-      di[j] += pi[j];
-      df[j] += pf[j];
-    }
-  }
+  std::vector<double> sums(need_params ? per : 0, 0.0);
+  for (int t = 0; need_params && t < nthreads; ++t)
+    for (size_t j = 0; j < per; ++j) sums[j] += part[per * static_cast<size_t>(t) + j];
+  return sums;
 }
 
-// Sums per-element gradients into a parameter-shaped float tensor through its broadcast map.
-torch::Tensor reduce_to_param(const std::vector<double>& per_element, const ParamView& v,
-                              torch::ScalarType dtype) {
-  std::vector<double> acc(static_cast<size_t>(v.data.numel()), 0.0);
-  for (size_t j = 0; j < per_element.size(); ++j)
-    acc[v.map.empty() ? j : static_cast<size_t>(v.map[j])] += per_element[j];
-  return torch::from_blob(acc.data(), v.data.sizes(), torch::kDouble).to(dtype, /*non_blocking=*/false, /*copy=*/true);
+// Sums per-element gradients into a parameter-shaped tensor through its broadcast map.
+torch::Tensor reduce_to_param(const std::vector<double>& per_element, const std::vector<int64_t>& map,
+                              const std::vector<int64_t>& shape, const torch::TensorOptions& opts) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  std::vector<double> acc(static_cast<size_t>(n), 0.0);
+  for (size_t j = 0; j < per_element.size(); ++j) acc[map.empty() ? j : static_cast<size_t>(map[j])] += per_element[j];
+  return torch::from_blob(acc.data(), shape, torch::kDouble).to(opts, /*non_blocking=*/false, /*copy=*/true);
 }
 
 // ---------------------------------------------------------------- generic ATen path
-torch::Tensor round_tensor(const torch::Tensor& y, RoundingMode rm, const torch::Tensor& noise) {
+torch::Tensor round_tensor_(torch::Tensor y, RoundingMode rm) {
   switch (rm) {
-    case RoundingMode::TRN: return torch::floor(y);
-    case RoundingMode::RND: return torch::floor(y + 0.5);
-    case RoundingMode::RND_CONV: return torch::round(y);
-    case RoundingMode::S_RND: return torch::floor(y + noise);
+    case RoundingMode::TRN: return y.floor_();
+    case RoundingMode::RND_CONV: return y.round_();
+    default: {
+      // floor(y + 1/2) exactly in float (see round_t): floor(y) + (y - floor(y) >= 1/2).
+      auto fl = y.floor();
+      return fl.add_(y.sub_(fl).ge_(0.5));
+    }
   }
-  return y;
 }
 
-struct Bounds {
-  torch::Tensor two_i, inv, hi, lo, pruned;
-};
-
-Bounds bounds_of(const torch::Tensor& k, const torch::Tensor& i, const torch::Tensor& f,
-                 OverflowMode overflow) {
-  Bounds b;
-  b.two_i = torch::exp2(i);
-  b.inv = torch::exp2(-f);
-  b.hi = b.two_i - b.inv;
-  b.lo = overflow == OverflowMode::SAT_SYM ? -k * b.hi : -k * b.two_i;
-  b.pruned = (k + i + f) <= 0;
-  return b;
-}
-
-torch::Tensor forward_reference(const torch::Tensor& x_in, const torch::Tensor& k,
-                                const torch::Tensor& i, const torch::Tensor& f,
-                                const torch::Tensor& noise, const QuantizeSettings& s,
-                                torch::Tensor* absmax) {
+// The legacy double ATen ops: eval WRAP and training S_RND.
+torch::Tensor legacy_forward(const QuantPlan& p, const torch::Tensor& x_in, const torch::Tensor& noise,
+                             torch::Tensor* absmax) {
+  const auto& s = p.s;
   auto x = x_in.to(torch::kDouble);
-  auto kd = k.to(x.device(), torch::kDouble), id = i.to(x.device(), torch::kDouble),
-       fd = f.to(x.device(), torch::kDouble);
-  Bounds b = bounds_of(kd, id, fd, s.overflow);
-  if (clips(s.overflow)) x = torch::max(torch::min(x, b.hi), b.lo);
-  const RoundingMode rm = (s.round == RoundingMode::S_RND && !s.training) ? RoundingMode::RND : s.round;
-  auto m = round_tensor(x * torch::exp2(fd), rm, noise.defined() ? noise.to(torch::kDouble) : noise);
+  auto kd = p.k, id = p.i, fd = p.f;
+  auto two_i = torch::exp2(id);
+  auto inv = torch::exp2(-fd);
+  auto pruned = (kd + id + fd) <= 0;
+  if (clips(s.overflow)) {
+    auto hi = two_i - inv;
+    auto lo = s.overflow == OverflowMode::SAT_SYM ? -kd * hi : -kd * two_i;
+    x = torch::where(pruned, torch::zeros_like(x), torch::max(torch::min(x, hi), lo));
+  }
+  auto y = x * torch::exp2(fd.clamp(-kMaxAbsScaleBits, kMaxAbsScaleBits));
+  torch::Tensor m;
+  switch (p.round) {
+    case RoundingMode::TRN: m = torch::floor(y); break;
+    case RoundingMode::RND: m = torch::floor(y + 0.5); break;
+    case RoundingMode::RND_CONV: m = torch::round(y); break;
+    case RoundingMode::S_RND: m = torch::floor(y + noise.to(torch::kDouble)); break;
+  }
+  m = torch::where(y.abs() < kTwo52, m, y);
+  auto inv_s = torch::exp2(-fd.clamp(-kMaxAbsScaleBits, kMaxAbsScaleBits));
   if (absmax) {
-    auto a = (m * b.inv).abs();
+    auto a = (m * inv_s).abs();
     *absmax = s.batch_axis ? std::get<0>(a.reshape({a.size(0), -1}).max(0)) : a.reshape({-1});
   }
   if (s.overflow == OverflowMode::WRAP && !s.training) {
     auto bits = id + fd;
     auto m_min = -kd * torch::exp2(bits);
     auto wrapped = m_min + torch::remainder(m - m_min, torch::exp2(kd + bits));
-    m = torch::where(b.pruned, m, wrapped);
+    m = torch::where(pruned, m, wrapped);
   }
-  auto out = torch::where(b.pruned, torch::zeros_like(m), m * b.inv);
+  auto out = torch::where(pruned, torch::zeros_like(m), m * inv_s);
   return out.to(x_in.scalar_type());
 }
 
-// Returns dx and the per-element (broadcast to x) di, df.
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward_reference(
-    const torch::Tensor& g_in, const torch::Tensor& x_in, const torch::Tensor& xh_in,
-    const torch::Tensor& k, const torch::Tensor& i, const torch::Tensor& f,
-    const QuantizeSettings& s) {
-  auto g = g_in.to(torch::kDouble), x = x_in.to(torch::kDouble), xh = xh_in.to(torch::kDouble);
-  auto kd = k.to(x.device(), torch::kDouble), id = i.to(x.device(), torch::kDouble),
-       fd = f.to(x.device(), torch::kDouble);
-  Bounds b = bounds_of(kd, id, fd, s.overflow);
-  auto zeros = torch::zeros_like(x);
-  auto pruned = b.pruned.expand_as(x);
-  torch::Tensor upper = zeros.to(torch::kBool), lower = upper;
-  if (clips(s.overflow)) {
-    upper = (x > b.hi) & ~pruned;
-    lower = (x < b.lo) & ~pruned & ~upper;
-  }
-  auto inside = ~(pruned | upper | lower);
-  auto dx = torch::where(inside, g, zeros);
-  auto df = torch::where(inside, kLn2 * (x - xh) * g, zeros);
-  df = df + torch::where(pruned, kLn2 * x * g, zeros);
-  df = df + torch::where(upper, kLn2 * b.inv * g, zeros);
-  auto di = torch::where(upper, kLn2 * b.two_i * g, zeros);
-  di = di - torch::where(lower, kd * kLn2 * b.two_i * g, zeros);
-  if (s.overflow == OverflowMode::SAT_SYM) df = df - torch::where(lower, kd * kLn2 * b.inv * g, zeros);
-  return {dx.to(g_in.scalar_type()), di, df};
+torch::Tensor absmax_over_batch(const torch::Tensor& r, bool batch_axis) {
+  auto a = r.abs();
+  if (!batch_axis) return a.reshape({-1});
+  return std::get<0>(a.reshape({a.size(0), -1}).max(0));
 }
 
-// ---------------------------------------------------------------- autograd function
-bool use_kernel(const torch::Tensor& x, bool force_reference) {
-  return !force_reference && x.is_cpu() &&
-         (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
+torch::Tensor generic_forward(const QuantPlan& p, const torch::Tensor& x_in, const torch::Tensor& noise,
+                              torch::Tensor* absmax) {
+  if (p.legacy_aten) return legacy_forward(p, x_in, noise, absmax);
+  auto x = x_in.to(p.compute);
+  torch::Tensor r;
+  if (clips(p.s.overflow)) {
+    // Clip, scale, round, scale back; pruned elements are clipped to [0, 0].
+    r = round_tensor_(torch::clamp(x, p.lo, p.hi).mul_(p.scale), p.round).mul_(p.inv);
+  } else {
+    auto m = round_tensor_(x * p.scale, p.round).mul_(p.inv);
+    r = torch::where(x.abs() < p.limit, m, x);  // beyond the limit x is on the grid already
+  }
+  if (absmax) *absmax = absmax_over_batch(r, p.s.batch_axis);
+  if (p.any_pruned && !clips(p.s.overflow)) r = torch::where(p.keep, r, torch::zeros({}, r.options()));
+  return r.to(x_in.scalar_type());
+}
+
+// Returns dx (when need_dx) and the per-element sums (s_in, s_up, s_low) reduced over the batch,
+// as float64 tensors of the per-sample shape (when need_params).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> generic_backward(
+    const QuantPlan& p, const torch::Tensor& g_in, const torch::Tensor& x_in,
+    const torch::Tensor& xh_in, bool need_dx, bool need_params) {
+  const auto ct = p.legacy_aten ? torch::kDouble : p.compute;
+  auto g = g_in.to(ct), x = x_in.to(ct), xh = xh_in.to(ct);
+  auto mhi = p.mask_hi.to(ct), mlo = p.mask_lo.to(ct);
+  auto reduce = [&](const torch::Tensor& t) {
+    auto d = t.to(torch::kDouble);
+    return p.s.batch_axis ? d.sum(0) : d;
+  };
+  torch::Tensor dx, s_in, s_up, s_low;
+  const auto zero = torch::zeros({}, g.options());
+  if (!clips(p.s.overflow)) {
+    if (need_dx) dx = p.any_pruned ? torch::where(p.keep, g, zero) : g;
+    if (need_params) s_in = reduce((x - xh).mul_(g));
+  } else {
+    auto up = x > mhi, low = x < mlo;
+    auto inside = (up | low).logical_not_();
+    if (need_dx) dx = torch::where(p.any_pruned ? inside.logical_and(p.keep) : inside, g, zero);
+    if (need_params) {
+      s_in = reduce(torch::where(inside, (x - xh).mul_(g), zero));
+      s_up = reduce(torch::where(up, g, zero));
+      s_low = reduce(torch::where(low, g, zero));
+    }
+  }
+  if (dx.defined()) dx = dx.to(g_in.scalar_type());
+  return {dx, s_in, s_up, s_low};
 }
 
 std::vector<int64_t> sample_shape(const torch::Tensor& x, bool batch_axis) {
@@ -410,6 +549,161 @@ std::vector<int64_t> sample_shape(const torch::Tensor& x, bool batch_axis) {
   return sz;
 }
 
+}  // namespace
+
+QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, const torch::Tensor& c,
+                             const QuantizeSettings& s, const torch::Tensor& x, bool reference) {
+  auto p = std::make_shared<QuantPlan>();
+  p->s = s;
+  p->shape = sample_shape(x, s.batch_axis);
+  for (const auto* t : {&k, &a, &c})
+    TORCH_CHECK(at::is_expandable_to(t->sizes(), p->shape), "fixed_quantize: quantizer parameters of shape ",
+                t->sizes(), " do not broadcast to the per-sample shape ", c10::IntArrayRef(p->shape));
+  for (auto d : p->shape) p->features *= d;
+  p->a_shape = a.sizes().vec();
+  p->c_shape = c.sizes().vec();
+  p->a_opts = a.options();
+  p->c_opts = c.options();
+  p->round = (s.round == RoundingMode::S_RND && !s.training) ? RoundingMode::RND : s.round;
+  const bool slow_mode = (s.overflow == OverflowMode::WRAP && !s.training) || p->round == RoundingMode::S_RND;
+  p->kernel = !reference && x.is_cpu() &&
+              (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
+  if (p->kernel) {
+    const auto kv = view_param(k, p->shape), av = view_param(a, p->shape), cv = view_param(c, p->shape);
+    p->a_map = av.map;
+    p->c_map = cv.map;
+    p->ps = element_params(kv, av, cv, p->features, s.param, s.overflow);
+    for (const auto& e : p->ps) p->any_pruned = p->any_pruned || e.pruned;
+    p->fast = !slow_mode;
+    // The fast forward loops and the backward loops (every mode) read these arrays.
+    if (x.scalar_type() == torch::kFloat) p->f32.fill(p->ps);
+    else p->f64.fill(p->ps);
+    return p;
+  }
+  // ATen path: the same element parameters as tensors broadcastable to x, on x's device.
+  torch::NoGradGuard no_grad;
+  p->legacy_aten = slow_mode;
+  p->compute = x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+  auto [ke, ie, fe] = effective_kif(k, a, c, s.param);
+  const auto dev = x.device();
+  auto kd = ke.to(dev, torch::kDouble), id = ie.to(dev, torch::kDouble), fd = fe.to(dev, torch::kDouble);
+  p->k = kd;
+  p->i = id;
+  p->f = fd;
+  auto pruned = (kd + id + fd) <= 0;
+  auto fs = fd.clamp(-kMaxAbsScaleBits, kMaxAbsScaleBits);
+  auto two_i = torch::exp2(id);
+  auto hi = two_i - torch::exp2(-fd);
+  auto lo = s.overflow == OverflowMode::SAT_SYM ? -kd * hi : -kd * two_i;
+  const double inf = std::numeric_limits<double>::infinity();
+  const auto ct = p->compute;
+  const double limit = ct == torch::kFloat ? 8388608.0 : kTwo52;
+  auto zero = torch::zeros({}, kd.options());
+  p->scale = torch::exp2(fs).to(ct);
+  p->inv = torch::exp2(-fs).to(ct);
+  p->hi = torch::where(pruned, zero, hi).to(ct);
+  p->lo = torch::where(pruned, zero, lo).to(ct);
+  p->limit = (torch::exp2(-fs) * limit).to(ct);
+  p->keep = pruned.logical_not();
+  p->mask_hi = torch::where(pruned, torch::full({}, inf, kd.options()), hi).to(ct);
+  p->mask_lo = torch::where(pruned, torch::full({}, -inf, kd.options()), lo).to(ct);
+  p->any_pruned = pruned.any().item<bool>();
+  return p;
+}
+
+torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const torch::Tensor& absmax) {
+  torch::Tensor noise;
+  if (p.round == RoundingMode::S_RND) noise = torch::rand_like(x);
+  const bool want_absmax = absmax.defined() && absmax.numel() > 0;
+  if (p.kernel) {
+    auto xc = x.contiguous();
+    auto xh = torch::empty_like(xc);
+    const int64_t rows = p.features == 0 ? 0 : xc.numel() / p.features;
+    double* am = want_absmax ? absmax.data_ptr<double>() : nullptr;
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "hgqt_quantize_forward", [&] {
+      kernel_forward<scalar_t>(p, xc.data_ptr<scalar_t>(), xh.data_ptr<scalar_t>(),
+                               noise.defined() ? noise.data_ptr<scalar_t>() : nullptr, am, rows);
+    });
+    return xh;
+  }
+  torch::Tensor am;
+  auto xh = generic_forward(p, x, noise, want_absmax ? &am : nullptr);
+  if (want_absmax) absmax.copy_(am.view(p.shape));
+  return xh;
+}
+
+QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const torch::Tensor& x,
+                          const torch::Tensor& xh, bool need_dx, bool need_params) {
+  QuantGrads out;
+  std::vector<double> s_in, s_up, s_low;
+  const size_t nf = static_cast<size_t>(p.features);
+  if (p.kernel) {
+    auto g = g_in.to(x.scalar_type()).contiguous();
+    auto xc = x.contiguous(), hc = xh.contiguous();
+    if (need_dx) out.dx = torch::empty_like(xc);
+    const int64_t rows = p.features == 0 ? 0 : xc.numel() / p.features;
+    std::vector<double> sums;
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "hgqt_quantize_backward", [&] {
+      sums = kernel_backward<scalar_t>(p, g.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(),
+                                       hc.data_ptr<scalar_t>(),
+                                       need_dx ? out.dx.data_ptr<scalar_t>() : nullptr, rows, need_params);
+    });
+    if (!need_params) return out;
+    s_in.assign(sums.begin(), sums.begin() + static_cast<int64_t>(nf));
+    s_up.assign(sums.begin() + static_cast<int64_t>(nf), sums.begin() + 2 * static_cast<int64_t>(nf));
+    s_low.assign(sums.begin() + 2 * static_cast<int64_t>(nf), sums.end());
+  } else {
+    auto [dx, t_in, t_up, t_low] = generic_backward(p, g_in, x, xh, need_dx, need_params);
+    out.dx = dx;
+    if (!need_params) return out;
+    // Combine the sums with the per-element factors in ATen (device-agnostic).
+    auto kd = p.k, id = p.i, fd = p.f;
+    auto pruned = (kd + id + fd) <= 0;
+    auto df = kLn2 * t_in;
+    auto di = torch::zeros_like(df);
+    if (clips(p.s.overflow)) {
+      auto inv = torch::exp2(-fd), two_i = torch::exp2(id);
+      auto zero = torch::zeros({}, df.options());
+      df = df + torch::where(pruned, zero, kLn2 * inv * t_up);
+      di = torch::where(pruned, zero, kLn2 * two_i * t_up - kd * kLn2 * two_i * t_low);
+      if (p.s.overflow == OverflowMode::SAT_SYM) df = df - torch::where(pruned, zero, kd * kLn2 * inv * t_low);
+    }
+    torch::Tensor da, dc;
+    if (p.s.param == Parameterization::KIF) {
+      da = di;
+      dc = df;
+    } else {
+      da = df;
+      dc = di - df;
+    }
+    out.da = at::sum_to(da.expand(p.shape).to(p.a_opts.dtype()), p.a_shape).to(p.a_opts.device());
+    out.dc = at::sum_to(dc.expand(p.shape).to(p.c_opts.dtype()), p.c_shape).to(p.c_opts.device());
+    return out;
+  }
+  std::vector<double> di(nf), df(nf);
+  for (size_t j = 0; j < nf; ++j)
+    finish_element_grads(p.ps[j], p.s.overflow, s_in[j], s_up[j], s_low[j], di[j], df[j]);
+  // KIF: (a, c) = (i, f). KBI: (a, c) = (b, i), f = b - i: d/db = df, d/di = di - df.
+  if (p.s.param == Parameterization::KIF) {
+    out.da = reduce_to_param(di, p.a_map, p.a_shape, p.a_opts);
+    out.dc = reduce_to_param(df, p.c_map, p.c_shape, p.c_opts);
+  } else {
+    std::vector<double> dic(nf);
+    for (size_t j = 0; j < nf; ++j) dic[j] = di[j] - df[j];
+    out.da = reduce_to_param(df, p.a_map, p.a_shape, p.a_opts);
+    out.dc = reduce_to_param(dic, p.c_map, p.c_shape, p.c_opts);
+  }
+  return out;
+}
+
+namespace {
+
+// ---------------------------------------------------------------- autograd function
+struct PlanHolder : torch::CustomClassHolder {
+  explicit PlanHolder(QuantPlanPtr p) : plan(std::move(p)) {}
+  QuantPlanPtr plan;
+};
+
 struct QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                torch::Tensor k, torch::Tensor a, torch::Tensor c, int64_t param,
@@ -417,111 +711,22 @@ struct QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
                                bool reference, torch::Tensor absmax_out) {
     QuantizeSettings s{static_cast<Parameterization>(param), static_cast<RoundingMode>(round),
                        static_cast<OverflowMode>(overflow), training, batch_axis};
-    const auto shape = sample_shape(x, batch_axis);
-    for (const auto* t : {&k, &a, &c})
-      TORCH_CHECK(at::is_expandable_to(t->sizes(), shape), "fixed_quantize: quantizer parameters of shape ",
-                  t->sizes(), " do not broadcast to the per-sample shape ", c10::IntArrayRef(shape));
-    torch::Tensor noise;
-    if (s.round == RoundingMode::S_RND && training) noise = torch::rand_like(x);
-    const bool want_absmax = absmax_out.numel() > 0;  // empty: not asked for
-    // Integer-bit tracking rewrites i in place before backward: keep what this pass used.
-    auto saved_param = [&](const torch::Tensor& t) { return want_absmax ? t.detach().clone() : t; };
-    torch::Tensor xh;
-    if (use_kernel(x, reference)) {
-      auto xc = x.contiguous();
-      xh = torch::empty_like(xc);
-      const auto kv = view_param(k, shape), av = view_param(a, shape), cv = view_param(c, shape);
-      int64_t features = 1;
-      for (auto d : shape) features *= d;
-      const int64_t rows = features == 0 ? 0 : xc.numel() / features;
-      auto ps = element_params(kv, av, cv, features, s.param, s.overflow);
-      double* am = want_absmax ? absmax_out.data_ptr<double>() : nullptr;
-      AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "hgqt_quantize_forward", [&] {
-        forward_kernel<scalar_t>(xc.data_ptr<scalar_t>(), xh.data_ptr<scalar_t>(),
-                                 noise.defined() ? noise.data_ptr<scalar_t>() : nullptr, am, rows,
-                                 features, ps, s);
-      });
-      ctx->save_for_backward({xc, xh, saved_param(k), saved_param(a), saved_param(c)});
-    } else {
-      auto [ke, ie, fe] = effective_kif(k, a, c, s.param);
-      ke = ke.expand(shape);
-      ie = ie.expand(shape);
-      fe = fe.expand(shape);
-      torch::Tensor am;
-      xh = forward_reference(x, ke, ie, fe, noise, s, want_absmax ? &am : nullptr);
-      if (want_absmax) absmax_out.copy_(am.view(shape));
-      ctx->save_for_backward({x, xh, saved_param(k), saved_param(a), saved_param(c)});
-    }
-    ctx->saved_data["param"] = param;
-    ctx->saved_data["overflow"] = overflow;
-    ctx->saved_data["round"] = round;
-    ctx->saved_data["training"] = training;
-    ctx->saved_data["batch_axis"] = batch_axis;
-    ctx->saved_data["reference"] = reference;
+    auto plan = make_quant_plan(k, a, c, s, x, reference);
+    auto xh = quant_forward(*plan, x, absmax_out);
+    // The plan holds the parameters this pass used (tracking rewrites i before backward).
+    ctx->save_for_backward({x, xh});
+    ctx->saved_data["plan"] = c10::IValue::make_capsule(c10::make_intrusive<PlanHolder>(plan));
     return xh;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto& x = saved[0];
-    const auto& xh = saved[1];
-    const auto& k = saved[2];
-    const auto& a = saved[3];
-    const auto& c = saved[4];
-    QuantizeSettings s{static_cast<Parameterization>(ctx->saved_data["param"].toInt()),
-                       static_cast<RoundingMode>(ctx->saved_data["round"].toInt()),
-                       static_cast<OverflowMode>(ctx->saved_data["overflow"].toInt()),
-                       ctx->saved_data["training"].toBool(), ctx->saved_data["batch_axis"].toBool()};
-    const bool reference = ctx->saved_data["reference"].toBool();
-    const auto shape = sample_shape(x, s.batch_axis);
-    auto g = grads[0];
-    torch::Tensor dx, da, dc;
-    const auto dtype = a.scalar_type();
-    if (use_kernel(x, reference)) {
-      g = g.to(x.scalar_type()).contiguous();
-      dx = torch::empty_like(x);
-      const auto kv = view_param(k, shape), av = view_param(a, shape), cv = view_param(c, shape);
-      int64_t features = 1;
-      for (auto d : shape) features *= d;
-      const int64_t rows = features == 0 ? 0 : x.numel() / features;
-      auto ps = element_params(kv, av, cv, features, s.param, s.overflow);
-      std::vector<double> di(static_cast<size_t>(features), 0.0), df(di);
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgqt_quantize_backward", [&] {
-        backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-                                  xh.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), di.data(),
-                                  df.data(), rows, features, ps, s);
-      });
-      // KIF: (a, c) = (i, f). KBI: (a, c) = (b, i), f = b - i: d/db = df, d/di = di - df.
-      if (s.param == Parameterization::KIF) {
-        da = reduce_to_param(di, av, dtype);
-        dc = reduce_to_param(df, cv, dtype);
-      } else {
-        std::vector<double> dic(di.size());
-        for (size_t j = 0; j < di.size(); ++j) dic[j] = di[j] - df[j];
-        da = reduce_to_param(df, av, dtype);
-        dc = reduce_to_param(dic, cv, dtype);
-      }
-      da = da.to(a.device());
-      dc = dc.to(c.device());
-    } else {
-      auto [ke, ie, fe] = effective_kif(k, a, c, s.param);
-      auto [dxr, dir, dfr] = backward_reference(g, x, xh, ke.expand(shape), ie.expand(shape),
-                                                fe.expand(shape), s);
-      dx = dxr;
-      auto di = s.batch_axis ? dir.sum(0) : dir;
-      auto df = s.batch_axis ? dfr.sum(0) : dfr;
-      if (s.param == Parameterization::KIF) {
-        da = di;
-        dc = df;
-      } else {
-        da = df;
-        dc = di - df;
-      }
-      da = at::sum_to(da.to(dtype), a.sizes());
-      dc = at::sum_to(dc.to(dtype), c.sizes());
-    }
-    return {dx, torch::Tensor(), da, dc, torch::Tensor(), torch::Tensor(), torch::Tensor(),
+    auto holder = c10::static_intrusive_pointer_cast<PlanHolder>(ctx->saved_data["plan"].toCapsule());
+    const bool need_params = ctx->needs_input_grad(2) || ctx->needs_input_grad(3);
+    auto r = quant_backward(*holder->plan, grads[0], saved[0], saved[1], ctx->needs_input_grad(0),
+                            need_params);
+    return {r.dx, torch::Tensor(), r.da, r.dc, torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -531,10 +736,7 @@ torch::Tensor apply_quantize(const torch::Tensor& x, const torch::Tensor& k, con
                              torch::Tensor* absmax, bool reference) {
   // LibTorch 1.13 rejects undefined tensors as Function inputs: an empty one means "not asked".
   torch::Tensor am_out = torch::empty({0}, x.options().dtype(torch::kDouble));
-  if (absmax) {
-    auto shape = sample_shape(x, s.batch_axis);
-    am_out = torch::zeros(shape, x.options().dtype(torch::kDouble));
-  }
+  if (absmax) am_out = torch::zeros(sample_shape(x, s.batch_axis), x.options().dtype(torch::kDouble));
   auto out = QuantizeFunction::apply(x, k, a, c, static_cast<int64_t>(s.param),
                                      static_cast<int64_t>(s.round), static_cast<int64_t>(s.overflow),
                                      s.training, s.batch_axis, reference, am_out);
@@ -543,6 +745,12 @@ torch::Tensor apply_quantize(const torch::Tensor& x, const torch::Tensor& k, con
 }
 
 }  // namespace
+
+std::vector<int64_t> broadcast_index(c10::IntArrayRef param, c10::IntArrayRef full) {
+  return broadcast_map(param, full);
+}
+
+bool force_reference_path() { return g_force_reference.load(); }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> effective_kif(const torch::Tensor& k,
                                                                       const torch::Tensor& a,
@@ -592,7 +800,7 @@ void update_integer_bits(torch::Tensor& i, const torch::Tensor& k, const torch::
     std::vector<double> needed(static_cast<size_t>(i.numel()), -std::numeric_limits<double>::infinity());
     for (int64_t j = 0; j < features; ++j) {
       const size_t p = imap.empty() ? static_cast<size_t>(j) : static_cast<size_t>(imap[static_cast<size_t>(j)]);
-      needed[p] = std::max(needed[p], std::ceil(std::log2(amp[j] + ps[static_cast<size_t>(j)].inv)));
+      needed[p] = std::max(needed[p], std::ceil(std::log2(amp[j] + exp2_int(-ps[static_cast<size_t>(j)].f))));
     }
     float* ip = i.data_ptr<float>();
     for (size_t p = 0; p < needed.size(); ++p)

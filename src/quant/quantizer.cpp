@@ -1,6 +1,8 @@
 // FixedQuantizer module: parameters, integer-bit tracking, bits for EBOPs.
 #include "hgqt/quant/quantizer.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
 namespace hgqt::quant {
@@ -82,6 +84,10 @@ torch::Tensor FixedQuantizerImpl::quantize(const torch::Tensor& x, bool training
   return fixed_quantize(x, k, kif_param ? i : b, kif_param ? f : i, settings(training), absmax);
 }
 
+QuantPlanPtr FixedQuantizerImpl::plan_for(const torch::Tensor& x, bool training) const {
+  return make_quant_plan(k, param_a(), param_c(), settings(training), x, force_reference_path());
+}
+
 torch::Tensor FixedQuantizerImpl::apply_eval(const torch::Tensor& x) const {
   return quantize(x, false, nullptr);
 }
@@ -153,16 +159,80 @@ torch::Tensor FixedQuantizerImpl::bits() const {
   return torch::relu(ir + round_ste(f));
 }
 
+FixedQuantizerImpl::BitsAndSlopes FixedQuantizerImpl::bits_and_slopes() const {
+  torch::NoGradGuard no_grad;
+  BitsAndSlopes out;
+  const bool kbi = options.param() == Parameterization::KBI;
+  const auto& a = param_a();
+  const auto& c = param_c();
+  const bool slope_a = a.requires_grad();
+  const bool slope_c = !kbi && c.requires_grad();  // KBI: bits() does not read i
+  if (a.is_cpu() && a.scalar_type() == torch::kFloat && a.is_contiguous() && c.is_cpu() &&
+      c.scalar_type() == torch::kFloat && c.is_contiguous() && a.sizes() == c.sizes()) {
+    // The definition of bits() element by element (torch::round is half to even: nearbyint).
+    const int64_t n = a.numel();
+    out.bits = torch::empty_like(a);
+    if (slope_a) out.da = torch::empty_like(a);
+    if (slope_c) out.dc = torch::empty_like(a);
+    const float* pa = a.data_ptr<float>();
+    const float* pc = c.data_ptr<float>();
+    float* pb = out.bits.data_ptr<float>();
+    float* pda = slope_a ? out.da.data_ptr<float>() : nullptr;
+    float* pdc = slope_c ? out.dc.data_ptr<float>() : nullptr;
+    const float bmax = static_cast<float>(kMaxMagnitudeBits);
+    for (int64_t j = 0; j < n; ++j) {
+      float raw, pass_a = 1.0f;
+      if (kbi) {
+        raw = std::nearbyint(std::min(std::max(pa[j], 0.0f), bmax));
+        pass_a = (pa[j] >= 0.0f && pa[j] <= bmax) ? 1.0f : 0.0f;
+      } else {
+        raw = std::nearbyint(pa[j]) + std::nearbyint(pc[j]);
+      }
+      const float on = raw > 0.0f ? 1.0f : 0.0f;
+      pb[j] = raw > 0.0f ? raw : 0.0f;
+      if (pda) pda[j] = on * pass_a;
+      if (pdc) pdc[j] = on;
+    }
+    return out;
+  }
+  // Any device or dtype: the same with ATen ops.
+  torch::Tensor raw, pass_a;
+  if (kbi) {
+    raw = torch::round(a.clamp(0, kMaxMagnitudeBits));
+    pass_a = (a >= 0).logical_and_(a <= kMaxMagnitudeBits);
+  } else {
+    raw = torch::round(a) + torch::round(c);
+  }
+  auto on = raw > 0;
+  out.bits = torch::relu(raw);
+  if (slope_a) out.da = (kbi ? on.logical_and(pass_a) : on).to(a.scalar_type());
+  if (slope_c) out.dc = on.to(c.scalar_type());
+  return out;
+}
+
 torch::Tensor FixedQuantizerImpl::bits_l1() const {
   if (options.param() == Parameterization::KBI) return torch::relu(b).sum();
   return torch::relu(i + f).sum();
 }
 
+namespace {
+void clamp_in_place(torch::Tensor& t, double lo, double hi) {
+  if (t.is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous()) {
+    // One loop instead of an ATen call per tensor: constrain runs after every optimizer step.
+    float* p = t.data_ptr<float>();
+    const float l = static_cast<float>(lo), h = static_cast<float>(hi);
+    for (int64_t j = 0, n = t.numel(); j < n; ++j) p[j] = std::min(std::max(p[j], l), h);
+  } else {
+    t.clamp_(lo, hi);
+  }
+}
+}  // namespace
+
 void FixedQuantizerImpl::constrain() {
   torch::NoGradGuard no_grad;
-  i.clamp_(options.i_min(), options.i_max());
-  if (f.defined()) f.clamp_(options.f_min(), options.f_max());
-  if (b.defined()) b.clamp_(options.b_min(), options.b_max());
+  clamp_in_place(i, options.i_min(), options.i_max());
+  if (f.defined()) clamp_in_place(f, options.f_min(), options.f_max());
+  if (b.defined()) clamp_in_place(b, options.b_min(), options.b_max());
 }
 
 int64_t FixedQuantizerImpl::param_count() const {

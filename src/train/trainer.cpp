@@ -14,6 +14,7 @@
 #include "hgqt/train/beta_pid.h"
 #include "hgqt/train/distill.h"
 #include "hgqt/train/metrics.h"
+#include "hgqt/train/optim.h"
 #include "hgqt/train/pareto.h"
 #include "hgqt/util/files.h"
 #include "hgqt/util/progress.h"
@@ -232,8 +233,8 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(model::HGQModel& m, cons
   if (t.optimizer == "sgd")
     return std::make_unique<torch::optim::SGD>(
         m->parameters(), torch::optim::SGDOptions(t.lr).momentum(t.momentum).weight_decay(t.weight_decay));
-  return std::make_unique<torch::optim::Adam>(
-      m->parameters(), torch::optim::AdamOptions(t.lr).weight_decay(t.weight_decay));
+  return std::make_unique<FusedAdam>(m->parameters(),
+                                     torch::optim::AdamOptions(t.lr).weight_decay(t.weight_decay));
 }
 
 std::string fmt(const char* f, double v) {
@@ -673,7 +674,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       if (beta > 0 || pid_step) ebops = model->ebops();
       if (beta > 0) loss = loss + beta * ebops;
       if (t.gamma > 0) loss = loss + t.gamma * model->bits_l1();
-      optimizer->zero_grad();
+      zero_grad_to_none(*optimizer);
       loss.backward();
       optimizer->step();
       model->constrain();

@@ -29,9 +29,14 @@ class QDenseImpl : public torch::nn::Cloneable<QDenseImpl>, public QLayer {
   explicit QDenseImpl(QDenseOptions options);
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
+  /// In training one fused autograd node (nn/fused.h), else forward_composed.
   torch::Tensor forward(const torch::Tensor& x) override;
-  /// sum_{j,o} b_in[j] b_w[j,o] + mean(b_bias) * n_out.
+  /// The same computation as composed ops: one node per quantizer, the product, the activation.
+  torch::Tensor forward_composed(const torch::Tensor& x);
+  /// sum_{j,o} b_in[j] b_w[j,o] + mean(b_bias) * n_out, as one node (fused_dense_ebops).
   torch::Tensor ebops() const override;
+  /// The same as composed ops on FixedQuantizer::bits().
+  torch::Tensor ebops_composed() const;
   std::vector<NamedQuantizer> quantizers() const override;
   std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
   std::string type_name() const override { return "dense"; }

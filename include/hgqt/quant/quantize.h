@@ -4,6 +4,9 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+#include <vector>
+
 #include "hgqt/quant/fixed_point.h"
 
 namespace hgqt::quant {
@@ -41,6 +44,39 @@ torch::Tensor fixed_quantize_reference(const torch::Tensor& x, const torch::Tens
                                        const torch::Tensor& a, const torch::Tensor& c,
                                        const QuantizeSettings& settings,
                                        torch::Tensor* absmax = nullptr);
+
+/// One application of a quantizer's parameters to inputs of one per-sample shape, prepared once:
+/// the effective per-element parameters in the form the fused CPU kernel or the ATen path reads.
+/// A fused layer keeps it from its forward to its backward pass (the parameters may change in
+/// between: integer-bit tracking rewrites i after the forward).
+struct QuantPlan;
+using QuantPlanPtr = std::shared_ptr<const QuantPlan>;
+
+/// Prepares Q(.; k, a, c) for inputs like `x` (its per-sample shape, device and dtype). `reference`
+/// selects the ATen path also where the fused kernel applies (CPU float and double).
+QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, const torch::Tensor& c,
+                             const QuantizeSettings& settings, const torch::Tensor& x,
+                             bool reference = false);
+
+/// x_hat = Q(x) without autograd. When `absmax` is defined (float64, per-sample shape) it
+/// receives max over the batch of |R(x 2^f) 2^-f|, as fixed_quantize's.
+torch::Tensor quant_forward(const QuantPlan& plan, const torch::Tensor& x,
+                            const torch::Tensor& absmax = {});
+
+/// The surrogate gradients of section 3 for upstream gradient `g` at (x, x_hat): dx when
+/// `need_dx`, and d/da, d/dc in the shapes and dtypes of a and c when `need_params`.
+struct QuantGrads {
+  torch::Tensor dx, da, dc;
+};
+QuantGrads quant_backward(const QuantPlan& plan, const torch::Tensor& g, const torch::Tensor& x,
+                          const torch::Tensor& xh, bool need_dx, bool need_params);
+
+/// For each element of `full` (row-major), the flat index of the element of a tensor of shape
+/// `param` broadcast to it; empty when the shapes are equal.
+std::vector<int64_t> broadcast_index(c10::IntArrayRef param, c10::IntArrayRef full);
+
+/// Whether the fused CPU kernel is switched off (set_force_reference_path).
+bool force_reference_path();
 
 /// Integer-bit tracking of a WRAP quantizer in training (section 4):
 /// i <- clamp(max(i - decay, ceil(log2(max|x_hat| + 2^-f))), i_min, i_max), the max taken over the

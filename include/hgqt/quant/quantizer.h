@@ -63,6 +63,23 @@ class FixedQuantizerImpl : public torch::nn::Cloneable<FixedQuantizerImpl> {
   torch::Tensor bits_l1() const;
   /// Clamps the bit parameters into their bounds (call after each optimizer step).
   void constrain();
+  /// The tensors in the (a, c) slots of fixed_quantize: (i, f) for KIF, (b, i) for KBI.
+  const torch::Tensor& param_a() const { return options.param() == Parameterization::KIF ? i : b; }
+  const torch::Tensor& param_c() const { return options.param() == Parameterization::KIF ? f : i; }
+  /// The prepared quantization of inputs like `x` with the current bit widths, for layers that
+  /// call quant_forward / quant_backward inside an autograd node of their own.
+  QuantPlanPtr plan_for(const torch::Tensor& x, bool training) const;
+  /// Whether a training forward pass updates the integer bits from max |x_hat| (WRAP).
+  bool tracks_integer_bits() const { return options.overflow() == OverflowMode::WRAP; }
+  /// The integer-bit update of section 4 from `absmax` (float64, per-sample shape), as
+  /// forward() applies it in training.
+  void track_integer_bits(const torch::Tensor& absmax);
+  /// bits() without autograd, with its derivatives d bits / d a and d bits / d c, all in the
+  /// parameter shape; a slope is undefined where that parameter takes no gradient.
+  struct BitsAndSlopes {
+    torch::Tensor bits, da, dc;
+  };
+  BitsAndSlopes bits_and_slopes() const;
   /// Shape of k, i, f / b tensors (broadcastable to the per-sample shape).
   const std::vector<int64_t>& param_shape() const { return param_shape_; }
   /// Number of parameter elements sharing nothing (for summaries).
@@ -86,7 +103,6 @@ class FixedQuantizerImpl : public torch::nn::Cloneable<FixedQuantizerImpl> {
  private:
   QuantizeSettings settings(bool training) const;
   torch::Tensor quantize(const torch::Tensor& x, bool training, torch::Tensor* absmax) const;
-  void track_integer_bits(const torch::Tensor& absmax);
   void record_calibration(const torch::Tensor& x);
   std::vector<int64_t> param_shape_;
   bool calibrating_ = false;
