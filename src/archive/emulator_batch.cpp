@@ -14,6 +14,7 @@
 //   exact in float32 below 2^24 and in float64 below 2^53, in whatever order BLAS adds them;
 //   pool and add sums likewise below 2^53.
 #include "emulator_batch.h"
+#include "hgqt/util/simd.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -37,15 +38,6 @@ constexpr double k2p52 = 4503599627370496.0;  // 2^52
 constexpr int kMaxFrac = 400;
 /// Raw inputs smaller than this (and nonzero) go through quantize_double: x * 2^f stays normal.
 constexpr double kTinyInput = 0x1p-900;
-
-// The hot loops are also compiled for AVX-512 and AVX2 (GCC's target_clones picks one by the CPU
-// when the program loads). Neither target enables FMA, so every clone performs the same IEEE
-// operations and the results do not depend on the CPU.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define HGQT_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define HGQT_VECTOR_CLONES
-#endif
 
 // rint for |y| <= 2^52 (round half to even): adding 2^52 leaves no fractional bits.
 inline double rint52(double y) {

@@ -73,6 +73,7 @@ template <class M>
 void set_module(HGQModelImpl::Entry& e, M m) {
   e.layer = m.get();
   e.module = m.ptr();
+  e.dense = dynamic_cast<nn::QDenseImpl*>(m.get());
 }
 
 // A size list from the config broadcast to `rank` spatial axes ("3" -> {3, 3}).
@@ -275,6 +276,21 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
     register_module(e.name, e.module);
     layers_.push_back(std::move(e));
   }
+  // Chains of dense layers (nn/fused.h): a ReLU dense layer without output quantizer, read only
+  // by one dense layer, hands its ReLU to that reader in training.
+  const size_t n = layers_.size();
+  std::vector<std::vector<size_t>> readers(n);
+  for (size_t li = 0; li < n; ++li)
+    for (int64_t src : layers_[li].inputs)
+      if (src >= 0) readers[static_cast<size_t>(src)].push_back(li);
+  for (size_t li = 0; li + 1 < n; ++li) {
+    auto* d = layers_[li].dense;
+    if (!d || d->options.activation() != nn::Activation::ReLU || d->oq || readers[li].size() != 1) continue;
+    auto& reader = layers_[readers[li][0]];
+    if (!reader.dense) continue;
+    layers_[li].chain.defer_relu = true;
+    reader.chain.relu_input = true;
+  }
 }
 
 torch::Tensor HGQModelImpl::forward(torch::Tensor x) {
@@ -294,7 +310,10 @@ torch::Tensor HGQModelImpl::forward(torch::Tensor x) {
     std::vector<torch::Tensor> ins;
     ins.reserve(e.inputs.size());
     for (int64_t src : e.inputs) ins.push_back(src < 0 ? x : outs[src]);
-    outs[li] = ins.size() == 1 ? e.layer->forward(ins[0]) : e.layer->forward_many(ins);
+    if (e.dense && is_training())
+      outs[li] = e.dense->forward_chained(ins[0], e.chain);
+    else
+      outs[li] = ins.size() == 1 ? e.layer->forward(ins[0]) : e.layer->forward_many(ins);
     for (int64_t src : e.inputs)
       if (src >= 0 && last_use[src] == li && static_cast<size_t>(src) != n - 1)
         outs[src] = torch::Tensor();

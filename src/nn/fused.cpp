@@ -16,7 +16,8 @@ using torch::autograd::variable_list;
 // plans hold the bit widths of this step; tracking rewrites i after the forward pass).
 struct DenseSetup {
   quant::QuantPlanPtr in, kernel, bias;
-  bool relu = false;
+  bool relu = false;        // apply the ReLU to the output
+  bool relu_input = false;  // x is a pre-activation: quantize relu(x)
   torch::Tensor absmax_in, absmax_kernel, absmax_bias;  // defined for tracking quantizers
 };
 
@@ -35,7 +36,7 @@ struct DenseNode : public torch::autograd::Function<DenseNode> {
                                torch::Tensor kc, torch::Tensor ba, torch::Tensor bc,
                                std::shared_ptr<const DenseSetup> setup) {
     const auto& s = *setup;
-    auto xq = quant::quant_forward(*s.in, x, s.absmax_in);
+    auto xq = quant::quant_forward(*s.in, x, s.absmax_in, s.relu_input);
     auto wq = quant::quant_forward(*s.kernel, w, s.absmax_kernel);
     torch::Tensor bq, y;
     if (s.bias) {
@@ -68,7 +69,8 @@ struct DenseNode : public torch::autograd::Function<DenseNode> {
     const bool need_k_params = ctx->needs_input_grad(5) || ctx->needs_input_grad(6);
     const bool need_b_params = ctx->needs_input_grad(7) || ctx->needs_input_grad(8);
     if (ctx->needs_input_grad(0) || need_in_params) {
-      auto r = quant::quant_backward(*s.in, g.mm(wq.t()), x, xq, ctx->needs_input_grad(0), need_in_params);
+      auto r = quant::quant_backward(*s.in, g.mm(wq.t()), x, xq, ctx->needs_input_grad(0), need_in_params,
+                                     s.relu_input);
       out[0] = r.dx;
       out[3] = r.da;
       out[4] = r.dc;
@@ -98,9 +100,10 @@ torch::Tensor absmax_for(const quant::FixedQuantizer& q, const torch::Tensor& x,
 
 }  // namespace
 
-torch::Tensor fused_dense_forward(QDenseImpl& d, const torch::Tensor& x) {
+torch::Tensor fused_dense_forward(QDenseImpl& d, const torch::Tensor& x, DenseChain chain) {
   auto setup = std::make_shared<DenseSetup>();
-  setup->relu = d.options.activation() == Activation::ReLU;
+  setup->relu = d.options.activation() == Activation::ReLU && !chain.defer_relu;
+  setup->relu_input = chain.relu_input;
   setup->in = d.iq->plan_for(x, true);
   setup->kernel = d.kq->plan_for(d.kernel, true);
   setup->absmax_in = absmax_for(d.iq, x, true);

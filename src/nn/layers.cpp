@@ -1,8 +1,6 @@
 // Quantized layers and their EBOPs.
 #include "hgqt/nn/layers.h"
 
-#include "hgqt/nn/fused.h"
-
 #include <stdexcept>
 
 namespace hgqt::nn {
@@ -89,9 +87,15 @@ void QDenseImpl::pretty_print(std::ostream& s) const {
 
 torch::Tensor QDenseImpl::forward(const torch::Tensor& x) {
   if (!is_training()) return forward_composed(x);
+  return forward_chained(x, {});
+}
+
+torch::Tensor QDenseImpl::forward_chained(const torch::Tensor& x, DenseChain chain) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(), "QDense expects input [batch, ",
               options.in_features(), "], got ", x.sizes());
-  auto y = fused_dense_forward(*this, x);
+  TORCH_CHECK(is_training() || (!chain.relu_input && !chain.defer_relu),
+              "QDense: chained forward outside training");
+  auto y = fused_dense_forward(*this, x, chain);
   return oq ? oq->forward(y) : y;
 }
 

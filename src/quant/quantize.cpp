@@ -3,6 +3,8 @@
 // gradients.
 #include "hgqt/quant/quantize.h"
 
+#include "hgqt/util/simd.h"
+
 #include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
 
@@ -238,9 +240,9 @@ namespace {
 
 // ---------------------------------------------------------------- fused CPU kernel: fast loops
 // CLIP: SAT/SAT_SYM (clip, then round); else WRAP in training (round only).
-template <typename T, RoundingMode RM, bool CLIP>
-void fast_forward_rows(const T* x, T* out, T* am, int64_t begin, int64_t end, int64_t features,
-                       const ParamArrays<T>& pa) {
+template <typename T, RoundingMode RM, bool CLIP, bool AM, bool RELU>
+HGQT_VECTOR_CLONES void fast_forward_rows(const T* x, T* out, T* am, int64_t begin, int64_t end,
+                                          int64_t features, const ParamArrays<T>& pa) {
   const T* scale = pa.scale.data();
   const T* inv = pa.inv.data();
   const T* hi = pa.hi.data();
@@ -253,61 +255,90 @@ void fast_forward_rows(const T* x, T* out, T* am, int64_t begin, int64_t end, in
     if constexpr (CLIP) {
       // |v 2^f| <= 2^(i+f) <= 2^23: the rounding is exact.
       for (int64_t j = 0; j < features; ++j) {
-        const T v = std::min(std::max(xr[j], lo[j]), hi[j]);
+        const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
+        const T v = std::min(std::max(xv, lo[j]), hi[j]);
         const T r = round_t<T, RM>(v * scale[j]) * inv[j];
-        if (am) am[j] = std::max(am[j], std::abs(r));
+        if constexpr (AM) am[j] = std::max(am[j], std::abs(r));
         outr[j] = keep[j] != T(0) ? r : T(0);
       }
     } else {
       for (int64_t j = 0; j < features; ++j) {
-        const T xv = xr[j];
+        const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
         const T y = xv * scale[j];
         // At or above the limit y is an integer: x is on the grid already.
         const T r = std::abs(y) < limit ? round_t<T, RM>(y) * inv[j] : xv;
-        if (am) am[j] = std::max(am[j], std::abs(r));
+        if constexpr (AM) am[j] = std::max(am[j], std::abs(r));
         outr[j] = keep[j] != T(0) ? r : T(0);
       }
     }
   }
 }
 
-// Accumulates per feature: s_in (+ s_up, s_low when CLIP) in double; writes dx when asked.
-template <typename T, bool CLIP>
-void fast_backward_rows(const T* g, const T* x, const T* xh, T* dx, double* s_in, double* s_up,
-                        double* s_low, int64_t begin, int64_t end, int64_t features,
-                        const ParamArrays<T>& pa, bool need_params) {
-  const T* keep = pa.keep.data();
-  const T* mhi = pa.mask_hi.data();
-  const T* mlo = pa.mask_lo.data();
-  for (int64_t n = begin; n < end; ++n) {
-    const int64_t base = n * features;
-    const T* gr = g + base;
-    const T* xr = x + base;
-    const T* hr = xh + base;
-    if (dx) {
-      T* dr = dx + base;
+// Rows per block of the backward sums: within a block the sums run in T (float for float
+// inputs, vectorized across features), then each block's sums are added in double.
+constexpr int64_t kSumBlock = 32;
+
+// Writes dx (DX) and accumulates per feature s_in, and s_up, s_low when CLIP (PARAMS), over the
+// rows [begin, end). One pass over g, x, x_hat.
+template <typename T, bool CLIP, bool DX, bool PARAMS, bool RELU>
+HGQT_VECTOR_CLONES void backward_rows(const T* g, const T* x, const T* xh, T* dx, double* s_in,
+                                      double* s_up, double* s_low, T* acc, int64_t begin,
+                                      int64_t end, int64_t features, const T* keep, const T* mhi,
+                                      const T* mlo) {
+  T* a_in = acc;
+  T* a_up = acc + features;
+  T* a_low = acc + 2 * features;
+  for (int64_t n0 = begin; n0 < end; n0 += kSumBlock) {
+    const int64_t n1 = std::min(end, n0 + kSumBlock);
+    if constexpr (PARAMS) std::fill(acc, acc + 3 * features, T(0));
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t base = n * features;
+      const T* gr = g + base;
+      const T* xr = x + base;
+      const T* hr = xh + base;
+      T* dr = DX ? dx + base : nullptr;
       for (int64_t j = 0; j < features; ++j) {
-        bool pass = keep[j] != T(0);
-        if constexpr (CLIP) pass = pass && !(xr[j] > mhi[j]) && !(xr[j] < mlo[j]);
-        dr[j] = pass ? gr[j] : T(0);
+        const T gv = gr[j];
+        const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
+        const bool up = CLIP && xv > mhi[j];
+        const bool low = CLIP && xv < mlo[j];
+        const bool inside = !up && !low;
+        if constexpr (DX) dr[j] = (inside && keep[j] != T(0) && (!RELU || xr[j] > T(0))) ? gv : T(0);
+        if constexpr (PARAMS) {
+          a_in[j] += inside ? (xv - hr[j]) * gv : T(0);
+          if constexpr (CLIP) {
+            a_up[j] += up ? gv : T(0);
+            a_low[j] += low ? gv : T(0);
+          }
+        }
       }
     }
-    if (!need_params) continue;
-    for (int64_t j = 0; j < features; ++j) {
-      // x - x_hat and its product with g are exact in double for float T.
-      const double gv = static_cast<double>(gr[j]);
-      const double d = (static_cast<double>(xr[j]) - static_cast<double>(hr[j])) * gv;
-      if constexpr (CLIP) {
-        const bool up = xr[j] > mhi[j];
-        const bool low = xr[j] < mlo[j];
-        s_in[j] += (up || low) ? 0.0 : d;
-        s_up[j] += up ? gv : 0.0;
-        s_low[j] += low ? gv : 0.0;
-      } else {
-        s_in[j] += d;
+    if constexpr (PARAMS) {
+      for (int64_t j = 0; j < features; ++j) {
+        s_in[j] += static_cast<double>(a_in[j]);
+        if constexpr (CLIP) {
+          s_up[j] += static_cast<double>(a_up[j]);
+          s_low[j] += static_cast<double>(a_low[j]);
+        }
       }
     }
   }
+}
+
+template <typename T, bool CLIP, bool RELU>
+void fast_backward_rows(const T* g, const T* x, const T* xh, T* dx, double* s_in, double* s_up,
+                        double* s_low, int64_t begin, int64_t end, int64_t features,
+                        const ParamArrays<T>& pa, bool need_params) {
+  std::vector<T> acc(need_params ? static_cast<size_t>(3 * features) : 0);
+  const T* k = pa.keep.data();
+  const T* hi = pa.mask_hi.data();
+  const T* lo = pa.mask_lo.data();
+  if (dx && need_params)
+    backward_rows<T, CLIP, true, true, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin, end, features, k, hi, lo);
+  else if (dx)
+    backward_rows<T, CLIP, true, false, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin, end, features, k, hi, lo);
+  else if (need_params)
+    backward_rows<T, CLIP, false, true, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin, end, features, k, hi, lo);
 }
 
 // ---------------------------------------------------------------- fused CPU kernel: legacy loops
@@ -351,16 +382,25 @@ const ParamArrays<T>& arrays_of(const QuantPlan& p) {
   else return p.f64;
 }
 
+template <typename T, RoundingMode RM, bool RELU>
+void fast_forward_relu(bool clip, const T* x, T* out, T* am, int64_t b, int64_t e,
+                       int64_t features, const ParamArrays<T>& pa) {
+  if (clip && am) fast_forward_rows<T, RM, true, true, RELU>(x, out, am, b, e, features, pa);
+  else if (clip) fast_forward_rows<T, RM, true, false, RELU>(x, out, am, b, e, features, pa);
+  else if (am) fast_forward_rows<T, RM, false, true, RELU>(x, out, am, b, e, features, pa);
+  else fast_forward_rows<T, RM, false, false, RELU>(x, out, am, b, e, features, pa);
+}
+
 template <typename T, RoundingMode RM>
-void fast_forward_dispatch(bool clip, const T* x, T* out, T* am, int64_t b, int64_t e,
+void fast_forward_dispatch(bool clip, bool relu, const T* x, T* out, T* am, int64_t b, int64_t e,
                            int64_t features, const ParamArrays<T>& pa) {
-  if (clip) fast_forward_rows<T, RM, true>(x, out, am, b, e, features, pa);
-  else fast_forward_rows<T, RM, false>(x, out, am, b, e, features, pa);
+  if (relu) return fast_forward_relu<T, RM, true>(clip, x, out, am, b, e, features, pa);
+  fast_forward_relu<T, RM, false>(clip, x, out, am, b, e, features, pa);
 }
 
 template <typename T>
 void kernel_forward(const QuantPlan& p, const T* x, T* out, const T* noise, double* absmax,
-                    int64_t rows) {
+                    int64_t rows, bool relu) {
   const int64_t features = p.features;
   const int nthreads = at::get_num_threads();
   const bool clip = clips(p.s.overflow);
@@ -371,9 +411,9 @@ void kernel_forward(const QuantPlan& p, const T* x, T* out, const T* noise, doub
     at::parallel_for(0, rows, grain_for(features), [&](int64_t begin, int64_t end) {
       T* am = absmax ? partial.data() + at::get_thread_num() * features : nullptr;
       switch (p.round) {
-        case RoundingMode::TRN: return fast_forward_dispatch<T, RoundingMode::TRN>(clip, x, out, am, begin, end, features, pa);
-        case RoundingMode::RND_CONV: return fast_forward_dispatch<T, RoundingMode::RND_CONV>(clip, x, out, am, begin, end, features, pa);
-        default: return fast_forward_dispatch<T, RoundingMode::RND>(clip, x, out, am, begin, end, features, pa);
+        case RoundingMode::TRN: return fast_forward_dispatch<T, RoundingMode::TRN>(clip, relu, x, out, am, begin, end, features, pa);
+        case RoundingMode::RND_CONV: return fast_forward_dispatch<T, RoundingMode::RND_CONV>(clip, relu, x, out, am, begin, end, features, pa);
+        default: return fast_forward_dispatch<T, RoundingMode::RND>(clip, relu, x, out, am, begin, end, features, pa);
       }
     });
     if (absmax)
@@ -404,7 +444,7 @@ void kernel_forward(const QuantPlan& p, const T* x, T* out, const T* noise, doub
 // Returns the three per-feature sums (s_in, s_up, s_low), each `features` long.
 template <typename T>
 std::vector<double> kernel_backward(const QuantPlan& p, const T* g, const T* x, const T* xh, T* dx,
-                                    int64_t rows, bool need_params) {
+                                    int64_t rows, bool need_params, bool relu) {
   const int64_t features = p.features;
   const bool clip = clips(p.s.overflow);
   const int nthreads = at::get_num_threads();
@@ -416,8 +456,10 @@ std::vector<double> kernel_backward(const QuantPlan& p, const T* g, const T* x, 
     double* s_in = s;
     double* s_up = s ? s + features : nullptr;
     double* s_low = s ? s + 2 * features : nullptr;
-    if (clip) fast_backward_rows<T, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
-    else fast_backward_rows<T, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+    if (clip && relu) fast_backward_rows<T, true, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+    else if (clip) fast_backward_rows<T, true, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+    else if (relu) fast_backward_rows<T, false, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+    else fast_backward_rows<T, false, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
   });
   std::vector<double> sums(need_params ? per : 0, 0.0);
   for (int t = 0; need_params && t < nthreads; ++t)
@@ -611,7 +653,10 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
   return p;
 }
 
-torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const torch::Tensor& absmax) {
+torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const torch::Tensor& absmax,
+                            bool relu_input) {
+  // The fast loops take max(x, 0) as they read x; every other path gets relu(x).
+  if (relu_input && !(p.kernel && p.fast)) return quant_forward(p, torch::relu(x), absmax, false);
   torch::Tensor noise;
   if (p.round == RoundingMode::S_RND) noise = torch::rand_like(x);
   const bool want_absmax = absmax.defined() && absmax.numel() > 0;
@@ -622,7 +667,8 @@ torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const to
     double* am = want_absmax ? absmax.data_ptr<double>() : nullptr;
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "hgqt_quantize_forward", [&] {
       kernel_forward<scalar_t>(p, xc.data_ptr<scalar_t>(), xh.data_ptr<scalar_t>(),
-                               noise.defined() ? noise.data_ptr<scalar_t>() : nullptr, am, rows);
+                               noise.defined() ? noise.data_ptr<scalar_t>() : nullptr, am, rows,
+                               relu_input);
     });
     return xh;
   }
@@ -633,7 +679,12 @@ torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const to
 }
 
 QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const torch::Tensor& x,
-                          const torch::Tensor& xh, bool need_dx, bool need_params) {
+                          const torch::Tensor& xh, bool need_dx, bool need_params, bool relu_input) {
+  if (relu_input && !p.kernel) {
+    auto r = quant_backward(p, g_in, torch::relu(x), xh, need_dx, need_params, false);
+    if (r.dx.defined()) r.dx = at::threshold_backward(r.dx, x, 0);
+    return r;
+  }
   QuantGrads out;
   std::vector<double> s_in, s_up, s_low;
   const size_t nf = static_cast<size_t>(p.features);
@@ -646,7 +697,8 @@ QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const t
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "hgqt_quantize_backward", [&] {
       sums = kernel_backward<scalar_t>(p, g.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(),
                                        hc.data_ptr<scalar_t>(),
-                                       need_dx ? out.dx.data_ptr<scalar_t>() : nullptr, rows, need_params);
+                                       need_dx ? out.dx.data_ptr<scalar_t>() : nullptr, rows, need_params,
+                                       relu_input);
     });
     if (!need_params) return out;
     s_in.assign(sums.begin(), sums.begin() + static_cast<int64_t>(nf));

@@ -3,6 +3,8 @@
 
 #include <sstream>
 
+#include "hgqt/config/config.h"
+#include "hgqt/model/model.h"
 #include "hgqt/nn/fused.h"
 #include "hgqt/nn/layers.h"
 #include "hgqt/quant/quantize.h"
@@ -186,4 +188,51 @@ TEST(FusedAdam, ZeroGradToNoneReleasesGradients) {
   EXPECT_FALSE(w.grad().defined());
   opt.step();  // no gradient: nothing moves
   EXPECT_TRUE(torch::equal(w, torch::ones({3})));
+}
+
+TEST(FusedDense, ChainedLayersInAModelEqualLayerByLayer) {
+  auto spec = config::parse_model_yaml(R"(
+input_shape: [6]
+layers:
+  - {type: dense, units: 8, activation: relu}
+  - {type: dense, units: 7, activation: relu}
+  - {type: dense, units: 3}
+)", "chain");
+  for (bool reference : {false, true}) {
+    set_force_reference_path(reference);
+    torch::manual_seed(11);
+    model::HGQModel a(spec), b(spec);
+    {
+      torch::NoGradGuard no_grad;
+      auto pa = a->named_parameters(), pb = b->named_parameters();
+      for (size_t n = 0; n < pa.size(); ++n) pb[n].value().copy_(pa[n].value());
+      auto ba = a->named_buffers(), bb = b->named_buffers();
+      for (size_t n = 0; n < ba.size(); ++n) bb[n].value().copy_(ba[n].value());
+    }
+    ASSERT_TRUE(a->layers()[0].chain.defer_relu);
+    ASSERT_TRUE(a->layers()[1].chain.relu_input && a->layers()[1].chain.defer_relu);
+    ASSERT_TRUE(a->layers()[2].chain.relu_input && !a->layers()[2].chain.defer_relu);
+    a->train();
+    b->train();
+    auto x = torch::randn({50, 6}) * 2;
+    auto r = torch::randn({50, 3});
+    auto ya = a->forward(x);
+    auto yb = x;
+    for (const auto& e : b->layers()) yb = e.dense->forward_composed(yb);
+    EXPECT_TRUE(torch::equal(ya, yb)) << "reference=" << reference;
+    (ya * r).sum().backward();
+    (yb * r).sum().backward();
+    auto pa = a->named_parameters(), pb = b->named_parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (size_t n = 0; n < pa.size(); ++n) {
+      ASSERT_TRUE(pa[n].value().grad().defined()) << pa[n].key();
+      EXPECT_TRUE(torch::allclose(pa[n].value().grad(), pb[n].value().grad(), 1e-6, 1e-6))
+          << pa[n].key() << " reference=" << reference;
+    }
+    // In eval the model is the composed layers.
+    a->eval();
+    b->eval();
+    EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+  }
+  set_force_reference_path(false);
 }

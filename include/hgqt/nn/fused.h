@@ -13,7 +13,16 @@ class QDenseImpl;
 /// path, on any device), one matrix product with the bias, the activation in place, and
 /// integer-bit tracking of WRAP quantizers as FixedQuantizer::forward does it. The output
 /// quantizer, when there is one, stays its own node. Gradients equal those of the composed ops.
-torch::Tensor fused_dense_forward(QDenseImpl& layer, const torch::Tensor& x);
+///
+/// In a chain of dense layers (HGQModel in training) a ReLU layer whose only reader is another
+/// dense layer leaves its ReLU to that reader (`defer_relu`: the output is the pre-activation),
+/// and the reader applies it as it quantizes its input (`relu_input`, quant_forward): one pass
+/// over the activations less in each direction.
+struct DenseChain {
+  bool relu_input = false;  ///< x is the pre-activation of a deferred ReLU
+  bool defer_relu = false;  ///< return the pre-activation; the reader applies the ReLU
+};
+torch::Tensor fused_dense_forward(QDenseImpl& layer, const torch::Tensor& x, DenseChain chain = {});
 
 /// QDense EBOPs, sum_{j,o} b_in[j] b_w[j,o] + mean(b_bias) n_out, as one autograd node whose
 /// backward pass is the closed form d/db_in[j] = sum_o b_w[j,o], d/db_w[j,o] = b_in[j],

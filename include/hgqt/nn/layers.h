@@ -3,6 +3,7 @@
 
 #include <optional>
 
+#include "hgqt/nn/fused.h"
 #include "hgqt/nn/layer.h"
 
 namespace hgqt::nn {
@@ -31,6 +32,8 @@ class QDenseImpl : public torch::nn::Cloneable<QDenseImpl>, public QLayer {
   void pretty_print(std::ostream& stream) const override;
   /// In training one fused autograd node (nn/fused.h), else forward_composed.
   torch::Tensor forward(const torch::Tensor& x) override;
+  /// The training forward pass in a chain of dense layers (HGQModel; nn/fused.h).
+  torch::Tensor forward_chained(const torch::Tensor& x, DenseChain chain);
   /// The same computation as composed ops: one node per quantizer, the product, the activation.
   torch::Tensor forward_composed(const torch::Tensor& x);
   /// sum_{j,o} b_in[j] b_w[j,o] + mean(b_bias) * n_out, as one node (fused_dense_ebops).

@@ -59,17 +59,21 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
                              bool reference = false);
 
 /// x_hat = Q(x) without autograd. When `absmax` is defined (float64, per-sample shape) it
-/// receives max over the batch of |R(x 2^f) 2^-f|, as fixed_quantize's.
+/// receives max over the batch of |R(x 2^f) 2^-f|, as fixed_quantize's. With `relu_input`,
+/// x_hat = Q(relu(x)), the ReLU of the layer before taken as x is read (a chain of dense layers).
 torch::Tensor quant_forward(const QuantPlan& plan, const torch::Tensor& x,
-                            const torch::Tensor& absmax = {});
+                            const torch::Tensor& absmax = {}, bool relu_input = false);
 
 /// The surrogate gradients of section 3 for upstream gradient `g` at (x, x_hat): dx when
 /// `need_dx`, and d/da, d/dc in the shapes and dtypes of a and c when `need_params`.
 struct QuantGrads {
   torch::Tensor dx, da, dc;
 };
+/// With `relu_input` (as in the forward pass), dx is the gradient with respect to the
+/// pre-activation x: zero where x <= 0.
 QuantGrads quant_backward(const QuantPlan& plan, const torch::Tensor& g, const torch::Tensor& x,
-                          const torch::Tensor& xh, bool need_dx, bool need_params);
+                          const torch::Tensor& xh, bool need_dx, bool need_params,
+                          bool relu_input = false);
 
 /// For each element of `full` (row-major), the flat index of the element of a tensor of shape
 /// `param` broadcast to it; empty when the shapes are equal.
