@@ -53,9 +53,10 @@ constexpr T exact_limit() {
 
 // R(y) of section 2 in T, exact for |y| < exact_limit<T>() (the callers guarantee it or replace
 // the result). Branch-free, so the row loops vectorize (SSE4.1 roundps/roundpd for floor).
+// `x` is the value y was scaled from: a negative x whose x 2^f underflows to -0 truncates to -1.
 template <typename T, RoundingMode RM>
-inline T round_t(T y) {
-  if constexpr (RM == RoundingMode::TRN) return std::floor(y);
+inline T round_t(T y, T x) {
+  if constexpr (RM == RoundingMode::TRN) return std::floor(y) - static_cast<T>(y == T(0) && x < T(0));
   if constexpr (RM == RoundingMode::RND) {
     // floor(y + 1/2) without forming y + 1/2, which float rounds (0.49999997f + 0.5f == 1.0f):
     // y - floor(y) is exact.
@@ -72,10 +73,8 @@ inline T round_t(T y) {
 // The legacy double rounding of the S_RND and eval-WRAP loops.
 template <RoundingMode RM>
 inline double round_fast(double y, double u) {
-  if constexpr (RM == RoundingMode::TRN) return std::floor(y);
-  if constexpr (RM == RoundingMode::RND) return std::floor(y + 0.5);
-  if constexpr (RM == RoundingMode::RND_CONV) return rint_even_nb(y);
-  return std::floor(y + u);
+  if constexpr (RM == RoundingMode::S_RND) return std::floor(y + u);
+  return round_fixed(y, RM);
 }
 
 // Per-element parameters of the per-sample shape.
@@ -215,6 +214,8 @@ void finish_element_grads(const ElementParams& p, OverflowMode overflow, double 
 struct QuantPlan {
   QuantizeSettings s;
   std::vector<int64_t> shape;  // per-sample shape
+  torch::ScalarType dtype = torch::kFloat;  // of the inputs it was made for
+  torch::Device device = torch::kCPU;
   int64_t features = 1;
   bool kernel = false;  // fused CPU kernel (x on the CPU, float or double), else ATen ops
   // The vectorized row loops apply: training or eval with clipping overflow, or training WRAP,
@@ -257,7 +258,7 @@ HGQT_VECTOR_CLONES void fast_forward_rows(const T* x, T* out, T* am, int64_t beg
       for (int64_t j = 0; j < features; ++j) {
         const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
         const T v = std::min(std::max(xv, lo[j]), hi[j]);
-        const T r = round_t<T, RM>(v * scale[j]) * inv[j];
+        const T r = round_t<T, RM>(v * scale[j], v) * inv[j];
         if constexpr (AM) am[j] = std::max(am[j], std::abs(r));
         outr[j] = keep[j] != T(0) ? r : T(0);
       }
@@ -266,7 +267,7 @@ HGQT_VECTOR_CLONES void fast_forward_rows(const T* x, T* out, T* am, int64_t beg
         const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
         const T y = xv * scale[j];
         // At or above the limit y is an integer: x is on the grid already.
-        const T r = std::abs(y) < limit ? round_t<T, RM>(y) * inv[j] : xv;
+        const T r = std::abs(y) < limit ? round_t<T, RM>(y, xv) * inv[j] : xv;
         if constexpr (AM) am[j] = std::max(am[j], std::abs(r));
         outr[j] = keep[j] != T(0) ? r : T(0);
       }
@@ -478,9 +479,13 @@ torch::Tensor reduce_to_param(const std::vector<double>& per_element, const std:
 }
 
 // ---------------------------------------------------------------- generic ATen path
-torch::Tensor round_tensor_(torch::Tensor y, RoundingMode rm) {
+// R(y) in place; `x` is the value y was scaled from (see round_t).
+torch::Tensor round_tensor_(torch::Tensor y, RoundingMode rm, const torch::Tensor& x) {
   switch (rm) {
-    case RoundingMode::TRN: return y.floor_();
+    case RoundingMode::TRN: {
+      auto under = (y == 0).logical_and_(x < 0).to(y.scalar_type());
+      return y.floor_().sub_(under);
+    }
     case RoundingMode::RND_CONV: return y.round_();
     default: {
       // floor(y + 1/2) exactly in float (see round_t): floor(y) + (y - floor(y) >= 1/2).
@@ -541,9 +546,10 @@ torch::Tensor generic_forward(const QuantPlan& p, const torch::Tensor& x_in, con
   torch::Tensor r;
   if (clips(p.s.overflow)) {
     // Clip, scale, round, scale back; pruned elements are clipped to [0, 0].
-    r = round_tensor_(torch::clamp(x, p.lo, p.hi).mul_(p.scale), p.round).mul_(p.inv);
+    auto v = torch::clamp(x, p.lo, p.hi);
+    r = round_tensor_(v * p.scale, p.round, v).mul_(p.inv);
   } else {
-    auto m = round_tensor_(x * p.scale, p.round).mul_(p.inv);
+    auto m = round_tensor_(x * p.scale, p.round, x).mul_(p.inv);
     r = torch::where(x.abs() < p.limit, m, x);  // beyond the limit x is on the grid already
   }
   if (absmax) *absmax = absmax_over_batch(r, p.s.batch_axis);
@@ -598,6 +604,8 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
   auto p = std::make_shared<QuantPlan>();
   p->s = s;
   p->shape = sample_shape(x, s.batch_axis);
+  p->dtype = x.scalar_type();
+  p->device = x.device();
   for (const auto* t : {&k, &a, &c})
     TORCH_CHECK(at::is_expandable_to(t->sizes(), p->shape), "fixed_quantize: quantizer parameters of shape ",
                 t->sizes(), " do not broadcast to the per-sample shape ", c10::IntArrayRef(p->shape));
@@ -653,8 +661,22 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
   return p;
 }
 
+namespace {
+// A plan serves inputs of the dtype, device and per-sample shape it was made for.
+void check_plan(const QuantPlan& p, const torch::Tensor& x, const char* what) {
+  TORCH_CHECK(x.scalar_type() == p.dtype && x.device() == p.device, what, ": the plan was made for ",
+              p.dtype, " on ", p.device, ", got ", x.scalar_type(), " on ", x.device());
+  const auto sz = x.sizes();
+  const bool batch = p.s.batch_axis;
+  TORCH_CHECK(sz.size() == p.shape.size() + (batch ? 1 : 0) &&
+                  sz.slice(batch ? 1 : 0).equals(p.shape),
+              what, ": the plan was made for per-sample shape ", c10::IntArrayRef(p.shape), ", got ", sz);
+}
+}  // namespace
+
 torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const torch::Tensor& absmax,
                             bool relu_input) {
+  check_plan(p, x, "quant_forward");
   // The fast loops take max(x, 0) as they read x; every other path gets relu(x).
   if (relu_input && !(p.kernel && p.fast)) return quant_forward(p, torch::relu(x), absmax, false);
   torch::Tensor noise;
@@ -680,6 +702,10 @@ torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const to
 
 QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const torch::Tensor& x,
                           const torch::Tensor& xh, bool need_dx, bool need_params, bool relu_input) {
+  check_plan(p, x, "quant_backward");
+  TORCH_CHECK(g_in.sizes() == x.sizes() && xh.sizes() == x.sizes(),
+              "quant_backward: gradient ", g_in.sizes(), ", input ", x.sizes(), " and output ",
+              xh.sizes(), " differ in shape");
   if (relu_input && !p.kernel) {
     auto r = quant_backward(p, g_in, torch::relu(x), xh, need_dx, need_params, false);
     if (r.dx.defined()) r.dx = at::threshold_backward(r.dx, x, 0);
@@ -728,8 +754,9 @@ QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const t
       da = df;
       dc = di - df;
     }
-    out.da = at::sum_to(da.expand(p.shape).to(p.a_opts.dtype()), p.a_shape).to(p.a_opts.device());
-    out.dc = at::sum_to(dc.expand(p.shape).to(p.c_opts.dtype()), p.c_shape).to(p.c_opts.device());
+    // Summed over shared elements in float64, then cast to the parameters' dtype.
+    out.da = at::sum_to(da.expand(p.shape), p.a_shape).to(p.a_opts);
+    out.dc = at::sum_to(dc.expand(p.shape), p.c_shape).to(p.c_opts);
     return out;
   }
   std::vector<double> di(nf), df(nf);

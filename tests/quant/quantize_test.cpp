@@ -305,3 +305,85 @@ TEST(Quantize, MismatchedParameterShapeIsAnError) {
   QuantizeSettings s;
   EXPECT_THROW(fixed_quantize(x, p, p, p, s), c10::Error);
 }
+
+// Float inputs against the scalar definition evaluated on the same values in double, on values
+// where floor(y + 1/2) in float would round up (y just below a half) and near every edge of the
+// range, for both paths, every deterministic rounding and every overflow mode, eval and training.
+TEST(Quantize, FloatInputsMatchTheDefinition) {
+  std::vector<float> xs;
+  for (float base : {0.5f, 1.5f, -0.5f, -1.5f, 3.0f, -3.0f, 0.0f, 1e-30f, -1e-30f}) {
+    for (int f : {0, 3, 6}) {
+      const float v = std::ldexp(base, -f);
+      xs.push_back(v);
+      xs.push_back(std::nextafter(v, 10.0f));
+      xs.push_back(std::nextafter(v, -10.0f));
+    }
+  }
+  for (int n = 0; n < 200; ++n) xs.push_back(static_cast<float>(std::ldexp(static_cast<double>(n) - 100.0, -5)) + 0.013f * n);
+  const int64_t n = static_cast<int64_t>(xs.size());
+  auto x = torch::from_blob(xs.data(), {n, 1}, torch::kFloat).clone();
+  for (auto r : {RoundingMode::TRN, RoundingMode::RND, RoundingMode::RND_CONV}) {
+    for (auto o : {OverflowMode::WRAP, OverflowMode::SAT, OverflowMode::SAT_SYM}) {
+      for (bool training : {false, true}) {
+        for (bool reference : {false, true}) {
+          for (Kif p : {Kif{1, 2, 3}, Kif{0, 1, 6}, Kif{1, -1, 5}}) {
+            QuantizeSettings s{Parameterization::KIF, r, o, training, true};
+            auto k = torch::full({1}, static_cast<float>(p.k));
+            auto i = torch::full({1}, static_cast<float>(p.i));
+            auto f = torch::full({1}, static_cast<float>(p.f));
+            auto y = reference ? fixed_quantize_reference(x, k, i, f, s) : fixed_quantize(x, k, i, f, s);
+            // Training does not wrap (section 4): the definition with the range wide open.
+            const OverflowMode def_o = training && o == OverflowMode::WRAP ? OverflowMode::WRAP : o;
+            for (int64_t j = 0; j < n; ++j) {
+              const double xv = xs[static_cast<size_t>(j)];
+              double want;
+              if (training && o == OverflowMode::WRAP)
+                want = std::ldexp(round_fixed(std::ldexp(xv, p.f), r), -p.f);
+              else
+                want = quantize_fixed(xv, p.k, p.i, p.f, r, def_o);
+              ASSERT_EQ(y[j][0].item<float>(), static_cast<float>(want))
+                  << "x=" << xv << " " << to_string(r) << " " << to_string(o) << " training=" << training
+                  << " reference=" << reference << " k,i,f=" << p.k << "," << p.i << "," << p.f;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Quantize, DefinitionIsExactAtTheEdges) {
+  // The largest double below 1/2: y + 1/2 rounds to 1 in double, R(y) is 0.
+  EXPECT_EQ(round_fixed(0.49999999999999994, RoundingMode::RND), 0.0);
+  EXPECT_EQ(round_fixed(-0.5, RoundingMode::RND), 0.0);
+  EXPECT_EQ(round_fixed(-1.5, RoundingMode::RND), -1.0);
+  // WRAP of a mantissa beyond 2^53 (ulp 16): m - m_min = 2^56 + 24 would round to 2^56 + 32 and
+  // give m_min; m is 0 mod 16, so the result is 0.
+  const double m = std::ldexp(1.0, 56) + 16.0;
+  EXPECT_EQ(overflow_fixed(m, 1, 2, 1, OverflowMode::WRAP), 0.0);
+  EXPECT_EQ(overflow_fixed(-m, 1, 2, 1, OverflowMode::WRAP), 0.0);
+  EXPECT_EQ(overflow_fixed(37.0, 1, 2, 1, OverflowMode::WRAP), 5.0);  // 37 - 32
+  // TRN of a negative value whose x 2^f underflows in float: -1 ulp of the grid, not -0.
+  auto x = torch::full({1, 1}, -std::numeric_limits<float>::denorm_min());
+  QuantizeSettings s{Parameterization::KIF, RoundingMode::TRN, OverflowMode::WRAP, true, true};
+  auto k = torch::ones({1}), i = torch::full({1}, 12.0f), f = torch::full({1}, -10.0f);
+  EXPECT_EQ(fixed_quantize(x, k, i, f, s).item<float>(), -1024.0f);
+  EXPECT_EQ(fixed_quantize_reference(x, k, i, f, s).item<float>(), -1024.0f);
+}
+
+TEST(Quantize, PlanRefusesOtherTensors) {
+  QuantizeSettings s{Parameterization::KIF, RoundingMode::RND, OverflowMode::WRAP, true, true};
+  auto k = torch::ones({4}), i = torch::full({4}, 2.0f), f = torch::full({4}, 3.0f);
+  auto plan = make_quant_plan(k, i, f, s, torch::zeros({2, 4}));
+  EXPECT_NO_THROW(quant_forward(*plan, torch::zeros({7, 4})));
+  auto msg = [&](const torch::Tensor& x) {
+    try {
+      quant_forward(*plan, x);
+    } catch (const c10::Error& e) {
+      return std::string(e.what_without_backtrace());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg(torch::zeros({2, 5})).find("per-sample shape [4]"), std::string::npos);
+  EXPECT_NE(msg(torch::zeros({2, 4}, torch::kDouble)).find("the plan was made for Float"), std::string::npos);
+}

@@ -35,8 +35,12 @@ inline double round_fixed(double y, RoundingMode mode, double u = 0.5) {
   switch (mode) {
     case RoundingMode::TRN:
       return std::floor(y);
-    case RoundingMode::RND:
-      return std::floor(y + 0.5);
+    case RoundingMode::RND: {
+      // floor(y + 1/2) without forming y + 1/2, which can round up (0.49999999999999994 + 0.5
+      // == 1.0 in double): y - floor(y) is exact.
+      const double fl = std::floor(y);
+      return fl + (y - fl >= 0.5 ? 1.0 : 0.0);
+    }
     case RoundingMode::RND_CONV:
       return std::nearbyint(y);  // default FE_TONEAREST: half to even
     case RoundingMode::S_RND:
@@ -59,7 +63,8 @@ inline double overflow_fixed(double m, int k, int i, int f, OverflowMode mode) {
     }
     case OverflowMode::WRAP: {
       const double span = std::ldexp(1.0, k + b);
-      double r = std::fmod(m - m_min, span);
+      // fmod(m, span) is exact for any m; m - m_min could round for |m| >= 2^53.
+      double r = std::fmod(std::fmod(m, span) - m_min, span);
       if (r < 0) r += span;
       return m_min + r;
     }
