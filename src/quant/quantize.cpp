@@ -175,9 +175,12 @@ std::vector<ElementParams> element_params(const ParamView& k, const ParamView& a
 template <typename T>
 struct ParamArrays {
   std::vector<T> scale, inv, hi, lo, keep, mask_hi, mask_lo;
+  // Eval WRAP (float inputs, computed in double): 2^f, 2^-f, 2^(k+i+f), -k 2^(i+f).
+  std::vector<double> scale_d, inv_d, span, m_min;
   void fill(const std::vector<ElementParams>& ps) {
     const size_t n = ps.size();
     for (auto* v : {&scale, &inv, &hi, &lo, &keep, &mask_hi, &mask_lo}) v->resize(n);
+    for (auto* v : {&scale_d, &inv_d, &span, &m_min}) v->resize(n);
     const T inf = std::numeric_limits<T>::infinity();
     for (size_t j = 0; j < n; ++j) {
       const auto& p = ps[j];
@@ -188,6 +191,10 @@ struct ParamArrays {
       keep[j] = p.pruned ? T(0) : T(1);
       mask_hi[j] = p.pruned ? inf : static_cast<T>(p.hi);
       mask_lo[j] = p.pruned ? -inf : static_cast<T>(p.lo);
+      scale_d[j] = p.scale;
+      inv_d[j] = p.inv;
+      span[j] = p.pruned ? 1.0 : exp2_int(p.k + p.i + p.f);
+      m_min[j] = p.pruned ? 0.0 : -p.k * exp2_int(p.i + p.f);
     }
   }
 };
@@ -221,6 +228,7 @@ struct QuantPlan {
   // The vectorized row loops apply: training or eval with clipping overflow, or training WRAP,
   // with a deterministic rounding. Eval WRAP and training S_RND use the double element loops.
   bool fast = false;
+  bool eval_fast = false;  // eval of float inputs: eval_rows (WRAP included), calibration record
   bool any_pruned = false;
   RoundingMode round = RoundingMode::RND;  // S_RND is RND outside training
   std::vector<int64_t> a_shape, c_shape;
@@ -342,6 +350,70 @@ void fast_backward_rows(const T* g, const T* x, const T* xh, T* dx, double* s_in
     backward_rows<T, CLIP, false, true, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin, end, features, k, hi, lo);
 }
 
+// ---------------------------------------------------------------- fused CPU kernel: eval loops
+// Eval of float inputs. CLIP: as in training. Else WRAP: x 2^f and its rounding in double (exact
+// for every float x), then m mod 2^(k+i+f) into [m_min, m_min + 2^(k+i+f)) as
+// m - span trunc(m / span) (exact: a power-of-2 division and Sterbenz) and one correction.
+// CAL: per-element min and max over the rows of the value before WRAP (pruned: 0), the
+// calibration record of FixedQuantizer.
+template <RoundingMode RM, bool CLIP, bool CAL>
+HGQT_VECTOR_CLONES void eval_rows(const float* x, float* out, double* cmin, double* cmax,
+                                  int64_t begin, int64_t end, int64_t features,
+                                  const ParamArrays<float>& pa) {
+  const float* scale = pa.scale.data();
+  const float* inv = pa.inv.data();
+  const float* hi = pa.hi.data();
+  const float* lo = pa.lo.data();
+  const float* keep = pa.keep.data();
+  const double* scale_d = pa.scale_d.data();
+  const double* inv_d = pa.inv_d.data();
+  const double* span = pa.span.data();
+  const double* m_min = pa.m_min.data();
+  for (int64_t n = begin; n < end; ++n) {
+    const float* xr = x + n * features;
+    float* outr = out + n * features;
+    for (int64_t j = 0; j < features; ++j) {
+      if constexpr (CLIP) {
+        const float v = std::min(std::max(xr[j], lo[j]), hi[j]);
+        const float r = keep[j] != 0.0f ? round_t<float, RM>(v * scale[j], v) * inv[j] : 0.0f;
+        if constexpr (CAL) {
+          cmin[j] = std::min(cmin[j], static_cast<double>(r));
+          cmax[j] = std::max(cmax[j], static_cast<double>(r));
+        }
+        outr[j] = r;
+      } else {
+        const double xv = static_cast<double>(xr[j]);
+        const double y = xv * scale_d[j];
+        const double m = std::abs(y) < kTwo52 ? round_t<double, RM>(y, xv) : y;
+        if constexpr (CAL) {
+          const double r = keep[j] != 0.0f ? m * inv_d[j] : 0.0;
+          cmin[j] = std::min(cmin[j], r);
+          cmax[j] = std::max(cmax[j], r);
+        }
+        const double q = m - span[j] * std::trunc(m / span[j]);  // in (-span, span)
+        double t = q - m_min[j];
+        t += t < 0.0 ? span[j] : 0.0;
+        t -= t >= span[j] ? span[j] : 0.0;
+        outr[j] = keep[j] != 0.0f ? static_cast<float>((m_min[j] + t) * inv_d[j]) : 0.0f;
+      }
+    }
+  }
+}
+
+template <RoundingMode RM>
+void eval_dispatch(bool clip, const float* x, float* out, double* cmin, double* cmax, int64_t b,
+                   int64_t e, int64_t features, const ParamArrays<float>& pa) {
+  if (clip && cmin) eval_rows<RM, true, true>(x, out, cmin, cmax, b, e, features, pa);
+  else if (clip) eval_rows<RM, true, false>(x, out, cmin, cmax, b, e, features, pa);
+  else if (cmin) eval_rows<RM, false, true>(x, out, cmin, cmax, b, e, features, pa);
+  else eval_rows<RM, false, false>(x, out, cmin, cmax, b, e, features, pa);
+}
+
+// Eval of float rows through eval_rows; `calib` (two arrays of `features`) receives the min and
+// max when given.
+void kernel_eval(const QuantPlan& p, const float* x, float* out, int64_t rows, double* cal_min,
+                 double* cal_max);
+
 // ---------------------------------------------------------------- fused CPU kernel: legacy loops
 enum class Mode { Clip, Wrap, Plain };  // SAT modes; WRAP in eval; WRAP in training (no wrap)
 
@@ -399,10 +471,46 @@ void fast_forward_dispatch(bool clip, bool relu, const T* x, T* out, T* am, int6
   fast_forward_relu<T, RM, false>(clip, x, out, am, b, e, features, pa);
 }
 
+void kernel_eval(const QuantPlan& p, const float* x, float* out, int64_t rows, double* cal_min,
+                 double* cal_max) {
+  const int64_t features = p.features;
+  const int nthreads = at::get_num_threads();
+  const bool clip = clips(p.s.overflow);
+  const bool cal = cal_min != nullptr;
+  const size_t nf = static_cast<size_t>(features);
+  std::vector<double> pmin, pmax;
+  if (cal) {
+    pmin.assign(nf * static_cast<size_t>(nthreads), std::numeric_limits<double>::infinity());
+    pmax.assign(nf * static_cast<size_t>(nthreads), -std::numeric_limits<double>::infinity());
+  }
+  at::parallel_for(0, rows, grain_for(features), [&](int64_t begin, int64_t end) {
+    const size_t off = nf * static_cast<size_t>(at::get_thread_num());
+    double* mn = cal ? pmin.data() + off : nullptr;
+    double* mx = cal ? pmax.data() + off : nullptr;
+    switch (p.round) {
+      case RoundingMode::TRN: return eval_dispatch<RoundingMode::TRN>(clip, x, out, mn, mx, begin, end, features, p.f32);
+      case RoundingMode::RND_CONV: return eval_dispatch<RoundingMode::RND_CONV>(clip, x, out, mn, mx, begin, end, features, p.f32);
+      default: return eval_dispatch<RoundingMode::RND>(clip, x, out, mn, mx, begin, end, features, p.f32);
+    }
+  });
+  if (!cal) return;
+  for (size_t j = 0; j < nf; ++j) {
+    cal_min[j] = std::numeric_limits<double>::infinity();
+    cal_max[j] = -std::numeric_limits<double>::infinity();
+    for (int t = 0; t < nthreads; ++t) {
+      cal_min[j] = std::min(cal_min[j], pmin[nf * static_cast<size_t>(t) + j]);
+      cal_max[j] = std::max(cal_max[j], pmax[nf * static_cast<size_t>(t) + j]);
+    }
+  }
+}
+
 template <typename T>
 void kernel_forward(const QuantPlan& p, const T* x, T* out, const T* noise, double* absmax,
                     int64_t rows, bool relu) {
   const int64_t features = p.features;
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.eval_fast) return kernel_eval(p, x, out, rows, nullptr, nullptr);
+  }
   const int nthreads = at::get_num_threads();
   const bool clip = clips(p.s.overflow);
   if (p.fast) {
@@ -526,7 +634,9 @@ torch::Tensor legacy_forward(const QuantPlan& p, const torch::Tensor& x_in, cons
   if (s.overflow == OverflowMode::WRAP && !s.training) {
     auto bits = id + fd;
     auto m_min = -kd * torch::exp2(bits);
-    auto wrapped = m_min + torch::remainder(m - m_min, torch::exp2(kd + bits));
+    auto span = torch::exp2(kd + bits);
+    // remainder(m, span) first: m - m_min could round for |m| >= 2^53.
+    auto wrapped = m_min + torch::remainder(torch::remainder(m, span) - m_min, span);
     m = torch::where(pruned, m, wrapped);
   }
   auto out = torch::where(pruned, torch::zeros_like(m), m * inv_s);
@@ -625,6 +735,7 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
     p->ps = element_params(kv, av, cv, p->features, s.param, s.overflow);
     for (const auto& e : p->ps) p->any_pruned = p->any_pruned || e.pruned;
     p->fast = !slow_mode;
+    p->eval_fast = !s.training && x.scalar_type() == torch::kFloat;
     // The fast forward loops and the backward loops (every mode) read these arrays.
     if (x.scalar_type() == torch::kFloat) p->f32.fill(p->ps);
     else p->f64.fill(p->ps);
@@ -674,9 +785,25 @@ void check_plan(const QuantPlan& p, const torch::Tensor& x, const char* what) {
 }
 }  // namespace
 
+bool records_calibration(const QuantPlan& p) { return p.kernel && p.eval_fast; }
+
 torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const torch::Tensor& absmax,
-                            bool relu_input) {
+                            bool relu_input, QuantCalibration* calib) {
   check_plan(p, x, "quant_forward");
+  if (calib) {
+    TORCH_CHECK(records_calibration(p), "quant_forward: this plan does not record calibration "
+                "(eval of float32 CPU inputs only)");
+    TORCH_CHECK(!relu_input, "quant_forward: calibration with relu_input");
+    auto xc = x.contiguous();
+    auto xh = torch::empty_like(xc);
+    const int64_t rows = p.features == 0 ? 0 : xc.numel() / p.features;
+    auto opts = torch::TensorOptions().dtype(torch::kDouble);
+    calib->min = torch::empty(p.shape, opts);
+    calib->max = torch::empty(p.shape, opts);
+    kernel_eval(p, xc.data_ptr<float>(), xh.data_ptr<float>(), rows, calib->min.data_ptr<double>(),
+                calib->max.data_ptr<double>());
+    return xh;
+  }
   // The fast loops take max(x, 0) as they read x; every other path gets relu(x).
   if (relu_input && !(p.kernel && p.fast)) return quant_forward(p, torch::relu(x), absmax, false);
   torch::Tensor noise;

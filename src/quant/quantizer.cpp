@@ -131,7 +131,19 @@ void FixedQuantizerImpl::record_calibration(const torch::Tensor& x) {
 
 torch::Tensor FixedQuantizerImpl::forward(const torch::Tensor& x) {
   const bool training = is_training();
-  if (calibrating_ && !training) record_calibration(x);
+  if (calibrating_ && !training) {
+    auto plan = plan_for(x, false);
+    if (!records_calibration(*plan)) {
+      record_calibration(x);
+    } else {
+      // The record from the quantizing pass itself (float32 CPU inputs).
+      QuantCalibration c;
+      auto out = quant_forward(*plan, x, {}, false, &c);
+      calib_min_ = calib_min_.defined() ? torch::minimum(calib_min_, c.min) : c.min;
+      calib_max_ = calib_max_.defined() ? torch::maximum(calib_max_, c.max) : c.max;
+      return out;
+    }
+  }
   if (!(training && options.overflow() == OverflowMode::WRAP)) return quantize(x, training, nullptr);
   torch::Tensor absmax;
   auto out = quantize(x, true, &absmax);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "hgqt/quant/quantize.h"
+#include "hgqt/quant/quantizer.h"
 
 using namespace hgqt::quant;
 
@@ -319,6 +320,7 @@ TEST(Quantize, FloatInputsMatchTheDefinition) {
       xs.push_back(std::nextafter(v, -10.0f));
     }
   }
+  for (float big : {1e30f, -1e30f, 3e38f, -3e38f, 8388609.0f, -16777216.0f}) xs.push_back(big);
   for (int n = 0; n < 200; ++n) xs.push_back(static_cast<float>(std::ldexp(static_cast<double>(n) - 100.0, -5)) + 0.013f * n);
   const int64_t n = static_cast<int64_t>(xs.size());
   auto x = torch::from_blob(xs.data(), {n, 1}, torch::kFloat).clone();
@@ -386,4 +388,36 @@ TEST(Quantize, PlanRefusesOtherTensors) {
   };
   EXPECT_NE(msg(torch::zeros({2, 5})).find("per-sample shape [4]"), std::string::npos);
   EXPECT_NE(msg(torch::zeros({2, 4}, torch::kDouble)).find("the plan was made for Float"), std::string::npos);
+}
+
+// The calibration record the eval kernel keeps in its quantizing pass equals the one of the ATen
+// reference (FixedQuantizer::record_calibration), and so do the outputs.
+TEST(Quantize, CalibrationRecordKernelMatchesReference) {
+  for (auto r : {RoundingMode::RND, RoundingMode::TRN, RoundingMode::RND_CONV}) {
+    for (auto o : {OverflowMode::WRAP, OverflowMode::SAT}) {
+      torch::manual_seed(2);
+      FixedQuantizer a(QuantizerOptions({6}).round(r).overflow(o).i(1).f(3));
+      {
+        torch::NoGradGuard g;
+        a->f.copy_(torch::tensor({3.f, 2.f, -4.f, 0.f, 5.f, 1.f}));  // element 2 is pruned
+      }
+      auto x = torch::randn({300, 6}) * 5;
+      a->eval();
+      std::pair<torch::Tensor, torch::Tensor> rec[2];
+      torch::Tensor out[2];
+      for (bool reference : {false, true}) {
+        set_force_reference_path(reference);
+        a->set_calibration(true);
+        out[reference] = a->forward(x.narrow(0, 0, 100));
+        out[reference] = torch::cat({out[reference], a->forward(x.narrow(0, 100, 200))});
+        a->set_calibration(false);
+        rec[reference] = a->calibration_range();
+      }
+      set_force_reference_path(false);
+      EXPECT_TRUE(torch::equal(out[0], out[1])) << to_string(r) << " " << to_string(o);
+      EXPECT_TRUE(torch::equal(rec[0].first, rec[1].first)) << to_string(r) << " " << to_string(o);
+      EXPECT_TRUE(torch::equal(rec[0].second, rec[1].second)) << to_string(r) << " " << to_string(o);
+      EXPECT_EQ(rec[0].second[2].item<double>(), 0.0);  // pruned
+    }
+  }
 }

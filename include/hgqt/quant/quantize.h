@@ -61,8 +61,17 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
 /// x_hat = Q(x) without autograd. When `absmax` is defined (float64, per-sample shape) it
 /// receives max over the batch of |R(x 2^f) 2^-f|, as fixed_quantize's. With `relu_input`,
 /// x_hat = Q(relu(x)), the ReLU of the layer before taken as x is read (a chain of dense layers).
+/// With `calib` (eval of float32 CPU inputs: records_calibration), it also receives per element
+/// the min and max over the batch of the value before WRAP (pruned elements: 0), float64 in the
+/// per-sample shape: FixedQuantizer's calibration record, computed in the same pass.
+struct QuantCalibration {
+  torch::Tensor min, max;
+};
 torch::Tensor quant_forward(const QuantPlan& plan, const torch::Tensor& x,
-                            const torch::Tensor& absmax = {}, bool relu_input = false);
+                            const torch::Tensor& absmax = {}, bool relu_input = false,
+                            QuantCalibration* calib = nullptr);
+/// Whether quant_forward records calibration with this plan.
+bool records_calibration(const QuantPlan& plan);
 
 /// The surrogate gradients of section 3 for upstream gradient `g` at (x, x_hat): dx when
 /// `need_dx`, and d/da, d/dc in the shapes and dtypes of a and c when `need_params`.
