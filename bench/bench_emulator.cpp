@@ -17,46 +17,21 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "hgqt/archive/emulator.h"
+#include "hgqt/util/allocator.h"
 #include "hgqt/data/dataset.h"
 #include "hgqt/model/archive_bridge.h"
 #include "hgqt/util/blas_info.h"
 
 using namespace hgqt;
+using bench::median;
+using bench::parse_list;
 
 namespace {
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
-  return out;
-}
-
-// Rows of `dataset` after the archive's preprocessing, as export_cmds.cpp's load_features does.
-std::vector<double> load_features(const archive::Archive& a, const std::string& file,
-                                  const std::string& dataset, int64_t limit, int64_t& rows) {
-  auto arr = data::read_h5_array(file, dataset);
-  if (arr.row_size() != a.input_size())
-    throw std::runtime_error(file + ":" + dataset + ": rows of " + std::to_string(arr.row_size()) +
-                             " values, the model takes " + std::to_string(a.input_size()));
-  rows = arr.rows();
-  if (limit > 0 && rows > limit) {
-    rows = limit;
-    arr.values.resize(rows * a.input_size());
-  }
-  archive::preprocess(a, arr.values, rows);
-  return std::vector<double>(arr.values.begin(), arr.values.end());
 }
 
 bool same_bits(const std::vector<double>& a, const std::vector<double>& b, size_t n) {
@@ -66,6 +41,7 @@ bool same_bits(const std::vector<double>& a, const std::vector<double>& b, size_
 }  // namespace
 
 int main(int argc, char** argv) {
+  util::tune_allocator();
   if (argc < 3) {
     std::fprintf(stderr,
                  "usage: bench_emulator ARCHIVE DATA.h5 [--features x_test] [--samples 0] "
@@ -109,7 +85,7 @@ int main(int argc, char** argv) {
 
   const auto a = archive::read_archive(archive_path);
   int64_t n = 0;
-  const auto x = load_features(a, data_path, features, samples, n);
+  const auto x = archive::load_model_inputs(a, data_path, features, samples, n);
   const int64_t n_exact = std::min(n, exact_samples);
   const int64_t out = a.output_size();
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "hgqt/config/config.h"
 #include "hgqt/model/model.h"
 #include "hgqt/quant/quantize.h"
@@ -22,6 +23,8 @@
 #include "hgqt/util/blas_info.h"
 
 using namespace hgqt;
+using bench::median;
+using bench::parse_list;
 
 namespace {
 
@@ -65,19 +68,6 @@ double seconds_per_step(Step&& step, double budget) {
     elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (elapsed < budget);
   return elapsed / n;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
-  return out;
 }
 
 }  // namespace
@@ -161,9 +151,27 @@ int main(int argc, char** argv) {
         t_opt += d(t3, t4);
         t_con += d(t4, t5);
       }
-      std::printf("  batch %lld breakdown (ms): forward %.3f  ebops %.3f  backward %.3f  adam %.3f  constrain %.3f\n",
+      std::printf("  batch %lld hgqt breakdown (ms): forward %.3f  ebops %.3f  backward %.3f  adam %.3f  constrain %.3f\n",
                   static_cast<long long>(batch), t_fwd / reps * 1e3, t_ebops / reps * 1e3,
                   t_bwd / reps * 1e3, t_opt / reps * 1e3, t_con / reps * 1e3);
+      double f_fwd = 0, f_bwd = 0, f_opt = 0;
+      for (int r = 0; r < reps; ++r) {
+        auto t0 = clk::now();
+        auto loss = torch::nn::functional::cross_entropy(fnet->forward(x), y);
+        auto t1 = clk::now();
+        fopt.zero_grad();
+        loss.backward();
+        auto t2 = clk::now();
+        fopt.step();
+        auto t3 = clk::now();
+        auto d = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+        f_fwd += d(t0, t1);
+        f_bwd += d(t1, t2);
+        f_opt += d(t2, t3);
+      }
+      std::printf("  batch %lld float breakdown (ms): forward %.3f  backward %.3f  adam %.3f\n",
+                  static_cast<long long>(batch), f_fwd / reps * 1e3, f_bwd / reps * 1e3,
+                  f_opt / reps * 1e3);
     }
     std::vector<double> tf, th, tr;
     for (int r = 0; r < rounds; ++r) {

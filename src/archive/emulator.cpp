@@ -4,6 +4,7 @@
 #include "hgqt/archive/emulator.h"
 
 #include "emulator_batch.h"
+#include "hgqt/data/dataset.h"
 
 #include <algorithm>
 #include <cmath>
@@ -304,6 +305,23 @@ void preprocess(const Archive& a, std::vector<float>& x, int64_t n) {
       float& v = x[r * d + c];
       v = (v - a.feature_mean[c]) / a.feature_std[c];
     }
+}
+
+std::vector<double> load_model_inputs(const Archive& a, const std::string& file,
+                                      const std::string& dataset, int64_t limit, int64_t& rows) {
+  auto arr = data::read_h5_array(file, dataset);
+  if (arr.row_size() != a.input_size())
+    throw data::DataError(file + ":" + dataset + ": rows of " + std::to_string(arr.row_size()) +
+                          " values (shape " + data::shape_to_string(arr.shape) +
+                          "), but the model takes " + std::to_string(a.input_size()) + " (" +
+                          data::shape_to_string(a.input_shape) + ")");
+  rows = arr.rows();
+  if (limit > 0 && rows > limit) {
+    rows = limit;
+    arr.values.resize(rows * a.input_size());
+  }
+  preprocess(a, arr.values, rows);
+  return std::vector<double>(arr.values.begin(), arr.values.end());
 }
 
 }  // namespace hgqt::archive

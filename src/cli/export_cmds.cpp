@@ -32,23 +32,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // Features of an HDF5 data set as rows for the archive, after its preprocessing (float32, as in
 // training), at most `limit` rows (0: all).
-std::vector<double> load_features(const archive::Archive& a, const std::string& file,
-                                  const std::string& dataset, int64_t limit, int64_t& rows) {
-  auto arr = data::read_h5_array(file, dataset);
-  if (arr.row_size() != a.input_size())
-    throw data::DataError(file + ":" + dataset + ": rows of " + std::to_string(arr.row_size()) +
-                          " values (shape " + data::shape_to_string(arr.shape) +
-                          "), but the model takes " + std::to_string(a.input_size()) + " (" +
-                          data::shape_to_string(a.input_shape) + ")");
-  rows = arr.rows();
-  if (limit > 0 && rows > limit) {
-    rows = limit;
-    arr.values.resize(rows * a.input_size());
-  }
-  archive::preprocess(a, arr.values, rows);
-  return std::vector<double>(arr.values.begin(), arr.values.end());
-}
-
 // Rows made to overflow: sample r of `x` times `scale`, with the sign flipped on odd rows.
 std::vector<double> overflow_rows(const std::vector<double>& x, int64_t width, int64_t n,
                                   double scale) {
@@ -213,7 +196,7 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
   if (c.emulate_cmd && *c.emulate_cmd) {
     auto a = archive::read_archive(c.target);
     int64_t rows = 0;
-    auto x = load_features(a, c.emu_data, c.emu_features, c.emu_samples, rows);
+    auto x = archive::load_model_inputs(a, c.emu_data, c.emu_features, c.emu_samples, rows);
     if (c.emu_scale != 1.0)
       for (auto& v : x) v *= c.emu_scale;
     archive::EmulatorOptions options;
@@ -368,7 +351,7 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
     std::vector<double> tb;
     int64_t n_tb = 0;
     if (!c.tb_data.empty()) {
-      tb = load_features(a, c.tb_data, c.tb_features, c.tb_samples, n_tb);
+      tb = archive::load_model_inputs(a, c.tb_data, c.tb_features, c.tb_samples, n_tb);
     } else {
       n_tb = c.tb_samples > 0 ? c.tb_samples : 1000;
       tb = exporters::random_testbench_inputs(n_tb, a.input_size());

@@ -56,7 +56,7 @@ constexpr T exact_limit() {
 // `x` is the value y was scaled from: a negative x whose x 2^f underflows to -0 truncates to -1.
 template <typename T, RoundingMode RM>
 inline T round_t(T y, T x) {
-  if constexpr (RM == RoundingMode::TRN) return std::floor(y) - static_cast<T>(y == T(0) && x < T(0));
+  if constexpr (RM == RoundingMode::TRN) return std::floor(y) - static_cast<T>((y == T(0)) & (x < T(0)));
   if constexpr (RM == RoundingMode::RND) {
     // floor(y + 1/2) without forming y + 1/2, which float rounds (0.49999997f + 0.5f == 1.0f):
     // y - floor(y) is exact.
@@ -263,21 +263,25 @@ HGQT_VECTOR_CLONES void fast_forward_rows(const T* x, T* out, T* am, int64_t beg
     T* outr = out + n * features;
     if constexpr (CLIP) {
       // |v 2^f| <= 2^(i+f) <= 2^23: the rounding is exact.
+      // Pruned elements have lo = hi = 0.
       for (int64_t j = 0; j < features; ++j) {
         const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
         const T v = std::min(std::max(xv, lo[j]), hi[j]);
         const T r = round_t<T, RM>(v * scale[j], v) * inv[j];
         if constexpr (AM) am[j] = std::max(am[j], std::abs(r));
-        outr[j] = keep[j] != T(0) ? r : T(0);
+        outr[j] = r;
       }
     } else {
+      // Every value computed on every lane, then selected: the loop vectorizes.
       for (int64_t j = 0; j < features; ++j) {
         const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
         const T y = xv * scale[j];
+        const T rounded = round_t<T, RM>(y, xv) * inv[j];
         // At or above the limit y is an integer: x is on the grid already.
-        const T r = std::abs(y) < limit ? round_t<T, RM>(y, xv) * inv[j] : xv;
+        const T r = std::abs(y) < limit ? rounded : xv;
         if constexpr (AM) am[j] = std::max(am[j], std::abs(r));
-        outr[j] = keep[j] != T(0) ? r : T(0);
+        const T kept = keep[j];
+        outr[j] = kept != T(0) ? r : T(0);
       }
     }
   }
@@ -307,14 +311,20 @@ HGQT_VECTOR_CLONES void backward_rows(const T* g, const T* x, const T* xh, T* dx
       const T* hr = xh + base;
       T* dr = DX ? dx + base : nullptr;
       for (int64_t j = 0; j < features; ++j) {
+        // Bitwise & and selects of values computed on every lane: the loop vectorizes.
         const T gv = gr[j];
-        const T xv = RELU ? std::max(xr[j], T(0)) : xr[j];
-        const bool up = CLIP && xv > mhi[j];
-        const bool low = CLIP && xv < mlo[j];
-        const bool inside = !up && !low;
-        if constexpr (DX) dr[j] = (inside && keep[j] != T(0) && (!RELU || xr[j] > T(0))) ? gv : T(0);
+        const T x0 = xr[j];
+        const T xv = RELU ? std::max(x0, T(0)) : x0;
+        const bool up = CLIP & (xv > mhi[j]);
+        const bool low = CLIP & (xv < mlo[j]);
+        const bool inside = !(up | low);
+        if constexpr (DX) {
+          const bool pass = inside & (keep[j] != T(0)) & (!RELU | (x0 > T(0)));
+          dr[j] = pass ? gv : T(0);
+        }
         if constexpr (PARAMS) {
-          a_in[j] += inside ? (xv - hr[j]) * gv : T(0);
+          const T d = (xv - hr[j]) * gv;
+          a_in[j] += inside ? d : T(0);
           if constexpr (CLIP) {
             a_up[j] += up ? gv : T(0);
             a_low[j] += low ? gv : T(0);
@@ -375,7 +385,7 @@ HGQT_VECTOR_CLONES void eval_rows(const float* x, float* out, double* cmin, doub
     for (int64_t j = 0; j < features; ++j) {
       if constexpr (CLIP) {
         const float v = std::min(std::max(xr[j], lo[j]), hi[j]);
-        const float r = keep[j] != 0.0f ? round_t<float, RM>(v * scale[j], v) * inv[j] : 0.0f;
+        const float r = round_t<float, RM>(v * scale[j], v) * inv[j];  // pruned: lo = hi = 0
         if constexpr (CAL) {
           cmin[j] = std::min(cmin[j], static_cast<double>(r));
           cmax[j] = std::max(cmax[j], static_cast<double>(r));
@@ -385,16 +395,20 @@ HGQT_VECTOR_CLONES void eval_rows(const float* x, float* out, double* cmin, doub
         const double xv = static_cast<double>(xr[j]);
         const double y = xv * scale_d[j];
         const double m = std::abs(y) < kTwo52 ? round_t<double, RM>(y, xv) : y;
+        const bool kept = keep[j] != 0.0f;
+        const double unwrapped = m * inv_d[j];
         if constexpr (CAL) {
-          const double r = keep[j] != 0.0f ? m * inv_d[j] : 0.0;
+          const double r = kept ? unwrapped : 0.0;
           cmin[j] = std::min(cmin[j], r);
           cmax[j] = std::max(cmax[j], r);
         }
-        const double q = m - span[j] * std::trunc(m / span[j]);  // in (-span, span)
-        double t = q - m_min[j];
-        t += t < 0.0 ? span[j] : 0.0;
-        t -= t >= span[j] ? span[j] : 0.0;
-        outr[j] = keep[j] != 0.0f ? static_cast<float>((m_min[j] + t) * inv_d[j]) : 0.0f;
+        const double sp = span[j];
+        const double q = m - sp * std::trunc(m / sp);  // in (-span, span)
+        const double t0 = q - m_min[j];
+        const double t1 = t0 < 0.0 ? t0 + sp : t0;
+        const double t = t1 >= sp ? t1 - sp : t1;
+        const float w = static_cast<float>((m_min[j] + t) * inv_d[j]);
+        outr[j] = kept ? w : 0.0f;
       }
     }
   }

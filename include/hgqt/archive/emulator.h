@@ -123,4 +123,10 @@ class Emulator {
 /// in float32 exactly as training did; no-op when the archive has none.
 void preprocess(const Archive& a, std::vector<float>& x, int64_t n);
 
+/// Rows of `dataset` in the HDF5 `file` as the emulator takes them: checked against the model's
+/// input size (data::DataError naming file, dataset and both sizes), at most `limit` rows
+/// (0: all), preprocessed. `rows` receives the number of rows.
+std::vector<double> load_model_inputs(const Archive& a, const std::string& file,
+                                      const std::string& dataset, int64_t limit, int64_t& rows);
+
 }  // namespace hgqt::archive
