@@ -570,23 +570,29 @@ std::vector<double> kernel_backward(const QuantPlan& p, const T* g, const T* x, 
                                     int64_t rows, bool need_params, bool relu) {
   const int64_t features = p.features;
   const bool clip = clips(p.s.overflow);
-  const int nthreads = at::get_num_threads();
   const ParamArrays<T>& pa = arrays_of<T>(p);
   const size_t per = static_cast<size_t>(3 * features);
-  std::vector<double> part(need_params ? per * static_cast<size_t>(nthreads) : 0, 0.0);
-  at::parallel_for(0, rows, grain_for(features), [&](int64_t begin, int64_t end) {
-    double* s = need_params ? part.data() + per * static_cast<size_t>(at::get_thread_num()) : nullptr;
-    double* s_in = s;
-    double* s_up = s ? s + features : nullptr;
-    double* s_low = s ? s + 2 * features : nullptr;
-    if (clip && relu) fast_backward_rows<T, true, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
-    else if (clip) fast_backward_rows<T, true, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
-    else if (relu) fast_backward_rows<T, false, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
-    else fast_backward_rows<T, false, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+  // Fixed blocks of rows, each with its own partial sums, added in block order: the gradients do
+  // not depend on the thread count or on which thread ran which block.
+  const int64_t block = (grain_for(features) + kSumBlock - 1) / kSumBlock * kSumBlock;
+  const int64_t nblocks = (rows + block - 1) / block;
+  std::vector<double> part(need_params ? per * static_cast<size_t>(nblocks) : 0, 0.0);
+  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t begin = b * block, end = std::min(rows, begin + block);
+      double* s = need_params ? part.data() + per * static_cast<size_t>(b) : nullptr;
+      double* s_in = s;
+      double* s_up = s ? s + features : nullptr;
+      double* s_low = s ? s + 2 * features : nullptr;
+      if (clip && relu) fast_backward_rows<T, true, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+      else if (clip) fast_backward_rows<T, true, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+      else if (relu) fast_backward_rows<T, false, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+      else fast_backward_rows<T, false, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+    }
   });
   std::vector<double> sums(need_params ? per : 0, 0.0);
-  for (int t = 0; need_params && t < nthreads; ++t)
-    for (size_t j = 0; j < per; ++j) sums[j] += part[per * static_cast<size_t>(t) + j];
+  for (int64_t b = 0; need_params && b < nblocks; ++b)
+    for (size_t j = 0; j < per; ++j) sums[j] += part[per * static_cast<size_t>(b) + j];
   return sums;
 }
 

@@ -236,3 +236,4 @@ layers:
   }
   set_force_reference_path(false);
 }
+
