@@ -344,11 +344,11 @@ HGQT_VECTOR_CLONES void backward_rows(const T* g, const T* x, const T* xh, T* dx
   }
 }
 
+// `acc`: 3 * features values of scratch when need_params.
 template <typename T, bool CLIP, bool RELU>
 void fast_backward_rows(const T* g, const T* x, const T* xh, T* dx, double* s_in, double* s_up,
                         double* s_low, int64_t begin, int64_t end, int64_t features,
-                        const ParamArrays<T>& pa, bool need_params) {
-  std::vector<T> acc(need_params ? static_cast<size_t>(3 * features) : 0);
+                        const ParamArrays<T>& pa, bool need_params, std::vector<T>& acc) {
   const T* k = pa.keep.data();
   const T* hi = pa.mask_hi.data();
   const T* lo = pa.mask_lo.data();
@@ -578,16 +578,17 @@ std::vector<double> kernel_backward(const QuantPlan& p, const T* g, const T* x, 
   const int64_t nblocks = (rows + block - 1) / block;
   std::vector<double> part(need_params ? per * static_cast<size_t>(nblocks) : 0, 0.0);
   at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> acc(need_params ? per : 0);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * block, end = std::min(rows, begin + block);
       double* s = need_params ? part.data() + per * static_cast<size_t>(b) : nullptr;
       double* s_in = s;
       double* s_up = s ? s + features : nullptr;
       double* s_low = s ? s + 2 * features : nullptr;
-      if (clip && relu) fast_backward_rows<T, true, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
-      else if (clip) fast_backward_rows<T, true, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
-      else if (relu) fast_backward_rows<T, false, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
-      else fast_backward_rows<T, false, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params);
+      if (clip && relu) fast_backward_rows<T, true, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
+      else if (clip) fast_backward_rows<T, true, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
+      else if (relu) fast_backward_rows<T, false, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
+      else fast_backward_rows<T, false, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
     }
   });
   std::vector<double> sums(need_params ? per : 0, 0.0);
@@ -639,12 +640,10 @@ torch::Tensor legacy_forward(const QuantPlan& p, const torch::Tensor& x_in, cons
   }
   auto y = x * torch::exp2(fd.clamp(-kMaxAbsScaleBits, kMaxAbsScaleBits));
   torch::Tensor m;
-  switch (p.round) {
-    case RoundingMode::TRN: m = torch::floor(y); break;
-    case RoundingMode::RND: m = torch::floor(y + 0.5); break;
-    case RoundingMode::RND_CONV: m = torch::round(y); break;
-    case RoundingMode::S_RND: m = torch::floor(y + noise.to(torch::kDouble)); break;
-  }
+  if (p.round == RoundingMode::S_RND)
+    m = torch::floor(y + noise.to(torch::kDouble));
+  else
+    m = round_tensor_(y.clone(), p.round, x);
   m = torch::where(y.abs() < kTwo52, m, y);
   auto inv_s = torch::exp2(-fd.clamp(-kMaxAbsScaleBits, kMaxAbsScaleBits));
   if (absmax) {

@@ -99,34 +99,28 @@ void FixedQuantizerImpl::set_calibration(bool on) {
   calib_max_ = torch::Tensor();
 }
 
+namespace {
+// Widens the calibration record [lo_acc, hi_acc] by [lo, hi] (undefined: empty so far).
+void merge_range(torch::Tensor& lo_acc, torch::Tensor& hi_acc, const torch::Tensor& lo,
+                 const torch::Tensor& hi) {
+  lo_acc = lo_acc.defined() ? torch::minimum(lo_acc, lo) : lo;
+  hi_acc = hi_acc.defined() ? torch::maximum(hi_acc, hi) : hi;
+}
+}  // namespace
+
 void FixedQuantizerImpl::record_calibration(const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
-  auto [ke, ie, fe] = kif();
-  auto xd = x.to(torch::kDouble);
-  ke = ke.to(xd.device(), torch::kDouble);
-  ie = ie.to(xd.device(), torch::kDouble);
-  fe = fe.to(xd.device(), torch::kDouble);
-  torch::Tensor v;
-  if (options.overflow() == OverflowMode::WRAP) {
-    auto y = xd * torch::exp2(fe);
-    switch (options.round()) {
-      case RoundingMode::TRN: y = torch::floor(y); break;
-      case RoundingMode::RND_CONV: y = torch::round(y); break;  // half to even
-      default: y = torch::floor(y + 0.5); break;                // RND; S_RND acts as RND in eval
-    }
-    v = y * torch::exp2(-fe);
-  } else {
-    v = apply_eval(x).to(torch::kDouble);
-  }
-  v = torch::where((ke + ie + fe) > 0, v, torch::zeros_like(v));
-  if (options.batch_axis() && v.dim() > 0) {
-    auto lo = std::get<0>(v.min(0)), hi = std::get<0>(v.max(0));
-    calib_min_ = calib_min_.defined() ? torch::minimum(calib_min_, lo) : lo;
-    calib_max_ = calib_max_.defined() ? torch::maximum(calib_max_, hi) : hi;
-  } else {
-    calib_min_ = calib_min_.defined() ? torch::minimum(calib_min_, v) : v;
-    calib_max_ = calib_max_.defined() ? torch::maximum(calib_max_, v) : v;
-  }
+  // The value before WRAP is the training form of a WRAP quantizer (rounding, no wrap); SAT modes
+  // clip as in eval; S_RND acts as RND outside training; pruned elements give 0. The ATen path,
+  // for inputs the eval kernel does not record (other devices and dtypes).
+  auto s = settings(options.overflow() == OverflowMode::WRAP);
+  if (s.round == RoundingMode::S_RND) s.round = RoundingMode::RND;
+  auto v = quant_forward(*make_quant_plan(k, param_a(), param_c(), s, x, /*reference=*/true), x)
+               .to(torch::kDouble);
+  if (options.batch_axis() && v.dim() > 0)
+    merge_range(calib_min_, calib_max_, std::get<0>(v.min(0)), std::get<0>(v.max(0)));
+  else
+    merge_range(calib_min_, calib_max_, v, v);
 }
 
 torch::Tensor FixedQuantizerImpl::forward(const torch::Tensor& x) {
@@ -139,8 +133,7 @@ torch::Tensor FixedQuantizerImpl::forward(const torch::Tensor& x) {
       // The record from the quantizing pass itself (float32 CPU inputs).
       QuantCalibration c;
       auto out = quant_forward(*plan, x, {}, false, &c);
-      calib_min_ = calib_min_.defined() ? torch::minimum(calib_min_, c.min) : c.min;
-      calib_max_ = calib_max_.defined() ? torch::maximum(calib_max_, c.max) : c.max;
+      merge_range(calib_min_, calib_max_, c.min, c.max);
       return out;
     }
   }
