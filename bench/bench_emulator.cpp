@@ -19,9 +19,9 @@
 
 #include "bench_util.h"
 #include "hgqt/archive/emulator.h"
-#include "hgqt/util/allocator.h"
 #include "hgqt/data/dataset.h"
 #include "hgqt/model/archive_bridge.h"
+#include "hgqt/util/allocator.h"
 #include "hgqt/util/blas_info.h"
 
 using namespace hgqt;

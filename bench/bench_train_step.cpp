@@ -53,7 +53,8 @@ layers:
   - {type: dense, units: 32, activation: relu}
   - {type: dense, units: 32, activation: relu}
   - {type: dense, units: 5}
-)", "bench");
+)",
+                                  "bench");
 }
 
 template <typename Step>
@@ -85,10 +86,14 @@ int main(int argc, char** argv) {
       --a;
       continue;
     }
-    if (!std::strcmp(argv[a], "--batches")) batches = parse_list(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--rounds")) rounds = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--threads")) threads = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--seconds")) budget = std::atof(argv[a + 1]);
+    if (!std::strcmp(argv[a], "--batches"))
+      batches = parse_list(argv[a + 1]);
+    else if (!std::strcmp(argv[a], "--rounds"))
+      rounds = std::atoi(argv[a + 1]);
+    else if (!std::strcmp(argv[a], "--threads"))
+      threads = std::atoi(argv[a + 1]);
+    else if (!std::strcmp(argv[a], "--seconds"))
+      budget = std::atof(argv[a + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[a]);
       return 2;
@@ -97,11 +102,13 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
   torch::manual_seed(0);
   (void)torch::mm(torch::ones({8, 8}), torch::ones({8, 8}));
-  std::printf("bench_train_step: jet tagger 16-64-32-32-5, Adam, cross-entropy; %d thread(s); "
-              "median of %d interleaved rounds of >= %.2fs each\n",
-              threads, rounds, budget);
+  std::printf(
+      "bench_train_step: jet tagger 16-64-32-32-5, Adam, cross-entropy; %d thread(s); "
+      "median of %d interleaved rounds of >= %.2fs each\n",
+      threads, rounds, budget);
   std::printf("BLAS: %s\n", util::describe(util::detect_blas()).c_str());
-  std::printf("allocator: %s\n\n", alloc.applied ? "glibc malloc tuned (util::tune_allocator)" : alloc.reason);
+  std::printf("allocator: %s\n\n",
+              alloc.applied ? "glibc malloc tuned (util::tune_allocator)" : alloc.reason);
   std::printf("%8s %14s %14s %14s %10s %12s\n", "batch", "float ms/step", "hgqt ms/step",
               "ATen-path ms", "hgqt/float", "ATen/float");
   for (auto batch : batches) {
@@ -151,9 +158,11 @@ int main(int argc, char** argv) {
         t_opt += d(t3, t4);
         t_con += d(t4, t5);
       }
-      std::printf("  batch %lld hgqt breakdown (ms): forward %.3f  ebops %.3f  backward %.3f  adam %.3f  constrain %.3f\n",
-                  static_cast<long long>(batch), t_fwd / reps * 1e3, t_ebops / reps * 1e3,
-                  t_bwd / reps * 1e3, t_opt / reps * 1e3, t_con / reps * 1e3);
+      std::printf(
+          "  batch %lld hgqt breakdown (ms): forward %.3f  ebops %.3f  backward %.3f  adam %.3f  "
+          "constrain %.3f\n",
+          static_cast<long long>(batch), t_fwd / reps * 1e3, t_ebops / reps * 1e3,
+          t_bwd / reps * 1e3, t_opt / reps * 1e3, t_con / reps * 1e3);
       double f_fwd = 0, f_bwd = 0, f_opt = 0;
       for (int r = 0; r < reps; ++r) {
         auto t0 = clk::now();
@@ -183,11 +192,12 @@ int main(int argc, char** argv) {
       quant::set_force_reference_path(false);
     }
     const double f = median(tf), h = median(th), a = median(tr);
-    std::printf("%8lld %14.3f %14.3f %14.3f %10.2f %12.2f\n", static_cast<long long>(batch), f * 1e3,
-                h * 1e3, a * 1e3, h / f, a / f);
+    std::printf("%8lld %14.3f %14.3f %14.3f %10.2f %12.2f\n", static_cast<long long>(batch),
+                f * 1e3, h * 1e3, a * 1e3, h / f, a / f);
     std::fflush(stdout);
   }
-  std::printf("\nhgqt: fused quantizer kernel (the default); ATen-path: the same model with the "
-              "quantizer composed of ATen ops (the CUDA path).\n");
+  std::printf(
+      "\nhgqt: fused quantizer kernel (the default); ATen-path: the same model with the "
+      "quantizer composed of ATen ops (the CUDA path).\n");
   return 0;
 }

@@ -8,7 +8,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev libhdf5-dev libspdlog-dev libcli11-dev
   libgtest-dev pybind11-dev python3-dev zlib1g-dev libonnx-dev libprotobuf-dev
-  verilator yosys iverilog
+  verilator yosys iverilog clang-format
   dataset-fashion-mnist
   python3-torch python3-numpy python3-h5py python3-pytest python3-onnx python3-matplotlib
 )

@@ -50,7 +50,8 @@ model::CheckpointMeta meta_from_dict(const py::dict& d) {
     if (it == setters.end()) {
       std::string known;
       for (const auto& kv : setters) known += (known.empty() ? "" : ", ") + kv.first;
-      throw std::invalid_argument("checkpoint meta: unknown key '" + key + "' (known: " + known + ")");
+      throw std::invalid_argument("checkpoint meta: unknown key '" + key + "' (known: " + known +
+                                  ")");
     }
     it->second(item.second);
   }
@@ -106,7 +107,8 @@ py::dict result_dict(const train::TrainResult& r, const std::string& run_dir) {
 // float32, as training did).
 std::vector<double> archive_rows(const archive::Archive& a, const torch::Tensor& x, bool preprocess,
                                  int64_t& n) {
-  if (x.dim() < 1) throw std::invalid_argument("inputs: expected [samples, features...], got a scalar");
+  if (x.dim() < 1)
+    throw std::invalid_argument("inputs: expected [samples, features...], got a scalar");
   n = x.size(0);
   const int64_t width = n ? x.numel() / n : 0;
   if (n > 0 && width != a.input_size())
@@ -126,15 +128,17 @@ std::vector<double> archive_rows(const archive::Archive& a, const torch::Tensor&
   }
   for (size_t j = 0; j < rows.size(); ++j)
     if (!std::isfinite(rows[j]))
-      throw std::invalid_argument("inputs: sample " + std::to_string(j / std::max<int64_t>(width, 1)) +
+      throw std::invalid_argument("inputs: sample " +
+                                  std::to_string(j / std::max<int64_t>(width, 1)) +
                                   " holds a non-finite value (" + std::to_string(rows[j]) + ")");
   return rows;
 }
 
 // Testbench rows: the given raw features (preprocessed like the model input), or `tb_samples`
 // of the exporters' default random inputs (as `hgqt export` without --tb-data).
-std::vector<double> testbench_rows(const archive::Archive& a, const c10::optional<torch::Tensor>& tb,
-                                   int64_t tb_samples, int64_t& n) {
+std::vector<double> testbench_rows(const archive::Archive& a,
+                                   const c10::optional<torch::Tensor>& tb, int64_t tb_samples,
+                                   int64_t& n) {
   if (tb) return archive_rows(a, *tb, true, n);
   n = tb_samples;
   return exporters::random_testbench_inputs(n, a.input_size());
@@ -217,10 +221,10 @@ py::dict train_from_python(const config::RunConfig& cfg, const std::string& run_
     const std::string msg =
         !r.interrupted
             ? "Ctrl-C after the last epoch: the run in " + run_dir + " is complete"
-            : "training interrupted in epoch " + std::to_string(r.interrupted_epoch) +
-                  " at step " + std::to_string(r.interrupted_step) + "/" +
-                  std::to_string(r.steps_per_epoch) + ": saved " + train::resume_path(run_dir) +
-                  "; continue with hgqt.train('" + run_dir + "', resume=True)";
+            : "training interrupted in epoch " + std::to_string(r.interrupted_epoch) + " at step " +
+                  std::to_string(r.interrupted_step) + "/" + std::to_string(r.steps_per_epoch) +
+                  ": saved " + train::resume_path(run_dir) + "; continue with hgqt.train('" +
+                  run_dir + "', resume=True)";
     PyErr_SetString(PyExc_KeyboardInterrupt, msg.c_str());
     throw py::error_already_set();
   }
@@ -315,11 +319,13 @@ void init_pipeline(py::module_& m) {
       .def_readonly("feature_std", &archive::Archive::feature_std)
       .def_property_readonly("trace", [](const archive::Archive& a) { return trace_dict(a.trace); })
       .def("save", &archive::write_archive, py::arg("dir"))
-      .def("__repr__", [](const archive::Archive& a) {
-        return "<hgqt.Archive '" + a.name + "': " + std::to_string(a.layers.size()) + " layers, " +
-               std::to_string(a.input_size()) + " inputs, " + std::to_string(a.output_size()) +
-               " outputs, " + (a.trace.traced ? "traced" : "untraced") + ">";
-      })
+      .def("__repr__",
+           [](const archive::Archive& a) {
+             return "<hgqt.Archive '" + a.name + "': " + std::to_string(a.layers.size()) +
+                    " layers, " + std::to_string(a.input_size()) + " inputs, " +
+                    std::to_string(a.output_size()) + " outputs, " +
+                    (a.trace.traced ? "traced" : "untraced") + ">";
+           })
       .def_property_readonly("layers", [](const archive::Archive& a) {
         py::list out;
         for (const auto& l : a.layers) out.append(py::make_tuple(l.name, l.type));
@@ -344,9 +350,8 @@ void init_pipeline(py::module_& m) {
         });
   m.def("read_archive", &archive::read_archive, py::arg("path"));
   m.def("write_archive", &archive::write_archive, py::arg("archive"), py::arg("dir"));
-  m.def("from_archive", [](const archive::Archive& a) {
-    return CppModule{model::from_archive(a).ptr()};
-  });
+  m.def("from_archive",
+        [](const archive::Archive& a) { return CppModule{model::from_archive(a).ptr()}; });
 
   // ---- emulator
   m.def("emulate", [](const archive::Archive& a, const torch::Tensor& x, bool preprocess) {
@@ -380,19 +385,19 @@ void init_pipeline(py::module_& m) {
     py::gil_scoped_release release;
     exporters::export_hls(a, out, o, rows, n);
   });
-  m.def("export_verilog", [](const archive::Archive& a, const std::string& out,
-                             const std::string& name, int pipeline_stages,
-                             const std::string& const_mult, const c10::optional<torch::Tensor>& tb,
-                             int64_t tb_samples) {
-    exporters::VerilogOptions o;
-    o.name = name;
-    o.pipeline_stages = pipeline_stages;
-    o.const_mult = const_mult;
-    int64_t n = 0;
-    auto rows = testbench_rows(a, tb, tb_samples, n);
-    py::gil_scoped_release release;
-    exporters::export_verilog(a, out, o, rows, n);
-  });
+  m.def("export_verilog",
+        [](const archive::Archive& a, const std::string& out, const std::string& name,
+           int pipeline_stages, const std::string& const_mult,
+           const c10::optional<torch::Tensor>& tb, int64_t tb_samples) {
+          exporters::VerilogOptions o;
+          o.name = name;
+          o.pipeline_stages = pipeline_stages;
+          o.const_mult = const_mult;
+          int64_t n = 0;
+          auto rows = testbench_rows(a, tb, tb_samples, n);
+          py::gil_scoped_release release;
+          exporters::export_verilog(a, out, o, rows, n);
+        });
   m.def("export_qonnx", [](const archive::Archive& a, const std::string& path, bool allow_widening,
                            bool rnd_as_offset_floor, bool include_preprocessing) {
     exporters::QonnxOptions o;

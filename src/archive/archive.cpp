@@ -94,8 +94,8 @@ bool valid_overflow(quant::OverflowMode m) {
 }
 
 bool is_layer_type(const std::string& t) {
-  return t == "quantize" || t == "flatten" || t == "reshape" || t == "activation" ||
-         t == "pool" || t == "add" || t == "concatenate" || t == "lut" || t == "softmax" || is_linear(t);
+  return t == "quantize" || t == "flatten" || t == "reshape" || t == "activation" || t == "pool" ||
+         t == "add" || t == "concatenate" || t == "lut" || t == "softmax" || is_linear(t);
 }
 constexpr const char* kLayerTypes =
     "quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation, "
@@ -226,8 +226,8 @@ bool is_spatial(const std::string& type) {
 /// Checks a conv or pool layer's kernel_size, strides, pad_before against its shapes.
 void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) {
   if (l.input_shape.size() != rank + 1)
-    c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
-           std::to_string(rank + 1) + " dimensions (channels last)");
+    c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " + std::to_string(rank + 1) +
+           " dimensions (channels last)");
   // A global pool may write [C] for [1, ..., 1, C].
   const bool global = l.type == "pool" && l.output_shape.size() == 1;
   if (l.output_shape.size() != rank + 1 && !global)
@@ -241,11 +241,12 @@ void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) 
   };
   sized(l.kernel_size, "kernel_size");
   sized(l.strides, "strides");
-  if (padded) sized(l.pad_before, "pad_before");
-  else if (!l.pad_before.empty()) c.fail("a " + l.type + " layer has no pad_before");
+  if (padded)
+    sized(l.pad_before, "pad_before");
+  else if (!l.pad_before.empty())
+    c.fail("a " + l.type + " layer has no pad_before");
   for (size_t d = 0; d < rank; ++d) {
-    const int64_t in = l.input_shape[d], out = global ? 1 : l.output_shape[d],
-                  k = l.kernel_size[d],
+    const int64_t in = l.input_shape[d], out = global ? 1 : l.output_shape[d], k = l.kernel_size[d],
                   s = l.strides[d], p = padded ? l.pad_before[d] : 0;
     const std::string ax = "axis " + std::to_string(d) + ": ";
     if (k < 1 || k > 4096) c.fail(ax + "kernel_size " + std::to_string(k) + " outside [1, 4096]");
@@ -261,8 +262,7 @@ void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) 
     } else if (last_end > in || out != (in - k) / s + 1) {
       c.fail(ax + "output size " + std::to_string(out) + ", expected " +
              std::to_string(in >= k ? (in - k) / s + 1 : 0) + " (input " + std::to_string(in) +
-             ", window " + std::to_string(k) + ", stride " + std::to_string(s) +
-             ", no padding)");
+             ", window " + std::to_string(k) + ", stride " + std::to_string(s) + ", no padding)");
     }
   }
 }
@@ -277,10 +277,8 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   for (size_t j = 0; j < idx; ++j)
     if (a.layers[j].name == l.name)
       c.fail("name is also used by layers[" + std::to_string(j) + "]; names must be unique");
-  if (!is_layer_type(l.type))
-    c.fail("type " + quote(l.type) + " is not one of " + kLayerTypes);
-  if (l.name == kModelInput)
-    c.fail("name " + quote(l.name) + " is reserved for the model input");
+  if (!is_layer_type(l.type)) c.fail("type " + quote(l.type) + " is not one of " + kLayerTypes);
+  if (l.name == kModelInput) c.fail("name " + quote(l.name) + " is reserved for the model input");
 
   c.shape(l.input_shape, "input_shape");
   c.shape(l.output_shape, "output_shape");
@@ -301,17 +299,18 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     const int64_t src = sources[s];
     in_shapes.push_back(src < 0 ? a.input_shape : a.layers[src].output_shape);
     const std::string from = src < 0 ? std::string("the archive's input_shape")
-                                     : "the output_shape of layers[" + std::to_string(src) +
-                                           "] " + quote(a.layers[src].name);
+                                     : "the output_shape of layers[" + std::to_string(src) + "] " +
+                                           quote(a.layers[src].name);
     if (s == 0 && l.input_shape != in_shapes[0])
       c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
              shape_str(in_shapes[0]) + " (" + from + ")");
     if (l.type == "add" && in_shapes[s] != l.output_shape)
-      c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) +
-             " (" + from + "), but an add layer's inputs and output share one shape, " +
+      c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) + " (" + from +
+             "), but an add layer's inputs and output share one shape, " +
              shape_str(l.output_shape));
   }
-  if (!is_spatial(l.type) && (!l.kernel_size.empty() || !l.strides.empty() || !l.pad_before.empty()))
+  if (!is_spatial(l.type) &&
+      (!l.kernel_size.empty() || !l.strides.empty() || !l.pad_before.empty()))
     c.fail("a " + l.type + " layer has no kernel_size, strides or pad_before");
   if (l.type != "pool" && !l.pool.empty()) c.fail("pool is set on a " + l.type + " layer");
   if (l.type != "concatenate" && l.axis != 0) c.fail("axis is set on a " + l.type + " layer");
@@ -319,7 +318,8 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     c.fail("function / table are set on a " + l.type + " layer (only lut layers have them)");
   for (const SoftmaxSlot& q : kSoftmaxSlots)
     if (l.type != "softmax" && (l.*q.slot).has_value())
-      c.fail(std::string(q.name) + " is set on a " + l.type + " layer (only softmax layers have it)");
+      c.fail(std::string(q.name) + " is set on a " + l.type +
+             " layer (only softmax layers have it)");
 
   if (layer_has_activation(l.type)) {
     if (l.activation != "linear" && l.activation != "relu")
@@ -394,10 +394,10 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       const int64_t lo = w <= 0 ? 0 : oq.k[n] ? -(int64_t{1} << (oq.i[n] + oq.f[n])) : 0;
       for (int64_t t = off[n]; t < off[n + 1]; ++t)
         if (l.table[t] < lo || l.table[t] > hi)
-          c.fail("table entry " + std::to_string(t - off[n]) + " of element " +
-                 std::to_string(n) + index_note(l.output_shape, n) + " is " +
-                 std::to_string(l.table[t]) + ", outside [" + std::to_string(lo) + ", " +
-                 std::to_string(hi) + "], the range of its output quantizer");
+          c.fail("table entry " + std::to_string(t - off[n]) + " of element " + std::to_string(n) +
+                 index_note(l.output_shape, n) + " is " + std::to_string(l.table[t]) +
+                 ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                 "], the range of its output quantizer");
     }
   } else if (l.type == "softmax") {
     absent(l.kernel.has_value(), "kernel");
@@ -406,7 +406,8 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     if (!l.output_quantizer) c.fail("a softmax layer needs an output_quantizer");
     same_shape();
     if (l.input_shape.empty() || l.input_shape.back() < 1)
-      c.fail("input_shape " + shape_str(l.input_shape) + " has no last axis to take the softmax over");
+      c.fail("input_shape " + shape_str(l.input_shape) +
+             " has no last axis to take the softmax over");
     c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
     c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
     for (const SoftmaxSlot& q : kSoftmaxSlots) {
@@ -417,8 +418,9 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     for (const SoftmaxSlot& q : {kSoftmaxSlots[0], kSoftmaxSlots[2]}) {
       const int w = (l.*q.slot)->width(0);
       if (w > kMaxLutInputBits)
-        c.fail(std::string(q.name) + " is " + std::to_string(w) + " bits wide; a table takes at most " +
-               std::to_string(kMaxLutInputBits) + " (narrow it)");
+        c.fail(std::string(q.name) + " is " + std::to_string(w) +
+               " bits wide; a table takes at most " + std::to_string(kMaxLutInputBits) +
+               " (narrow it)");
     }
   } else if (l.type == "pool") {
     absent(l.input_quantizer.has_value(), "input_quantizer");
@@ -929,8 +931,8 @@ std::vector<int64_t> lut_offsets(const Layer& l) {
     const int w = q.width(n);
     if (w > kMaxLutInputBits)
       throw ArchiveError("lut input element " + std::to_string(n) + " is " + std::to_string(w) +
-                         " bits wide; a table takes at most " +
-                         std::to_string(kMaxLutInputBits) + " (narrow its input quantizer)");
+                         " bits wide; a table takes at most " + std::to_string(kMaxLutInputBits) +
+                         " (narrow its input quantizer)");
     off.push_back(off.back() + (w <= 0 ? 1 : int64_t{1} << w));
   }
   return off;
@@ -1075,8 +1077,8 @@ void write_archive(const Archive& a, const std::string& dir) {
     if (l.type == "lut") {
       lj["function"] = l.function;
       lj["table"] = Json{{"size", l.table.size()}, {"values", base + "/table"}};
-      tensors.push_back({base + "/table", H5T_NATIVE_INT64, H5T_STD_I64LE, l.table.data(),
-                         l.table.size()});
+      tensors.push_back(
+          {base + "/table", H5T_NATIVE_INT64, H5T_STD_I64LE, l.table.data(), l.table.size()});
     }
     if (l.input_quantizer)
       lj["input_quantizer"] = quant_json(*l.input_quantizer, base + "/input_quantizer", tensors);
@@ -1197,7 +1199,8 @@ Archive read_archive(const std::string& path) {
     a.trace.traced = r.boolean(r.at(*t, "trace", "traced"), "trace.traced");
     a.trace.samples = r.integer(r.at(*t, "trace", "samples"), "trace.samples");
     a.trace.data = r.field_string(*t, "trace", "data");
-    if (const Json* v = r.find(*t, "checkpoint")) a.trace.checkpoint = r.string(*v, "trace.checkpoint");
+    if (const Json* v = r.find(*t, "checkpoint"))
+      a.trace.checkpoint = r.string(*v, "trace.checkpoint");
     if (const Json* v = r.find(*t, "epoch")) a.trace.epoch = r.integer(*v, "trace.epoch");
     a.trace.exact_ebops = r.number(r.at(*t, "trace", "exact_ebops"), "trace.exact_ebops");
   }
@@ -1230,12 +1233,15 @@ Archive read_archive(const std::string& path) {
     layer.input_shape = r.field_shape(l, lp, "input_shape");
     layer.output_shape = r.field_shape(l, lp, "output_shape");
     if (const Json* v = r.find(l, "inputs")) {
-      if (!v->is_array()) r.fail(lp + ".inputs", std::string("expected an array of layer names, got ") + v->type_name());
+      if (!v->is_array())
+        r.fail(lp + ".inputs",
+               std::string("expected an array of layer names, got ") + v->type_name());
       for (size_t n = 0; n < v->size(); ++n)
         layer.inputs.push_back(r.string((*v)[n], lp + ".inputs[" + std::to_string(n) + "]"));
     }
     // Small non-negative integer lists (a shape's reader checks exactly that).
-    if (const Json* v = r.find(l, "kernel_size")) layer.kernel_size = r.shape(*v, lp + ".kernel_size");
+    if (const Json* v = r.find(l, "kernel_size"))
+      layer.kernel_size = r.shape(*v, lp + ".kernel_size");
     if (const Json* v = r.find(l, "strides")) layer.strides = r.shape(*v, lp + ".strides");
     if (const Json* v = r.find(l, "pad_before")) layer.pad_before = r.shape(*v, lp + ".pad_before");
     if (const Json* v = r.find(l, "pool")) layer.pool = r.string(*v, lp + ".pool");

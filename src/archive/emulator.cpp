@@ -3,19 +3,20 @@
 // emulator_batch.cpp.
 #include "hgqt/archive/emulator.h"
 
-#include "emulator_batch.h"
-#include "hgqt/data/dataset.h"
-
 #include <algorithm>
 #include <cmath>
 #include <string>
+
+#include "emulator_batch.h"
+#include "hgqt/data/dataset.h"
 
 namespace hgqt::archive {
 
 namespace {
 // Counts an overflow of quantizer q (`clipped`: its overflow changed the rounded value).
 void count_clip(EmulatorStats* stats, const QuantSpec& q, bool clipped) {
-  if (clipped && stats) ++(q.overflow == quant::OverflowMode::WRAP ? stats->wrapped : stats->saturated);
+  if (clipped && stats)
+    ++(q.overflow == quant::OverflowMode::WRAP ? stats->wrapped : stats->saturated);
 }
 
 // Applies quantizer q to the current values: mantissas at `types[n].frac`, or the doubles of
@@ -54,20 +55,20 @@ Emulator::Emulator(Archive a, EmulatorOptions options) : a_(std::move(a)), optio
     if (l.type == "lut") p.lut_offsets = lut_offsets(l);
     if (l.type == "concatenate") {
       std::vector<std::vector<int64_t>> shapes;
-      for (int64_t src : p.inputs) shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
+      for (int64_t src : p.inputs)
+        shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
       p.concat = concat_map(l, shapes);
     }
     const int64_t src = p.inputs[0];
-    p.float_output = (l.type == "flatten" || l.type == "reshape") &&
-                     (src < 0 || plans_[src].float_output);
+    p.float_output =
+        (l.type == "flatten" || l.type == "reshape") && (src < 0 || plans_[src].float_output);
     plans_.push_back(std::move(p));
   }
   batch_ = BatchPlan::build(*this);
 }
 
-void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& vals,
-                           const double* x, std::vector<int128>& v, int64_t sample,
-                           EmulatorStats* stats) const {
+void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& vals, const double* x,
+                           std::vector<int128>& v, int64_t sample, EmulatorStats* stats) const {
   const Layer& l = a_.layers[li];
   const LayerTypes& t = types_[li];
   const Plan& p = plans_[li];
@@ -117,12 +118,14 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
     for (int64_t r = 0; r < s.rows; ++r) {
       int128* row = v.data() + r * s.n;
       const FixedType* ty = t.quantized_input.data() + r * s.n;
-      for (int64_t j = 0; j < s.n; ++j) row[j] = ty[j].width == 0 ? 0 : row[j] << (s.max.frac - ty[j].frac);
+      for (int64_t j = 0; j < s.n; ++j)
+        row[j] = ty[j].width == 0 ? 0 : row[j] << (s.max.frac - ty[j].frac);
       const int128 max = *std::max_element(row, row + s.n);
       int128 sum = 0;
       for (int64_t j = 0; j < s.n; ++j) {
         bool clipped = false;
-        const int128 u = quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
+        const int128 u =
+            quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
         count_clip(stats, *l.exp_input_quantizer, clipped);
         e[j] = SoftmaxTypes::entry(s.exp_table, s.exp_in, u);
         sum += e[j];
@@ -138,7 +141,8 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
   }
   if (l.type == "concatenate") {
     v.resize(p.concat.slot.size());
-    for (size_t o = 0; o < v.size(); ++o) v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];
+    for (size_t o = 0; o < v.size(); ++o)
+      v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];
     return;
   }
   if (l.type == "pool") {
@@ -169,7 +173,8 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
     for (int64_t o = 0; o < n; ++o) check_range("sum", o, v[o], t.acc_lo[o], t.acc_hi[o]);
     if (l.activation == "relu")
       for (auto& m : v) m = m < 0 ? 0 : m;
-    if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+    if (l.output_quantizer)
+      quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
     return;
   }
   // linear layers
@@ -201,7 +206,8 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
   }
   if (l.activation == "relu")
     for (auto& e : v) e = e < 0 ? 0 : e;
-  if (l.output_quantizer) quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+  if (l.output_quantizer)
+    quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
 }
 
 void Emulator::run_exact(const double* x, int128* y, EmulatorStats* stats) const {

@@ -14,7 +14,6 @@
 //   exact in float32 below 2^24 and in float64 below 2^53, in whatever order BLAS adds them;
 //   pool and add sums likewise below 2^53.
 #include "emulator_batch.h"
-#include "hgqt/util/simd.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -25,6 +24,8 @@
 #include <exception>
 #include <limits>
 #include <sstream>
+
+#include "hgqt/util/simd.h"
 
 namespace hgqt::archive {
 
@@ -246,8 +247,9 @@ int64_t RowQuantizer::apply(const double* in, int64_t in_stride, double* out, in
     }
     for (int64_t e = 0; e < size; ++e) {
       bool c = false;
-      const int128 m = raw ? quantize_double(x[e], spec, e, &c)
-                           : quantize_exact(to_int(x[e] * to_source[e]), source_frac[e], spec, e, &c);
+      const int128 m =
+          raw ? quantize_double(x[e], spec, e, &c)
+              : quantize_exact(to_int(x[e] * to_source[e]), source_frac[e], spec, e, &c);
       y[e] = static_cast<double>(static_cast<int64_t>(m)) * unscale[e];
       clipped += c;
     }

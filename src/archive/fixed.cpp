@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 
-
 namespace hgqt::archive {
 
 using quant::OverflowMode;
@@ -13,7 +12,9 @@ using quant::RoundingMode;
 namespace {
 constexpr int kMaxShift = 120;
 
-int128 pow2(int e) { return static_cast<int128>(1) << e; }
+int128 pow2(int e) {
+  return static_cast<int128>(1) << e;
+}
 
 // Number of bits of a non-negative value (0 -> 0).
 int bit_length(int128 v) {
@@ -90,7 +91,8 @@ int128 align(int128 m, int from_frac, int to_frac) {
   const int s = to_frac - from_frac;
   if (s < 0) throw ArchiveError("align: cannot lower the fractional bits exactly");
   if (m == 0) return 0;
-  if (s >= 127) throw ArchiveError("align: shift of " + std::to_string(s) + " bits exceeds 127 bits");
+  if (s >= 127)
+    throw ArchiveError("align: shift of " + std::to_string(s) + " bits exceeds 127 bits");
   return checked_mul(m, pow2(s), "align");
 }
 
@@ -148,7 +150,8 @@ int128 quantize_exact(int128 m, int frac, const QuantSpec& q, int64_t n, bool* c
     // The left shift leaves 127 bits: the value is far out of range. WRAP keeps the low w bits
     // (zero when the shift is at least that wide); SAT clips by sign.
     if (clipped) *clipped = true;
-    if (q.overflow != OverflowMode::WRAP) return overflow_int(m > 0 ? pow2(126) : -pow2(126), k, i, f, q.overflow);
+    if (q.overflow != OverflowMode::WRAP)
+      return overflow_int(m > 0 ? pow2(126) : -pow2(126), k, i, f, q.overflow);
     if (-shift >= w) return overflow_int(0, k, i, f, q.overflow);
     rounded = (m & (pow2(w + shift) - 1)) * pow2(-shift);
     return overflow_int(rounded, k, i, f, q.overflow);
@@ -191,7 +194,9 @@ int64_t prod_range(const std::vector<int64_t>& v, size_t from, size_t to) {
     p *= *it;
   return p;
 }
-int64_t prod(const std::vector<int64_t>& v) { return prod_range(v, 0, v.size()); }
+int64_t prod(const std::vector<int64_t>& v) {
+  return prod_range(v, 0, v.size());
+}
 
 // Spatial geometry of a conv or pool layer: input [S..., C], output [O..., F].
 struct Geometry {
@@ -342,7 +347,8 @@ ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& sh
   const int64_t outer = prod_range(l.output_shape, 0, ax);
   for (int64_t r = 0; r < outer; ++r)
     for (size_t s = 0; s < shapes.size(); ++s) {
-      const int64_t inner = prod_range(shapes[s], ax, shapes[s].size());  // elements of one slice of input s
+      const int64_t inner =
+          prod_range(shapes[s], ax, shapes[s].size());  // elements of one slice of input s
       for (int64_t e = 0; e < inner; ++e) {
         m.slot.push_back(static_cast<int32_t>(s));
         m.element.push_back(r * inner + e);
@@ -698,8 +704,8 @@ SoftmaxTypes softmax_types(const Layer& l, const std::vector<FixedType>& types,
   };
   s.exp_in = table_index(*l.exp_input_quantizer, "exp_input_quantizer");
   s.exp_out = quantizer_type(*l.exp_output_quantizer, 0);
-  s.exp_table = fill(s.exp_in, *l.exp_output_quantizer,
-                     [](double v) { return std::exp(std::min(v, 0.0)); });
+  s.exp_table =
+      fill(s.exp_in, *l.exp_output_quantizer, [](double v) { return std::exp(std::min(v, 0.0)); });
   const auto [elo, ehi] = std::minmax_element(s.exp_table.begin(), s.exp_table.end());
   s.sum = type_of_range(int128{*elo} * s.n, int128{*ehi} * s.n, s.exp_out.frac);
   s.inv_in = table_index(*l.inv_input_quantizer, "inv_input_quantizer");

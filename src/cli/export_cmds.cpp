@@ -103,55 +103,95 @@ data::Splits load_checkpoint_data(const model::Checkpoint& ck, const std::string
 }
 
 void add_export_commands(CLI::App& app, ExportCommands& c) {
-  c.archive_cmd = app.add_subcommand("archive", "Write the model archive of a checkpoint (untraced)");
+  c.archive_cmd =
+      app.add_subcommand("archive", "Write the model archive of a checkpoint (untraced)");
   c.archive_cmd->add_option("checkpoint", c.target, "Run directory or checkpoint file")->required();
   c.archive_cmd->add_option("--out", c.out, "Archive directory (default <run>/model.hgqt)");
 
   c.trace_cmd = app.add_subcommand(
       "trace", "Calibrate activation integer bits and signs on data, then write the archive");
   c.trace_cmd->add_option("checkpoint", c.target, "Run directory or checkpoint file")->required();
-  c.trace_cmd->add_option("--data", c.data_file, "Calibration data file (format of the run's config)")->required();
-  c.trace_cmd->add_option("--features", c.features, "HDF5 data set of the features (default: the config's train features)");
+  c.trace_cmd
+      ->add_option("--data", c.data_file, "Calibration data file (format of the run's config)")
+      ->required();
+  c.trace_cmd->add_option("--features", c.features,
+                          "HDF5 data set of the features (default: the config's train features)");
   c.trace_cmd->add_option("--samples", c.samples, "Use at most this many samples (0: all)");
   c.trace_cmd->add_option("--out", c.out, "Archive directory (default <run>/model.hgqt)");
 
   c.emulate_cmd = app.add_subcommand("emulate", "Run an archive with the integer emulator");
   c.emulate_cmd->add_option("archive", c.target, "Archive directory")->required();
   c.emulate_cmd->add_option("--data", c.emu_data, "HDF5 data file")->required();
-  c.emulate_cmd->add_option("--features", c.emu_features, "Data set of the features")->default_val("x_test");
-  c.emulate_cmd->add_option("--labels", c.labels, "Data set of the labels (accuracy; skipped when absent)")->default_val("y_test");
+  c.emulate_cmd->add_option("--features", c.emu_features, "Data set of the features")
+      ->default_val("x_test");
+  c.emulate_cmd
+      ->add_option("--labels", c.labels, "Data set of the labels (accuracy; skipped when absent)")
+      ->default_val("y_test");
   c.emulate_cmd->add_option("--samples", c.emu_samples, "Use at most this many samples (0: all)");
-  c.emulate_cmd->add_option("--scale", c.emu_scale, "Multiply the inputs by this factor (overflow tests)");
+  c.emulate_cmd->add_option("--scale", c.emu_scale,
+                            "Multiply the inputs by this factor (overflow tests)");
   c.emulate_cmd->add_option("--print", c.print_rows, "Print the outputs of the first N samples");
-  c.emulate_cmd->add_option("--out", c.emu_out, "Write the outputs to this HDF5 file (data set 'outputs')");
-  c.emulate_cmd->add_flag("--check", c.check, "Compare with the LibTorch model's eval forward (float64 and float32)");
+  c.emulate_cmd->add_option("--out", c.emu_out,
+                            "Write the outputs to this HDF5 file (data set 'outputs')");
+  c.emulate_cmd->add_flag("--check", c.check,
+                          "Compare with the LibTorch model's eval forward (float64 and float32)");
   c.emulate_cmd->add_option("--threads", c.emu_threads, "Threads of the emulator (0: all cores)")
-      ->check(CLI::NonNegativeNumber)->default_val(0);
-  c.emulate_cmd->add_flag("--exact", c.emu_exact, "Run the exact path (int128, one sample at a time) instead of the batched one");
+      ->check(CLI::NonNegativeNumber)
+      ->default_val(0);
+  c.emulate_cmd->add_flag(
+      "--exact", c.emu_exact,
+      "Run the exact path (int128, one sample at a time) instead of the batched one");
 
   c.export_cmd = app.add_subcommand("export", "Export an archive: hls, verilog or qonnx");
   c.export_cmd->add_option("archive", c.target, "Archive directory")->required();
-  c.export_cmd->add_option("--format", c.format, "hls, verilog or qonnx")->required()
+  c.export_cmd->add_option("--format", c.format, "hls, verilog or qonnx")
+      ->required()
       ->check(CLI::IsMember({"hls", "verilog", "qonnx"}));
-  c.export_cmd->add_option("--out", c.export_out, "Output directory (hls, verilog) or .onnx file (qonnx)")->required();
-  c.export_cmd->add_option("--name", c.export_name, "Top function / module name")->default_val("myproject");
-  c.export_cmd->add_option("--part", c.part, "FPGA part (hls)")->default_val("xcvu13p-flga2577-2-e");
+  c.export_cmd
+      ->add_option("--out", c.export_out, "Output directory (hls, verilog) or .onnx file (qonnx)")
+      ->required();
+  c.export_cmd->add_option("--name", c.export_name, "Top function / module name")
+      ->default_val("myproject");
+  c.export_cmd->add_option("--part", c.part, "FPGA part (hls)")
+      ->default_val("xcvu13p-flga2577-2-e");
   c.export_cmd->add_option("--clock-ns", c.clock_ns, "Clock period in ns (hls)")->default_val(5.0);
-  c.export_cmd->add_option("--pipeline-stages", c.pipeline_stages, "Register stages (verilog; 0: combinational)")->default_val(1);
-  c.export_cmd->add_option("--const-mult", c.const_mult, "Constant multiplications (verilog): csd or mul")
-      ->check(CLI::IsMember({"csd", "mul"}))->default_val("csd");
-  c.export_cmd->add_flag("--allow-widening", c.allow_widening, "qonnx: widen heterogeneous/WRAP activation quantizers to one type per tensor");
-  c.export_cmd->add_flag("--rnd-offset", c.rnd_offset, "qonnx: export RND (half up) exactly as Add(x, scale/2) + a FLOOR Quant");
-  c.export_cmd->add_flag("--allow-untraced", c.allow_untraced, "Export an archive that was never traced");
-  c.export_cmd->add_option("--tb-data", c.tb_data, "HDF5 file with testbench inputs (default: random inputs)");
-  c.export_cmd->add_option("--tb-features", c.tb_features, "Data set of the testbench inputs")->default_val("x_test");
-  c.export_cmd->add_option("--tb-samples", c.tb_samples, "Testbench samples taken from --tb-data (0: all)")->default_val(0);
-  c.export_cmd->add_option("--tb-overflow", c.tb_overflow, "Extra testbench samples scaled to overflow the quantizers")->default_val(0);
-  c.export_cmd->add_option("--tb-overflow-scale", c.tb_scale, "Scale of those samples")->default_val(8.0);
+  c.export_cmd
+      ->add_option("--pipeline-stages", c.pipeline_stages,
+                   "Register stages (verilog; 0: combinational)")
+      ->default_val(1);
+  c.export_cmd
+      ->add_option("--const-mult", c.const_mult, "Constant multiplications (verilog): csd or mul")
+      ->check(CLI::IsMember({"csd", "mul"}))
+      ->default_val("csd");
+  c.export_cmd->add_flag(
+      "--allow-widening", c.allow_widening,
+      "qonnx: widen heterogeneous/WRAP activation quantizers to one type per tensor");
+  c.export_cmd->add_flag("--rnd-offset", c.rnd_offset,
+                         "qonnx: export RND (half up) exactly as Add(x, scale/2) + a FLOOR Quant");
+  c.export_cmd->add_flag("--allow-untraced", c.allow_untraced,
+                         "Export an archive that was never traced");
+  c.export_cmd->add_option("--tb-data", c.tb_data,
+                           "HDF5 file with testbench inputs (default: random inputs)");
+  c.export_cmd->add_option("--tb-features", c.tb_features, "Data set of the testbench inputs")
+      ->default_val("x_test");
+  c.export_cmd
+      ->add_option("--tb-samples", c.tb_samples, "Testbench samples taken from --tb-data (0: all)")
+      ->default_val(0);
+  c.export_cmd
+      ->add_option("--tb-overflow", c.tb_overflow,
+                   "Extra testbench samples scaled to overflow the quantizers")
+      ->default_val(0);
+  c.export_cmd->add_option("--tb-overflow-scale", c.tb_scale, "Scale of those samples")
+      ->default_val(8.0);
 
-  c.resources_cmd = app.add_subcommand("resources", "Synthesize exported Verilog with Yosys; LUTs next to exact EBOPs");
-  c.resources_cmd->add_option("dir", c.target, "Directory written by `hgqt export --format verilog`")->required();
-  c.resources_cmd->add_option("--archive", c.res_archive, "The archive it was exported from (for EBOPs)")->required();
+  c.resources_cmd = app.add_subcommand(
+      "resources", "Synthesize exported Verilog with Yosys; LUTs next to exact EBOPs");
+  c.resources_cmd
+      ->add_option("dir", c.target, "Directory written by `hgqt export --format verilog`")
+      ->required();
+  c.resources_cmd
+      ->add_option("--archive", c.res_archive, "The archive it was exported from (for EBOPs)")
+      ->required();
   c.resources_cmd->add_option("--name", c.name, "Top module")->default_val("myproject");
   c.resources_cmd->add_option("--family", c.family, "synth_xilinx -family")->default_val("xcup");
   c.resources_cmd->add_flag("--nodsp", c.nodsp, "Map multipliers to LUTs (no DSP48)");
@@ -163,7 +203,8 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
   if (c.archive_cmd && *c.archive_cmd) {
     const auto path = model::resolve_checkpoint_path(c.target);
     auto ck = model::load_checkpoint(path);
-    const std::string out = c.out.empty() ? (fs::path(path).parent_path() / "model.hgqt").string() : c.out;
+    const std::string out =
+        c.out.empty() ? (fs::path(path).parent_path() / "model.hgqt").string() : c.out;
     auto a = model::to_archive(ck.model, &ck.meta, fs::path(out).stem().string());
     archive::write_archive(a, out);
     std::printf("wrote %s (untraced: run `hgqt trace` before exporting)\n", out.c_str());
@@ -175,10 +216,15 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
     auto x = checkpoint_features(ck, path, c.data_file, c.features, c.samples);
     const auto t0 = std::chrono::steady_clock::now();
     const auto r = model::trace(ck.model, x);
-    const std::string out = c.out.empty() ? (fs::path(path).parent_path() / "model.hgqt").string() : c.out;
+    const std::string out =
+        c.out.empty() ? (fs::path(path).parent_path() / "model.hgqt").string() : c.out;
     auto a = model::to_archive(ck.model, &ck.meta, fs::path(out).stem().string());
-    a.trace = {true, r.samples, fs::path(c.data_file).filename().string(), r.exact_ebops,
-               fs::path(path).filename().string(), ck.meta.epoch};
+    a.trace = {true,
+               r.samples,
+               fs::path(c.data_file).filename().string(),
+               r.exact_ebops,
+               fs::path(path).filename().string(),
+               ck.meta.epoch};
     archive::write_archive(a, out);
     std::printf("trace: %lld samples of %s, %lld passes, %.1f s\n",
                 static_cast<long long>(r.samples), c.data_file.c_str(),
@@ -209,11 +255,14 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
     const double secs = seconds_since(t0);
     const int64_t out = emu.output_size();
     const std::string path = !emu.batched() || c.emu_exact ? "exact path"
-                             : c.emu_threads > 0 ? "batched, " + std::to_string(c.emu_threads) + " thread(s)"
-                                                 : "batched, all cores";
-    std::printf("emulate: %lld samples in %.2f s (%.1f us/sample, %s); overflows: %lld wrapped, %lld saturated\n",
-                static_cast<long long>(rows), secs, 1e6 * secs / std::max<int64_t>(rows, 1), path.c_str(),
-                static_cast<long long>(stats.wrapped), static_cast<long long>(stats.saturated));
+                             : c.emu_threads > 0
+                                 ? "batched, " + std::to_string(c.emu_threads) + " thread(s)"
+                                 : "batched, all cores";
+    std::printf(
+        "emulate: %lld samples in %.2f s (%.1f us/sample, %s); overflows: %lld wrapped, %lld "
+        "saturated\n",
+        static_cast<long long>(rows), secs, 1e6 * secs / std::max<int64_t>(rows, 1), path.c_str(),
+        static_cast<long long>(stats.wrapped), static_cast<long long>(stats.saturated));
     for (int64_t r = 0; r < std::min<int64_t>(c.print_rows, rows); ++r) {
       std::printf("  [%lld]", static_cast<long long>(r));
       for (int64_t o = 0; o < out; ++o) std::printf(" %.17g", y[r * out + o]);
@@ -281,10 +330,11 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
             for (size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + std::to_string(v[i]);
             return t + "]";
           };
-          std::printf("ROC AUC (anomaly score = reconstruction MSE; normal classes %s, anomalies "
-                      "%s): %.4f (from %s)\n",
-                      list(normal).c_str(), list(anomalies).c_str(), train::roc_auc(scores, positive),
-                      run_cfg.string().c_str());
+          std::printf(
+              "ROC AUC (anomaly score = reconstruction MSE; normal classes %s, anomalies "
+              "%s): %.4f (from %s)\n",
+              list(normal).c_str(), list(anomalies).c_str(), train::roc_auc(scores, positive),
+              run_cfg.string().c_str());
         }
       }
     } else if (a.loss != "cross_entropy" && has_labels) {
@@ -325,9 +375,10 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       }
       std::printf("check: LibTorch eval float64: %lld mismatches of %lld outputs\n",
                   static_cast<long long>(bad64), static_cast<long long>(rows * out));
-      std::printf("check: LibTorch eval float32: %lld mismatches (%.4f%%; float32 cannot hold "
-                  "every exact sum)\n",
-                  static_cast<long long>(bad32), 100.0 * bad32 / std::max<int64_t>(rows * out, 1));
+      std::printf(
+          "check: LibTorch eval float32: %lld mismatches (%.4f%%; float32 cannot hold "
+          "every exact sum)\n",
+          static_cast<long long>(bad32), 100.0 * bad32 / std::max<int64_t>(rows * out, 1));
       if (bad64 != 0) rc = 2;
     }
     return true;
@@ -342,9 +393,10 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       std::printf("wrote %s (%lld nodes, %lld Quant)\n", c.export_out.c_str(),
                   static_cast<long long>(r.nodes), static_cast<long long>(r.quant_nodes));
       if (r.widened_elements > 0)
-        std::printf("widened: %lld activation elements (%lld of them WRAP, now saturating); outputs "
-                    "can differ from the emulator there\n",
-                    static_cast<long long>(r.widened_elements), static_cast<long long>(r.wrap_elements));
+        std::printf(
+            "widened: %lld activation elements (%lld of them WRAP, now saturating); outputs "
+            "can differ from the emulator there\n",
+            static_cast<long long>(r.widened_elements), static_cast<long long>(r.wrap_elements));
       for (const auto& note : r.notes) std::printf("  %s\n", note.c_str());
       return true;
     }
@@ -375,10 +427,11 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       o.const_mult = c.const_mult;
       exporters::export_verilog(a, c.export_out, o, tb, n_tb);
     }
-    std::printf("wrote %s project to %s (%lld testbench samples, %lld of them overflow-inducing; "
-                "%.1f s)\n",
-                c.format.c_str(), c.export_out.c_str(), static_cast<long long>(n_tb),
-                static_cast<long long>(c.tb_overflow), seconds_since(t0));
+    std::printf(
+        "wrote %s project to %s (%lld testbench samples, %lld of them overflow-inducing; "
+        "%.1f s)\n",
+        c.format.c_str(), c.export_out.c_str(), static_cast<long long>(n_tb),
+        static_cast<long long>(c.tb_overflow), seconds_since(t0));
     return true;
   }
   if (c.resources_cmd && *c.resources_cmd) {
@@ -392,10 +445,10 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       double ebops = 0;
       for (double e : archive::exact_ebops(a)) ebops += e;
       std::ofstream f(c.res_json);
-      f << "{\"top\": \"" << r.top << "\", \"family\": \"" << r.family << "\", \"nodsp\": "
-        << (r.nodsp ? "true" : "false") << ", \"luts\": " << r.luts << ", \"carry\": " << r.carry
-        << ", \"ffs\": " << r.ffs << ", \"dsps\": " << r.dsps << ", \"exact_ebops\": " << ebops
-        << ", \"yosys_seconds\": " << r.seconds << "}\n";
+      f << "{\"top\": \"" << r.top << "\", \"family\": \"" << r.family
+        << "\", \"nodsp\": " << (r.nodsp ? "true" : "false") << ", \"luts\": " << r.luts
+        << ", \"carry\": " << r.carry << ", \"ffs\": " << r.ffs << ", \"dsps\": " << r.dsps
+        << ", \"exact_ebops\": " << ebops << ", \"yosys_seconds\": " << r.seconds << "}\n";
       if (!f) throw std::runtime_error("cannot write '" + c.res_json + "'");
     }
     return true;

@@ -10,7 +10,6 @@
 #include <iostream>
 
 #include "export_cmds.h"
-#include "report_cmds.h"
 #include "hgqt/archive/archive.h"
 #include "hgqt/config/config.h"
 #include "hgqt/data/dataset.h"
@@ -20,6 +19,7 @@
 #include "hgqt/train/trainer.h"
 #include "hgqt/util/allocator.h"
 #include "hgqt/util/blas_info.h"
+#include "report_cmds.h"
 
 namespace fs = std::filesystem;
 using namespace hgqt;
@@ -43,9 +43,10 @@ int cmd_doctor() {
   std::printf("BLAS:    %s\n", blas_line().c_str());
   std::printf("threads: intra-op %d, inter-op %d\n", torch::get_num_threads(),
               at::get_num_interop_threads());
-  std::printf("CUDA:    %s\n", torch::cuda::is_available()
-                                   ? (std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
-                                   : "not available (CPU only)");
+  std::printf("CUDA:    %s\n",
+              torch::cuda::is_available()
+                  ? (std::to_string(torch::cuda::device_count()) + " device(s)").c_str()
+                  : "not available (CPU only)");
   // A quick matrix-product rate, to spot a reference BLAS at a glance.
   auto a = torch::randn({512, 512}), b = torch::randn({512, 512});
   (void)torch::mm(a, b);
@@ -53,11 +54,12 @@ int cmd_doctor() {
   auto t0 = std::chrono::steady_clock::now();
   for (int r = 0; r < reps; ++r) (void)torch::mm(a, b);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("sgemm:   %.1f GFLOP/s (512x512x512, %d reps)\n", reps * 2.0 * 512 * 512 * 512 / s / 1e9,
-              reps);
+  std::printf("sgemm:   %.1f GFLOP/s (512x512x512, %d reps)\n",
+              reps * 2.0 * 512 * 512 * 512 / s / 1e9, reps);
   const bool fmnist = fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
-  std::printf("data:    Fashion-MNIST %s\n", fmnist ? "installed (/usr/share/datasets/fashion-mnist)"
-                                                   : "missing (apt-get install dataset-fashion-mnist)");
+  std::printf("data:    Fashion-MNIST %s\n",
+              fmnist ? "installed (/usr/share/datasets/fashion-mnist)"
+                     : "missing (apt-get install dataset-fashion-mnist)");
   return 0;
 }
 
@@ -88,24 +90,27 @@ extern "C" void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-int cmd_train(const std::string& config_path, const std::vector<std::string>& sets,
-              std::string out, bool overwrite, bool quiet, const std::string& resume_dir) {
+int cmd_train(const std::string& config_path, const std::vector<std::string>& sets, std::string out,
+              bool overwrite, bool quiet, const std::string& resume_dir) {
   if (!resume_dir.empty() && !config_path.empty())
-    throw std::runtime_error("give either a config or --resume RUN_DIR (a resumed run uses the "
-                             "run's own config), not both");
+    throw std::runtime_error(
+        "give either a config or --resume RUN_DIR (a resumed run uses the "
+        "run's own config), not both");
   if (!resume_dir.empty() && (!sets.empty() || !out.empty() || overwrite))
-    throw std::runtime_error("--resume continues a run exactly: --set, --out and --overwrite "
-                             "do not apply");
+    throw std::runtime_error(
+        "--resume continues a run exactly: --set, --out and --overwrite "
+        "do not apply");
   if (resume_dir.empty() && config_path.empty())
     throw std::runtime_error("hgqt train needs a config file (or --resume RUN_DIR)");
-  config::RunConfig cfg =
-      resume_dir.empty() ? config::load_run_config(config_path, sets) : train::resume_config(resume_dir);
+  config::RunConfig cfg = resume_dir.empty() ? config::load_run_config(config_path, sets)
+                                             : train::resume_config(resume_dir);
   if (!resume_dir.empty()) out = resume_dir;
   if (out.empty()) out = (fs::path("runs") / cfg.name).string();
   if (resume_dir.empty() && fs::exists(fs::path(out) / "last.pt") && !overwrite)
     throw std::runtime_error("run directory '" + out +
                              "' already holds a run; choose another --out, pass --overwrite, or "
-                             "continue it with hgqt train --resume " + out);
+                             "continue it with hgqt train --resume " +
+                             out);
   std::printf("%s\nBLAS: %s\n", version_text().c_str(), blas_line().c_str());
   train::TrainOptions opt;
   opt.run_dir = out;
@@ -118,13 +123,14 @@ int cmd_train(const std::string& config_path, const std::vector<std::string>& se
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   if (result.interrupted) {
-    std::printf("\ninterrupted (%s) in epoch %lld at step %lld/%lld: saved %s\n"
-                "continue with: hgqt train --resume %s\n",
-                g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C",
-                static_cast<long long>(result.interrupted_epoch),
-                static_cast<long long>(result.interrupted_step),
-                static_cast<long long>(result.steps_per_epoch),
-                train::resume_path(out).c_str(), out.c_str());
+    std::printf(
+        "\ninterrupted (%s) in epoch %lld at step %lld/%lld: saved %s\n"
+        "continue with: hgqt train --resume %s\n",
+        g_stop_signal == SIGTERM ? "SIGTERM" : "Ctrl-C",
+        static_cast<long long>(result.interrupted_epoch),
+        static_cast<long long>(result.interrupted_step),
+        static_cast<long long>(result.steps_per_epoch), train::resume_path(out).c_str(),
+        out.c_str());
     return 130;
   }
   print_result(result, out);
@@ -190,7 +196,8 @@ int cmd_eval(const std::string& target, const std::string& data_file, const std:
     auto t = data::to_autoencoder_tensors(splits.train, ck.model->input_shape(),
                                           ck.model->output_shape(), data_file);
     auto a = train::evaluate_anomaly(ck.model, t, cfg.data);
-    std::printf("checkpoint: %s (epoch %lld)\n", path.c_str(), static_cast<long long>(ck.meta.epoch));
+    std::printf("checkpoint: %s (epoch %lld)\n", path.c_str(),
+                static_cast<long long>(ck.meta.epoch));
     std::printf("%s", train::format_anomaly(a, "eval", ck.meta.ebops).c_str());
     return 0;
   }
@@ -245,7 +252,8 @@ int main(int argc, char** argv) {
   auto* eval_cmd = app.add_subcommand("eval", "Evaluate a run or checkpoint on a data file");
   eval_cmd->add_option("checkpoint", target, "Run directory or checkpoint file")->required();
   eval_cmd->add_option("--data", data_file, "Data file (format of the run's config)")->required();
-  eval_cmd->add_option("--features", features, "HDF5 data set of the features (default: the config's)");
+  eval_cmd->add_option("--features", features,
+                       "HDF5 data set of the features (default: the config's)");
   eval_cmd->add_option("--labels", labels, "HDF5 data set of the labels (default: the config's)");
 
   auto* summary_cmd = app.add_subcommand("summary", "Per-layer bit widths, pruning and EBOPs");
@@ -253,7 +261,8 @@ int main(int argc, char** argv) {
 
   auto* data_cmd = app.add_subcommand("data", "Prepare data sets");
   data_cmd->require_subcommand(1);
-  auto* fmnist = data_cmd->add_subcommand("fashion-mnist", "Convert Debian's Fashion-MNIST to HDF5");
+  auto* fmnist =
+      data_cmd->add_subcommand("fashion-mnist", "Convert Debian's Fashion-MNIST to HDF5");
   std::string fm_out = "data/fashion_mnist.h5";
   src_dir = "/usr/share/datasets/fashion-mnist";
   fmnist->add_option("--out", fm_out, "Output HDF5 file");
@@ -264,12 +273,14 @@ int main(int argc, char** argv) {
   std::string kd_teacher, kd_data, kd_out, kd_target = "output", kd_suffix = "_teacher";
   std::vector<std::string> kd_features;
   auto* kd_cmd = app.add_subcommand(
-      "distill-targets", "Precompute a teacher's outputs on HDF5 data sets (for train.distillation)");
+      "distill-targets",
+      "Precompute a teacher's outputs on HDF5 data sets (for train.distillation)");
   kd_cmd->add_option("teacher", kd_teacher, "TorchScript file, hgqt checkpoint or run directory")
       ->required();
   kd_cmd->add_option("--data", kd_data, "HDF5 data file")->required();
   kd_cmd->add_option("--features", kd_features, "Data set(s) of features (repeatable)")->required();
-  kd_cmd->add_option("--out", kd_out, "Output HDF5 file (default: the data file, replaced atomically)");
+  kd_cmd->add_option("--out", kd_out,
+                     "Output HDF5 file (default: the data file, replaced atomically)");
   kd_cmd->add_option("--target", kd_target, "output | reconstruction_error")
       ->check(CLI::IsMember({"output", "reconstruction_error"}));
   kd_cmd->add_option("--suffix", kd_suffix, "Name of each new data set: <features><suffix>");

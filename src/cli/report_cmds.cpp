@@ -49,8 +49,7 @@ struct Front {
 
 fs::path require_run_dir(const std::string& run) {
   std::error_code ec;
-  if (!fs::exists(run, ec))
-    throw std::runtime_error("run directory '" + run + "' does not exist");
+  if (!fs::exists(run, ec)) throw std::runtime_error("run directory '" + run + "' does not exist");
   if (!fs::is_directory(run, ec))
     throw std::runtime_error("'" + run + "' is not a run directory (not a directory)");
   return fs::path(run);
@@ -58,8 +57,7 @@ fs::path require_run_dir(const std::string& run) {
 
 std::string read_text(const fs::path& p, const std::string& what) {
   std::error_code ec;
-  if (!fs::is_regular_file(p, ec))
-    throw std::runtime_error(p.string() + " not found: " + what);
+  if (!fs::is_regular_file(p, ec)) throw std::runtime_error(p.string() + " not found: " + what);
   std::ifstream in(p, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + p.string());
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -170,7 +168,8 @@ TraceRecord trace_record(const fs::path& archive) {
     const auto& t = j.at("trace");
     if (t.value("traced", false) && is_number(t, "exact_ebops")) {
       rec.exact_ebops = t["exact_ebops"].get<double>();
-      if (t.contains("epoch") && t["epoch"].is_number_integer()) rec.epoch = t["epoch"].get<int64_t>();
+      if (t.contains("epoch") && t["epoch"].is_number_integer())
+        rec.epoch = t["epoch"].get<int64_t>();
     }
   } catch (const std::exception&) {
   }
@@ -260,9 +259,10 @@ void print_table(const fs::path& run, const Front& f, size_t epochs) {
                                     "traces; the archive does not record its checkpoint)"
                                   : "");
   if (any_missing)
-    std::printf("exact EBOPs (after the trace) not recorded for '-' rows: run `hgqt trace "
-                "%s/pareto/epochNNNN.pt --data FILE --out %s/epochNNNN.hgqt`\n",
-                run.string().c_str(), run.string().c_str());
+    std::printf(
+        "exact EBOPs (after the trace) not recorded for '-' rows: run `hgqt trace "
+        "%s/pareto/epochNNNN.pt --data FILE --out %s/epochNNNN.hgqt`\n",
+        run.string().c_str(), run.string().c_str());
 }
 
 std::string exe_dir() {
@@ -338,7 +338,8 @@ void add_report_commands(CLI::App& app, ReportCommands& c) {
   c.pareto_cmd = app.add_subcommand(
       "pareto", "Table of a run's Pareto-front checkpoints, and a plot of the metric vs EBOPs");
   c.pareto_cmd->add_option("run_dir", c.pareto_run, "Run directory")->required();
-  c.pareto_cmd->add_option("--out", c.pareto_out, "PNG file of the plot (default RUN_DIR/pareto.png)");
+  c.pareto_cmd->add_option("--out", c.pareto_out,
+                           "PNG file of the plot (default RUN_DIR/pareto.png)");
   c.pareto_cmd->add_flag("--no-plot", c.no_plot, "Print the table only (no Python needed)");
 
   c.plot_cmd = app.add_subcommand(

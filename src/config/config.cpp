@@ -27,43 +27,77 @@ constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 const Keys kTopKeys = {"name", "model", "data", "train"};
 const Keys kModelKeys = {"input_shape", "quantizer_defaults", "layers"};
 const Keys kDefaultPlaces = {"weight", "datalane", "bias"};
-const Keys kLayerKeys = {"type",        "name",        "inputs",          "units",
-                         "filters",     "kernel_size", "strides",         "padding",
-                         "pool_size",   "shape",       "axis",            "batchnorm", "function",
-                         "momentum",    "epsilon",     "activation",      "use_bias",
-                         "input_quantizer", "kernel_quantizer", "bias_quantizer",
-                         "output_quantizer", "exp_input_quantizer", "exp_output_quantizer",
-                         "inv_input_quantizer", "inv_output_quantizer"};
+const Keys kLayerKeys = {"type",
+                         "name",
+                         "inputs",
+                         "units",
+                         "filters",
+                         "kernel_size",
+                         "strides",
+                         "padding",
+                         "pool_size",
+                         "shape",
+                         "axis",
+                         "batchnorm",
+                         "function",
+                         "momentum",
+                         "epsilon",
+                         "activation",
+                         "use_bias",
+                         "input_quantizer",
+                         "kernel_quantizer",
+                         "bias_quantizer",
+                         "output_quantizer",
+                         "exp_input_quantizer",
+                         "exp_output_quantizer",
+                         "inv_input_quantizer",
+                         "inv_output_quantizer"};
 /// Layer keys holding a list (an integer is also accepted where a list of sizes is).
 const Keys kLayerListKeys = {"inputs", "kernel_size", "strides", "pool_size", "shape"};
 const Keys kQuantizerKeys = {"param", "k",        "b",           "i",       "f",
                              "round", "overflow", "granularity", "i_decay", "trainable"};
-const Keys kDataKeys = {"format",           "train",      "validation",  "test",
-                        "validation_split", "test_split", "standardize", "split_seed",
+const Keys kDataKeys = {"format",           "train",      "validation",     "test",
+                        "validation_split", "test_split", "standardize",    "split_seed",
                         "feature_names",    "classes",    "anomaly_classes"};
 const Keys kSourceKeys = {"file", "features", "labels", "teacher"};
-const Keys kTrainKeys = {"epochs",       "batch_size",  "optimizer", "lr",    "momentum",
-                         "weight_decay", "lr_schedule", "min_lr",    "seed",  "loss",
-                         "target",       "beta",        "gamma",     "threads", "device",
-                         "lr_step_epochs", "lr_gamma", "lr_restart_epochs", "lr_restart_mult",
-                         "early_stopping", "distillation"};
-const Keys kDistillationKeys = {"teacher", "alpha", "temperature", "loss",
+const Keys kTrainKeys = {"epochs",
+                         "batch_size",
+                         "optimizer",
+                         "lr",
+                         "momentum",
+                         "weight_decay",
+                         "lr_schedule",
+                         "min_lr",
+                         "seed",
+                         "loss",
+                         "target",
+                         "beta",
+                         "gamma",
+                         "threads",
+                         "device",
+                         "lr_step_epochs",
+                         "lr_gamma",
+                         "lr_restart_epochs",
+                         "lr_restart_mult",
+                         "early_stopping",
+                         "distillation"};
+const Keys kDistillationKeys = {"teacher",     "alpha",  "temperature",    "loss",
                                 "huber_delta", "target", "teacher_outputs"};
 const Keys kDistillLosses = {"kl", "mse", "huber"};
 const Keys kDistillTargets = {"output", "reconstruction_error"};
 const Keys kTeacherOutputs = {"logits", "probabilities"};
 const Keys kBetaKeys = {"kind", "value", "points"};
-const Keys kBetaPIDKeys = {"kind", "target_ebops", "init", "p", "i", "d", "warmup_epochs",
-                           "interval_steps", "min", "max"};
+const Keys kBetaPIDKeys = {"kind", "target_ebops",  "init",           "p",   "i",
+                           "d",    "warmup_epochs", "interval_steps", "min", "max"};
 const Keys kEarlyStoppingKeys = {"patience", "min_delta", "monitor", "ebops_below"};
 const Keys kMonitors = {"val_accuracy", "val_loss"};
 
 const Keys kAllRoles = {"input",     "kernel",     "bias",      "output",
                         "exp_input", "exp_output", "inv_input", "inv_output"};
-const Keys kLayerTypes = {"dense",         "conv1d",          "conv2d",          "batchnorm",
-                          "activation",    "quantize",        "flatten",         "reshape",
-                          "max_pool",      "avg_pool",        "global_max_pool", "global_avg_pool",
-                          "add",           "concatenate",     "lut",             "softmax"};
+const Keys kLayerTypes = {
+    "dense",   "conv1d",      "conv2d",   "batchnorm", "activation",      "quantize",
+    "flatten", "reshape",     "max_pool", "avg_pool",  "global_max_pool", "global_avg_pool",
+    "add",     "concatenate", "lut",      "softmax"};
 const char* const kLayerTypesText =
     "one of dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool, "
     "avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut, softmax";
@@ -457,8 +491,9 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
         layer.inputs.push_back(node[n].as<std::string>());
       }
     } else {
-      src.fail_expected(node, m.path_of("inputs"),
-                        "a layer name or a non-empty list of layer names ('input' is the model input)");
+      src.fail_expected(
+          node, m.path_of("inputs"),
+          "a layer name or a non-empty list of layer names ('input' is the model input)");
     }
   }
   if (merge && layer.inputs.size() < 2)
@@ -469,8 +504,8 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
     src.fail_expected(m.get("inputs"), m.path_of("inputs"),
                       "one layer name (only add and concatenate layers take several)");
   if (conv) {
-    layer.filters = read_int(src, m.require("filters", "a positive integer"), m.path_of("filters"),
-                             1, kMaxInt);
+    layer.filters =
+        read_int(src, m.require("filters", "a positive integer"), m.path_of("filters"), 1, kMaxInt);
     layer.kernel_size = int_list("kernel_size", 1, 4096, true);
     layer.padding = m.enum_or("padding", kPaddings, "valid");
   }
@@ -620,7 +655,8 @@ DataSpec read_data(const YamlSource& src, const YAML::Node& node, const std::str
     if (!m.has(key)) return out;
     const YAML::Node list = m.get(key);
     const std::string lpath = m.path_of(key);
-    if (!list.IsSequence()) src.fail_expected(list, lpath, "a list of class labels (integers >= 0)");
+    if (!list.IsSequence())
+      src.fail_expected(list, lpath, "a list of class labels (integers >= 0)");
     for (std::size_t n = 0; n < list.size(); ++n) {
       const int64_t c = read_int(src, list[n], index_path(lpath, n), 0, kMaxInt);
       if (std::find(out.begin(), out.end(), c) != out.end())
@@ -683,10 +719,11 @@ BetaSchedule read_beta(const YamlSource& src, const YAML::Node& node, const std:
     return b;
   }
   if (!node.IsMap()) src.fail_expected(node, path, expected);
-  if (node["kind"].IsScalar() && node["kind"].Scalar() == "pid") return read_beta_pid(src, node, path);
+  if (node["kind"].IsScalar() && node["kind"].Scalar() == "pid")
+    return read_beta_pid(src, node, path);
   MapReader m(src, node, path, kBetaKeys);
-  b.kind = read_enum(src, m.require("kind", "one of constant, linear, log, pid"),
-                     m.path_of("kind"), kBetaKinds);
+  b.kind = read_enum(src, m.require("kind", "one of constant, linear, log, pid"), m.path_of("kind"),
+                     kBetaKinds);
   if (b.kind == "constant") {
     m.forbid("points", "for kind constant (use kind linear or log)");
     b.value =
@@ -731,8 +768,7 @@ EarlyStoppingSpec read_early_stopping(const YamlSource& src, const YAML::Node& n
              "expected 'val_loss' with train.loss: " + loss +
                  " (accuracy is only measured for cross_entropy), got 'val_accuracy'");
   if (m.has("ebops_below"))
-    e.ebops_below =
-        read_number_min(src, m.get("ebops_below"), m.path_of("ebops_below"), 0, true);
+    e.ebops_below = read_number_min(src, m.get("ebops_below"), m.path_of("ebops_below"), 0, true);
   return e;
 }
 
@@ -753,7 +789,8 @@ DistillationSpec read_distillation(const YamlSource& src, const YAML::Node& node
   if (score && d.alpha != 0)
     src.fail(m.get("alpha"), m.path_of("alpha"),
              "expected 0 with target: reconstruction_error (the teacher's score is the only "
-             "target; there are no true scores), got '" + m.get("alpha").Scalar() + "'");
+             "target; there are no true scores), got '" +
+                 m.get("alpha").Scalar() + "'");
   if (score && classification)
     src.fail(node, path,
              "target: reconstruction_error regresses a score: it needs train.loss: mse");
@@ -765,7 +802,8 @@ DistillationSpec read_distillation(const YamlSource& src, const YAML::Node& node
   d.temperature = m.number_or("temperature", d.temperature, 0, true);
   if (d.loss != "kl") m.forbid("temperature", "with loss " + d.loss + " (only with loss: kl)");
   d.huber_delta = m.number_or("huber_delta", d.huber_delta, 0, true);
-  if (d.loss != "huber") m.forbid("huber_delta", "with loss " + d.loss + " (only with loss: huber)");
+  if (d.loss != "huber")
+    m.forbid("huber_delta", "with loss " + d.loss + " (only with loss: huber)");
   d.teacher_outputs = m.enum_or("teacher_outputs", kTeacherOutputs, d.teacher_outputs);
   if (d.loss != "kl") m.forbid("teacher_outputs", "with loss " + d.loss + " (only with loss: kl)");
   return d;
@@ -811,7 +849,8 @@ TrainSpec read_train(const YamlSource& src, const YAML::Node& node, const std::s
     else if (t.loss != "mse")
       src.fail(m.get("loss"), m.path_of("loss"),
                "expected 'mse' with train.target: input (an autoencoder is trained to reproduce "
-               "its input), got '" + t.loss + "'");
+               "its input), got '" +
+                   t.loss + "'");
   }
   if (m.has("beta")) t.beta = read_beta(src, m.get("beta"), m.path_of("beta"));
   t.gamma = m.number_or("gamma", t.gamma, 0, false);
@@ -851,7 +890,8 @@ RunConfig read_run_config(const YamlSource& src, const YAML::Node& root) {
     src.fail(list, "data.anomaly_classes",
              "only used with train.target: input (the anomaly score of an autoencoder) or a "
              "distilled score (train.distillation.target: reconstruction_error), but "
-             "train.target is '" + c.train.target + "'");
+             "train.target is '" +
+                 c.train.target + "'");
   }
   return c;
 }
@@ -979,7 +1019,10 @@ void emit_beta(YAML::Emitter& out, const BetaSchedule& b) {
   if (b.kind == "pid") {
     const BetaPIDSpec& c = b.pid;
     for (const auto& [k, v] : {std::pair<const char*, double>{"target_ebops", c.target_ebops},
-                               {"init", c.init}, {"p", c.p}, {"i", c.i}, {"d", c.d}})
+                               {"init", c.init},
+                               {"p", c.p},
+                               {"i", c.i},
+                               {"d", c.d}})
       out << YAML::Key << k << YAML::Value << format_double(v);
     out << YAML::Key << "warmup_epochs" << YAML::Value << c.warmup_epochs;
     out << YAML::Key << "interval_steps" << YAML::Value << c.interval_steps;

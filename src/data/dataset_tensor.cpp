@@ -29,7 +29,8 @@ TensorSplit to_tensors(const Dataset& d, const std::vector<int64_t>& input_shape
   std::vector<int64_t> xs{d.size()};
   xs.insert(xs.end(), input_shape.begin(), input_shape.end());
   t.x = torch::from_blob(const_cast<float*>(d.x.values.data()), xs, torch::kFloat).clone();
-  auto y = torch::from_blob(const_cast<float*>(d.y.values.data()), d.y.shape, torch::kFloat).clone();
+  auto y =
+      torch::from_blob(const_cast<float*>(d.y.values.data()), d.y.shape, torch::kFloat).clone();
   if (classification) {
     if (y.dim() == 2 && y.size(1) > 1) {
       if (y.size(1) != outputs)
@@ -51,7 +52,8 @@ TensorSplit to_tensors(const Dataset& d, const std::vector<int64_t>& input_shape
     y = y.reshape({d.size(), -1});
     if (y.size(1) != outputs)
       throw DataError(what + ": targets have " + std::to_string(y.size(1)) +
-                      " values per sample but the model has " + std::to_string(outputs) + " outputs");
+                      " values per sample but the model has " + std::to_string(outputs) +
+                      " outputs");
   }
   t.y = y;
   if (!d.teacher.shape.empty())
@@ -63,7 +65,8 @@ TensorSplit to_tensors(const Dataset& d, const std::vector<int64_t>& input_shape
 }
 
 TensorSplit to_autoencoder_tensors(const Dataset& d, const std::vector<int64_t>& input_shape,
-                                   const std::vector<int64_t>& output_shape, const std::string& what) {
+                                   const std::vector<int64_t>& output_shape,
+                                   const std::string& what) {
   TensorSplit t;
   if (d.size() == 0) return t;
   int64_t per_sample = 1, per_out = 1;
@@ -86,7 +89,8 @@ TensorSplit to_autoencoder_tensors(const Dataset& d, const std::vector<int64_t>&
   t.x = torch::from_blob(const_cast<float*>(d.x.values.data()), xs, torch::kFloat).clone();
   t.y = t.x.reshape(ys).clone();
   if (d.y.rows() == d.x.rows() && !d.y.values.empty()) {
-    auto y = torch::from_blob(const_cast<float*>(d.y.values.data()), d.y.shape, torch::kFloat).clone();
+    auto y =
+        torch::from_blob(const_cast<float*>(d.y.values.data()), d.y.shape, torch::kFloat).clone();
     if (y.dim() == 2 && y.size(1) > 1) y = y.argmax(1).to(torch::kFloat);
     y = y.reshape({-1});
     if (y.size(0) == d.size() && (y == y.round()).all().item<bool>()) t.labels = y.to(torch::kLong);

@@ -107,7 +107,8 @@ std::vector<int64_t> class_labels(const Array& y, const std::string& what) {
   return out;
 }
 
-Dataset filter_classes(const Dataset& d, const std::vector<int64_t>& classes, const std::string& what) {
+Dataset filter_classes(const Dataset& d, const std::vector<int64_t>& classes,
+                       const std::string& what) {
   const std::vector<int64_t> labels = class_labels(d.y, what);
   std::vector<int64_t> rows;
   for (size_t r = 0; r < labels.size(); ++r)
@@ -117,9 +118,9 @@ Dataset filter_classes(const Dataset& d, const std::vector<int64_t>& classes, co
     std::vector<int64_t> present(labels.begin(), labels.end());
     std::sort(present.begin(), present.end());
     present.erase(std::unique(present.begin(), present.end()), present.end());
-    throw DataError("data.classes " + list_text(classes) + " keeps no rows of " + what +
-                    " (" + std::to_string(labels.size()) + " rows; labels present: " +
-                    list_text(present) + ")");
+    throw DataError("data.classes " + list_text(classes) + " keeps no rows of " + what + " (" +
+                    std::to_string(labels.size()) + " rows; labels present: " + list_text(present) +
+                    ")");
   }
   return take_rows(d, rows);
 }
@@ -291,8 +292,9 @@ Splits load_splits(const config::DataSpec& spec, const std::string& base_dir) {
   if (!spec.classes.empty()) {
     s.train = filter_classes(s.train, spec.classes, "the train split (" + quote(train_file) + ")");
     if (spec.validation.present())
-      s.validation = filter_classes(s.validation, spec.classes,
-                                    "the validation split (" + quote(resolve(spec.validation.file)) + ")");
+      s.validation =
+          filter_classes(s.validation, spec.classes,
+                         "the validation split (" + quote(resolve(spec.validation.file)) + ")");
   }
   if (!spec.validation.present() && spec.validation_split > 0.0) {
     const int64_t n = s.train.size();

@@ -3,15 +3,15 @@
 #include "hgqt/export/hls.h"
 
 #include <algorithm>
-#include <functional>
-#include <map>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <random>
 #include <set>
 #include <stdexcept>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -226,8 +226,8 @@ class Params {
   }
   /// The expression of element j of `a` (one of the inputs) inside the function.
   std::string ref(const Array& a, int64_t j) const {
-    return name(static_cast<size_t>(find(a.srcs[a.src[j]].var))) + "[" +
-           std::to_string(a.idx[j]) + "]";
+    return name(static_cast<size_t>(find(a.srcs[a.src[j]].var))) + "[" + std::to_string(a.idx[j]) +
+           "]";
   }
   std::string signature(const std::string& fn, const Array& out) const {
     std::string s = "static void " + fn + "(";
@@ -401,8 +401,8 @@ void Generator::call(const std::string& fn, const Params& ps, const Array& out) 
 // The per-element HLS types of quantizer q ("" where pruned) and the array `var` it produces:
 // element j holds the quantizer's full range unless pruned or `zero(j)` (the constant 0 then).
 std::vector<std::string> Generator::quantized(const QuantSpec& q, const std::string& var,
-                                              const std::function<bool(int64_t)>& zero,
-                                              Array& out, bool check) {
+                                              const std::function<bool(int64_t)>& zero, Array& out,
+                                              bool check) {
   std::vector<std::string> qtypes(q.size());
   out = new_array(var, q.size());
   for (int64_t j = 0; j < q.size(); ++j) {
@@ -418,7 +418,8 @@ std::vector<std::string> Generator::quantized(const QuantSpec& q, const std::str
 void Generator::first_quantizer(size_t li, const QuantSpec& q) {
   // The model input arrives quantized by this quantizer (the input convention of hls.h).
   Array in;
-  const auto qtypes = quantized(q, "x_in", [](int64_t) { return false; }, in, true);
+  const auto qtypes = quantized(
+      q, "x_in", [](int64_t) { return false; }, in, true);
   const auto qnames = td_.family(
       "input_q_t", qtypes,
       "The model input quantizer (" + label(li) +
@@ -444,8 +445,7 @@ const Array& Generator::model_input(size_t li, const QuantSpec& q) {
   }
   // A second reader of the raw model input: fine when it applies the same quantizer.
   const QuantSpec& q0 = a_.layers[input_layer_].input_quantizer.value();
-  if (q.k != q0.k || q.i != q0.i || q.f != q0.f || q.round != q0.round ||
-      q.overflow != q0.overflow)
+  if (q.k != q0.k || q.i != q0.i || q.f != q0.f || q.round != q0.round || q.overflow != q0.overflow)
     throw ArchiveError(
         "hls: " + label(input_layer_) + " and " + label(li) +
         " both quantize the raw model input, with different quantizers; the generated design "
@@ -457,7 +457,8 @@ const Array& Generator::model_input(size_t li, const QuantSpec& q) {
 Array Generator::quantize_layer(size_t li, const QuantSpec& q, const Array& cur) {
   const std::string p = "layer" + std::to_string(li);
   Array out;
-  const auto qtypes = quantized(q, p + "_out", [&](int64_t j) { return cur.v[j].zero; }, out);
+  const auto qtypes = quantized(
+      q, p + "_out", [&](int64_t j) { return cur.v[j].zero; }, out);
   const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": quantizer, per element");
   name_array(out, p + "_t", label(li) + ": output, per element");
   const Params ps({&cur});
@@ -766,8 +767,8 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
     f += "  // output " + os + ": " + std::to_string(n_terms) + " products" +
          (A.bias >= 0 ? " + bias" : "") + "\n";
     auto product = [&](int64_t k) {
-      return "x" + std::to_string(m.input[k]) + " * " + wvar + "[" +
-             std::to_string(m.weight[k]) + "]";
+      return "x" + std::to_string(m.input[k]) + " * " + wvar + "[" + std::to_string(m.weight[k]) +
+             "]";
     };
     size_t k = 0;
     if (A.bias >= 0) {
@@ -787,10 +788,10 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
   if (!f.empty() || parts.empty()) parts.push_back(f);
 
   const std::string fn = p + "_" + l.type;
-  std::string what = l.type + " " + (l.type == "dense" ? std::to_string(n_in) + " -> " +
-                                                             std::to_string(n_out)
-                                                       : shape_text(l.input_shape) + " -> " +
-                                                             shape_text(l.output_shape));
+  std::string what =
+      l.type + " " +
+      (l.type == "dense" ? std::to_string(n_in) + " -> " + std::to_string(n_out)
+                         : shape_text(l.input_shape) + " -> " + shape_text(l.output_shape));
   if (l.type == "conv1d" || l.type == "conv2d")
     what += ", kernel " + shape_text(l.kernel_size) + ", strides " + shape_text(l.strides) +
             ", padding before " + shape_text(l.pad_before);
@@ -884,8 +885,7 @@ Array Generator::pool_layer(size_t li, const Layer& l, const LayerTypes& t, cons
                   (m.max ? "; pruned elements are the constant 0"
                          : "; the exact sum times 2^-" + std::to_string(m.shift)) +
                   "\n" + ps.signature(p + "_pool", out);
-  if (!m.max)
-    f += "  const " + p + "_scale_t scale = " + exact_decimal(1, m.shift) + ";\n";
+  if (!m.max) f += "  const " + p + "_scale_t scale = " + exact_decimal(1, m.shift) + ";\n";
   for (int64_t o = 0; o < n_out; ++o) {
     const std::string os = std::to_string(o);
     if (out.v[o].zero) {
@@ -927,8 +927,7 @@ Array Generator::add_layer(size_t li, const Layer& l, const LayerTypes& t,
   check_activation(li, l);
   const int64_t n = static_cast<int64_t>(t.accumulator.size());
   for (const Array* a : ins)
-    if (a->size() != n)
-      throw ArchiveError("hls: " + label(li) + ": inputs of different sizes");
+    if (a->size() != n) throw ArchiveError("hls: " + label(li) + ": inputs of different sizes");
   std::vector<Value> acc(n);
   std::vector<std::string> acc_types(n);
   std::vector<std::vector<size_t>> live(n);
@@ -1074,8 +1073,8 @@ Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const
     const std::string what = label(li) + " table of element " + js;
     if (const_index[j] >= 0 || out.v[j].lo == out.v[j].hi) {
       const int64_t e = const_index[j] >= 0 ? const_index[j] : 0;
-      f += "  out[" + js + "] = " +
-           constant_literal(l.table.at(off[j] + e), -ot.frac, otype, what) + ";\n";
+      f += "  out[" + js +
+           "] = " + constant_literal(l.table.at(off[j] + e), -ot.frac, otype, what) + ";\n";
       continue;
     }
     const FixedType it = archive::quantizer_type(iq, j);
@@ -1209,7 +1208,8 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
     td_.single(name, type, comment);
   };
   if (any_var) {
-    td_.raw("\n// " + label(li) + ": softmax stages, one type each for the layer (softmax_types)\n");
+    td_.raw("\n// " + label(li) +
+            ": softmax stages, one type each for the layer (softmax_types)\n");
     stage(max_t, s.max, hls_type(s.max), "every quantized input at one frac, and the row max");
     stage(diff_t, s.diff, hls_type(s.diff), "d = x - max (exact)");
     stage(ei_t, s.exp_in, hls_type(s.exp_in, eiq.round, eiq.overflow),
@@ -1238,15 +1238,16 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
       tf += "static const " + type + " " + name + "[" + std::to_string(entries.size()) + "] = {";
       for (size_t e = 0; e < entries.size(); ++e) {
         tf += (e % 8 == 0) ? "\n    " : " ";
-        tf += constant_literal(entries[e], -frac, type, what + " " + name + " entry " +
-                                                            std::to_string(e));
+        tf += constant_literal(entries[e], -frac, type,
+                               what + " " + name + " entry " + std::to_string(e));
         if (e + 1 < entries.size()) tf += ",";
       }
       return tf + "\n};\n";
     };
     const std::string guard = "HGQT_SOFTMAX" + L + "_H_";
-    std::string tf = "// Tables of " + label(li) +
-                     " (softmax): entry e of a table is its value for the index mantissa min + e.\n";
+    std::string tf =
+        "// Tables of " + label(li) +
+        " (softmax): entry e of a table is its value for the index mantissa min + e.\n";
     tf += "#ifndef " + guard + "\n#define " + guard + "\n";
     tf += table(exp_table, eo_t, s.exp_table, s.exp_out.frac,
                 "exp: index " + ei_t + " (" + hls_type(s.exp_in) + "), entries " + eo_t + " (" +
@@ -1274,10 +1275,10 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
       for (int64_t j = j0; j < j0 + s.n; ++j) {
         const std::string js = std::to_string(j);
         f += "  out[" + js + "] = " +
-             (out.v[j].zero ? std::string("0")
-                            : constant_literal(static_cast<int64_t>(out.v[j].lo),
-                                               -out.v[j].type.frac, out.names[j],
-                                               what + " output " + js)) +
+             (out.v[j].zero
+                  ? std::string("0")
+                  : constant_literal(static_cast<int64_t>(out.v[j].lo), -out.v[j].type.frac,
+                                     out.names[j], what + " output " + js)) +
              ";\n";
       }
       continue;
@@ -1355,13 +1356,13 @@ void Generator::run() {
     const std::vector<int64_t> srcs = archive::layer_inputs(a_, li);
     const int64_t src = srcs.at(0);
     const bool in_float = src < 0 || is_float[src];
-    if (!in_float && (l.type == "quantize" || l.type == "activation" || l.type == "pool" ||
-                      l.type == "flatten" || l.type == "reshape" || l.type == "lut" ||
-                      l.type == "softmax" || archive::is_linear(l.type)) &&
+    if (!in_float &&
+        (l.type == "quantize" || l.type == "activation" || l.type == "pool" ||
+         l.type == "flatten" || l.type == "reshape" || l.type == "lut" || l.type == "softmax" ||
+         archive::is_linear(l.type)) &&
         arrays[src].size() != archive::shape_size(l.input_shape))
-      throw ArchiveError("hls: " + label(li) + ": receives " +
-                         std::to_string(arrays[src].size()) + " values, expected " +
-                         std::to_string(archive::shape_size(l.input_shape)));
+      throw ArchiveError("hls: " + label(li) + ": receives " + std::to_string(arrays[src].size()) +
+                         " values, expected " + std::to_string(archive::shape_size(l.input_shape)));
     if (l.type == "flatten" || l.type == "reshape") {
       // Row-major: the elements keep their order and types; nothing is generated.
       if (in_float)
@@ -1488,7 +1489,8 @@ void Generator::run() {
   c += "\n";
   for (int64_t o = 0; o < cur.size(); ++o) {
     const std::string os = std::to_string(o);
-    c += "  y_out[" + os + "] = " + (cur.v[o].zero ? std::string("0")
+    c += "  y_out[" + os + "] = " +
+         (cur.v[o].zero ? std::string("0")
                         : cur.srcs[cur.src[o]].var + "[" + std::to_string(cur.idx[o]) + "]") +
          ";\n";
   }

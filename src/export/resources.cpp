@@ -25,7 +25,9 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+bool starts_with(const std::string& s, const char* p) {
+  return s.rfind(p, 0) == 0;
+}
 
 std::string tail_lines(const std::string& text, int n) {
   size_t pos = text.size();
@@ -127,8 +129,8 @@ ResourceReport run_yosys(const std::string& dir, const std::string& top,
     fs::remove(log, ec);
   }
   if (rc != 0)
-    throw std::runtime_error("yosys failed (exit status " + std::to_string(rc) + ") running: " +
-                             cmd + "\n" + tail_lines(text, 20));
+    throw std::runtime_error("yosys failed (exit status " + std::to_string(rc) +
+                             ") running: " + cmd + "\n" + tail_lines(text, 20));
   ResourceReport r = parse_yosys_stat(text);
   r.top = top;
   r.family = options.family;
@@ -143,8 +145,8 @@ std::string format_resources(const ResourceReport& r, const archive::Archive& a)
   for (double e : ebops) total += e;
   std::ostringstream s;
   char buf[256];
-  s << "Yosys synth_xilinx -family " << r.family << (r.nodsp ? " -nodsp" : "") << " of '"
-    << r.top << "' (" << a.name << ")\n";
+  s << "Yosys synth_xilinx -family " << r.family << (r.nodsp ? " -nodsp" : "") << " of '" << r.top
+    << "' (" << a.name << ")\n";
   std::snprintf(buf, sizeof buf, "  %-10s %12lld\n", "LUTs", static_cast<long long>(r.luts));
   s << buf;
   std::snprintf(buf, sizeof buf, "  %-10s %12lld\n", "carry", static_cast<long long>(r.carry));

@@ -42,14 +42,13 @@
 // to data_out crosses every stage exactly once.
 #include "hgqt/export/verilog.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <iterator>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 
@@ -68,9 +67,13 @@ using quant::RoundingMode;
 namespace {
 using u128 = unsigned __int128;
 
-int128 pow2(int e) { return static_cast<int128>(1) << e; }
+int128 pow2(int e) {
+  return static_cast<int128>(1) << e;
+}
 
-u128 low_mask(int w) { return w >= 128 ? ~u128{0} : (u128{1} << w) - 1; }
+u128 low_mask(int w) {
+  return w >= 128 ? ~u128{0} : (u128{1} << w) - 1;
+}
 
 // Width of the smallest two's complement integer holding every value of [lo, hi] (at least 1).
 int signed_width(int128 lo, int128 hi) {
@@ -96,7 +99,9 @@ std::string literal(int128 v, int w, bool is_signed) {
 }
 
 // A signed literal of value v at its minimal width (at least 2 bits).
-std::string signed_literal(int128 v) { return literal(v, std::max(2, signed_width(v, v)), true); }
+std::string signed_literal(int128 v) {
+  return literal(v, std::max(2, signed_width(v, v)), true);
+}
 
 // Text safe inside a // comment: control characters become '?'.
 std::string comment_text(const std::string& text) {
@@ -120,7 +125,7 @@ int128 checked_mul(int128 a, int128 b, const std::string& what) {
 struct Sig {
   std::string name;  // empty: the constant `value`
   int128 value = 0;
-  FixedType type;    // width 0: the constant 0
+  FixedType type;  // width 0: the constant 0
   bool is_const() const { return name.empty(); }
 };
 
@@ -345,8 +350,9 @@ void Generator::analyze() {
       concat_[li] = archive::concat_map(l, shapes);
     }
   }
-  if (!found) throw ArchiveError("verilog: the archive has no input quantizer");  // infer_types rejects first
-  last_use_[n - 1] = static_cast<int64_t>(n);  // the model output
+  if (!found)
+    throw ArchiveError("verilog: the archive has no input quantizer");  // infer_types rejects first
+  last_use_[n - 1] = static_cast<int64_t>(n);                           // the model output
 }
 
 // The values layer li reads on input `slot` (data_in for the first quantizer).
@@ -429,7 +435,8 @@ std::vector<Step> Generator::plan() const {
     if (l.type == "pool") {
       const auto& m = pool_[li];
       int64_t window = 1;
-      for (int64_t o = 0; o < m.n_out(); ++o) window = std::max(window, m.begin[o + 1] - m.begin[o]);
+      for (int64_t o = 0; o < m.n_out(); ++o)
+        window = std::max(window, m.begin[o + 1] - m.begin[o]);
       steps.push_back({StepKind::Acc, li, depth(window)});
       continue;
     }
@@ -498,9 +505,9 @@ void Generator::input_port(const VerilogLayout& lay) {
     Sig s;
     s.name = "in_" + std::to_string(e.index);
     s.type = e.type;
-    emit_wire(s.name, e.type.is_signed, e.type.width,
-              "data_in[" + std::to_string(e.lsb + e.type.width - 1) + ":" + std::to_string(e.lsb) +
-                  "]");
+    emit_wire(
+        s.name, e.type.is_signed, e.type.width,
+        "data_in[" + std::to_string(e.lsb + e.type.width - 1) + ":" + std::to_string(e.lsb) + "]");
     bus_.push_back(s);
   }
 }
@@ -659,7 +666,8 @@ Sig Generator::sum_tree(std::vector<CsdNode> level, int128 konst, const std::vec
   while (level.size() > 1) {  // balanced adder tree of exact-width wires
     std::vector<CsdNode> next;
     next.reserve((level.size() + 1) / 2);
-    for (size_t m = 0; m + 1 < level.size(); m += 2) next.push_back(combine(level[m], level[m + 1]));
+    for (size_t m = 0; m + 1 < level.size(); m += 2)
+      next.push_back(combine(level[m], level[m + 1]));
     if (level.size() % 2) next.push_back(std::move(level.back()));
     level.swap(next);
   }
@@ -752,9 +760,8 @@ void Generator::linear_acc(size_t li) {
       const Sig& x = cur_[j];
       const int128 c = w.mantissa[wn];
       if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
-      const std::string what = "layer '" + l.name + "' weight " + std::to_string(wn) +
-                               " (input " + std::to_string(j) + ", output " + std::to_string(o) +
-                               ")";
+      const std::string what = "layer '" + l.name + "' weight " + std::to_string(wn) + " (input " +
+                               std::to_string(j) + ", output " + std::to_string(o) + ")";
       const int s = at.frac - (x.type.frac - w.exponent[wn]);
       if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
       if (x.is_const()) {
@@ -786,7 +793,7 @@ void Generator::linear_acc(size_t li) {
       level.push_back(std::move(e));
     }
     if (konst != 0) level.push_back(literal(konst, at.width, true));  // modulo 2^W
-    while (level.size() > 1) {  // balanced adder tree
+    while (level.size() > 1) {                                        // balanced adder tree
       std::vector<std::string> next;
       next.reserve((level.size() + 1) / 2);
       for (size_t q = 0; q + 1 < level.size(); q += 2)
@@ -871,7 +878,8 @@ void Generator::pool_acc(size_t li) {
     for (size_t q = 0; q < xs.size(); ++q) {
       const std::string e = "m" + on + "_e" + std::to_string(q);
       const std::string v = signed_view(xs[q]);
-      emit_wire(e, true, wm, shifts[q] > 0 ? "(" + v + " <<< " + std::to_string(shifts[q]) + ")" : v);
+      emit_wire(e, true, wm,
+                shifts[q] > 0 ? "(" + v + " <<< " + std::to_string(shifts[q]) + ")" : v);
       level.push_back(e);
     }
     if (has_const) level.push_back(literal(konst, wm, true));
@@ -887,7 +895,8 @@ void Generator::pool_acc(size_t li) {
       if (level.size() % 2) next.push_back(std::move(level.back()));
       level.swap(next);
     }
-    if (at.width > wm) throw std::logic_error("verilog generator: pool output wider than its operands");
+    if (at.width > wm)
+      throw std::logic_error("verilog generator: pool output wider than its operands");
     Sig s;
     s.name = "acc" + on;
     s.type = at;
@@ -951,9 +960,9 @@ void Generator::post(size_t li) {
   for (size_t o = 0; o < cur_.size(); ++o) {
     const std::string on = std::to_string(o);
     if (l.activation == "relu") {
-      const FixedType rt = archive::type_of_range(std::max<int128>(t.acc_lo[o], 0),
-                                                  std::max<int128>(t.acc_hi[o], 0),
-                                                  t.accumulator[o].frac);
+      const FixedType rt =
+          archive::type_of_range(std::max<int128>(t.acc_lo[o], 0), std::max<int128>(t.acc_hi[o], 0),
+                                 t.accumulator[o].frac);
       cur_[o] = relu(cur_[o], rt, "relu" + L + "_" + on);
     }
     if (l.output_quantizer)
@@ -1136,9 +1145,9 @@ void Generator::softmax_step(const Step& st) {
           std::vector<std::string> up;
           for (size_t q = 0; q + 1 < level.size(); q += 2) {
             const std::string c = rn + "_" + std::to_string(count++);
-            emit_wire(c, true, wm,
-                      "(" + level[q] + " > " + level[q + 1] + ") ? " + level[q] + " : " +
-                          level[q + 1]);
+            emit_wire(
+                c, true, wm,
+                "(" + level[q] + " > " + level[q + 1] + ") ? " + level[q] + " : " + level[q + 1]);
             up.push_back(c);
           }
           if (level.size() % 2) up.push_back(std::move(level.back()));
@@ -1176,7 +1185,8 @@ void Generator::softmax_step(const Step& st) {
       break;
     case StepKind::SmExp:
       for (int64_t j = 0; j < total; ++j)
-        next.push_back(rom(cur_[j], s.exp_table, s.exp_out, P + "exp", P + "e" + std::to_string(j)));
+        next.push_back(
+            rom(cur_[j], s.exp_table, s.exp_out, P + "exp", P + "e" + std::to_string(j)));
       break;
     case StepKind::SmSum: {
       next = cur_;
@@ -1208,8 +1218,8 @@ void Generator::softmax_step(const Step& st) {
     case StepKind::SmInvQ:
       next.assign(cur_.begin(), cur_.begin() + total);
       for (int64_t r = 0; r < rows; ++r) {
-        next.push_back(quantize(cur_[total + r], *l.inv_input_quantizer, 0,
-                                P + "s" + std::to_string(r)));
+        next.push_back(
+            quantize(cur_[total + r], *l.inv_input_quantizer, 0, P + "s" + std::to_string(r)));
         if (next.back().type != s.inv_in)
           throw std::logic_error("verilog generator: " + what + " reciprocal table index type");
       }
@@ -1388,10 +1398,10 @@ std::string Generator::header(const VerilogLayout& lay) const {
   h += "//   valid_out  data_out holds a result\n";
   h += "//   data_out   [" + std::to_string(std::max<int64_t>(lay.output_bits, 1) - 1) +
        ":0] output mantissas\n";
-  h += "// Latency: " + std::to_string(o_.pipeline_stages) + " clock cycle(s) (pipeline_stages)" +
-       (o_.pipeline_stages == 0 ? "; combinational, clk and rst unused"
-                                : "; one sample per cycle") +
-       ".\n//\n";
+  h +=
+      "// Latency: " + std::to_string(o_.pipeline_stages) + " clock cycle(s) (pipeline_stages)" +
+      (o_.pipeline_stages == 0 ? "; combinational, clk and rst unused" : "; one sample per cycle") +
+      ".\n//\n";
   h += "// A value with type ap_fixed<W,I> (signed) or ap_ufixed<W,I> is the W-bit mantissa m of\n";
   h += "// m * 2^-(W-I). Elements of zero width (pruned, constant 0) are absent from the buses.\n";
   auto bus = [&](const std::vector<VerilogBusElement>& els, const char* port, int64_t bits) {
@@ -1440,23 +1450,47 @@ std::string Generator::generate() {
     for (; b < steps.size() && steps[b].layer == li; ++b) {
       std::string what;
       switch (steps[b].kind) {
-        case StepKind::Quantize: what = "quantizer"; break;
+        case StepKind::Quantize:
+          what = "quantizer";
+          break;
         case StepKind::Acc:
           what = l.type == "add"    ? "sum"
                  : l.type == "pool" ? l.pool + " pool"
                                     : "products and sums";
           break;
-        case StepKind::Post: what = "activation and output quantizer"; break;
-        case StepKind::Activation: what = "activation"; break;
-        case StepKind::Lut: what = "lookup tables"; break;
-        case StepKind::SmMax: what = "softmax row max"; break;
-        case StepKind::SmDiff: what = "softmax x - max and exp table input quantizer"; break;
-        case StepKind::SmExp: what = "softmax exp tables"; break;
-        case StepKind::SmSum: what = "softmax row sums"; break;
-        case StepKind::SmInvQ: what = "softmax reciprocal table input quantizer"; break;
-        case StepKind::SmInv: what = "softmax reciprocal tables"; break;
-        case StepKind::SmMul: what = "softmax products e * r"; break;
-        case StepKind::SmOut: what = "softmax output quantizer"; break;
+        case StepKind::Post:
+          what = "activation and output quantizer";
+          break;
+        case StepKind::Activation:
+          what = "activation";
+          break;
+        case StepKind::Lut:
+          what = "lookup tables";
+          break;
+        case StepKind::SmMax:
+          what = "softmax row max";
+          break;
+        case StepKind::SmDiff:
+          what = "softmax x - max and exp table input quantizer";
+          break;
+        case StepKind::SmExp:
+          what = "softmax exp tables";
+          break;
+        case StepKind::SmSum:
+          what = "softmax row sums";
+          break;
+        case StepKind::SmInvQ:
+          what = "softmax reciprocal table input quantizer";
+          break;
+        case StepKind::SmInv:
+          what = "softmax reciprocal tables";
+          break;
+        case StepKind::SmMul:
+          what = "softmax products e * r";
+          break;
+        case StepKind::SmOut:
+          what = "softmax output quantizer";
+          break;
       }
       body_ += "  // ---- " + what + " of layer '" + comment_text(l.name) + "'\n";
       run_step(steps[b]);

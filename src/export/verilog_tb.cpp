@@ -276,7 +276,8 @@ std::string verilator_script(const VerilogOptions& o, bool large) {
   // that -O0, -fno-dfg and Icarus Verilog do not show); older versions have no DFG pass.
   s += "  vl=\"${VERILATOR:-verilator}\"\n";
   s += "  dfg=\"\"\n";
-  s += "  case \"$(\"$vl\" --version 2>/dev/null || true)\" in \"Verilator \"[5-9]*) dfg=-fno-dfg ;; esac\n";
+  s += "  case \"$(\"$vl\" --version 2>/dev/null || true)\" in \"Verilator \"[5-9]*) dfg=-fno-dfg "
+       ";; esac\n";
   s += "  \"$vl\" --cc --exe --build -j \"${JOBS:-2}\" -O1 $dfg "
        "--x-assign fast --x-initial unique \\\n";
   s += "    --output-split 20000 --output-split-cfuncs 20000 -Wno-fatal -Wno-WIDTH "

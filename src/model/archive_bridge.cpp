@@ -7,9 +7,9 @@
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
 #include "hgqt/nn/lut.h"
-#include "hgqt/nn/softmax.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
+#include "hgqt/nn/softmax.h"
 
 namespace hgqt::model {
 
@@ -75,7 +75,8 @@ void assign_param(torch::Tensor& param, const std::vector<int32_t>& full,
   for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d)
     if (ps[d] == 1 && shape[d] > 1) narrowed = narrowed.narrow(d, 0, 1);
   if (!torch::equal(narrowed.expand(shape), t))
-    throw ArchiveError(what + ": per-element values differ where the model shares one parameter "
+    throw ArchiveError(what +
+                       ": per-element values differ where the model shares one parameter "
                        "(its granularity is coarser than the archive's values)");
   torch::NoGradGuard no_grad;
   param.copy_(narrowed.to(param.options()));
@@ -134,7 +135,8 @@ std::vector<int64_t> lut_table(const nn::QUnaryLUTImpl& lut, const archive::Quan
       if (!std::isfinite(y[e]))
         throw ArchiveError("lut layer '" + name + "': " + lut.options.function() + "(" +
                            std::to_string(xs[e]) + ") is not finite; narrow its input quantizer");
-      table[e] = oq.width(n) <= 0 ? 0 : static_cast<int64_t>(std::ldexp(oq.apply(y[e], n), oq.f[n]));
+      table[e] =
+          oq.width(n) <= 0 ? 0 : static_cast<int64_t>(std::ldexp(oq.apply(y[e], n), oq.f[n]));
     }
   return table;
 }
@@ -190,18 +192,22 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       l.type = "dense";
       linear(d->options.activation(), d->iq, d->kq, w, d->bq, b, d->oq);
     } else if (auto* c = dynamic_cast<nn::QConv1dImpl*>(m)) {
-      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(),
+                 c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, c->kernel, c->bq, c->bias, c->oq);
     } else if (auto* c = dynamic_cast<nn::QConv2dImpl*>(m)) {
-      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(),
+                 c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, c->kernel, c->bq, c->bias, c->oq);
     } else if (auto* c = dynamic_cast<nn::QConv1dBatchNormImpl*>(m)) {
       auto [w, b] = c->folded(true);
-      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(),
+                 c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, w, c->bq, b, c->oq);
     } else if (auto* c = dynamic_cast<nn::QConv2dBatchNormImpl*>(m)) {
       auto [w, b] = c->folded(true);
-      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
+      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(),
+                 c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, w, c->bq, b, c->oq);
     } else if (auto* bn = dynamic_cast<nn::QBatchNormImpl*>(m)) {
       auto [sc, off] = bn->folded(true);
@@ -235,8 +241,7 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
     } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(m)) {
       l.input_quantizer = quant_spec(q->q, e.input_shape);
     } else if (l.type != "flatten" && l.type != "reshape") {
-      throw ArchiveError("layer '" + e.name + "' of type " + l.type +
-                         " has no archive form yet");
+      throw ArchiveError("layer '" + e.name + "' of type " + l.type + " has no archive form yet");
     }
     a.layers.push_back(std::move(l));
   }
@@ -277,7 +282,8 @@ HGQModel from_archive(const archive::Archive& a) {
                       FixedQuantizer& oq) {
       if (iq && l.input_quantizer) set_quantizer(iq, *l.input_quantizer, what + ".input_quantizer");
       set_constant(w, kq, *l.kernel, what + ".kernel");
-      if (oq && l.output_quantizer) set_quantizer(oq, *l.output_quantizer, what + ".output_quantizer");
+      if (oq && l.output_quantizer)
+        set_quantizer(oq, *l.output_quantizer, what + ".output_quantizer");
     };
     // Folded batch norm: the archive holds W_f and b_f. Rebuild with statistics that make the
     // folding the identity up to rounding (s = gamma / sqrt(var + eps) ~ 1, mean 0, beta = b_f);
@@ -289,8 +295,10 @@ HGQModel from_archive(const archive::Archive& a) {
       mean.zero_();
       var.fill_(1.0 - eps);
       if (bias.defined()) bias.zero_();
-      if (l.bias) set_constant(beta, bq, *l.bias, what + ".bias");
-      else beta.zero_();
+      if (l.bias)
+        set_constant(beta, bq, *l.bias, what + ".bias");
+      else
+        beta.zero_();
     };
     if (auto* d = dynamic_cast<nn::QDenseImpl*>(m)) {
       linear(d->iq, d->kernel, d->kq, d->oq);
@@ -313,14 +321,17 @@ HGQModel from_archive(const archive::Archive& a) {
     } else if (auto* bn = dynamic_cast<nn::QBatchNormImpl*>(m)) {
       // s = gamma / sqrt(var + eps) with var + eps ~ 1; o = beta - mean * s with mean 0.
       torch::NoGradGuard no_grad;
-      if (bn->iq && l.input_quantizer) set_quantizer(bn->iq, *l.input_quantizer, what + ".input_quantizer");
+      if (bn->iq && l.input_quantizer)
+        set_quantizer(bn->iq, *l.input_quantizer, what + ".input_quantizer");
       set_constant(bn->gamma, bn->kq, *l.kernel, what + ".kernel");
       bn->moving_mean.zero_();
       bn->moving_var.fill_(1.0 - bn->options.eps());
       if (l.bias) set_constant(bn->beta, bn->bq, *l.bias, what + ".bias");
-      if (bn->oq && l.output_quantizer) set_quantizer(bn->oq, *l.output_quantizer, what + ".output_quantizer");
+      if (bn->oq && l.output_quantizer)
+        set_quantizer(bn->oq, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {
-      if (add->oq && l.output_quantizer) set_quantizer(add->oq, *l.output_quantizer, what + ".output_quantizer");
+      if (add->oq && l.output_quantizer)
+        set_quantizer(add->oq, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* lut = dynamic_cast<nn::QUnaryLUTImpl*>(m)) {
       if (lut->options.function() != l.function)
         throw ArchiveError(what + ": function " + l.function + " in the archive, " +
@@ -386,7 +397,8 @@ TraceResult trace(HGQModel& model, const torch::Tensor& x, int64_t batch_size) {
     ++r.passes;
     for (auto& q : qs) q->set_calibration(true);
     for (int64_t s = 0; s < r.samples; s += batch_size)
-      (void)model->forward(x.narrow(0, s, std::min(batch_size, r.samples - s)).to(device, torch::kFloat));
+      (void)model->forward(
+          x.narrow(0, s, std::min(batch_size, r.samples - s)).to(device, torch::kFloat));
     changed = false;
     for (auto& q : qs) {
       q->set_calibration(false);
@@ -408,8 +420,10 @@ TraceResult trace(HGQModel& model, const torch::Tensor& x, int64_t batch_size) {
           in = -f;
         } else {
           // The smallest type holding the recorded mantissas gives k and i (section 4).
-          const auto m_lo = static_cast<archive::int128>(std::ldexp(lo.data_ptr<double>()[n], static_cast<int>(f)));
-          const auto m_hi = static_cast<archive::int128>(std::ldexp(hi.data_ptr<double>()[n], static_cast<int>(f)));
+          const auto m_lo = static_cast<archive::int128>(
+              std::ldexp(lo.data_ptr<double>()[n], static_cast<int>(f)));
+          const auto m_hi = static_cast<archive::int128>(
+              std::ldexp(hi.data_ptr<double>()[n], static_cast<int>(f)));
           const auto t = archive::type_of_range(m_lo, m_hi, static_cast<int>(f));
           kn = t.is_signed ? 1 : 0;
           in = t.width - kn - f;

@@ -2,7 +2,6 @@
 #include "hgqt/model/checkpoint.h"
 
 #include <cmath>
-
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -64,7 +63,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (j.value("format_version", 0) > kFormatVersion)
     throw std::runtime_error("checkpoint '" + path + "' has format version " +
                              std::to_string(j.value("format_version", 0)) +
-                             ", newer than this hgqt reads (" + std::to_string(kFormatVersion) + ")");
+                             ", newer than this hgqt reads (" + std::to_string(kFormatVersion) +
+                             ")");
   ck.meta.epoch = j.value("epoch", int64_t{0});
   // NaN is written as JSON null (regression runs have no accuracy; a loss may be NaN).
   auto number = [&](const char* key) {
@@ -83,7 +83,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   try {
     ck.model->load(archive);
   } catch (const std::exception& e) {
-    throw std::runtime_error("checkpoint '" + path + "' does not match its model spec: " + e.what());
+    throw std::runtime_error("checkpoint '" + path +
+                             "' does not match its model spec: " + e.what());
   }
   ck.model->eval();
   return ck;

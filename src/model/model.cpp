@@ -4,9 +4,9 @@
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
 #include "hgqt/nn/lut.h"
-#include "hgqt/nn/softmax.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
+#include "hgqt/nn/softmax.h"
 
 namespace hgqt::model {
 
@@ -29,9 +29,12 @@ void apply_spec(quant::QuantizerOptions& o, const config::QuantizerSpec& s) {
 
 const char* place_key(Place p) {
   switch (p) {
-    case Place::Weight: return "weight";
-    case Place::Bias: return "bias";
-    case Place::Datalane: return "datalane";
+    case Place::Weight:
+      return "weight";
+    case Place::Bias:
+      return "bias";
+    case Place::Datalane:
+      return "datalane";
   }
   return "";
 }
@@ -177,9 +180,9 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         std::vector<int64_t> kshape = ks;
         kshape.push_back(c);
         kshape.push_back(f);
-        const auto geo = nn::conv_geometry({shape.begin(), shape.end() - 1}, ks,
-                                           st.empty() ? std::vector<int64_t>(rank, 1) : st,
-                                           l.padding);
+        const auto geo =
+            nn::conv_geometry({shape.begin(), shape.end() - 1}, ks,
+                              st.empty() ? std::vector<int64_t>(rank, 1) : st, l.padding);
         std::vector<int64_t> oshape = geo.out;
         oshape.push_back(f);
         auto fill = [&](auto& o) {
@@ -194,13 +197,17 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
           nn::QConvBatchNormOptions o(c, f, ks, shape);
           fill(o);
           o.momentum(l.momentum).eps(l.epsilon);
-          if (rank == 1) set_module(e, nn::QConv1dBatchNorm(o));
-          else set_module(e, nn::QConv2dBatchNorm(o));
+          if (rank == 1)
+            set_module(e, nn::QConv1dBatchNorm(o));
+          else
+            set_module(e, nn::QConv2dBatchNorm(o));
         } else {
           nn::QConvOptions o(c, f, ks, shape);
           fill(o);
-          if (rank == 1) set_module(e, nn::QConv1d(o));
-          else set_module(e, nn::QConv2d(o));
+          if (rank == 1)
+            set_module(e, nn::QConv1d(o));
+          else
+            set_module(e, nn::QConv2d(o));
         }
       } else if (l.type == "batchnorm") {
         nn::QBatchNormOptions o(shape);
@@ -216,13 +223,16 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         if (shape.size() != 2 && shape.size() != 3)
           throw ConfigError(where + ": " + l.type +
                             " needs a per-sample input [length, channels] or [height, width, "
-                            "channels], got " + shape_text(shape));
+                            "channels], got " +
+                            shape_text(shape));
         nn::PoolOptions o(global ? std::vector<int64_t>{}
                                  : per_axis(l.pool_size, shape.size() - 1, where + ".pool_size"));
         o.global_pool(global);
         if (!global) o.strides(per_axis(l.strides, shape.size() - 1, where + ".strides"));
-        if (l.type.find("max") != std::string::npos) set_module(e, nn::MaxPool(o));
-        else set_module(e, nn::AvgPool(o));
+        if (l.type.find("max") != std::string::npos)
+          set_module(e, nn::MaxPool(o));
+        else
+          set_module(e, nn::AvgPool(o));
       } else if (l.type == "reshape") {
         set_module(e, nn::Reshape(nn::ReshapeOptions(l.shape)));
       } else if (l.type == "add") {
@@ -272,7 +282,8 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       throw ConfigError(where + ": " + ex.what());
     }
     for (const auto& other : layers_)
-      if (other.name == e.name) throw ConfigError(where + ": duplicate layer name '" + e.name + "'");
+      if (other.name == e.name)
+        throw ConfigError(where + ": duplicate layer name '" + e.name + "'");
     register_module(e.name, e.module);
     layers_.push_back(std::move(e));
   }
@@ -285,7 +296,8 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       if (src >= 0) readers[static_cast<size_t>(src)].push_back(li);
   for (size_t li = 0; li + 1 < n; ++li) {
     auto* d = layers_[li].dense;
-    if (!d || d->options.activation() != nn::Activation::ReLU || d->oq || readers[li].size() != 1) continue;
+    if (!d || d->options.activation() != nn::Activation::ReLU || d->oq || readers[li].size() != 1)
+      continue;
     auto& reader = layers_[readers[li][0]];
     if (!reader.dense) continue;
     layers_[li].chain.defer_relu = true;

@@ -2,7 +2,6 @@
 #include "hgqt/model/summary.h"
 
 #include <algorithm>
-
 #include <cstdio>
 #include <sstream>
 

@@ -71,8 +71,8 @@ torch::Tensor folded_forward(L& l, const torch::Tensor& x, const std::vector<int
 template <class L>
 std::pair<torch::Tensor, torch::Tensor> folded_constants(const L& l, bool use_moving) {
   torch::NoGradGuard no_grad;
-  auto [mu, var] = statistics(l.moving_mean, l.moving_var, l.batch_mean, l.batch_var, use_moving,
-                              l.type_name());
+  auto [mu, var] =
+      statistics(l.moving_mean, l.moving_var, l.batch_mean, l.batch_var, use_moving, l.type_name());
   auto [wf, bf] = fold_batchnorm(l.kernel, l.bias, l.gamma, l.beta, mu, var, l.options.eps());
   return {wf.detach(), bf.detach()};
 }
@@ -89,15 +89,14 @@ void check_bn_options(const std::string& name, double momentum, double eps) {
   if (!(momentum >= 0 && momentum <= 1))
     throw std::invalid_argument(name + ": momentum must be in [0, 1], got " +
                                 std::to_string(momentum));
-  if (!(eps > 0)) throw std::invalid_argument(name + ": eps must be positive, got " + std::to_string(eps));
+  if (!(eps > 0))
+    throw std::invalid_argument(name + ": eps must be positive, got " + std::to_string(eps));
 }
 }  // namespace
 
-std::pair<torch::Tensor, torch::Tensor> fold_batchnorm(const torch::Tensor& w, const torch::Tensor& b,
-                                                       const torch::Tensor& gamma,
-                                                       const torch::Tensor& beta,
-                                                       const torch::Tensor& mean,
-                                                       const torch::Tensor& var, double eps) {
+std::pair<torch::Tensor, torch::Tensor> fold_batchnorm(
+    const torch::Tensor& w, const torch::Tensor& b, const torch::Tensor& gamma,
+    const torch::Tensor& beta, const torch::Tensor& mean, const torch::Tensor& var, double eps) {
   auto s = gamma * torch::rsqrt(var + eps);
   auto wf = w * s;  // broadcasts over the kernel's last (output channel) axis
   // The mean moves into the bias scaled by s.
@@ -124,21 +123,26 @@ void QDenseBatchNormImpl::reset() {
   moving_mean = register_buffer("moving_mean", torch::zeros({out}));
   moving_var = register_buffer("moving_var", torch::ones({out}));
   batch_mean = batch_var = torch::Tensor();
-  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
-  kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, {in, out})));
-  bq = register_module("bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {out})));
+  iq = register_module(
+      "iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
+  kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(),
+                                                                 Place::Weight, {in, out})));
+  bq = register_module(
+      "bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {out})));
   if (options.output_quantizer())
-    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane, {out})));
+    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(),
+                                                                   Place::Datalane, {out})));
 }
 
 void QDenseBatchNormImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::QDenseBatchNorm(" << options.in_features() << " -> " << options.out_features()
-    << ", " << to_string(options.activation()) << ")";
+  s << "hgqt::QDenseBatchNorm(" << options.in_features() << " -> " << options.out_features() << ", "
+    << to_string(options.activation()) << ")";
 }
 
 torch::Tensor QDenseBatchNormImpl::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(),
-              "QDenseBatchNorm expects input [batch, ", options.in_features(), "], got ", x.sizes());
+              "QDenseBatchNorm expects input [batch, ", options.in_features(), "], got ",
+              x.sizes());
   return folded_forward(*this, x, {}, "valid");
 }
 
@@ -158,10 +162,9 @@ std::pair<torch::Tensor, torch::Tensor> QDenseBatchNormImpl::folded(bool use_mov
 
 std::vector<int64_t> QDenseBatchNormImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in.size() != 1 || in[0] != options.in_features())
-    throw std::invalid_argument("dense_bn layer expects per-sample input [" +
-                                std::to_string(options.in_features()) + "], got " +
-                                shape_string(in) +
-                                (in.size() > 1 ? " (add a flatten layer before it)" : ""));
+    throw std::invalid_argument(
+        "dense_bn layer expects per-sample input [" + std::to_string(options.in_features()) +
+        "], got " + shape_string(in) + (in.size() > 1 ? " (add a flatten layer before it)" : ""));
   return {options.out_features()};
 }
 
@@ -203,11 +206,15 @@ void QConvBatchNormImpl<D>::reset() {
   moving_mean = this->register_buffer("moving_mean", torch::zeros({f}));
   moving_var = this->register_buffer("moving_var", torch::ones({f}));
   batch_mean = batch_var = torch::Tensor();
-  iq = this->register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, in)));
-  kq = this->register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, ks)));
-  bq = this->register_module("bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {f})));
+  iq = this->register_module(
+      "iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, in)));
+  kq = this->register_module(
+      "kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, ks)));
+  bq = this->register_module(
+      "bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {f})));
   if (options.output_quantizer())
-    oq = this->register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane, out_shape)));
+    oq = this->register_module("oq", quant::FixedQuantizer(quantizer_for(
+                                         options.output_quantizer(), Place::Datalane, out_shape)));
 }
 
 template <int64_t D>
@@ -252,8 +259,8 @@ std::vector<int64_t> QConvBatchNormImpl<D>::output_shape(const std::vector<int64
 
 template <int64_t D>
 std::vector<int64_t> QConvBatchNormImpl<D>::pad_before(const std::vector<int64_t>& in) const {
-  return conv_pad_before(type_name(), options.kernel_size(), options.strides(),
-                         options.padding(), in);
+  return conv_pad_before(type_name(), options.kernel_size(), options.strides(), options.padding(),
+                         in);
 }
 
 template class QConvBatchNormImpl<1>;
@@ -280,11 +287,15 @@ void QBatchNormImpl::reset() {
   moving_var = register_buffer("moving_var", torch::ones({c}));
   batch_mean = batch_var = torch::Tensor();
   if (options.quantize_input())
-    iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, shape)));
-  kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, {c})));
-  bq = register_module("bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {c})));
+    iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(),
+                                                                   Place::Datalane, shape)));
+  kq = register_module(
+      "kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, {c})));
+  bq = register_module(
+      "bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {c})));
   if (options.output_quantizer())
-    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane, shape)));
+    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(),
+                                                                   Place::Datalane, shape)));
 }
 
 void QBatchNormImpl::pretty_print(std::ostream& s) const {
@@ -339,8 +350,8 @@ std::vector<NamedQuantizer> QBatchNormImpl::quantizers() const {
 
 std::pair<torch::Tensor, torch::Tensor> QBatchNormImpl::folded(bool use_moving) const {
   torch::NoGradGuard no_grad;
-  auto [mu, var] = statistics(moving_mean, moving_var, batch_mean, batch_var, use_moving,
-                              type_name());
+  auto [mu, var] =
+      statistics(moving_mean, moving_var, batch_mean, batch_var, use_moving, type_name());
   auto s = gamma * torch::rsqrt(var + options.eps());
   return {s.detach(), (beta - mu * s).detach()};
 }

@@ -73,8 +73,8 @@ ConvGeometry conv_geometry(const std::vector<int64_t>& in, const std::vector<int
   for (size_t d = 0; d < in.size(); ++d) {
     if (in[d] <= 0 || k[d] <= 0 || s[d] <= 0)
       throw std::invalid_argument("conv geometry: sizes must be positive, got input " +
-                                  shape_string(in) + ", window " + shape_string(k) +
-                                  ", strides " + shape_string(s));
+                                  shape_string(in) + ", window " + shape_string(k) + ", strides " +
+                                  shape_string(s));
     if (padding == "valid") {
       if (k[d] > in[d])
         throw std::invalid_argument("window " + shape_string(k) + " is larger than the input " +
@@ -103,8 +103,8 @@ torch::Tensor conv_nd(const torch::Tensor& x, const torch::Tensor& w, const torc
               w.sizes(), ")");
   if (d == 0) return b.defined() ? torch::addmm(b, x, w) : torch::mm(x, w);
   const auto xs = x.sizes().vec(), ws = w.sizes().vec();
-  const ConvGeometry g = conv_geometry({xs.begin() + 1, xs.end() - 1}, {ws.begin(), ws.end() - 2},
-                                       strides, padding);
+  const ConvGeometry g =
+      conv_geometry({xs.begin() + 1, xs.end() - 1}, {ws.begin(), ws.end() - 2}, strides, padding);
   return to_channels_last(conv_cf(to_channels_first(x), to_torch_kernel(w), b, g, strides));
 }
 
@@ -145,12 +145,16 @@ void QConvImpl<D>::reset() {
   // Glorot uniform kernel, zero bias (Keras defaults).
   kernel = this->register_parameter("kernel", glorot_uniform(ks));
   if (options.bias()) bias = this->register_parameter("bias", torch::zeros({f}));
-  iq = this->register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, in)));
-  kq = this->register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, ks)));
+  iq = this->register_module(
+      "iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, in)));
+  kq = this->register_module(
+      "kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, ks)));
   if (options.bias())
-    bq = this->register_module("bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {f})));
+    bq = this->register_module(
+        "bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {f})));
   if (options.output_quantizer())
-    oq = this->register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane, out_shape)));
+    oq = this->register_module("oq", quant::FixedQuantizer(quantizer_for(
+                                         options.output_quantizer(), Place::Datalane, out_shape)));
 }
 
 template <int64_t D>
@@ -199,8 +203,8 @@ std::vector<int64_t> QConvImpl<D>::output_shape(const std::vector<int64_t>& in) 
 
 template <int64_t D>
 std::vector<int64_t> QConvImpl<D>::pad_before(const std::vector<int64_t>& in) const {
-  return conv_pad_before(type_name(), options.kernel_size(), options.strides(),
-                         options.padding(), in);
+  return conv_pad_before(type_name(), options.kernel_size(), options.strides(), options.padding(),
+                         in);
 }
 
 std::vector<int64_t> conv_output_shape(const std::string& layer, int64_t in_channels,
@@ -210,17 +214,15 @@ std::vector<int64_t> conv_output_shape(const std::string& layer, int64_t in_chan
   const size_t d = kernel_size.size();
   if (in.size() != d + 1 || in.back() != in_channels)
     throw std::invalid_argument(layer + " layer expects a per-sample input with " +
-                                std::to_string(d + 1) + " axes and " +
-                                std::to_string(in_channels) + " channels, got " +
-                                shape_string(in));
+                                std::to_string(d + 1) + " axes and " + std::to_string(in_channels) +
+                                " channels, got " + shape_string(in));
   auto g = conv_geometry({in.begin(), in.end() - 1}, kernel_size, strides, padding);
   g.out.push_back(filters);
   return g.out;
 }
 
 void check_conv_options(const std::string& layer, int64_t d, int64_t c, int64_t f,
-                        const std::vector<int64_t>& kernel_size,
-                        const std::vector<int64_t>& in) {
+                        const std::vector<int64_t>& kernel_size, const std::vector<int64_t>& in) {
   if (c <= 0 || f <= 0)
     throw std::invalid_argument(layer + ": in_channels and filters must be positive, got " +
                                 std::to_string(c) + " and " + std::to_string(f));
@@ -228,13 +230,13 @@ void check_conv_options(const std::string& layer, int64_t d, int64_t c, int64_t 
     throw std::invalid_argument(layer + ": kernel_size needs " + std::to_string(d) +
                                 " entries, got " + shape_string(kernel_size));
   if (static_cast<int64_t>(in.size()) != d + 1 || in.back() != c)
-    throw std::invalid_argument(layer + ": input_shape (per sample, channels-last) must have " +
-                                std::to_string(d + 1) + " entries ending in in_channels = " +
-                                std::to_string(c) + ", got " + shape_string(in));
+    throw std::invalid_argument(
+        layer + ": input_shape (per sample, channels-last) must have " + std::to_string(d + 1) +
+        " entries ending in in_channels = " + std::to_string(c) + ", got " + shape_string(in));
 }
 
-std::vector<int64_t> conv_kernel_shape(const std::vector<int64_t>& kernel_size,
-                                       int64_t in_channels, int64_t filters) {
+std::vector<int64_t> conv_kernel_shape(const std::vector<int64_t>& kernel_size, int64_t in_channels,
+                                       int64_t filters) {
   auto s = kernel_size;
   s.push_back(in_channels);
   s.push_back(filters);

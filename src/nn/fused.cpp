@@ -16,8 +16,8 @@ using torch::autograd::variable_list;
 // plans hold the bit widths of this step; tracking rewrites i after the forward pass).
 struct DenseSetup {
   quant::QuantPlanPtr in, kernel, bias;
-  bool relu = false;        // apply the ReLU to the output
-  bool relu_input = false;  // x is a pre-activation: quantize relu(x)
+  bool relu = false;                                    // apply the ReLU to the output
+  bool relu_input = false;                              // x is a pre-activation: quantize relu(x)
   torch::Tensor absmax_in, absmax_kernel, absmax_bias;  // defined for tracking quantizers
 };
 
@@ -27,14 +27,16 @@ struct SetupHolder : torch::CustomClassHolder {
 };
 
 // An input Function::apply accepts for "none" (LibTorch 1.13 refuses undefined tensors).
-torch::Tensor none_like(const torch::Tensor& t) { return torch::empty({0}, t.options()); }
+torch::Tensor none_like(const torch::Tensor& t) {
+  return torch::empty({0}, t.options());
+}
 
 struct DenseNode : public torch::autograd::Function<DenseNode> {
   // Inputs: x, W, b (empty without bias), then (a, c) of the input, kernel and bias quantizers.
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w,
-                               torch::Tensor b, torch::Tensor ia, torch::Tensor ic, torch::Tensor ka,
-                               torch::Tensor kc, torch::Tensor ba, torch::Tensor bc,
-                               std::shared_ptr<const DenseSetup> setup) {
+                               torch::Tensor b, torch::Tensor ia, torch::Tensor ic,
+                               torch::Tensor ka, torch::Tensor kc, torch::Tensor ba,
+                               torch::Tensor bc, std::shared_ptr<const DenseSetup> setup) {
     const auto& s = *setup;
     auto xq = quant::quant_forward(*s.in, x, s.absmax_in, s.relu_input);
     auto wq = quant::quant_forward(*s.kernel, w, s.absmax_kernel);
@@ -60,7 +62,8 @@ struct DenseNode : public torch::autograd::Function<DenseNode> {
     const auto& b = saved[4];
     const auto& bq = saved[5];
     const auto& y = saved[6];
-    auto holder = c10::static_intrusive_pointer_cast<SetupHolder>(ctx->saved_data["setup"].toCapsule());
+    auto holder =
+        c10::static_intrusive_pointer_cast<SetupHolder>(ctx->saved_data["setup"].toCapsule());
     const auto& s = *holder->setup;
     auto g = grads[0];
     if (s.relu) g = at::threshold_backward(g, y, 0);  // g where y > 0
@@ -69,20 +72,22 @@ struct DenseNode : public torch::autograd::Function<DenseNode> {
     const bool need_k_params = ctx->needs_input_grad(5) || ctx->needs_input_grad(6);
     const bool need_b_params = ctx->needs_input_grad(7) || ctx->needs_input_grad(8);
     if (ctx->needs_input_grad(0) || need_in_params) {
-      auto r = quant::quant_backward(*s.in, g.mm(wq.t()), x, xq, ctx->needs_input_grad(0), need_in_params,
-                                     s.relu_input);
+      auto r = quant::quant_backward(*s.in, g.mm(wq.t()), x, xq, ctx->needs_input_grad(0),
+                                     need_in_params, s.relu_input);
       out[0] = r.dx;
       out[3] = r.da;
       out[4] = r.dc;
     }
     if (ctx->needs_input_grad(1) || need_k_params) {
-      auto r = quant::quant_backward(*s.kernel, xq.t().mm(g), w, wq, ctx->needs_input_grad(1), need_k_params);
+      auto r = quant::quant_backward(*s.kernel, xq.t().mm(g), w, wq, ctx->needs_input_grad(1),
+                                     need_k_params);
       out[1] = r.dx;
       out[5] = r.da;
       out[6] = r.dc;
     }
     if (s.bias && (ctx->needs_input_grad(2) || need_b_params)) {
-      auto r = quant::quant_backward(*s.bias, g.sum(0), b, bq, ctx->needs_input_grad(2), need_b_params);
+      auto r =
+          quant::quant_backward(*s.bias, g.sum(0), b, bq, ctx->needs_input_grad(2), need_b_params);
       out[2] = r.dx;
       out[7] = r.da;
       out[8] = r.dc;
@@ -160,12 +165,14 @@ struct DenseEbopsNode : public torch::autograd::Function<DenseEbopsNode> {
       if (da.numel() > 0) res[2 * q] = d * da;
       if (dc.numel() > 0) res[2 * q + 1] = d * dc;
     };
-    variable_list res(9);  // one per forward argument; none for bits, in and out
-    slopes(0, g * saved[1], res);                                   // d/db_in[j] = sum_o b_w[j,o]
+    variable_list res(9);          // one per forward argument; none for bits, in and out
+    slopes(0, g * saved[1], res);  // d/db_in[j] = sum_o b_w[j,o]
     slopes(1, (g * saved[0]).unsqueeze(1).expand({in, out}), res);  // d/db_w[j,o] = b_in[j]
     if (saved.size() > 8) {
       const auto& bb = saved[8];
-      slopes(2, (g * (static_cast<double>(out) / static_cast<double>(bb.numel()))).expand(bb.sizes()), res);
+      slopes(2,
+             (g * (static_cast<double>(out) / static_cast<double>(bb.numel()))).expand(bb.sizes()),
+             res);
     }
     return res;
   }
@@ -174,7 +181,8 @@ struct DenseEbopsNode : public torch::autograd::Function<DenseEbopsNode> {
 }  // namespace
 
 torch::Tensor fused_dense_ebops(const QDenseImpl& d) {
-  std::vector<quant::FixedQuantizerImpl::BitsAndSlopes> bits{d.iq->bits_and_slopes(), d.kq->bits_and_slopes()};
+  std::vector<quant::FixedQuantizerImpl::BitsAndSlopes> bits{d.iq->bits_and_slopes(),
+                                                             d.kq->bits_and_slopes()};
   if (d.bq) bits.push_back(d.bq->bits_and_slopes());
   auto none = none_like(d.kernel);
   return DenseEbopsNode::apply(d.iq->param_a(), d.iq->param_c(), d.kq->param_a(), d.kq->param_c(),

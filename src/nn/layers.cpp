@@ -8,7 +8,9 @@ namespace hgqt::nn {
 using quant::Place;
 using quant::QuantizerOptions;
 
-torch::Tensor QLayer::ebops() const { return torch::zeros({}); }
+torch::Tensor QLayer::ebops() const {
+  return torch::zeros({});
+}
 
 torch::Tensor QLayer::forward_many(const std::vector<torch::Tensor>& xs) {
   if (xs.size() != 1)
@@ -31,14 +33,17 @@ Activation parse_activation(const std::string& s) {
   throw std::invalid_argument("unknown activation '" + s + "' (expected linear or relu)");
 }
 
-const char* to_string(Activation a) { return a == Activation::ReLU ? "relu" : "linear"; }
+const char* to_string(Activation a) {
+  return a == Activation::ReLU ? "relu" : "linear";
+}
 
 torch::Tensor apply_activation(const torch::Tensor& x, Activation a) {
   return a == Activation::ReLU ? torch::relu(x) : x;
 }
 
 torch::Tensor glorot_uniform(const std::vector<int64_t>& shape) {
-  if (shape.size() < 2) throw std::invalid_argument("glorot_uniform: a kernel has two or more axes");
+  if (shape.size() < 2)
+    throw std::invalid_argument("glorot_uniform: a kernel has two or more axes");
   int64_t receptive = 1;
   for (size_t d = 0; d + 2 < shape.size(); ++d) receptive *= shape[d];
   const int64_t fan_in = receptive * shape[shape.size() - 2];
@@ -62,7 +67,9 @@ std::string shape_string(const std::vector<int64_t>& s) {
 }
 
 // ------------------------------------------------------------------------- QDense
-QDenseImpl::QDenseImpl(QDenseOptions options_) : options(std::move(options_)) { reset(); }
+QDenseImpl::QDenseImpl(QDenseOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void QDenseImpl::reset() {
   const int64_t in = options.in_features(), out = options.out_features();
@@ -72,12 +79,16 @@ void QDenseImpl::reset() {
   // Glorot uniform kernel, zero bias (the Keras defaults HGQ models are trained with).
   kernel = register_parameter("kernel", glorot_uniform({in, out}));
   if (options.bias()) bias = register_parameter("bias", torch::zeros({out}));
-  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
-  kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(), Place::Weight, {in, out})));
+  iq = register_module(
+      "iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
+  kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(),
+                                                                 Place::Weight, {in, out})));
   if (options.bias())
-    bq = register_module("bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {out})));
+    bq = register_module(
+        "bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {out})));
   if (options.output_quantizer())
-    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane, {out})));
+    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(),
+                                                                   Place::Datalane, {out})));
 }
 
 void QDenseImpl::pretty_print(std::ostream& s) const {
@@ -109,7 +120,9 @@ torch::Tensor QDenseImpl::forward_composed(const torch::Tensor& x) {
   return oq ? oq->forward(y) : y;
 }
 
-torch::Tensor QDenseImpl::ebops() const { return fused_dense_ebops(*this); }
+torch::Tensor QDenseImpl::ebops() const {
+  return fused_dense_ebops(*this);
+}
 
 torch::Tensor QDenseImpl::ebops_composed() const {
   const int64_t in = options.in_features(), out = options.out_features();
@@ -129,9 +142,9 @@ std::vector<NamedQuantizer> QDenseImpl::quantizers() const {
 
 std::vector<int64_t> QDenseImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in.size() != 1 || in[0] != options.in_features())
-    throw std::invalid_argument("dense layer expects per-sample input [" +
-                                std::to_string(options.in_features()) + "], got " + shape_string(in) +
-                                (in.size() > 1 ? " (add a flatten layer before it)" : ""));
+    throw std::invalid_argument(
+        "dense layer expects per-sample input [" + std::to_string(options.in_features()) +
+        "], got " + shape_string(in) + (in.size() > 1 ? " (add a flatten layer before it)" : ""));
   return {options.out_features()};
 }
 
@@ -141,14 +154,17 @@ QActivationImpl::QActivationImpl(QActivationOptions options_) : options(std::mov
 }
 
 void QActivationImpl::reset() {
-  q = register_module("q", quant::FixedQuantizer(quantizer_for(options.quantizer(), Place::Datalane, options.shape())));
+  q = register_module("q", quant::FixedQuantizer(quantizer_for(options.quantizer(), Place::Datalane,
+                                                               options.shape())));
 }
 
 torch::Tensor QActivationImpl::forward(const torch::Tensor& x) {
   return q->forward(apply_activation(x, options.activation()));
 }
 
-std::vector<NamedQuantizer> QActivationImpl::quantizers() const { return {{"output", q, {}}}; }
+std::vector<NamedQuantizer> QActivationImpl::quantizers() const {
+  return {{"output", q, {}}};
+}
 
 std::vector<int64_t> QActivationImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in != options.shape())
@@ -158,7 +174,9 @@ std::vector<int64_t> QActivationImpl::output_shape(const std::vector<int64_t>& i
 }
 
 // ------------------------------------------------------------------------- Flatten
-torch::Tensor FlattenImpl::forward(const torch::Tensor& x) { return x.reshape({x.size(0), -1}); }
+torch::Tensor FlattenImpl::forward(const torch::Tensor& x) {
+  return x.reshape({x.size(0), -1});
+}
 
 std::vector<int64_t> FlattenImpl::output_shape(const std::vector<int64_t>& in) const {
   int64_t n = 1;
@@ -167,16 +185,22 @@ std::vector<int64_t> FlattenImpl::output_shape(const std::vector<int64_t>& in) c
 }
 
 // ------------------------------------------------------------------------- Quantize
-QuantizeImpl::QuantizeImpl(QuantizerOptions options_) : options(std::move(options_)) { reset(); }
+QuantizeImpl::QuantizeImpl(QuantizerOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void QuantizeImpl::reset() {
   options.batch_axis(true);
   q = register_module("q", quant::FixedQuantizer(options));
 }
 
-torch::Tensor QuantizeImpl::forward(const torch::Tensor& x) { return q->forward(x); }
+torch::Tensor QuantizeImpl::forward(const torch::Tensor& x) {
+  return q->forward(x);
+}
 
-std::vector<NamedQuantizer> QuantizeImpl::quantizers() const { return {{"input", q, {}}}; }
+std::vector<NamedQuantizer> QuantizeImpl::quantizers() const {
+  return {{"input", q, {}}};
+}
 
 std::vector<int64_t> QuantizeImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in != options.shape())

@@ -31,7 +31,8 @@ std::map<std::string, LutFunction>& registry() {
 }  // namespace
 
 void register_lut_function(const std::string& name, LutFunction fn) {
-  if (name.empty() || !fn) throw std::invalid_argument("register_lut_function: empty name or function");
+  if (name.empty() || !fn)
+    throw std::invalid_argument("register_lut_function: empty name or function");
   std::lock_guard<std::mutex> lock(registry_mutex());
   registry()[name] = std::move(fn);
 }
@@ -55,19 +56,27 @@ std::vector<std::string> lut_function_names() {
   return out;
 }
 
-QUnaryLUTImpl::QUnaryLUTImpl(QUnaryLUTOptions options_) : options(std::move(options_)) { reset(); }
+QUnaryLUTImpl::QUnaryLUTImpl(QUnaryLUTOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void QUnaryLUTImpl::reset() {
   fn = lut_function(options.function());
-  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), quant::Place::Datalane, options.shape())));
-  oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), quant::Place::Datalane, options.shape())));
+  iq = register_module(
+      "iq", quant::FixedQuantizer(
+                quantizer_for(options.input_quantizer(), quant::Place::Datalane, options.shape())));
+  oq = register_module(
+      "oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), quant::Place::Datalane,
+                                                options.shape())));
 }
 
 void QUnaryLUTImpl::pretty_print(std::ostream& s) const {
   s << "hgqt::QUnaryLUT(" << options.function() << ", " << shape_string(options.shape()) << ")";
 }
 
-torch::Tensor QUnaryLUTImpl::forward(const torch::Tensor& x) { return oq->forward(fn(iq->forward(x))); }
+torch::Tensor QUnaryLUTImpl::forward(const torch::Tensor& x) {
+  return oq->forward(fn(iq->forward(x)));
+}
 
 std::vector<NamedQuantizer> QUnaryLUTImpl::quantizers() const {
   return {{"input", iq, {}}, {"output", oq, {}}};

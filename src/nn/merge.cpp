@@ -39,13 +39,16 @@ void check_count(size_t n, const std::string& name) {
 }  // namespace
 
 // ------------------------------------------------------------------------- QAdd
-QAddImpl::QAddImpl(QAddOptions options_) : options(std::move(options_)) { reset(); }
+QAddImpl::QAddImpl(QAddOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void QAddImpl::reset() {
   if (options.output_quantizer()) {
     if (options.shape().empty())
       throw std::invalid_argument("add: an output quantizer needs the per-sample shape");
-    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane, options.shape())));
+    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(
+                                   options.output_quantizer(), Place::Datalane, options.shape())));
   }
 }
 
@@ -81,10 +84,11 @@ std::vector<int64_t> QAddImpl::output_shape_many(
   check_count(shapes.size(), type_name());
   for (const auto& s : shapes)
     if (s != shapes[0] || (!options.shape().empty() && s != options.shape()))
-      throw std::invalid_argument(
-          "add layer" +
-          (options.shape().empty() ? std::string() : " built for " + shape_string(options.shape())) +
-          " needs inputs of one shape, got " + shapes_string(shapes));
+      throw std::invalid_argument("add layer" +
+                                  (options.shape().empty()
+                                       ? std::string()
+                                       : " built for " + shape_string(options.shape())) +
+                                  " needs inputs of one shape, got " + shapes_string(shapes));
   return shapes[0];
 }
 

@@ -20,7 +20,9 @@ std::string window_string(const std::vector<int64_t>& w) {
   return s;
 }
 
-bool power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
+bool power_of_two(int64_t n) {
+  return n > 0 && (n & (n - 1)) == 0;
+}
 }  // namespace
 
 // ------------------------------------------------------------------------- Pool
@@ -67,8 +69,8 @@ void PoolImpl::check_options() {
 
 std::vector<int64_t> PoolImpl::window(const std::vector<int64_t>& in) const {
   if (in.size() != 2 && in.size() != 3)
-    throw std::invalid_argument(type_name() + " expects a per-sample input [L, C] or [H, W, C], got " +
-                                shape_string(in));
+    throw std::invalid_argument(
+        type_name() + " expects a per-sample input [L, C] or [H, W, C], got " + shape_string(in));
   const std::vector<int64_t> spatial(in.begin(), in.end() - 1);
   if (!options.global_pool()) {
     if (options.pool_size().size() != spatial.size())
@@ -78,9 +80,9 @@ std::vector<int64_t> PoolImpl::window(const std::vector<int64_t>& in) const {
     return options.pool_size();
   }
   if (!options.pool_size().empty() && options.pool_size() != spatial)
-    throw std::invalid_argument(type_name() + " with pool_size " +
-                                shape_string(options.pool_size()) +
-                                " needs the spatial extent to match, got input " + shape_string(in));
+    throw std::invalid_argument(
+        type_name() + " with pool_size " + shape_string(options.pool_size()) +
+        " needs the spatial extent to match, got input " + shape_string(in));
   if (kind == Kind::Avg && !power_of_two(prod(spatial)))
     throw std::invalid_argument(type_name() + " window " + window_string(spatial) + " = " +
                                 std::to_string(prod(spatial)) +
@@ -118,9 +120,11 @@ torch::Tensor PoolImpl::pool(const torch::Tensor& x) const {
   auto xc = two_d ? x.permute({0, 3, 1, 2}) : x.permute({0, 2, 1});
   torch::Tensor y;
   if (kind == Kind::Max)
-    y = two_d ? torch::max_pool2d(xc, w, options.strides()) : torch::max_pool1d(xc, w, options.strides());
+    y = two_d ? torch::max_pool2d(xc, w, options.strides())
+              : torch::max_pool1d(xc, w, options.strides());
   else
-    y = two_d ? torch::avg_pool2d(xc, w, options.strides()) : torch::avg_pool1d(xc, w, options.strides());
+    y = two_d ? torch::avg_pool2d(xc, w, options.strides())
+              : torch::avg_pool1d(xc, w, options.strides());
   return two_d ? y.permute({0, 2, 3, 1}) : y.permute({0, 2, 1});
 }
 
@@ -135,7 +139,9 @@ void AvgPoolImpl::pretty_print(std::ostream& s) const {
 }
 
 // ------------------------------------------------------------------------- Reshape
-ReshapeImpl::ReshapeImpl(ReshapeOptions options_) : options(std::move(options_)) { reset(); }
+ReshapeImpl::ReshapeImpl(ReshapeOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void ReshapeImpl::reset() {
   int wild = 0;

@@ -16,10 +16,14 @@ namespace {
 
 const char* stage_name(SoftmaxStage s) {
   switch (s) {
-    case SoftmaxStage::ExpInput: return "exp_input";
-    case SoftmaxStage::ExpOutput: return "exp_output";
-    case SoftmaxStage::InvInput: return "inv_input";
-    case SoftmaxStage::InvOutput: return "inv_output";
+    case SoftmaxStage::ExpInput:
+      return "exp_input";
+    case SoftmaxStage::ExpOutput:
+      return "exp_output";
+    case SoftmaxStage::InvInput:
+      return "inv_input";
+    case SoftmaxStage::InvOutput:
+      return "inv_output";
   }
   return "?";
 }
@@ -57,7 +61,9 @@ QuantizerOptions softmax_output_defaults(std::vector<int64_t> shape) {
   return o;
 }
 
-QSoftmaxImpl::QSoftmaxImpl(QSoftmaxOptions options_) : options(std::move(options_)) { reset(); }
+QSoftmaxImpl::QSoftmaxImpl(QSoftmaxOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void QSoftmaxImpl::reset() {
   const auto& shape = options.shape();
@@ -77,14 +83,20 @@ void QSoftmaxImpl::reset() {
     o.shape(sh).batch_axis(true);
     return quant::FixedQuantizer(o);
   };
-  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), quant::Place::Datalane, shape)));
+  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(),
+                                                                 quant::Place::Datalane, shape)));
   eiq = register_module("eiq", stage(SoftmaxStage::ExpInput, options.exp_input_quantizer(), shape));
-  eoq = register_module("eoq", stage(SoftmaxStage::ExpOutput, options.exp_output_quantizer(), shape));
-  iiq = register_module("iiq", stage(SoftmaxStage::InvInput, options.inv_input_quantizer(), row_shape));
-  ioq = register_module("ioq", stage(SoftmaxStage::InvOutput, options.inv_output_quantizer(), row_shape));
-  oq = register_module("oq", quant::FixedQuantizer(options.output_quantizer()
-                                                       ? quantizer_for(options.output_quantizer(), quant::Place::Datalane, shape)
-                                                       : softmax_output_defaults(shape)));
+  eoq =
+      register_module("eoq", stage(SoftmaxStage::ExpOutput, options.exp_output_quantizer(), shape));
+  iiq = register_module("iiq",
+                        stage(SoftmaxStage::InvInput, options.inv_input_quantizer(), row_shape));
+  ioq = register_module("ioq",
+                        stage(SoftmaxStage::InvOutput, options.inv_output_quantizer(), row_shape));
+  oq =
+      register_module("oq", quant::FixedQuantizer(options.output_quantizer()
+                                                      ? quantizer_for(options.output_quantizer(),
+                                                                      quant::Place::Datalane, shape)
+                                                      : softmax_output_defaults(shape)));
 }
 
 void QSoftmaxImpl::pretty_print(std::ostream& s) const {
@@ -107,14 +119,14 @@ torch::Tensor QSoftmaxImpl::ebops() const {
 }
 
 std::vector<NamedQuantizer> QSoftmaxImpl::quantizers() const {
-  return {{"input", iq, {}},       {"exp_input", eiq, {}}, {"exp_output", eoq, {}},
-          {"inv_input", iiq, {}},  {"inv_output", ioq, {}}, {"output", oq, {}}};
+  return {{"input", iq, {}},      {"exp_input", eiq, {}},  {"exp_output", eoq, {}},
+          {"inv_input", iiq, {}}, {"inv_output", ioq, {}}, {"output", oq, {}}};
 }
 
 std::vector<int64_t> QSoftmaxImpl::output_shape(const std::vector<int64_t>& in) const {
   if (in != options.shape())
-    throw std::invalid_argument("softmax layer built for " + shape_string(options.shape()) + " got " +
-                                shape_string(in));
+    throw std::invalid_argument("softmax layer built for " + shape_string(options.shape()) +
+                                " got " + shape_string(in));
   return in;
 }
 

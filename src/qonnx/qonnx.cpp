@@ -280,8 +280,7 @@ class GraphBuilder {
     a->set_type(onnx::AttributeProto::INT);
     a->set_i(v);
   }
-  static void add_ints(onnx::NodeProto* n, const std::string& name,
-                       const std::vector<int64_t>& v) {
+  static void add_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
     onnx::AttributeProto* a = n->add_attribute();
     a->set_name(name);
     a->set_type(onnx::AttributeProto::INTS);
@@ -467,17 +466,18 @@ class LayerWriter {
       const Layout lay = elementwise_layout(ins);
       std::string x = get(in, lay);
       if (l.type == "quantize")
-        return make(l, lay, activation_quant(x, *l.input_quantizer, nm + "/input_quant",
-                                             label + " input quantizer"));
+        return make(l, lay,
+                    activation_quant(x, *l.input_quantizer, nm + "/input_quant",
+                                     label + " input quantizer"));
       if (l.activation == "relu") x = b_.op("Relu", nm + "/relu", {x});
-      return make(l, lay, activation_quant(x, *l.output_quantizer, nm + "/output_quant",
-                                           label + " output quantizer"));
+      return make(l, lay,
+                  activation_quant(x, *l.output_quantizer, nm + "/output_quant",
+                                   label + " output quantizer"));
     }
     if (l.type == "add") {
       const Layout lay = elementwise_layout(ins);
       std::string x = get(in, lay);
-      for (size_t s = 1; s < ins.size(); ++s)
-        x = b_.op("Add", nm + "/add", {x, get(*ins[s], lay)});
+      for (size_t s = 1; s < ins.size(); ++s) x = b_.op("Add", nm + "/add", {x, get(*ins[s], lay)});
       return make(l, lay, finish(l, label, x));
     }
     if (l.type == "concatenate") {
@@ -512,8 +512,7 @@ class LayerWriter {
       const std::string wq = constant(w, nm + "/kernel", label + " kernel", w.shape);
       x = b_.op("MatMul", nm + "/matmul", {x, wq});
       if (l.bias) {
-        const std::string bq =
-            constant(*l.bias, nm + "/bias", label + " bias", l.bias->shape);
+        const std::string bq = constant(*l.bias, nm + "/bias", label + " bias", l.bias->shape);
         x = b_.op("Add", nm + "/bias_add", {x, bq});
       }
       return make(l, Layout::Last, finish(l, label, x));
@@ -679,8 +678,8 @@ class LayerWriter {
     const std::vector<int64_t>& dims = l.input_shape;  // per sample, channels-last
     const int64_t n_el = q.size();
 
-    const Mantissa m = quant_mantissa(nm, "input_quant", get(in, Layout::Last), q, dims, label,
-                                      "input quantizer");
+    const Mantissa m =
+        quant_mantissa(nm, "input_quant", get(in, Layout::Last), q, dims, label, "input quantizer");
     std::vector<int64_t> base(n_el);  // index = m - min + offset
     for (int64_t e = 0; e < n_el; ++e) base[e] = off[e] - m.min[e] - m.shift[e];
     const std::string index =
@@ -691,8 +690,8 @@ class LayerWriter {
     for (int64_t e = 0; e < n_el; ++e) {
       const int f = oq.width(e) > 0 ? oq.f[e] : 0;
       if (f < -100 || f > 100)
-        throw QonnxError(label + " output quantizer element " + std::to_string(e) + ": f = " +
-                         std::to_string(f) + " gives a scale float32 cannot hold");
+        throw QonnxError(label + " output quantizer element " + std::to_string(e) +
+                         ": f = " + std::to_string(f) + " gives a scale float32 cannot hold");
       for (int64_t t = off[e]; t < off[e + 1]; ++t) {
         const double v = std::ldexp(static_cast<double>(l.table[t]), -f);
         values[t] = static_cast<float>(v);
@@ -715,8 +714,7 @@ class LayerWriter {
   static bool single_quant(const QuantSpec& q) {
     if (q.overflow == OverflowMode::WRAP || q.size() == 0) return false;
     for (int64_t e = 0; e < q.size(); ++e)
-      if (q.width(e) <= 0 || q.k[e] != q.k[0] || q.i[e] != q.i[0] || q.f[e] != q.f[0])
-        return false;
+      if (q.width(e) <= 0 || q.k[e] != q.k[0] || q.i[e] != q.i[0] || q.f[e] != q.f[0]) return false;
     return !(q.k[0] == 1 && q.i[0] + q.f[0] == 0);
   }
 
@@ -815,34 +813,33 @@ class LayerWriter {
 
     // e = EXP[Q_ei(d)]
     const QuantSpec ei = expand(*l.exp_input_quantizer, dims);
-    const Mantissa u = quant_mantissa(nm + "/exp_in", "quant", d, ei, dims, label,
-                                      "exp input quantizer");
+    const Mantissa u =
+        quant_mantissa(nm + "/exp_in", "quant", d, ei, dims, label, "exp input quantizer");
     const auto ei_min = static_cast<int64_t>(s.exp_in.width == 0 ? 0 : s.exp_in.min_mantissa());
     std::vector<int64_t> e_off(u.shift.size());
     for (size_t e = 0; e < e_off.size(); ++e) e_off[e] = -ei_min - u.shift[e];
-    const std::string e_index = b_.op(
-        "Add", nm + "/exp_index", {u.tensor, b_.int64_tensor(nm + "/exp_offset", dims, e_off)});
+    const std::string e_index = b_.op("Add", nm + "/exp_index",
+                                      {u.tensor, b_.int64_tensor(nm + "/exp_offset", dims, e_off)});
     const std::string ev =
         gather_table(nm + "/exp_gather", nm + "/exp_table",
                      table_values(s.exp_table, s.exp_out.frac, label + " exp table"), e_index);
 
     // r = INV[Q_ii(sum of the row)]
-    onnx::NodeProto* sum = b_.node(
-        "ReduceSum", nm + "/row_sum", {ev, b_.int64_initializer(nm + "/row_axes", {rank})});
+    onnx::NodeProto* sum =
+        b_.node("ReduceSum", nm + "/row_sum", {ev, b_.int64_initializer(nm + "/row_axes", {rank})});
     GraphBuilder::add_int(sum, "keepdims", 1);
     const QuantSpec ii = expand(*l.inv_input_quantizer, row_dims);
-    const Mantissa si = quant_mantissa(nm + "/inv_in", "quant", sum->output(0), ii, row_dims,
-                                       label, "reciprocal input quantizer");
+    const Mantissa si = quant_mantissa(nm + "/inv_in", "quant", sum->output(0), ii, row_dims, label,
+                                       "reciprocal input quantizer");
     const auto ii_min = static_cast<int64_t>(s.inv_in.width == 0 ? 0 : s.inv_in.min_mantissa());
     std::vector<int64_t> i_off(si.shift.size());
     for (size_t e = 0; e < i_off.size(); ++e) i_off[e] = -ii_min - si.shift[e];
     const std::string i_index =
         b_.op("Add", nm + "/inv_index",
               {si.tensor, b_.int64_tensor(nm + "/inv_offset", row_dims, i_off)});
-    const std::string rv =
-        gather_table(nm + "/inv_gather", nm + "/inv_table",
-                     table_values(s.inv_table, s.inv_out.frac, label + " reciprocal table"),
-                     i_index);
+    const std::string rv = gather_table(
+        nm + "/inv_gather", nm + "/inv_table",
+        table_values(s.inv_table, s.inv_out.frac, label + " reciprocal table"), i_index);
 
     const std::string p = b_.op("Mul", nm + "/product", {ev, rv});
     x = exact_quant(nm + "/output", p, *l.output_quantizer, l.output_shape, label,
@@ -890,7 +887,8 @@ class LayerWriter {
     for (int64_t f = 0; f < f_out; ++f)
       for (int64_t c = 0; c < c_in; ++c)
         for (int64_t kk = 0; kk < n_k; ++kk) order.push_back((kk * c_in + c) * f_out + f);
-    std::vector<std::string> conv_in{x, constant(w, nm + "/kernel", label + " kernel", dims, order)};
+    std::vector<std::string> conv_in{x,
+                                     constant(w, nm + "/kernel", label + " kernel", dims, order)};
     if (l.bias) conv_in.push_back(constant(*l.bias, nm + "/bias", label + " bias", l.bias->shape));
     onnx::NodeProto* n = b_.node("Conv", nm + "/conv", conv_in);
     GraphBuilder::add_ints(n, "kernel_shape", l.kernel_size);
@@ -909,7 +907,8 @@ class LayerWriter {
       x = activation_quant(x, *l.input_quantizer, nm + "/input_quant", label + " input quantizer");
     std::vector<int64_t> dims{l.input_shape.back()};
     if (lay == Layout::First) dims.resize(l.input_shape.size(), 1);
-    x = b_.op("Mul", nm + "/mul", {x, constant(*l.kernel, nm + "/kernel", label + " kernel", dims)});
+    x = b_.op("Mul", nm + "/mul",
+              {x, constant(*l.kernel, nm + "/kernel", label + " kernel", dims)});
     if (l.bias)
       x = b_.op("Add", nm + "/bias_add",
                 {x, constant(*l.bias, nm + "/bias", label + " bias", dims)});

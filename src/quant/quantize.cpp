@@ -3,8 +3,6 @@
 // gradients.
 #include "hgqt/quant/quantize.h"
 
-#include "hgqt/util/simd.h"
-
 #include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
 
@@ -12,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+
+#include "hgqt/util/simd.h"
 
 namespace hgqt::quant {
 
@@ -26,7 +26,9 @@ constexpr double kMaxAbsScaleBits = 126.0;
 
 std::atomic<bool> g_force_reference{false};
 
-bool clips(OverflowMode m) { return m != OverflowMode::WRAP; }
+bool clips(OverflowMode m) {
+  return m != OverflowMode::WRAP;
+}
 
 // Exact round-half-even / 2^n without libm calls. Doubles hold every integer below 2^52 exactly;
 // larger values are integers already.
@@ -56,7 +58,8 @@ constexpr T exact_limit() {
 // `x` is the value y was scaled from: a negative x whose x 2^f underflows to -0 truncates to -1.
 template <typename T, RoundingMode RM>
 inline T round_t(T y, T x) {
-  if constexpr (RM == RoundingMode::TRN) return std::floor(y) - static_cast<T>((y == T(0)) & (x < T(0)));
+  if constexpr (RM == RoundingMode::TRN)
+    return std::floor(y) - static_cast<T>((y == T(0)) & (x < T(0)));
   if constexpr (RM == RoundingMode::RND) {
     // floor(y + 1/2) without forming y + 1/2, which float rounds (0.49999997f + 0.5f == 1.0f):
     // y - floor(y) is exact.
@@ -199,7 +202,9 @@ struct ParamArrays {
   }
 };
 
-int64_t grain_for(int64_t features) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, features)); }
+int64_t grain_for(int64_t features) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, features));
+}
 
 // The surrogate gradients of one element, in the parameter terms of section 3, from the three
 // sums the row loops accumulate: s_in = sum (x - x_hat) g over unclipped rows (pruned included),
@@ -220,7 +225,7 @@ void finish_element_grads(const ElementParams& p, OverflowMode overflow, double 
 // ---------------------------------------------------------------- the plan
 struct QuantPlan {
   QuantizeSettings s;
-  std::vector<int64_t> shape;  // per-sample shape
+  std::vector<int64_t> shape;               // per-sample shape
   torch::ScalarType dtype = torch::kFloat;  // of the inputs it was made for
   torch::Device device = torch::kCPU;
   int64_t features = 1;
@@ -240,7 +245,7 @@ struct QuantPlan {
   ParamArrays<double> f64;
   // ATen path: compute dtype and parameter tensors broadcastable to x
   torch::ScalarType compute = torch::kFloat;
-  torch::Tensor k, i, f;          // effective, float64 (legacy double ops)
+  torch::Tensor k, i, f;  // effective, float64 (legacy double ops)
   torch::Tensor scale, inv, hi, lo, keep, limit, mask_hi, mask_lo;
   bool legacy_aten = false;  // eval WRAP or S_RND: the double ATen ops
 };
@@ -353,11 +358,14 @@ void fast_backward_rows(const T* g, const T* x, const T* xh, T* dx, double* s_in
   const T* hi = pa.mask_hi.data();
   const T* lo = pa.mask_lo.data();
   if (dx && need_params)
-    backward_rows<T, CLIP, true, true, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin, end, features, k, hi, lo);
+    backward_rows<T, CLIP, true, true, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin,
+                                             end, features, k, hi, lo);
   else if (dx)
-    backward_rows<T, CLIP, true, false, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin, end, features, k, hi, lo);
+    backward_rows<T, CLIP, true, false, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin,
+                                              end, features, k, hi, lo);
   else if (need_params)
-    backward_rows<T, CLIP, false, true, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin, end, features, k, hi, lo);
+    backward_rows<T, CLIP, false, true, RELU>(g, x, xh, dx, s_in, s_up, s_low, acc.data(), begin,
+                                              end, features, k, hi, lo);
 }
 
 // ---------------------------------------------------------------- fused CPU kernel: eval loops
@@ -417,10 +425,14 @@ HGQT_VECTOR_CLONES void eval_rows(const float* x, float* out, double* cmin, doub
 template <RoundingMode RM>
 void eval_dispatch(bool clip, const float* x, float* out, double* cmin, double* cmax, int64_t b,
                    int64_t e, int64_t features, const ParamArrays<float>& pa) {
-  if (clip && cmin) eval_rows<RM, true, true>(x, out, cmin, cmax, b, e, features, pa);
-  else if (clip) eval_rows<RM, true, false>(x, out, cmin, cmax, b, e, features, pa);
-  else if (cmin) eval_rows<RM, false, true>(x, out, cmin, cmax, b, e, features, pa);
-  else eval_rows<RM, false, false>(x, out, cmin, cmax, b, e, features, pa);
+  if (clip && cmin)
+    eval_rows<RM, true, true>(x, out, cmin, cmax, b, e, features, pa);
+  else if (clip)
+    eval_rows<RM, true, false>(x, out, cmin, cmax, b, e, features, pa);
+  else if (cmin)
+    eval_rows<RM, false, true>(x, out, cmin, cmax, b, e, features, pa);
+  else
+    eval_rows<RM, false, false>(x, out, cmin, cmax, b, e, features, pa);
 }
 
 // Eval of float rows through eval_rows; `calib` (two arrays of `features`) receives the min and
@@ -455,27 +467,37 @@ void slow_forward_rows(const scalar_t* x, scalar_t* out, const scalar_t* noise, 
 
 template <typename scalar_t, RoundingMode RM>
 void slow_dispatch_mode(Mode mode, const scalar_t* x, scalar_t* out, const scalar_t* noise,
-                        double* am, int64_t b, int64_t e, int64_t features, const ElementParams* ps) {
+                        double* am, int64_t b, int64_t e, int64_t features,
+                        const ElementParams* ps) {
   switch (mode) {
-    case Mode::Clip: return slow_forward_rows<scalar_t, RM, Mode::Clip>(x, out, noise, am, b, e, features, ps);
-    case Mode::Wrap: return slow_forward_rows<scalar_t, RM, Mode::Wrap>(x, out, noise, am, b, e, features, ps);
-    case Mode::Plain: return slow_forward_rows<scalar_t, RM, Mode::Plain>(x, out, noise, am, b, e, features, ps);
+    case Mode::Clip:
+      return slow_forward_rows<scalar_t, RM, Mode::Clip>(x, out, noise, am, b, e, features, ps);
+    case Mode::Wrap:
+      return slow_forward_rows<scalar_t, RM, Mode::Wrap>(x, out, noise, am, b, e, features, ps);
+    case Mode::Plain:
+      return slow_forward_rows<scalar_t, RM, Mode::Plain>(x, out, noise, am, b, e, features, ps);
   }
 }
 
 template <typename T>
 const ParamArrays<T>& arrays_of(const QuantPlan& p) {
-  if constexpr (std::is_same_v<T, float>) return p.f32;
-  else return p.f64;
+  if constexpr (std::is_same_v<T, float>)
+    return p.f32;
+  else
+    return p.f64;
 }
 
 template <typename T, RoundingMode RM, bool RELU>
-void fast_forward_relu(bool clip, const T* x, T* out, T* am, int64_t b, int64_t e,
-                       int64_t features, const ParamArrays<T>& pa) {
-  if (clip && am) fast_forward_rows<T, RM, true, true, RELU>(x, out, am, b, e, features, pa);
-  else if (clip) fast_forward_rows<T, RM, true, false, RELU>(x, out, am, b, e, features, pa);
-  else if (am) fast_forward_rows<T, RM, false, true, RELU>(x, out, am, b, e, features, pa);
-  else fast_forward_rows<T, RM, false, false, RELU>(x, out, am, b, e, features, pa);
+void fast_forward_relu(bool clip, const T* x, T* out, T* am, int64_t b, int64_t e, int64_t features,
+                       const ParamArrays<T>& pa) {
+  if (clip && am)
+    fast_forward_rows<T, RM, true, true, RELU>(x, out, am, b, e, features, pa);
+  else if (clip)
+    fast_forward_rows<T, RM, true, false, RELU>(x, out, am, b, e, features, pa);
+  else if (am)
+    fast_forward_rows<T, RM, false, true, RELU>(x, out, am, b, e, features, pa);
+  else
+    fast_forward_rows<T, RM, false, false, RELU>(x, out, am, b, e, features, pa);
 }
 
 template <typename T, RoundingMode RM>
@@ -502,9 +524,13 @@ void kernel_eval(const QuantPlan& p, const float* x, float* out, int64_t rows, d
     double* mn = cal ? pmin.data() + off : nullptr;
     double* mx = cal ? pmax.data() + off : nullptr;
     switch (p.round) {
-      case RoundingMode::TRN: return eval_dispatch<RoundingMode::TRN>(clip, x, out, mn, mx, begin, end, features, p.f32);
-      case RoundingMode::RND_CONV: return eval_dispatch<RoundingMode::RND_CONV>(clip, x, out, mn, mx, begin, end, features, p.f32);
-      default: return eval_dispatch<RoundingMode::RND>(clip, x, out, mn, mx, begin, end, features, p.f32);
+      case RoundingMode::TRN:
+        return eval_dispatch<RoundingMode::TRN>(clip, x, out, mn, mx, begin, end, features, p.f32);
+      case RoundingMode::RND_CONV:
+        return eval_dispatch<RoundingMode::RND_CONV>(clip, x, out, mn, mx, begin, end, features,
+                                                     p.f32);
+      default:
+        return eval_dispatch<RoundingMode::RND>(clip, x, out, mn, mx, begin, end, features, p.f32);
     }
   });
   if (!cal) return;
@@ -534,15 +560,22 @@ void kernel_forward(const QuantPlan& p, const T* x, T* out, const T* noise, doub
     at::parallel_for(0, rows, grain_for(features), [&](int64_t begin, int64_t end) {
       T* am = absmax ? partial.data() + at::get_thread_num() * features : nullptr;
       switch (p.round) {
-        case RoundingMode::TRN: return fast_forward_dispatch<T, RoundingMode::TRN>(clip, relu, x, out, am, begin, end, features, pa);
-        case RoundingMode::RND_CONV: return fast_forward_dispatch<T, RoundingMode::RND_CONV>(clip, relu, x, out, am, begin, end, features, pa);
-        default: return fast_forward_dispatch<T, RoundingMode::RND>(clip, relu, x, out, am, begin, end, features, pa);
+        case RoundingMode::TRN:
+          return fast_forward_dispatch<T, RoundingMode::TRN>(clip, relu, x, out, am, begin, end,
+                                                             features, pa);
+        case RoundingMode::RND_CONV:
+          return fast_forward_dispatch<T, RoundingMode::RND_CONV>(clip, relu, x, out, am, begin,
+                                                                  end, features, pa);
+        default:
+          return fast_forward_dispatch<T, RoundingMode::RND>(clip, relu, x, out, am, begin, end,
+                                                             features, pa);
       }
     });
     if (absmax)
       for (int t = 0; t < nthreads; ++t)
         for (int64_t j = 0; j < features; ++j)
-          absmax[j] = std::max(absmax[j], static_cast<double>(partial[static_cast<size_t>(t * features + j)]));
+          absmax[j] = std::max(absmax[j],
+                               static_cast<double>(partial[static_cast<size_t>(t * features + j)]));
     return;
   }
   const Mode mode = clip ? Mode::Clip : (p.s.training ? Mode::Plain : Mode::Wrap);
@@ -552,10 +585,18 @@ void kernel_forward(const QuantPlan& p, const T* x, T* out, const T* noise, doub
     double* am = absmax ? partial.data() + at::get_thread_num() * features : nullptr;
     const ElementParams* ps = p.ps.data();
     switch (p.round) {
-      case RoundingMode::TRN: return slow_dispatch_mode<T, RoundingMode::TRN>(mode, x, out, noise, am, begin, end, features, ps);
-      case RoundingMode::RND: return slow_dispatch_mode<T, RoundingMode::RND>(mode, x, out, noise, am, begin, end, features, ps);
-      case RoundingMode::RND_CONV: return slow_dispatch_mode<T, RoundingMode::RND_CONV>(mode, x, out, noise, am, begin, end, features, ps);
-      case RoundingMode::S_RND: return slow_dispatch_mode<T, RoundingMode::S_RND>(mode, x, out, noise, am, begin, end, features, ps);
+      case RoundingMode::TRN:
+        return slow_dispatch_mode<T, RoundingMode::TRN>(mode, x, out, noise, am, begin, end,
+                                                        features, ps);
+      case RoundingMode::RND:
+        return slow_dispatch_mode<T, RoundingMode::RND>(mode, x, out, noise, am, begin, end,
+                                                        features, ps);
+      case RoundingMode::RND_CONV:
+        return slow_dispatch_mode<T, RoundingMode::RND_CONV>(mode, x, out, noise, am, begin, end,
+                                                             features, ps);
+      case RoundingMode::S_RND:
+        return slow_dispatch_mode<T, RoundingMode::S_RND>(mode, x, out, noise, am, begin, end,
+                                                          features, ps);
     }
   });
   if (absmax)
@@ -585,10 +626,18 @@ std::vector<double> kernel_backward(const QuantPlan& p, const T* g, const T* x, 
       double* s_in = s;
       double* s_up = s ? s + features : nullptr;
       double* s_low = s ? s + 2 * features : nullptr;
-      if (clip && relu) fast_backward_rows<T, true, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
-      else if (clip) fast_backward_rows<T, true, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
-      else if (relu) fast_backward_rows<T, false, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
-      else fast_backward_rows<T, false, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa, need_params, acc);
+      if (clip && relu)
+        fast_backward_rows<T, true, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features, pa,
+                                          need_params, acc);
+      else if (clip)
+        fast_backward_rows<T, true, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features,
+                                           pa, need_params, acc);
+      else if (relu)
+        fast_backward_rows<T, false, true>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features,
+                                           pa, need_params, acc);
+      else
+        fast_backward_rows<T, false, false>(g, x, xh, dx, s_in, s_up, s_low, begin, end, features,
+                                            pa, need_params, acc);
     }
   });
   std::vector<double> sums(need_params ? per : 0, 0.0);
@@ -598,13 +647,16 @@ std::vector<double> kernel_backward(const QuantPlan& p, const T* g, const T* x, 
 }
 
 // Sums per-element gradients into a parameter-shaped tensor through its broadcast map.
-torch::Tensor reduce_to_param(const std::vector<double>& per_element, const std::vector<int64_t>& map,
-                              const std::vector<int64_t>& shape, const torch::TensorOptions& opts) {
+torch::Tensor reduce_to_param(const std::vector<double>& per_element,
+                              const std::vector<int64_t>& map, const std::vector<int64_t>& shape,
+                              const torch::TensorOptions& opts) {
   int64_t n = 1;
   for (auto d : shape) n *= d;
   std::vector<double> acc(static_cast<size_t>(n), 0.0);
-  for (size_t j = 0; j < per_element.size(); ++j) acc[map.empty() ? j : static_cast<size_t>(map[j])] += per_element[j];
-  return torch::from_blob(acc.data(), shape, torch::kDouble).to(opts, /*non_blocking=*/false, /*copy=*/true);
+  for (size_t j = 0; j < per_element.size(); ++j)
+    acc[map.empty() ? j : static_cast<size_t>(map[j])] += per_element[j];
+  return torch::from_blob(acc.data(), shape, torch::kDouble)
+      .to(opts, /*non_blocking=*/false, /*copy=*/true);
 }
 
 // ---------------------------------------------------------------- generic ATen path
@@ -615,7 +667,8 @@ torch::Tensor round_tensor_(torch::Tensor y, RoundingMode rm, const torch::Tenso
       auto under = (y == 0).logical_and_(x < 0).to(y.scalar_type());
       return y.floor_().sub_(under);
     }
-    case RoundingMode::RND_CONV: return y.round_();
+    case RoundingMode::RND_CONV:
+      return y.round_();
     default: {
       // floor(y + 1/2) exactly in float (see round_t): floor(y) + (y - floor(y) >= 1/2).
       auto fl = y.floor();
@@ -625,8 +678,8 @@ torch::Tensor round_tensor_(torch::Tensor y, RoundingMode rm, const torch::Tenso
 }
 
 // The legacy double ATen ops: eval WRAP and training S_RND.
-torch::Tensor legacy_forward(const QuantPlan& p, const torch::Tensor& x_in, const torch::Tensor& noise,
-                             torch::Tensor* absmax) {
+torch::Tensor legacy_forward(const QuantPlan& p, const torch::Tensor& x_in,
+                             const torch::Tensor& noise, torch::Tensor* absmax) {
   const auto& s = p.s;
   auto x = x_in.to(torch::kDouble);
   auto kd = p.k, id = p.i, fd = p.f;
@@ -668,8 +721,8 @@ torch::Tensor absmax_over_batch(const torch::Tensor& r, bool batch_axis) {
   return std::get<0>(a.reshape({a.size(0), -1}).max(0));
 }
 
-torch::Tensor generic_forward(const QuantPlan& p, const torch::Tensor& x_in, const torch::Tensor& noise,
-                              torch::Tensor* absmax) {
+torch::Tensor generic_forward(const QuantPlan& p, const torch::Tensor& x_in,
+                              const torch::Tensor& noise, torch::Tensor* absmax) {
   if (p.legacy_aten) return legacy_forward(p, x_in, noise, absmax);
   auto x = x_in.to(p.compute);
   torch::Tensor r;
@@ -682,7 +735,8 @@ torch::Tensor generic_forward(const QuantPlan& p, const torch::Tensor& x_in, con
     r = torch::where(x.abs() < p.limit, m, x);  // beyond the limit x is on the grid already
   }
   if (absmax) *absmax = absmax_over_batch(r, p.s.batch_axis);
-  if (p.any_pruned && !clips(p.s.overflow)) r = torch::where(p.keep, r, torch::zeros({}, r.options()));
+  if (p.any_pruned && !clips(p.s.overflow))
+    r = torch::where(p.keep, r, torch::zeros({}, r.options()));
   return r.to(x_in.scalar_type());
 }
 
@@ -736,19 +790,22 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
   p->dtype = x.scalar_type();
   p->device = x.device();
   for (const auto* t : {&k, &a, &c})
-    TORCH_CHECK(at::is_expandable_to(t->sizes(), p->shape), "fixed_quantize: quantizer parameters of shape ",
-                t->sizes(), " do not broadcast to the per-sample shape ", c10::IntArrayRef(p->shape));
+    TORCH_CHECK(at::is_expandable_to(t->sizes(), p->shape),
+                "fixed_quantize: quantizer parameters of shape ", t->sizes(),
+                " do not broadcast to the per-sample shape ", c10::IntArrayRef(p->shape));
   for (auto d : p->shape) p->features *= d;
   p->a_shape = a.sizes().vec();
   p->c_shape = c.sizes().vec();
   p->a_opts = a.options();
   p->c_opts = c.options();
   p->round = (s.round == RoundingMode::S_RND && !s.training) ? RoundingMode::RND : s.round;
-  const bool slow_mode = (s.overflow == OverflowMode::WRAP && !s.training) || p->round == RoundingMode::S_RND;
+  const bool slow_mode =
+      (s.overflow == OverflowMode::WRAP && !s.training) || p->round == RoundingMode::S_RND;
   p->kernel = !reference && x.is_cpu() &&
               (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
   if (p->kernel) {
-    const auto kv = view_param(k, p->shape), av = view_param(a, p->shape), cv = view_param(c, p->shape);
+    const auto kv = view_param(k, p->shape), av = view_param(a, p->shape),
+               cv = view_param(c, p->shape);
     p->a_map = av.map;
     p->c_map = cv.map;
     p->ps = element_params(kv, av, cv, p->features, s.param, s.overflow);
@@ -756,8 +813,10 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
     p->fast = !slow_mode;
     p->eval_fast = !s.training && x.scalar_type() == torch::kFloat;
     // The fast forward loops and the backward loops (every mode) read these arrays.
-    if (x.scalar_type() == torch::kFloat) p->f32.fill(p->ps);
-    else p->f64.fill(p->ps);
+    if (x.scalar_type() == torch::kFloat)
+      p->f32.fill(p->ps);
+    else
+      p->f64.fill(p->ps);
     return p;
   }
   // ATen path: the same element parameters as tensors broadcastable to x, on x's device.
@@ -766,7 +825,8 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
   p->compute = x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
   auto [ke, ie, fe] = effective_kif(k, a, c, s.param);
   const auto dev = x.device();
-  auto kd = ke.to(dev, torch::kDouble), id = ie.to(dev, torch::kDouble), fd = fe.to(dev, torch::kDouble);
+  auto kd = ke.to(dev, torch::kDouble), id = ie.to(dev, torch::kDouble),
+       fd = fe.to(dev, torch::kDouble);
   p->k = kd;
   p->i = id;
   p->f = fd;
@@ -794,23 +854,27 @@ QuantPlanPtr make_quant_plan(const torch::Tensor& k, const torch::Tensor& a, con
 namespace {
 // A plan serves inputs of the dtype, device and per-sample shape it was made for.
 void check_plan(const QuantPlan& p, const torch::Tensor& x, const char* what) {
-  TORCH_CHECK(x.scalar_type() == p.dtype && x.device() == p.device, what, ": the plan was made for ",
-              p.dtype, " on ", p.device, ", got ", x.scalar_type(), " on ", x.device());
+  TORCH_CHECK(x.scalar_type() == p.dtype && x.device() == p.device, what,
+              ": the plan was made for ", p.dtype, " on ", p.device, ", got ", x.scalar_type(),
+              " on ", x.device());
   const auto sz = x.sizes();
   const bool batch = p.s.batch_axis;
-  TORCH_CHECK(sz.size() == p.shape.size() + (batch ? 1 : 0) &&
-                  sz.slice(batch ? 1 : 0).equals(p.shape),
-              what, ": the plan was made for per-sample shape ", c10::IntArrayRef(p.shape), ", got ", sz);
+  TORCH_CHECK(
+      sz.size() == p.shape.size() + (batch ? 1 : 0) && sz.slice(batch ? 1 : 0).equals(p.shape),
+      what, ": the plan was made for per-sample shape ", c10::IntArrayRef(p.shape), ", got ", sz);
 }
 }  // namespace
 
-bool records_calibration(const QuantPlan& p) { return p.kernel && p.eval_fast; }
+bool records_calibration(const QuantPlan& p) {
+  return p.kernel && p.eval_fast;
+}
 
 torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const torch::Tensor& absmax,
                             bool relu_input, QuantCalibration* calib) {
   check_plan(p, x, "quant_forward");
   if (calib) {
-    TORCH_CHECK(records_calibration(p), "quant_forward: this plan does not record calibration "
+    TORCH_CHECK(records_calibration(p),
+                "quant_forward: this plan does not record calibration "
                 "(eval of float32 CPU inputs only)");
     TORCH_CHECK(!relu_input, "quant_forward: calibration with relu_input");
     auto xc = x.contiguous();
@@ -847,11 +911,11 @@ torch::Tensor quant_forward(const QuantPlan& p, const torch::Tensor& x, const to
 }
 
 QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const torch::Tensor& x,
-                          const torch::Tensor& xh, bool need_dx, bool need_params, bool relu_input) {
+                          const torch::Tensor& xh, bool need_dx, bool need_params,
+                          bool relu_input) {
   check_plan(p, x, "quant_backward");
-  TORCH_CHECK(g_in.sizes() == x.sizes() && xh.sizes() == x.sizes(),
-              "quant_backward: gradient ", g_in.sizes(), ", input ", x.sizes(), " and output ",
-              xh.sizes(), " differ in shape");
+  TORCH_CHECK(g_in.sizes() == x.sizes() && xh.sizes() == x.sizes(), "quant_backward: gradient ",
+              g_in.sizes(), ", input ", x.sizes(), " and output ", xh.sizes(), " differ in shape");
   if (relu_input && !p.kernel) {
     auto r = quant_backward(p, g_in, torch::relu(x), xh, need_dx, need_params, false);
     if (r.dx.defined()) r.dx = at::threshold_backward(r.dx, x, 0);
@@ -867,14 +931,14 @@ QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const t
     const int64_t rows = p.features == 0 ? 0 : xc.numel() / p.features;
     std::vector<double> sums;
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "hgqt_quantize_backward", [&] {
-      sums = kernel_backward<scalar_t>(p, g.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(),
-                                       hc.data_ptr<scalar_t>(),
-                                       need_dx ? out.dx.data_ptr<scalar_t>() : nullptr, rows, need_params,
-                                       relu_input);
+      sums = kernel_backward<scalar_t>(
+          p, g.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), hc.data_ptr<scalar_t>(),
+          need_dx ? out.dx.data_ptr<scalar_t>() : nullptr, rows, need_params, relu_input);
     });
     if (!need_params) return out;
     s_in.assign(sums.begin(), sums.begin() + static_cast<int64_t>(nf));
-    s_up.assign(sums.begin() + static_cast<int64_t>(nf), sums.begin() + 2 * static_cast<int64_t>(nf));
+    s_up.assign(sums.begin() + static_cast<int64_t>(nf),
+                sums.begin() + 2 * static_cast<int64_t>(nf));
     s_low.assign(sums.begin() + 2 * static_cast<int64_t>(nf), sums.end());
   } else {
     auto [dx, t_in, t_up, t_low] = generic_backward(p, g_in, x, xh, need_dx, need_params);
@@ -890,7 +954,8 @@ QuantGrads quant_backward(const QuantPlan& p, const torch::Tensor& g_in, const t
       auto zero = torch::zeros({}, df.options());
       df = df + torch::where(pruned, zero, kLn2 * inv * t_up);
       di = torch::where(pruned, zero, kLn2 * two_i * t_up - kd * kLn2 * two_i * t_low);
-      if (p.s.overflow == OverflowMode::SAT_SYM) df = df - torch::where(pruned, zero, kd * kLn2 * inv * t_low);
+      if (p.s.overflow == OverflowMode::SAT_SYM)
+        df = df - torch::where(pruned, zero, kd * kLn2 * inv * t_low);
     }
     torch::Tensor da, dc;
     if (p.s.param == Parameterization::KIF) {
@@ -947,12 +1012,22 @@ struct QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto holder = c10::static_intrusive_pointer_cast<PlanHolder>(ctx->saved_data["plan"].toCapsule());
+    auto holder =
+        c10::static_intrusive_pointer_cast<PlanHolder>(ctx->saved_data["plan"].toCapsule());
     const bool need_params = ctx->needs_input_grad(2) || ctx->needs_input_grad(3);
     auto r = quant_backward(*holder->plan, grads[0], saved[0], saved[1], ctx->needs_input_grad(0),
                             need_params);
-    return {r.dx, torch::Tensor(), r.da, r.dc, torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {r.dx,
+            torch::Tensor(),
+            r.da,
+            r.dc,
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -961,10 +1036,11 @@ torch::Tensor apply_quantize(const torch::Tensor& x, const torch::Tensor& k, con
                              torch::Tensor* absmax, bool reference) {
   // LibTorch 1.13 rejects undefined tensors as Function inputs: an empty one means "not asked".
   torch::Tensor am_out = torch::empty({0}, x.options().dtype(torch::kDouble));
-  if (absmax) am_out = torch::zeros(sample_shape(x, s.batch_axis), x.options().dtype(torch::kDouble));
-  auto out = QuantizeFunction::apply(x, k, a, c, static_cast<int64_t>(s.param),
-                                     static_cast<int64_t>(s.round), static_cast<int64_t>(s.overflow),
-                                     s.training, s.batch_axis, reference, am_out);
+  if (absmax)
+    am_out = torch::zeros(sample_shape(x, s.batch_axis), x.options().dtype(torch::kDouble));
+  auto out = QuantizeFunction::apply(
+      x, k, a, c, static_cast<int64_t>(s.param), static_cast<int64_t>(s.round),
+      static_cast<int64_t>(s.overflow), s.training, s.batch_axis, reference, am_out);
   if (absmax) *absmax = am_out;
   return out;
 }
@@ -975,7 +1051,9 @@ std::vector<int64_t> broadcast_index(c10::IntArrayRef param, c10::IntArrayRef fu
   return broadcast_map(param, full);
 }
 
-bool force_reference_path() { return g_force_reference.load(); }
+bool force_reference_path() {
+  return g_force_reference.load();
+}
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> effective_kif(const torch::Tensor& k,
                                                                       const torch::Tensor& a,
@@ -1008,28 +1086,35 @@ torch::Tensor fixed_quantize_reference(const torch::Tensor& x, const torch::Tens
   return apply_quantize(x, k, a, c, settings, absmax, true);
 }
 
-void set_force_reference_path(bool force) { g_force_reference.store(force); }
+void set_force_reference_path(bool force) {
+  g_force_reference.store(force);
+}
 
 void update_integer_bits(torch::Tensor& i, const torch::Tensor& k, const torch::Tensor& a,
                          const torch::Tensor& c, Parameterization param,
                          const torch::Tensor& absmax, double decay, double i_min, double i_max) {
   torch::NoGradGuard no_grad;
   const auto shape = absmax.sizes().vec();
-  if (i.is_cpu() && i.scalar_type() == torch::kFloat && i.is_contiguous() && !g_force_reference.load()) {
+  if (i.is_cpu() && i.scalar_type() == torch::kFloat && i.is_contiguous() &&
+      !g_force_reference.load()) {
     int64_t features = absmax.numel();
     const auto kv = view_param(k, shape), av = view_param(a, shape), cv = view_param(c, shape);
     const auto ps = element_params(kv, av, cv, features, param, OverflowMode::WRAP);
     const auto imap = broadcast_map(i.sizes(), shape);
     auto am = absmax.to(torch::kDouble).contiguous();
     const double* amp = am.data_ptr<double>();
-    std::vector<double> needed(static_cast<size_t>(i.numel()), -std::numeric_limits<double>::infinity());
+    std::vector<double> needed(static_cast<size_t>(i.numel()),
+                               -std::numeric_limits<double>::infinity());
     for (int64_t j = 0; j < features; ++j) {
-      const size_t p = imap.empty() ? static_cast<size_t>(j) : static_cast<size_t>(imap[static_cast<size_t>(j)]);
-      needed[p] = std::max(needed[p], std::ceil(std::log2(amp[j] + exp2_int(-ps[static_cast<size_t>(j)].f))));
+      const size_t p =
+          imap.empty() ? static_cast<size_t>(j) : static_cast<size_t>(imap[static_cast<size_t>(j)]);
+      needed[p] = std::max(needed[p],
+                           std::ceil(std::log2(amp[j] + exp2_int(-ps[static_cast<size_t>(j)].f))));
     }
     float* ip = i.data_ptr<float>();
     for (size_t p = 0; p < needed.size(); ++p)
-      ip[p] = static_cast<float>(std::min(i_max, std::max(i_min, std::max(ip[p] - decay, needed[p]))));
+      ip[p] =
+          static_cast<float>(std::min(i_max, std::max(i_min, std::max(ip[p] - decay, needed[p]))));
     return;
   }
   // Generic path: the same rule with ATen ops.

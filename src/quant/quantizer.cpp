@@ -11,22 +11,39 @@ QuantizerOptions default_quantizer_options(Place place, std::vector<int64_t> sha
   QuantizerOptions o(std::move(shape));
   switch (place) {
     case Place::Weight:
-      o.param(Parameterization::KBI).k(1).b(8).i(2).round(RoundingMode::RND)
-          .overflow(OverflowMode::SAT_SYM).batch_axis(false);
+      o.param(Parameterization::KBI)
+          .k(1)
+          .b(8)
+          .i(2)
+          .round(RoundingMode::RND)
+          .overflow(OverflowMode::SAT_SYM)
+          .batch_axis(false);
       break;
     case Place::Bias:
-      o.param(Parameterization::KIF).k(1).i(2).f(6).round(RoundingMode::RND)
-          .overflow(OverflowMode::WRAP).batch_axis(false);
+      o.param(Parameterization::KIF)
+          .k(1)
+          .i(2)
+          .f(6)
+          .round(RoundingMode::RND)
+          .overflow(OverflowMode::WRAP)
+          .batch_axis(false);
       break;
     case Place::Datalane:
-      o.param(Parameterization::KIF).k(1).i(2).f(6).round(RoundingMode::RND)
-          .overflow(OverflowMode::WRAP).batch_axis(true);
+      o.param(Parameterization::KIF)
+          .k(1)
+          .i(2)
+          .f(6)
+          .round(RoundingMode::RND)
+          .overflow(OverflowMode::WRAP)
+          .batch_axis(true);
       break;
   }
   return o;
 }
 
-torch::Tensor round_ste(const torch::Tensor& x) { return x + (torch::round(x) - x).detach(); }
+torch::Tensor round_ste(const torch::Tensor& x) {
+  return x + (torch::round(x) - x).detach();
+}
 
 FixedQuantizerImpl::FixedQuantizerImpl(QuantizerOptions options_) : options(std::move(options_)) {
   reset();
@@ -36,7 +53,9 @@ void FixedQuantizerImpl::reset() {
   const auto& shape = options.shape();
   TORCH_CHECK(options.k() == 0 || options.k() == 1, "FixedQuantizer: k must be 0 or 1, got ",
               options.k());
-  for (auto d : shape) TORCH_CHECK(d > 0, "FixedQuantizer: shape entries must be positive, got ", c10::IntArrayRef(shape));
+  for (auto d : shape)
+    TORCH_CHECK(d > 0, "FixedQuantizer: shape entries must be positive, got ",
+                c10::IntArrayRef(shape));
   switch (options.granularity()) {
     case Granularity::Tensor:
       param_shape_.assign(shape.size(), 1);
@@ -68,9 +87,9 @@ void FixedQuantizerImpl::reset() {
 }
 
 void FixedQuantizerImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::FixedQuantizer(" << to_string(options.param()) << ", "
-    << to_string(options.round()) << ", " << to_string(options.overflow()) << ", "
-    << to_string(options.granularity()) << ", params=" << c10::IntArrayRef(param_shape_) << ")";
+  s << "hgqt::FixedQuantizer(" << to_string(options.param()) << ", " << to_string(options.round())
+    << ", " << to_string(options.overflow()) << ", " << to_string(options.granularity())
+    << ", params=" << c10::IntArrayRef(param_shape_) << ")";
 }
 
 QuantizeSettings FixedQuantizerImpl::settings(bool training) const {
@@ -137,7 +156,8 @@ torch::Tensor FixedQuantizerImpl::forward(const torch::Tensor& x) {
       return out;
     }
   }
-  if (!(training && options.overflow() == OverflowMode::WRAP)) return quantize(x, training, nullptr);
+  if (!(training && options.overflow() == OverflowMode::WRAP))
+    return quantize(x, training, nullptr);
   torch::Tensor absmax;
   auto out = quantize(x, true, &absmax);
   track_integer_bits(absmax);

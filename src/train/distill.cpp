@@ -14,7 +14,9 @@ namespace hgqt::train {
 namespace fs = std::filesystem;
 
 namespace {
-std::string shape_text(const torch::Tensor& t) { return data::shape_to_string(t.sizes().vec()); }
+std::string shape_text(const torch::Tensor& t) {
+  return data::shape_to_string(t.sizes().vec());
+}
 }  // namespace
 
 struct Teacher::Impl {
@@ -52,7 +54,8 @@ Teacher Teacher::load(const std::string& path_in) {
   if (fs::is_directory(path)) {
     path = model::resolve_checkpoint_path(path);  // throws when the run has no checkpoint
   } else if (!fs::is_regular_file(path)) {
-    throw std::runtime_error("teacher '" + path + "' does not exist (expected a TorchScript file, "
+    throw std::runtime_error("teacher '" + path +
+                             "' does not exist (expected a TorchScript file, "
                              "an hgqt checkpoint or an hgqt run directory)");
   }
   std::string hgqt_error;
@@ -85,7 +88,9 @@ Teacher Teacher::load(const std::string& path_in) {
   return Teacher(std::move(impl));
 }
 
-const std::string& Teacher::description() const { return impl_->description; }
+const std::string& Teacher::description() const {
+  return impl_->description;
+}
 
 bool Teacher::outputs_probabilities() const {
   return impl_->hgqt && impl_->checkpoint.model->outputs_probabilities();
@@ -154,10 +159,12 @@ torch::Tensor distill_loss(const torch::Tensor& student, const torch::Tensor& te
   if (spec.loss == "kl") {
     const double T = spec.temperature;
     const auto log_t = torch::log_softmax(teacher / T, 1);
-    const auto log_s = student_probabilities ? torch::log(s + 0x1p-8) : torch::log_softmax(s / T, 1);
+    const auto log_s =
+        student_probabilities ? torch::log(s + 0x1p-8) : torch::log_softmax(s / T, 1);
     return (log_t.exp() * (log_t - log_s)).sum(1).mean() * (T * T);
   }
-  if (spec.loss == "huber") return torch::huber_loss(s, teacher, at::Reduction::Mean, spec.huber_delta);
+  if (spec.loss == "huber")
+    return torch::huber_loss(s, teacher, at::Reduction::Mean, spec.huber_delta);
   return torch::mse_loss(s, teacher);
 }
 

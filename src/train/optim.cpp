@@ -37,7 +37,8 @@ void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   for (const auto& group : param_groups())
     for (const auto& p : group.params())
-      if (p.grad().defined() && (!fusable(p) || static_cast<const torch::optim::AdamOptions&>(group.options()).amsgrad()))
+      if (p.grad().defined() &&
+          (!fusable(p) || static_cast<const torch::optim::AdamOptions&>(group.options()).amsgrad()))
         return torch::optim::Adam::step(std::move(closure));
   torch::NoGradGuard no_grad;
   torch::Tensor loss;

@@ -37,7 +37,10 @@ std::vector<ParetoEntry> ParetoFront::entries() const {
 std::string ParetoFront::to_json() const {
   auto j = nlohmann::json::array();
   for (const auto& e : entries())
-    j.push_back({{"epoch", e.epoch}, {score_name_, negated_ ? -e.accuracy : e.accuracy}, {"ebops", e.ebops}, {"path", e.path}});
+    j.push_back({{"epoch", e.epoch},
+                 {score_name_, negated_ ? -e.accuracy : e.accuracy},
+                 {"ebops", e.ebops},
+                 {"path", e.path}});
   return j.dump(2);
 }
 

@@ -1,12 +1,12 @@
 // The training loop.
 #include "hgqt/train/trainer.h"
 
+#include <c10/util/accumulate.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <c10/util/accumulate.h>
-
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -38,8 +38,7 @@ torch::Device select_device(const std::string& name) {
 // such samples swamp training (65% after 3 epochs on fashion_mnist_softmax, 85% with 2^-8).
 torch::Tensor task_loss(const torch::Tensor& out, const torch::Tensor& y, const std::string& loss,
                         bool probabilities) {
-  if (loss == "cross_entropy" && probabilities)
-    return torch::nll_loss(torch::log(out + 0x1p-8), y);
+  if (loss == "cross_entropy" && probabilities) return torch::nll_loss(torch::log(out + 0x1p-8), y);
   if (loss == "cross_entropy") return torch::nn::functional::cross_entropy(out, y);
   return torch::mse_loss(out, y);
 }
@@ -67,7 +66,8 @@ EvalResult evaluate(model::HGQModel& model, const data::TensorSplit& split, cons
   }
   model->train(was_training);
   r.loss = loss_sum / static_cast<double>(r.samples);
-  if (loss == "cross_entropy") r.accuracy = static_cast<double>(correct) / static_cast<double>(r.samples);
+  if (loss == "cross_entropy")
+    r.accuracy = static_cast<double>(correct) / static_cast<double>(r.samples);
   return r;
 }
 
@@ -105,8 +105,9 @@ std::vector<double> per_sample(model::HGQModel& model, const data::TensorSplit& 
   const auto device = model->parameters().front().device();
   for (int64_t s = 0; s < n; s += batch_size) {
     const int64_t e = std::min(n, s + batch_size);
-    torch::Tensor values = per_batch(model->forward(split.x.slice(0, s, e).to(device)).reshape({e - s, -1}),
-                            split.y.slice(0, s, e).to(device).reshape({e - s, -1}));
+    torch::Tensor values =
+        per_batch(model->forward(split.x.slice(0, s, e).to(device)).reshape({e - s, -1}),
+                  split.y.slice(0, s, e).to(device).reshape({e - s, -1}));
     values = values.to(torch::kCPU).to(torch::kDouble).contiguous();
     out.insert(out.end(), values.data_ptr<double>(), values.data_ptr<double>() + (e - s));
   }
@@ -117,8 +118,9 @@ std::vector<double> per_sample(model::HGQModel& model, const data::TensorSplit& 
 // The model's single output per sample (a distilled anomaly score).
 std::vector<double> predicted_scores(model::HGQModel& model, const data::TensorSplit& split,
                                      int64_t batch_size = 4096) {
-  return per_sample(model, split, batch_size,
-                    [](const torch::Tensor& out, const torch::Tensor&) { return out.select(1, 0); });
+  return per_sample(model, split, batch_size, [](const torch::Tensor& out, const torch::Tensor&) {
+    return out.select(1, 0);
+  });
 }
 }  // namespace
 
@@ -156,7 +158,8 @@ AnomalyResult score_anomaly(const std::vector<double>& err, const torch::Tensor&
   std::vector<bool> positive;
   double sum_normal = 0, sum_anomalous = 0;
   for (int64_t i = 0; i < r.samples; ++i) {
-    const bool normal = std::binary_search(r.normal_classes.begin(), r.normal_classes.end(), labels[i]);
+    const bool normal =
+        std::binary_search(r.normal_classes.begin(), r.normal_classes.end(), labels[i]);
     const bool anomalous =
         std::binary_search(r.anomaly_classes.begin(), r.anomaly_classes.end(), labels[i]);
     if (!normal && !anomalous) continue;
@@ -196,9 +199,9 @@ std::string format_anomaly(const AnomalyResult& r, const std::string& what, doub
     std::snprintf(buf, sizeof buf,
                   "ROC AUC (anomaly score = %s; normal classes %s, anomalies %s): "
                   "%.4f (%lld normal, %lld anomalous %s samples)\n",
-                  r.score.c_str(), list_text(r.normal_classes).c_str(), list_text(r.anomaly_classes).c_str(),
-                  r.roc_auc, static_cast<long long>(r.normal), static_cast<long long>(r.anomalous),
-                  what.c_str());
+                  r.score.c_str(), list_text(r.normal_classes).c_str(),
+                  list_text(r.anomaly_classes).c_str(), r.roc_auc, static_cast<long long>(r.normal),
+                  static_cast<long long>(r.anomalous), what.c_str());
     out += buf;
   } else {
     out += "ROC AUC: not computed (set data.classes to the normal classes; the " + what +
@@ -212,10 +215,11 @@ void check_target(model::HGQModel& model, const config::RunConfig& config) {
   const int64_t in = c10::multiply_integers(model->input_shape());
   if (in == c10::multiply_integers(model->output_shape())) return;
   throw config::ConfigError(
-      origin(config) + ": train.target: 'input' (an autoencoder) needs the model's output size to equal "
-              "its input size, but the model takes " + shape_text(model->input_shape()) +
-      " and outputs " + shape_text(model->output_shape()) + "; make the last dense layer " +
-      std::to_string(in) + " units");
+      origin(config) +
+      ": train.target: 'input' (an autoencoder) needs the model's output size to equal "
+      "its input size, but the model takes " +
+      shape_text(model->input_shape()) + " and outputs " + shape_text(model->output_shape()) +
+      "; make the last dense layer " + std::to_string(in) + " units");
 }
 
 namespace {
@@ -229,10 +233,12 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
   }
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(model::HGQModel& m, const config::TrainSpec& t) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(model::HGQModel& m,
+                                                        const config::TrainSpec& t) {
   if (t.optimizer == "sgd")
     return std::make_unique<torch::optim::SGD>(
-        m->parameters(), torch::optim::SGDOptions(t.lr).momentum(t.momentum).weight_decay(t.weight_decay));
+        m->parameters(),
+        torch::optim::SGDOptions(t.lr).momentum(t.momentum).weight_decay(t.weight_decay));
   return std::make_unique<FusedAdam>(m->parameters(),
                                      torch::optim::AdamOptions(t.lr).weight_decay(t.weight_decay));
 }
@@ -243,7 +249,9 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
-nlohmann::json json_number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+nlohmann::json json_number(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+}
 
 }  // namespace
 
@@ -317,10 +325,13 @@ double number_of(const nlohmann::json& j, const char* key) {
   return it->get<double>();
 }
 
-nlohmann::json to_json(const LoopState& s, const std::string& config_yaml, const std::string& source) {
+nlohmann::json to_json(const LoopState& s, const std::string& config_yaml,
+                       const std::string& source) {
   nlohmann::json front = nlohmann::json::array();
   for (const auto& e : s.front)
-    front.push_back({{"epoch", e.epoch}, {"score", json_number(e.accuracy)}, {"ebops", e.ebops},
+    front.push_back({{"epoch", e.epoch},
+                     {"score", json_number(e.accuracy)},
+                     {"ebops", e.ebops},
                      {"path", e.path}});
   return {{"version", kResumeVersion},
           {"config", config_yaml},
@@ -330,15 +341,25 @@ nlohmann::json to_json(const LoopState& s, const std::string& config_yaml, const
           {"global_step", s.global_step},
           {"loss_sum", s.loss_sum},
           {"correct", s.correct},
-          {"best", {{"epoch", s.best.epoch}, {"val_accuracy", json_number(s.best.val_accuracy)},
-                    {"val_loss", json_number(s.best.val_loss)}, {"ebops", s.best.ebops},
-                    {"beta", s.best.beta}}},
+          {"best",
+           {{"epoch", s.best.epoch},
+            {"val_accuracy", json_number(s.best.val_accuracy)},
+            {"val_loss", json_number(s.best.val_loss)},
+            {"ebops", s.best.ebops},
+            {"beta", s.best.beta}}},
           {"front", front},
-          {"stopper", {{"best", json_number(s.stopper.best)}, {"best_epoch", s.stopper.best_epoch},
-                       {"wait", s.stopper.wait}, {"last_epoch", s.stopper.last_epoch}}},
-          {"pid", {{"beta", s.pid.beta}, {"integral", s.pid.integral},
-                   {"previous_error", s.pid.previous_error}, {"updates", s.pid.updates},
-                   {"sum", s.pid_sum}, {"count", s.pid_count}}},
+          {"stopper",
+           {{"best", json_number(s.stopper.best)},
+            {"best_epoch", s.stopper.best_epoch},
+            {"wait", s.stopper.wait},
+            {"last_epoch", s.stopper.last_epoch}}},
+          {"pid",
+           {{"beta", s.pid.beta},
+            {"integral", s.pid.integral},
+            {"previous_error", s.pid.previous_error},
+            {"updates", s.pid.updates},
+            {"sum", s.pid_sum},
+            {"count", s.pid_count}}},
           {"finished", s.finished}};
 }
 
@@ -405,21 +426,28 @@ std::vector<EpochMetrics> read_metrics(const std::string& path, int64_t epochs) 
   }
   if (static_cast<int64_t>(out.size()) != epochs)
     throw std::runtime_error("cannot resume: " + path + " holds " + std::to_string(out.size()) +
-                             " of the " + std::to_string(epochs) + " epochs the resume state has run");
+                             " of the " + std::to_string(epochs) +
+                             " epochs the resume state has run");
   return out;
 }
 
 nlohmann::json metrics_json(const EpochMetrics& m) {
-  return {{"epoch", m.epoch},         {"loss", json_number(m.loss)},
-          {"accuracy", json_number(m.accuracy)}, {"val_loss", json_number(m.val_loss)},
-          {"val_accuracy", json_number(m.val_accuracy)}, {"ebops", m.ebops},
-          {"beta", m.beta},           {"lr", m.lr},
+  return {{"epoch", m.epoch},
+          {"loss", json_number(m.loss)},
+          {"accuracy", json_number(m.accuracy)},
+          {"val_loss", json_number(m.val_loss)},
+          {"val_accuracy", json_number(m.val_accuracy)},
+          {"ebops", m.ebops},
+          {"beta", m.beta},
+          {"lr", m.lr},
           {"seconds", m.seconds}};
 }
 
 }  // namespace
 
-std::string metrics_line(const EpochMetrics& m) { return metrics_json(m).dump(); }
+std::string metrics_line(const EpochMetrics& m) {
+  return metrics_json(m).dump();
+}
 
 namespace {
 // What resume.pt holds besides the tensors.
@@ -432,15 +460,19 @@ struct SavedState {
 // Opens run_dir/resume.pt: the archive (for the tensors) and its checked loop state.
 SavedState open_resume_state(const std::string& run_dir, torch::serialize::InputArchive& archive) {
   const std::string path = resume_path(run_dir);
-  if (!fs::is_directory(run_dir)) throw std::runtime_error("cannot resume: no run directory '" + run_dir + "'");
+  if (!fs::is_directory(run_dir))
+    throw std::runtime_error("cannot resume: no run directory '" + run_dir + "'");
   if (!fs::is_regular_file(path))
-    throw std::runtime_error("cannot resume: " + path + " does not exist (the run never finished "
-                             "an epoch or was interrupted, or was written by an hgqt without resume)");
+    throw std::runtime_error(
+        "cannot resume: " + path +
+        " does not exist (the run never finished "
+        "an epoch or was interrupted, or was written by an hgqt without resume)");
   SavedState saved;
   try {
     c10::IValue state_v;
     archive.load_from(path);
-    if (!archive.try_read(kResumeState, state_v)) throw std::runtime_error("it holds no resume state");
+    if (!archive.try_read(kResumeState, state_v))
+      throw std::runtime_error("it holds no resume state");
     const auto j = nlohmann::json::parse(state_v.toStringRef());
     if (j.value("version", 0) > kResumeVersion)
       throw std::runtime_error("its state has version " + std::to_string(j.value("version", 0)) +
@@ -488,21 +520,22 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   torch::Tensor teacher_train;
   if (kd_output) {
     if (!train_split.teacher.defined() || train_split.teacher.size(0) != train_split.size())
-      throw std::runtime_error("train.distillation: the training split has no teacher outputs "
-                               "(name a teacher, or the data set of precomputed outputs in "
-                               "data.train.teacher)");
+      throw std::runtime_error(
+          "train.distillation: the training split has no teacher outputs "
+          "(name a teacher, or the data set of precomputed outputs in "
+          "data.train.teacher)");
     const int64_t outputs = c10::multiply_integers(model->output_shape());
     if (train_split.teacher.size(1) != outputs)
-      throw std::runtime_error("train.distillation: the teacher gives " +
-                               std::to_string(train_split.teacher.size(1)) +
-                               " values per sample but the student has " + std::to_string(outputs) +
-                               " outputs");
-    teacher_train = prepare_teacher_targets(train_split.teacher, kd,
-                                            kd.teacher_outputs == "probabilities");
+      throw std::runtime_error(
+          "train.distillation: the teacher gives " + std::to_string(train_split.teacher.size(1)) +
+          " values per sample but the student has " + std::to_string(outputs) + " outputs");
+    teacher_train =
+        prepare_teacher_targets(train_split.teacher, kd, kd.teacher_outputs == "probabilities");
   }
   if (kd.enabled && kd.loss == "kl" && probabilities && kd.temperature != 1.0)
     throw config::ConfigError(
-        origin(config) + ": train.distillation.temperature: the student ends in a softmax layer, whose quantized "
+        origin(config) +
+        ": train.distillation.temperature: the student ends in a softmax layer, whose quantized "
         "probabilities cannot be rescaled by a temperature; use temperature: 1 or end the student "
         "in a dense layer (logits)");
 
@@ -535,7 +568,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     try {
       model->load(archive);
     } catch (const std::exception& e) {
-      throw std::runtime_error("cannot resume: " + state_path + " does not match the model: " + e.what());
+      throw std::runtime_error("cannot resume: " + state_path +
+                               " does not match the model: " + e.what());
     }
     model->to(device);
     optimizer = make_optimizer(model, t);
@@ -572,7 +606,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   model->train();
   const data::TensorSplit& monitor = val_split.size() > 0 ? val_split : train_split;
   if (val_split.size() == 0 && !options.quiet && !options.resume)
-    std::printf("note: no validation split; best and Pareto checkpoints are chosen on training data\n");
+    std::printf(
+        "note: no validation split; best and Pareto checkpoints are chosen on training data\n");
 
   ParetoFront front;
   if (!classification) front.set_score_name("val_loss", true);
@@ -663,7 +698,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       set_lr(*optimizer, lr);
       if (pid_mode) beta = pid.beta();
       auto out = model->forward(xb);
-      auto task = kd_score ? distill_loss(out, yb, kd, false) : task_loss(out, yb, t.loss, probabilities);
+      auto task =
+          kd_score ? distill_loss(out, yb, kd, false) : task_loss(out, yb, t.loss, probabilities);
       auto loss = task;
       if (kd_output) {
         auto tb = teacher_train.index_select(0, idx).to(device);
@@ -683,8 +719,10 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       if (!std::isfinite(task_v))
         throw std::runtime_error("training diverged: the loss is " + fmt("%g", task_v) +
                                  " at epoch " + std::to_string(epoch + 1) + ", step " +
-                                 std::to_string(s + 1) + " (lower train.lr?); checkpoints up to "
-                                 "the previous epoch are in " + run_dir);
+                                 std::to_string(s + 1) +
+                                 " (lower train.lr?); checkpoints up to "
+                                 "the previous epoch are in " +
+                                 run_dir);
       if (pid_step) {
         st.pid_sum += ebops.item<double>();
         if (++st.pid_count == t.beta.pid.interval_steps) {
@@ -695,7 +733,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       }
       loss_sum += task_v * static_cast<double>(idx.size(0));
       if (classification) correct += (out.argmax(1) == yb).sum().item<int64_t>();
-      bar.update(s + 1, "loss " + fmt("%.4f", loss_sum / static_cast<double>(std::min(n, (s + 1) * bs))));
+      bar.update(s + 1,
+                 "loss " + fmt("%.4f", loss_sum / static_cast<double>(std::min(n, (s + 1) * bs))));
     }
     bar.finish();
     st.step = 0;
@@ -703,7 +742,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     EpochMetrics m;
     m.epoch = epoch + 1;
     m.loss = loss_sum / static_cast<double>(n);
-    m.accuracy = classification ? static_cast<double>(correct) / static_cast<double>(n) : std::nan("");
+    m.accuracy =
+        classification ? static_cast<double>(correct) / static_cast<double>(n) : std::nan("");
     const auto v = evaluate(model, monitor, t.loss);
     m.val_loss = v.loss;
     m.val_accuracy = v.accuracy;
@@ -722,13 +762,16 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     util::append_line(metrics_path, metrics_line(m));
     if (!options.quiet) {
       if (classification)
-        std::printf("epoch %3lld/%lld  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  EBOPs %10.0f  beta %.2e  lr %.2e  %.1fs\n",
-                    static_cast<long long>(m.epoch), static_cast<long long>(t.epochs), m.loss,
-                    m.accuracy, m.val_loss, m.val_accuracy, m.ebops, m.beta, m.lr, m.seconds);
+        std::printf(
+            "epoch %3lld/%lld  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  EBOPs %10.0f  "
+            "beta %.2e  lr %.2e  %.1fs\n",
+            static_cast<long long>(m.epoch), static_cast<long long>(t.epochs), m.loss, m.accuracy,
+            m.val_loss, m.val_accuracy, m.ebops, m.beta, m.lr, m.seconds);
       else
-        std::printf("epoch %3lld/%lld  loss %.5f  val_loss %.5f  EBOPs %10.0f  beta %.2e  lr %.2e  %.1fs\n",
-                    static_cast<long long>(m.epoch), static_cast<long long>(t.epochs), m.loss,
-                    m.val_loss, m.ebops, m.beta, m.lr, m.seconds);
+        std::printf(
+            "epoch %3lld/%lld  loss %.5f  val_loss %.5f  EBOPs %10.0f  beta %.2e  lr %.2e  %.1fs\n",
+            static_cast<long long>(m.epoch), static_cast<long long>(t.epochs), m.loss, m.val_loss,
+            m.ebops, m.beta, m.lr, m.seconds);
       std::fflush(stdout);
     }
 
@@ -786,51 +829,56 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     result.test_ebops = best.meta.ebops;
     if (autoencoder) result.anomaly = evaluate_anomaly(best.model, test_split, config.data);
     if (kd_score) {
-      result.anomaly = score_anomaly(predicted_scores(best.model, test_split), test_split.labels,
-                                     config.data);
+      result.anomaly =
+          score_anomaly(predicted_scores(best.model, test_split), test_split.labels, config.data);
       result.anomaly.score = "the student's predicted reconstruction error";
     }
   }
-  nlohmann::json summary{{"best_checkpoint", best_path},
-                         {"best_epoch", result.best.epoch},
-                         {"val_accuracy", json_number(classification ? result.best.val_accuracy : std::nan(""))},
-                         {"val_loss", json_number(result.best.val_loss)},
-                         {"ebops", result.best.ebops},
-                         {"test_samples", result.test.samples},
-                         {"test_accuracy", json_number(result.test.samples ? result.test.accuracy : std::nan(""))},
-                         {"test_loss", json_number(result.test.samples ? result.test.loss : std::nan(""))}};
+  nlohmann::json summary{
+      {"best_checkpoint", best_path},
+      {"best_epoch", result.best.epoch},
+      {"val_accuracy", json_number(classification ? result.best.val_accuracy : std::nan(""))},
+      {"val_loss", json_number(result.best.val_loss)},
+      {"ebops", result.best.ebops},
+      {"test_samples", result.test.samples},
+      {"test_accuracy", json_number(result.test.samples ? result.test.accuracy : std::nan(""))},
+      {"test_loss", json_number(result.test.samples ? result.test.loss : std::nan(""))}};
   summary["target"] = t.target;
   summary["epochs_run"] = static_cast<int64_t>(result.history.size());
   summary["stopped_early"] = result.stopped_early;
   summary["stopped_epoch"] =
       result.stopped_early ? nlohmann::json(result.stopped_epoch) : nlohmann::json();
   if (es.enabled) {
-    summary["early_stopping"] = {{"monitor", es.monitor},
-                                 {"patience", es.patience},
-                                 {"min_delta", es.min_delta},
-                                 {"ebops_below", es.ebops_below ? nlohmann::json(*es.ebops_below)
-                                                                : nlohmann::json()},
-                                 {"best", json_number(stopper.best())},
-                                 {"best_epoch", stopper.best_epoch()}};
+    summary["early_stopping"] = {
+        {"monitor", es.monitor},
+        {"patience", es.patience},
+        {"min_delta", es.min_delta},
+        {"ebops_below", es.ebops_below ? nlohmann::json(*es.ebops_below) : nlohmann::json()},
+        {"best", json_number(stopper.best())},
+        {"best_epoch", stopper.best_epoch()}};
   }
   if (pid_mode) {
-    summary["beta_pid"] = {{"target_ebops", t.beta.pid.target_ebops},
-                           {"final_beta", pid.beta()},
-                           {"updates", pid.state().updates},
-                           {"final_ebops", result.history.empty() ? 0.0 : result.history.back().ebops}};
+    summary["beta_pid"] = {
+        {"target_ebops", t.beta.pid.target_ebops},
+        {"final_beta", pid.beta()},
+        {"updates", pid.state().updates},
+        {"final_ebops", result.history.empty() ? 0.0 : result.history.back().ebops}};
   }
   if (kd.enabled) {
-    summary["distillation"] = {{"teacher", kd.teacher.empty() ? nlohmann::json("data") : nlohmann::json(kd.teacher)},
-                               {"alpha", kd.alpha},
-                               {"loss", kd.loss},
-                               {"target", kd.target}};
+    summary["distillation"] = {
+        {"teacher", kd.teacher.empty() ? nlohmann::json("data") : nlohmann::json(kd.teacher)},
+        {"alpha", kd.alpha},
+        {"loss", kd.loss},
+        {"target", kd.target}};
     if (kd.loss == "kl") summary["distillation"]["temperature"] = kd.temperature;
   }
   if (autoencoder || kd_score) {
     const auto& a = result.anomaly;
-    summary[kd_score ? "test_mean_score" : "test_mse"] = json_number(a.samples ? a.mse : std::nan(""));
+    summary[kd_score ? "test_mean_score" : "test_mse"] =
+        json_number(a.samples ? a.mse : std::nan(""));
     summary[kd_score ? "test_mean_score_normal" : "test_mse_normal"] = json_number(a.mse_normal);
-    summary[kd_score ? "test_mean_score_anomalous" : "test_mse_anomalous"] = json_number(a.mse_anomalous);
+    summary[kd_score ? "test_mean_score_anomalous" : "test_mse_anomalous"] =
+        json_number(a.mse_anomalous);
     summary["roc_auc"] = json_number(a.roc_auc);
     summary["auc_normal_samples"] = a.normal;
     summary["auc_anomalous_samples"] = a.anomalous;
@@ -872,14 +920,16 @@ void prepare_distillation(config::RunConfig& config, const std::string& base_dir
       samples += split->size();
     }
     if (!quiet)
-      std::printf("teacher: %s, %s on %lld samples in %.1fs (computed once: the data is not "
-                  "augmented)\n",
-                  teacher.description().c_str(),
-                  kd.target == "output" ? "outputs" : "reconstruction errors",
-                  static_cast<long long>(samples),
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      std::printf(
+          "teacher: %s, %s on %lld samples in %.1fs (computed once: the data is not "
+          "augmented)\n",
+          teacher.description().c_str(),
+          kd.target == "output" ? "outputs" : "reconstruction errors",
+          static_cast<long long>(samples),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   } else if (!splits.front().second->teacher.defined()) {
-    throw config::ConfigError(where + ": train.distillation names no teacher, and data.train "
+    throw config::ConfigError(where +
+                              ": train.distillation names no teacher, and data.train "
                               "names no precomputed teacher outputs (data.train.teacher; see "
                               "hgqt distill-targets)");
   }
@@ -919,7 +969,8 @@ TrainResult train(const config::RunConfig& config_in, const TrainOptions& option
   check_target(model, config);
   const auto& kd = config.train.distillation;
   if (kd.enabled && kd.target == "reconstruction_error" && outputs != 1)
-    throw config::ConfigError(origin(config) + ": train.distillation (target reconstruction_error) needs a student "
+    throw config::ConfigError(origin(config) +
+                              ": train.distillation (target reconstruction_error) needs a student "
                               "with one output (the score), but the model has " +
                               std::to_string(outputs));
   data::TensorSplit tr, va, te;

@@ -48,9 +48,12 @@ struct Candidate {
 int blas_rank(const std::string& name, const std::string& resolved) {
   const std::string base = lower(basename_of(name));
   const std::string rbase = lower(basename_of(resolved));
-  const auto any = [&](const char* needle) { return contains(base, needle) || contains(rbase, needle); };
+  const auto any = [&](const char* needle) {
+    return contains(base, needle) || contains(rbase, needle);
+  };
   // GPU / OpenCL BLAS libraries are not what LibTorch's CPU matmuls go through.
-  if (any("cublas") || any("hipblas") || any("rocblas") || any("clblas") || any("nvblas")) return -1;
+  if (any("cublas") || any("hipblas") || any("rocblas") || any("clblas") || any("nvblas"))
+    return -1;
   if (starts_with(base, "libblas") || starts_with(rbase, "libblas")) return 0;  // libblas.so.3
   if (any("openblas") || any("mkl_rt") || starts_with(base, "libmkl") || any("blis")) return 1;
   if (any("blas")) return 2;  // libcblas, libf77blas, ...
@@ -121,9 +124,9 @@ BlasInfo detect_blas() {
   if (found.empty()) return info;
 
   // Lowest rank wins; among equals, the first in load order.
-  const Candidate best = *std::min_element(
-      found.begin(), found.end(),
-      [](const Candidate& a, const Candidate& b) { return a.rank < b.rank; });
+  const Candidate best =
+      *std::min_element(found.begin(), found.end(),
+                        [](const Candidate& a, const Candidate& b) { return a.rank < b.rank; });
   info.library = best.resolved;
 
   using ConfigFn = char* (*)();
@@ -189,7 +192,8 @@ std::string describe(const BlasInfo& info) {
     const std::string version = openblas_version(info.config);
     if (!version.empty()) out << ' ' << version;
   }
-  if (info.threads >= 0) out << ", " << info.threads << (info.threads == 1 ? " thread" : " threads");
+  if (info.threads >= 0)
+    out << ", " << info.threads << (info.threads == 1 ? " thread" : " threads");
   out << ": " << info.library;
   return out.str();
 }

@@ -42,32 +42,44 @@ Parameterization parse_parameterization(const std::string& s) {
 
 const char* to_string(RoundingMode m) {
   switch (m) {
-    case RoundingMode::TRN: return "TRN";
-    case RoundingMode::RND: return "RND";
-    case RoundingMode::RND_CONV: return "RND_CONV";
-    case RoundingMode::S_RND: return "S_RND";
+    case RoundingMode::TRN:
+      return "TRN";
+    case RoundingMode::RND:
+      return "RND";
+    case RoundingMode::RND_CONV:
+      return "RND_CONV";
+    case RoundingMode::S_RND:
+      return "S_RND";
   }
   return "?";
 }
 
 const char* to_string(OverflowMode m) {
   switch (m) {
-    case OverflowMode::WRAP: return "WRAP";
-    case OverflowMode::SAT: return "SAT";
-    case OverflowMode::SAT_SYM: return "SAT_SYM";
+    case OverflowMode::WRAP:
+      return "WRAP";
+    case OverflowMode::SAT:
+      return "SAT";
+    case OverflowMode::SAT_SYM:
+      return "SAT_SYM";
   }
   return "?";
 }
 
 const char* to_string(Granularity g) {
   switch (g) {
-    case Granularity::Tensor: return "tensor";
-    case Granularity::Channel: return "channel";
-    case Granularity::Element: return "element";
+    case Granularity::Tensor:
+      return "tensor";
+    case Granularity::Channel:
+      return "channel";
+    case Granularity::Element:
+      return "element";
   }
   return "?";
 }
 
-const char* to_string(Parameterization p) { return p == Parameterization::KIF ? "kif" : "kbi"; }
+const char* to_string(Parameterization p) {
+  return p == Parameterization::KIF ? "kif" : "kbi";
+}
 
 }  // namespace hgqt::quant

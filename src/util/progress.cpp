@@ -7,11 +7,16 @@
 
 namespace hgqt::util {
 
-bool stderr_is_terminal() { return isatty(fileno(stderr)) != 0; }
+bool stderr_is_terminal() {
+  return isatty(fileno(stderr)) != 0;
+}
 
 ProgressBar::ProgressBar(int64_t total, std::string label, bool enabled)
-    : total_(total), label_(std::move(label)), enabled_(enabled && stderr_is_terminal()),
-      start_(std::chrono::steady_clock::now()), last_(start_ - std::chrono::seconds(1)) {}
+    : total_(total),
+      label_(std::move(label)),
+      enabled_(enabled && stderr_is_terminal()),
+      start_(std::chrono::steady_clock::now()),
+      last_(start_ - std::chrono::seconds(1)) {}
 
 void ProgressBar::update(int64_t done, const std::string& suffix) {
   if (!enabled_) return;

@@ -106,7 +106,8 @@ Vec reference_forward(const archive::Archive& a, const double* x) {
           sum += e[j];
         }
         const double s = l.inv_input_quantizer->apply(sum, 0);
-        const double inv = l.inv_output_quantizer->apply(1.0 / std::max(s, std::ldexp(1.0, -30)), 0);
+        const double inv =
+            l.inv_output_quantizer->apply(1.0 / std::max(s, std::ldexp(1.0, -30)), 0);
         for (size_t j = 0; j < n; ++j)
           v[r + j] = l.output_quantizer->apply(e[j] * inv, static_cast<int64_t>(r + j));
       }
@@ -203,12 +204,12 @@ TEST_P(EmulatorGraph, MatchesDoubleReferenceInRangeAndOverflowing) {
 INSTANTIATE_TEST_SUITE_P(Seeds, EmulatorGraph,
                          ::testing::Combine(::testing::Values(GraphKind::Cnn2d,
                                                               GraphKind::Conv1dBranches,
-                                                              GraphKind::Lut,
-                                                              GraphKind::Softmax),
+                                                              GraphKind::Lut, GraphKind::Softmax),
                                             ::testing::Range(1, 7)));
 
 TEST(ArchiveGraph, RoundTripKeepsEveryField) {
-  for (auto kind : {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut, GraphKind::Softmax}) {
+  for (auto kind :
+       {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut, GraphKind::Softmax}) {
     const auto a = hgqt::testing::random_graph_archive(kind);
     const std::string dir =
         (std::filesystem::temp_directory_path() / ("hgqt_graph_rt_" + a.name)).string();
@@ -368,7 +369,8 @@ TEST(ArchiveGraph, SoftmaxByHand) {
   const std::vector<double> x{1.5, 0.5};
   EXPECT_EQ(emu.run_batch(x, 1), (std::vector<double>{10.0 / 16, 4.0 / 16}));
   // Reversed inputs give reversed outputs; equal inputs give 1/2 each (sum 2, 1/2 exact).
-  EXPECT_EQ(emu.run_batch(std::vector<double>{0.5, 1.5}, 1), (std::vector<double>{4.0 / 16, 10.0 / 16}));
+  EXPECT_EQ(emu.run_batch(std::vector<double>{0.5, 1.5}, 1),
+            (std::vector<double>{4.0 / 16, 10.0 / 16}));
   EXPECT_EQ(emu.run_batch(std::vector<double>{-1.0, -1.0}, 1), (std::vector<double>{0.5, 0.5}));
   // EBOPs: one product per element, bits(e) = 1 + 3, bits(r) = 1 + 3: 2 * 16.
   EXPECT_EQ(archive::exact_ebops(t)[0], 32.0);

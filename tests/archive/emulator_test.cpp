@@ -1,11 +1,12 @@
 // The integer emulator and its arithmetic, against the tables of quantization.md and against an
 // independent double-precision evaluation of the archive's data flow.
+#include "hgqt/archive/emulator.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
-#include "hgqt/archive/emulator.h"
 #include "support/random_archive.h"
 
 using namespace hgqt;
@@ -56,7 +57,8 @@ TEST(ArchiveFixed, RoundingTableOfSection9) {
   for (int n = 0; n < 7; ++n) {
     const auto m = static_cast<int128>(xs[n] * 4);  // exact at frac 2
     EXPECT_EQ(static_cast<int>(archive::round_shift(m, 2, RoundingMode::RND)), rnd[n]) << xs[n];
-    EXPECT_EQ(static_cast<int>(archive::round_shift(m, 2, RoundingMode::RND_CONV)), conv[n]) << xs[n];
+    EXPECT_EQ(static_cast<int>(archive::round_shift(m, 2, RoundingMode::RND_CONV)), conv[n])
+        << xs[n];
     EXPECT_EQ(static_cast<int>(archive::round_shift(m, 2, RoundingMode::TRN)), trn[n]) << xs[n];
   }
 }
@@ -85,7 +87,8 @@ TEST(ArchiveFixed, QuantizeExactMatchesScalarDefinition) {
   const RoundingMode rounds[] = {RoundingMode::TRN, RoundingMode::RND, RoundingMode::RND_CONV};
   const OverflowMode ovs[] = {OverflowMode::WRAP, OverflowMode::SAT, OverflowMode::SAT_SYM};
   for (int t = 0; t < 20000; ++t) {
-    const int k = rng() % 2, i = static_cast<int>(rng() % 9) - 3, f = static_cast<int>(rng() % 11) - 3;
+    const int k = rng() % 2, i = static_cast<int>(rng() % 9) - 3,
+              f = static_cast<int>(rng() % 11) - 3;
     const int frac = static_cast<int>(rng() % 14) - 4;
     const auto m = static_cast<int128>(static_cast<int64_t>(rng() % 200001) - 100000);
     auto q = scalar_quantizer(k, i, f, rounds[rng() % 3], ovs[rng() % 3]);
@@ -93,7 +96,8 @@ TEST(ArchiveFixed, QuantizeExactMatchesScalarDefinition) {
     const double want = q.apply(x, 0);
     const int128 got = archive::quantize_exact(m, frac, q, 0);
     ASSERT_EQ(std::ldexp(static_cast<double>(got), -f), want)
-        << "m=" << static_cast<int64_t>(m) << " frac=" << frac << " k=" << k << " i=" << i << " f=" << f;
+        << "m=" << static_cast<int64_t>(m) << " frac=" << frac << " k=" << k << " i=" << i
+        << " f=" << f;
   }
 }
 

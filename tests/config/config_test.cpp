@@ -553,8 +553,8 @@ TEST(Config, ErrorBadEnum) {
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: conv, units: 3}]}\n"
                          "data: {train: {file: d.h5, features: x, labels: y}}\n"),
              "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
-                        "quantize, flatten, reshape, max_pool, avg_pool, global_max_pool, "
-                        "global_avg_pool, add, concatenate, lut, softmax, got "
+             "quantize, flatten, reshape, max_pool, avg_pool, global_max_pool, "
+             "global_avg_pool, add, concatenate, lut, softmax, got "
              "'conv'");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: dense, units: 3, "
                          "activation: tanh}]}\n"
@@ -836,7 +836,8 @@ layers:
   - {type: max_pool, pool_size: 2}
   - {type: reshape, shape: [-1]}
   - {type: concatenate, inputs: [reshape_4, reshape_4], axis: 0}
-)", "t");
+)",
+                                  "t");
   const auto again = parse_model_yaml(model_to_yaml(m), "again");
   ASSERT_EQ(again.layers.size(), 6u);
   EXPECT_EQ(again.layers[0].kernel_size, std::vector<int64_t>{3});
@@ -854,14 +855,21 @@ layers:
 
 TEST(Config, GraphLayerKeyErrors) {
   auto err = [](const std::string& layer) {
-    return parse_error("model: {input_shape: [4], layers: [" + layer + "]}\n"
+    return parse_error("model: {input_shape: [4], layers: [" + layer +
+                       "]}\n"
                        "data: {train: {file: d.h5, features: x, labels: y}}\n");
   };
-  EXPECT_NE(err("{type: dense, units: 3, filters: 2}").find("filters: not allowed for a 'dense' layer (only conv layers have it)"), std::string::npos)
+  EXPECT_NE(err("{type: dense, units: 3, filters: 2}")
+                .find("filters: not allowed for a 'dense' layer (only conv layers have it)"),
+            std::string::npos)
       << err("{type: dense, units: 3, filters: 2}");
-  EXPECT_NE(err("{type: add, inputs: [a]}").find("model.layers[0].inputs: expected a list of two or more layer names to add"), std::string::npos)
+  EXPECT_NE(err("{type: add, inputs: [a]}")
+                .find("model.layers[0].inputs: expected a list of two or more layer names to add"),
+            std::string::npos)
       << err("{type: add, inputs: [a]}");
-  EXPECT_NE(err("{type: dense, units: 3, inputs: [a, b]}").find("one layer name (only add and concatenate layers take several)"), std::string::npos);
+  EXPECT_NE(err("{type: dense, units: 3, inputs: [a, b]}")
+                .find("one layer name (only add and concatenate layers take several)"),
+            std::string::npos);
   EXPECT_NE(err("{type: conv2d, filters: 2}").find("kernel_size"), std::string::npos);
   EXPECT_NE(err("{type: reshape, shape: [-1, -1]}").find("at most one -1"), std::string::npos);
   EXPECT_NE(err("{type: quantize, name: input}").find("other than 'input'"), std::string::npos);
@@ -873,18 +881,25 @@ namespace {
 // Line numbers matter: data.classes is on line 8, anomaly_classes on 9, train.loss on 12.
 std::string anomaly_config(const std::string& classes, const std::string& anomalies,
                            const std::string& loss, const std::string& target = "input") {
-  return "model:\n"                                        // 1
-         "  input_shape: [4]\n"                            // 2
-         "  layers:\n"                                     // 3
-         "    - {type: dense, units: 4}\n"                 // 4
-         "data:\n"                                         // 5
+  return "model:\n"                                         // 1
+         "  input_shape: [4]\n"                             // 2
+         "  layers:\n"                                      // 3
+         "    - {type: dense, units: 4}\n"                  // 4
+         "data:\n"                                          // 5
          "  train: {file: d.h5, features: x, labels: y}\n"  // 6
-         "  validation_split: 0.2\n"                       // 7
-         "  classes: " + classes + "\n"                    // 8
-         "  anomaly_classes: " + anomalies + "\n"          // 9
-         "train:\n"                                        // 10
-         "  target: " + target + "\n"                      // 11
-         "  loss: " + loss + "\n";                         // 12
+         "  validation_split: 0.2\n"                        // 7
+         "  classes: " +
+         classes +
+         "\n"  // 8
+         "  anomaly_classes: " +
+         anomalies +
+         "\n"        // 9
+         "train:\n"  // 10
+         "  target: " +
+         target +
+         "\n"  // 11
+         "  loss: " +
+         loss + "\n";  // 12
 }
 }  // namespace
 
@@ -930,12 +945,14 @@ TEST(Config, AnomalyKeysParseAndRoundTrip) {
                                        {"data.classes=[2, 4]", "data.anomaly_classes=[6]"});
   EXPECT_EQ(g.data.classes, (std::vector<int64_t>{2, 4}));
   EXPECT_EQ(g.data.anomaly_classes, (std::vector<int64_t>{6}));
-  const RunConfig h = parse_run_config(minimal(), "m.yaml", {"train.target=input", "train.loss=mse"});
+  const RunConfig h =
+      parse_run_config(minimal(), "m.yaml", {"train.target=input", "train.loss=mse"});
   EXPECT_EQ(h.train.target, "input");
 }
 
 TEST(Config, AnomalyExampleConfigParses) {
-  const RunConfig c = load_run_config(std::string(HGQT_SOURCE_DIR) + "/configs/anomaly_autoencoder.yaml");
+  const RunConfig c =
+      load_run_config(std::string(HGQT_SOURCE_DIR) + "/configs/anomaly_autoencoder.yaml");
   EXPECT_EQ(c.train.target, "input");
   EXPECT_EQ(c.train.loss, "mse");
   EXPECT_EQ(c.data.classes, (std::vector<int64_t>{0, 1, 2, 3, 4}));
@@ -1060,8 +1077,8 @@ TEST(Config, LrScheduleKeyErrors) {
 }
 
 TEST(Config, EarlyStoppingParsesAndRoundTrips) {
-  RunConfig c = parse_run_config(minimal("  early_stopping: {patience: 3, min_delta: 0.01}\n"),
-                                 "x.yaml");
+  RunConfig c =
+      parse_run_config(minimal("  early_stopping: {patience: 3, min_delta: 0.01}\n"), "x.yaml");
   EXPECT_TRUE(c.train.early_stopping.enabled);
   EXPECT_EQ(c.train.early_stopping.patience, 3);
   EXPECT_DOUBLE_EQ(c.train.early_stopping.min_delta, 0.01);

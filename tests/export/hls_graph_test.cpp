@@ -26,13 +26,12 @@ using hgqt::testing::GraphKind;
 using quant::OverflowMode;
 using quant::RoundingMode;
 namespace fs = std::filesystem;
-using hgqt::testing::CommandResult;
-using hgqt::testing::run_command;
-using hgqt::testing::quoted;
 using hgqt::testing::ap_include_dir;
-using hgqt::testing::read_text;
+using hgqt::testing::CommandResult;
 using hgqt::testing::count_of;
-
+using hgqt::testing::quoted;
+using hgqt::testing::read_text;
+using hgqt::testing::run_command;
 
 namespace {
 
@@ -74,12 +73,12 @@ std::vector<fs::path> check_cases(const std::vector<Case>& cases) {
     exporters::HlsOptions o;
     o.name = k.name;
     exporters::export_hls(k.a, dir.string(), o, x, kSamples);
-    const std::string cmd =
-        quoted(HGQT_CXX_COMPILER) + " -O1 -std=c++17 -I" + quoted(ap_include_dir()) + " " +
-        quoted((dir / (k.name + "_test.cpp")).string()) + " " +
-        quoted((dir / "firmware" / (k.name + ".cpp")).string()) + " -o " +
-        quoted((dir / (k.name + "_tb")).string()) + " > " +
-        quoted((dir / "compile.log").string()) + " 2>&1";
+    const std::string cmd = quoted(HGQT_CXX_COMPILER) + " -O1 -std=c++17 -I" +
+                            quoted(ap_include_dir()) + " " +
+                            quoted((dir / (k.name + "_test.cpp")).string()) + " " +
+                            quoted((dir / "firmware" / (k.name + ".cpp")).string()) + " -o " +
+                            quoted((dir / (k.name + "_tb")).string()) + " > " +
+                            quoted((dir / "compile.log").string()) + " 2>&1";
     compile += "(" + cmd + ") & p" + std::to_string(c) + "=$!; ";
     if (c % 2 == 1 || c + 1 == cases.size()) {  // wait for this pair
       for (size_t w = c - c % 2; w <= c; ++w)
@@ -97,12 +96,14 @@ std::vector<fs::path> check_cases(const std::vector<Case>& cases) {
                     << read_text(dir / "compile.log").substr(0, 4000);
       continue;
     }
-    const CommandResult r =
-        run_command("cd " + quoted(dir.string()) + " && " + quoted((dir / (k.name + "_tb")).string()));
+    const CommandResult r = run_command("cd " + quoted(dir.string()) + " && " +
+                                        quoted((dir / (k.name + "_tb")).string()));
     EXPECT_EQ(r.status, 0) << k.name << "\n" << r.output.substr(0, 4000);
-    EXPECT_NE(r.output.find("hls testbench: " + std::to_string(kSamples) + " samples, 0 mismatches"),
-              std::string::npos)
-        << k.name << "\n" << r.output.substr(0, 4000);
+    EXPECT_NE(
+        r.output.find("hls testbench: " + std::to_string(kSamples) + " samples, 0 mismatches"),
+        std::string::npos)
+        << k.name << "\n"
+        << r.output.substr(0, 4000);
     const std::string expected = read_text(dir / "tb_data" / "tb_output_predictions.dat");
     EXPECT_EQ(read_text(dir / "tb_data" / "csim_results.log"), expected) << k.name;
     // The comparison means something: the outputs vary over the inputs.
@@ -374,8 +375,8 @@ TEST(HlsGraph, SoftmaxBitExact) {
     EXPECT_NE(cpp.find("static void layer" + L + "_softmax("), std::string::npos) << name;
     EXPECT_NE(cpp.find(".range("), std::string::npos) << name;
     EXPECT_NE(cpp.find(" > m0 ? "), std::string::npos) << name;  // the row max
-    for (const char* stage : {"_max_t", "_diff_t", "_ei_t", "_eo_t", "_sum_t", "_ii_t", "_io_t",
-                              "_prod_t"})
+    for (const char* stage :
+         {"_max_t", "_diff_t", "_ei_t", "_eo_t", "_sum_t", "_ii_t", "_io_t", "_prod_t"})
       EXPECT_NE(defines.find("layer" + L + stage + ";"), std::string::npos) << name << stage;
     const std::string tables = read_text(dirs[c] / "firmware" / "weights" / ("softmax" + L + ".h"));
     EXPECT_EQ(count_of(tables, "static const "), 2u) << name;
@@ -441,7 +442,7 @@ TEST(HlsGraph, SoftmaxConstantStagesBitExact) {
   EXPECT_NE(cpp.find("the reciprocal table's only value"), std::string::npos);
   EXPECT_NE(cpp.find("exp_table_1["), std::string::npos);
   EXPECT_EQ(cpp.find("inv_table_1["), std::string::npos);
-  EXPECT_EQ(cpp.find(" = x4 - "), std::string::npos);   // the pruned row is a constant
+  EXPECT_EQ(cpp.find(" = x4 - "), std::string::npos);      // the pruned row is a constant
   EXPECT_EQ(cpp.find("exp_table_2["), std::string::npos);  // sm_b is constant
   EXPECT_NE(cpp.find("out[4] = 0."), std::string::npos);
   EXPECT_FALSE(fs::exists(dirs[0] / "firmware" / "weights" / "softmax2.h"));

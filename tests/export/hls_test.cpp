@@ -27,13 +27,12 @@ using archive::int128;
 using quant::OverflowMode;
 using quant::RoundingMode;
 namespace fs = std::filesystem;
-using hgqt::testing::CommandResult;
-using hgqt::testing::run_command;
-using hgqt::testing::quoted;
 using hgqt::testing::ap_include_dir;
-using hgqt::testing::read_text;
+using hgqt::testing::CommandResult;
 using hgqt::testing::count_of;
-
+using hgqt::testing::quoted;
+using hgqt::testing::read_text;
+using hgqt::testing::run_command;
 
 namespace {
 

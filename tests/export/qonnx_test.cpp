@@ -412,8 +412,7 @@ archive::Archive cnn2d_lut_archive(uint64_t seed) {
   archive::Layer l = graph_layer("lut_mid", "lut", {6, 6, 3}, {6, 6, 3});
   l.function = "tanh";
   std::mt19937_64 rng(seed);
-  l.input_quantizer =
-      uniform_quantizer({6, 6, 3}, 1, 2, 2, RoundingMode::TRN, OverflowMode::SAT);
+  l.input_quantizer = uniform_quantizer({6, 6, 3}, 1, 2, 2, RoundingMode::TRN, OverflowMode::SAT);
   l.output_quantizer =
       uniform_quantizer({6, 6, 3}, 1, 1, 4, RoundingMode::RND_CONV, OverflowMode::SAT);
   for (size_t e = 0; e < l.input_quantizer->f.size(); ++e) {
@@ -744,7 +743,11 @@ TEST(QonnxExport, WritesFixturesForPython) {
     hgqt::testing::RandomArchiveOptions ro;
     ro.seed = seed;
     ro.sizes = {8, 6, 5, 4};
-    Case c{"widened_" + std::to_string(seed), hgqt::testing::random_mlp_archive(ro), {}, archive::Archive(), 0};
+    Case c{"widened_" + std::to_string(seed),
+           hgqt::testing::random_mlp_archive(ro),
+           {},
+           archive::Archive(),
+           0};
     c.options.allow_widening = true;
     c.options.rnd_as_offset_floor = true;
     c.reference = c.a;
@@ -756,9 +759,13 @@ TEST(QonnxExport, WritesFixturesForPython) {
   using hgqt::testing::GraphKind;
   for (uint64_t seed : {41, 42, 43}) {
     const std::string s = std::to_string(seed);
-    all.push_back(Case{"cnn2d_" + s, graph_archive(GraphKind::Cnn2d, seed), {}, archive::Archive(), 0});
-    all.push_back(Case{"conv1d_branches_" + s, graph_archive(GraphKind::Conv1dBranches, seed), {},
-                       archive::Archive(), 0});
+    all.push_back(
+        Case{"cnn2d_" + s, graph_archive(GraphKind::Cnn2d, seed), {}, archive::Archive(), 0});
+    all.push_back(Case{"conv1d_branches_" + s,
+                       graph_archive(GraphKind::Conv1dBranches, seed),
+                       {},
+                       archive::Archive(),
+                       0});
   }
   for (uint64_t seed : {49, 50}) {
     // Cnn2d with wide activation types everywhere, so that many distinct outputs survive.
@@ -770,7 +777,9 @@ TEST(QonnxExport, WritesFixturesForPython) {
     }
     all.push_back(Case{"cnn2d_wide_" + std::to_string(seed), a, {}, archive::Archive(), 0});
   }
-  for (uint64_t seed : {44, 45}) all.push_back(Case{"crop_" + std::to_string(seed), crop_archive(seed), {}, archive::Archive(), 0});
+  for (uint64_t seed : {44, 45})
+    all.push_back(
+        Case{"crop_" + std::to_string(seed), crop_archive(seed), {}, archive::Archive(), 0});
   {
     auto a = graph_archive(GraphKind::Conv1dBranches, 46);
     for (auto& [name, q] : activation_quantizers(a)) q->round = RoundingMode::RND;
@@ -793,7 +802,10 @@ TEST(QonnxExport, WritesFixturesForPython) {
     hgqt::testing::RandomArchiveOptions ro;
     ro.seed = 48;
     Case c{kind == GraphKind::Cnn2d ? "cnn2d_widened" : "conv1d_branches_widened",
-           hgqt::testing::random_graph_archive(kind, ro), {}, archive::Archive(), 0};
+           hgqt::testing::random_graph_archive(kind, ro),
+           {},
+           archive::Archive(),
+           0};
     c.options.allow_widening = true;
     c.options.rnd_as_offset_floor = true;
     c.reference = c.a;
@@ -804,8 +816,11 @@ TEST(QonnxExport, WritesFixturesForPython) {
   // lut layers: heterogeneous f and a pruned element in every table input (random Lut graphs),
   // hand-picked mixed types under each overflow and rounding mode, and a lut inside a conv chain.
   for (uint64_t seed : {51, 52, 53})
-    all.push_back(Case{"lut_" + std::to_string(seed), graph_archive(GraphKind::Lut, seed), {},
-                       archive::Archive(), 0});
+    all.push_back(Case{"lut_" + std::to_string(seed),
+                       graph_archive(GraphKind::Lut, seed),
+                       {},
+                       archive::Archive(),
+                       0});
   {
     const std::vector<std::tuple<std::string, RoundingMode, OverflowMode>> modes{
         {"trn_sat", RoundingMode::TRN, OverflowMode::SAT},
@@ -816,21 +831,27 @@ TEST(QonnxExport, WritesFixturesForPython) {
         {"rnd_wrap", RoundingMode::RND, OverflowMode::WRAP}};
     uint64_t seed = 54;
     for (const auto& [name, round, overflow] : modes) {
-      Case c{"lut_mixed_" + name, lut_mixed_types_archive(seed++, round, overflow), {},
-             archive::Archive(), 0};
+      Case c{"lut_mixed_" + name,
+             lut_mixed_types_archive(seed++, round, overflow),
+             {},
+             archive::Archive(),
+             0};
       c.options.rnd_as_offset_floor = round == RoundingMode::RND;
       all.push_back(c);
     }
   }
   for (uint64_t seed : {61, 62})
-    all.push_back(Case{"cnn2d_lut_" + std::to_string(seed), cnn2d_lut_archive(seed), {},
-                       archive::Archive(), 0});
+    all.push_back(Case{
+        "cnn2d_lut_" + std::to_string(seed), cnn2d_lut_archive(seed), {}, archive::Archive(), 0});
 
   // softmax layers: random Softmax graphs (random stage modes; RND as offset + FLOOR), every
   // quantizer of the softmax layers in one mode (WRAP too), and a softmax on a conv's channels.
   for (uint64_t seed : {81, 82, 83, 84}) {
-    Case c{"softmax_" + std::to_string(seed), graph_archive(GraphKind::Softmax, seed), {},
-           archive::Archive(), 0};
+    Case c{"softmax_" + std::to_string(seed),
+           graph_archive(GraphKind::Softmax, seed),
+           {},
+           archive::Archive(),
+           0};
     c.options.rnd_as_offset_floor = true;
     all.push_back(c);
   }
@@ -843,15 +864,21 @@ TEST(QonnxExport, WritesFixturesForPython) {
         {"rnd_wrap", RoundingMode::RND, OverflowMode::WRAP}};
     uint64_t seed = 100;
     for (const auto& [name, round, overflow] : modes) {
-      Case c{"softmax_modes_" + name, softmax_modes_archive(seed++, round, overflow), {},
-             archive::Archive(), 0};
+      Case c{"softmax_modes_" + name,
+             softmax_modes_archive(seed++, round, overflow),
+             {},
+             archive::Archive(),
+             0};
       c.options.rnd_as_offset_floor = round == RoundingMode::RND;
       all.push_back(c);
     }
   }
   for (uint64_t seed : {91, 92}) {
-    Case c{"cnn2d_softmax_" + std::to_string(seed), cnn2d_softmax_archive(seed), {},
-           archive::Archive(), 0};
+    Case c{"cnn2d_softmax_" + std::to_string(seed),
+           cnn2d_softmax_archive(seed),
+           {},
+           archive::Archive(),
+           0};
     c.options.rnd_as_offset_floor = true;
     all.push_back(c);
   }
@@ -965,7 +992,7 @@ TEST(QonnxExport, GraphLayersBecomeConvPoolConcatAndFewTransposes) {
     check_structure(m, report.nodes);
     auto ops = op_counts(m);
     EXPECT_EQ(ops["Conv"], 2);
-    EXPECT_EQ(ops["Mul"], 1);       // the scale layer
+    EXPECT_EQ(ops["Mul"], 1);          // the scale layer
     EXPECT_EQ(ops["Add"], 2 + 1 + 1);  // a three-input add, the scale's and the dense's bias
     EXPECT_EQ(ops["Transpose"], 2);    // once for both convs, once before the flatten
     EXPECT_EQ(ops["Reshape"] + ops["Flatten"], 2);
@@ -1043,8 +1070,8 @@ TEST(QonnxExport, RefusesGraphLayersItCannotExpressNamingTheLayer) {
     auto a = graph_archive(GraphKind::Conv1dBranches, 36);
     auto& l = a.layers[1];
     ASSERT_EQ(l.name, "c1");
-    l.input_quantizer = uniform_quantizer(l.input_shape, 1, 2, 2, RoundingMode::RND,
-                                          OverflowMode::SAT);
+    l.input_quantizer =
+        uniform_quantizer(l.input_shape, 1, 2, 2, RoundingMode::RND, OverflowMode::SAT);
     expect_refusal(a, "c1", {"conv1d", "input quantizer", "rounding RND"});
   }
   {
@@ -1127,8 +1154,8 @@ TEST(QonnxExport, LutLayersBecomeAnIndexAndAGather) {
       ASSERT_EQ(table.size(), static_cast<size_t>(off.back()));
       for (int64_t e = 0; e < iq.size(); ++e)
         for (int64_t t = off[e]; t < off[e + 1]; ++t)
-          EXPECT_EQ(table[t], std::ldexp(static_cast<double>(l->table[t]),
-                                         oq.width(e) > 0 ? -oq.f[e] : 0))
+          EXPECT_EQ(table[t],
+                    std::ldexp(static_cast<double>(l->table[t]), oq.width(e) > 0 ? -oq.f[e] : 0))
               << "element " << e << " entry " << t - off[e];
       // Index = mantissa + offset - min (SAT) or ((mantissa - min) mod 2^W) + offset (WRAP).
       const auto* index = find_node(m, nm + "/index");
@@ -1349,8 +1376,8 @@ TEST(QonnxExport, SoftmaxRefusalsNameTheLayer) {
     auto a = softmax_modes_archive(98, RoundingMode::TRN, OverflowMode::SAT);
     auto& l = a.layers[6];
     ASSERT_EQ(l.name, "sm2");
-    l.input_quantizer = uniform_quantizer(l.input_shape, 1, 12, 14, RoundingMode::TRN,
-                                          OverflowMode::SAT);
+    l.input_quantizer =
+        uniform_quantizer(l.input_shape, 1, 12, 14, RoundingMode::TRN, OverflowMode::SAT);
     archive::validate(a, "test");
     expect_refusal(a, {}, {"'sm2'", "softmax", "x - max", "float32"});
   }
@@ -1358,8 +1385,8 @@ TEST(QonnxExport, SoftmaxRefusalsNameTheLayer) {
   {
     auto a = softmax_modes_archive(99, RoundingMode::TRN, OverflowMode::SAT);
     auto& l = a.layers[6];
-    l.input_quantizer = uniform_quantizer(l.input_shape, 1, 5, 14, RoundingMode::TRN,
-                                          OverflowMode::SAT);
+    l.input_quantizer =
+        uniform_quantizer(l.input_shape, 1, 5, 14, RoundingMode::TRN, OverflowMode::SAT);
     l.input_quantizer->f[1] = 13;
     archive::validate(a, "test");
     expect_refusal(a, {}, {"'sm2'", "input quantizer element 0", "width 20"});

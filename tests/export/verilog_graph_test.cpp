@@ -1,15 +1,14 @@
 // The Verilog exporter on graph models (conv1d, conv2d, scale, max / avg pool, add, concatenate,
-// reshape, flatten, lut, softmax, branches and skip connections): Verilator simulations against the integer
-// emulator, bit-exact with overflowing inputs, combinational and pipelined, for both ways of
-// writing constant multiplications; and the generator's graph checks without tools.
+// reshape, flatten, lut, softmax, branches and skip connections): Verilator simulations against the
+// integer emulator, bit-exact with overflowing inputs, combinational and pipelined, for both ways
+// of writing constant multiplications; and the generator's graph checks without tools.
 #include <gtest/gtest.h>
-
-#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -21,10 +20,10 @@
 
 using namespace hgqt;
 namespace fs = std::filesystem;
-using hgqt::testing::run_command;
+using hgqt::testing::count_of;
 using hgqt::testing::on_path;
 using hgqt::testing::read_text;
-using hgqt::testing::count_of;
+using hgqt::testing::run_command;
 
 using hgqt::testing::GraphKind;
 
@@ -48,7 +47,9 @@ struct GraphCase {
   uint64_t seed;
 };
 
-std::ostream& operator<<(std::ostream& os, const GraphCase& c) { return os << c.label; }
+std::ostream& operator<<(std::ostream& os, const GraphCase& c) {
+  return os << c.label;
+}
 
 archive::Archive graph(GraphKind kind, uint64_t seed) {
   hgqt::testing::RandomArchiveOptions o;
@@ -81,9 +82,9 @@ TEST_P(VerilogGraphVerilator, MatchesEmulatorBitExactly) {
   const auto ports = nlohmann::json::parse(read_text(dir / "ports.json"));
   EXPECT_EQ(ports["latency_cycles"].get<int>(), c.stages);
   EXPECT_EQ(ports["testbench"]["samples"].get<int64_t>(), n);
-  EXPECT_GT(ports["testbench"]["wrapped"].get<int64_t>() +
-                ports["testbench"]["saturated"].get<int64_t>(),
-            0)
+  EXPECT_GT(
+      ports["testbench"]["wrapped"].get<int64_t>() + ports["testbench"]["saturated"].get<int64_t>(),
+      0)
       << "the scaled inputs should overflow some quantizer";
   const std::string source = read_text(dir / (vo.name + ".v"));
   EXPECT_EQ(count_of(source, "pipeline register stage"), static_cast<size_t>(c.stages));
@@ -92,7 +93,7 @@ TEST_P(VerilogGraphVerilator, MatchesEmulatorBitExactly) {
 
   const auto sim = run_command("bash '" + (dir / "run_verilator.sh").string() + "'");
   ASSERT_EQ(sim.status, 0) << sim.output.substr(sim.output.size() > 6000 ? sim.output.size() - 6000
-                                                                           : 0);
+                                                                         : 0);
   const auto [samples, mismatches] = verilator_counts(sim.output);
   EXPECT_EQ(samples, n) << sim.output;
   EXPECT_EQ(mismatches, 0) << sim.output;

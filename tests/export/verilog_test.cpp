@@ -1,31 +1,30 @@
 // The Verilog exporter: Verilator simulations of random archives against the integer emulator
 // (bit-exact, with overflowing inputs, for combinational and pipelined designs), the bus layout,
 // and the Yosys resource report.
-#include <gtest/gtest.h>
+#include "hgqt/export/verilog.h"
 
-#include <nlohmann/json.hpp>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <string>
 
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/resources.h"
-#include "hgqt/export/verilog.h"
 #include "support/process.h"
 #include "support/random_archive.h"
 
 using namespace hgqt;
 namespace fs = std::filesystem;
-using hgqt::testing::run_command;
 using hgqt::testing::on_path;
 using hgqt::testing::read_text;
-
+using hgqt::testing::run_command;
 
 namespace {
 // Runs a shell command, stdout and stderr together.
@@ -54,11 +53,13 @@ struct SimCase {
   bool output_quantizer;
   double pruned_inputs;
   double zero_weights;
-  bool wide;  // widen every type: accumulators and outputs beyond 64 bits
+  bool wide;                       // widen every type: accumulators and outputs beyond 64 bits
   const char* const_mult = "csd";  // VerilogOptions::const_mult
 };
 
-std::ostream& operator<<(std::ostream& os, const SimCase& c) { return os << c.label; }
+std::ostream& operator<<(std::ostream& os, const SimCase& c) {
+  return os << c.label;
+}
 
 // Adds 12 integer and 14 fractional bits to every live activation element and multiplies every
 // nonzero weight and bias by 2^29 + 1: products and sums then exceed 64 bits (Verilator's VlWide)
@@ -141,7 +142,7 @@ TEST_P(VerilogVerilator, MatchesEmulatorBitExactly) {
 
   const auto sim = run_command("bash '" + (dir / "run_verilator.sh").string() + "'");
   ASSERT_EQ(sim.status, 0) << sim.output.substr(sim.output.size() > 6000 ? sim.output.size() - 6000
-                                                                           : 0);
+                                                                         : 0);
   const auto [samples, mismatches] = verilator_counts(sim.output);
   EXPECT_EQ(samples, n) << sim.output;
   EXPECT_EQ(mismatches, 0) << sim.output;
@@ -223,9 +224,9 @@ TEST(VerilogExport, LayoutMatchesInferredTypesAndPortsJson) {
   vo.pipeline_stages = 2;
   const auto x = hgqt::testing::random_inputs(a, 4, 5, 1.0);
   exporters::export_verilog(a, dir.string(), vo, x, 4);
-  for (const char* f : {"layout_top.v", "tb_layout_top.cpp", "ports.json", "Makefile",
-                        "run_verilator.sh", "tb_data/tb_input_mantissas.dat",
-                        "tb_data/tb_output_mantissas.dat"})
+  for (const char* f :
+       {"layout_top.v", "tb_layout_top.cpp", "ports.json", "Makefile", "run_verilator.sh",
+        "tb_data/tb_input_mantissas.dat", "tb_data/tb_output_mantissas.dat"})
     EXPECT_TRUE(fs::exists(dir / f)) << f;
   const auto ports = nlohmann::json::parse(read_text(dir / "ports.json"));
   EXPECT_EQ(ports["top"], "layout_top");

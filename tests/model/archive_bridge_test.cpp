@@ -1,8 +1,9 @@
 // Model -> archive -> emulator / model: bit-exact against the float64 eval forward; the trace.
+#include "hgqt/model/archive_bridge.h"
+
 #include <gtest/gtest.h>
 
 #include "hgqt/archive/emulator.h"
-#include "hgqt/model/archive_bridge.h"
 
 using namespace hgqt;
 
@@ -20,7 +21,8 @@ layers:
   - {type: activation, activation: relu, output_quantizer: {f: 2, overflow: SAT}}
   - {type: dense, units: 6, activation: relu, output_quantizer: {i: 3, f: 3}}
   - {type: dense, units: 4, input_quantizer: {granularity: tensor, f: 5}}
-)", "bridge test");
+)",
+                                  "bridge test");
 }
 
 // Scatters every bit parameter and weight so that widths differ per element, with some pruned.
@@ -82,7 +84,8 @@ input_shape: [3]
 layers:
   - {type: quantize, input_quantizer: {i: 6, f: 2}}
   - {type: dense, units: 1, input_quantizer: {i: 6, f: 2, granularity: tensor}}
-)", "t");
+)",
+                                       "t");
   model::HGQModel m(spec);
   // Element 0 sees [0, 2.75] -> unsigned, i = 2; element 1 sees [-3, 0.5] -> signed, i = 2;
   // element 2 is always 0 -> pruned (W = 0).

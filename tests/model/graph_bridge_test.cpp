@@ -162,38 +162,46 @@ layers:
   - {type: quantize}
   - {type: add, inputs: [quantize_0, later]}
   - {type: dense, name: later, units: 4}
-)", "'later' comes later");
+)",
+               "'later' comes later");
   expect_error(R"(
 input_shape: [4]
 layers:
   - {type: quantize}
   - {type: dense, inputs: nowhere, units: 4}
-)", "'nowhere' is not the name of a layer");
+)",
+               "'nowhere' is not the name of a layer");
   expect_error(R"(
 input_shape: [4]
 layers:
   - {type: softmax, exp_output_quantizer: {granularity: element}}
-)", "softmax: exp_output_quantizer has one type for the whole layer");
-  expect_error(R"(
+)",
+               "softmax: exp_output_quantizer has one type for the whole layer");
+  expect_error(
+      R"(
 input_shape: [4]
 layers:
   - {type: dense, units: 3, exp_input_quantizer: {f: 2}}
-)", "allowed quantizers: input_quantizer, kernel_quantizer, bias_quantizer, output_quantizer");
+)",
+      "allowed quantizers: input_quantizer, kernel_quantizer, bias_quantizer, output_quantizer");
   expect_error(R"(
 input_shape: [28, 28]
 layers:
   - {type: conv2d, filters: 4, kernel_size: 3}
-)", "add {type: reshape, shape: [28, 28, 1]} before it");
+)",
+               "add {type: reshape, shape: [28, 28, 1]} before it");
   expect_error(R"(
 input_shape: [6, 6, 1]
 layers:
   - {type: avg_pool, pool_size: 3}
-)", "not a power of two");
+)",
+               "not a power of two");
   expect_error(R"(
 input_shape: [4]
 layers:
   - {type: quantize, name: a}
   - {type: dense, name: b, units: 3, inputs: input}
   - {type: add, inputs: [a, b]}
-)", "model.layers[2]");
+)",
+               "model.layers[2]");
 }

@@ -1,10 +1,8 @@
 // Model building from specs, checkpoints round trip, summary.
 #include <gtest/gtest.h>
-
-#include <cmath>
-
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -23,10 +21,12 @@ layers:
   - {type: flatten}
   - {type: dense, units: 5, activation: relu, kernel_quantizer: {granularity: channel}}
   - {type: dense, units: 3, output_quantizer: {i: 4, f: 4}}
-)", "test");
+)",
+                                  "test");
 }
 std::string temp_dir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / ("hgqt_model_test_" + name + "_" + std::to_string(::getpid()));
+  auto p = std::filesystem::temp_directory_path() /
+           ("hgqt_model_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
@@ -39,7 +39,7 @@ TEST(Model, BuildsFromSpecWithOverrides) {
   EXPECT_EQ(m->output_shape(), (std::vector<int64_t>{3}));
   auto* d0 = dynamic_cast<nn::QDenseImpl*>(m->layers()[1].layer);
   ASSERT_NE(d0, nullptr);
-  EXPECT_EQ(d0->kq->options.b(), 6);  // model default for weights
+  EXPECT_EQ(d0->kq->options.b(), 6);                               // model default for weights
   EXPECT_EQ(d0->kq->param_shape(), (std::vector<int64_t>{1, 5}));  // layer's channel override
   auto* d1 = dynamic_cast<nn::QDenseImpl*>(m->layers()[2].layer);
   ASSERT_TRUE(d1->oq);
@@ -49,7 +49,8 @@ TEST(Model, BuildsFromSpecWithOverrides) {
 }
 
 TEST(Model, DenseWithoutFlattenIsAConfigError) {
-  auto spec = config::parse_model_yaml("input_shape: [4, 2]\nlayers:\n  - {type: dense, units: 3}\n", "t");
+  auto spec =
+      config::parse_model_yaml("input_shape: [4, 2]\nlayers:\n  - {type: dense, units: 3}\n", "t");
   try {
     model::HGQModel m(spec);
     FAIL() << "no error";

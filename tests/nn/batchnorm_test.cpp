@@ -1,10 +1,11 @@
 // Batch norm: folded dense / conv layers against unfused layer -> torch::batch_norm (training and
 // eval, moving statistics, gradients), stand-alone QBatchNorm, EBOPs, one training step.
+#include "hgqt/nn/batchnorm.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
 
-#include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/layers.h"
 
 using namespace hgqt;
@@ -16,13 +17,21 @@ constexpr double kMomentum = 0.99;
 
 // Inputs: multiples of 2^-6 with |x| < 8 pass unchanged (KIF i=8, f=12, SAT).
 QuantizerOptions wide() {
-  return QuantizerOptions({1}).param(Parameterization::KIF).k(1).i(8).f(12)
+  return QuantizerOptions({1})
+      .param(Parameterization::KIF)
+      .k(1)
+      .i(8)
+      .f(12)
       .overflow(OverflowMode::SAT);
 }
 // Folded constants W_f, b_f are not on any grid: a fine quantizer (step 2^-21, range +-4) keeps
 // the rounding error below 2.4e-7 per constant, so outputs stay within 1e-5 of the float reference.
 QuantizerOptions fine() {
-  return QuantizerOptions({1}).param(Parameterization::KIF).k(1).i(2).f(21)
+  return QuantizerOptions({1})
+      .param(Parameterization::KIF)
+      .k(1)
+      .i(2)
+      .f(21)
       .overflow(OverflowMode::SAT);
 }
 
@@ -57,8 +66,8 @@ torch::Tensor ref_conv1d(const torch::Tensor& x, const torch::Tensor& w, const t
 torch::Tensor ref_bn(const torch::Tensor& z, const torch::Tensor& gamma, const torch::Tensor& beta,
                      const torch::Tensor& mean, const torch::Tensor& var, bool training) {
   const int64_t c = z.size(-1);
-  auto y = torch::batch_norm(z.reshape({-1, c}), gamma, beta, mean, var, training, 0.0, kEps,
-                             false);
+  auto y =
+      torch::batch_norm(z.reshape({-1, c}), gamma, beta, mean, var, training, 0.0, kEps, false);
   return y.reshape(z.sizes());
 }
 
@@ -127,9 +136,10 @@ void check_folded(L& l, const std::function<torch::Tensor()>& make_x,
 
 // Gradients of a folded layer in training equal those of unfused -> batch_norm.
 template <class L>
-void check_folded_gradients(L& l, const torch::Tensor& x,
-                            const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&,
-                                                              const torch::Tensor&)>& unfused) {
+void check_folded_gradients(
+    L& l, const torch::Tensor& x,
+    const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&,
+                                      const torch::Tensor&)>& unfused) {
   {
     torch::NoGradGuard g;
     l->kernel.copy_(grid_rand(l->kernel.sizes().vec(), 0.5));
@@ -165,10 +175,14 @@ TEST(BatchNormFold, DenseMatchesUnfused) {
                             .bias_quantizer(fine()));
   EXPECT_EQ(d->type_name(), "dense_bn");
   EXPECT_EQ(d->output_shape({8}), (std::vector<int64_t>{4}));
-  check_folded(d, [] { return grid_rand({16, 8}, 1.0); },
-               [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-                 return torch::addmm(b, x, w);
-               });
+  check_folded(
+      d,
+      [] {
+        return grid_rand({16, 8}, 1.0);
+      },
+      [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+        return torch::addmm(b, x, w);
+      });
 }
 
 TEST(BatchNormFold, Conv1dMatchesUnfused) {
@@ -181,10 +195,14 @@ TEST(BatchNormFold, Conv1dMatchesUnfused) {
                              .bias_quantizer(fine()));
   EXPECT_EQ(c->type_name(), "conv1d_bn");
   EXPECT_EQ(c->output_shape({9, 2}), (std::vector<int64_t>{5, 3}));
-  check_folded(c, [] { return grid_rand({6, 9, 2}, 1.0); },
-               [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-                 return ref_conv1d(x, w, b, 2, true);
-               });
+  check_folded(
+      c,
+      [] {
+        return grid_rand({6, 9, 2}, 1.0);
+      },
+      [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+        return ref_conv1d(x, w, b, 2, true);
+      });
 }
 
 TEST(BatchNormFold, Conv2dMatchesUnfused) {
@@ -198,10 +216,14 @@ TEST(BatchNormFold, Conv2dMatchesUnfused) {
   EXPECT_EQ(c->type_name(), "conv2d_bn");
   EXPECT_EQ(c->output_shape({5, 6, 2}), (std::vector<int64_t>{3, 6, 3}));
   EXPECT_EQ(c->pad_before({5, 6, 2}), (std::vector<int64_t>{1, 0}));
-  check_folded(c, [] { return grid_rand({4, 5, 6, 2}, 1.0); },
-               [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-                 return ref_conv2d(x, w, b, {2, 1}, true);
-               });
+  check_folded(
+      c,
+      [] {
+        return grid_rand({4, 5, 6, 2}, 1.0);
+      },
+      [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+        return ref_conv2d(x, w, b, {2, 1}, true);
+      });
 }
 
 TEST(BatchNormFold, Conv2dValidWithoutBiasMatchesUnfused) {
@@ -234,18 +256,18 @@ TEST(BatchNormFold, GradientsMatchUnfusedTraining) {
                              .input_quantizer(wide())
                              .kernel_quantizer(fine())
                              .bias_quantizer(fine()));
-  check_folded_gradients(c, grid_rand({4, 5, 5, 2}, 1.0),
-                         [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-                           return ref_conv2d(x, w, b, {1, 1}, true);
-                         });
+  check_folded_gradients(
+      c, grid_rand({4, 5, 5, 2}, 1.0),
+      [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+        return ref_conv2d(x, w, b, {1, 1}, true);
+      });
   nn::QDenseBatchNorm d(nn::QDenseBatchNormOptions(6, 3)
                             .input_quantizer(wide())
                             .kernel_quantizer(fine())
                             .bias_quantizer(fine()));
   check_folded_gradients(d, grid_rand({16, 6}, 1.0),
-                         [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-                           return torch::addmm(b, x, w);
-                         });
+                         [](const torch::Tensor& x, const torch::Tensor& w,
+                            const torch::Tensor& b) { return torch::addmm(b, x, w); });
 }
 
 TEST(BatchNormFold, EbopsAsTheUnfoldedLayer) {
@@ -259,7 +281,8 @@ TEST(BatchNormFold, EbopsAsTheUnfoldedLayer) {
   d->bq->f.copy_(torch::tensor({2., 4.}));
   EXPECT_DOUBLE_EQ(d->ebops().item<double>(), 48.0);
   // Conv: equal to the plain convolution with the same bits.
-  nn::QConv2dBatchNorm cb(nn::QConv2dBatchNormOptions(2, 3, {3, 3}, {5, 4, 2}).strides({2, 1}).padding("same"));
+  nn::QConv2dBatchNorm cb(
+      nn::QConv2dBatchNormOptions(2, 3, {3, 3}, {5, 4, 2}).strides({2, 1}).padding("same"));
   nn::QConv2d cv(nn::QConv2dOptions(2, 3, {3, 3}, {5, 4, 2}).strides({2, 1}).padding("same"));
   for (auto* l : {&cb->iq, &cv->iq}) (*l)->f.copy_(torch::arange(40).view({5, 4, 2}) % 7);
   for (auto* l : {&cb->kq, &cv->kq}) (*l)->b.copy_(torch::arange(54).view({3, 3, 2, 3}) % 5);

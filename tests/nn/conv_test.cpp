@@ -1,10 +1,10 @@
 // QConv1d / QConv2d: float behaviour against LibTorch, TensorFlow "same" padding, EBOPs by hand,
 // one training step.
+#include "hgqt/nn/conv.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "hgqt/nn/conv.h"
 
 using namespace hgqt;
 using namespace hgqt::quant;
@@ -13,8 +13,13 @@ namespace {
 // A quantizer wide enough that multiples of 2^-6 with |x| < 8 (and their products' sums, exact in
 // float) pass unchanged: KIF i=8, f=12, SAT.
 QuantizerOptions wide() {
-  return QuantizerOptions({1}).param(Parameterization::KIF).k(1).i(8).f(12)
-      .overflow(OverflowMode::SAT).round(RoundingMode::RND);
+  return QuantizerOptions({1})
+      .param(Parameterization::KIF)
+      .k(1)
+      .i(8)
+      .f(12)
+      .overflow(OverflowMode::SAT)
+      .round(RoundingMode::RND);
 }
 
 // Random multiples of 2^-6 in [-lim, lim).
@@ -65,8 +70,8 @@ TEST(Conv, Conv2dMatchesTorch) {
   };
   for (const auto& t : cases) {
     SCOPED_TRACE("case " + std::to_string(t.h) + "x" + std::to_string(t.w) + " k" +
-                 std::to_string(t.kh) + "x" + std::to_string(t.kw) + " s" +
-                 std::to_string(t.sh) + std::to_string(t.sw) + (t.same ? " same" : " valid"));
+                 std::to_string(t.kh) + "x" + std::to_string(t.kw) + " s" + std::to_string(t.sh) +
+                 std::to_string(t.sw) + (t.same ? " same" : " valid"));
     nn::QConv2d conv(nn::QConv2dOptions(t.c, t.f, {t.kh, t.kw}, {t.h, t.w, t.c})
                          .strides({t.sh, t.sw})
                          .padding(t.same ? "same" : "valid")
@@ -122,7 +127,8 @@ TEST(Conv, Conv2dSamePaddingGeometry) {
   EXPECT_EQ(qs[2].role, "bias");
   // Bad shapes throw.
   EXPECT_THROW(conv->output_shape({5, 6, 3}), std::invalid_argument);
-  EXPECT_THROW(nn::QConv2d(nn::QConv2dOptions(2, 2, {3, 3})), std::invalid_argument);  // no input_shape
+  EXPECT_THROW(nn::QConv2d(nn::QConv2dOptions(2, 2, {3, 3})),
+               std::invalid_argument);  // no input_shape
   EXPECT_THROW(nn::QConv2d(nn::QConv2dOptions(2, 2, {3, 3}, {2, 2, 2})), std::invalid_argument);
   EXPECT_THROW(nn::QConv2d(nn::QConv2dOptions(2, 2, {3, 3}, {5, 5, 2}).padding("full")),
                std::invalid_argument);
@@ -156,7 +162,8 @@ TEST(Conv, Conv1dMatchesTorch) {
       conv->bias.copy_(grid_rand({t.f}, 1.0));
     }
     auto x = grid_rand({4, t.l, t.c}, 4.0);
-    auto expect = torch::relu(ref_conv1d(x, conv->kernel.detach(), conv->bias.detach(), t.s, t.same));
+    auto expect =
+        torch::relu(ref_conv1d(x, conv->kernel.detach(), conv->bias.detach(), t.s, t.same));
     for (bool training : {true, false}) {
       conv->train(training);
       auto y = conv->forward(x);
@@ -201,7 +208,8 @@ TEST(Conv, EbopsByHandConv1d) {
 TEST(Conv, EbopsByHandConv2dSamePadding) {
   // 2x2 input, 2x2 kernel, same: pad after only, so the edge positions see fewer inputs.
   // Input bits a..d = 1, 2, 3, 4; kernel bits p..s = 1, 2, 3, 4.
-  // (0,0): a p + b q + c r + d s = 30; (0,1): b p + d r = 14; (1,0): c p + d q = 11; (1,1): d p = 4.
+  // (0,0): a p + b q + c r + d s = 30; (0,1): b p + d r = 14; (1,0): c p + d q = 11; (1,1): d p
+  // = 4.
   nn::QConv2d conv(nn::QConv2dOptions(1, 1, {2, 2}, {2, 2, 1}).padding("same").bias(false));
   torch::NoGradGuard g;
   conv->iq->i.fill_(0);

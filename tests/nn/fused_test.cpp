@@ -1,11 +1,12 @@
 // The fused training nodes of QDense and FusedAdam against the composed LibTorch operations.
+#include "hgqt/nn/fused.h"
+
 #include <gtest/gtest.h>
 
 #include <sstream>
 
 #include "hgqt/config/config.h"
 #include "hgqt/model/model.h"
-#include "hgqt/nn/fused.h"
 #include "hgqt/nn/layers.h"
 #include "hgqt/quant/quantize.h"
 #include "hgqt/train/optim.h"
@@ -28,10 +29,19 @@ std::vector<DenseCase> dense_cases() {
   auto b = default_quantizer_options(Place::Bias, {4});
   std::vector<DenseCase> out;
   out.push_back({"defaults", true, nn::Activation::ReLU, dl, w, b});
-  out.push_back({"sat_trn_linear", true, nn::Activation::Linear,
-                 QuantizerOptions({5}).overflow(OverflowMode::SAT).round(RoundingMode::TRN).i(1).f(3),
-                 QuantizerOptions({5, 4}).batch_axis(false).param(Parameterization::KIF).overflow(OverflowMode::SAT).i(0).f(4),
-                 QuantizerOptions({4}).batch_axis(false).overflow(OverflowMode::SAT_SYM).round(RoundingMode::RND_CONV)});
+  out.push_back(
+      {"sat_trn_linear", true, nn::Activation::Linear,
+       QuantizerOptions({5}).overflow(OverflowMode::SAT).round(RoundingMode::TRN).i(1).f(3),
+       QuantizerOptions({5, 4})
+           .batch_axis(false)
+           .param(Parameterization::KIF)
+           .overflow(OverflowMode::SAT)
+           .i(0)
+           .f(4),
+       QuantizerOptions({4})
+           .batch_axis(false)
+           .overflow(OverflowMode::SAT_SYM)
+           .round(RoundingMode::RND_CONV)});
   out.push_back({"no_bias_tensor_granularity", false, nn::Activation::ReLU,
                  QuantizerOptions(dl).granularity(Granularity::Tensor),
                  QuantizerOptions(w).granularity(Granularity::Channel), b});
@@ -39,8 +49,12 @@ std::vector<DenseCase> dense_cases() {
 }
 
 nn::QDense make_dense(const DenseCase& c) {
-  return nn::QDense(nn::QDenseOptions(5, 4).bias(c.bias).activation(c.act).input_quantizer(c.in)
-                        .kernel_quantizer(c.kernel).bias_quantizer(c.bias_q));
+  return nn::QDense(nn::QDenseOptions(5, 4)
+                        .bias(c.bias)
+                        .activation(c.act)
+                        .input_quantizer(c.in)
+                        .kernel_quantizer(c.kernel)
+                        .bias_quantizer(c.bias_q));
 }
 
 // Non-integer bit widths (some rounding to zero bits: pruned elements) and a bias.
@@ -123,10 +137,10 @@ TEST(FusedDense, EbopsByHandThroughTheFusedNode) {
   {
     torch::NoGradGuard g;
     d->iq->i.copy_(torch::tensor({1., 2.}));
-    d->iq->f.copy_(torch::tensor({2.4, -3.}));                    // input bits 3 and 0 (relu)
+    d->iq->f.copy_(torch::tensor({2.4, -3.}));  // input bits 3 and 0 (relu)
     d->kq->b.copy_(torch::tensor({{1., 2.}, {5., 3.}}));
     d->bq->i.copy_(torch::tensor({1., 1.}));
-    d->bq->f.copy_(torch::tensor({1., 3.}));                      // bias bits 2 and 4
+    d->bq->f.copy_(torch::tensor({1., 3.}));  // bias bits 2 and 4
   }
   auto e = d->ebops();
   // 3 * (1 + 2) + 0 * (5 + 3) + mean(2, 4) * 2 = 9 + 6.
@@ -146,7 +160,9 @@ TEST(FusedAdam, MatchesTorchAdamAndSharesItsState) {
   auto opts = torch::optim::AdamOptions(0.01).weight_decay(0.1);
   train::FusedAdam fused({w1, u1}, opts);
   torch::optim::Adam plain({w2, u2}, opts);
-  auto loss = [](const torch::Tensor& w, const torch::Tensor& u) { return (w * w).sum() + u.pow(3).sum(); };
+  auto loss = [](const torch::Tensor& w, const torch::Tensor& u) {
+    return (w * w).sum() + u.pow(3).sum();
+  };
   for (int s = 0; s < 5; ++s) {
     train::zero_grad_to_none(fused);
     plain.zero_grad();
@@ -197,7 +213,8 @@ layers:
   - {type: dense, units: 8, activation: relu}
   - {type: dense, units: 7, activation: relu}
   - {type: dense, units: 3}
-)", "chain");
+)",
+                                       "chain");
   for (bool reference : {false, true}) {
     set_force_reference_path(reference);
     torch::manual_seed(11);
@@ -236,4 +253,3 @@ layers:
   }
   set_force_reference_path(false);
 }
-

@@ -1,7 +1,7 @@
 // QDense EBOPs by hand, quantizer defaults, integer-bit tracking.
-#include <gtest/gtest.h>
-
 #include "hgqt/nn/layers.h"
+
+#include <gtest/gtest.h>
 
 using namespace hgqt;
 using namespace hgqt::quant;
@@ -30,14 +30,17 @@ TEST(Quantizer, DefaultsByPlace) {
 TEST(Quantizer, GranularityShapes) {
   auto o = default_quantizer_options(Place::Weight, {4, 3});
   EXPECT_EQ(FixedQuantizer(o)->param_shape(), (std::vector<int64_t>{4, 3}));
-  EXPECT_EQ(FixedQuantizer(o.granularity(Granularity::Channel))->param_shape(), (std::vector<int64_t>{1, 3}));
-  EXPECT_EQ(FixedQuantizer(o.granularity(Granularity::Tensor))->param_shape(), (std::vector<int64_t>{1, 1}));
+  EXPECT_EQ(FixedQuantizer(o.granularity(Granularity::Channel))->param_shape(),
+            (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(FixedQuantizer(o.granularity(Granularity::Tensor))->param_shape(),
+            (std::vector<int64_t>{1, 1}));
 }
 
 TEST(Quantizer, IntegerBitsTrackTheDataInTraining) {
   FixedQuantizer q(default_quantizer_options(Place::Datalane, {2}));
   q->train();
-  // Feature 0 peaks at 5.3 -> i = ceil(log2(5.3 + 2^-6)) = 3; feature 1 at 0.2 -> max(2 - 0.01, -2).
+  // Feature 0 peaks at 5.3 -> i = ceil(log2(5.3 + 2^-6)) = 3; feature 1 at 0.2 -> max(2 - 0.01,
+  // -2).
   auto x = torch::tensor({{5.3, 0.2}, {-1.0, 0.1}});
   q->forward(x);
   EXPECT_FLOAT_EQ(q->i[0].item<float>(), 3.0f);
@@ -89,8 +92,8 @@ TEST(QDense, ForwardIsQuantizedMatmul) {
   nn::QDense d(nn::QDenseOptions(5, 3).activation(nn::Activation::ReLU));
   d->eval();
   auto x = torch::randn({8, 5});
-  auto expect = torch::relu(torch::addmm(d->bq->apply_eval(d->bias), d->iq->apply_eval(x),
-                                         d->kq->apply_eval(d->kernel)));
+  auto expect = torch::relu(
+      torch::addmm(d->bq->apply_eval(d->bias), d->iq->apply_eval(x), d->kq->apply_eval(d->kernel)));
   EXPECT_TRUE(torch::equal(d->forward(x), expect));
   EXPECT_THROW(d->forward(torch::randn({8, 4})), c10::Error);
 }

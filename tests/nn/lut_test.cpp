@@ -1,7 +1,7 @@
 // QUnaryLUT: float behaviour with wide quantizers, training, registry errors.
-#include <gtest/gtest.h>
-
 #include "hgqt/nn/lut.h"
+
+#include <gtest/gtest.h>
 
 using namespace hgqt;
 
@@ -12,7 +12,8 @@ quant::QuantizerOptions wide(std::vector<int64_t> shape) {
 }  // namespace
 
 TEST(Lut, WideQuantizersGiveTheFloatFunction) {
-  for (const std::string fn : {"tanh", "sigmoid", "exp", "sin", "softplus", "square", "abs", "gelu"}) {
+  for (const std::string fn :
+       {"tanh", "sigmoid", "exp", "sin", "softplus", "square", "abs", "gelu"}) {
     nn::QUnaryLUTOptions o({4, 3}, fn);
     o.input_quantizer(wide({4, 3})).output_quantizer(wide({4, 3}));
     nn::QUnaryLUT l(o);

@@ -1,16 +1,20 @@
 // QAdd and QConcatenate.
+#include "hgqt/nn/merge.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
-
-#include "hgqt/nn/merge.h"
 
 using namespace hgqt;
 using namespace hgqt::quant;
 
 namespace {
 QuantizerOptions wide() {
-  return QuantizerOptions({1}).param(Parameterization::KIF).k(1).i(8).f(12)
+  return QuantizerOptions({1})
+      .param(Parameterization::KIF)
+      .k(1)
+      .i(8)
+      .f(12)
       .overflow(OverflowMode::SAT);
 }
 
@@ -48,7 +52,8 @@ TEST(Merge, AddSumsActivatesQuantizes) {
   EXPECT_EQ(qs[0].quantizer->options.shape(), (std::vector<int64_t>{4, 3}));
   EXPECT_EQ(add->ebops().item<double>(), 0.0);
   // Default quantizer rounds to 2^-6.
-  nn::QAdd q(nn::QAddOptions({2}).output_quantizer(default_quantizer_options(Place::Datalane, {2})));
+  nn::QAdd q(
+      nn::QAddOptions({2}).output_quantizer(default_quantizer_options(Place::Datalane, {2})));
   q->eval();
   auto x = torch::tensor({{0.30, -0.11}}), y = torch::tensor({{0.01, 0.02}});
   EXPECT_TRUE(torch::allclose(q->forward_many({x, y}), torch::round((x + y) * 64) / 64));
@@ -61,9 +66,13 @@ TEST(Merge, AddSumsActivatesQuantizes) {
 TEST(Merge, AddShapeMismatchThrows) {
   nn::QAdd add(nn::QAddOptions({4, 3}));
   EXPECT_TRUE(throws_with([&] { add->output_shape_many({{4, 3}, {3, 4}}); }, "[3, 4]"));
-  EXPECT_TRUE(throws_with([&] { add->forward_many({torch::zeros({2, 4, 3}), torch::zeros({2, 4, 2})}); },
-                          "[4, 2]"));
-  EXPECT_THROW(add->output_shape_many({{2, 3}, {2, 3}}), std::invalid_argument);  // not the built shape
+  EXPECT_TRUE(throws_with(
+      [&] {
+        add->forward_many({torch::zeros({2, 4, 3}), torch::zeros({2, 4, 2})});
+      },
+      "[4, 2]"));
+  EXPECT_THROW(add->output_shape_many({{2, 3}, {2, 3}}),
+               std::invalid_argument);  // not the built shape
   EXPECT_THROW(add->forward(torch::zeros({2, 4, 3})), std::invalid_argument);
   EXPECT_THROW(add->forward_many({torch::zeros({2, 4, 3})}), std::invalid_argument);
   EXPECT_THROW(add->output_shape({4, 3}), std::invalid_argument);
@@ -72,7 +81,8 @@ TEST(Merge, AddShapeMismatchThrows) {
 
 TEST(Merge, AddTrainingStep) {
   torch::manual_seed(31);
-  nn::QAdd add(nn::QAddOptions({6}).output_quantizer(default_quantizer_options(Place::Datalane, {6})));
+  nn::QAdd add(
+      nn::QAddOptions({6}).output_quantizer(default_quantizer_options(Place::Datalane, {6})));
   add->train();
   auto a = torch::randn({8, 6}, torch::requires_grad()), b = torch::randn({8, 6});
   auto loss = (add->forward_many({a, b}) - 0.1).square().mean();

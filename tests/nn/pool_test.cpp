@@ -1,9 +1,9 @@
 // MaxPool / AvgPool (1-D, 2-D, global) against LibTorch, power-of-two windows; Reshape.
+#include "hgqt/nn/pool.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
-
-#include "hgqt/nn/pool.h"
 
 using namespace hgqt;
 
@@ -26,11 +26,12 @@ TEST(Pool, MaxAndAvg2dMatchTorch) {
     std::vector<int64_t> k, s;
     int64_t h, w;
   };
-  for (const auto& t : std::vector<Case>{{{2, 2}, {}, 6, 6},
-                                         {{2, 2}, {}, 7, 5},  // odd sizes: the last row / column is dropped
-                                         {{2, 2}, {1, 1}, 5, 4},
-                                         {{4, 2}, {2, 1}, 9, 6},
-                                         {{1, 2}, {1, 2}, 3, 8}}) {
+  for (const auto& t :
+       std::vector<Case>{{{2, 2}, {}, 6, 6},
+                         {{2, 2}, {}, 7, 5},  // odd sizes: the last row / column is dropped
+                         {{2, 2}, {1, 1}, 5, 4},
+                         {{4, 2}, {2, 1}, 9, 6},
+                         {{1, 2}, {1, 2}, 3, 8}}) {
     auto x = torch::randn({3, t.h, t.w, 4});
     auto xc = x.permute({0, 3, 1, 2});
     const auto s = t.s.empty() ? t.k : t.s;
@@ -61,8 +62,10 @@ TEST(Pool, MaxAndAvg1dMatchTorch) {
   auto xc = x.permute({0, 2, 1});
   nn::MaxPool mp(nn::PoolOptions({4}).strides({2}));
   nn::AvgPool ap(nn::PoolOptions({4}).strides({2}));
-  EXPECT_TRUE(torch::allclose(mp->forward(x), torch::max_pool1d(xc, {4}, {2}).permute({0, 2, 1}), 0, 1e-6));
-  EXPECT_TRUE(torch::allclose(ap->forward(x), torch::avg_pool1d(xc, {4}, {2}).permute({0, 2, 1}), 0, 1e-6));
+  EXPECT_TRUE(
+      torch::allclose(mp->forward(x), torch::max_pool1d(xc, {4}, {2}).permute({0, 2, 1}), 0, 1e-6));
+  EXPECT_TRUE(
+      torch::allclose(ap->forward(x), torch::avg_pool1d(xc, {4}, {2}).permute({0, 2, 1}), 0, 1e-6));
   EXPECT_EQ(mp->output_shape({11, 3}), (std::vector<int64_t>{4, 3}));
 }
 
@@ -84,16 +87,23 @@ TEST(Pool, Global) {
   EXPECT_TRUE(torch::allclose(g1->forward(x1), x1.mean(1), 0, 1e-6));
   EXPECT_THROW(g1->output_shape({4, 3}), std::invalid_argument);
   // The global average over 3 x 3 positions is not exact.
-  EXPECT_TRUE(throws_with([&] { ga->output_shape({3, 3, 2}); }, "window 3x3 = 9 elements is not a power of two"));
+  EXPECT_TRUE(throws_with(
+      [&] {
+        ga->output_shape({3, 3, 2});
+      },
+      "window 3x3 = 9 elements is not a power of two"));
   EXPECT_THROW(ga->forward(torch::randn({1, 3, 3, 2})), std::invalid_argument);
   // Global max has no such limit.
   EXPECT_EQ(gm->output_shape({3, 3, 2}), (std::vector<int64_t>{2}));
 }
 
 TEST(Pool, AvgNeedsPowerOfTwoWindow) {
-  EXPECT_TRUE(throws_with([] { nn::AvgPool(nn::PoolOptions({3, 3})); },
-                          "avg_pool window 3x3 = 9 elements is not a power of two; the exact "
-                          "average needs a power-of-two window"));
+  EXPECT_TRUE(throws_with(
+      [] {
+        nn::AvgPool(nn::PoolOptions({3, 3}));
+      },
+      "avg_pool window 3x3 = 9 elements is not a power of two; the exact "
+      "average needs a power-of-two window"));
   EXPECT_TRUE(throws_with([] { nn::AvgPool(nn::PoolOptions({3})); }, "window 3 = 3 elements"));
   EXPECT_NO_THROW(nn::AvgPool(nn::PoolOptions({4, 2})));
   EXPECT_NO_THROW(nn::MaxPool(nn::PoolOptions({3, 3})));

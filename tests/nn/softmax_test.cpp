@@ -1,9 +1,9 @@
 // QSoftmax: float behaviour with wide quantizers, the table arithmetic by hand, training, EBOPs.
+#include "hgqt/nn/softmax.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "hgqt/nn/softmax.h"
 
 using namespace hgqt;
 using quant::OverflowMode;
@@ -11,8 +11,12 @@ using quant::QuantizerOptions;
 
 namespace {
 QuantizerOptions stage(int k, int i, int f) {
-  return QuantizerOptions({1}).k(k).i(i).f(f).overflow(OverflowMode::SAT).granularity(
-      quant::Granularity::Tensor);
+  return QuantizerOptions({1})
+      .k(k)
+      .i(i)
+      .f(f)
+      .overflow(OverflowMode::SAT)
+      .granularity(quant::Granularity::Tensor);
 }
 QuantizerOptions datalane(std::vector<int64_t> shape, int i, int f) {
   return QuantizerOptions(std::move(shape)).i(i).f(f).overflow(OverflowMode::SAT);
@@ -37,7 +41,8 @@ TEST(Softmax, TableArithmeticByHand) {
   // As ArchiveGraph.SoftmaxByHand: inputs {1.5, 0.5} -> d {0, -1} -> e {1, 3/8} -> sum 11/8 ->
   // 3/2 -> r 5/8 -> y {10/16, 4/16}.
   nn::QSoftmaxOptions o({2});
-  o.input_quantizer(datalane({2}, 2, 1)).output_quantizer(QuantizerOptions({2}).k(0).i(1).f(4).overflow(OverflowMode::SAT));
+  o.input_quantizer(datalane({2}, 2, 1))
+      .output_quantizer(QuantizerOptions({2}).k(0).i(1).f(4).overflow(OverflowMode::SAT));
   o.exp_input_quantizer(stage(1, 2, 0)).exp_output_quantizer(stage(0, 1, 3));
   o.inv_input_quantizer(stage(0, 2, 2)).inv_output_quantizer(stage(0, 1, 3));
   nn::QSoftmax l(o);

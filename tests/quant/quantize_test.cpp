@@ -1,9 +1,10 @@
 // Quantizer forward against quantization.md sections 2 and 9; gradients against section 3.
+#include "hgqt/quant/quantize.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "hgqt/quant/quantize.h"
 #include "hgqt/quant/quantizer.h"
 
 using namespace hgqt::quant;
@@ -41,10 +42,12 @@ TEST(Quantize, RoundingTableOfSection9) {
   const std::vector<double> trn{2, 1, 0, -1, -2, -3, -2};
   for (bool reference : {false, true}) {
     EXPECT_EQ(q(kTableX, {1, 8, 0}, RoundingMode::RND, OverflowMode::SAT, false, reference), rnd);
-    EXPECT_EQ(q(kTableX, {1, 8, 0}, RoundingMode::RND_CONV, OverflowMode::SAT, false, reference), rnd_conv);
+    EXPECT_EQ(q(kTableX, {1, 8, 0}, RoundingMode::RND_CONV, OverflowMode::SAT, false, reference),
+              rnd_conv);
     EXPECT_EQ(q(kTableX, {1, 8, 0}, RoundingMode::TRN, OverflowMode::SAT, false, reference), trn);
     // S_RND acts as RND in eval.
-    EXPECT_EQ(q(kTableX, {1, 8, 0}, RoundingMode::S_RND, OverflowMode::WRAP, false, reference), rnd);
+    EXPECT_EQ(q(kTableX, {1, 8, 0}, RoundingMode::S_RND, OverflowMode::WRAP, false, reference),
+              rnd);
   }
   for (size_t n = 0; n < kTableX.size(); ++n) {
     EXPECT_EQ(round_fixed(kTableX[n], RoundingMode::RND), rnd[n]);
@@ -123,14 +126,15 @@ TEST(Quantize, KernelMatchesReferenceAndScalar) {
           auto xd = x.to(dtype);
           auto a = fixed_quantize(xd, k, i, f, s);
           auto b = fixed_quantize_reference(xd, k, i, f, s);
-          ASSERT_TRUE(torch::equal(a, b)) << to_string(r) << " " << to_string(o) << " training=" << training;
+          ASSERT_TRUE(torch::equal(a, b))
+              << to_string(r) << " " << to_string(o) << " training=" << training;
         }
         if (training && o == OverflowMode::WRAP) continue;
         auto a = fixed_quantize(x, k, i, f, s);
         for (int64_t n = 0; n < rows; ++n)
           for (int64_t j = 0; j < feats; ++j) {
-            const double expect = quantize_fixed(x[n][j].item<double>(), k[j].item<int>(), i[j].item<int>(),
-                                                 f[j].item<int>(), r, o);
+            const double expect = quantize_fixed(x[n][j].item<double>(), k[j].item<int>(),
+                                                 i[j].item<int>(), f[j].item<int>(), r, o);
             ASSERT_EQ(a[n][j].item<double>(), expect) << "x=" << x[n][j].item<double>();
           }
       }
@@ -144,7 +148,8 @@ TEST(Quantize, BitParametersRoundHalfToEven) {
   auto k = torch::ones({1}, torch::kDouble), i = torch::full({1}, 2.0, torch::kDouble);
   QuantizeSettings s{Parameterization::KIF, RoundingMode::RND, OverflowMode::SAT, false, true};
   EXPECT_EQ(fixed_quantize(x, k, i, torch::full({1}, 2.5, torch::kDouble), s).item<double>(), 0.25);
-  EXPECT_EQ(fixed_quantize(x, k, i, torch::full({1}, 3.5, torch::kDouble), s).item<double>(), 0.3125);
+  EXPECT_EQ(fixed_quantize(x, k, i, torch::full({1}, 3.5, torch::kDouble), s).item<double>(),
+            0.3125);
 }
 
 TEST(Quantize, KbiEqualsKifWithFEqualsBMinusI) {
@@ -153,7 +158,8 @@ TEST(Quantize, KbiEqualsKifWithFEqualsBMinusI) {
   auto k = torch::ones({5}, torch::kDouble);
   auto b = torch::tensor({4., 6., 0., 3., 8.}, torch::kDouble);
   auto i = torch::tensor({1., 2., 0., -1., 3.}, torch::kDouble);
-  QuantizeSettings kbi{Parameterization::KBI, RoundingMode::RND, OverflowMode::SAT_SYM, false, true};
+  QuantizeSettings kbi{Parameterization::KBI, RoundingMode::RND, OverflowMode::SAT_SYM, false,
+                       true};
   QuantizeSettings kif = kbi;
   kif.param = Parameterization::KIF;
   EXPECT_TRUE(torch::equal(fixed_quantize(x, k, b, i, kbi), fixed_quantize(x, k, i, b - i, kif)));
@@ -264,7 +270,9 @@ TEST(QuantizeGrad, FiniteDifferenceOfRelaxation) {
   for (double xv : {0.3, -0.77, 1.13, 0.01}) {
     for (double fv : {1.0, 3.0, -1.0}) {
       const double m = std::floor(xv * std::exp2(fv) + 0.5);
-      auto relaxed = [&](double fp) { return (m + xv * std::exp2(fp) - xv * std::exp2(fv)) * std::exp2(-fp); };
+      auto relaxed = [&](double fp) {
+        return (m + xv * std::exp2(fp) - xv * std::exp2(fv)) * std::exp2(-fp);
+      };
       const double fd = (relaxed(fv + eps) - relaxed(fv - eps)) / (2 * eps);
       auto g = grads_of(xv, 1, 6, fv, Parameterization::KIF, OverflowMode::SAT, true, false);
       EXPECT_NEAR(g.dc, fd, 1e-7) << "x=" << xv << " f=" << fv;
@@ -321,7 +329,8 @@ TEST(Quantize, FloatInputsMatchTheDefinition) {
     }
   }
   for (float big : {1e30f, -1e30f, 3e38f, -3e38f, 8388609.0f, -16777216.0f}) xs.push_back(big);
-  for (int n = 0; n < 200; ++n) xs.push_back(static_cast<float>(std::ldexp(static_cast<double>(n) - 100.0, -5)) + 0.013f * n);
+  for (int n = 0; n < 200; ++n)
+    xs.push_back(static_cast<float>(std::ldexp(static_cast<double>(n) - 100.0, -5)) + 0.013f * n);
   const int64_t n = static_cast<int64_t>(xs.size());
   auto x = torch::from_blob(xs.data(), {n, 1}, torch::kFloat).clone();
   for (auto r : {RoundingMode::TRN, RoundingMode::RND, RoundingMode::RND_CONV}) {
@@ -333,7 +342,8 @@ TEST(Quantize, FloatInputsMatchTheDefinition) {
             auto k = torch::full({1}, static_cast<float>(p.k));
             auto i = torch::full({1}, static_cast<float>(p.i));
             auto f = torch::full({1}, static_cast<float>(p.f));
-            auto y = reference ? fixed_quantize_reference(x, k, i, f, s) : fixed_quantize(x, k, i, f, s);
+            auto y =
+                reference ? fixed_quantize_reference(x, k, i, f, s) : fixed_quantize(x, k, i, f, s);
             // Training does not wrap (section 4): the definition with the range wide open.
             const OverflowMode def_o = training && o == OverflowMode::WRAP ? OverflowMode::WRAP : o;
             for (int64_t j = 0; j < n; ++j) {
@@ -344,8 +354,9 @@ TEST(Quantize, FloatInputsMatchTheDefinition) {
               else
                 want = quantize_fixed(xv, p.k, p.i, p.f, r, def_o);
               ASSERT_EQ(y[j][0].item<float>(), static_cast<float>(want))
-                  << "x=" << xv << " " << to_string(r) << " " << to_string(o) << " training=" << training
-                  << " reference=" << reference << " k,i,f=" << p.k << "," << p.i << "," << p.f;
+                  << "x=" << xv << " " << to_string(r) << " " << to_string(o)
+                  << " training=" << training << " reference=" << reference << " k,i,f=" << p.k
+                  << "," << p.i << "," << p.f;
             }
           }
         }
@@ -387,7 +398,8 @@ TEST(Quantize, PlanRefusesOtherTensors) {
     return std::string("no error");
   };
   EXPECT_NE(msg(torch::zeros({2, 5})).find("per-sample shape [4]"), std::string::npos);
-  EXPECT_NE(msg(torch::zeros({2, 4}, torch::kDouble)).find("the plan was made for Float"), std::string::npos);
+  EXPECT_NE(msg(torch::zeros({2, 4}, torch::kDouble)).find("the plan was made for Float"),
+            std::string::npos);
 }
 
 // The calibration record the eval kernel keeps in its quantizing pass equals the one of the ATen
@@ -416,7 +428,8 @@ TEST(Quantize, CalibrationRecordKernelMatchesReference) {
       set_force_reference_path(false);
       EXPECT_TRUE(torch::equal(out[0], out[1])) << to_string(r) << " " << to_string(o);
       EXPECT_TRUE(torch::equal(rec[0].first, rec[1].first)) << to_string(r) << " " << to_string(o);
-      EXPECT_TRUE(torch::equal(rec[0].second, rec[1].second)) << to_string(r) << " " << to_string(o);
+      EXPECT_TRUE(torch::equal(rec[0].second, rec[1].second))
+          << to_string(r) << " " << to_string(o);
       EXPECT_EQ(rec[0].second[2].item<double>(), 0.0);  // pruned
     }
   }

@@ -33,7 +33,9 @@ std::string read_text(const std::filesystem::path& p) {
   return ss.str();
 }
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string quoted(const std::string& s) {
+  return "'" + s + "'";
+}
 
 size_t count_of(const std::string& s, const std::string& needle) {
   size_t n = 0;

@@ -48,7 +48,7 @@ QuantSpec activation_quantizer(Gen& g, std::vector<int64_t> shape, const RandomA
   const int64_t n = archive::shape_size(q.shape);
   for (int64_t e = 0; e < n; ++e) {
     int k = g.uniform(0, 1), i = g.uniform(-1, 3), f = g.uniform(-1, 5);
-    if (k + i + f <= 0) f = 1 - k - i;  // keep most elements alive...
+    if (k + i + f <= 0) f = 1 - k - i;           // keep most elements alive...
     if (g.real() < o.pruned_inputs) f = -k - i;  // ...and prune some explicitly
     q.k.push_back(k);
     q.i.push_back(i);
@@ -113,7 +113,8 @@ Archive random_mlp_archive(const RandomArchiveOptions& o) {
     l.bias = constant(g, {out}, o);
     const bool act_layer = o.activation_layer && d == 0 && !last;
     l.activation = last || act_layer ? "linear" : "relu";
-    if (o.output_quantizer && !last && d + 2 == n_dense) l.output_quantizer = activation_quantizer(g, {out}, o);
+    if (o.output_quantizer && !last && d + 2 == n_dense)
+      l.output_quantizer = activation_quantizer(g, {out}, o);
     a.layers.push_back(l);
     if (act_layer) {
       Layer act;
@@ -140,9 +141,9 @@ Layer make_layer(const std::string& name, const std::string& type, std::vector<i
   return l;
 }
 
-Layer conv(Gen& g, const RandomArchiveOptions& o, const std::string& name,
-           std::vector<int64_t> in, std::vector<int64_t> out, std::vector<int64_t> k,
-           std::vector<int64_t> s, std::vector<int64_t> pad, std::vector<std::string> inputs = {}) {
+Layer conv(Gen& g, const RandomArchiveOptions& o, const std::string& name, std::vector<int64_t> in,
+           std::vector<int64_t> out, std::vector<int64_t> k, std::vector<int64_t> s,
+           std::vector<int64_t> pad, std::vector<std::string> inputs = {}) {
   Layer l = make_layer(name, k.size() == 1 ? "conv1d" : "conv2d", in, out, std::move(inputs));
   std::vector<int64_t> ks = k;
   ks.push_back(in.back());
@@ -342,7 +343,8 @@ void fill_lut_table(Layer& l) {
     const int64_t lo = w <= 0 ? 0 : iq.k[n] ? -(int64_t{1} << (w - 1)) : 0;
     const int64_t count = w <= 0 ? 1 : int64_t{1} << w;
     for (int64_t m = lo; m < lo + count; ++m) {
-      const double y = oq.apply(lut_function_value(l.function, std::ldexp(static_cast<double>(m), -iq.f[n])), n);
+      const double y =
+          oq.apply(lut_function_value(l.function, std::ldexp(static_cast<double>(m), -iq.f[n])), n);
       l.table.push_back(oq.width(n) <= 0 ? 0 : static_cast<int64_t>(std::ldexp(y, oq.f[n])));
     }
   }

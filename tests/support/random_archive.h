@@ -12,12 +12,13 @@ namespace hgqt::testing {
 struct RandomArchiveOptions {
   std::vector<int64_t> sizes{8, 6, 4};  ///< input features, hidden widths..., outputs
   uint64_t seed = 1;
-  bool quantize_layer = false;    ///< start with a quantize layer instead of dense input quantizers
-  bool activation_layer = true;   ///< a linear dense followed by a relu activation layer (first hidden)
-  bool output_quantizer = true;   ///< give the last hidden dense an output quantizer
-  bool mixed_modes = true;        ///< random rounding/overflow modes (else RND / WRAP, SAT_SYM weights)
-  double zero_weights = 0.3;      ///< fraction of zero weights
-  double pruned_inputs = 0.15;    ///< fraction of pruned (W <= 0) activation elements
+  bool quantize_layer = false;  ///< start with a quantize layer instead of dense input quantizers
+  bool activation_layer =
+      true;  ///< a linear dense followed by a relu activation layer (first hidden)
+  bool output_quantizer = true;  ///< give the last hidden dense an output quantizer
+  bool mixed_modes = true;    ///< random rounding/overflow modes (else RND / WRAP, SAT_SYM weights)
+  double zero_weights = 0.3;  ///< fraction of zero weights
+  double pruned_inputs = 0.15;  ///< fraction of pruned (W <= 0) activation elements
   /// Activation quantizers with one (k, i, f) per tensor (at least one magnitude bit, none
   /// pruned), SAT or SAT_SYM overflow and TRN or RND_CONV rounding (overrides mixed_modes and
   /// pruned_inputs for them); weights stay per element. What QONNX represents exactly.
@@ -53,6 +54,7 @@ void fill_lut_table(archive::Layer& l);
 
 /// `n` random rows of the archive's input: normal values times `scale` (scale > 1 overflows the
 /// WRAP / SAT quantizers).
-std::vector<double> random_inputs(const archive::Archive& a, int64_t n, uint64_t seed, double scale = 1.0);
+std::vector<double> random_inputs(const archive::Archive& a, int64_t n, uint64_t seed,
+                                  double scale = 1.0);
 
 }  // namespace hgqt::testing

@@ -18,7 +18,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string temp_dir(const std::string& name) { return test::temp_dir("ae_" + name); }
+std::string temp_dir(const std::string& name) {
+  return test::temp_dir("ae_" + name);
+}
 
 // Classes 0 and 1: a scaled copy of their own pattern; class 2: a pattern on the other features.
 void write_data(const std::string& file, int64_t n, uint64_t seed, const std::string& suffix,
@@ -26,16 +28,16 @@ void write_data(const std::string& file, int64_t n, uint64_t seed, const std::st
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> amp(0.5, 1.0);
   std::normal_distribution<double> noise(0.0, 0.02);
-  const float patterns[3][8] = {{1, 1, 1, 1, 0, 0, 0, 0},
-                                {1, 0, 1, 0, 1, 0, 1, 0},
-                                {0, 0, 0, 0, 0, 1, 1, 1}};
+  const float patterns[3][8] = {
+      {1, 1, 1, 1, 0, 0, 0, 0}, {1, 0, 1, 0, 1, 0, 1, 0}, {0, 0, 0, 0, 0, 1, 1, 1}};
   data::Array x;
   x.shape = {n, 8};
   std::vector<int64_t> y;
   for (int64_t r = 0; r < n; ++r) {
     const int64_t c = r % 3;
     const double a = amp(rng);
-    for (int j = 0; j < 8; ++j) x.values.push_back(static_cast<float>(a * patterns[c][j] + noise(rng)));
+    for (int j = 0; j < 8; ++j)
+      x.values.push_back(static_cast<float>(a * patterns[c][j] + noise(rng)));
     y.push_back(c);
   }
   data::write_h5_array(file, "x_" + suffix, x, truncate);
@@ -64,7 +66,8 @@ train:
   lr: 0.01
   seed: 2
   beta: 1.0e-9
-)", "tiny_ae.yaml");
+)",
+                                      "tiny_ae.yaml");
   cfg.model.layers.back().units = bottleneck_out;
   return cfg;
 }
@@ -88,8 +91,10 @@ TEST(Autoencoder, LoadSplitsKeepsOnlyTheNormalClassesForTrainAndValidation) {
     data::load_splits(spec, dir);
     FAIL() << "expected a DataError";
   } catch (const data::DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("data.classes [7] keeps no rows"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("labels present: [0, 1, 2]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("data.classes [7] keeps no rows"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("labels present: [0, 1, 2]"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -117,8 +122,11 @@ TEST(Autoencoder, TrainsOnTheInputAndScoresAnomalies) {
   EXPECT_GT(r.anomaly.mse_anomalous, r.anomaly.mse_normal);
   EXPECT_GT(r.anomaly.roc_auc, 0.9);
   const std::string text = train::format_anomaly(r.anomaly, "test", r.test_ebops);
-  EXPECT_NE(text.find("ROC AUC (anomaly score = reconstruction MSE; normal classes [0, 1], anomalies [2]): "),
-            std::string::npos) << text;
+  EXPECT_NE(
+      text.find(
+          "ROC AUC (anomaly score = reconstruction MSE; normal classes [0, 1], anomalies [2]): "),
+      std::string::npos)
+      << text;
 
   std::ifstream in(o.run_dir + "/result.json");
   const auto j = nlohmann::json::parse(in);
@@ -134,7 +142,8 @@ TEST(Autoencoder, TrainsOnTheInputAndScoresAnomalies) {
   // The best checkpoint scores the same on the test file.
   auto ck = model::load_checkpoint(r.best_checkpoint);
   auto splits = data::load_splits(cfg.data, dir);
-  auto te = data::to_autoencoder_tensors(splits.test, ck.model->input_shape(), ck.model->output_shape(), "test");
+  auto te = data::to_autoencoder_tensors(splits.test, ck.model->input_shape(),
+                                         ck.model->output_shape(), "test");
   const auto again = train::evaluate_anomaly(ck.model, te, cfg.data);
   EXPECT_DOUBLE_EQ(again.roc_auc, r.anomaly.roc_auc);
 }

@@ -1,10 +1,11 @@
 // The PID beta controller's law (hand-computed values), and the config of it and of distillation.
+#include "hgqt/train/beta_pid.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "hgqt/config/config.h"
-#include "hgqt/train/beta_pid.h"
 
 using namespace hgqt;
 
@@ -70,7 +71,8 @@ TEST(BetaPID, IgnoresNonFiniteAndZeroEbops) {
   train::BetaPID pid(spec(1.0, 0.5, 0.0, 1e-4));
   pid.update(1000);
   const auto before = pid.state();
-  for (double bad : {std::nan(""), double(INFINITY), 0.0, -5.0}) EXPECT_DOUBLE_EQ(pid.update(bad), before.beta);
+  for (double bad : {std::nan(""), double(INFINITY), 0.0, -5.0})
+    EXPECT_DOUBLE_EQ(pid.update(bad), before.beta);
   EXPECT_EQ(pid.state().updates, before.updates);
   EXPECT_DOUBLE_EQ(pid.state().integral, before.integral);
 }
@@ -88,7 +90,8 @@ TEST(BetaPIDConfig, ParsesWithDefaultsAndRoundTrips) {
   auto c = config::parse_run_config(kModelAndData + R"(
 train:
   beta: {kind: pid, target_ebops: 2.0e5, init: 1.0e-7, interval_steps: 20, max: 1.0e-4}
-)", "t.yaml");
+)",
+                                    "t.yaml");
   const auto& p = c.train.beta.pid;
   EXPECT_EQ(c.train.beta.kind, "pid");
   EXPECT_DOUBLE_EQ(p.target_ebops, 2e5);
@@ -105,7 +108,8 @@ train:
 }
 
 TEST(BetaPIDConfig, Errors) {
-  EXPECT_NE(config_error("  beta: {kind: pid, init: 1.0e-6}\n").find("target_ebops"), std::string::npos);
+  EXPECT_NE(config_error("  beta: {kind: pid, init: 1.0e-6}\n").find("target_ebops"),
+            std::string::npos);
   EXPECT_NE(config_error("  beta: {kind: pid, target_ebops: 1000, init: 1.0, max: 0.1}\n")
                 .find("min <= init <= max"),
             std::string::npos);
@@ -114,8 +118,9 @@ TEST(BetaPIDConfig, Errors) {
   EXPECT_NE(config_error("  beta: {kind: pid, target_ebops: 1000, points: [[0, 1]]}\n")
                 .find("unknown key"),
             std::string::npos);
-  EXPECT_NE(config_error("  beta: {kind: log, points: [[0, 1]], target_ebops: 5}\n").find("unknown key"),
-            std::string::npos);
+  EXPECT_NE(
+      config_error("  beta: {kind: log, points: [[0, 1]], target_ebops: 5}\n").find("unknown key"),
+      std::string::npos);
 }
 
 TEST(DistillationConfig, DefaultsByLossAndRoundTrip) {
@@ -128,7 +133,8 @@ data:
   train: {file: d.h5, features: x, labels: y, teacher: x_teacher}
 train:
   distillation: {teacher: t.ts, temperature: 4}
-)", "t.yaml");
+)",
+                                    "t.yaml");
   const auto& d = c.train.distillation;
   EXPECT_TRUE(d.enabled);
   EXPECT_EQ(d.loss, "kl");
@@ -151,7 +157,8 @@ data:
 train:
   loss: mse
   distillation: {teacher: runs/ae, target: reconstruction_error, loss: huber, huber_delta: 0.5}
-)", "t.yaml");
+)",
+                                    "t.yaml");
   EXPECT_DOUBLE_EQ(r.train.distillation.alpha, 0.0);
   EXPECT_EQ(r.train.distillation.loss, "huber");
   EXPECT_DOUBLE_EQ(r.train.distillation.huber_delta, 0.5);
@@ -159,17 +166,22 @@ train:
 
 TEST(DistillationConfig, Errors) {
   EXPECT_NE(config_error("  distillation: {alpha: 1.5}\n").find("[0, 1]"), std::string::npos);
-  EXPECT_NE(config_error("  distillation: {loss: mse, temperature: 2}\n").find("only with loss: kl"),
-            std::string::npos);
+  EXPECT_NE(
+      config_error("  distillation: {loss: mse, temperature: 2}\n").find("only with loss: kl"),
+      std::string::npos);
   EXPECT_NE(config_error("  loss: mse\n  distillation: {loss: kl}\n").find("kl compares class"),
             std::string::npos);
-  EXPECT_NE(config_error("  distillation: {target: reconstruction_error}\n").find("train.loss: mse"),
+  EXPECT_NE(
+      config_error("  distillation: {target: reconstruction_error}\n").find("train.loss: mse"),
+      std::string::npos);
+  EXPECT_NE(
+      config_error("  loss: mse\n  distillation: {target: reconstruction_error, alpha: 0.5}\n")
+          .find("no true scores"),
+      std::string::npos);
+  EXPECT_NE(config_error("  distillation: {teacher: ''}\n").find("non-empty path"),
             std::string::npos);
-  EXPECT_NE(config_error("  loss: mse\n  distillation: {target: reconstruction_error, alpha: 0.5}\n")
-                .find("no true scores"),
+  EXPECT_NE(config_error("  distillation: {temprature: 2}\n").find("temperature"),
             std::string::npos);
-  EXPECT_NE(config_error("  distillation: {teacher: ''}\n").find("non-empty path"), std::string::npos);
-  EXPECT_NE(config_error("  distillation: {temprature: 2}\n").find("temperature"), std::string::npos);
   const std::string e = config_error("  target: input\n  distillation: {alpha: 0.5}\n");
   EXPECT_NE(e.find("train.target: input"), std::string::npos) << e;
   EXPECT_NE(e.find("t.yaml:"), std::string::npos) << e;

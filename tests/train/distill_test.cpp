@@ -1,5 +1,7 @@
 // Distillation: the losses against hand-computed values, hgqt teachers, and training runs that
 // show the student follows the teacher (including a teacher that is wrong on purpose).
+#include "hgqt/train/distill.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include "hgqt/data/dataset.h"
-#include "hgqt/train/distill.h"
 #include "hgqt/train/metrics.h"
 #include "hgqt/train/trainer.h"
 #include "train_fixtures.h"
@@ -28,7 +29,9 @@ config::DistillationSpec kd(const std::string& loss, double temperature = 1.0) {
   return d;
 }
 
-config::RunConfig blobs_config() { return test::blobs_config(6); }
+config::RunConfig blobs_config() {
+  return test::blobs_config(6);
+}
 }  // namespace
 
 // Student logits (0, ln 3): probabilities (1/4, 3/4); teacher (1/2, 1/2).
@@ -51,9 +54,10 @@ TEST(DistillLoss, KlByHand) {
   // A student of probabilities uses log(p + 2^-8).
   auto p = torch::tensor({0.25, 0.75}, torch::kDouble).reshape({1, 2});
   const double f = std::ldexp(1.0, -8);
-  EXPECT_NEAR(train::distill_loss(p, t, kd("kl"), true).item<double>(),
-              0.5 * (std::log(0.5) - std::log(0.25 + f)) + 0.5 * (std::log(0.5) - std::log(0.75 + f)),
-              1e-12);
+  EXPECT_NEAR(
+      train::distill_loss(p, t, kd("kl"), true).item<double>(),
+      0.5 * (std::log(0.5) - std::log(0.25 + f)) + 0.5 * (std::log(0.5) - std::log(0.75 + f)),
+      1e-12);
 }
 
 // s = (0, 3), t = (0.5, 0): MSE (0.25 + 9) / 2; Huber (delta 1): (0.5 * 0.25 + (3 - 0.5)) / 2.
@@ -97,7 +101,8 @@ TEST(Teacher, HgqtCheckpointAppliesItsStandardization) {
   auto out = teacher.outputs(raw, 16);  // several batches
   m->eval();
   torch::NoGradGuard ng;
-  auto expect = m->forward((raw - torch::tensor(meta.feature_mean)) / torch::tensor(meta.feature_std));
+  auto expect =
+      m->forward((raw - torch::tensor(meta.feature_mean)) / torch::tensor(meta.feature_std));
   EXPECT_TRUE(torch::equal(out, expect));
   // A run directory resolves to its best.pt.
   fs::copy_file(dir + "/t.pt", dir + "/best.pt");
@@ -118,7 +123,8 @@ input_shape: [6]
 layers:
   - {type: dense, units: 3, activation: relu}
   - {type: dense, units: 6}
-)", "test");
+)",
+                                      "test");
   model::HGQModel m(cfg);
   model::save_checkpoint(dir + "/ae.pt", m, {});
   auto teacher = train::Teacher::load(dir + "/ae.pt");
@@ -159,7 +165,8 @@ TEST(Teacher, ClearErrors) {
 namespace {
 // Trains a student on blobs whose teacher outputs are given; returns the test accuracy on the
 // true labels.
-double student_accuracy(const torch::Tensor& teacher_logits, double alpha, const std::string& name) {
+double student_accuracy(const torch::Tensor& teacher_logits, double alpha,
+                        const std::string& name) {
   auto cfg = blobs_config();
   cfg.train.distillation = kd("kl", 2.0);
   cfg.train.distillation.alpha = alpha;
@@ -227,11 +234,13 @@ void write_blobs_file(const std::string& file, bool with_teacher) {
     return a;
   };
   data::write_h5_array(file, "x", array(tr.x), true);
-  data::write_h5_labels(file, "y", std::vector<int64_t>(tr.y.data_ptr<int64_t>(),
-                                                         tr.y.data_ptr<int64_t>() + tr.size()));
+  data::write_h5_labels(
+      file, "y",
+      std::vector<int64_t>(tr.y.data_ptr<int64_t>(), tr.y.data_ptr<int64_t>() + tr.size()));
   data::write_h5_array(file, "x_test", array(te.x));
-  data::write_h5_labels(file, "y_test", std::vector<int64_t>(te.y.data_ptr<int64_t>(),
-                                                              te.y.data_ptr<int64_t>() + te.size()));
+  data::write_h5_labels(
+      file, "y_test",
+      std::vector<int64_t>(te.y.data_ptr<int64_t>(), te.y.data_ptr<int64_t>() + te.size()));
   if (with_teacher)  // a wrong teacher, so that its use shows
     data::write_h5_array(file, "x_teacher", array(torch::one_hot((tr.y + 1) % 3, 3) * 6.0));
 }
@@ -267,7 +276,10 @@ train:
   auto r = train::train(cfg, o);
   EXPECT_LT(r.test.accuracy, 0.25);  // it learned the wrong teacher (chance: 1/3)
   // The same data without the teacher data set.
-  { std::ofstream(dir + "/c2.yaml") << std::string(yaml).replace(yaml.find(", teacher: x_teacher"), 20, ""); }
+  {
+    std::ofstream(dir + "/c2.yaml")
+        << std::string(yaml).replace(yaml.find(", teacher: x_teacher"), 20, "");
+  }
   auto cfg2 = config::load_run_config(dir + "/c2.yaml");
   o.run_dir = dir + "/run2";
   try {
@@ -278,7 +290,10 @@ train:
   }
   // A teacher data set of the wrong length.
   data::write_h5_array(dir + "/d.h5", "short", data::Array{std::vector<float>(30, 0.f), {10, 3}});
-  { std::ofstream(dir + "/c3.yaml") << std::string(yaml).replace(yaml.find("x_teacher"), 9, "short"); }
+  {
+    std::ofstream(dir + "/c3.yaml")
+        << std::string(yaml).replace(yaml.find("x_teacher"), 9, "short");
+  }
   try {
     train::train(config::load_run_config(dir + "/c3.yaml"), o);
     FAIL();
@@ -293,7 +308,8 @@ TEST(Distillation, AnomalyScoreStudent) {
   const auto dir = temp_dir("score");
   write_blobs_file(dir + "/d.h5", false);
   // Teacher: an autoencoder trained on class 0 only.
-  { std::ofstream(dir + "/ae.yaml") << R"(
+  {
+    std::ofstream(dir + "/ae.yaml") << R"(
 name: ae
 model:
   input_shape: [8]
@@ -305,13 +321,15 @@ data:
   test: {file: d.h5, features: x_test, labels: y_test}
   classes: [0]
 train: {target: input, epochs: 15, batch_size: 32, lr: 0.01}
-)"; }
+)";
+  }
   train::TrainOptions o;
   o.quiet = true;
   o.run_dir = dir + "/ae";
   auto ae = train::train(config::load_run_config(dir + "/ae.yaml"), o);
   ASSERT_GT(ae.anomaly.roc_auc, 0.8);
-  { std::ofstream(dir + "/s.yaml") << R"(
+  {
+    std::ofstream(dir + "/s.yaml") << R"(
 name: student
 model:
   input_shape: [8]
@@ -327,7 +345,8 @@ train:
   batch_size: 32
   lr: 0.01
   distillation: {teacher: ae, target: reconstruction_error, loss: huber, huber_delta: 10}
-)"; }
+)";
+  }
   o.run_dir = dir + "/s";
   auto st = train::train(config::load_run_config(dir + "/s.yaml"), o);
   EXPECT_LT(st.history.back().val_loss, st.history.front().val_loss);

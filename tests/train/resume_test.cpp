@@ -149,7 +149,8 @@ TEST(Resume, BoundaryAndRepeatedInterruptions) {
     run(broken, true, 0);
     FAIL() << "resumed a finished run";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("has finished (4 epochs of 4)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("has finished (4 epochs of 4)"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -160,7 +161,8 @@ TEST(Resume, ClearErrors) {
     run(empty, true, 0);
     FAIL() << "resumed without a state";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("resume.pt does not exist"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("resume.pt does not exist"), std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(train::resume_config(empty + "/missing"), std::runtime_error);
 
@@ -200,11 +202,13 @@ TEST(Resume, ClearErrors) {
 // down, so the run approaches from above; measured here: 1.07M, 951k, 870k, 809k, 767k, 733k.
 TEST(BetaPIDTraining, ReachesTheTargetOnFashionMnist) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(dir + "/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  if (!fs::exists(dir + "/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
   auto images = data::read_idx(dir + "/train-images-idx3-ubyte.gz");
   auto labels = data::read_idx(dir + "/train-labels-idx1-ubyte.gz");
   const int64_t n = 6000;
-  auto x = torch::from_blob(images.values.data(), {images.rows(), 28, 28}).slice(0, 0, n).clone() / 255.0;
+  auto x = torch::from_blob(images.values.data(), {images.rows(), 28, 28}).slice(0, 0, n).clone() /
+           255.0;
   auto y = torch::from_blob(labels.values.data(), {labels.rows()}).slice(0, 0, n).to(torch::kLong);
   const double target = 800000;
   auto cfg = config::parse_run_config(R"(
@@ -224,24 +228,27 @@ train:
   lr_schedule: constant
   seed: 1
   beta: {kind: pid, target_ebops: 800000, init: 1.0e-8, p: 2, i: 0.1, warmup_epochs: 1, interval_steps: 10, max: 1.0e-3}
-)", "test");
+)",
+                                      "test");
   torch::manual_seed(1);
   model::HGQModel m(cfg.model);
   train::TrainOptions o;
   o.run_dir = temp_dir("pid_fmnist");
   o.quiet = true;
-  data::TensorSplit tr{x.slice(0, 0, 5000), y.slice(0, 0, 5000)}, va{x.slice(0, 5000), y.slice(0, 5000)};
+  data::TensorSplit tr{x.slice(0, 0, 5000), y.slice(0, 0, 5000)},
+      va{x.slice(0, 5000), y.slice(0, 5000)};
   auto r = train::train_model(m, cfg, tr, va, {}, {}, o);
   ASSERT_EQ(r.history.size(), 14u);
   double closest = INFINITY;
   for (const auto& h : r.history) {
-    std::printf("epoch %lld: EBOPs %.0f  beta %.3g  val_acc %.4f\n", static_cast<long long>(h.epoch),
-                h.ebops, h.beta, h.val_accuracy);
+    std::printf("epoch %lld: EBOPs %.0f  beta %.3g  val_acc %.4f\n",
+                static_cast<long long>(h.epoch), h.ebops, h.beta, h.val_accuracy);
     if (h.epoch > 9) closest = std::min(closest, std::abs(h.ebops - target) / target);
   }
   EXPECT_GT(r.history.front().ebops, 3 * target) << "the target must be well below the start";
   EXPECT_LE(closest, 0.10);
   EXPECT_GT(r.history.back().val_accuracy, 0.75);
-  const auto result = nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
+  const auto result =
+      nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
   EXPECT_DOUBLE_EQ(result["beta_pid"]["target_ebops"].get<double>(), target);
 }

@@ -74,14 +74,14 @@ TEST(LrSchedule, CosineRestartsGrowingPeriods) {
   t.lr_restart_epochs = 2;
   t.lr_restart_mult = 2;
   EXPECT_NEAR(lr_at(t, 0, 1), 1.0, kTol);
-  EXPECT_NEAR(lr_at(t, 1, 1), 0.5, kTol);              // 1/2 of the first period
-  EXPECT_NEAR(lr_at(t, 2, 1), 1.0, kTol);              // restart
-  EXPECT_NEAR(lr_at(t, 3, 1), 0.5 * (1 + kC), kTol);   // 1/4 of the second
+  EXPECT_NEAR(lr_at(t, 1, 1), 0.5, kTol);             // 1/2 of the first period
+  EXPECT_NEAR(lr_at(t, 2, 1), 1.0, kTol);             // restart
+  EXPECT_NEAR(lr_at(t, 3, 1), 0.5 * (1 + kC), kTol);  // 1/4 of the second
   EXPECT_NEAR(lr_at(t, 4, 1), 0.5, kTol);
   EXPECT_NEAR(lr_at(t, 5, 1), 0.5 * (1 - kC), kTol);
-  EXPECT_NEAR(lr_at(t, 6, 1), 1.0, kTol);              // restart
-  EXPECT_NEAR(lr_at(t, 10, 1), 0.5, kTol);             // 4/8 of the third
-  EXPECT_NEAR(lr_at(t, 14, 1), 1.0, kTol);             // fourth period starts
+  EXPECT_NEAR(lr_at(t, 6, 1), 1.0, kTol);   // restart
+  EXPECT_NEAR(lr_at(t, 10, 1), 0.5, kTol);  // 4/8 of the third
+  EXPECT_NEAR(lr_at(t, 14, 1), 1.0, kTol);  // fourth period starts
   // Per step inside an epoch: 4 steps per epoch, step 2 is epoch 0.5 (1/4 of the first).
   EXPECT_NEAR(lr_at(t, 2, 4), 0.5 * (1 + kC), kTol);
 }
@@ -107,7 +107,7 @@ TEST(EarlyStopper, AccuracyNeedsMoreThanMinDelta) {
   EXPECT_FALSE(e.update(1, 0.50, 100));   // first: best 0.50
   EXPECT_FALSE(e.update(2, 0.505, 100));  // not > 0.51: wait 1
   EXPECT_EQ(e.wait(), 1);
-  EXPECT_FALSE(e.update(3, 0.52, 100));   // improves: wait 0
+  EXPECT_FALSE(e.update(3, 0.52, 100));  // improves: wait 0
   EXPECT_EQ(e.best_epoch(), 3);
   EXPECT_FALSE(e.update(4, 0.525, 100));  // wait 1
   EXPECT_TRUE(e.update(5, 0.10, 100));    // wait 2 = patience

@@ -48,7 +48,8 @@ train:
   batch_size: 64
   lr: 0.01
   seed: 3
-)", "test");
+)",
+                                      "test");
   cfg.train.epochs = epochs;
   return cfg;
 }

@@ -1,16 +1,16 @@
 // Training: one step moves weights and bits; a short Fashion-MNIST run learns; beta lowers EBOPs.
-#include <gtest/gtest.h>
+#include "hgqt/train/trainer.h"
 
-#include <cmath>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "hgqt/train/pareto.h"
-#include "hgqt/train/trainer.h"
 #include "train_fixtures.h"
 
 using namespace hgqt;
@@ -82,7 +82,8 @@ TEST(Trainer, RaisingBetaLowersEbops) {
     return r.history.back();
   };
   auto low = run(0.0), high = run(1e-3);
-  EXPECT_LT(high.ebops, 0.7 * low.ebops) << "beta 0: " << low.ebops << ", beta 1e-3: " << high.ebops;
+  EXPECT_LT(high.ebops, 0.7 * low.ebops)
+      << "beta 0: " << low.ebops << ", beta 1e-3: " << high.ebops;
   EXPECT_GT(low.val_accuracy, 0.8);
 }
 
@@ -94,7 +95,8 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
   o.quiet = true;
   auto r = train::train_model(m, cfg, blobs(512, 1), blobs(128, 2), blobs(128, 3), {}, o);
   namespace fs = std::filesystem;
-  for (const char* f : {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "pareto.json", "result.json"})
+  for (const char* f :
+       {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "pareto.json", "result.json"})
     EXPECT_TRUE(fs::exists(fs::path(o.run_dir) / f)) << f;
   std::ifstream in(fs::path(o.run_dir) / "metrics.jsonl");
   std::string line;
@@ -109,7 +111,8 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
   auto back = config::load_run_config((fs::path(o.run_dir) / "config.yaml").string());
   EXPECT_EQ(back.train.epochs, 3);
   int pareto_files = 0;
-  for (auto& e : fs::directory_iterator(fs::path(o.run_dir) / "pareto")) pareto_files += e.path().extension() == ".pt";
+  for (auto& e : fs::directory_iterator(fs::path(o.run_dir) / "pareto"))
+    pareto_files += e.path().extension() == ".pt";
   EXPECT_GE(pareto_files, 1);
 }
 
@@ -144,11 +147,13 @@ TEST(Pareto, KeepsOnlyNonDominated) {
 
 TEST(Trainer, ShortFashionMnistRunLowersLoss) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
-  if (!std::filesystem::exists(dir + "/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  if (!std::filesystem::exists(dir + "/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
   auto images = data::read_idx(dir + "/train-images-idx3-ubyte.gz");
   auto labels = data::read_idx(dir + "/train-labels-idx1-ubyte.gz");
   const int64_t n = 4000;
-  auto x = torch::from_blob(images.values.data(), {images.rows(), 28, 28}).slice(0, 0, n).clone() / 255.0;
+  auto x = torch::from_blob(images.values.data(), {images.rows(), 28, 28}).slice(0, 0, n).clone() /
+           255.0;
   auto y = torch::from_blob(labels.values.data(), {labels.rows()}).slice(0, 0, n).to(torch::kLong);
   auto cfg = config::parse_run_config(R"(
 model:
@@ -160,12 +165,14 @@ model:
 data:
   train: {file: unused.h5, features: x, labels: y}
 train: {epochs: 3, batch_size: 128, lr: 0.003, beta: 1.0e-8, seed: 1}
-)", "test");
+)",
+                                      "test");
   model::HGQModel m(cfg.model);
   train::TrainOptions o;
   o.run_dir = temp_dir("fmnist");
   o.quiet = true;
-  data::TensorSplit tr{x.slice(0, 0, 3000), y.slice(0, 0, 3000)}, va{x.slice(0, 3000), y.slice(0, 3000)};
+  data::TensorSplit tr{x.slice(0, 0, 3000), y.slice(0, 0, 3000)},
+      va{x.slice(0, 3000), y.slice(0, 3000)};
   auto r = train::train_model(m, cfg, tr, va, {}, {}, o);
   ASSERT_EQ(r.history.size(), 3u);
   EXPECT_LT(r.history.back().loss, r.history.front().loss);
@@ -210,7 +217,8 @@ TEST(Trainer, EarlyStoppingEndsARunThatStopsImproving) {
   EXPECT_EQ(model::load_checkpoint((fs::path(o.run_dir) / "last.pt").string()).meta.epoch, 3);
   EXPECT_GE(r.best.epoch, 1);
   EXPECT_LE(r.best.epoch, 3);
-  const auto result = nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
+  const auto result =
+      nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
   EXPECT_EQ(result["stopped_early"], true);
   EXPECT_EQ(result["stopped_epoch"], 3);
   EXPECT_EQ(result["epochs_run"], 3);
@@ -269,7 +277,8 @@ TEST(Trainer, EarlyStoppingWaitsForEbopsBelow) {
   EXPECT_FALSE(r.stopped_early);
   EXPECT_EQ(r.history.size(), 4u);
   EXPECT_GT(r.history.back().ebops, 1e-3);
-  const auto result = nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
+  const auto result =
+      nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
   EXPECT_EQ(result["stopped_early"], false);
   EXPECT_TRUE(result["stopped_epoch"].is_null());
   EXPECT_EQ(result["epochs_run"], 4);

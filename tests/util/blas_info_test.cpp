@@ -12,7 +12,9 @@ using hgqt::util::BlasInfo;
 using hgqt::util::describe;
 using hgqt::util::detect_blas;
 
-bool has(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
+bool has(const std::string& s, const std::string& needle) {
+  return s.find(needle) != std::string::npos;
+}
 
 TEST(BlasInfo, DescribeOpenBlasLine) {
   BlasInfo info;
@@ -106,8 +108,9 @@ TEST(BlasInfo, DetectAfterLoadingSystemBlas) {
   const BlasInfo info = detect_blas();
   EXPECT_FALSE(info.library.empty());
   EXPECT_NE(info.library.front(), 'l') << "library should be a resolved absolute path";
-  EXPECT_TRUE(info.vendor == "OpenBLAS" || info.vendor == "reference BLAS" || info.vendor == "BLIS" ||
-              info.vendor == "MKL" || info.vendor == "ATLAS" || info.vendor == "unknown")
+  EXPECT_TRUE(info.vendor == "OpenBLAS" || info.vendor == "reference BLAS" ||
+              info.vendor == "BLIS" || info.vendor == "MKL" || info.vendor == "ATLAS" ||
+              info.vendor == "unknown")
       << info.vendor;
   if (info.vendor == "OpenBLAS") {
     EXPECT_TRUE(info.optimized);

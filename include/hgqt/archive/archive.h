@@ -22,7 +22,8 @@
 //   concatenate: the inputs joined along per-sample `axis`.
 //   activation:  y = Q_out(act(x))
 //   lut:         y[n] = table of element n at Q_in(x)[n]: a lookup table over every value the input
-//                quantizer can give (fn(v) quantized by Q_out when it was built; `function` names fn).
+//                quantizer can give (fn(v) quantized by Q_out when it was built; `function` names
+//                fn).
 //   softmax:     over the last axis, table-based and max-subtracted (see archive::softmax_types):
 //                x = Q_in(x); per row: d_j = x_j - max x; u_j = Q_ei(d_j); e_j = EXP[u_j] =
 //                Q_eo(exp(u_j)); s = Q_ii(sum e_j); r = INV[s] = Q_io(1 / max(s, 2^-30));
@@ -91,10 +92,11 @@ struct Layer {
   std::vector<std::string> inputs;
   /// Per sample; for several inputs, input_shape is the first input's shape.
   std::vector<int64_t> input_shape, output_shape;
-  std::string activation = "linear";         ///< linear layers, add, activation: linear | relu
-  std::optional<QuantSpec> input_quantizer;  ///< quantize, lut, softmax (required); linear (optional)
-  std::optional<Constant> kernel;            ///< linear layers (see the data flow)
-  std::optional<Constant> bias;              ///< linear layers: [out] / [F] / [C] (optional)
+  std::string activation = "linear";  ///< linear layers, add, activation: linear | relu
+  std::optional<QuantSpec>
+      input_quantizer;             ///< quantize, lut, softmax (required); linear (optional)
+  std::optional<Constant> kernel;  ///< linear layers (see the data flow)
+  std::optional<Constant> bias;    ///< linear layers: [out] / [F] / [C] (optional)
   /// activation, lut, softmax (required); linear, add (optional)
   std::optional<QuantSpec> output_quantizer;
   /// softmax (all four required, shape [1]): the exp table's input (of d = x - max) and output,
@@ -109,7 +111,7 @@ struct Layer {
   /// lut: output mantissas (at the output quantizer's f), element after element; element n has
   /// one entry per mantissa m of its input type, in order from the smallest (see lut_offsets).
   std::vector<int64_t> table;
-  int64_t axis = 0;                  ///< concatenate: per-sample axis (>= 0)
+  int64_t axis = 0;  ///< concatenate: per-sample axis (>= 0)
 };
 
 /// Widest input (k + i + f) of a lut element: its table has 2^16 entries at most.

@@ -115,7 +115,7 @@ class Emulator {
   EmulatorOptions options_;
   std::vector<LayerTypes> types_;
   std::vector<Plan> plans_;
-  int widest_output_ = 0;  ///< widest output type, for run()'s exactness check
+  int widest_output_ = 0;                   ///< widest output type, for run()'s exactness check
   std::shared_ptr<const BatchPlan> batch_;  ///< null when the batched path cannot run the archive
 };
 

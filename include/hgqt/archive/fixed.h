@@ -134,8 +134,9 @@ struct LayerTypes {
 
 /// Infers the exact types of every layer. The model input is float: every path from it must be
 /// quantized before any arithmetic (by a quantize layer or a linear layer's input quantizer;
-/// flatten and reshape pass it on), otherwise ArchiveError. Accumulator widths are derived from the weights and input ranges so
-/// that the exact sum cannot overflow; relu drops the sign where the range allows.
+/// flatten and reshape pass it on), otherwise ArchiveError. Accumulator widths are derived from the
+/// weights and input ranges so that the exact sum cannot overflow; relu drops the sign where the
+/// range allows.
 std::vector<LayerTypes> infer_types(const Archive& a);
 
 /// Exact EBOPs of each layer (quantization.md section 6): for the linear layers, the sum over

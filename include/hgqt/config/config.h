@@ -44,24 +44,24 @@ struct LayerSpec {
   /// dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool,
   /// avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut, softmax
   std::string type;
-  std::string name;                 ///< optional; defaults to "<type>_<index>"
+  std::string name;  ///< optional; defaults to "<type>_<index>"
   /// Layers it reads ("input": the model input); empty: the previous layer. add and
   /// concatenate need two or more.
   std::vector<std::string> inputs;
-  int64_t units = 0;                ///< dense: output features
-  int64_t filters = 0;              ///< conv: output channels
-  std::vector<int64_t> kernel_size;  ///< conv: one entry (used for every axis) or one per axis
-  std::vector<int64_t> strides;      ///< conv, pools: as kernel_size; empty: 1 (pools: pool_size)
-  std::string padding = "valid";     ///< conv: valid | same (Keras semantics)
-  std::vector<int64_t> pool_size;    ///< max_pool, avg_pool: window, as kernel_size
-  std::vector<int64_t> shape;        ///< reshape: per-sample target shape (one -1 allowed)
-  int64_t axis = -1;                 ///< concatenate: per-sample axis (negative from the end)
-  bool batchnorm = false;            ///< dense, conv: batch norm folded into kernel and bias
-  std::string function;              ///< lut: the tabulated function (tanh, sigmoid, ...)
-  double momentum = 0.99;            ///< batch norm: moving average momentum
-  double epsilon = 1e-3;             ///< batch norm: variance epsilon
+  int64_t units = 0;                  ///< dense: output features
+  int64_t filters = 0;                ///< conv: output channels
+  std::vector<int64_t> kernel_size;   ///< conv: one entry (used for every axis) or one per axis
+  std::vector<int64_t> strides;       ///< conv, pools: as kernel_size; empty: 1 (pools: pool_size)
+  std::string padding = "valid";      ///< conv: valid | same (Keras semantics)
+  std::vector<int64_t> pool_size;     ///< max_pool, avg_pool: window, as kernel_size
+  std::vector<int64_t> shape;         ///< reshape: per-sample target shape (one -1 allowed)
+  int64_t axis = -1;                  ///< concatenate: per-sample axis (negative from the end)
+  bool batchnorm = false;             ///< dense, conv: batch norm folded into kernel and bias
+  std::string function;               ///< lut: the tabulated function (tanh, sigmoid, ...)
+  double momentum = 0.99;             ///< batch norm: moving average momentum
+  double epsilon = 1e-3;              ///< batch norm: variance epsilon
   std::string activation = "linear";  ///< dense/conv/add/activation: linear or relu
-  bool use_bias = true;             ///< dense
+  bool use_bias = true;               ///< dense
   /// Per-layer quantizer overrides, keyed by role: input, kernel, bias, output (dense);
   /// output (activation); input (quantize); input, exp_input, exp_output, inv_input, inv_output,
   /// output (softmax). A present `output` key enables the dense layer's optional output quantizer.
@@ -92,8 +92,8 @@ struct SplitSource {
 struct DataSpec {
   std::string format = "hdf5";  ///< hdf5, jet_csv, jet_hdf5
   SplitSource train;
-  SplitSource validation;      ///< optional separate validation file
-  SplitSource test;            ///< optional separate test file
+  SplitSource validation;         ///< optional separate validation file
+  SplitSource test;               ///< optional separate test file
   double validation_split = 0.1;  ///< used when no validation file is given
   double test_split = 0.0;        ///< carve a test set out of train (jet recipe: 0.2)
   bool standardize = false;       ///< fit mean/std on train, store with the run
@@ -116,13 +116,13 @@ struct BetaPoint {
 /// `kind: pid`: a PID controller on log10 EBOPs that drives the EBOPs to `target_ebops`
 /// (train::BetaPID has the control law).
 struct BetaPIDSpec {
-  double target_ebops = 0;      ///< > 0, required
-  double init = 1e-6;           ///< beta during warmup, and the controller's first output
+  double target_ebops = 0;  ///< > 0, required
+  double init = 1e-6;       ///< beta during warmup, and the controller's first output
   /// Gains on log10(EBOPs / target) (i > 0); the defaults suit interval_steps 10 on the
   /// Fashion-MNIST MLP (EBOPs follow beta with a lag of epochs; a larger i overshoots).
   double p = 2.0, i = 0.1, d = 0.0;
-  int64_t warmup_epochs = 1;    ///< epochs trained at `init` before the controller engages
-  int64_t interval_steps = 0;   ///< 0: one update per epoch; n: one every n steps (mean EBOPs)
+  int64_t warmup_epochs = 1;     ///< epochs trained at `init` before the controller engages
+  int64_t interval_steps = 0;    ///< 0: one update per epoch; n: one every n steps (mean EBOPs)
   double min = 0.0, max = 1e-2;  ///< bounds of beta (min <= init <= max)
 };
 
@@ -137,10 +137,10 @@ struct BetaSchedule {
 /// `train.early_stopping`: stop when the monitored validation figure has not improved for
 /// `patience` (counted) epochs.
 struct EarlyStoppingSpec {
-  bool enabled = false;   ///< true when the key is given
-  int64_t patience = 5;   ///< counted epochs without improvement before stopping
-  double min_delta = 0;   ///< an improvement must beat the best by more than this
-  std::string monitor;    ///< val_accuracy | val_loss (default by train.loss)
+  bool enabled = false;  ///< true when the key is given
+  int64_t patience = 5;  ///< counted epochs without improvement before stopping
+  double min_delta = 0;  ///< an improvement must beat the best by more than this
+  std::string monitor;   ///< val_accuracy | val_loss (default by train.loss)
   /// > 0: only epochs whose EBOPs are below this count (improve or use up patience).
   std::optional<double> ebops_below;
 };
@@ -170,7 +170,7 @@ struct TrainSpec {
   int64_t batch_size = 256;
   std::string optimizer = "adam";  ///< adam, sgd
   double lr = 1e-3;
-  double momentum = 0.9;         ///< sgd
+  double momentum = 0.9;  ///< sgd
   double weight_decay = 0.0;
   std::string lr_schedule = "cosine";  ///< cosine, constant, step, cosine_restarts
   double min_lr = 0.0;                 ///< floor of cosine, cosine_restarts and step
@@ -184,8 +184,8 @@ struct TrainSpec {
   /// (needs loss mse, the default then, and a model whose output size equals its input size).
   std::string target = "labels";
   BetaSchedule beta;
-  double gamma = 0.0;       ///< L1 weight on bit parameters
-  int64_t threads = 0;      ///< 0: leave LibTorch's default
+  double gamma = 0.0;           ///< L1 weight on bit parameters
+  int64_t threads = 0;          ///< 0: leave LibTorch's default
   std::string device = "auto";  ///< auto, cpu, cuda
   EarlyStoppingSpec early_stopping;
   DistillationSpec distillation;

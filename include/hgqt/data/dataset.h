@@ -105,7 +105,8 @@ std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed);
 std::vector<int64_t> class_labels(const Array& y, const std::string& what);
 /// The rows of `d` (in order) whose class label is one of `classes`. Throws DataError naming
 /// `what` when the labels are not class labels or no row is kept (listing the labels present).
-Dataset filter_classes(const Dataset& d, const std::vector<int64_t>& classes, const std::string& what);
+Dataset filter_classes(const Dataset& d, const std::vector<int64_t>& classes,
+                       const std::string& what);
 
 /// Loads every split named by a `data:` section: reads the files (format per spec), carves
 /// test/validation splits with a seeded shuffle when no separate files are given, checks shapes

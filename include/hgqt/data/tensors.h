@@ -28,6 +28,7 @@ TensorSplit to_tensors(const Dataset& d, const std::vector<int64_t>& input_shape
 /// (int64 [N]; one-hot rows are reduced by argmax) when the labels are class indices, else
 /// undefined. Throws DataError naming `what` when sizes do not match.
 TensorSplit to_autoencoder_tensors(const Dataset& d, const std::vector<int64_t>& input_shape,
-                                   const std::vector<int64_t>& output_shape, const std::string& what);
+                                   const std::vector<int64_t>& output_shape,
+                                   const std::string& what);
 
 }  // namespace hgqt::data

@@ -21,13 +21,13 @@ struct YosysOptions {
 struct ResourceReport {
   std::string top, family;
   bool nodsp = false;
-  int64_t luts = 0;   ///< LUT1 .. LUT6
-  int64_t carry = 0;  ///< CARRY4 / CARRY8
-  int64_t ffs = 0;    ///< FDRE, FDSE, FDCE, FDPE (and any other FD*)
-  int64_t dsps = 0;   ///< DSP48E1 / DSP48E2
-  int64_t muxes = 0;  ///< MUXF7 / MUXF8 / MUXF9
-  int64_t srls = 0;   ///< SRL16E / SRLC32E
-  int64_t cells = 0;  ///< all cells
+  int64_t luts = 0;                            ///< LUT1 .. LUT6
+  int64_t carry = 0;                           ///< CARRY4 / CARRY8
+  int64_t ffs = 0;                             ///< FDRE, FDSE, FDCE, FDPE (and any other FD*)
+  int64_t dsps = 0;                            ///< DSP48E1 / DSP48E2
+  int64_t muxes = 0;                           ///< MUXF7 / MUXF8 / MUXF9
+  int64_t srls = 0;                            ///< SRL16E / SRLC32E
+  int64_t cells = 0;                           ///< all cells
   std::map<std::string, int64_t> cell_counts;  ///< per cell type
   double seconds = 0;                          ///< Yosys run time
 };

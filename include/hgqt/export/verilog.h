@@ -17,12 +17,12 @@
 // each element at its own width from archive::infer_types; pruned (zero-width) elements are
 // absent. An archive
 // where a second layer quantizes the float model input is rejected (ArchiveError): the bus
-// carries one quantizer's mantissas. data_out concatenates the output mantissas the same way (each at its exact
-// type, archive::Emulator::output_types). The layout is stated in the file's header comment and in
-// ports.json. With pipeline_stages = N > 0 the result of the sample presented with valid_in at a
-// rising edge of clk appears on data_out with valid_out after N rising edges (latency N cycles,
-// one new sample per cycle); rst is synchronous and active high and clears the valid pipeline.
-// With N = 0 the module is combinational (valid_out = valid_in; clk and rst unused).
+// carries one quantizer's mantissas. data_out concatenates the output mantissas the same way (each
+// at its exact type, archive::Emulator::output_types). The layout is stated in the file's header
+// comment and in ports.json. With pipeline_stages = N > 0 the result of the sample presented with
+// valid_in at a rising edge of clk appears on data_out with valid_out after N rising edges (latency
+// N cycles, one new sample per cycle); rst is synchronous and active high and clears the valid
+// pipeline. With N = 0 the module is combinational (valid_out = valid_in; clk and rst unused).
 #pragma once
 
 #include <cstdint>

@@ -22,14 +22,14 @@ HGQModel from_archive(const archive::Archive& a);
 /// What a trace did.
 struct TraceResult {
   int64_t samples = 0;
-  int64_t passes = 0;            ///< forward passes until the integer bits settled
-  int64_t quantizers = 0;        ///< activation quantizers calibrated
-  int64_t elements = 0;          ///< their parameter elements
-  int64_t widened = 0;           ///< elements whose integer bits grew
-  int64_t narrowed = 0;          ///< elements whose width shrank
-  int64_t sign_dropped = 0;      ///< elements that became unsigned
-  double ebops_before = 0;       ///< training EBOPs before the trace
-  double exact_ebops = 0;        ///< exact EBOPs afterwards (from the archive)
+  int64_t passes = 0;        ///< forward passes until the integer bits settled
+  int64_t quantizers = 0;    ///< activation quantizers calibrated
+  int64_t elements = 0;      ///< their parameter elements
+  int64_t widened = 0;       ///< elements whose integer bits grew
+  int64_t narrowed = 0;      ///< elements whose width shrank
+  int64_t sign_dropped = 0;  ///< elements that became unsigned
+  double ebops_before = 0;   ///< training EBOPs before the trace
+  double exact_ebops = 0;    ///< exact EBOPs afterwards (from the archive)
 };
 
 /// Calibration (section 4): runs `x` ([N, input shape...], any float type) through the model in

@@ -28,8 +28,8 @@ class HGQModelImpl : public torch::nn::Module {
     std::vector<int64_t> input_shape, output_shape;  ///< per sample (input: the first input's)
     std::vector<int64_t> inputs;  ///< indices of the layers it reads; -1 is the model input
     std::vector<std::vector<int64_t>> input_shapes;  ///< per sample, one per input
-    nn::QDenseImpl* dense = nullptr;  ///< the layer when it is a QDense
-    nn::DenseChain chain;             ///< its place in a chain of dense layers (training)
+    nn::QDenseImpl* dense = nullptr;                 ///< the layer when it is a QDense
+    nn::DenseChain chain;  ///< its place in a chain of dense layers (training)
   };
 
   /// Builds the layers; throws config::ConfigError naming the layer and its line.

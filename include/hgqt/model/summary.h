@@ -17,8 +17,8 @@ struct BitStats {
 /// One row of the summary table.
 struct LayerSummary {
   std::string name, type, shape;
-  BitStats weight_bits;      ///< kernel quantizer, per weight (count 0 when none)
-  BitStats activation_bits;  ///< input (dense/quantize) or output (activation) quantizer
+  BitStats weight_bits;          ///< kernel quantizer, per weight (count 0 when none)
+  BitStats activation_bits;      ///< input (dense/quantize) or output (activation) quantizer
   double zero_weight_share = 0;  ///< share of weights that quantize to exactly 0
   double ebops = 0;
   int64_t parameters = 0;

@@ -25,11 +25,9 @@ namespace hgqt::nn {
 /// The folding of batch norm into a kernel and bias: s = gamma / sqrt(var + eps),
 /// W_f = w * s (broadcast over w's last axis), b_f = (b - mean) * s + beta (b undefined: 0).
 /// Differentiable in every argument.
-std::pair<torch::Tensor, torch::Tensor> fold_batchnorm(const torch::Tensor& w, const torch::Tensor& b,
-                                                       const torch::Tensor& gamma,
-                                                       const torch::Tensor& beta,
-                                                       const torch::Tensor& mean,
-                                                       const torch::Tensor& var, double eps);
+std::pair<torch::Tensor, torch::Tensor> fold_batchnorm(
+    const torch::Tensor& w, const torch::Tensor& b, const torch::Tensor& gamma,
+    const torch::Tensor& beta, const torch::Tensor& mean, const torch::Tensor& var, double eps);
 
 // ------------------------------------------------------------------------- QDenseBatchNorm
 
@@ -70,12 +68,12 @@ class QDenseBatchNormImpl : public torch::nn::Cloneable<QDenseBatchNormImpl>, pu
   std::pair<torch::Tensor, torch::Tensor> folded(bool use_moving = true) const;
 
   QDenseBatchNormOptions options;
-  torch::Tensor kernel;  ///< [in, out]
-  torch::Tensor bias;    ///< [out] (undefined without bias)
-  torch::Tensor gamma;   ///< [out], init 1
-  torch::Tensor beta;    ///< [out], init 0
-  torch::Tensor moving_mean;  ///< buffer [out], init 0
-  torch::Tensor moving_var;   ///< buffer [out], init 1
+  torch::Tensor kernel;                 ///< [in, out]
+  torch::Tensor bias;                   ///< [out] (undefined without bias)
+  torch::Tensor gamma;                  ///< [out], init 1
+  torch::Tensor beta;                   ///< [out], init 0
+  torch::Tensor moving_mean;            ///< buffer [out], init 0
+  torch::Tensor moving_var;             ///< buffer [out], init 1
   torch::Tensor batch_mean, batch_var;  ///< statistics of the last training batch (not saved)
   quant::FixedQuantizer iq{nullptr}, kq{nullptr}, bq{nullptr}, oq{nullptr};
 };
@@ -94,8 +92,8 @@ struct QConvBatchNormOptions {
         input_shape_(std::move(input_shape)) {}
   TORCH_ARG(int64_t, in_channels);
   TORCH_ARG(int64_t, filters);
-  TORCH_ARG(std::vector<int64_t>, kernel_size);  ///< spatial: 1 entry (conv1d) or 2 (conv2d)
-  TORCH_ARG(std::vector<int64_t>, input_shape);  ///< per sample, channels-last; required
+  TORCH_ARG(std::vector<int64_t>, kernel_size);   ///< spatial: 1 entry (conv1d) or 2 (conv2d)
+  TORCH_ARG(std::vector<int64_t>, input_shape);   ///< per sample, channels-last; required
   TORCH_ARG(std::vector<int64_t>, strides) = {};  ///< empty = all 1 (filled in by the layer)
   TORCH_ARG(std::string, padding) = "valid";      ///< valid | same
   TORCH_ARG(bool, bias) = true;                   ///< the unfolded layer's own bias b
@@ -138,12 +136,12 @@ class QConvBatchNormImpl : public torch::nn::Cloneable<QConvBatchNormImpl<D>>, p
   std::pair<torch::Tensor, torch::Tensor> folded(bool use_moving = true) const;
 
   QConvBatchNormOptions options;
-  torch::Tensor kernel;  ///< [K..., C, F]
-  torch::Tensor bias;    ///< [F] (undefined without bias)
-  torch::Tensor gamma;   ///< [F], init 1
-  torch::Tensor beta;    ///< [F], init 0
-  torch::Tensor moving_mean;  ///< buffer [F], init 0
-  torch::Tensor moving_var;   ///< buffer [F], init 1
+  torch::Tensor kernel;                 ///< [K..., C, F]
+  torch::Tensor bias;                   ///< [F] (undefined without bias)
+  torch::Tensor gamma;                  ///< [F], init 1
+  torch::Tensor beta;                   ///< [F], init 0
+  torch::Tensor moving_mean;            ///< buffer [F], init 0
+  torch::Tensor moving_var;             ///< buffer [F], init 1
   torch::Tensor batch_mean, batch_var;  ///< statistics of the last training batch (not saved)
   quant::FixedQuantizer iq{nullptr}, kq{nullptr}, bq{nullptr}, oq{nullptr};
 };
@@ -197,10 +195,10 @@ class QBatchNormImpl : public torch::nn::Cloneable<QBatchNormImpl>, public QLaye
   int64_t channels() const { return options.shape().back(); }
 
   QBatchNormOptions options;
-  torch::Tensor gamma;        ///< [C], init 1
-  torch::Tensor beta;         ///< [C], init 0
-  torch::Tensor moving_mean;  ///< buffer [C], init 0
-  torch::Tensor moving_var;   ///< buffer [C], init 1
+  torch::Tensor gamma;                  ///< [C], init 1
+  torch::Tensor beta;                   ///< [C], init 0
+  torch::Tensor moving_mean;            ///< buffer [C], init 0
+  torch::Tensor moving_var;             ///< buffer [C], init 1
   torch::Tensor batch_mean, batch_var;  ///< statistics of the last training batch (not saved)
   quant::FixedQuantizer iq{nullptr}, kq{nullptr}, bq{nullptr}, oq{nullptr};
 };

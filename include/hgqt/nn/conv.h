@@ -59,12 +59,12 @@ std::vector<int64_t> conv_output_shape(const std::string& layer, int64_t in_chan
 /// Checks a D-axis convolution's options: positive channels and filters, D kernel sizes, a
 /// channels-last per-sample input of D + 1 axes ending in in_channels. Throws
 /// std::invalid_argument naming `layer`.
-void check_conv_options(const std::string& layer, int64_t d, int64_t in_channels,
-                        int64_t filters, const std::vector<int64_t>& kernel_size,
+void check_conv_options(const std::string& layer, int64_t d, int64_t in_channels, int64_t filters,
+                        const std::vector<int64_t>& kernel_size,
                         const std::vector<int64_t>& input_shape);
 /// The Keras kernel shape [K..., C, F].
-std::vector<int64_t> conv_kernel_shape(const std::vector<int64_t>& kernel_size,
-                                       int64_t in_channels, int64_t filters);
+std::vector<int64_t> conv_kernel_shape(const std::vector<int64_t>& kernel_size, int64_t in_channels,
+                                       int64_t filters);
 
 /// Zero padding before each spatial axis of that convolution.
 std::vector<int64_t> conv_pad_before(const std::string& layer,
@@ -75,11 +75,11 @@ std::vector<int64_t> conv_pad_before(const std::string& layer,
 /// One bias add per output element: mean(b_bias) * n_outputs.
 torch::Tensor bias_ebops(const torch::Tensor& b_bias, int64_t n_outputs);
 
-
 // ------------------------------------------------------------------------- QConv1d / QConv2d
 
 /// Options of QConv1d / QConv2d. Example:
-/// `QConv2d c(QConvOptions(3, 8, {3, 3}).input_shape({28, 28, 3}).padding("same").strides({2, 2}));`
+/// `QConv2d c(QConvOptions(3, 8, {3, 3}).input_shape({28, 28, 3}).padding("same").strides({2,
+/// 2}));`
 struct QConvOptions {
   QConvOptions(int64_t in_channels, int64_t filters, std::vector<int64_t> kernel_size,
                std::vector<int64_t> input_shape = {})

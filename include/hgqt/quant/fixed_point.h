@@ -73,8 +73,8 @@ inline double overflow_fixed(double m, int k, int i, int f, OverflowMode mode) {
 }
 
 /// x_hat = Q(x) for one element with integer k, i, f (section 2, eval semantics).
-inline double quantize_fixed(double x, int k, int i, int f, RoundingMode round, OverflowMode overflow,
-                             double u = 0.5) {
+inline double quantize_fixed(double x, int k, int i, int f, RoundingMode round,
+                             OverflowMode overflow, double u = 0.5) {
   if (k + i + f <= 0) return 0.0;
   const double m = round_fixed(std::ldexp(x, f), round, u);
   return std::ldexp(overflow_fixed(m, k, i, f, overflow), -f);

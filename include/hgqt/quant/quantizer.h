@@ -19,10 +19,10 @@ struct QuantizerOptions {
   explicit QuantizerOptions(std::vector<int64_t> shape) : shape_(std::move(shape)) {}
   TORCH_ARG(std::vector<int64_t>, shape);
   TORCH_ARG(Parameterization, param) = Parameterization::KIF;
-  TORCH_ARG(int, k) = 1;         ///< initial sign bit
-  TORCH_ARG(double, b) = 8.0;    ///< KBI initial bits (sign excluded)
-  TORCH_ARG(double, i) = 2.0;    ///< initial integer bits
-  TORCH_ARG(double, f) = 6.0;    ///< KIF initial fractional bits
+  TORCH_ARG(int, k) = 1;       ///< initial sign bit
+  TORCH_ARG(double, b) = 8.0;  ///< KBI initial bits (sign excluded)
+  TORCH_ARG(double, i) = 2.0;  ///< initial integer bits
+  TORCH_ARG(double, f) = 6.0;  ///< KIF initial fractional bits
   TORCH_ARG(RoundingMode, round) = RoundingMode::RND;
   TORCH_ARG(OverflowMode, overflow) = OverflowMode::WRAP;
   TORCH_ARG(Granularity, granularity) = Granularity::Element;
@@ -92,7 +92,9 @@ class FixedQuantizerImpl : public torch::nn::Cloneable<FixedQuantizerImpl> {
   void set_calibration(bool on);
   bool calibrating() const { return calibrating_; }
   /// The record: {min, max} in the per-sample shape (undefined before any forward).
-  std::pair<torch::Tensor, torch::Tensor> calibration_range() const { return {calib_min_, calib_max_}; }
+  std::pair<torch::Tensor, torch::Tensor> calibration_range() const {
+    return {calib_min_, calib_max_};
+  }
 
   QuantizerOptions options;
   torch::Tensor k;  ///< buffer: sign bit per parameter element

@@ -35,8 +35,8 @@ EvalResult evaluate(model::HGQModel& model, const data::TensorSplit& split, cons
 /// Anomaly detection with an autoencoder (train.target: input): the anomaly score of a sample is
 /// its reconstruction MSE (mean over the output values of (output - input)^2).
 struct AnomalyResult {
-  int64_t samples = 0;  ///< samples evaluated (0: not computed)
-  double mse = NAN;     ///< mean reconstruction MSE over every sample
+  int64_t samples = 0;                           ///< samples evaluated (0: not computed)
+  double mse = NAN;                              ///< mean reconstruction MSE over every sample
   double mse_normal = NAN, mse_anomalous = NAN;  ///< means over the normal / anomalous samples
   /// ROC AUC of the score with the anomaly classes as positives and the normal classes as
   /// negatives (samples of other classes are left out); NaN without labels or one side empty.
@@ -96,7 +96,7 @@ struct TrainResult {
   /// of `steps_per_epoch` steps of epoch `interrupted_epoch` (1-based; step 0: at its start).
   bool interrupted = false;
   int64_t interrupted_epoch = 0, interrupted_step = 0, steps_per_epoch = 0;
-  bool resumed = false;       ///< the run continued a saved state (TrainOptions::resume)
+  bool resumed = false;  ///< the run continued a saved state (TrainOptions::resume)
   int64_t resumed_epoch = 0, resumed_step = 0;  ///< where it continued (as interrupted_*)
 };
 
@@ -140,9 +140,9 @@ class EarlyStopper {
 
 /// Options of a run besides the config.
 struct TrainOptions {
-  std::string run_dir;     ///< created if missing
-  bool progress = true;    ///< draw a progress bar when stderr is a terminal
-  bool quiet = false;      ///< no per-epoch lines
+  std::string run_dir;   ///< created if missing
+  bool progress = true;  ///< draw a progress bar when stderr is a terminal
+  bool quiet = false;    ///< no per-epoch lines
   /// Continue the run saved in run_dir/resume.pt (same config and data): model, optimizer state,
   /// epoch and step, beta controller, RNG states, best and Pareto checkpoints, early stopping and
   /// metrics continue exactly where they were.

@@ -12,7 +12,7 @@ namespace hgqt::util {
 
 /// What tune_allocator did.
 struct AllocatorSetup {
-  bool applied = false;  ///< the settings were applied (glibc, not disabled by the environment)
+  bool applied = false;     ///< the settings were applied (glibc, not disabled by the environment)
   const char* reason = "";  ///< why not, when not applied
 };
 

@@ -15,7 +15,8 @@ struct BlasInfo {
   std::string library;
   /// "OpenBLAS", "reference BLAS", "BLIS", "MKL", "ATLAS" or "unknown".
   std::string vendor = "unknown";
-  /// openblas_get_config() when available, e.g. "OpenBLAS 0.3.21 ... USE_OPENMP Zen MAX_THREADS=64".
+  /// openblas_get_config() when available, e.g. "OpenBLAS 0.3.21 ... USE_OPENMP Zen
+  /// MAX_THREADS=64".
   std::string config;
   /// openblas_get_num_threads() when available, otherwise -1.
   int threads = -1;
