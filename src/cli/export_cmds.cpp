@@ -160,9 +160,16 @@ void add_export_commands(CLI::App& app, ExportCommands& c) {
                    "Register stages (verilog; 0: combinational)")
       ->default_val(1);
   c.export_cmd
-      ->add_option("--const-mult", c.const_mult, "Constant multiplications (verilog): csd or mul")
-      ->check(CLI::IsMember({"csd", "mul"}))
+      ->add_option("--const-mult", c.const_mult,
+                   "Constant multiplications (verilog): shared (one adder graph per layer), csd "
+                   "(one shift-add tree per output) or mul")
+      ->check(CLI::IsMember({"shared", "csd", "mul"}))
       ->default_val("csd");
+  c.export_cmd
+      ->add_option("--adder-depth", c.adder_extra_depth,
+                   "verilog, --const-mult shared: adder levels sharing may add to an output")
+      ->check(CLI::Range(0, 16))
+      ->default_val(2);
   c.export_cmd->add_flag(
       "--allow-widening", c.allow_widening,
       "qonnx: widen heterogeneous/WRAP activation quantizers to one type per tensor");
@@ -425,7 +432,9 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       o.name = c.export_name;
       o.pipeline_stages = c.pipeline_stages;
       o.const_mult = c.const_mult;
-      exporters::export_verilog(a, c.export_out, o, tb, n_tb);
+      o.adder_extra_depth = c.adder_extra_depth;
+      const auto r = exporters::export_verilog(a, c.export_out, o, tb, n_tb);
+      std::printf("%s", exporters::format_adders(r).c_str());
     }
     std::printf(
         "wrote %s project to %s (%lld testbench samples, %lld of them overflow-inducing; "

@@ -18,6 +18,7 @@ struct ExportCommands {
   int64_t samples = 0, print_rows = 0, tb_overflow = 0;
   int pipeline_stages = 1;
   std::string const_mult = "csd";
+  int adder_extra_depth = 2;
   double scale = 1.0, clock_ns = 5.0;
   // Per-subcommand copies (CLI11 writes defaults into the variables when options are declared).
   std::string emu_data, emu_features, emu_out, tb_data, tb_features, export_out, export_name;

@@ -44,6 +44,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iterator>
@@ -53,6 +54,7 @@
 #include <stdexcept>
 
 #include "hgqt/archive/emulator.h"
+#include "hgqt/export/adder_graph.h"
 #include "hgqt/util/files.h"
 #include "verilog_internal.h"
 
@@ -178,21 +180,6 @@ std::string low_bits_shifted(const Sig& x, int t, int w) {
   return "{" + bits + ", {" + std::to_string(t) + "{1'b0}}}";
 }
 
-// The non-adjacent form of m > 0: (position, digit) pairs with digit +-1, lowest first.
-std::vector<std::pair<int, int>> naf_digits(u128 m) {
-  std::vector<std::pair<int, int>> d;
-  for (int k = 0; m != 0; ++k, m >>= 1) {
-    if ((m & 1) == 0) continue;
-    const int digit = (m & 3) == 1 ? 1 : -1;  // 2 - (m mod 4)
-    d.emplace_back(k, digit);
-    if (digit == 1)
-      m -= 1;
-    else
-      m += 1;
-  }
-  return d;
-}
-
 // A node of a CSD adder tree: its Verilog expression (signed) holds
 // (neg ? -1 : 1) * value / 2^tz, where value = konst + sum coef * input (at the accumulator's
 // frac).
@@ -276,6 +263,7 @@ class Generator {
                const std::string& what);
   void linear_acc(size_t li);
   void linear_acc_csd(size_t li);
+  void linear_acc_shared(size_t li);
   void pool_acc(size_t li);
   void add_acc(size_t li);
   void post(size_t li);
@@ -295,6 +283,8 @@ class Generator {
   std::vector<std::vector<int64_t>> inputs_;
   std::vector<char> float_;
   size_t li0_ = 0;
+  std::vector<char> reads_bus_;  // the layers whose input quantizer makes data_in (li0_ and any
+                                 // later reader of the float input with the same quantizer)
   std::vector<int64_t> last_use_;
   std::vector<archive::LinearMap> linear_;
   std::vector<archive::PoolMap> pool_;
@@ -307,6 +297,10 @@ class Generator {
   std::vector<Sig> cur_;
   std::string body_;
   std::set<std::string> roms_;  // the table functions written so far
+
+ public:
+  /// The adder graphs of the linear layers (const_mult "shared"), in layer order.
+  std::vector<LayerAdders> adders_;
 };
 
 // The model input reaches the design quantized by exactly one quantizer: the first layer (in
@@ -317,6 +311,7 @@ void Generator::analyze() {
   const size_t n = a_.layers.size();
   inputs_.assign(n, {});
   float_.assign(n, 0);
+  reads_bus_.assign(n, 0);
   last_use_.assign(n, -1);
   linear_.assign(n, {});
   pool_.assign(n, {});
@@ -331,13 +326,23 @@ void Generator::analyze() {
     const bool quantizer = l.type == "quantize" || l.type == "lut" || l.type == "softmax" ||
                            (archive::is_linear(l.type) && l.input_quantizer);
     if (in_float && quantizer) {
-      if (found)
-        throw ArchiveError("verilog: the model input feeds more than one quantizer (layers '" +
-                           a_.layers[li0_].name + "' and '" + l.name +
-                           "'); data_in carries the mantissas of one quantizer only: quantize "
-                           "the input once (a quantize layer) and read that layer instead");
-      found = true;
-      li0_ = li;
+      if (found) {
+        // A second reader of the float model input: fine when it applies the same quantizer
+        // (it reads data_in too), as in the HLS design.
+        const archive::QuantSpec& q0 = *a_.layers[li0_].input_quantizer;
+        const archive::QuantSpec& q = *l.input_quantizer;
+        if (q.k != q0.k || q.i != q0.i || q.f != q0.f || q.round != q0.round ||
+            q.overflow != q0.overflow)
+          throw ArchiveError(
+              "verilog: layers '" + a_.layers[li0_].name + "' and '" + l.name +
+              "' both quantize the raw model input, with different quantizers; data_in carries "
+              "the mantissas of one quantizer only, so quantize the input once (a quantize layer "
+              "both read) or give them the same quantizer");
+      } else {
+        found = true;
+        li0_ = li;
+      }
+      reads_bus_[li] = 1;
     }
     for (int64_t s : inputs_[li])
       if (s >= 0) last_use_[s] = std::max<int64_t>(last_use_[s], static_cast<int64_t>(li));
@@ -359,7 +364,7 @@ void Generator::analyze() {
 const std::vector<Sig>& Generator::input(size_t li, size_t slot) const {
   const int64_t src = inputs_[li].at(slot);
   if (src < 0 || float_[src]) {
-    if (li != li0_)
+    if (!reads_bus_[li])
       throw std::logic_error("verilog generator: layer '" + a_.layers[li].name +
                              "' reads the float model input");
     return bus_;
@@ -407,7 +412,7 @@ std::vector<Step> Generator::plan() const {
     const auto& l = a_.layers[li];
     if (float_[li] || is_wiring(l.type)) continue;
     if (l.type == "quantize") {
-      if (li != li0_) steps.push_back({StepKind::Quantize, li, 1});
+      if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
       continue;
     }
     if (l.type == "activation") {
@@ -415,12 +420,12 @@ std::vector<Step> Generator::plan() const {
       continue;
     }
     if (l.type == "lut") {  // input quantizer, then the ROMs
-      if (li != li0_) steps.push_back({StepKind::Quantize, li, 1});
+      if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
       steps.push_back({StepKind::Lut, li, 2});
       continue;
     }
     if (l.type == "softmax") {  // input quantizer, then the stages of softmax_step
-      if (li != li0_) steps.push_back({StepKind::Quantize, li, 1});
+      if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
       const double row = depth(types_[li].softmax.n);
       steps.push_back({StepKind::SmMax, li, row});
       steps.push_back({StepKind::SmDiff, li, 2});
@@ -446,7 +451,7 @@ std::vector<Step> Generator::plan() const {
       continue;
     }
     // linear: input quantizer, products and adder tree, relu and output quantizer
-    if (l.input_quantizer && li != li0_) steps.push_back({StepKind::Quantize, li, 1});
+    if (l.input_quantizer && !reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
     const auto& m = linear_[li];
     const auto& w = *l.kernel;
     int64_t most = 0;
@@ -691,9 +696,8 @@ CsdNode leaf(const std::vector<Sig>& xs, int64_t j, int shift, bool neg, const s
 // The leaves of xs[j] * c * 2^shift: one per canonical signed digit of the constant c.
 void append_csd_leaves(std::vector<CsdNode>& leaves, const std::vector<Sig>& xs, int64_t j,
                        int shift, int128 c, const std::string& what) {
-  const u128 mag = c < 0 ? static_cast<u128>(-c) : static_cast<u128>(c);
-  for (const auto& [d, digit] : naf_digits(mag))
-    leaves.push_back(leaf(xs, j, shift + d, (digit < 0) != (c < 0), what));
+  for (const auto& [d, digit] : naf_digits(c))
+    leaves.push_back(leaf(xs, j, shift + d, digit < 0, what));
 }
 
 // A linear layer's accumulators in canonical signed digits: every digit of every product goes
@@ -735,9 +739,134 @@ void Generator::linear_acc_csd(size_t li) {
   check_types(t.accumulator, "layer '" + l.name + "' accumulator");
 }
 
+// A linear layer's accumulators as one adder graph over all outputs ("shared"): the signed digits
+// of every product (terms from archive::linear_map) form a constant matrix-vector product whose
+// two-term patterns are shared across outputs (adder_graph.h). When the shared graph does not
+// have fewer adder bits than one tree per output, the trees are written (the report says so).
+void Generator::linear_acc_shared(size_t li) {
+  const auto& l = a_.layers[li];
+  const auto& t = types_[li];
+  check_types(t.quantized_input, "layer '" + l.name + "' input");
+  const auto& w = *l.kernel;
+  const auto& m = linear_[li];
+  const int64_t n_out = m.n_out();
+  const std::string L = std::to_string(li);
+  const std::string what_l = "layer '" + l.name + "'";
+  std::vector<Sig> acc(n_out);
+  CmvmProblem p;
+  p.outputs.resize(n_out);
+  p.konst.assign(n_out, 0);
+  std::vector<int64_t> graph_input(cur_.size(), -1);  // cur_ index -> graph input
+  std::vector<int64_t> cur_of;                        // graph input -> cur_ index
+  std::vector<char> in_graph(n_out, 0);
+  for (int64_t o = 0; o < n_out; ++o) {
+    const FixedType& at = t.accumulator[o];
+    std::vector<DigitTerm> digits;
+    int128 konst = 0;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const int64_t j = m.input[k], wn = m.weight[k];
+      const Sig& x = cur_[j];
+      const int128 c = w.mantissa[wn];
+      if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
+      const std::string what = what_l + " weight " + std::to_string(wn) + " (input " +
+                               std::to_string(j) + ", output " + std::to_string(o) + ")";
+      const int s = at.frac - (x.type.frac - w.exponent[wn]);
+      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
+      if (x.is_const()) {
+        konst += archive::align(checked_mul(x.value, c, what), 0, s);
+        continue;
+      }
+      if (graph_input[j] < 0) {
+        graph_input[j] = static_cast<int64_t>(cur_of.size());
+        cur_of.push_back(j);
+        p.input_lo.push_back(x.type.min_mantissa());
+        p.input_hi.push_back(x.type.max_mantissa());
+      }
+      for (const auto& [d, digit] : naf_digits(c)) {
+        if (s + d > 126) throw ArchiveError(what + ": exceeds 127 bits");
+        digits.push_back({graph_input[j], s + d, digit < 0});
+      }
+    }
+    if (constant_accumulator(l, m.bias[o], at, digits.empty(), konst, acc[o])) continue;
+    in_graph[o] = 1;
+    p.outputs[o] = std::move(digits);
+    p.konst[o] = konst;
+  }
+  AdderGraphOptions go;
+  go.extra_depth = o_.adder_extra_depth;
+  AdderGraphOptions tree = go;
+  tree.share = false;
+  AdderGraph g;
+  LayerAdders rep;
+  rep.layer = l.name;
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    AdderGraph gs = build_adder_graph(p, go, what_l);
+    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    AdderGraph gt = build_adder_graph(p, tree, what_l);
+    rep.tree_adders = gt.adders;
+    rep.tree_bits = gt.adder_bits;
+    rep.tree_depth = gt.depth;
+    rep.note = gs.note;
+    if (gs.adder_bits < gt.adder_bits) {
+      g = std::move(gs);
+      rep.shared = true;
+    } else {
+      g = std::move(gt);
+      if (rep.note.empty()) rep.note = "trees: sharing saves no adder bits here";
+    }
+  } catch (const std::overflow_error& e) {
+    throw ArchiveError(e.what());
+  }
+  rep.adders = g.adders;
+  rep.shared_adders = g.shared_adders;
+  rep.adder_bits = g.adder_bits;
+  rep.depth = g.depth;
+  adders_.push_back(rep);
+  // Node expressions: inputs and constants inline, every adder a wire at its exact width.
+  std::vector<std::string> expr(g.nodes.size());
+  const std::string prefix = "g" + L + "_";
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const auto& n = g.nodes[i];
+    switch (n.kind) {
+      case AdderNode::Kind::Input:
+        expr[i] = signed_view(cur_[cur_of[n.input]]);
+        break;
+      case AdderNode::Kind::Const:
+        expr[i] = signed_literal(n.value);
+        break;
+      case AdderNode::Kind::Add: {
+        auto shifted = [&](int v, int k) {
+          return k > 0 ? "(" + expr[v] + " <<< " + std::to_string(k) + ")" : expr[v];
+        };
+        expr[i] = prefix + std::to_string(i);
+        emit_wire(expr[i], true, n.width,
+                  shifted(n.a, n.ka) + (n.sub ? " - " : " + ") + shifted(n.b, n.kb));
+        break;
+      }
+    }
+  }
+  for (int64_t o = 0; o < n_out; ++o) {
+    if (!in_graph[o]) continue;
+    const auto& r = g.outputs[o];
+    const std::string name = "acc" + L + "_" + std::to_string(o);
+    if (r.node < 0) {
+      acc[o] = wire(name, t.accumulator[o], literal(0, t.accumulator[o].width, true));
+      continue;
+    }
+    std::string e =
+        r.shift > 0 ? "(" + expr[r.node] + " <<< " + std::to_string(r.shift) + ")" : expr[r.node];
+    if (r.neg) e = "-" + e;
+    acc[o] = wire(name, t.accumulator[o], e);
+  }
+  cur_.swap(acc);
+  check_types(t.accumulator, "layer '" + l.name + "' accumulator");
+}
+
 // A linear layer's accumulators with a product wire per product ("mul").
 void Generator::linear_acc(size_t li) {
   if (o_.const_mult == "csd") return linear_acc_csd(li);
+  if (o_.const_mult == "shared") return linear_acc_shared(li);
   const auto& l = a_.layers[li];
   const auto& t = types_[li];
   check_types(t.quantized_input, "layer '" + l.name + "' input");
@@ -1079,7 +1208,7 @@ void Generator::softmax_step(const Step& st) {
                          st.kind == StepKind::SmInv || st.kind == StepKind::SmMul;
   const size_t want = static_cast<size_t>(total + (with_rows ? rows : 0));
   if (st.kind == StepKind::SmMax) {
-    if (li == li0_) cur_ = input(li, 0);  // the first quantizer: data_in
+    if (reads_bus_[li]) cur_ = input(li, 0);  // the first quantizer: data_in
     check_types(t.quantized_input, what + " quantized input");
   }
   if (cur_.size() != want)
@@ -1246,7 +1375,7 @@ void Generator::softmax_step(const Step& st) {
           // a constant factor: as the constant multiplications of the linear layers
           const Sig& x = ec ? r : e;
           const int128 c = ec ? ev : rv;
-          if (o_.const_mult == "csd") {
+          if (o_.const_mult != "mul") {
             std::vector<Sig> xs{x};
             std::vector<CsdNode> leaves;
             append_csd_leaves(leaves, xs, 0, 0, c, what);
@@ -1298,7 +1427,7 @@ void Generator::run_step(const Step& s) {
       } else {
         // linear: after its input quantizer step, or straight from its input (data_in for the
         // first quantizer)
-        if (!(l.input_quantizer && li != li0_)) cur_ = input(li, 0);
+        if (!(l.input_quantizer && !reads_bus_[li])) cur_ = input(li, 0);
         linear_acc(li);
       }
       break;
@@ -1307,7 +1436,7 @@ void Generator::run_step(const Step& s) {
       break;
     case StepKind::Lut:
       // after its input quantizer step, or straight from data_in (the first quantizer)
-      if (li == li0_) cur_ = input(li, 0);
+      if (reads_bus_[li]) cur_ = input(li, 0);
       lut(li);
       break;
     case StepKind::SmMax:
@@ -1438,7 +1567,7 @@ std::string Generator::generate() {
   for (size_t li = 0; li < n_layers; ++li) {
     const auto& l = a_.layers[li];
     if (float_[li]) continue;
-    if (li == li0_ && l.type == "quantize") {  // its output is data_in
+    if (reads_bus_[li] && l.type == "quantize") {  // its output is data_in
       vals_[li] = bus_;
       have_[li] = 1;
       continue;
@@ -1559,9 +1688,12 @@ void check_options(const VerilogOptions& o) {
   if (o.pipeline_stages < 0 || o.pipeline_stages > 64)
     throw std::invalid_argument("verilog: pipeline_stages must be in [0, 64], got " +
                                 std::to_string(o.pipeline_stages));
-  if (o.const_mult != "csd" && o.const_mult != "mul")
-    throw std::invalid_argument("verilog: const_mult must be \"csd\" or \"mul\", got '" +
-                                o.const_mult + "'");
+  if (o.const_mult != "csd" && o.const_mult != "mul" && o.const_mult != "shared")
+    throw std::invalid_argument(
+        "verilog: const_mult must be \"shared\", \"csd\" or \"mul\", got '" + o.const_mult + "'");
+  if (o.adder_extra_depth < 0 || o.adder_extra_depth > 16)
+    throw std::invalid_argument("verilog: adder_extra_depth must be in [0, 16], got " +
+                                std::to_string(o.adder_extra_depth));
 }
 
 nlohmann::json bus_json(const std::vector<VerilogBusElement>& els, const char* port, int64_t bits) {
@@ -1600,16 +1732,54 @@ std::string verilog_source(const archive::Archive& a, const VerilogOptions& opti
   return Generator(a, options).generate();
 }
 
-void export_verilog(const archive::Archive& a, const std::string& out_dir,
-                    const VerilogOptions& options, const std::vector<double>& tb_inputs,
-                    int64_t n_tb) {
+std::string format_adders(const VerilogReport& r) {
+  if (r.adders.empty()) return "";
+  std::string s = "adder graphs (const_mult shared):\n";
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "  %-20s %9s %9s %7s %11s %11s %6s %8s  %s\n", "layer", "adders",
+                "trees", "shared", "adder bits", "tree bits", "depth", "time", "");
+  s += buf;
+  int64_t a = 0, ta = 0, b = 0, tb = 0;
+  for (const auto& l : r.adders) {
+    std::snprintf(buf, sizeof buf, "  %-20s %9lld %9lld %7lld %11lld %11lld %3d/%-2d %7.2fs  %s\n",
+                  l.layer.substr(0, 20).c_str(), static_cast<long long>(l.adders),
+                  static_cast<long long>(l.tree_adders), static_cast<long long>(l.shared_adders),
+                  static_cast<long long>(l.adder_bits), static_cast<long long>(l.tree_bits),
+                  l.depth, l.tree_depth, l.seconds, l.note.c_str());
+    s += buf;
+    a += l.adders;
+    ta += l.tree_adders;
+    b += l.adder_bits;
+    tb += l.tree_bits;
+  }
+  std::snprintf(buf, sizeof buf,
+                "  %-20s %9lld %9lld %7s %11lld %11lld  (%.1f%% fewer adder bits)\n", "total",
+                static_cast<long long>(a), static_cast<long long>(ta), "",
+                static_cast<long long>(b), static_cast<long long>(tb),
+                tb > 0 ? 100.0 * static_cast<double>(tb - b) / static_cast<double>(tb) : 0.0);
+  s += buf;
+  return s;
+}
+
+VerilogReport export_verilog(const archive::Archive& a, const std::string& out_dir,
+                             const VerilogOptions& options, const std::vector<double>& tb_inputs,
+                             int64_t n_tb) {
   check_options(options);
   const archive::Emulator emu(a);  // validates
   const int64_t in = a.input_size(), out = a.output_size();
-  if (n_tb < 0 || static_cast<int64_t>(tb_inputs.size()) != n_tb * in)
-    throw ArchiveError("verilog: got " + std::to_string(tb_inputs.size()) +
-                       " testbench input values for " + std::to_string(n_tb) + " samples of " +
-                       std::to_string(in) + " features");
+  // The same checks and the same zero-sample rule as the HLS export.
+  if (n_tb < 0) throw std::invalid_argument("verilog: negative number of testbench samples");
+  if (static_cast<int64_t>(tb_inputs.size()) != n_tb * in)
+    throw std::invalid_argument("verilog: got " + std::to_string(tb_inputs.size()) +
+                                " testbench input values for " + std::to_string(n_tb) +
+                                " samples of " + std::to_string(in) + " features");
+  std::vector<double> zero;
+  const std::vector<double>* tb = &tb_inputs;
+  if (n_tb == 0) {  // one all-zero sample, so that the testbench still checks something
+    zero.assign(in, 0.0);
+    tb = &zero;
+    n_tb = 1;
+  }
   Generator gen(a, options);
   const VerilogLayout lay = gen.layout();
   const std::string source = gen.generate();
@@ -1620,7 +1790,7 @@ void export_verilog(const archive::Archive& a, const std::string& out_dir,
   std::vector<int128> y(out);
   archive::EmulatorStats stats;
   for (int64_t r = 0; r < n_tb; ++r) {
-    const double* x = tb_inputs.data() + r * in;
+    const double* x = tb->data() + r * in;
     bool sep = false;
     for (const auto& e : lay.inputs) {
       if (e.type.width == 0) continue;
@@ -1670,6 +1840,25 @@ void export_verilog(const archive::Archive& a, const std::string& out_dir,
                         {"output", "tb_data/tb_output_mantissas.dat"},
                         {"wrapped", stats.wrapped},
                         {"saturated", stats.saturated}};
+  VerilogReport report;
+  report.latency_cycles = options.pipeline_stages;
+  report.adders = gen.adders_;
+  if (!report.adders.empty()) {
+    nlohmann::json g = nlohmann::json::array();
+    for (const auto& l : report.adders)
+      g.push_back({{"layer", l.layer},
+                   {"shared", l.shared},
+                   {"adders", l.adders},
+                   {"shared_adders", l.shared_adders},
+                   {"adder_bits", l.adder_bits},
+                   {"depth", l.depth},
+                   {"tree_adders", l.tree_adders},
+                   {"tree_bits", l.tree_bits},
+                   {"tree_depth", l.tree_depth},
+                   {"seconds", l.seconds},
+                   {"note", l.note}});
+    ports["adder_graphs"] = g;
+  }
 
   namespace fs = std::filesystem;
   const fs::path dir(out_dir);
@@ -1689,6 +1878,7 @@ void export_verilog(const archive::Archive& a, const std::string& out_dir,
   fs::permissions(script, fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec,
                   fs::perm_options::add, ec);
   util::write_text_atomic((dir / "Makefile").string(), detail::verilator_makefile(options));
+  return report;
 }
 
 }  // namespace hgqt::exporters

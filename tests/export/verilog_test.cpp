@@ -136,7 +136,18 @@ TEST_P(VerilogVerilator, MatchesEmulatorBitExactly) {
        p = source.find("pipeline register stage", p + 1))
     ++stages;
   EXPECT_EQ(stages, static_cast<size_t>(c.stages));
-  // "csd" writes no multiplication at all; "mul" one per product that is not a shift.
+  // "shared" and "csd" write no multiplication at all; "mul" one per product that is not a
+  // shift. "shared" reports each linear layer's adder graph, never more adder bits than trees.
+  if (std::string(c.const_mult) == "shared") {
+    ASSERT_TRUE(ports.contains("adder_graphs"));
+    EXPECT_EQ(ports["adder_graphs"].size(), 3u);
+    for (const auto& g : ports["adder_graphs"]) {
+      EXPECT_LE(g["adder_bits"].get<int64_t>(), g["tree_bits"].get<int64_t>());
+      EXPECT_LE(g["depth"].get<int>(), g["tree_depth"].get<int>() + 2);
+    }
+  } else {
+    EXPECT_FALSE(ports.contains("adder_graphs"));
+  }
   EXPECT_EQ(std::regex_search(source, std::regex(" \\* [0-9]+'sh")),
             std::string(c.const_mult) == "mul");
 
@@ -174,10 +185,11 @@ TEST_P(VerilogVerilator, MatchesEmulatorBitExactly) {
 
 INSTANTIATE_TEST_SUITE_P(
     VerilogRandom, VerilogVerilator,
-    ::testing::Values(SimCase{"comb", 0, 1, false, true, 0.15, 0.3, false},
-                      SimCase{"stages1", 1, 2, true, true, 0.15, 0.3, false},
-                      SimCase{"stages3", 3, 3, false, false, 0.3, 0.5, false},
-                      SimCase{"wide_stages2", 2, 4, true, false, 0.15, 0.3, true},
+    ::testing::Values(SimCase{"shared_comb", 0, 1, false, true, 0.15, 0.3, false, "shared"},
+                      SimCase{"csd_stages1", 1, 2, true, true, 0.15, 0.3, false, "csd"},
+                      SimCase{"shared_stages3", 3, 3, false, false, 0.3, 0.5, false, "shared"},
+                      SimCase{"shared_wide_stages2", 2, 4, true, false, 0.15, 0.3, true, "shared"},
+                      SimCase{"csd_wide_stages2", 2, 5, true, false, 0.15, 0.3, true, "csd"},
                       SimCase{"mul_comb", 0, 1, false, true, 0.15, 0.3, false, "mul"},
                       SimCase{"mul_stages1", 1, 2, true, true, 0.15, 0.3, false, "mul"},
                       SimCase{"mul_stages3", 3, 3, false, false, 0.3, 0.5, false, "mul"},
@@ -284,6 +296,10 @@ TEST(VerilogExport, DeterministicAndStageCountsAsRequested) {
   }
 }
 
+size_t count_lines(const std::string& s) {
+  return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
+}
+
 TEST(VerilogExport, RejectsBadOptionsAndInputs) {
   const auto a = hgqt::testing::random_mlp_archive();
   exporters::VerilogOptions vo;
@@ -297,15 +313,27 @@ TEST(VerilogExport, RejectsBadOptionsAndInputs) {
   EXPECT_THROW(exporters::verilog_source(a, vo), std::invalid_argument);
   vo.const_mult = "mul";
   EXPECT_NO_THROW(exporters::verilog_source(a, vo));
+  vo.const_mult = "shared";
+  EXPECT_NO_THROW(exporters::verilog_source(a, vo));
+  vo.adder_extra_depth = 17;
+  EXPECT_THROW(exporters::verilog_source(a, vo), std::invalid_argument);
+  vo.adder_extra_depth = 2;
   vo.const_mult = "csd";
   const fs::path dir = fresh_dir("reject");
+  // A testbench of the wrong size is a bad argument, as in the HLS export.
   std::vector<double> x(a.input_size() * 2 - 1, 0.0);
   try {
     exporters::export_verilog(a, dir.string(), vo, x, 2);
     ADD_FAILURE() << "a short testbench input was accepted";
-  } catch (const archive::ArchiveError& e) {
+  } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("testbench input values"), std::string::npos) << e.what();
   }
+  EXPECT_THROW(exporters::export_verilog(a, dir.string(), vo, {}, -1), std::invalid_argument);
+  // Zero testbench samples: one all-zero sample, as in the HLS export.
+  exporters::export_verilog(a, dir.string(), vo, {}, 0);
+  EXPECT_EQ(nlohmann::json::parse(read_text(dir / "ports.json"))["testbench"]["samples"], 1);
+  EXPECT_EQ(count_lines(read_text(dir / "tb_data" / "tb_input_mantissas.dat")), 1u);
+  EXPECT_EQ(count_lines(read_text(dir / "tb_data" / "tb_output_mantissas.dat")), 1u);
   x.assign(a.input_size() * 2, 0.0);
   x[a.input_size() + 3] = std::nan("");
   try {

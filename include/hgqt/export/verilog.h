@@ -48,11 +48,31 @@ struct VerilogOptions {
   ///    products of one accumulator (the terms of archive::linear_map: dense, conv1d, conv2d,
   ///    scale) go straight into its adder tree, a balanced tree of wires at the exact width of
   ///    each partial sum's range (no product wires);
+  ///  - "shared": the same signed digits, but one adder graph per linear layer over all its
+  ///    accumulators (hgqt/export/adder_graph.h): two-term patterns `(x_a << ka) +/- (x_b << kb)`
+  ///    that recur across accumulators are computed once, within `adder_extra_depth` extra adder
+  ///    levels; each adder is a wire at the exact width of its value's range. A layer where
+  ///    sharing saves no adder bits gets the "csd" trees (export_verilog's report says so);
   ///  - "mul": a product wire `x * constant` per product (weights of +-2^e as shifts), summed in
   ///    one expression at the accumulator's width.
   /// Both are bit-exact with the emulator. Sums without products (add, avg pool) always use
   /// the exact-width adder tree; max pool is a tree of signed comparators.
   std::string const_mult = "csd";
+  /// const_mult "shared": the most adder levels sharing may add to any accumulator over its
+  /// minimal tree (0 to 16).
+  int adder_extra_depth = 2;
+};
+
+/// The adders of one linear layer's accumulators (const_mult "shared").
+struct LayerAdders {
+  std::string layer;
+  bool shared = false;  ///< the shared graph was written (false: one tree per output)
+  int64_t adders = 0, shared_adders = 0, adder_bits = 0;  ///< what was written
+  int depth = 0;                                          ///< adder levels of the deepest output
+  int64_t tree_adders = 0, tree_bits = 0;                 ///< one tree per output, for comparison
+  int tree_depth = 0;
+  double seconds = 0;  ///< the optimizer's time
+  std::string note;    ///< why the trees were written, when they were
 };
 
 /// One element of data_in or data_out.
@@ -85,8 +105,15 @@ std::string verilog_source(const archive::Archive& a, const VerilogOptions& opti
 /// `tb_inputs` is row-major [n_tb, input_size], after preprocessing. Throws
 /// archive::ArchiveError for a bad archive or input, std::invalid_argument for bad options,
 /// std::runtime_error when a file cannot be written.
-void export_verilog(const archive::Archive& a, const std::string& out_dir,
-                    const VerilogOptions& options, const std::vector<double>& tb_inputs,
-                    int64_t n_tb);
+struct VerilogReport {
+  int latency_cycles = 0;
+  std::vector<LayerAdders> adders;  ///< const_mult "shared": each linear layer's adder graph
+};
+/// The table of VerilogReport::adders as printed by `hgqt export --format verilog` (empty when
+/// there is none).
+std::string format_adders(const VerilogReport& r);
+VerilogReport export_verilog(const archive::Archive& a, const std::string& out_dir,
+                             const VerilogOptions& options, const std::vector<double>& tb_inputs,
+                             int64_t n_tb);
 
 }  // namespace hgqt::exporters
