@@ -17,7 +17,7 @@ fi
 archive="$1" data="$2" out="$3" label="${4:-$(basename "$1")}"
 hgqt="${HGQT:-build/hgqt}"
 [ -x "$hgqt" ] || { echo "bench_adders: $hgqt is not built (scripts/build.sh)" >&2; exit 1; }
-[ -f "$archive" ] || { echo "bench_adders: no archive '$archive'" >&2; exit 1; }
+[ -e "$archive" ] || { echo "bench_adders: no archive '$archive'" >&2; exit 1; }
 [ -f "$data" ] || { echo "bench_adders: no data file '$data'" >&2; exit 1; }
 mkdir -p "$out"
 

@@ -36,6 +36,26 @@ struct Form {
   int128 konst = 0;
 };
 
+// The bits of magnitude of h >= 0.
+int magnitude_bits(int128 h) {
+  int b = 0;
+  while (b < 127 && (h >> b) != 0) ++b;
+  return b;
+}
+
+}  // namespace
+
+int logic_bits(const AdderNode& a, int ka, const AdderNode& b, int kb, int width) {
+  // An operand that is never negative is zero above its magnitude; a signed one extends its sign
+  // up to the sum's width. Below the larger shift one operand is zero.
+  auto top = [&](const AdderNode& n, int k) {
+    return n.lo >= 0 ? std::min(width, k + magnitude_bits(n.hi)) : width;
+  };
+  return std::max(0, std::min(top(a, ka), top(b, kb)) - std::max(ka, kb));
+}
+
+namespace {
+
 // One live term of an output: (neg ? -1 : 1) * v_node * 2^shift.
 struct Term {
   int node;
@@ -141,7 +161,10 @@ class Builder {
       }
       if (c != 0) f.coef.emplace_back(j, c);
     }
-    return add_node(n, std::move(f));
+    const int id = add_node(n, std::move(f));
+    auto& nd = g_.nodes[id];
+    nd.logic_bits = logic_bits(g_.nodes[a], ka, g_.nodes[b], kb, nd.width);
+    return id;
   }
 
   // Sum of 2^depth over an output's live terms: its minimal tree depth is ceil(log2(.)).
@@ -165,10 +188,13 @@ class Builder {
     }
     if (delta > 0 && c >= 2) heap_.emplace(score(key, c), key);
   }
+  // Patterns save (count - 1) adders of their estimated logic bits.
   int64_t score(uint64_t key, int count) const {
     const Pattern q = unpack(key);
-    const int w = std::max(g_.nodes[q.a].width + q.ka, g_.nodes[q.b].width + q.kb) + 1;
-    return static_cast<int64_t>(count - 1) * w;
+    const auto& a = g_.nodes[q.a];
+    const auto& b = g_.nodes[q.b];
+    const int w = std::max(a.width + q.ka, b.width + q.kb) + 1;
+    return static_cast<int64_t>(count - 1) * std::max(1, logic_bits(a, q.ka, b, q.kb, w));
   }
 
   void share();
@@ -295,6 +321,7 @@ AdderGraph Builder::run() {
     ++out.adders;
     if (n.uses > 1) ++out.shared_adders;
     out.adder_bits += n.width;
+    out.logic_bits += n.logic_bits;
   }
   for (const auto& o : out.outputs)
     if (o.node >= 0) out.depth = std::max(out.depth, out.nodes[o.node].depth);
@@ -375,14 +402,20 @@ bool Builder::apply(uint64_t key) {
     }
   }
   if (hits.size() < 2) return false;
+  // (x_a << ka) - x_b with ka > 0 is built as -(x_b - (x_a << ka)): the low ka bits of a
+  // difference whose subtrahend is the shifted operand are the minuend's bits (no logic); the
+  // sign goes to the terms, which carry signs for free.
+  const bool flip = q.sub && q.ka > 0;
   int n;
   if (const auto it = made_.find(key); it != made_.end()) {
     n = it->second;
   } else {
-    n = add_adder(q.a, q.b, q.ka, q.kb, q.sub);
+    n = flip ? add_adder(q.b, q.a, q.kb, q.ka, true) : add_adder(q.a, q.b, q.ka, q.kb, q.sub);
     made_.emplace(key, n);
     where_.emplace_back();
   }
+  if (flip)
+    for (auto& h : hits) h.neg = !h.neg;
   // Rewrite output by output (hits are grouped by output).
   for (size_t h = 0; h < hits.size();) {
     const int o = hits[h].out;
@@ -418,8 +451,10 @@ bool Builder::apply(uint64_t key) {
   return true;
 }
 
-// What is left of output o summed by a tree that always adds the two shallowest values (the
-// depth-optimal order), the constant as one more leaf.
+// What is left of output o summed by trees that always add the two shallowest values (the
+// depth-optimal order), the constant as one more leaf. Where the depth bound allows, the positive
+// and the negative terms are summed apart and subtracted at the end: the partial sums of
+// never-negative values stay never-negative, so no adder below the last one extends a sign.
 AdderOutput Builder::finish(size_t o) {
   struct Leaf {
     int depth, width, node, shift;
@@ -430,10 +465,10 @@ AdderOutput Builder::finish(size_t o) {
                                 : node > y.node;
     }
   };
-  std::priority_queue<Leaf, std::vector<Leaf>, std::greater<Leaf>> pq;
+  std::vector<Leaf> leaves;
   for (const auto& t : terms_[o]) {
     const auto& nd = g_.nodes[t.node];
-    pq.push({nd.depth, nd.width + t.shift, t.node, t.shift, t.neg});
+    leaves.push_back({nd.depth, nd.width + t.shift, t.node, t.shift, t.neg});
   }
   const int128 k = p_.konst.empty() ? 0 : p_.konst[o];
   if (k != 0) {
@@ -441,26 +476,49 @@ AdderOutput Builder::finish(size_t o) {
     while (((k >> tz) & 1) == 0) ++tz;
     AdderNode c;
     c.kind = AdderNode::Kind::Const;
-    c.value = k >> tz;
+    c.value = (k < 0 ? -k : k) >> tz;
     Form f;
     f.konst = c.value;
     const int node = add_node(c, std::move(f));
-    pq.push({0, g_.nodes[node].width + tz, node, tz, false});
+    leaves.push_back({0, g_.nodes[node].width + tz, node, tz, k < 0});
   }
-  if (pq.empty()) return {};
-  while (pq.size() > 1) {
-    Leaf x = pq.top();
-    pq.pop();
-    Leaf y = pq.top();
-    pq.pop();
-    // x + y = (x.neg ? -1 : 1) * 2^m * ((v_x << kx) + (x.neg == y.neg ? 1 : -1) * (v_y << ky))
-    if (before({y.node, y.shift, y.neg}, {x.node, x.shift, x.neg})) std::swap(x, y);
+  if (leaves.empty()) return {};
+  // x + y = (x.neg ? -1 : 1) * 2^m * ((v_x << kx) + (x.neg == y.neg ? 1 : -1) * (v_y << ky)).
+  // A positive operand goes first, so that the sum is negative only when both are (a negative
+  // root costs a negation at the output).
+  auto combine = [&](Leaf x, Leaf y) {
+    if (x.neg != y.neg) {
+      if (x.neg) std::swap(x, y);
+    } else if (x.shift > y.shift || (x.shift == y.shift && x.node > y.node)) {
+      std::swap(x, y);
+    }
     const int m = std::min(x.shift, y.shift);
     const int n = add_adder(x.node, y.node, x.shift - m, y.shift - m, x.neg != y.neg);
     const auto& nd = g_.nodes[n];
-    pq.push({nd.depth, nd.width + m, n, m, x.neg});
+    return Leaf{nd.depth, nd.width + m, n, m, x.neg};
+  };
+  auto reduce = [&](const std::vector<Leaf>& ls) {
+    std::priority_queue<Leaf, std::vector<Leaf>, std::greater<Leaf>> pq(ls.begin(), ls.end());
+    while (pq.size() > 1) {
+      const Leaf x = pq.top();
+      pq.pop();
+      const Leaf y = pq.top();
+      pq.pop();
+      pq.push(combine(x, y));
+    }
+    return pq.top();
+  };
+  std::vector<Leaf> pos, neg;
+  uint64_t wp = 0, wn = 0;
+  for (const auto& l : leaves) {
+    (l.neg ? neg : pos).push_back(l);
+    (l.neg ? wn : wp) += static_cast<uint64_t>(1) << l.depth;
   }
-  const Leaf r = pq.top();
+  Leaf r;
+  if (!pos.empty() && !neg.empty() && std::max(depth_of(wp), depth_of(wn)) + 1 <= bound_[o])
+    r = combine(reduce(pos), reduce(neg));
+  else
+    r = reduce(leaves);
   return {r.node, r.shift, r.neg};
 }
 

@@ -807,13 +807,14 @@ void Generator::linear_acc_shared(size_t li) {
     rep.tree_adders = gt.adders;
     rep.tree_bits = gt.adder_bits;
     rep.tree_depth = gt.depth;
+    rep.tree_logic_bits = gt.logic_bits;
     rep.note = gs.note;
-    if (gs.adder_bits < gt.adder_bits) {
+    if (gs.logic_bits < gt.logic_bits) {
       g = std::move(gs);
       rep.shared = true;
     } else {
       g = std::move(gt);
-      if (rep.note.empty()) rep.note = "trees: sharing saves no adder bits here";
+      if (rep.note.empty()) rep.note = "trees: sharing saves no logic bits here";
     }
   } catch (const std::overflow_error& e) {
     throw ArchiveError(e.what());
@@ -821,6 +822,7 @@ void Generator::linear_acc_shared(size_t li) {
   rep.adders = g.adders;
   rep.shared_adders = g.shared_adders;
   rep.adder_bits = g.adder_bits;
+  rep.logic_bits = g.logic_bits;
   rep.depth = g.depth;
   adders_.push_back(rep);
   // Node expressions: inputs and constants inline, every adder a wire at its exact width.
@@ -1734,26 +1736,28 @@ std::string verilog_source(const archive::Archive& a, const VerilogOptions& opti
 
 std::string format_adders(const VerilogReport& r) {
   if (r.adders.empty()) return "";
-  std::string s = "adder graphs (const_mult shared):\n";
+  std::string s =
+      "adder graphs (const_mult shared; logic bits: adder bits that need a LUT, an estimate):\n";
   char buf[512];
-  std::snprintf(buf, sizeof buf, "  %-20s %9s %9s %7s %11s %11s %6s %8s  %s\n", "layer", "adders",
-                "trees", "shared", "adder bits", "tree bits", "depth", "time", "");
+  std::snprintf(buf, sizeof buf, "  %-20s %15s %9s %19s %7s %8s  %s\n", "layer", "adders (trees)",
+                "shared", "logic bits (trees)", "depth", "time", "");
   s += buf;
   int64_t a = 0, ta = 0, b = 0, tb = 0;
   for (const auto& l : r.adders) {
-    std::snprintf(buf, sizeof buf, "  %-20s %9lld %9lld %7lld %11lld %11lld %3d/%-2d %7.2fs  %s\n",
+    std::snprintf(buf, sizeof buf,
+                  "  %-20s %6lld (%6lld) %9lld %8lld (%8lld) %3d/%-3d %7.2fs  %s\n",
                   l.layer.substr(0, 20).c_str(), static_cast<long long>(l.adders),
                   static_cast<long long>(l.tree_adders), static_cast<long long>(l.shared_adders),
-                  static_cast<long long>(l.adder_bits), static_cast<long long>(l.tree_bits),
+                  static_cast<long long>(l.logic_bits), static_cast<long long>(l.tree_logic_bits),
                   l.depth, l.tree_depth, l.seconds, l.note.c_str());
     s += buf;
     a += l.adders;
     ta += l.tree_adders;
-    b += l.adder_bits;
-    tb += l.tree_bits;
+    b += l.logic_bits;
+    tb += l.tree_logic_bits;
   }
   std::snprintf(buf, sizeof buf,
-                "  %-20s %9lld %9lld %7s %11lld %11lld  (%.1f%% fewer adder bits)\n", "total",
+                "  %-20s %6lld (%6lld) %9s %8lld (%8lld)  %.1f%% fewer logic bits\n", "total",
                 static_cast<long long>(a), static_cast<long long>(ta), "",
                 static_cast<long long>(b), static_cast<long long>(tb),
                 tb > 0 ? 100.0 * static_cast<double>(tb - b) / static_cast<double>(tb) : 0.0);
@@ -1854,6 +1858,8 @@ VerilogReport export_verilog(const archive::Archive& a, const std::string& out_d
                    {"depth", l.depth},
                    {"tree_adders", l.tree_adders},
                    {"tree_bits", l.tree_bits},
+                   {"logic_bits", l.logic_bits},
+                   {"tree_logic_bits", l.tree_logic_bits},
                    {"tree_depth", l.tree_depth},
                    {"seconds", l.seconds},
                    {"note", l.note}});

@@ -111,6 +111,7 @@ TEST(AdderGraph, NoSharingLeavesTheTrees) {
   EXPECT_EQ(gs.adders, 2);
   EXPECT_EQ(gt.adders, gs.adders);
   EXPECT_EQ(gs.adder_bits, gt.adder_bits);
+  EXPECT_EQ(gs.logic_bits, gt.logic_bits);
   EXPECT_EQ(gs.shared_adders, 0);
 }
 
@@ -139,6 +140,40 @@ TEST(AdderGraph, ExactRangesAndConstants) {
   const auto gc = build_adder_graph(c, AdderGraphOptions{});
   EXPECT_EQ(gc.outputs[0].node, -1);
   EXPECT_TRUE(gc.nodes.empty());
+}
+
+// Logic bits: positions where both operands may be nonzero. Never-negative operands are zero
+// above their magnitude, signed ones extend their sign to the top; below the larger shift one
+// operand is zero.
+TEST(AdderGraph, LogicBitsCountOverlappingBits) {
+  AdderNode u4;  // [0, 15]
+  u4.lo = 0;
+  u4.hi = 15;
+  AdderNode s4;  // [-8, 7]
+  s4.lo = -8;
+  s4.hi = 7;
+  EXPECT_EQ(logic_bits(u4, 0, u4, 2, 7), 2);  // bits 2..3
+  EXPECT_EQ(logic_bits(u4, 0, u4, 0, 5), 4);
+  EXPECT_EQ(logic_bits(u4, 0, u4, 4, 9), 0);  // no overlap: wiring
+  EXPECT_EQ(logic_bits(s4, 0, u4, 2, 8), 4);  // bits 2..5: the sign of s4 reaches them
+  EXPECT_EQ(logic_bits(s4, 0, s4, 0, 5), 5);
+}
+
+// Positive and negative terms are summed apart: x0 + x1 + x2 - x3 - x4 - x5 over never-negative
+// inputs has never-negative partial sums below the final subtraction.
+TEST(AdderGraph, PositiveAndNegativeTermsSummedApart) {
+  const std::vector<std::vector<int64_t>> w = {{1, 1, 1, -1, -1, -1}};
+  const auto p = from_matrix(w, std::vector<int128>(6, 0), std::vector<int128>(6, 7));
+  const auto g = build_adder_graph(p, AdderGraphOptions{});
+  ASSERT_GE(g.outputs[0].node, 0);
+  EXPECT_FALSE(g.outputs[0].neg);
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (static_cast<int>(i) != g.outputs[0].node) EXPECT_GE(g.nodes[i].lo, 0) << "node " << i;
+  EXPECT_EQ(g.depth, 3);
+  for (int128 v = 0; v <= 7; ++v) {
+    const std::vector<int128> x = {v, 7 - v, v, 0, v, 7};
+    EXPECT_TRUE(evaluate(g, x) == direct(w, x, {}));
+  }
 }
 
 struct RandomCase {
@@ -219,6 +254,7 @@ TEST(AdderGraph, DenseMatricesNeedFewerAdders) {
   const auto gt = build_adder_graph(c.p, to);
   EXPECT_LT(gs.adders, gt.adders * 3 / 4) << gs.adders << " vs " << gt.adders;
   EXPECT_LT(gs.adder_bits, gt.adder_bits);
+  EXPECT_LT(gs.logic_bits, gt.logic_bits);
   EXPECT_GT(gs.shared_adders, 0);
 }
 

@@ -142,7 +142,7 @@ TEST_P(VerilogVerilator, MatchesEmulatorBitExactly) {
     ASSERT_TRUE(ports.contains("adder_graphs"));
     EXPECT_EQ(ports["adder_graphs"].size(), 3u);
     for (const auto& g : ports["adder_graphs"]) {
-      EXPECT_LE(g["adder_bits"].get<int64_t>(), g["tree_bits"].get<int64_t>());
+      EXPECT_LE(g["logic_bits"].get<int64_t>(), g["tree_logic_bits"].get<int64_t>());
       EXPECT_LE(g["depth"].get<int>(), g["tree_depth"].get<int>() + 2);
     }
   } else {

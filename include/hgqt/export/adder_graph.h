@@ -64,6 +64,7 @@ struct AdderNode {
   adder_int lo = 0, hi = 0;  ///< the exact range of the value
   int width = 0;             ///< signed width holding [lo, hi] (Add and Const nodes)
   int depth = 0;             ///< adder levels from the inputs
+  int logic_bits = 0;        ///< Add: the estimated bits that need logic (see logic_bits())
   int uses = 0;              ///< how many adders and outputs read it
 };
 
@@ -80,9 +81,16 @@ struct AdderGraph {
   int64_t adders = 0;         ///< Add nodes
   int64_t shared_adders = 0;  ///< Add nodes read more than once
   int depth = 0;              ///< the deepest output, in adder levels
-  int64_t adder_bits = 0;     ///< sum of the Add nodes' widths (a proxy for LUTs)
+  int64_t adder_bits = 0;     ///< sum of the Add nodes' widths
+  int64_t logic_bits = 0;     ///< sum of the Add nodes' logic bits (a proxy for LUTs)
   std::string note;           ///< why sharing was not applied, when it was not
 };
+
+/// The bits of the adder (v_a << ka) +/- (v_b << kb) of result width `width` that need logic:
+/// the positions where both operands may hold a nonzero bit (a never-negative operand is zero
+/// above its magnitude, a signed one extends its sign up to `width`; below the larger shift one
+/// operand is zero). An estimate of its LUTs on an FPGA (one LUT per bit of a carry chain).
+int logic_bits(const AdderNode& a, int ka, const AdderNode& b, int kb, int width);
 
 /// The signed width holding every integer of [lo, hi] (at least 1).
 int adder_signed_width(adder_int lo, adder_int hi);

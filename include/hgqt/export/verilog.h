@@ -52,7 +52,8 @@ struct VerilogOptions {
   ///    accumulators (hgqt/export/adder_graph.h): two-term patterns `(x_a << ka) +/- (x_b << kb)`
   ///    that recur across accumulators are computed once, within `adder_extra_depth` extra adder
   ///    levels; each adder is a wire at the exact width of its value's range. A layer where
-  ///    sharing saves no adder bits gets the "csd" trees (export_verilog's report says so);
+  ///    sharing saves no logic bits (AdderGraph::logic_bits) gets the "csd" trees (export_verilog's
+  ///    report says so);
   ///  - "mul": a product wire `x * constant` per product (weights of +-2^e as shifts), summed in
   ///    one expression at the accumulator's width.
   /// Both are bit-exact with the emulator. Sums without products (add, avg pool) always use
@@ -68,8 +69,9 @@ struct LayerAdders {
   std::string layer;
   bool shared = false;  ///< the shared graph was written (false: one tree per output)
   int64_t adders = 0, shared_adders = 0, adder_bits = 0;  ///< what was written
-  int depth = 0;                                          ///< adder levels of the deepest output
-  int64_t tree_adders = 0, tree_bits = 0;                 ///< one tree per output, for comparison
+  int64_t logic_bits = 0;  ///< its adders' estimated logic bits (AdderGraph::logic_bits)
+  int depth = 0;           ///< adder levels of the deepest output
+  int64_t tree_adders = 0, tree_bits = 0, tree_logic_bits = 0;  ///< one tree per output
   int tree_depth = 0;
   double seconds = 0;  ///< the optimizer's time
   std::string note;    ///< why the trees were written, when they were
