@@ -236,14 +236,18 @@ _UNTRACED = ("the archive is not traced: its activation integer bits and signs w
 
 def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str = "hls", *,
            name: str = "myproject", tb_inputs: Any = None, tb_samples: int = 1000,
-           allow_untraced: bool = False, part: str = "xcvu13p-flga2577-2-e",
+           allow_untraced: bool = False, part: str = "",
            clock_ns: float = 5.0, pipeline_stages: int = 1, const_mult: str = "csd",
+           adder_depth: int = 2,
            allow_widening: bool = False, rnd_as_offset_floor: bool = False,
            include_preprocessing: bool = True) -> Any:
     """Exports a traced model (or archive) as ``format``:
 
     - "hls": a Vitis/Vivado HLS project with ap_fixed types and a C-simulation testbench;
-    - "verilog": RTL with a Verilator testbench (``pipeline_stages``, ``const_mult`` csd|mul);
+    - "catapult", "oneapi": the same design with ac_fixed types, as a Siemens Catapult project
+      (build_prj.tcl) or an Intel oneAPI CMake project (``part``: "" is each format's default);
+    - "verilog": RTL with a Verilator testbench (``pipeline_stages``; ``const_mult`` shared, csd
+      or mul; ``adder_depth``: the adder levels sharing may add);
     - "qonnx": a QONNX file (returns the report: nodes, quant_nodes, widened_elements, notes);
     - "archive": the model archive directory (model.json + tensors.h5).
 
@@ -256,8 +260,9 @@ def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str 
     a = _archive_of(model, "export")
     path = os.fspath(out)
     fmt = format.lower()
-    if fmt not in ("hls", "verilog", "qonnx", "archive"):
-        raise ValueError(f"hgqt.export: format must be hls, verilog, qonnx or archive, got '{format}'")
+    if fmt not in ("hls", "catapult", "oneapi", "verilog", "qonnx", "archive"):
+        raise ValueError("hgqt.export: format must be hls, catapult, oneapi, verilog, qonnx or "
+                         f"archive, got '{format}'")
     if not a.trace["traced"] and not allow_untraced:
         raise ValueError(f"hgqt.export: {_UNTRACED}")
     if fmt == "archive":
@@ -269,10 +274,11 @@ def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str 
         report["path"] = path
         return report
     tb = None if tb_inputs is None else as_tensor(tb_inputs, torch.float64)
-    if fmt == "hls":
-        _hgqt.export_hls(a, path, name, part, float(clock_ns), tb, int(tb_samples))
+    if fmt in ("hls", "catapult", "oneapi"):
+        _hgqt.export_hls(a, path, name, part, float(clock_ns), tb, int(tb_samples), fmt)
     else:
-        _hgqt.export_verilog(a, path, name, int(pipeline_stages), const_mult, tb, int(tb_samples))
+        _hgqt.export_verilog(a, path, name, int(pipeline_stages), const_mult, tb, int(tb_samples),
+                             int(adder_depth))
     return path
 
 

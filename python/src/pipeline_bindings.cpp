@@ -373,31 +373,41 @@ void init_pipeline(py::module_& m) {
   });
 
   // ---- exporters
-  m.def("export_hls", [](const archive::Archive& a, const std::string& out, const std::string& name,
-                         const std::string& part, double clock_ns,
-                         const c10::optional<torch::Tensor>& tb, int64_t tb_samples) {
-    exporters::HlsOptions o;
-    o.name = name;
-    o.part = part;
-    o.clock_ns = clock_ns;
-    int64_t n = 0;
-    auto rows = testbench_rows(a, tb, tb_samples, n);
-    py::gil_scoped_release release;
-    exporters::export_hls(a, out, o, rows, n);
-  });
-  m.def("export_verilog",
-        [](const archive::Archive& a, const std::string& out, const std::string& name,
-           int pipeline_stages, const std::string& const_mult,
-           const c10::optional<torch::Tensor>& tb, int64_t tb_samples) {
-          exporters::VerilogOptions o;
-          o.name = name;
-          o.pipeline_stages = pipeline_stages;
-          o.const_mult = const_mult;
-          int64_t n = 0;
-          auto rows = testbench_rows(a, tb, tb_samples, n);
-          py::gil_scoped_release release;
-          exporters::export_verilog(a, out, o, rows, n);
-        });
+  // dialect: "hls" (Vitis, ap_fixed), "catapult" or "oneapi" (ac_fixed); part "": its default.
+  m.def(
+      "export_hls",
+      [](const archive::Archive& a, const std::string& out, const std::string& name,
+         const std::string& part, double clock_ns, const c10::optional<torch::Tensor>& tb,
+         int64_t tb_samples, const std::string& dialect) {
+        exporters::HlsOptions o;
+        o.name = name;
+        o.dialect = exporters::hls_dialect(dialect);
+        o.part = part;
+        o.clock_ns = clock_ns;
+        int64_t n = 0;
+        auto rows = testbench_rows(a, tb, tb_samples, n);
+        py::gil_scoped_release release;
+        exporters::export_hls(a, out, o, rows, n);
+      },
+      py::arg("archive"), py::arg("out"), py::arg("name"), py::arg("part"), py::arg("clock_ns"),
+      py::arg("tb"), py::arg("tb_samples"), py::arg("dialect") = "hls");
+  m.def(
+      "export_verilog",
+      [](const archive::Archive& a, const std::string& out, const std::string& name,
+         int pipeline_stages, const std::string& const_mult, const c10::optional<torch::Tensor>& tb,
+         int64_t tb_samples, int adder_depth) {
+        exporters::VerilogOptions o;
+        o.name = name;
+        o.pipeline_stages = pipeline_stages;
+        o.const_mult = const_mult;
+        o.adder_extra_depth = adder_depth;
+        int64_t n = 0;
+        auto rows = testbench_rows(a, tb, tb_samples, n);
+        py::gil_scoped_release release;
+        exporters::export_verilog(a, out, o, rows, n);
+      },
+      py::arg("archive"), py::arg("out"), py::arg("name"), py::arg("pipeline_stages"),
+      py::arg("const_mult"), py::arg("tb"), py::arg("tb_samples"), py::arg("adder_depth") = 2);
   m.def("export_qonnx", [](const archive::Archive& a, const std::string& path, bool allow_widening,
                            bool rnd_as_offset_floor, bool include_preprocessing) {
     exporters::QonnxOptions o;

@@ -142,19 +142,26 @@ void add_export_commands(CLI::App& app, ExportCommands& c) {
       "--exact", c.emu_exact,
       "Run the exact path (int128, one sample at a time) instead of the batched one");
 
-  c.export_cmd = app.add_subcommand("export", "Export an archive: hls, verilog or qonnx");
+  c.export_cmd = app.add_subcommand(
+      "export", "Export an archive: hls (Vitis), catapult, oneapi, verilog or qonnx");
   c.export_cmd->add_option("archive", c.target, "Archive directory")->required();
-  c.export_cmd->add_option("--format", c.format, "hls, verilog or qonnx")
-      ->required()
-      ->check(CLI::IsMember({"hls", "verilog", "qonnx"}));
   c.export_cmd
-      ->add_option("--out", c.export_out, "Output directory (hls, verilog) or .onnx file (qonnx)")
+      ->add_option("--format", c.format,
+                   "hls (Vitis HLS, ap_fixed), catapult or oneapi (ac_fixed), verilog or qonnx")
+      ->required()
+      ->check(CLI::IsMember({"hls", "catapult", "oneapi", "verilog", "qonnx"}));
+  c.export_cmd
+      ->add_option("--out", c.export_out,
+                   "Output directory (hls, catapult, oneapi, verilog) or .onnx file (qonnx)")
       ->required();
   c.export_cmd->add_option("--name", c.export_name, "Top function / module name")
       ->default_val("myproject");
-  c.export_cmd->add_option("--part", c.part, "FPGA part (hls)")
-      ->default_val("xcvu13p-flga2577-2-e");
-  c.export_cmd->add_option("--clock-ns", c.clock_ns, "Clock period in ns (hls)")->default_val(5.0);
+  c.export_cmd->add_option("--part", c.part,
+                           "hls: FPGA part (default xcvu13p-flga2577-2-e); catapult: technology "
+                           "library or Xilinx part (default nangate-45nm_beh); oneapi: device "
+                           "family, part or BSP:variant (default Agilex7)");
+  c.export_cmd->add_option("--clock-ns", c.clock_ns, "Clock period in ns (hls, catapult, oneapi)")
+      ->default_val(5.0);
   c.export_cmd
       ->add_option("--pipeline-stages", c.pipeline_stages,
                    "Register stages (verilog; 0: combinational)")
@@ -421,9 +428,10 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       n_tb += c.tb_overflow;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    if (c.format == "hls") {
+    if (c.format == "hls" || c.format == "catapult" || c.format == "oneapi") {
       exporters::HlsOptions o;
       o.name = c.export_name;
+      o.dialect = exporters::hls_dialect(c.format);
       o.part = c.part;
       o.clock_ns = c.clock_ns;
       exporters::export_hls(a, c.export_out, o, tb, n_tb);

@@ -63,6 +63,76 @@ const char* o_name(OverflowMode o) {
   return "AP_WRAP";
 }
 
+const char* ac_q_name(RoundingMode r) {
+  switch (r) {
+    case RoundingMode::TRN:
+      return "AC_TRN";
+    case RoundingMode::RND:
+    case RoundingMode::S_RND:  // eval semantics
+      return "AC_RND";
+    case RoundingMode::RND_CONV:
+      return "AC_RND_CONV";
+  }
+  return "AC_TRN";
+}
+
+const char* ac_o_name(OverflowMode o) {
+  switch (o) {
+    case OverflowMode::WRAP:
+      return "AC_WRAP";
+    case OverflowMode::SAT:
+      return "AC_SAT";
+    case OverflowMode::SAT_SYM:
+      return "AC_SAT_SYM";
+  }
+  return "AC_WRAP";
+}
+
+/// What the dialects print differently. The generator walks the archive once and asks this for
+/// type names, table indices and pragmas; the project files (run() and the functions after it)
+/// branch on `kind` for includes, the top function's form, the testbench and the build files.
+/// Vitis writes ap_fixed; Catapult and oneAPI write ac_fixed, whose rounding (AC_TRN, AC_RND,
+/// AC_RND_CONV) and overflow (AC_WRAP, AC_SAT, AC_SAT_SYM) modes are the ones hgqt uses, with the
+/// same semantics, except a signed 1-bit AC_SAT_SYM type (refused, see qtype()).
+struct Dialect {
+  HlsDialect kind;
+  bool ac;          ///< ac_fixed (Catapult, oneAPI) instead of ap_fixed (Vitis)
+  std::string tag;  ///< "hls", "catapult", "oneapi": the format in messages and the testbench
+
+  explicit Dialect(HlsDialect k)
+      : kind(k),
+        ac(k != HlsDialect::Vitis),
+        tag(k == HlsDialect::Catapult ? "catapult" : (k == HlsDialect::OneApi ? "oneapi" : "hls")) {
+  }
+  std::string type(const FixedType& t) const { return ac ? ac_type(t) : hls_type(t); }
+  std::string type(const FixedType& t, RoundingMode r, OverflowMode o) const {
+    return ac ? ac_type(t, r, o) : hls_type(t, r, o);
+  }
+  /// The index into a table read by the quantized value `var` of type `it`: its W bits with the
+  /// sign bit flipped when signed, i.e. the mantissa minus the type's smallest. ap_fixed reads the
+  /// bits with range(); ac_fixed slices them into an ac_int with slc<W>() (signed when the type
+  /// is: its value plus 2^(W-1)).
+  std::string index(const std::string& var, const FixedType& it) const {
+    const std::string w = std::to_string(it.width);
+    if (!ac) {
+      std::string e = var + ".range(" + std::to_string(it.width - 1) + ", 0).to_uint()";
+      if (it.is_signed) e += " ^ " + std::to_string(1u << (it.width - 1)) + "u";
+      return e;
+    }
+    if (!it.is_signed) return var + ".slc<" + w + ">(0).to_uint()";
+    return "(" + var + ".slc<" + w + ">(0).to_int() + " + std::to_string(1u << (it.width - 1)) +
+           ")";
+  }
+  /// The lines after the opening brace of a layer function (Vitis inlines them explicitly;
+  /// Catapult inlines every function not marked hls_design, oneAPI every function).
+  std::string function_pragmas() const { return ac ? "" : "#pragma HLS INLINE\n"; }
+  /// The lines after an array of the top function (Catapult keeps arrays below its
+  /// MEM_MAP_THRESHOLD, set in build_prj.tcl, in registers; oneAPI unrolls them).
+  std::string array_pragmas(const std::string& var) const {
+    return ac ? "" : "#pragma HLS ARRAY_PARTITION variable=" + var + " complete dim=0\n";
+  }
+};
+
 // ------------------------------------------------------------------------------- numbers
 /// Checked int128 arithmetic for the range computations.
 int128 mul_checked(int128 a, int128 b, const std::string& what) {
@@ -133,6 +203,7 @@ std::string format_double(double v) {
 /// `prefix_<j>` (and, for arrays, `prefix` is the union type that holds them all).
 class Typedefs {
  public:
+  explicit Typedefs(const Dialect& d) : d_(d) {}
   /// `types[j]` is the element's type string ("" for none). Returns the per-element names.
   std::vector<std::string> family(const std::string& prefix, const std::vector<std::string>& types,
                                   const std::string& comment, const FixedType* union_t = nullptr) {
@@ -143,7 +214,9 @@ class Typedefs {
     text_ += "\n// " + comment + "\n";
     if (distinct.size() <= 1) {
       if (distinct.empty()) {
-        if (union_t) text_ += "typedef ap_ufixed<1,1> " + prefix + ";  // every element is 0\n";
+        if (union_t)
+          text_ += "typedef " + d_.type(FixedType{false, 1, 0}) + " " + prefix +
+                   ";  // every element is 0\n";
       } else {
         text_ += "typedef " + *distinct.begin() + " " + prefix + ";\n";
       }
@@ -153,7 +226,7 @@ class Typedefs {
     }
     if (union_t)
       text_ +=
-          "typedef " + hls_type(*union_t) + " " + prefix + ";  // holds every element exactly\n";
+          "typedef " + d_.type(*union_t) + " " + prefix + ";  // holds every element exactly\n";
     for (size_t j = 0; j < types.size(); ++j) {
       if (types[j].empty()) continue;
       names[j] = prefix + "_" + std::to_string(j);
@@ -169,6 +242,7 @@ class Typedefs {
   const std::string& text() const { return text_; }
 
  private:
+  const Dialect& d_;
   std::string text_;
 };
 
@@ -229,11 +303,11 @@ class Params {
     return name(static_cast<size_t>(find(a.srcs[a.src[j]].var))) + "[" + std::to_string(a.idx[j]) +
            "]";
   }
-  std::string signature(const std::string& fn, const Array& out) const {
+  std::string signature(const std::string& fn, const Array& out, const Dialect& d) const {
     std::string s = "static void " + fn + "(";
     for (size_t k = 0; k < srcs_.size(); ++k)
       s += "const " + srcs_[k].type + " " + name(k) + "[" + std::to_string(srcs_[k].size) + "], ";
-    return s + out.type() + " out[" + std::to_string(out.size()) + "]) {\n#pragma HLS INLINE\n";
+    return s + out.type() + " out[" + std::to_string(out.size()) + "]) {\n" + d.function_pragmas();
   }
   /// The argument list of a call from the top function (or from a split function's wrapper).
   std::string args(const std::string& out_var, bool inner = false) const {
@@ -309,7 +383,8 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 class Generator {
  public:
-  Generator(const archive::Archive& a, const HlsOptions& o) : a_(a), o_(o) {}
+  Generator(const archive::Archive& a, const HlsOptions& o)
+      : a_(a), o_(o), d_(o.dialect), td_(d_) {}
 
   void run();
 
@@ -324,14 +399,21 @@ class Generator {
   }
   void check_width(const FixedType& t, const std::string& what) const {
     if (t.width > kMaxHlsWidth)
-      throw ArchiveError("hls: " + what + " needs " + std::to_string(t.width) +
-                         " bits, more than ap_fixed's default maximum of " +
+      throw ArchiveError(d_.tag + ": " + what + " needs " + std::to_string(t.width) +
+                         (d_.ac ? " bits, more than the generator's maximum of "
+                                : " bits, more than ap_fixed's default maximum of ") +
                          std::to_string(kMaxHlsWidth));
   }
   void check_activation(size_t li, const Layer& l) const {
     if (l.activation != "relu" && l.activation != "linear")
       throw ArchiveError("hls: " + label(li) + ": unsupported activation '" + l.activation + "'");
   }
+  /// The type of a quantizer's element `t` with its modes, for `what` (the layer and role).
+  /// Refuses what the dialect's type library cannot express exactly: a signed 1-bit type with
+  /// SAT_SYM, whose range [-max, max] is {0}, becomes -1 for negative values in ac_fixed
+  /// (AC_SAT_SYM sets the minimum's lowest bit, which is the minimum itself).
+  std::string qtype(const FixedType& t, RoundingMode r, OverflowMode o,
+                    const std::string& what) const;
   /// Registers the exact type names of a new array's elements (a family with a union type).
   void name_array(Array& arr, const std::string& prefix, const std::string& comment);
   /// The model input quantized by `q` (layer li reads the raw model input through it): x_in.
@@ -339,7 +421,7 @@ class Generator {
   void first_quantizer(size_t li, const QuantSpec& q);
   std::vector<std::string> quantized(const QuantSpec& q, const std::string& var,
                                      const std::function<bool(int64_t)>& zero, Array& out,
-                                     bool check = false);
+                                     const std::string& what, bool check = false);
   Array quantize_layer(size_t li, const QuantSpec& q, const Array& cur);
   Array activation_layer(size_t li, const Layer& l, const Array& cur);
   Array linear_layer(size_t li, const Layer& l, const LayerTypes& t, const Array& cur,
@@ -369,6 +451,7 @@ class Generator {
 
   const archive::Archive& a_;
   const HlsOptions& o_;
+  const Dialect d_;
   Typedefs td_;
   std::string functions_;  ///< layer functions of <name>.cpp
   std::string body_;       ///< the top function's body
@@ -378,12 +461,23 @@ class Generator {
   Array x_in_;
 };
 
+std::string Generator::qtype(const FixedType& t, RoundingMode r, OverflowMode o,
+                             const std::string& what) const {
+  if (d_.ac && o == OverflowMode::SAT_SYM && t.is_signed && t.width == 1)
+    throw ArchiveError(d_.tag + ": " + what + " is a signed 1-bit SAT_SYM type (" +
+                       d_.type(t, r, o) +
+                       "), which ac_fixed cannot express exactly: hgqt clamps it to [-0, 0], "
+                       "AC_SAT_SYM saturates negative values to -1; use SAT or WRAP there, or "
+                       "one more bit");
+  return d_.type(t, r, o);
+}
+
 void Generator::name_array(Array& arr, const std::string& prefix, const std::string& comment) {
   std::vector<std::string> types(arr.v.size());
   std::vector<FixedType> fts(arr.v.size());
   for (size_t j = 0; j < arr.v.size(); ++j)
     if (!arr.v[j].zero) {
-      types[j] = hls_type(arr.v[j].type);
+      types[j] = d_.type(arr.v[j].type);
       fts[j] = arr.v[j].type;
     }
   const FixedType u = union_type(fts);
@@ -394,7 +488,7 @@ void Generator::name_array(Array& arr, const std::string& prefix, const std::str
 
 void Generator::call(const std::string& fn, const Params& ps, const Array& out) {
   body_ += "\n  " + out.type() + " " + out.var() + "[" + std::to_string(out.size()) + "];\n";
-  body_ += "#pragma HLS ARRAY_PARTITION variable=" + out.var() + " complete dim=0\n";
+  body_ += d_.array_pragmas(out.var());
   body_ += "  " + fn + "(" + ps.args(out.var()) + ");\n";
 }
 
@@ -402,14 +496,14 @@ void Generator::call(const std::string& fn, const Params& ps, const Array& out) 
 // element j holds the quantizer's full range unless pruned or `zero(j)` (the constant 0 then).
 std::vector<std::string> Generator::quantized(const QuantSpec& q, const std::string& var,
                                               const std::function<bool(int64_t)>& zero, Array& out,
-                                              bool check) {
+                                              const std::string& what, bool check) {
   std::vector<std::string> qtypes(q.size());
   out = new_array(var, q.size());
   for (int64_t j = 0; j < q.size(); ++j) {
     const FixedType t = archive::quantizer_type(q, j);
     if (t.width <= 0) continue;
     if (check) check_width(t, "input element " + std::to_string(j));
-    qtypes[j] = hls_type(t, q.round, q.overflow);
+    qtypes[j] = qtype(t, q.round, q.overflow, what + " element " + std::to_string(j));
     if (!zero(j)) out.v[j] = full_range(t);
   }
   return qtypes;
@@ -419,7 +513,8 @@ void Generator::first_quantizer(size_t li, const QuantSpec& q) {
   // The model input arrives quantized by this quantizer (the input convention of hls.h).
   Array in;
   const auto qtypes = quantized(
-      q, "x_in", [](int64_t) { return false; }, in, true);
+      q, "x_in", [](int64_t) { return false; }, in, label(li) + ": the model input quantizer",
+      true);
   const auto qnames = td_.family(
       "input_q_t", qtypes,
       "The model input quantizer (" + label(li) +
@@ -458,11 +553,11 @@ Array Generator::quantize_layer(size_t li, const QuantSpec& q, const Array& cur)
   const std::string p = "layer" + std::to_string(li);
   Array out;
   const auto qtypes = quantized(
-      q, p + "_out", [&](int64_t j) { return cur.v[j].zero; }, out);
+      q, p + "_out", [&](int64_t j) { return cur.v[j].zero; }, out, label(li) + ": quantizer");
   const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": quantizer, per element");
   name_array(out, p + "_t", label(li) + ": output, per element");
   const Params ps({&cur});
-  std::string f = "\n// " + label(li) + ": quantize\n" + ps.signature(p + "_quantize", out);
+  std::string f = "\n// " + label(li) + ": quantize\n" + ps.signature(p + "_quantize", out, d_);
   for (int64_t j = 0; j < q.size(); ++j) {
     const std::string js = std::to_string(j);
     if (out.v[j].zero)
@@ -483,12 +578,13 @@ Array Generator::activation_layer(size_t li, const Layer& l, const Array& cur) {
   Array out;
   // Q(relu(x)) is 0 when x is 0 or cannot be positive.
   const auto qtypes = quantized(
-      q, p + "_out", [&](int64_t j) { return cur.v[j].zero || (relu && cur.v[j].hi <= 0); }, out);
+      q, p + "_out", [&](int64_t j) { return cur.v[j].zero || (relu && cur.v[j].hi <= 0); }, out,
+      label(li) + ": output quantizer");
   const auto qnames = td_.family(p + "_q_t", qtypes, label(li) + ": output quantizer, per element");
   name_array(out, p + "_t", label(li) + ": output, per element");
   const Params ps({&cur});
   std::string f = "\n// " + label(li) + ": " + l.activation + ", then the output quantizer\n" +
-                  ps.signature(p + "_activation", out);
+                  ps.signature(p + "_activation", out, d_);
   for (int64_t j = 0; j < q.size(); ++j) {
     const std::string js = std::to_string(j);
     if (out.v[j].zero) {
@@ -577,7 +673,9 @@ Generator::Outputs Generator::outputs(size_t li, const Layer& l, const LayerType
     std::vector<std::string> qtypes(n_out);
     for (int64_t o = 0; o < n_out; ++o) {
       const FixedType qt = archive::quantizer_type(q, o);
-      if (qt.width > 0) qtypes[o] = hls_type(qt, q.round, q.overflow);
+      if (qt.width > 0)
+        qtypes[o] = qtype(qt, q.round, q.overflow,
+                          label(li) + ": output quantizer element " + std::to_string(o));
     }
     O.oq_names = td_.family(p + "_oq_t", qtypes, label(li) + ": output quantizer, per element");
   }
@@ -617,7 +715,8 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
     for (int64_t j = 0; j < n_in; ++j) {
       const FixedType qt = archive::quantizer_type(q, j);
       if (qt.width <= 0) continue;
-      qtypes[j] = hls_type(qt, q.round, q.overflow);
+      qtypes[j] = qtype(qt, q.round, q.overflow,
+                        label(li) + ": input quantizer element " + std::to_string(j));
       if (!cur.v[j].zero) x[j] = full_range(qt);
     }
     iq_names = td_.family(p + "_iq_t", qtypes, label(li) + ": input quantizer, per element");
@@ -631,7 +730,7 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
   FixedType wu = union_type(wts);
   if (wu.width == 0) wu = {false, 1, 0};
   check_width(wu, label(li) + " kernel type");
-  td_.single(p + "_weight_t", hls_type(wu), "kernel of " + label(li) + ", holds every value");
+  td_.single(p + "_weight_t", d_.type(wu), "kernel of " + label(li) + ", holds every value");
   const std::string wvar = "w" + L, bvar = "b" + L;
   weights.push_back({"w" + L + ".h", constant_file(li, w, wvar, p + "_weight_t", "kernel")});
   weight_includes_.push_back("w" + L + ".h");
@@ -642,7 +741,7 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
     FixedType bu = union_type(bts);
     if (bu.width == 0) bu = {false, 1, 0};
     check_width(bu, label(li) + " bias type");
-    td_.single(p + "_bias_t", hls_type(bu), "bias of " + label(li) + ", holds every value");
+    td_.single(p + "_bias_t", d_.type(bu), "bias of " + label(li) + ", holds every value");
     weights.push_back({"b" + L + ".h", constant_file(li, *l.bias, bvar, p + "_bias_t", "bias")});
     weight_includes_.push_back("b" + L + ".h");
   }
@@ -709,13 +808,13 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
       check_width(A.sum_type, what + " summation type");
     }
     check_width(at, what);
-    acc_types[o] = hls_type(at);
+    acc_types[o] = d_.type(at);
   }
   const auto acc_names =
       td_.family(p + "_acc_t", acc_types, label(li) + ": accumulators, exact (infer_types)");
   for (int64_t o = 0; o < n_out; ++o)
     if (acc[o].need_sum)
-      td_.single(p + "_sum_t_" + std::to_string(o), hls_type(acc[o].sum_type),
+      td_.single(p + "_sum_t_" + std::to_string(o), d_.type(acc[o].sum_type),
                  "partial sums of accumulator " + std::to_string(o) + " (wider than its range)");
 
   // Outputs: relu, then the output quantizer.
@@ -802,11 +901,11 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
       (O.quantize ? ", output quantizer" : "") + "\n";
   // The weights are read at constant indices from const tables: they fold into constants.
   if (parts.size() == 1) {
-    code += ps.signature(fn, out) + parts[0] + "}\n";
+    code += ps.signature(fn, out, d_) + parts[0] + "}\n";
   } else {
     for (size_t pi = 0; pi < parts.size(); ++pi)
-      code += ps.signature(fn + "_part" + std::to_string(pi), out) + parts[pi] + "}\n";
-    code += ps.signature(fn, out);
+      code += ps.signature(fn + "_part" + std::to_string(pi), out, d_) + parts[pi] + "}\n";
+    code += ps.signature(fn, out, d_);
     for (size_t pi = 0; pi < parts.size(); ++pi)
       code += "  " + fn + "_part" + std::to_string(pi) + "(" + ps.args("out", true) + ");\n";
     code += "}\n";
@@ -866,7 +965,7 @@ Array Generator::pool_layer(size_t li, const Layer& l, const LayerTypes& t, cons
     if (m.max && live[o].size() > 1) {
       const FixedType u = union_type(wt);  // holds every element (and 0)
       check_width(u, what + " comparison type");
-      win_types[o] = hls_type(u);
+      win_types[o] = d_.type(u);
     }
   }
   std::vector<std::string> win_names;
@@ -874,7 +973,7 @@ Array Generator::pool_layer(size_t li, const Layer& l, const LayerTypes& t, cons
     win_names = td_.family(p + "_win_t", win_types,
                            label(li) + ": max pool comparisons, per window (holds each element)");
   else
-    td_.single(p + "_scale_t", "ap_ufixed<1," + std::to_string(1 - m.shift) + ">",
+    td_.single(p + "_scale_t", d_.type(FixedType{false, 1, m.shift}),
                "2^-" + std::to_string(m.shift) + ": the exact window sum times it is the average");
   name_array(out, p + "_t", label(li) + ": output, per element (exact, infer_types)");
 
@@ -884,7 +983,7 @@ Array Generator::pool_layer(size_t li, const Layer& l, const LayerTypes& t, cons
                   shape_text(l.kernel_size) + ", strides " + shape_text(l.strides) +
                   (m.max ? "; pruned elements are the constant 0"
                          : "; the exact sum times 2^-" + std::to_string(m.shift)) +
-                  "\n" + ps.signature(p + "_pool", out);
+                  "\n" + ps.signature(p + "_pool", out, d_);
   if (!m.max) f += "  const " + p + "_scale_t scale = " + exact_decimal(1, m.shift) + ";\n";
   for (int64_t o = 0; o < n_out; ++o) {
     const std::string os = std::to_string(o);
@@ -952,7 +1051,7 @@ Array Generator::add_layer(size_t li, const Layer& l, const LayerTypes& t,
                          archive::to_string(hi) + "] (internal error)");
     check_width(at, what);
     acc[o] = {false, at, lo, hi};
-    acc_types[o] = hls_type(at);
+    acc_types[o] = d_.type(at);
   }
   const auto acc_names =
       td_.family(p + "_acc_t", acc_types, label(li) + ": sums, exact (infer_types)");
@@ -960,7 +1059,8 @@ Array Generator::add_layer(size_t li, const Layer& l, const LayerTypes& t,
   const Params ps(ins);
   std::string f = "\n// " + label(li) + ": add of " + std::to_string(ins.size()) + " inputs " +
                   shape_text(l.output_shape) + (O.relu ? ", relu" : "") +
-                  (O.quantize ? ", output quantizer" : "") + "\n" + ps.signature(p + "_add", O.out);
+                  (O.quantize ? ", output quantizer" : "") + "\n" +
+                  ps.signature(p + "_add", O.out, d_);
   for (int64_t o = 0; o < n; ++o) {
     const std::string os = std::to_string(o);
     if (O.out.v[o].zero) {
@@ -1023,7 +1123,9 @@ Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const
     std::vector<std::string> qtypes(n);
     for (int64_t j = 0; j < n; ++j) {
       const FixedType qt = archive::quantizer_type(iq, j);
-      if (qt.width > 0) qtypes[j] = hls_type(qt, iq.round, iq.overflow);
+      if (qt.width > 0)
+        qtypes[j] = qtype(qt, iq.round, iq.overflow,
+                          label(li) + ": input quantizer element " + std::to_string(j));
     }
     iq_names = td_.family(p + "_iq_t", qtypes, label(li) + ": input quantizer, per element");
   }
@@ -1061,7 +1163,7 @@ Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const
   const Params ps({&cur});
   std::string f = "\n// " + label(li) + ": lookup table '" + comment_text(l.function) +
                   "' per element, indexed by the quantized input's mantissa minus its minimum\n" +
-                  ps.signature(p + "_lut", out);
+                  ps.signature(p + "_lut", out, d_);
   for (int64_t j = 0; j < n; ++j) {
     const std::string js = std::to_string(j);
     if (out.v[j].zero) {
@@ -1069,7 +1171,7 @@ Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const
       continue;
     }
     const FixedType& ot = t.output[j];
-    const std::string otype = hls_type(ot);
+    const std::string otype = d_.type(ot);
     const std::string what = label(li) + " table of element " + js;
     if (const_index[j] >= 0 || out.v[j].lo == out.v[j].hi) {
       const int64_t e = const_index[j] >= 0 ? const_index[j] : 0;
@@ -1078,13 +1180,13 @@ Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const
       continue;
     }
     const FixedType it = archive::quantizer_type(iq, j);
-    std::string key = hls_type(it) + "|" + otype + "|";
+    std::string key = d_.type(it) + "|" + otype + "|";
     for (int64_t e = off[j]; e < off[j + 1]; ++e) key += std::to_string(l.table[e]) + ",";
     auto found = tables.find(key);
     if (found == tables.end()) {
       const std::string name = "table_" + L + "_" + js;
       const int64_t size = off[j + 1] - off[j];
-      tf += "\n// input " + hls_type(it) + ", output " + otype + "\n";
+      tf += "\n// input " + d_.type(it) + ", output " + otype + "\n";
       tf += "static const " + otype + " " + name + "[" + std::to_string(size) + "] = {";
       for (int64_t e = 0; e < size; ++e) {
         tf += (e % 8 == 0) ? "\n    " : " ";
@@ -1098,9 +1200,7 @@ Array Generator::lut_layer(size_t li, const Layer& l, const LayerTypes& t, const
     f += "  " + xt + " x" + js + " = ";
     f += first_q ? ps.ref(cur, j) : "(" + iq_names[j] + ")(" + cur.names[j] + ")" + ps.ref(cur, j);
     f += ";\n";
-    std::string index = "x" + js + ".range(" + std::to_string(it.width - 1) + ", 0).to_uint()";
-    if (it.is_signed) index += " ^ " + std::to_string(1u << (it.width - 1)) + "u";
-    f += "  out[" + js + "] = " + found->second + "[" + index + "];\n";
+    f += "  out[" + js + "] = " + found->second + "[" + d_.index("x" + js, it) + "];\n";
   }
   tf += "\n#endif\n";
   if (!tables.empty()) {
@@ -1144,7 +1244,9 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
       const FixedType qt = archive::quantizer_type(iq, j);
       if (qt.width <= 0) continue;
       live[j] = !cur.v[j].zero;
-      if (!first_q) qtypes[j] = hls_type(qt, iq.round, iq.overflow);
+      if (!first_q)
+        qtypes[j] = qtype(qt, iq.round, iq.overflow,
+                          label(li) + ": input quantizer element " + std::to_string(j));
     }
     if (!first_q)
       iq_names = td_.family(p + "_iq_t", qtypes, label(li) + ": input quantizer, per element");
@@ -1186,7 +1288,8 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
       if (qt.width <= 0) continue;
       check_width(qt, what + " output " + std::to_string(j));
       if (row_var[r]) {
-        oq_types[j] = hls_type(qt, oq.round, oq.overflow);
+        oq_types[j] = qtype(qt, oq.round, oq.overflow,
+                            label(li) + ": output quantizer element " + std::to_string(j));
         out.v[j] = full_range(qt);
         continue;
       }
@@ -1210,26 +1313,25 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
   if (any_var) {
     td_.raw("\n// " + label(li) +
             ": softmax stages, one type each for the layer (softmax_types)\n");
-    stage(max_t, s.max, hls_type(s.max), "every quantized input at one frac, and the row max");
-    stage(diff_t, s.diff, hls_type(s.diff), "d = x - max (exact)");
-    stage(ei_t, s.exp_in, hls_type(s.exp_in, eiq.round, eiq.overflow),
+    stage(max_t, s.max, d_.type(s.max), "every quantized input at one frac, and the row max");
+    stage(diff_t, s.diff, d_.type(s.diff), "d = x - max (exact)");
+    stage(ei_t, s.exp_in,
+          qtype(s.exp_in, eiq.round, eiq.overflow, label(li) + ": the exp table's input quantizer"),
           "u = Q_ei(d): the exp table's index");
-    stage(eo_t, s.exp_out, hls_type(s.exp_out), "e = EXP[u]");
+    stage(eo_t, s.exp_out, d_.type(s.exp_out), "e = EXP[u]");
     if (inv_var) {
-      stage(sum_t, s.sum, hls_type(s.sum), "the exact row sum of e");
-      stage(ii_t, s.inv_in, hls_type(s.inv_in, iiq.round, iiq.overflow),
+      stage(sum_t, s.sum, d_.type(s.sum), "the exact row sum of e");
+      stage(ii_t, s.inv_in,
+            qtype(s.inv_in, iiq.round, iiq.overflow,
+                  label(li) + ": the reciprocal table's input quantizer"),
             "s = Q_ii(sum): the reciprocal table's index");
     }
-    stage(io_t, s.inv_out, hls_type(s.inv_out), "r = INV[s]");
-    stage(prod_t, s.product, hls_type(s.product), "p = e * r (exact)");
+    stage(io_t, s.inv_out, d_.type(s.inv_out), "r = INV[s]");
+    stage(prod_t, s.product, d_.type(s.product), "p = e * r (exact)");
   }
 
   // The tables.
-  auto index = [](const std::string& var, const FixedType& it) {
-    std::string e = var + ".range(" + std::to_string(it.width - 1) + ", 0).to_uint()";
-    if (it.is_signed) e += " ^ " + std::to_string(1u << (it.width - 1)) + "u";
-    return e;
-  };
+  auto index = [&](const std::string& var, const FixedType& it) { return d_.index(var, it); };
   const std::string exp_table = "exp_table_" + L, inv_table = "inv_table_" + L;
   if (any_var) {
     auto table = [&](const std::string& name, const std::string& type,
@@ -1250,12 +1352,12 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
         " (softmax): entry e of a table is its value for the index mantissa min + e.\n";
     tf += "#ifndef " + guard + "\n#define " + guard + "\n";
     tf += table(exp_table, eo_t, s.exp_table, s.exp_out.frac,
-                "exp: index " + ei_t + " (" + hls_type(s.exp_in) + "), entries " + eo_t + " (" +
-                    hls_type(s.exp_out) + "): Q_eo(exp(min(u, 0)))");
+                "exp: index " + ei_t + " (" + d_.type(s.exp_in) + "), entries " + eo_t + " (" +
+                    d_.type(s.exp_out) + "): Q_eo(exp(min(u, 0)))");
     if (inv_var)
       tf += table(inv_table, io_t, s.inv_table, s.inv_out.frac,
-                  "reciprocal: index " + ii_t + " (" + hls_type(s.inv_in) + "), entries " + io_t +
-                      " (" + hls_type(s.inv_out) + "): Q_io(1 / max(s, 2^-30))");
+                  "reciprocal: index " + ii_t + " (" + d_.type(s.inv_in) + "), entries " + io_t +
+                      " (" + d_.type(s.inv_out) + "): Q_io(1 / max(s, 2^-30))");
     tf += "\n#endif\n";
     weights.push_back({"softmax" + L + ".h", tf});
     weight_includes_.push_back("softmax" + L + ".h");
@@ -1266,7 +1368,7 @@ Array Generator::softmax_layer(size_t li, const Layer& l, const LayerTypes& t, c
   std::string f = "\n// " + label(li) + ": softmax over rows of " + std::to_string(s.n) + " (" +
                   std::to_string(s.rows) + " rows), max-subtracted, exp and reciprocal tables" +
                   (first_q ? ", input already quantized (x_in)" : ", input quantizer") + "\n" +
-                  ps.signature(p + "_softmax", out);
+                  ps.signature(p + "_softmax", out, d_);
   for (int64_t r = 0; r < s.rows; ++r) {
     const std::string rs = std::to_string(r);
     const int64_t j0 = r * s.n;
@@ -1428,7 +1530,7 @@ void Generator::run() {
       if (!v.zero) ots.push_back(v.type);
     const FixedType u = union_type(ots);
     check_width(u, "the output type result_t");
-    result_type = u.width > 0 ? hls_type(u) : "ap_ufixed<1,1>";
+    result_type = u.width > 0 ? d_.type(u) : d_.type(FixedType{false, 1, 0});
   }
   const std::string& n = o_.name;
   std::string upper;
@@ -1440,7 +1542,18 @@ void Generator::run() {
   d += "// Every element has its exact type; arrays between layers use a type that holds all of\n";
   d += "// their elements exactly. Quantizer types carry their rounding and overflow modes.\n";
   d += "#ifndef " + upper + "_DEFINES_H_\n#define " + upper + "_DEFINES_H_\n\n";
-  d += "#include \"ap_fixed.h\"\n\n";
+  if (d_.kind == HlsDialect::Vitis) {
+    d += "#include \"ap_fixed.h\"\n\n";
+  } else if (d_.kind == HlsDialect::Catapult) {
+    d += "#include <ac_fixed.h>\n\n";
+  } else {
+    d += "#ifdef SYCL_LANGUAGE_VERSION  // icpx -fsycl: oneAPI's ac_types\n";
+    d += "#include <sycl/ext/intel/ac_types/ac_fixed.hpp>\n";
+    d += "#include <sycl/ext/intel/ac_types/ac_int.hpp>\n";
+    d += "#else  // C simulation with any C++ compiler and the ac_types headers\n";
+    d += "#include <ac_fixed.h>\n";
+    d += "#endif\n\n";
+  }
   d += "#define N_INPUT " + std::to_string(a_.input_size()) + "\n";
   d += "#define N_OUTPUT " + std::to_string(a_.output_size()) + "\n";
   d += td_.text();
@@ -1458,7 +1571,14 @@ void Generator::run() {
   parameters_h = ph;
 
   // <name>.h
-  std::string h = "// " + n + ": HLS top function of model '" + model + "', generated by hgqt.\n";
+  const std::string tool = d_.kind == HlsDialect::Catapult ? "Catapult HLS"
+                           : d_.kind == HlsDialect::OneApi ? "oneAPI FPGA"
+                                                           : "HLS";
+  const std::string io = "(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT])";
+  // Catapult's top function is CCS_BLOCK(name): SCVerify wraps it to record the design's I/O.
+  const std::string top = d_.kind == HlsDialect::Catapult ? "CCS_BLOCK(" + n + ")" : n;
+  std::string h =
+      "// " + n + ": " + tool + " top function of model '" + model + "', generated by hgqt.\n";
   h += "//\n";
   h += "// Input convention: x_in holds the model input already quantized by the model's input\n";
   h += "// quantizer, element j cast from the (preprocessed) feature to input_q_t_<j> (or "
@@ -1468,23 +1588,56 @@ void Generator::run() {
   h += "// elements are 0. The design reads each element back in its exact type and does not\n";
   h += "// quantize it again. y_out receives the model output (each element exact in result_t),\n";
   h += "// bit-exact with hgqt's integer emulator.\n";
+  if (d_.kind == HlsDialect::OneApi) {
+    h += "// A plain C++ function over ac_fixed values: " + n + "_sycl.cpp calls it from a SYCL\n";
+    h += "// single_task kernel, " + n + "_test.cpp (C simulation) directly.\n";
+  }
   h += "#ifndef " + upper + "_H_\n#define " + upper + "_H_\n\n";
   h += "#include \"defines.h\"\n\n";
-  h += "void " + n + "(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT]);\n\n#endif\n";
+  if (d_.kind == HlsDialect::Catapult) {
+    h += "// Catapult's SCVerify macros (mc_scverify.h, on Catapult's include path): CCS_BLOCK "
+         "marks "
+         "the\n";
+    h += "// top function, CCS_MAIN, CCS_DESIGN and CCS_RETURN the testbench's main, its calls of "
+         "the\n";
+    h +=
+        "// design and its return. Without Catapult they are plain C++, so that the C simulation\n";
+    h += "// needs nothing but ac_fixed.h.\n";
+    h += "#if defined(__has_include)\n#if __has_include(<mc_scverify.h>)\n";
+    h += "#include <mc_scverify.h>\n#endif\n#endif\n";
+    h += "#ifndef CCS_BLOCK\n#define CCS_BLOCK(f) f\n#endif\n";
+    h += "#ifndef CCS_DESIGN\n#define CCS_DESIGN(f) f\n#endif\n";
+    h += "#ifndef CCS_MAIN\n#define CCS_MAIN(...) int main(__VA_ARGS__)\n#endif\n";
+    h += "#ifndef CCS_RETURN\n#define CCS_RETURN(x) return (x)\n#endif\n\n";
+  }
+  h += "void " + top + io + ";\n\n#endif\n";
   top_h = h;
 
   // <name>.cpp
-  std::string c = "// " + n + ": HLS implementation of model '" + model + "', generated by hgqt.\n";
-  c += "// io_parallel: every layer is inlined into one pipelined function; one statement per\n";
+  std::string c =
+      "// " + n + ": " + tool + " implementation of model '" + model + "', generated by hgqt.\n";
+  if (d_.kind == HlsDialect::Vitis) {
+    c += "// io_parallel: every layer is inlined into one pipelined function; one statement per\n";
+  } else if (d_.kind == HlsDialect::Catapult) {
+    c += "// io_parallel: every layer is inlined into the top block, pipelined with initiation\n";
+    c += "// interval 1 by build_prj.tcl; its arrays are registers; one statement per\n";
+  } else {
+    c += "// io_parallel: a plain function, inlined into the SYCL kernel of " + n +
+         "_sycl.cpp; one statement per\n";
+  }
   c += "// nonzero product; every product and sum is exact (see defines.h for the types).\n";
   c += "#include \"" + n + ".h\"\n#include \"parameters.h\"\n";
   c += functions_;
-  c += "\nvoid " + n + "(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT]) {\n";
-  c += "#pragma HLS ARRAY_PARTITION variable=x_in complete dim=0\n";
-  c += "#pragma HLS ARRAY_PARTITION variable=y_out complete dim=0\n";
-  c += "#pragma HLS INTERFACE ap_vld port=x_in\n";
-  c += "#pragma HLS INTERFACE ap_vld port=y_out\n";
-  c += "#pragma HLS PIPELINE\n";
+  c += "\n";
+  if (d_.kind == HlsDialect::Catapult) c += "#pragma hls_design top\n";
+  c += "void " + top + io + " {\n";
+  if (d_.kind == HlsDialect::Vitis) {
+    c += "#pragma HLS ARRAY_PARTITION variable=x_in complete dim=0\n";
+    c += "#pragma HLS ARRAY_PARTITION variable=y_out complete dim=0\n";
+    c += "#pragma HLS INTERFACE ap_vld port=x_in\n";
+    c += "#pragma HLS INTERFACE ap_vld port=y_out\n";
+    c += "#pragma HLS PIPELINE\n";
+  }
   c += body_;
   c += "\n";
   for (int64_t o = 0; o < cur.size(); ++o) {
@@ -1501,6 +1654,13 @@ void Generator::run() {
 // ------------------------------------------------------------------------- project files
 std::string testbench(const HlsOptions& o, const std::string& quantize) {
   const std::string& n = o.name;
+  const Dialect dl(o.dialect);
+  const bool catapult = o.dialect == HlsDialect::Catapult, oneapi = o.dialect == HlsDialect::OneApi;
+  const std::string tb = dl.tag + " testbench";
+  // Catapult's testbench main returns through CCS_RETURN (SCVerify's convention).
+  auto ret = [&](const std::string& v) {
+    return catapult ? "CCS_RETURN(" + v + ");" : "return " + v + ";";
+  };
   std::string s;
   s += "// C simulation testbench of " + n + ", generated by hgqt.\n";
   s += "// Reads tb_data/tb_input_features.dat (one sample per line, space-separated doubles),\n";
@@ -1509,6 +1669,14 @@ std::string testbench(const HlsOptions& o, const std::string& quantize) {
   s +=
       "// of hgqt's integer emulator. Writes the outputs to tb_data/csim_results.log. Exits with\n";
   s += "// status 1 on any mismatch. An optional argument replaces the directory tb_data.\n";
+  if (catapult)
+    s += "// Catapult: SCVerify runs it against the C++ design and against the RTL (CCS_MAIN,\n"
+         "// CCS_DESIGN); without Catapult it is plain C++.\n";
+  if (oneapi)
+    s += "// oneAPI: plain C++ (C simulation) calling " + n +
+         " directly; built with -DHGQT_SYCL (the\n"
+         "// CMake targets fpga_emu, fpga_sim, fpga) it runs " +
+         n + " in a SYCL kernel (" + n + "_sycl.cpp).\n";
   s += R"(#include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -1546,22 +1714,42 @@ bool blank(const std::string& line) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
+)";
+  if (oneapi)
+    s += R"(
+#ifdef HGQT_SYCL
+// Runs )" +
+         n + R"( in a SYCL single_task kernel ()" + n + R"(_sycl.cpp).
+void run_design(input_t in[N_INPUT], result_t out[N_OUTPUT]);
+#else
+void run_design(input_t in[N_INPUT], result_t out[N_OUTPUT]) {
+  )" + n +
+         R"((in, out);
+}
+#endif
+)";
+  s += "\n" +
+       std::string(catapult ? "CCS_MAIN(int argc, char** argv)"
+                            : "int main(int argc, char** argv)") +
+       R"( {
   const std::string dir = argc > 1 ? argv[1] : "tb_data";
   const std::string in_path = dir + "/tb_input_features.dat";
   const std::string pred_path = dir + "/tb_output_predictions.dat";
   const std::string log_path = dir + "/csim_results.log";
   std::ifstream fin(in_path.c_str()), fpred(pred_path.c_str());
   if (!fin || !fpred) {
-    std::fprintf(stderr, "hls testbench: cannot open %s or %s\n", in_path.c_str(),
+    std::fprintf(stderr, ")" +
+       tb + R"(: cannot open %s or %s\n", in_path.c_str(),
                  pred_path.c_str());
-    return 2;
+    )" +
+       ret("2") + R"(
   }
   std::FILE* log = std::fopen(log_path.c_str(), "w");
   if (!log) {
-    std::fprintf(stderr, "hls testbench: cannot write %s\n", log_path.c_str());
-    return 2;
+    std::fprintf(stderr, ")" +
+       tb + R"(: cannot write %s\n", log_path.c_str());
+    )" +
+       ret("2") + R"(
   }
   long samples = 0, mismatches = 0, line_no = 0;
   std::string line, pred_line;
@@ -1570,33 +1758,43 @@ int main(int argc, char** argv) {
     ++line_no;
     if (blank(line)) continue;
     if (!parse_row(line, N_INPUT, x)) {
-      std::fprintf(stderr, "hls testbench: %s line %ld: expected %d numbers\n", in_path.c_str(),
+      std::fprintf(stderr, ")" +
+       tb + R"(: %s line %ld: expected %d numbers\n", in_path.c_str(),
                    line_no, N_INPUT);
-      return 2;
+      )" +
+       ret("2") + R"(
     }
     do {
       if (!std::getline(fpred, pred_line)) {
-        std::fprintf(stderr, "hls testbench: %s has fewer samples than %s\n", pred_path.c_str(),
+        std::fprintf(stderr, ")" +
+       tb + R"(: %s has fewer samples than %s\n", pred_path.c_str(),
                      in_path.c_str());
-        return 2;
+        )" +
+       ret("2") + R"(
       }
     } while (blank(pred_line));
     if (!parse_row(pred_line, N_OUTPUT, expected)) {
-      std::fprintf(stderr, "hls testbench: %s: sample %ld: expected %d numbers\n",
+      std::fprintf(stderr, ")" +
+       tb + R"(: %s: sample %ld: expected %d numbers\n",
                    pred_path.c_str(), samples, N_OUTPUT);
-      return 2;
+      )" +
+       ret("2") + R"(
     }
     input_t in[N_INPUT];
     result_t out[N_OUTPUT];
     quantize_input(x, in);
     )" +
-       n + R"((in, out);
+       (catapult ? "CCS_DESIGN(" + n + ")"
+        : oneapi ? std::string("run_design")
+                 : n) +
+       R"((in, out);
     for (int o = 0; o < N_OUTPUT; ++o) {
       const double y = out[o].to_double();
       std::fprintf(log, o + 1 < N_OUTPUT ? "%.17g " : "%.17g\n", y);
       if (y != expected[o]) {
         if (mismatches < 10)
-          std::fprintf(stderr, "hls testbench: sample %ld output %d: got %.17g, expected %.17g\n",
+          std::fprintf(stderr, ")" +
+       tb + R"(: sample %ld output %d: got %.17g, expected %.17g\n",
                        samples, o, y, expected[o]);
         ++mismatches;
       }
@@ -1604,12 +1802,16 @@ int main(int argc, char** argv) {
     ++samples;
   }
   std::fclose(log);
-  std::printf("hls testbench: %ld samples, %ld mismatches\n", samples, mismatches);
+  std::printf(")" +
+       tb + R"(: %ld samples, %ld mismatches\n", samples, mismatches);
   if (samples == 0) {
-    std::fprintf(stderr, "hls testbench: no samples in %s\n", in_path.c_str());
-    return 1;
+    std::fprintf(stderr, ")" +
+       tb + R"(: no samples in %s\n", in_path.c_str());
+    )" +
+       ret("1") + R"(
   }
-  return mismatches == 0 ? 0 : 1;
+  )" + ret("mismatches == 0 ? 0 : 1") +
+       R"(
 }
 )";
   return s;
@@ -1638,29 +1840,269 @@ std::string build_tcl(const HlsOptions& o) {
   return s;
 }
 
-std::string readme(const archive::Archive& a, const HlsOptions& o, int64_t n_tb) {
+// Catapult: C simulation and RTL verification through SCVerify, synthesis by the go steps.
+std::string catapult_tcl(const HlsOptions& o) {
+  const std::string& n = o.name;
+  char clock[64];
+  std::snprintf(clock, sizeof clock, "%.10g", o.clock_ns);
+  std::string s;
+  s += "# Catapult HLS build script for " + n + ", generated by hgqt.\n";
+  s += "# Run from this directory: catapult -shell -file build_prj.tcl\n";
+  s += "# 1. C simulation: SCVerify runs " + n + "_test.cpp against the C++ design (tb_data).\n";
+  s += "# 2. Synthesis: go compile, libraries, assembly, architect, allocate, schedule, extract.\n";
+  s += "# 3. RTL verification: SCVerify runs the same testbench against the Verilog (Questa).\n";
+  s += "# Catapult brings the ac_types headers; AC_TYPES_INCLUDE, when set, is searched too.\n";
+  s += "set sfd [file dirname [file normalize [info script]]]\n";
+  s += "set part {" + o.part + "}\n";
+  s += "set clock_period " + std::string(clock) + "\n\n";
+  s += "options set Input/CppStandard c++17\n";
+  s += "if {[info exists ::env(AC_TYPES_INCLUDE)] && $::env(AC_TYPES_INCLUDE) ne \"\"} {\n";
+  s += "  options set Input/SearchPath $::env(AC_TYPES_INCLUDE) -append\n";
+  s += "}\n";
+  s += "project new -name " + n + "_prj\n";
+  s += "flow package require /SCVerify\n";
+  s += "# The testbench reads tb_data from this directory (its optional argument).\n";
+  s += "flow package option set /SCVerify/INVOKE_ARGS [file join $sfd tb_data]\n";
+  s += "solution file add [file join $sfd firmware " + n + ".cpp] -type C++\n";
+  s += "solution file add [file join $sfd " + n + "_test.cpp] -type C++ -exclude true\n";
+  s += "go analyze\n";
+  s += "solution design set " + n + " -top\n";
+  s += "go compile\n\n";
+  s += "# C simulation of the C++ design\n";
+  s += "flow run /SCVerify/launch_make ./scverify/Verify_orig_cxx_osci.mk {} SIMTOOL=osci sim\n\n";
+  s +=
+      "# Technology: a Xilinx part (its Catapult library, as hls4ml's Catapult backend finds it)\n";
+  s += "# or an ASIC technology library such as nangate-45nm_beh (--part).\n";
+  s += "if {[string match xc* $part]} {\n";
+  s += "  set libname [library get /CONFIG/PARAMETERS/Vivado/PARAMETERS/Xilinx/PARAMETERS/*/"
+       "PARAMETERS/*/PARAMETERS/$part/LIBRARIES/*/NAME -match glob -ret v]\n";
+  s += "  if {[llength $libname] != 1} { error \"no Catapult library for the Xilinx part $part\" "
+       "}\n";
+  s += "  solution library add [lindex $libname 0] -- -rtlsyntool Vivado\n";
+  s += "  solution library add Xilinx_ROMS\n";
+  s += "} else {\n";
+  s += "  solution library add $part -- -rtlsyntool DesignCompiler\n";
+  s += "  solution library add ccs_sample_rom\n";
+  s += "}\n";
+  s += "go libraries\n";
+  s += "directive set -CLOCKS [list clk [list -CLOCK_PERIOD $clock_period -CLOCK_EDGE rising "
+       "-CLOCK_UNCERTAINTY 0.0 -RESET_KIND sync -RESET_SYNC_NAME rst -RESET_SYNC_ACTIVE high]]\n";
+  s += "# io_parallel: every array stays in registers, the ports are wires with a handshake.\n";
+  s += "directive set -MEM_MAP_THRESHOLD [expr {1 << 30}]\n";
+  s += "go assembly\n";
+  s += "directive set /" + n + "/x_in:rsc -MAP_TO_MODULE ccs_ioport.ccs_in_wait\n";
+  s += "directive set /" + n + "/y_out:rsc -MAP_TO_MODULE ccs_ioport.ccs_out_wait\n";
+  s += "directive set /" + n + "/core/main -PIPELINE_INIT_INTERVAL 1\n";
+  s += "go architect\n";
+  s += "go allocate\n";
+  s += "go schedule\n";
+  s += "go extract\n";
+  s += "project save\n\n";
+  s += "# RTL verification: the testbench against the generated Verilog\n";
+  s += "flow run /SCVerify/launch_make ./scverify/Verify_rtl_v_msim.mk {} SIMTOOL=msim sim\n";
+  return s;
+}
+
+/// The clock frequency of a period in ns, for oneAPI's -Xsclock ("200MHz").
+std::string clock_mhz(double clock_ns) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6gMHz", 1000.0 / clock_ns);
+  return buf;
+}
+
+// oneAPI: the SYCL program around the kernel, and its CMake project.
+std::string sycl_main(const HlsOptions& o) {
   const std::string& n = o.name;
   std::string s;
-  s += "# " + n + ": HLS project for model `" + comment_text(a.name) + "`\n\n";
-  s += "Generated by hgqt. The design is bit-exact with hgqt's integer emulator: every\n";
-  s +=
-      "activation element has its own exact `ap_fixed` / `ap_ufixed` type, products and sums are\n";
-  s += "exact, and each quantizer is a cast with its rounding and overflow mode.\n\n";
-  s += "## Run\n\n";
-  s += "    vitis_hls -f build_prj.tcl      # or: vivado_hls -f build_prj.tcl\n\n";
-  s += "runs C simulation (`csim_design`), synthesis, C/RTL co-simulation and exports an IP\n";
-  s += "(part `" + o.part + "`, clock " + format_double(o.clock_ns) + " ns). C simulation alone,\n";
-  s += "with any C++ compiler and the `ap_fixed.h` headers:\n\n";
-  s += "    g++ -O1 -std=c++14 -I<dir with ap_fixed.h> " + n + "_test.cpp firmware/" + n +
-       ".cpp -o " + n + "_tb\n";
-  s += "    ./" + n + "_tb                    # prints: hls testbench: N samples, 0 mismatches\n\n";
+  s += "// " + n + "_sycl.cpp: runs " + n + " (firmware/" + n +
+       ".cpp, a plain C++ function over ac_fixed\n";
+  s += "// values) in a SYCL single_task kernel, one sample per launch, on the FPGA emulator\n";
+  s += "// (FPGA_EMULATOR), simulator (FPGA_SIMULATOR) or hardware (FPGA_HARDWARE); generated by\n";
+  s += "// hgqt. " + n + "_test.cpp, built with -DHGQT_SYCL, reads tb_data and compares.\n";
+  s += R"(#include <sycl/ext/intel/fpga_extensions.hpp>
+#include <sycl/sycl.hpp>
+
+// The kernel body, compiled into this translation unit's device code.
+#include "firmware/)" +
+       n + R"(.cpp"
+
+namespace {
+
+class )" +
+       n + R"(_kernel;
+
+sycl::queue& device_queue() {
+#if defined(FPGA_HARDWARE)
+  static sycl::queue q(sycl::ext::intel::fpga_selector_v);
+#elif defined(FPGA_SIMULATOR)
+  static sycl::queue q(sycl::ext::intel::fpga_simulator_selector_v);
+#else
+  static sycl::queue q(sycl::ext::intel::fpga_emulator_selector_v);
+#endif
+  return q;
+}
+
+}  // namespace
+
+void run_design(input_t in[N_INPUT], result_t out[N_OUTPUT]) {
+  sycl::queue& q = device_queue();
+  {
+    sycl::buffer<input_t, 1> in_buf(in, sycl::range<1>(N_INPUT));
+    sycl::buffer<result_t, 1> out_buf(out, sycl::range<1>(N_OUTPUT));
+    q.submit([&](sycl::handler& h) {
+      sycl::accessor x(in_buf, h, sycl::read_only);
+      sycl::accessor y(out_buf, h, sycl::write_only, sycl::no_init);
+      h.single_task<)" +
+       n + R"(_kernel>([=]() {
+        input_t x_in[N_INPUT];
+        result_t y_out[N_OUTPUT];
+#pragma unroll
+        for (int j = 0; j < N_INPUT; ++j) x_in[j] = x[j];
+        )" +
+       n + R"((x_in, y_out);
+#pragma unroll
+        for (int o = 0; o < N_OUTPUT; ++o) y[o] = y_out[o];
+      });
+    });
+  }  // the buffers wait for the kernel and copy the outputs back
+}
+)";
+  return s;
+}
+
+std::string oneapi_cmake(const archive::Archive& a, const HlsOptions& o) {
+  const std::string& n = o.name;
+  std::string s;
+  s += "# oneAPI FPGA project of " + n + " (model '" + comment_text(a.name) +
+       "'), generated by hgqt.\n";
+  s += "#   mkdir build && cd build && cmake .. [-DFPGA_DEVICE=<family, part or BSP:variant>]\n";
+  s += "#   make fpga_emu   # " + n + ".fpga_emu: the kernel on the FPGA emulator\n";
+  s += "#                   # (./" + n +
+       ".fpga_emu ../tb_data compares with the emulator's outputs)\n";
+  s += "#   make report     # " + n + ".report: the FPGA optimization report (-fsycl-link=early)\n";
+  s += "#   make fpga_sim   # " + n + ".fpga_sim: the kernel in the FPGA simulator\n";
+  s += "#   make fpga       # " + n + ".fpga: the FPGA bitstream (hours)\n";
+  s += "#   make csim       # C simulation without SYCL; needs AC_TYPES_INCLUDE (the ac_types "
+       "headers)\n";
+  s += "if(UNIX AND NOT DEFINED CMAKE_CXX_COMPILER)\n  set(CMAKE_CXX_COMPILER icpx)\nendif()\n\n";
+  s += "cmake_minimum_required(VERSION 3.13)\n";
+  s += "project(" + n + " CXX)\n";
+  s += "set(CMAKE_CXX_STANDARD 17)\n";
+  s += "set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})\n\n";
+  s += "set(FPGA_DEVICE \"" + o.part +
+       "\" CACHE STRING \"FPGA device family, part number or BSP:variant (-Xstarget)\")\n";
+  s += "set(FPGA_CLOCK \"" + clock_mhz(o.clock_ns) +
+       "\" CACHE STRING \"Target clock frequency (-Xsclock)\")\n";
+  s += "set(USER_FPGA_FLAGS \"\" CACHE STRING \"Extra flags of the FPGA back end\")\n";
+  s += "if(NOT DEFINED AC_TYPES_INCLUDE AND DEFINED ENV{AC_TYPES_INCLUDE})\n";
+  s += "  set(AC_TYPES_INCLUDE $ENV{AC_TYPES_INCLUDE})\n";
+  s += "endif()\n\n";
+  s += "set(SOURCES " + n + "_test.cpp " + n + "_sycl.cpp)\n";
+  s += "set(COMMON_COMPILE_FLAGS -fsycl -fintelfpga -qactypes -Wall -DHGQT_SYCL)\n";
+  s += "set(HARDWARE_LINK_FLAGS -fsycl -fintelfpga -Xshardware -Xstarget=${FPGA_DEVICE}\n";
+  s += "    -Xsclock=${FPGA_CLOCK} ${USER_FPGA_FLAGS})\n\n";
+  s += "add_executable(fpga_emu ${SOURCES})\n";
+  s += "target_compile_options(fpga_emu PRIVATE ${COMMON_COMPILE_FLAGS} -DFPGA_EMULATOR)\n";
+  s += "target_link_options(fpga_emu PRIVATE -fsycl -fintelfpga -qactypes)\n";
+  s += "set_target_properties(fpga_emu PROPERTIES OUTPUT_NAME " + n + ".fpga_emu)\n\n";
+  s += "add_executable(report EXCLUDE_FROM_ALL ${SOURCES})\n";
+  s += "target_compile_options(report PRIVATE ${COMMON_COMPILE_FLAGS} -DFPGA_HARDWARE)\n";
+  s += "target_link_options(report PRIVATE ${HARDWARE_LINK_FLAGS} -fsycl-link=early)\n";
+  s += "set_target_properties(report PROPERTIES OUTPUT_NAME " + n + ".report)\n\n";
+  s += "add_executable(fpga_sim EXCLUDE_FROM_ALL ${SOURCES})\n";
+  s += "target_compile_options(fpga_sim PRIVATE ${COMMON_COMPILE_FLAGS} -Xssimulation "
+       "-DFPGA_SIMULATOR)\n";
+  s += "target_link_options(fpga_sim PRIVATE -fsycl -fintelfpga -qactypes -Xssimulation\n";
+  s += "    -Xstarget=${FPGA_DEVICE} -Xsclock=${FPGA_CLOCK} ${USER_FPGA_FLAGS})\n";
+  s += "set_target_properties(fpga_sim PROPERTIES OUTPUT_NAME " + n + ".fpga_sim)\n\n";
+  s += "add_executable(fpga EXCLUDE_FROM_ALL ${SOURCES})\n";
+  s += "target_compile_options(fpga PRIVATE ${COMMON_COMPILE_FLAGS} -DFPGA_HARDWARE)\n";
+  s += "target_link_options(fpga PRIVATE ${HARDWARE_LINK_FLAGS} -qactypes)\n";
+  s += "set_target_properties(fpga PROPERTIES OUTPUT_NAME " + n + ".fpga)\n\n";
+  s += "# C simulation: the kernel body as plain C++ against the ac_types headers.\n";
+  s += "if(AC_TYPES_INCLUDE)\n";
+  s += "  add_executable(csim EXCLUDE_FROM_ALL " + n + "_test.cpp firmware/" + n + ".cpp)\n";
+  s += "  target_include_directories(csim PRIVATE ${AC_TYPES_INCLUDE})\n";
+  s += "  set_target_properties(csim PROPERTIES OUTPUT_NAME " + n + ".csim)\n";
+  s += "endif()\n";
+  return s;
+}
+
+std::string readme(const archive::Archive& a, const HlsOptions& o, int64_t n_tb) {
+  const std::string& n = o.name;
+  const Dialect dl(o.dialect);
+  const std::string ac_compile = "    g++ -O1 -std=c++17 -I\"$AC_TYPES_INCLUDE\" " + n +
+                                 "_test.cpp firmware/" + n + ".cpp -o " + n + "_tb\n";
+  const std::string ac_headers =
+      "with any C++ compiler and the ac_types headers (github.com/hlslibs/ac_types, also in\n"
+      "Catapult's `$MGC_HOME/shared/include`), whose folder `AC_TYPES_INCLUDE` names:\n\n";
+  std::string s;
+  if (o.dialect == HlsDialect::Vitis) {
+    s += "# " + n + ": HLS project for model `" + comment_text(a.name) + "`\n\n";
+    s += "Generated by hgqt. The design is bit-exact with hgqt's integer emulator: every\n";
+    s += "activation element has its own exact `ap_fixed` / `ap_ufixed` type, products and sums "
+         "are\n";
+    s += "exact, and each quantizer is a cast with its rounding and overflow mode.\n\n";
+    s += "## Run\n\n";
+    s += "    vitis_hls -f build_prj.tcl      # or: vivado_hls -f build_prj.tcl\n\n";
+    s += "runs C simulation (`csim_design`), synthesis, C/RTL co-simulation and exports an IP\n";
+    s += "(part `" + o.part + "`, clock " + format_double(o.clock_ns) +
+         " ns). C simulation alone,\n";
+    s += "with any C++ compiler and the `ap_fixed.h` headers:\n\n";
+    s += "    g++ -O1 -std=c++14 -I<dir with ap_fixed.h> " + n + "_test.cpp firmware/" + n +
+         ".cpp -o " + n + "_tb\n";
+    s += "    ./" + n +
+         "_tb                    # prints: hls testbench: N samples, 0 mismatches\n\n";
+  } else {
+    s += "# " + n + ": " + (dl.kind == HlsDialect::Catapult ? "Catapult HLS" : "oneAPI FPGA") +
+         " project for model `" + comment_text(a.name) + "`\n\n";
+    s += "Generated by hgqt. The design is bit-exact with hgqt's integer emulator: every\n";
+    s += "activation element has its own exact `ac_fixed<W, I, S, Q, O>` type, products and sums "
+         "are\n";
+    s += "exact, and each quantizer is a conversion with its rounding (`AC_TRN`, `AC_RND`,\n";
+    s += "`AC_RND_CONV`) and overflow (`AC_WRAP`, `AC_SAT`, `AC_SAT_SYM`) mode.\n\n";
+    s += "## Run\n\n";
+    if (dl.kind == HlsDialect::Catapult) {
+      s += "    catapult -shell -file build_prj.tcl\n\n";
+      s += "runs C simulation (SCVerify: the testbench against the C++ design), synthesis to RTL\n";
+      s += "(`go compile`, `libraries`, `assembly`, `architect`, `extract`; library or part `" +
+           o.part + "`,\n";
+      s += "clock " + format_double(o.clock_ns) +
+           " ns) and RTL verification (SCVerify: the same testbench against the\n";
+      s += "Verilog). C simulation alone, " + ac_headers;
+      s += ac_compile;
+      s += "    ./" + n +
+           "_tb                    # prints: catapult testbench: N samples, 0 "
+           "mismatches\n\n";
+    } else {
+      s += "    mkdir build && cd build && cmake ..   # -DFPGA_DEVICE=<family, part or "
+           "BSP:variant>\n";
+      s += "    make fpga_emu && ./" + n +
+           ".fpga_emu ../tb_data   # the kernel on the FPGA emulator\n";
+      s += "    make report     # the optimization report (" + n + ".report.prj/reports)\n";
+      s += "    make fpga       # the bitstream (hours)\n\n";
+      s += "for the device `" + o.part + "` at " + clock_mhz(o.clock_ns) +
+           " (CMakeLists.txt; `make fpga_sim` runs the FPGA\n";
+      s += "simulator). C simulation alone (`make csim` when `AC_TYPES_INCLUDE` is set), " +
+           ac_headers;
+      s += ac_compile;
+      s += "    ./" + n +
+           "_tb                    # prints: oneapi testbench: N samples, 0 "
+           "mismatches\n\n";
+    }
+  }
   s += "## Files\n\n";
   s += "- `firmware/" + n + ".cpp`, `firmware/" + n + ".h`: the top function `" + n +
        "(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT])` (io_parallel, pipelined).\n";
   s += "- `firmware/defines.h`: sizes and every type; `firmware/parameters.h` and\n";
   s += "  `firmware/weights/`: weights and biases as exact constants.\n";
   s += "- `" + n + "_test.cpp`: the testbench; `tb_data/`: its inputs (" + std::to_string(n_tb) +
-       " samples) and the emulator's outputs; it writes `tb_data/csim_results.log`.\n\n";
+       " samples) and the emulator's outputs; it writes `tb_data/csim_results.log`.\n";
+  if (o.dialect == HlsDialect::OneApi)
+    s += "- `" + n + "_sycl.cpp`: the SYCL kernel calling `" + n +
+         "` (the targets fpga_emu, fpga_sim, report,\n  fpga); `CMakeLists.txt`.\n";
+  if (o.dialect == HlsDialect::Catapult) s += "- `build_prj.tcl`: the Catapult script.\n";
+  s += "\n";
   s += "## Input convention\n\n";
   s += "`x_in` holds the model input already quantized by the model's input quantizer: feature j\n";
   s += "(after preprocessing";
@@ -1682,6 +2124,19 @@ std::string hls_type(const FixedType& t) {
   if (t.width <= 0) throw std::invalid_argument("hls_type: a zero-width element has no type");
   return std::string(t.is_signed ? "ap_fixed<" : "ap_ufixed<") + std::to_string(t.width) + "," +
          std::to_string(t.int_bits()) + ">";
+}
+
+std::string ac_type(const FixedType& t, RoundingMode round, OverflowMode overflow) {
+  if (t.width <= 0) throw std::invalid_argument("ac_type: a zero-width element has no type");
+  return "ac_fixed<" + std::to_string(t.width) + "," + std::to_string(t.int_bits()) + "," +
+         (t.is_signed ? "true" : "false") + "," + ac_q_name(round) + "," + ac_o_name(overflow) +
+         ">";
+}
+
+std::string ac_type(const FixedType& t) {
+  if (t.width <= 0) throw std::invalid_argument("ac_type: a zero-width element has no type");
+  return "ac_fixed<" + std::to_string(t.width) + "," + std::to_string(t.int_bits()) + "," +
+         (t.is_signed ? "true" : "false") + ">";
 }
 
 std::string exact_decimal(int128 m, int frac) {
@@ -1731,22 +2186,37 @@ std::string exact_decimal(int128 m, int frac) {
   return (neg && !is_zero ? "-" : "") + int_part + "." + frac_part;
 }
 
-void export_hls(const archive::Archive& a, const std::string& out_dir, const HlsOptions& options,
+void export_hls(const archive::Archive& a, const std::string& out_dir, const HlsOptions& opts,
                 const std::vector<double>& tb_inputs, int64_t n_tb) {
+  const Dialect dl(opts.dialect);
+  const std::string& tag = dl.tag;
+  HlsOptions options = opts;
+  if (options.part.empty()) options.part = default_part(options.dialect);
   if (!(options.clock_ns > 0) || !std::isfinite(options.clock_ns))
-    throw std::invalid_argument("hls: the clock period must be a positive number of ns, got " +
+    throw std::invalid_argument(tag + ": the clock period must be a positive number of ns, got " +
                                 format_double(options.clock_ns));
-  if (options.part.empty() ||
-      options.part.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                     "0123456789-_.") != std::string::npos)
-    throw std::invalid_argument("hls: the FPGA part '" + comment_text(options.part) +
-                                "' is empty or holds characters other than letters, digits, "
-                                "'-', '_' and '.'");
-  if (n_tb < 0) throw std::invalid_argument("hls: negative number of testbench samples");
+  // oneAPI also takes BSP:variant names.
+  const std::string part_chars = std::string(
+                                     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789-_.") +
+                                 (dl.kind == HlsDialect::OneApi ? ":" : "");
+  if (options.part.find_first_not_of(part_chars) != std::string::npos)
+    throw std::invalid_argument(
+        tag + ": the " +
+        (dl.kind == HlsDialect::Vitis      ? std::string("FPGA part '")
+         : dl.kind == HlsDialect::Catapult ? std::string("technology library or part '")
+                                           : std::string("FPGA device '")) +
+        comment_text(options.part) + "' holds characters other than letters, digits, '-', '_'" +
+        (dl.kind == HlsDialect::OneApi ? ", '.' and ':'" : " and '.'"));
+  if (dl.kind == HlsDialect::OneApi && options.part.compare(0, 2, "xc") == 0)
+    throw std::invalid_argument("oneapi: '" + options.part +
+                                "' is a Xilinx part; give an Intel FPGA device family (Agilex7), "
+                                "part number or BSP:variant");
+  if (n_tb < 0) throw std::invalid_argument(tag + ": negative number of testbench samples");
   archive::Emulator emu(a);  // validates the archive
   const int64_t in = emu.input_size(), out = emu.output_size();
   if (static_cast<int64_t>(tb_inputs.size()) != n_tb * in)
-    throw std::invalid_argument("hls: got " + std::to_string(tb_inputs.size()) +
+    throw std::invalid_argument(tag + ": got " + std::to_string(tb_inputs.size()) +
                                 " testbench input values for " + std::to_string(n_tb) +
                                 " samples of " + std::to_string(in) + " features");
   Generator g(emu.archive(), options);
@@ -1788,8 +2258,40 @@ void export_hls(const archive::Archive& a, const std::string& out_dir, const Hls
   util::write_text_atomic((dir / "tb_data" / "tb_input_features.dat").string(), rows(x, n, in));
   util::write_text_atomic((dir / "tb_data" / "tb_output_predictions.dat").string(),
                           rows(y, n, out));
-  util::write_text_atomic((dir / "build_prj.tcl").string(), build_tcl(options));
+  switch (options.dialect) {
+    case HlsDialect::Vitis:
+      util::write_text_atomic((dir / "build_prj.tcl").string(), build_tcl(options));
+      break;
+    case HlsDialect::Catapult:
+      util::write_text_atomic((dir / "build_prj.tcl").string(), catapult_tcl(options));
+      break;
+    case HlsDialect::OneApi:
+      util::write_text_atomic((dir / (name + "_sycl.cpp")).string(), sycl_main(options));
+      util::write_text_atomic((dir / "CMakeLists.txt").string(),
+                              oneapi_cmake(emu.archive(), options));
+      break;
+  }
   util::write_text_atomic((dir / "README.md").string(), readme(emu.archive(), options, n));
+}
+
+std::string default_part(HlsDialect dialect) {
+  switch (dialect) {
+    case HlsDialect::Vitis:
+      return "xcvu13p-flga2577-2-e";
+    case HlsDialect::Catapult:
+      return "nangate-45nm_beh";
+    case HlsDialect::OneApi:
+      return "Agilex7";
+  }
+  return "";
+}
+
+HlsDialect hls_dialect(const std::string& format) {
+  if (format == "hls" || format == "vitis") return HlsDialect::Vitis;
+  if (format == "catapult") return HlsDialect::Catapult;
+  if (format == "oneapi") return HlsDialect::OneApi;
+  throw std::invalid_argument("hls: unknown dialect '" + comment_text(format) +
+                              "': expected hls (or vitis), catapult or oneapi");
 }
 
 std::vector<double> random_testbench_inputs(int64_t n, int64_t input_size) {

@@ -160,8 +160,23 @@ def test_export_hls_verilog_qonnx_and_archive(traced):
                        cwd=hls, check=True)
         sim = subprocess.run(["./tb"], cwd=hls, capture_output=True, text=True)
         assert sim.returncode == 0 and "200 samples, 0 mismatches" in sim.stdout, sim.stdout
-    v = hgqt.export(model, tmp / "rtl", format="verilog", name="net", pipeline_stages=2)
+    # The ac_fixed dialect: a Catapult project, simulated with the ac_fixed simulation header.
+    cat = hgqt.export(model, tmp / "cat", format="catapult", tb_inputs=x)
+    assert "ac_fixed<" in (tmp / "cat" / "firmware" / "defines.h").read_text()
+    assert (tmp / "cat" / "build_prj.tcl").exists()
+    if gxx:
+        subprocess.run([gxx, "-O1", "-std=c++17", f"-I{REPO / 'tests' / 'ac_types_sim'}",
+                        "myproject_test.cpp", "firmware/myproject.cpp", "-o", "tb"],
+                       cwd=cat, check=True)
+        sim = subprocess.run(["./tb"], cwd=cat, capture_output=True, text=True)
+        assert sim.returncode == 0 and "200 samples, 0 mismatches" in sim.stdout, sim.stdout
+    hgqt.export(model, tmp / "oneapi", format="oneapi", tb_inputs=x)
+    assert "fpga_emu" in (tmp / "oneapi" / "CMakeLists.txt").read_text()
+    v = hgqt.export(model, tmp / "rtl", format="verilog", name="net", pipeline_stages=2,
+                    const_mult="shared", adder_depth=1)
     assert "module net" in (tmp / "rtl" / "net.v").read_text() and v == str(tmp / "rtl")
+    ports = json.loads((tmp / "rtl" / "ports.json").read_text())
+    assert all(g["depth"] <= g["tree_depth"] + 1 for g in ports["adder_graphs"])
     report = hgqt.export(model, tmp / "m.onnx", format="qonnx", allow_widening=True,
                          rnd_as_offset_floor=True)
     assert report["path"] == str(tmp / "m.onnx") and report["quant_nodes"] > 0
