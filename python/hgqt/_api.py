@@ -237,7 +237,7 @@ _UNTRACED = ("the archive is not traced: its activation integer bits and signs w
 def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str = "hls", *,
            name: str = "myproject", tb_inputs: Any = None, tb_samples: int = 1000,
            allow_untraced: bool = False, part: str = "",
-           clock_ns: float = 5.0, pipeline_stages: int = 1, const_mult: str = "csd",
+           clock_ns: float = 5.0, pipeline_stages: int = 1, const_mult: str = "shared",
            adder_depth: int = 2,
            allow_widening: bool = False, rnd_as_offset_floor: bool = False,
            include_preprocessing: bool = True) -> Any:

@@ -171,7 +171,7 @@ void add_export_commands(CLI::App& app, ExportCommands& c) {
                    "Constant multiplications (verilog): shared (one adder graph per layer), csd "
                    "(one shift-add tree per output) or mul")
       ->check(CLI::IsMember({"shared", "csd", "mul"}))
-      ->default_val("csd");
+      ->default_val("shared");
   c.export_cmd
       ->add_option("--adder-depth", c.adder_extra_depth,
                    "verilog, --const-mult shared: adder levels sharing may add to an output")

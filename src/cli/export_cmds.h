@@ -17,7 +17,7 @@ struct ExportCommands {
   std::string part, family = "xcup";
   int64_t samples = 0, print_rows = 0, tb_overflow = 0;
   int pipeline_stages = 1;
-  std::string const_mult = "csd";
+  std::string const_mult = "shared";
   int adder_extra_depth = 2;
   double scale = 1.0, clock_ns = 5.0;
   // Per-subcommand copies (CLI11 writes defaults into the variables when options are declared).

@@ -11,7 +11,7 @@
 // Constant multiplications (VerilogOptions::const_mult):
 //  - "mul": products are signed wires `x * c` at the exact width of the product's range (weights
 //    of +-2^e become shifts), summed in one expression at the accumulator's width as above.
-//  - "csd" (default): each weight mantissa c is recoded in canonical signed digits (non-adjacent
+//  - "csd": each weight mantissa c is recoded in canonical signed digits (non-adjacent
 //    form, c = sum_k d_k 2^k with d_k in {-1, 0, 1} and no two adjacent nonzero digits), and
 //    every digit contributes the term d_k * x * 2^(k + s) straight to the accumulator's adder
 //    tree (no product wires). The tree is balanced and every inner node is a signed wire at the
@@ -20,6 +20,13 @@
 //    trailing zero bits (the smallest shift of its terms) are factored out of it and applied by
 //    its parent. Each node is a sum modulo 2^w of sign-extended operands whose exact value fits
 //    its w bits, so it equals the partial sum exactly, and so does the accumulator.
+//
+//  - "shared" (default): the same signed digits of all accumulators of a linear layer form one
+//    constant matrix-vector product, summed by one adder graph (adder_graph.h): two-term patterns
+//    that recur across accumulators become shared adders, the rest is summed per accumulator with
+//    positive and negative terms apart; each adder is a signed wire at the exact width of its
+//    node's range (from the node's exact linear form), so every node is exact as above. A layer
+//    where sharing saves no logic bits gets the graph's plain trees (reported).
 //
 // Linear layers (dense, conv1d, conv2d, scale) all go through archive::linear_map: accumulator o
 // sums the products of its terms (zero weights and pruned inputs vanish). add is the exact-width

@@ -43,12 +43,13 @@ struct VerilogOptions {
   /// in progress), so all paths have the same latency: exactly `pipeline_stages` cycles.
   int pipeline_stages = 1;
   /// How a product of a value by a constant weight is written:
-  ///  - "csd" (default): shift-and-add following the canonical signed digit (non-adjacent form)
+  ///  - "csd": shift-and-add following the canonical signed digit (non-adjacent form)
   ///    recoding of the weight's mantissa (7 = 8 - 1: (x <<< 3) - x). The signed digits of all
   ///    products of one accumulator (the terms of archive::linear_map: dense, conv1d, conv2d,
   ///    scale) go straight into its adder tree, a balanced tree of wires at the exact width of
   ///    each partial sum's range (no product wires);
-  ///  - "shared": the same signed digits, but one adder graph per linear layer over all its
+  ///  - "shared" (default): the same signed digits as "csd", but one adder graph per linear layer
+  ///  over all its
   ///    accumulators (hgqt/export/adder_graph.h): two-term patterns `(x_a << ka) +/- (x_b << kb)`
   ///    that recur across accumulators are computed once, within `adder_extra_depth` extra adder
   ///    levels; each adder is a wire at the exact width of its value's range. A layer where
@@ -58,7 +59,7 @@ struct VerilogOptions {
   ///    one expression at the accumulator's width.
   /// Both are bit-exact with the emulator. Sums without products (add, avg pool) always use
   /// the exact-width adder tree; max pool is a tree of signed comparators.
-  std::string const_mult = "csd";
+  std::string const_mult = "shared";
   /// const_mult "shared": the most adder levels sharing may add to any accumulator over its
   /// minimal tree (0 to 16).
   int adder_extra_depth = 2;
