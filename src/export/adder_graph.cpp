@@ -4,7 +4,6 @@
 #include <queue>
 #include <stdexcept>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 
 namespace hgqt::exporters {
@@ -99,6 +98,72 @@ bool pattern_of(Term x, Term y, uint64_t& key, int& m, bool& neg) {
   return true;
 }
 
+// Pattern counts: an open-addressing table from pattern key to count (linear probing, keys never
+// removed; a dead pattern keeps the count kDead). One probe sequence per update: the pair counts
+// are the optimizer's inner loop (tens of millions of updates on a 784-input layer).
+class PatternCounts {
+ public:
+  static constexpr int kDead = -1;
+  PatternCounts() { rehash(1 << 16); }
+  /// The count of `key` (0 when never seen).
+  int get(uint64_t key) const {
+    const size_t i = find(key);
+    return keys_[i] == kEmpty ? 0 : vals_[i];
+  }
+  /// Adds delta to the count of a live key; returns the new count (kDead: the key is dead).
+  int add(uint64_t key, int delta) {
+    size_t i = find(key);
+    if (keys_[i] == kEmpty) {
+      if (delta <= 0) return 0;
+      if ((used_ + 1) * 4 > keys_.size() * 3) {
+        rehash(keys_.size() * 2);
+        i = find(key);
+      }
+      keys_[i] = key;
+      vals_[i] = 0;
+      ++used_;
+    }
+    if (vals_[i] == kDead) return kDead;
+    vals_[i] = std::max(0, vals_[i] + delta);
+    return vals_[i];
+  }
+  void kill(uint64_t key) {
+    add(key, 1);
+    vals_[find(key)] = kDead;
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~static_cast<uint64_t>(0);  // not a key (bit 63 is 0)
+  static uint64_t mix(uint64_t x) {                              // splitmix64's finalizer
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  }
+  size_t find(uint64_t key) const {
+    const size_t mask = keys_.size() - 1;
+    size_t i = mix(key) & mask;
+    while (keys_[i] != kEmpty && keys_[i] != key) i = (i + 1) & mask;
+    return i;
+  }
+  void rehash(size_t n) {
+    std::vector<uint64_t> keys(n, kEmpty);
+    std::vector<int> vals(n, 0);
+    keys.swap(keys_);
+    vals.swap(vals_);
+    for (size_t i = 0; i < keys.size(); ++i)
+      if (keys[i] != kEmpty) {
+        const size_t j = find(keys[i]);
+        keys_[j] = keys[i];
+        vals_[j] = vals[i];
+      }
+  }
+  std::vector<uint64_t> keys_;
+  std::vector<int> vals_;
+  size_t used_ = 0;
+};
+
 class Builder {
  public:
   Builder(const CmvmProblem& p, const AdderGraphOptions& o, const std::string& what)
@@ -179,14 +244,14 @@ class Builder {
     uint64_t key;
     int m;
     bool neg;
-    if (!pattern_of(x, y, key, m, neg) || dead_.count(key)) return;
-    int& c = count_[key];
-    c += delta;
-    if (c <= 0) {
-      count_.erase(key);
-      return;
-    }
-    if (delta > 0 && c >= 2) heap_.emplace(score(key, c), key);
+    if (!pattern_of(x, y, key, m, neg)) return;
+    const int c = count_.add(key, delta);
+    // The heap is lazy: an entry's score may be stale, and a popped entry is re-queued at the
+    // current score (share). Queuing at every increment would hold tens of millions of entries
+    // on a large layer, so a key is queued when it reaches 2, 3 and 4 occurrences, then at every
+    // fourth; a key whose count grew in between waits at its last queued score.
+    if (delta > 0 && (c == 2 || c == 3 || c == 4 || (c > 4 && c % 4 == 0)))
+      heap_.emplace(score(key, c), key);
   }
   // Patterns save (count - 1) adders of their estimated logic bits.
   int64_t score(uint64_t key, int count) const {
@@ -210,8 +275,7 @@ class Builder {
   std::vector<uint64_t> weight_;          // per output: sum of 2^depth of its live terms
   std::vector<int> bound_;                // per output: the deepest tree allowed
   std::vector<int> input_node_;           // per input: its node (-1: not read)
-  std::unordered_map<uint64_t, int> count_;
-  std::unordered_set<uint64_t> dead_;
+  PatternCounts count_;
   std::unordered_map<uint64_t, int> made_;  // the shared node of every pattern applied
   std::priority_queue<std::pair<int64_t, uint64_t>> heap_;
   std::vector<std::vector<int>> where_;  // per node: the outputs that may hold a term of it
@@ -341,16 +405,15 @@ void Builder::share() {
   while (!heap_.empty()) {
     const auto [s, key] = heap_.top();
     heap_.pop();
-    const auto it = count_.find(key);
-    if (it == count_.end() || it->second < 2) continue;
-    const int64_t now = score(key, it->second);
+    const int c = count_.get(key);
+    if (c < 2) continue;  // gone, or dead (kDead)
+    const int64_t now = score(key, c);
     if (now != s) {  // stale entry: requeue at the current score
       heap_.emplace(now, key);
       continue;
     }
     if (!apply(key)) {
-      dead_.insert(key);
-      count_.erase(key);
+      count_.kill(key);
     }
   }
 }
