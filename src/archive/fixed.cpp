@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "hgqt/util/checked_int.h"
+
 namespace hgqt::archive {
 
 using quant::OverflowMode;
@@ -26,17 +28,8 @@ int bit_length(int128 v) {
   return n;
 }
 
-int128 checked_add(int128 a, int128 b, const std::string& what) {
-  int128 r;
-  if (__builtin_add_overflow(a, b, &r)) throw ArchiveError(what + ": exceeds 127 bits");
-  return r;
-}
-
-int128 checked_mul(int128 a, int128 b, const std::string& what) {
-  int128 r;
-  if (__builtin_mul_overflow(a, b, &r)) throw ArchiveError(what + ": exceeds 127 bits");
-  return r;
-}
+constexpr auto& checked_add = util::checked_add<ArchiveError>;
+constexpr auto& checked_mul = util::checked_mul<ArchiveError>;
 
 std::string layer_label(const Layer& l, size_t index) {
   return "layers[" + std::to_string(index) + "] '" + l.name + "'";

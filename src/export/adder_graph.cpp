@@ -6,6 +6,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "hgqt/util/checked_int.h"
+
 namespace hgqt::exporters {
 
 namespace {
@@ -13,20 +15,9 @@ namespace {
 using int128 = adder_int;
 using u128 = unsigned __int128;
 
-int128 checked_add(int128 a, int128 b, const std::string& what) {
-  int128 r;
-  if (__builtin_add_overflow(a, b, &r)) throw std::overflow_error(what + ": exceeds 127 bits");
-  return r;
-}
-int128 checked_mul(int128 a, int128 b, const std::string& what) {
-  int128 r;
-  if (__builtin_mul_overflow(a, b, &r)) throw std::overflow_error(what + ": exceeds 127 bits");
-  return r;
-}
-int128 checked_shl(int128 a, int k, const std::string& what) {
-  if (k < 0 || k > 126) throw std::overflow_error(what + ": shift exceeds 127 bits");
-  return checked_mul(a, static_cast<int128>(1) << k, what);
-}
+using util::checked_add;
+using util::checked_mul;
+using util::checked_shl;
 
 // A value's linear form over the inputs: sum coef * x_input (+ konst), coefficients sorted by
 // input. Its exact range follows, the inputs being independent.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hgqt/archive/emulator.h"
+#include "hgqt/util/checked_int.h"
 #include "hgqt/util/files.h"
 
 namespace hgqt::exporters {
@@ -136,19 +137,13 @@ struct Dialect {
 // ------------------------------------------------------------------------------- numbers
 /// Checked int128 arithmetic for the range computations.
 int128 mul_checked(int128 a, int128 b, const std::string& what) {
-  int128 r;
-  if (__builtin_mul_overflow(a, b, &r)) throw ArchiveError("hls: " + what + " exceeds 127 bits");
-  return r;
+  return util::checked_mul<ArchiveError>(a, b, "hls: " + what);
 }
 int128 add_checked(int128 a, int128 b, const std::string& what) {
-  int128 r;
-  if (__builtin_add_overflow(a, b, &r)) throw ArchiveError("hls: " + what + " exceeds 127 bits");
-  return r;
+  return util::checked_add<ArchiveError>(a, b, "hls: " + what);
 }
 int128 shl_checked(int128 a, int s, const std::string& what) {
-  if (a == 0 || s == 0) return a;
-  if (s >= 127) throw ArchiveError("hls: " + what + " exceeds 127 bits");
-  return mul_checked(a, static_cast<int128>(1) << s, what);
+  return util::checked_shl<ArchiveError>(a, s, "hls: " + what);
 }
 
 /// The smallest type holding every element of `ts` with width > 0 exactly (width 0 when none).

@@ -62,6 +62,7 @@
 
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/adder_graph.h"
+#include "hgqt/util/checked_int.h"
 #include "hgqt/util/files.h"
 #include "verilog_internal.h"
 
@@ -124,11 +125,7 @@ std::string range_decl(bool is_signed, int w) {
   return std::string(is_signed ? "signed " : "") + "[" + std::to_string(w - 1) + ":0]";
 }
 
-int128 checked_mul(int128 a, int128 b, const std::string& what) {
-  int128 r;
-  if (__builtin_mul_overflow(a, b, &r)) throw ArchiveError(what + ": exceeds 127 bits");
-  return r;
-}
+constexpr auto& checked_mul = util::checked_mul<ArchiveError>;
 
 // A value in the netlist: a named wire/reg, or a constant.
 struct Sig {

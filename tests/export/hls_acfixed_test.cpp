@@ -123,9 +123,9 @@ fs::path fresh_dir(const std::string& name) {
   return hgqt::testing::fresh_test_dir("hls_acfixed_test", name, false);
 }
 
-constexpr int64_t kSamples = 2000;
+constexpr int64_t kSamples = 10000;  // half of them scaled x16: overflow-inducing
 
-/// 1,000 normal and 1,000 scaled-by-16 input rows.
+/// 5,000 normal and 5,000 scaled-by-16 input rows.
 std::vector<double> test_inputs(const archive::Archive& a, uint64_t seed) {
   auto x = hgqt::testing::random_inputs(a, kSamples / 2, seed);
   const auto big = hgqt::testing::random_inputs(a, kSamples / 2, seed + 1, 16.0);
