@@ -78,7 +78,7 @@ def test_emulator_and_export_check_their_inputs(tmp_path):
         hgqt.emulate(model, x)
     with pytest.raises(ValueError, match="not traced"):
         hgqt.export(model, tmp_path / "hls")
-    with pytest.raises(ValueError, match="format must be hls, verilog, qonnx or archive"):
+    with pytest.raises(ValueError, match="format must be hls, catapult, oneapi, verilog, qonnx or archive"):
         hgqt.export(model, tmp_path / "x", format="vhdl", allow_untraced=True)
     with pytest.raises(ValueError, match="part|name"):
         hgqt.export(model, tmp_path / "hls", allow_untraced=True, name="not an identifier")
