@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "hgqt/util/h5.h"
+
 namespace hgqt::archive {
 
 namespace {
@@ -509,55 +511,8 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
 // ---------------------------------------------------------------------------------------------
 // HDF5
 
-/// Serializes this file's HDF5 calls (serial HDF5 builds are not thread-safe) and silences
-/// HDF5's automatic error printing while they run; the previous handler is restored after.
-class H5Quiet {
- public:
-  H5Quiet() : lock_(mutex()) {
-    if (H5Eget_auto2(H5E_DEFAULT, &func_, &data_) < 0) {
-      func_ = nullptr;
-      data_ = nullptr;
-    }
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~H5Quiet() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  H5Quiet(const H5Quiet&) = delete;
-  H5Quiet& operator=(const H5Quiet&) = delete;
-
- private:
-  static std::recursive_mutex& mutex() {
-    static std::recursive_mutex m;
-    return m;
-  }
-  std::lock_guard<std::recursive_mutex> lock_;
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
-
-/// Owns one HDF5 identifier.
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  ~Handle() {
-    if (id_ >= 0) closer_(id_);
-  }
-  /// Closes now; false when the close failed (a file close flushes).
-  bool close() {
-    if (id_ < 0) return true;
-    const herr_t rc = closer_(id_);
-    id_ = -1;
-    return rc >= 0;
-  }
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  Closer closer_;
-};
+using H5Quiet = util::h5::Lock;  // one HDF5 lock for archives and data files (util/h5.h)
+using util::h5::Handle;
 
 /// The most specific description on this thread's HDF5 error stack ("" when none).
 std::string h5_detail() {

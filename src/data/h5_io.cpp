@@ -13,62 +13,15 @@
 #include <vector>
 
 #include "hgqt/data/dataset.h"
+#include "hgqt/util/h5.h"
 
 namespace hgqt::data {
 namespace {
 
 namespace fs = std::filesystem;
 
-/// Serializes HDF5 calls (serial builds are not thread-safe) and silences HDF5's own error
-/// printing for the calling thread (the setting is per thread in thread-safe builds).
-class H5Guard {
- public:
-  H5Guard() : lock_(mutex()) { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
-
- private:
-  static std::recursive_mutex& mutex() {
-    static std::recursive_mutex m;
-    return m;
-  }
-  std::lock_guard<std::recursive_mutex> lock_;
-};
-
-/// Owns one HDF5 identifier and closes it with the matching H5?close function.
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle() = default;
-  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  Handle(Handle&& other) noexcept : id_(other.id_), closer_(other.closer_) { other.id_ = -1; }
-  Handle& operator=(Handle&& other) noexcept {
-    if (this != &other) {
-      reset();
-      id_ = std::exchange(other.id_, -1);
-      closer_ = other.closer_;
-    }
-    return *this;
-  }
-  ~Handle() { reset(); }
-  void reset() {
-    if (id_ >= 0 && closer_ != nullptr) closer_(id_);
-    id_ = -1;
-  }
-  /// Closes now and reports whether the close succeeded (file closes flush data).
-  bool close() {
-    if (id_ < 0) return true;
-    herr_t rc = closer_ != nullptr ? closer_(id_) : 0;
-    id_ = -1;
-    return rc >= 0;
-  }
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-
- private:
-  hid_t id_ = -1;
-  Closer closer_ = nullptr;
-};
+using H5Guard = util::h5::Lock;
+using util::h5::Handle;
 
 std::string quote(const std::string& s) {
   return "'" + s + "'";

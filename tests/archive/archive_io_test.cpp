@@ -3,6 +3,8 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -11,9 +13,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hgqt/archive/archive.h"
+#include "hgqt/data/dataset.h"
+#include "hgqt/util/h5.h"
 
 namespace hgqt::archive {
 namespace {
@@ -242,6 +247,38 @@ class ArchiveIo : public ::testing::Test {
 
   fs::path root_, dir_;
 };
+
+// Archives and data files share one HDF5 lock (util/h5.h): while another thread holds it, neither
+// an archive read nor a data file read runs (each would otherwise be free to call HDF5 at once).
+TEST_F(ArchiveIo, ArchiveAndDataFilesShareOneHdf5Lock) {
+  const Archive a = small_archive();
+  write_archive(a, dir_.string());
+  const std::string data_file = (root_ / "data.h5").string();
+  data::Array x;
+  x.shape = {4, 2};
+  x.values = {1, 2, 3, 4, 5, 6, 7, 8};
+  data::write_h5_array(data_file, "x", x, /*truncate=*/true);
+  using Clock = std::chrono::steady_clock;
+  for (int kind = 0; kind < 2; ++kind) {
+    std::atomic<bool> held{false};
+    Clock::time_point released;
+    std::thread holder([&] {
+      util::h5::Lock lock;
+      held = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      released = Clock::now();
+    });
+    while (!held) std::this_thread::yield();
+    if (kind == 0)
+      expect_same(a, read_archive(dir_.string()));
+    else
+      EXPECT_EQ(data::read_h5_array(data_file, "x").values, x.values);
+    const Clock::time_point done = Clock::now();
+    holder.join();
+    EXPECT_GE(done, released) << (kind == 0 ? "the archive" : "the data file")
+                              << " was read while another thread held the HDF5 lock";
+  }
+}
 
 TEST_F(ArchiveIo, SmallArchiveIsValid) {
   const Archive a = small_archive();
