@@ -237,12 +237,10 @@ class Builder {
     bool neg;
     if (!pattern_of(x, y, key, m, neg)) return;
     const int c = count_.add(key, delta);
-    // The heap is lazy: an entry's score may be stale, and a popped entry is re-queued at the
-    // current score (share). Queuing at every increment would hold tens of millions of entries
-    // on a large layer, so a key is queued when it reaches 2, 3 and 4 occurrences, then at every
-    // fourth; a key whose count grew in between waits at its last queued score.
-    if (delta > 0 && (c == 2 || c == 3 || c == 4 || (c > 4 && c % 4 == 0)))
-      heap_.emplace(score(key, c), key);
+    // Every increment queues the pattern at its new score (a queue entry may be stale: share()
+    // requeues it at the current score). Queuing less often (at 2, 3, 4 and every fourth
+    // occurrence) was 10% faster but picked worse patterns: 6% more LUTs on a 784-input MLP.
+    if (delta > 0 && c >= 2) heap_.emplace(score(key, c), key);
   }
   // Patterns save (count - 1) adders of their estimated logic bits.
   int64_t score(uint64_t key, int count) const {
