@@ -349,14 +349,10 @@ AdderGraph Builder::run() {
     if (out.node >= 0) ++g_.nodes[out.node].uses;
   // Drop nodes nothing reads (a shared pattern whose every use was later absorbed cannot occur,
   // but inputs of outputs that cancelled to zero can), renumbering the rest.
-  std::vector<int> keep(g_.nodes.size(), 0);
-  for (size_t i = g_.nodes.size(); i-- > 0;) {
-    if (g_.nodes[i].uses > 0) keep[i] = 1;
-  }
   std::vector<int> renum(g_.nodes.size(), -1);
   AdderGraph out;
   for (size_t i = 0; i < g_.nodes.size(); ++i) {
-    if (!keep[i]) continue;
+    if (g_.nodes[i].uses == 0) continue;
     AdderNode n = g_.nodes[i];
     if (n.kind == AdderNode::Kind::Add) {
       n.a = renum[n.a];

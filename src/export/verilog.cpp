@@ -265,6 +265,8 @@ class Generator {
   Sig sum_tree(std::vector<struct CsdNode> leaves, int128 konst, const std::vector<Sig>& xs,
                const FixedType& at, const std::string& prefix, const std::string& name,
                const std::string& what);
+  template <class Term>
+  void for_each_term(size_t li, int64_t o, int128& konst, Term&& term) const;
   void linear_acc(size_t li);
   void linear_acc_csd(size_t li);
   void linear_acc_shared(size_t li);
@@ -704,13 +706,39 @@ void append_csd_leaves(std::vector<CsdNode>& leaves, const std::vector<Sig>& xs,
     leaves.push_back(leaf(xs, j, shift + d, digit < 0, what));
 }
 
+// The products of accumulator o of linear layer li (archive::linear_map) with the current values
+// cur_: a product with a constant input is added to `konst` (aligned to the accumulator's frac);
+// for every other live product (nonzero weight, input neither pruned nor the constant 0) calls
+// term(j, c, s, what): input j times weight mantissa c, shifted left by s to the accumulator's
+// frac. One walk for the three ways of writing constant products (csd, shared, mul).
+template <class Term>
+void Generator::for_each_term(size_t li, int64_t o, int128& konst, Term&& term) const {
+  const auto& l = a_.layers[li];
+  const auto& w = *l.kernel;
+  const auto& m = linear_[li];
+  const FixedType& at = types_[li].accumulator[o];
+  for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+    const int64_t j = m.input[k], wn = m.weight[k];
+    const Sig& x = cur_[j];
+    const int128 c = w.mantissa[wn];
+    if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
+    const std::string what = "layer '" + l.name + "' weight " + std::to_string(wn) + " (input " +
+                             std::to_string(j) + ", output " + std::to_string(o) + ")";
+    const int s = at.frac - (x.type.frac - w.exponent[wn]);
+    if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
+    if (x.is_const())
+      konst += archive::align(checked_mul(x.value, c, what), 0, s);
+    else
+      term(j, c, s, what);
+  }
+}
+
 // A linear layer's accumulators in canonical signed digits: every digit of every product goes
 // straight into the output's adder tree (terms from archive::linear_map).
 void Generator::linear_acc_csd(size_t li) {
   const auto& l = a_.layers[li];
   const auto& t = types_[li];
   check_types(t.quantized_input, "layer '" + l.name + "' input");
-  const auto& w = *l.kernel;
   const auto& m = linear_[li];
   const int64_t n_out = m.n_out();
   const std::string L = std::to_string(li);
@@ -720,21 +748,9 @@ void Generator::linear_acc_csd(size_t li) {
     const FixedType& at = t.accumulator[o];
     std::vector<CsdNode> leaves;
     int128 konst = 0;
-    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
-      const int64_t j = m.input[k], wn = m.weight[k];
-      const Sig& x = cur_[j];
-      const int128 c = w.mantissa[wn];
-      if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
-      const std::string what = what_l + " weight " + std::to_string(wn) + " (input " +
-                               std::to_string(j) + ", output " + std::to_string(o) + ")";
-      const int s = at.frac - (x.type.frac - w.exponent[wn]);
-      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
-      if (x.is_const()) {
-        konst += archive::align(checked_mul(x.value, c, what), 0, s);
-        continue;
-      }
+    for_each_term(li, o, konst, [&](int64_t j, int128 c, int s, const std::string& what) {
       append_csd_leaves(leaves, cur_, j, s, c, what);
-    }
+    });
     if (constant_accumulator(l, m.bias[o], at, leaves.empty(), konst, acc[o])) continue;
     acc[o] = sum_tree(std::move(leaves), konst, cur_, at, "t" + L + "_" + std::to_string(o) + "_",
                       "acc" + L + "_" + std::to_string(o), what_l);
@@ -751,7 +767,6 @@ void Generator::linear_acc_shared(size_t li) {
   const auto& l = a_.layers[li];
   const auto& t = types_[li];
   check_types(t.quantized_input, "layer '" + l.name + "' input");
-  const auto& w = *l.kernel;
   const auto& m = linear_[li];
   const int64_t n_out = m.n_out();
   const std::string L = std::to_string(li);
@@ -767,30 +782,18 @@ void Generator::linear_acc_shared(size_t li) {
     const FixedType& at = t.accumulator[o];
     std::vector<DigitTerm> digits;
     int128 konst = 0;
-    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
-      const int64_t j = m.input[k], wn = m.weight[k];
-      const Sig& x = cur_[j];
-      const int128 c = w.mantissa[wn];
-      if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
-      const std::string what = what_l + " weight " + std::to_string(wn) + " (input " +
-                               std::to_string(j) + ", output " + std::to_string(o) + ")";
-      const int s = at.frac - (x.type.frac - w.exponent[wn]);
-      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
-      if (x.is_const()) {
-        konst += archive::align(checked_mul(x.value, c, what), 0, s);
-        continue;
-      }
+    for_each_term(li, o, konst, [&](int64_t j, int128 c, int s, const std::string& what) {
       if (graph_input[j] < 0) {
         graph_input[j] = static_cast<int64_t>(cur_of.size());
         cur_of.push_back(j);
-        p.input_lo.push_back(x.type.min_mantissa());
-        p.input_hi.push_back(x.type.max_mantissa());
+        p.input_lo.push_back(cur_[j].type.min_mantissa());
+        p.input_hi.push_back(cur_[j].type.max_mantissa());
       }
       for (const auto& [d, digit] : naf_digits(c)) {
         if (s + d > 126) throw ArchiveError(what + ": exceeds 127 bits");
         digits.push_back({graph_input[j], s + d, digit < 0});
       }
-    }
+    });
     if (constant_accumulator(l, m.bias[o], at, digits.empty(), konst, acc[o])) continue;
     in_graph[o] = 1;
     p.outputs[o] = std::move(digits);
@@ -876,7 +879,6 @@ void Generator::linear_acc(size_t li) {
   const auto& l = a_.layers[li];
   const auto& t = types_[li];
   check_types(t.quantized_input, "layer '" + l.name + "' input");
-  const auto& w = *l.kernel;
   const auto& m = linear_[li];
   const int64_t n_out = m.n_out();
   const std::string L = std::to_string(li);
@@ -890,25 +892,14 @@ void Generator::linear_acc(size_t li) {
     const FixedType& at = t.accumulator[o];
     std::vector<Term> terms;
     int128 konst = 0;
-    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
-      const int64_t j = m.input[k], wn = m.weight[k];
+    for_each_term(li, o, konst, [&](int64_t j, int128 c, int s, const std::string& what) {
       const Sig& x = cur_[j];
-      const int128 c = w.mantissa[wn];
-      if (c == 0 || x.type.width == 0 || (x.is_const() && x.value == 0)) continue;
-      const std::string what = "layer '" + l.name + "' weight " + std::to_string(wn) + " (input " +
-                               std::to_string(j) + ", output " + std::to_string(o) + ")";
-      const int s = at.frac - (x.type.frac - w.exponent[wn]);
-      if (s < 0) throw std::logic_error("verilog generator: " + what + " has a negative shift");
-      if (x.is_const()) {
-        konst += archive::align(checked_mul(x.value, c, what), 0, s);
-        continue;
-      }
       const int128 mag = c < 0 ? -c : c;
       if ((mag & (mag - 1)) == 0) {  // +-2^e: a shift
         int e = 0;
         while ((mag >> e) != 1) ++e;
         terms.push_back({signed_view(x), s + e, c < 0});
-        continue;
+        return;
       }
       const int128 p1 = checked_mul(x.type.min_mantissa(), c, what);
       const int128 p2 = checked_mul(x.type.max_mantissa(), c, what);
@@ -917,7 +908,7 @@ void Generator::linear_acc(size_t li) {
       emit_wire(p, true, signed_width(std::min(p1, p2), std::max(p1, p2)),
                 signed_view(x) + " * " + signed_literal(c));
       terms.push_back({p, s, false});
-    }
+    });
     if (constant_accumulator(l, m.bias[o], at, terms.empty(), konst, acc[o])) continue;
     std::vector<std::string> level;
     level.reserve(terms.size() + 1);

@@ -167,8 +167,11 @@ TEST(AdderGraph, PositiveAndNegativeTermsSummedApart) {
   const auto g = build_adder_graph(p, AdderGraphOptions{});
   ASSERT_GE(g.outputs[0].node, 0);
   EXPECT_FALSE(g.outputs[0].neg);
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    if (static_cast<int>(i) != g.outputs[0].node) EXPECT_GE(g.nodes[i].lo, 0) << "node " << i;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (static_cast<int>(i) != g.outputs[0].node) {
+      EXPECT_GE(g.nodes[i].lo, 0) << "node " << i;
+    }
+  }
   EXPECT_EQ(g.depth, 3);
   for (int128 v = 0; v <= 7; ++v) {
     const std::vector<int128> x = {v, 7 - v, v, 0, v, 7};

@@ -18,6 +18,7 @@
 #include "ac_types_sim/ac_fixed.h"
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/hls.h"
+#include "support/hls_sim.h"
 #include "support/process.h"
 #include "support/random_archive.h"
 
@@ -38,14 +39,6 @@ namespace fs = std::filesystem;
 namespace {
 
 // ------------------------------------------------------------------- simulation header helpers
-/// The folder holding ac_fixed.h: $AC_TYPES_INCLUDE (the ac_types headers) when set, else the
-/// simulation header of tests/ac_types_sim.
-std::string ac_include_dir() {
-  const char* env = std::getenv("AC_TYPES_INCLUDE");
-  if (env && *env) return env;
-  return std::string(HGQT_SOURCE_DIR) + "/tests/ac_types_sim";
-}
-
 template <int W, int I, bool S, ac_q_mode Q, ac_o_mode O>
 double sim(double x) {
   return ac_fixed<W, I, S, Q, O>(x).to_double();
@@ -125,14 +118,6 @@ fs::path fresh_dir(const std::string& name) {
 
 constexpr int64_t kSamples = 10000;  // half of them scaled x16: overflow-inducing
 
-/// 5,000 normal and 5,000 scaled-by-16 input rows.
-std::vector<double> test_inputs(const archive::Archive& a, uint64_t seed) {
-  auto x = hgqt::testing::random_inputs(a, kSamples / 2, seed);
-  const auto big = hgqt::testing::random_inputs(a, kSamples / 2, seed + 1, 16.0);
-  x.insert(x.end(), big.begin(), big.end());
-  return x;
-}
-
 /// Gives every signed 1-bit SAT_SYM activation quantizer element (which ac_fixed cannot express,
 /// see RefusesSigned1BitSatSym) a second bit, and refills the lut tables.
 archive::Archive ac_expressible(archive::Archive a) {
@@ -160,90 +145,12 @@ hgqt::testing::RandomArchiveOptions options(uint64_t seed, std::vector<int64_t> 
   return o;
 }
 
-/// One model to export in one dialect and check.
-struct Case {
-  std::string name;  ///< project (and directory) name
-  archive::Archive a;
-  HlsDialect dialect;
-  uint64_t seed = 1;       ///< of the inputs
-  bool via_cmake = false;  ///< oneAPI: build the C simulation with the project's CMake (csim)
-};
+using Case = hgqt::testing::HlsSimCase;
+using hgqt::testing::dialect_tag;
 
-std::string tag(HlsDialect d) {
-  return d == HlsDialect::Catapult ? "catapult" : "oneapi";
-}
-
-/// Exports every case, compiles the C simulations (two at a time) and runs each testbench on
-/// 2,000 inputs: every output bit-exact with the emulator. Returns the project directories.
+/// Exports every case in its dialect and checks its C simulation (support/hls_sim.h).
 std::vector<fs::path> check_cases(const std::vector<Case>& cases) {
-  std::vector<fs::path> dirs;
-  std::vector<fs::path> exes;
-  std::string compile = "status=0; ";
-  for (size_t c = 0; c < cases.size(); ++c) {
-    const Case& k = cases[c];
-    const fs::path dir = fresh_dir(k.name);
-    dirs.push_back(dir);
-    const auto x = test_inputs(k.a, k.seed);
-    // The scaled inputs overflow the quantizers: the test covers WRAP and saturation.
-    archive::EmulatorStats stats;
-    archive::Emulator(k.a).run_batch(x, kSamples, &stats);
-    EXPECT_GT(stats.wrapped + stats.saturated, 0) << k.name;
-    exporters::HlsOptions o;
-    o.name = k.name;
-    o.dialect = k.dialect;
-    exporters::export_hls(k.a, dir.string(), o, x, kSamples);
-    std::string cmd;
-    if (k.via_cmake) {
-      // The project's own CMakeLists.txt: the csim target with the host C++ compiler.
-      const fs::path build = dir / "build";
-      cmd = "cmake -S " + quoted(dir.string()) + " -B " + quoted(build.string()) +
-            " -DCMAKE_CXX_COMPILER=" + quoted(HGQT_CXX_COMPILER) +
-            " -DCMAKE_CXX_FLAGS=-O1 -DAC_TYPES_INCLUDE=" + quoted(ac_include_dir()) +
-            " && cmake --build " + quoted(build.string()) + " --target csim";
-      exes.push_back(build / (k.name + ".csim"));
-    } else {
-      cmd = quoted(HGQT_CXX_COMPILER) + " -O1 -std=c++17 -I" + quoted(ac_include_dir()) + " " +
-            quoted((dir / (k.name + "_test.cpp")).string()) + " " +
-            quoted((dir / "firmware" / (k.name + ".cpp")).string()) + " -o " +
-            quoted((dir / (k.name + "_tb")).string());
-      exes.push_back(dir / (k.name + "_tb"));
-    }
-    compile += "(" + cmd + ") > " + quoted((dir / "compile.log").string()) + " 2>&1 & p" +
-               std::to_string(c) + "=$!; ";
-    if (c % 2 == 1 || c + 1 == cases.size()) {  // wait for this pair
-      for (size_t w = c - c % 2; w <= c; ++w)
-        compile += "wait $p" + std::to_string(w) + " || status=1; ";
-    }
-  }
-  compile += "exit $status";
-  const CommandResult built = run_command(compile);
-  EXPECT_EQ(built.status, 0) << built.output;
-  for (size_t c = 0; c < cases.size(); ++c) {
-    const Case& k = cases[c];
-    const fs::path& dir = dirs[c];
-    if (!fs::exists(exes[c])) {
-      ADD_FAILURE() << k.name << " did not compile:\n"
-                    << read_text(dir / "compile.log").substr(0, 4000);
-      continue;
-    }
-    // The testbench's argument names tb_data (the CMake build runs elsewhere).
-    const CommandResult r =
-        run_command(quoted(exes[c].string()) + " " + quoted((dir / "tb_data").string()));
-    EXPECT_EQ(r.status, 0) << k.name << "\n" << r.output.substr(0, 4000);
-    EXPECT_NE(r.output.find(tag(k.dialect) + " testbench: " + std::to_string(kSamples) +
-                            " samples, 0 mismatches"),
-              std::string::npos)
-        << k.name << "\n"
-        << r.output.substr(0, 4000);
-    const std::string expected = read_text(dir / "tb_data" / "tb_output_predictions.dat");
-    EXPECT_EQ(read_text(dir / "tb_data" / "csim_results.log"), expected) << k.name;
-    // The comparison means something: the outputs vary over the inputs.
-    std::set<std::string> rows;
-    std::stringstream lines(expected);
-    for (std::string line; std::getline(lines, line);) rows.insert(line);
-    EXPECT_GE(rows.size(), 20u) << k.name << ": the model's output hardly depends on its input";
-  }
-  return dirs;
+  return hgqt::testing::check_hls_cases(cases, "hls_acfixed_test", kSamples);
 }
 
 }  // namespace
@@ -396,12 +303,13 @@ TEST(HlsAcFixedExport, RefusesSigned1BitSatSym) {
     o.dialect = d;
     try {
       exporters::export_hls(a, dir.string(), o, {}, 0);
-      ADD_FAILURE() << "no error for " << tag(d);
+      ADD_FAILURE() << "no error for " << dialect_tag(d);
     } catch (const archive::ArchiveError& e) {
       const std::string msg = e.what();
-      EXPECT_EQ(msg.find(tag(d) + ": layer 0 'dense_0': the model input quantizer element 2 is a "
-                                  "signed 1-bit SAT_SYM type (ac_fixed<1,1,true,"),
-                0u)
+      EXPECT_EQ(
+          msg.find(dialect_tag(d) + ": layer 0 'dense_0': the model input quantizer element 2 is a "
+                                    "signed 1-bit SAT_SYM type (ac_fixed<1,1,true,"),
+          0u)
           << msg;
       EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
     }

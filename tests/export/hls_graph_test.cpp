@@ -18,6 +18,7 @@
 
 #include "hgqt/archive/emulator.h"
 #include "hgqt/export/hls.h"
+#include "support/hls_sim.h"
 #include "support/process.h"
 #include "support/random_archive.h"
 
@@ -41,14 +42,6 @@ fs::path fresh_dir(const std::string& name) {
 
 constexpr int64_t kSamples = 2000;
 
-/// 1,000 normal and 1,000 scaled-by-16 input rows.
-std::vector<double> test_inputs(const archive::Archive& a, uint64_t seed) {
-  auto x = hgqt::testing::random_inputs(a, kSamples / 2, seed);
-  const auto big = hgqt::testing::random_inputs(a, kSamples / 2, seed + 1, 16.0);
-  x.insert(x.end(), big.begin(), big.end());
-  return x;
-}
-
 /// One model to export and check.
 struct Case {
   std::string name;  ///< project (and directory) name
@@ -56,63 +49,11 @@ struct Case {
   uint64_t seed = 1;  ///< of the inputs
 };
 
-/// Exports every case, compiles the projects (two compilers at a time) and runs each testbench
-/// on 2,000 inputs: every output bit-exact with the emulator. Returns the project directories.
+/// Exports every case as a Vitis project and checks its C simulation (support/hls_sim.h).
 std::vector<fs::path> check_cases(const std::vector<Case>& cases) {
-  std::vector<fs::path> dirs;
-  std::string compile = "status=0; ";
-  for (size_t c = 0; c < cases.size(); ++c) {
-    const Case& k = cases[c];
-    const fs::path dir = fresh_dir(k.name);
-    dirs.push_back(dir);
-    const auto x = test_inputs(k.a, k.seed);
-    // The scaled inputs overflow the quantizers: the test covers WRAP and saturation.
-    archive::EmulatorStats stats;
-    archive::Emulator(k.a).run_batch(x, kSamples, &stats);
-    EXPECT_GT(stats.wrapped + stats.saturated, 0) << k.name;
-    exporters::HlsOptions o;
-    o.name = k.name;
-    exporters::export_hls(k.a, dir.string(), o, x, kSamples);
-    const std::string cmd = quoted(HGQT_CXX_COMPILER) + " -O1 -std=c++17 -I" +
-                            quoted(ap_include_dir()) + " " +
-                            quoted((dir / (k.name + "_test.cpp")).string()) + " " +
-                            quoted((dir / "firmware" / (k.name + ".cpp")).string()) + " -o " +
-                            quoted((dir / (k.name + "_tb")).string()) + " > " +
-                            quoted((dir / "compile.log").string()) + " 2>&1";
-    compile += "(" + cmd + ") & p" + std::to_string(c) + "=$!; ";
-    if (c % 2 == 1 || c + 1 == cases.size()) {  // wait for this pair
-      for (size_t w = c - c % 2; w <= c; ++w)
-        compile += "wait $p" + std::to_string(w) + " || status=1; ";
-    }
-  }
-  compile += "exit $status";
-  const CommandResult built = run_command(compile);
-  EXPECT_EQ(built.status, 0) << built.output;
-  for (size_t c = 0; c < cases.size(); ++c) {
-    const Case& k = cases[c];
-    const fs::path& dir = dirs[c];
-    if (!fs::exists(dir / (k.name + "_tb"))) {
-      ADD_FAILURE() << k.name << " did not compile:\n"
-                    << read_text(dir / "compile.log").substr(0, 4000);
-      continue;
-    }
-    const CommandResult r = run_command("cd " + quoted(dir.string()) + " && " +
-                                        quoted((dir / (k.name + "_tb")).string()));
-    EXPECT_EQ(r.status, 0) << k.name << "\n" << r.output.substr(0, 4000);
-    EXPECT_NE(
-        r.output.find("hls testbench: " + std::to_string(kSamples) + " samples, 0 mismatches"),
-        std::string::npos)
-        << k.name << "\n"
-        << r.output.substr(0, 4000);
-    const std::string expected = read_text(dir / "tb_data" / "tb_output_predictions.dat");
-    EXPECT_EQ(read_text(dir / "tb_data" / "csim_results.log"), expected) << k.name;
-    // The comparison means something: the outputs vary over the inputs.
-    std::set<std::string> rows;
-    std::stringstream lines(expected);
-    for (std::string line; std::getline(lines, line);) rows.insert(line);
-    EXPECT_GE(rows.size(), 20u) << k.name << ": the model's output hardly depends on its input";
-  }
-  return dirs;
+  std::vector<hgqt::testing::HlsSimCase> sim;
+  for (const Case& k : cases) sim.push_back({k.name, k.a, exporters::HlsDialect::Vitis, k.seed});
+  return hgqt::testing::check_hls_cases(sim, "hls_graph_test", kSamples);
 }
 
 hgqt::testing::RandomArchiveOptions graph_options(uint64_t seed) {
