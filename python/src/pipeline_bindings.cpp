@@ -328,7 +328,8 @@ void init_pipeline(py::module_& m) {
            })
       .def_property_readonly("layers", [](const archive::Archive& a) {
         py::list out;
-        for (const auto& l : a.layers) out.append(py::make_tuple(l.name, l.type));
+        for (const auto& l : a.layers)
+          out.append(py::make_tuple(l.name, archive::kind_name(l.kind)));
         return out;
       });
   m.def("to_archive",

@@ -95,13 +95,53 @@ bool valid_overflow(quant::OverflowMode m) {
   return false;
 }
 
-bool is_layer_type(const std::string& t) {
-  return t == "quantize" || t == "flatten" || t == "reshape" || t == "activation" || t == "pool" ||
-         t == "add" || t == "concatenate" || t == "lut" || t == "softmax" || is_linear(t);
+/// The name of kind `k`; nullptr for a value that is no kind.
+const char* name_or_null(LayerKind k) {
+  switch (k) {
+    case LayerKind::Quantize:
+      return "quantize";
+    case LayerKind::Flatten:
+      return "flatten";
+    case LayerKind::Reshape:
+      return "reshape";
+    case LayerKind::Dense:
+      return "dense";
+    case LayerKind::Conv1d:
+      return "conv1d";
+    case LayerKind::Conv2d:
+      return "conv2d";
+    case LayerKind::Scale:
+      return "scale";
+    case LayerKind::Pool:
+      return "pool";
+    case LayerKind::Add:
+      return "add";
+    case LayerKind::Concatenate:
+      return "concatenate";
+    case LayerKind::Activation:
+      return "activation";
+    case LayerKind::Lut:
+      return "lut";
+    case LayerKind::Softmax:
+      return "softmax";
+  }
+  return nullptr;
 }
-constexpr const char* kLayerTypes =
-    "quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation, "
-    "lut, softmax";
+
+/// Calls fn(kind) for every kind in declaration order. The kinds carry no explicit values, so
+/// they are 0, 1, ...: the walk stops at the first value without a name.
+template <class Fn>
+void for_each_kind(Fn fn) {
+  for (int n = 0; name_or_null(static_cast<LayerKind>(n)) != nullptr; ++n)
+    fn(static_cast<LayerKind>(n));
+}
+
+/// "quantize, flatten, ..., softmax": the valid type names, for messages.
+std::string kind_names() {
+  std::string out;
+  for_each_kind([&](LayerKind k) { out += (out.empty() ? "" : ", ") + std::string(kind_name(k)); });
+  return out;
+}
 
 /// The four quantizers inside a softmax layer, with their JSON / HDF5 names.
 struct SoftmaxSlot {
@@ -217,25 +257,62 @@ class Checker {
   std::string prefix_;
 };
 
-bool layer_has_activation(const std::string& type) {
-  return is_linear(type) || type == "activation" || type == "add";
+/// Layers with an `activation` field: the linear ones, add and activation.
+bool layer_has_activation(LayerKind k) {
+  switch (k) {
+    case LayerKind::Dense:
+    case LayerKind::Conv1d:
+    case LayerKind::Conv2d:
+    case LayerKind::Scale:
+    case LayerKind::Add:
+    case LayerKind::Activation:
+      return true;
+    case LayerKind::Quantize:
+    case LayerKind::Flatten:
+    case LayerKind::Reshape:
+    case LayerKind::Pool:
+    case LayerKind::Concatenate:
+    case LayerKind::Lut:
+    case LayerKind::Softmax:
+      return false;
+  }
+  return false;
 }
 
-bool is_spatial(const std::string& type) {
-  return type == "conv1d" || type == "conv2d" || type == "pool";
+/// Layers with kernel_size and strides: conv1d, conv2d, pool.
+bool is_spatial(LayerKind k) {
+  switch (k) {
+    case LayerKind::Conv1d:
+    case LayerKind::Conv2d:
+    case LayerKind::Pool:
+      return true;
+    case LayerKind::Quantize:
+    case LayerKind::Flatten:
+    case LayerKind::Reshape:
+    case LayerKind::Dense:
+    case LayerKind::Scale:
+    case LayerKind::Add:
+    case LayerKind::Concatenate:
+    case LayerKind::Activation:
+    case LayerKind::Lut:
+    case LayerKind::Softmax:
+      return false;
+  }
+  return false;
 }
 
 /// Checks a conv or pool layer's kernel_size, strides, pad_before against its shapes.
 void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) {
+  const std::string kind = kind_name(l.kind);
   if (l.input_shape.size() != rank + 1)
     c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " + std::to_string(rank + 1) +
            " dimensions (channels last)");
   // A global pool may write [C] for [1, ..., 1, C].
-  const bool global = l.type == "pool" && l.output_shape.size() == 1;
+  const bool global = l.kind == LayerKind::Pool && l.output_shape.size() == 1;
   if (l.output_shape.size() != rank + 1 && !global)
     c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " +
            std::to_string(rank + 1) + " dimensions (channels last)" +
-           (l.type == "pool" ? ", or [C] for a global pool" : ""));
+           (l.kind == LayerKind::Pool ? ", or [C] for a global pool" : ""));
   auto sized = [&](const std::vector<int64_t>& v, const char* field) {
     if (v.size() != rank)
       c.fail(std::string(field) + " has " + std::to_string(v.size()) + " entries, expected " +
@@ -246,7 +323,7 @@ void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) 
   if (padded)
     sized(l.pad_before, "pad_before");
   else if (!l.pad_before.empty())
-    c.fail("a " + l.type + " layer has no pad_before");
+    c.fail("a " + kind + " layer has no pad_before");
   for (size_t d = 0; d < rank; ++d) {
     const int64_t in = l.input_shape[d], out = global ? 1 : l.output_shape[d], k = l.kernel_size[d],
                   s = l.strides[d], p = padded ? l.pad_before[d] : 0;
@@ -271,6 +348,7 @@ void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) 
 
 void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   const Layer& l = a.layers[idx];
+  const std::string kind = kind_name(l.kind);
   const std::string label = "layers[" + std::to_string(idx) + "]";
   if (l.name.empty()) throw ArchiveError(where + ": " + label + ": name is empty");
   const Checker c(where + ": " + label + " " + quote(l.name) + ": ");
@@ -279,7 +357,6 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   for (size_t j = 0; j < idx; ++j)
     if (a.layers[j].name == l.name)
       c.fail("name is also used by layers[" + std::to_string(j) + "]; names must be unique");
-  if (!is_layer_type(l.type)) c.fail("type " + quote(l.type) + " is not one of " + kLayerTypes);
   if (l.name == kModelInput) c.fail("name " + quote(l.name) + " is reserved for the model input");
 
   c.shape(l.input_shape, "input_shape");
@@ -290,12 +367,11 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   } catch (const ArchiveError& e) {
     c.fail(e.what());
   }
-  const bool merge = l.type == "add" || l.type == "concatenate";
+  const bool merge = l.kind == LayerKind::Add || l.kind == LayerKind::Concatenate;
   if (merge && sources.size() < 2)
-    c.fail("a " + l.type + " layer needs two or more inputs, got " +
-           std::to_string(sources.size()));
+    c.fail("a " + kind + " layer needs two or more inputs, got " + std::to_string(sources.size()));
   if (!merge && sources.size() != 1)
-    c.fail("a " + l.type + " layer takes one input, got " + std::to_string(sources.size()));
+    c.fail("a " + kind + " layer takes one input, got " + std::to_string(sources.size()));
   std::vector<std::vector<int64_t>> in_shapes;
   for (size_t s = 0; s < sources.size(); ++s) {
     const int64_t src = sources[s];
@@ -306,205 +382,231 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     if (s == 0 && l.input_shape != in_shapes[0])
       c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
              shape_str(in_shapes[0]) + " (" + from + ")");
-    if (l.type == "add" && in_shapes[s] != l.output_shape)
+    if (l.kind == LayerKind::Add && in_shapes[s] != l.output_shape)
       c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) + " (" + from +
              "), but an add layer's inputs and output share one shape, " +
              shape_str(l.output_shape));
   }
-  if (!is_spatial(l.type) &&
+  if (!is_spatial(l.kind) &&
       (!l.kernel_size.empty() || !l.strides.empty() || !l.pad_before.empty()))
-    c.fail("a " + l.type + " layer has no kernel_size, strides or pad_before");
-  if (l.type != "pool" && !l.pool.empty()) c.fail("pool is set on a " + l.type + " layer");
-  if (l.type != "concatenate" && l.axis != 0) c.fail("axis is set on a " + l.type + " layer");
-  if (l.type != "lut" && (!l.function.empty() || !l.table.empty()))
-    c.fail("function / table are set on a " + l.type + " layer (only lut layers have them)");
+    c.fail("a " + kind + " layer has no kernel_size, strides or pad_before");
+  if (l.kind != LayerKind::Pool && !l.pool.empty()) c.fail("pool is set on a " + kind + " layer");
+  if (l.kind != LayerKind::Concatenate && l.axis != 0)
+    c.fail("axis is set on a " + kind + " layer");
+  if (l.kind != LayerKind::Lut && (!l.function.empty() || !l.table.empty()))
+    c.fail("function / table are set on a " + kind + " layer (only lut layers have them)");
   for (const SoftmaxSlot& q : kSoftmaxSlots)
-    if (l.type != "softmax" && (l.*q.slot).has_value())
-      c.fail(std::string(q.name) + " is set on a " + l.type +
-             " layer (only softmax layers have it)");
+    if (l.kind != LayerKind::Softmax && (l.*q.slot).has_value())
+      c.fail(std::string(q.name) + " is set on a " + kind + " layer (only softmax layers have it)");
 
-  if (layer_has_activation(l.type)) {
+  if (layer_has_activation(l.kind)) {
     if (l.activation != "linear" && l.activation != "relu")
       c.fail("activation " + quote(l.activation) + " is not one of linear, relu");
   } else if (l.activation != "linear") {
-    c.fail("activation " + quote(l.activation) + " is set, but a " + l.type +
+    c.fail("activation " + quote(l.activation) + " is set, but a " + kind +
            " layer has none (only linear, add and activation layers do)");
   }
   auto absent = [&](bool present, const char* field) {
-    if (present) c.fail("a " + l.type + " layer has no " + field);
+    if (present) c.fail("a " + kind + " layer has no " + field);
   };
   auto same_shape = [&]() {
     if (l.output_shape != l.input_shape)
       c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " +
-             shape_str(l.input_shape) + " (a " + l.type + " layer keeps its input shape)");
+             shape_str(l.input_shape) + " (a " + kind + " layer keeps its input shape)");
   };
 
-  if (l.type == "quantize") {
-    if (!l.input_quantizer) c.fail("a quantize layer needs an input_quantizer");
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    absent(l.output_quantizer.has_value(), "output_quantizer");
-    same_shape();
-    c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
-  } else if (l.type == "flatten") {
-    absent(l.input_quantizer.has_value(), "input_quantizer");
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    absent(l.output_quantizer.has_value(), "output_quantizer");
-    const std::vector<int64_t> flat{shape_size(l.input_shape)};
-    if (l.output_shape != flat)
-      c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(flat) +
-             " (flatten of " + shape_str(l.input_shape) + ")");
-  } else if (l.type == "activation") {
-    if (!l.output_quantizer) c.fail("an activation layer needs an output_quantizer");
-    absent(l.input_quantizer.has_value(), "input_quantizer");
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    same_shape();
-    c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
-  } else if (l.type == "reshape") {
-    absent(l.input_quantizer.has_value(), "input_quantizer");
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    absent(l.output_quantizer.has_value(), "output_quantizer");
-    if (shape_size(l.output_shape) != shape_size(l.input_shape))
-      c.fail("output_shape " + shape_str(l.output_shape) + " does not hold the " +
-             std::to_string(shape_size(l.input_shape)) + " elements of " +
-             shape_str(l.input_shape));
-  } else if (l.type == "lut") {
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    if (!l.input_quantizer) c.fail("a lut layer needs an input_quantizer (its table's domain)");
-    if (!l.output_quantizer) c.fail("a lut layer needs an output_quantizer");
-    same_shape();
-    c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
-    c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
-    if (l.function.empty()) c.fail("function is empty (name the tabulated function)");
-    std::vector<int64_t> off;
-    try {
-      off = lut_offsets(l);
-    } catch (const ArchiveError& e) {
-      c.fail(e.what());
+  switch (l.kind) {
+    case LayerKind::Quantize: {
+      if (!l.input_quantizer) c.fail("a quantize layer needs an input_quantizer");
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      absent(l.output_quantizer.has_value(), "output_quantizer");
+      same_shape();
+      c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+      break;
     }
-    if (static_cast<int64_t>(l.table.size()) != off.back())
-      c.fail("table has " + std::to_string(l.table.size()) + " entries, expected " +
-             std::to_string(off.back()) + " (one per input value of every element)");
-    const QuantSpec& oq = *l.output_quantizer;
-    for (int64_t n = 0; n < oq.size(); ++n) {
-      const int w = oq.width(n);
-      const int64_t hi = w <= 0 ? 0 : (int64_t{1} << (oq.i[n] + oq.f[n])) - 1;
-      const int64_t lo = w <= 0 ? 0 : oq.k[n] ? -(int64_t{1} << (oq.i[n] + oq.f[n])) : 0;
-      for (int64_t t = off[n]; t < off[n + 1]; ++t)
-        if (l.table[t] < lo || l.table[t] > hi)
-          c.fail("table entry " + std::to_string(t - off[n]) + " of element " + std::to_string(n) +
-                 index_note(l.output_shape, n) + " is " + std::to_string(l.table[t]) +
-                 ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                 "], the range of its output quantizer");
+    case LayerKind::Flatten: {
+      absent(l.input_quantizer.has_value(), "input_quantizer");
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      absent(l.output_quantizer.has_value(), "output_quantizer");
+      const std::vector<int64_t> flat{shape_size(l.input_shape)};
+      if (l.output_shape != flat)
+        c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(flat) +
+               " (flatten of " + shape_str(l.input_shape) + ")");
+      break;
     }
-  } else if (l.type == "softmax") {
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    if (!l.input_quantizer) c.fail("a softmax layer needs an input_quantizer");
-    if (!l.output_quantizer) c.fail("a softmax layer needs an output_quantizer");
-    same_shape();
-    if (l.input_shape.empty() || l.input_shape.back() < 1)
-      c.fail("input_shape " + shape_str(l.input_shape) +
-             " has no last axis to take the softmax over");
-    c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
-    c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
-    for (const SoftmaxSlot& q : kSoftmaxSlots) {
-      const std::optional<QuantSpec>& spec = l.*q.slot;
-      if (!spec) c.fail(std::string("a softmax layer needs an ") + q.name);
-      c.quantizer(*spec, {1}, q.name);
+    case LayerKind::Activation: {
+      if (!l.output_quantizer) c.fail("an activation layer needs an output_quantizer");
+      absent(l.input_quantizer.has_value(), "input_quantizer");
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      same_shape();
+      c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+      break;
     }
-    for (const SoftmaxSlot& q : {kSoftmaxSlots[0], kSoftmaxSlots[2]}) {
-      const int w = (l.*q.slot)->width(0);
-      if (w > kMaxLutInputBits)
-        c.fail(std::string(q.name) + " is " + std::to_string(w) +
-               " bits wide; a table takes at most " + std::to_string(kMaxLutInputBits) +
-               " (narrow it)");
+    case LayerKind::Reshape: {
+      absent(l.input_quantizer.has_value(), "input_quantizer");
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      absent(l.output_quantizer.has_value(), "output_quantizer");
+      if (shape_size(l.output_shape) != shape_size(l.input_shape))
+        c.fail("output_shape " + shape_str(l.output_shape) + " does not hold the " +
+               std::to_string(shape_size(l.input_shape)) + " elements of " +
+               shape_str(l.input_shape));
+      break;
     }
-  } else if (l.type == "pool") {
-    absent(l.input_quantizer.has_value(), "input_quantizer");
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    absent(l.output_quantizer.has_value(), "output_quantizer");
-    if (l.pool != "max" && l.pool != "avg")
-      c.fail("pool " + quote(l.pool) + " is not one of max, avg");
-    if (l.input_shape.size() != 2 && l.input_shape.size() != 3)
-      c.fail("input_shape is " + shape_str(l.input_shape) +
-             ", expected [L, C] or [H, W, C] (channels last)");
-    check_geometry(l, c, l.input_shape.size() - 1, false);
-    if (l.output_shape.back() != l.input_shape.back())
-      c.fail("output_shape " + shape_str(l.output_shape) + " has " +
-             std::to_string(l.output_shape.back()) + " channels, the input " +
-             std::to_string(l.input_shape.back()));
-    if (l.pool == "avg") {
-      int64_t window = 1;
-      for (int64_t k : l.kernel_size) window *= k;
-      if ((window & (window - 1)) != 0)
-        c.fail("avg pool window of " + std::to_string(window) +
-               " elements is not a power of two (the exact average needs one)");
+    case LayerKind::Lut: {
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      if (!l.input_quantizer) c.fail("a lut layer needs an input_quantizer (its table's domain)");
+      if (!l.output_quantizer) c.fail("a lut layer needs an output_quantizer");
+      same_shape();
+      c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+      c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+      if (l.function.empty()) c.fail("function is empty (name the tabulated function)");
+      std::vector<int64_t> off;
+      try {
+        off = lut_offsets(l);
+      } catch (const ArchiveError& e) {
+        c.fail(e.what());
+      }
+      if (static_cast<int64_t>(l.table.size()) != off.back())
+        c.fail("table has " + std::to_string(l.table.size()) + " entries, expected " +
+               std::to_string(off.back()) + " (one per input value of every element)");
+      const QuantSpec& oq = *l.output_quantizer;
+      for (int64_t n = 0; n < oq.size(); ++n) {
+        const int w = oq.width(n);
+        const int64_t hi = w <= 0 ? 0 : (int64_t{1} << (oq.i[n] + oq.f[n])) - 1;
+        const int64_t lo = w <= 0 ? 0 : oq.k[n] ? -(int64_t{1} << (oq.i[n] + oq.f[n])) : 0;
+        for (int64_t t = off[n]; t < off[n + 1]; ++t)
+          if (l.table[t] < lo || l.table[t] > hi)
+            c.fail("table entry " + std::to_string(t - off[n]) + " of element " +
+                   std::to_string(n) + index_note(l.output_shape, n) + " is " +
+                   std::to_string(l.table[t]) + ", outside [" + std::to_string(lo) + ", " +
+                   std::to_string(hi) + "], the range of its output quantizer");
+      }
+      break;
     }
-  } else if (l.type == "add") {
-    absent(l.input_quantizer.has_value(), "input_quantizer");
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
-  } else if (l.type == "concatenate") {
-    absent(l.input_quantizer.has_value(), "input_quantizer");
-    absent(l.kernel.has_value(), "kernel");
-    absent(l.bias.has_value(), "bias");
-    absent(l.output_quantizer.has_value(), "output_quantizer");
-    const size_t rank = l.output_shape.size();
-    if (l.axis < 0 || static_cast<size_t>(l.axis) >= rank)
-      c.fail("axis " + std::to_string(l.axis) + " outside [0, " + std::to_string(rank - 1) +
-             "] (per-sample axes)");
-    std::vector<int64_t> expect = in_shapes[0];
-    for (size_t s = 0; s < in_shapes.size(); ++s) {
-      if (in_shapes[s].size() != rank)
-        c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) +
-               ", not of the output's rank " + std::to_string(rank));
-      for (size_t d = 0; d < rank; ++d)
-        if (d != static_cast<size_t>(l.axis) && in_shapes[s][d] != l.output_shape[d])
+    case LayerKind::Softmax: {
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      if (!l.input_quantizer) c.fail("a softmax layer needs an input_quantizer");
+      if (!l.output_quantizer) c.fail("a softmax layer needs an output_quantizer");
+      same_shape();
+      if (l.input_shape.empty() || l.input_shape.back() < 1)
+        c.fail("input_shape " + shape_str(l.input_shape) +
+               " has no last axis to take the softmax over");
+      c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+      c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+      for (const SoftmaxSlot& q : kSoftmaxSlots) {
+        const std::optional<QuantSpec>& spec = l.*q.slot;
+        if (!spec) c.fail(std::string("a softmax layer needs an ") + q.name);
+        c.quantizer(*spec, {1}, q.name);
+      }
+      for (const SoftmaxSlot& q : {kSoftmaxSlots[0], kSoftmaxSlots[2]}) {
+        const int w = (l.*q.slot)->width(0);
+        if (w > kMaxLutInputBits)
+          c.fail(std::string(q.name) + " is " + std::to_string(w) +
+                 " bits wide; a table takes at most " + std::to_string(kMaxLutInputBits) +
+                 " (narrow it)");
+      }
+      break;
+    }
+    case LayerKind::Pool: {
+      absent(l.input_quantizer.has_value(), "input_quantizer");
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      absent(l.output_quantizer.has_value(), "output_quantizer");
+      if (l.pool != "max" && l.pool != "avg")
+        c.fail("pool " + quote(l.pool) + " is not one of max, avg");
+      if (l.input_shape.size() != 2 && l.input_shape.size() != 3)
+        c.fail("input_shape is " + shape_str(l.input_shape) +
+               ", expected [L, C] or [H, W, C] (channels last)");
+      check_geometry(l, c, l.input_shape.size() - 1, false);
+      if (l.output_shape.back() != l.input_shape.back())
+        c.fail("output_shape " + shape_str(l.output_shape) + " has " +
+               std::to_string(l.output_shape.back()) + " channels, the input " +
+               std::to_string(l.input_shape.back()));
+      if (l.pool == "avg") {
+        int64_t window = 1;
+        for (int64_t k : l.kernel_size) window *= k;
+        if ((window & (window - 1)) != 0)
+          c.fail("avg pool window of " + std::to_string(window) +
+                 " elements is not a power of two (the exact average needs one)");
+      }
+      break;
+    }
+    case LayerKind::Add: {
+      absent(l.input_quantizer.has_value(), "input_quantizer");
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+      break;
+    }
+    case LayerKind::Concatenate: {
+      absent(l.input_quantizer.has_value(), "input_quantizer");
+      absent(l.kernel.has_value(), "kernel");
+      absent(l.bias.has_value(), "bias");
+      absent(l.output_quantizer.has_value(), "output_quantizer");
+      const size_t rank = l.output_shape.size();
+      if (l.axis < 0 || static_cast<size_t>(l.axis) >= rank)
+        c.fail("axis " + std::to_string(l.axis) + " outside [0, " + std::to_string(rank - 1) +
+               "] (per-sample axes)");
+      std::vector<int64_t> expect = in_shapes[0];
+      for (size_t s = 0; s < in_shapes.size(); ++s) {
+        if (in_shapes[s].size() != rank)
           c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) +
-                 ", which differs from output_shape " + shape_str(l.output_shape) +
-                 " outside axis " + std::to_string(l.axis));
-      if (s > 0) expect[l.axis] += in_shapes[s][l.axis];
+                 ", not of the output's rank " + std::to_string(rank));
+        for (size_t d = 0; d < rank; ++d)
+          if (d != static_cast<size_t>(l.axis) && in_shapes[s][d] != l.output_shape[d])
+            c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) +
+                   ", which differs from output_shape " + shape_str(l.output_shape) +
+                   " outside axis " + std::to_string(l.axis));
+        if (s > 0) expect[l.axis] += in_shapes[s][l.axis];
+      }
+      if (expect != l.output_shape)
+        c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(expect));
+      break;
     }
-    if (expect != l.output_shape)
-      c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(expect));
-  } else if (l.type == "dense") {
-    if (l.input_shape.size() != 1)
-      c.fail("input_shape is " + shape_str(l.input_shape) +
-             ", expected one dimension [in] (flatten first)");
-    if (l.output_shape.size() != 1)
-      c.fail("output_shape is " + shape_str(l.output_shape) + ", expected one dimension [out]");
-    const int64_t in = l.input_shape[0], out = l.output_shape[0];
-    if (!l.kernel) c.fail("a dense layer needs a kernel");
-    c.constant(*l.kernel, {in, out}, "kernel");
-    if (l.bias) c.constant(*l.bias, {out}, "bias");
-    if (l.input_quantizer) c.quantizer(*l.input_quantizer, {in}, "input_quantizer");
-    if (l.output_quantizer) c.quantizer(*l.output_quantizer, {out}, "output_quantizer");
-  } else if (l.type == "scale") {
-    const int64_t ch = l.input_shape.back();
-    same_shape();
-    if (!l.kernel) c.fail("a scale layer needs a kernel");
-    c.constant(*l.kernel, {ch}, "kernel");
-    if (l.bias) c.constant(*l.bias, {ch}, "bias");
-    if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
-    if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
-  } else {  // conv1d, conv2d
-    const size_t rank = l.type == "conv1d" ? 1 : 2;
-    check_geometry(l, c, rank, true);
-    if (!l.kernel) c.fail("a " + l.type + " layer needs a kernel");
-    std::vector<int64_t> ks = l.kernel_size;
-    ks.push_back(l.input_shape.back());
-    ks.push_back(l.output_shape.back());
-    c.constant(*l.kernel, ks, "kernel");
-    if (l.bias) c.constant(*l.bias, {l.output_shape.back()}, "bias");
-    if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
-    if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+    case LayerKind::Dense: {
+      if (l.input_shape.size() != 1)
+        c.fail("input_shape is " + shape_str(l.input_shape) +
+               ", expected one dimension [in] (flatten first)");
+      if (l.output_shape.size() != 1)
+        c.fail("output_shape is " + shape_str(l.output_shape) + ", expected one dimension [out]");
+      const int64_t in = l.input_shape[0], out = l.output_shape[0];
+      if (!l.kernel) c.fail("a dense layer needs a kernel");
+      c.constant(*l.kernel, {in, out}, "kernel");
+      if (l.bias) c.constant(*l.bias, {out}, "bias");
+      if (l.input_quantizer) c.quantizer(*l.input_quantizer, {in}, "input_quantizer");
+      if (l.output_quantizer) c.quantizer(*l.output_quantizer, {out}, "output_quantizer");
+      break;
+    }
+    case LayerKind::Scale: {
+      const int64_t ch = l.input_shape.back();
+      same_shape();
+      if (!l.kernel) c.fail("a scale layer needs a kernel");
+      c.constant(*l.kernel, {ch}, "kernel");
+      if (l.bias) c.constant(*l.bias, {ch}, "bias");
+      if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+      if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+      break;
+    }
+    case LayerKind::Conv1d:
+    case LayerKind::Conv2d: {
+      const size_t rank = l.kind == LayerKind::Conv1d ? 1 : 2;
+      check_geometry(l, c, rank, true);
+      if (!l.kernel) c.fail("a " + kind + " layer needs a kernel");
+      std::vector<int64_t> ks = l.kernel_size;
+      ks.push_back(l.input_shape.back());
+      ks.push_back(l.output_shape.back());
+      c.constant(*l.kernel, ks, "kernel");
+      if (l.bias) c.constant(*l.bias, {l.output_shape.back()}, "bias");
+      if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+      if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+      break;
+    }
   }
 }
 
@@ -870,6 +972,40 @@ bool replaceable(const fs::path& dir) {
 
 // -------------------------------------------------------------------------------------------------
 
+const char* kind_name(LayerKind k) {
+  const char* name = name_or_null(k);
+  return name != nullptr ? name : "unknown";
+}
+
+std::optional<LayerKind> parse_kind(const std::string& name) {
+  std::optional<LayerKind> found;
+  for_each_kind([&](LayerKind k) {
+    if (name == kind_name(k)) found = k;
+  });
+  return found;
+}
+
+bool is_linear(LayerKind k) {
+  switch (k) {
+    case LayerKind::Dense:
+    case LayerKind::Conv1d:
+    case LayerKind::Conv2d:
+    case LayerKind::Scale:
+      return true;
+    case LayerKind::Quantize:
+    case LayerKind::Flatten:
+    case LayerKind::Reshape:
+    case LayerKind::Pool:
+    case LayerKind::Add:
+    case LayerKind::Concatenate:
+    case LayerKind::Activation:
+    case LayerKind::Lut:
+    case LayerKind::Softmax:
+      return false;
+  }
+  return false;
+}
+
 double Constant::value(int64_t n) const {
   return std::ldexp(static_cast<double>(mantissa[n]), exponent[n]);
 }
@@ -1017,19 +1153,19 @@ void write_archive(const Archive& a, const std::string& dir) {
     const std::string base = "/layers/" + l.name;
     Json lj;
     lj["name"] = l.name;
-    lj["type"] = l.type;
+    lj["type"] = kind_name(l.kind);
     if (!l.inputs.empty()) lj["inputs"] = l.inputs;
     lj["input_shape"] = l.input_shape;
     lj["output_shape"] = l.output_shape;
-    if (layer_has_activation(l.type)) lj["activation"] = l.activation;
-    if (is_spatial(l.type)) {
+    if (layer_has_activation(l.kind)) lj["activation"] = l.activation;
+    if (is_spatial(l.kind)) {
       lj["kernel_size"] = l.kernel_size;
       lj["strides"] = l.strides;
     }
-    if (l.type == "conv1d" || l.type == "conv2d") lj["pad_before"] = l.pad_before;
-    if (l.type == "pool") lj["pool"] = l.pool;
-    if (l.type == "concatenate") lj["axis"] = l.axis;
-    if (l.type == "lut") {
+    if (l.kind == LayerKind::Conv1d || l.kind == LayerKind::Conv2d) lj["pad_before"] = l.pad_before;
+    if (l.kind == LayerKind::Pool) lj["pool"] = l.pool;
+    if (l.kind == LayerKind::Concatenate) lj["axis"] = l.axis;
+    if (l.kind == LayerKind::Lut) {
       lj["function"] = l.function;
       lj["table"] = Json{{"size", l.table.size()}, {"values", base + "/table"}};
       tensors.push_back(
@@ -1184,7 +1320,12 @@ Archive read_archive(const std::string& path) {
     r.object(l, lp);
     Layer& layer = a.layers.emplace_back();
     layer.name = r.field_string(l, lp, "name");
-    layer.type = r.field_string(l, lp, "type");
+    const std::string type = r.field_string(l, lp, "type");
+    const std::optional<LayerKind> kind = parse_kind(type);
+    if (!kind)
+      r.fail(lp + ".type",
+             quote(type) + " (layer " + quote(layer.name) + ") is not one of " + kind_names());
+    layer.kind = *kind;
     layer.input_shape = r.field_shape(l, lp, "input_shape");
     layer.output_shape = r.field_shape(l, lp, "output_shape");
     if (const Json* v = r.find(l, "inputs")) {

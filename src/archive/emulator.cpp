@@ -50,18 +50,18 @@ Emulator::Emulator(Archive a, EmulatorOptions options) : a_(std::move(a)), optio
     Plan p;
     p.inputs = layer_inputs(a_, li);
     const Layer& l = a_.layers[li];
-    if (is_linear(l.type)) p.linear = linear_map(l);
-    if (l.type == "pool") p.pool = pool_map(l);
-    if (l.type == "lut") p.lut_offsets = lut_offsets(l);
-    if (l.type == "concatenate") {
+    if (is_linear(l.kind)) p.linear = linear_map(l);
+    if (l.kind == LayerKind::Pool) p.pool = pool_map(l);
+    if (l.kind == LayerKind::Lut) p.lut_offsets = lut_offsets(l);
+    if (l.kind == LayerKind::Concatenate) {
       std::vector<std::vector<int64_t>> shapes;
       for (int64_t src : p.inputs)
         shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
       p.concat = concat_map(l, shapes);
     }
     const int64_t src = p.inputs[0];
-    p.float_output =
-        (l.type == "flatten" || l.type == "reshape") && (src < 0 || plans_[src].float_output);
+    p.float_output = (l.kind == LayerKind::Flatten || l.kind == LayerKind::Reshape) &&
+                     (src < 0 || plans_[src].float_output);
     plans_.push_back(std::move(p));
   }
   batch_ = BatchPlan::build(*this);
@@ -82,102 +82,109 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
                          " of layer '" + l.name + "' left its inferred range (" + to_string(r) +
                          " not in [" + to_string(lo) + ", " + to_string(hi) + "])");
   };
-  if (l.type == "flatten" || l.type == "reshape") {
-    if (!in_float) v = in;
-    return;
-  }
-  if (l.type == "quantize") {
-    if (!in_float) v = in;
-    quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
-    return;
-  }
-  if (l.type == "activation") {
-    v = in;
-    if (l.activation == "relu")
-      for (auto& m : v) m = m < 0 ? 0 : m;
-    // relu keeps each value's frac: the types after relu share the input's frac.
-    quantize_values(v, t.input, *l.output_quantizer, nullptr, sample, stats);
-    return;
-  }
-  if (l.type == "lut") {
-    if (!in_float) v = in;
-    quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
-    const QuantSpec& q = *l.input_quantizer;
-    for (int64_t n = 0; n < q.size(); ++n) {
-      const FixedType qt = t.quantized_input[n];
-      const int64_t index = qt.width == 0 ? 0 : static_cast<int64_t>(v[n] - qt.min_mantissa());
-      v[n] = l.table[p.lut_offsets[n] + index];
+  switch (l.kind) {
+    case LayerKind::Flatten:
+    case LayerKind::Reshape: {
+      if (!in_float) v = in;
+      return;
     }
-    return;
-  }
-  if (l.type == "softmax") {
-    if (!in_float) v = in;
-    quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
-    const SoftmaxTypes& s = t.softmax;
-    std::vector<int64_t> e(s.n);
-    for (int64_t r = 0; r < s.rows; ++r) {
-      int128* row = v.data() + r * s.n;
-      const FixedType* ty = t.quantized_input.data() + r * s.n;
-      for (int64_t j = 0; j < s.n; ++j)
-        row[j] = ty[j].width == 0 ? 0 : row[j] << (s.max.frac - ty[j].frac);
-      const int128 max = *std::max_element(row, row + s.n);
-      int128 sum = 0;
-      for (int64_t j = 0; j < s.n; ++j) {
+    case LayerKind::Quantize: {
+      if (!in_float) v = in;
+      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+      return;
+    }
+    case LayerKind::Activation: {
+      v = in;
+      if (l.activation == "relu")
+        for (auto& m : v) m = m < 0 ? 0 : m;
+      // relu keeps each value's frac: the types after relu share the input's frac.
+      quantize_values(v, t.input, *l.output_quantizer, nullptr, sample, stats);
+      return;
+    }
+    case LayerKind::Lut: {
+      if (!in_float) v = in;
+      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+      const QuantSpec& q = *l.input_quantizer;
+      for (int64_t n = 0; n < q.size(); ++n) {
+        const FixedType qt = t.quantized_input[n];
+        const int64_t index = qt.width == 0 ? 0 : static_cast<int64_t>(v[n] - qt.min_mantissa());
+        v[n] = l.table[p.lut_offsets[n] + index];
+      }
+      return;
+    }
+    case LayerKind::Softmax: {
+      if (!in_float) v = in;
+      quantize_values(v, t.input, *l.input_quantizer, in_float ? x : nullptr, sample, stats);
+      const SoftmaxTypes& s = t.softmax;
+      std::vector<int64_t> e(s.n);
+      for (int64_t r = 0; r < s.rows; ++r) {
+        int128* row = v.data() + r * s.n;
+        const FixedType* ty = t.quantized_input.data() + r * s.n;
+        for (int64_t j = 0; j < s.n; ++j)
+          row[j] = ty[j].width == 0 ? 0 : row[j] << (s.max.frac - ty[j].frac);
+        const int128 max = *std::max_element(row, row + s.n);
+        int128 sum = 0;
+        for (int64_t j = 0; j < s.n; ++j) {
+          bool clipped = false;
+          const int128 u =
+              quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
+          count_clip(stats, *l.exp_input_quantizer, clipped);
+          e[j] = SoftmaxTypes::entry(s.exp_table, s.exp_in, u);
+          sum += e[j];
+        }
         bool clipped = false;
-        const int128 u =
-            quantize_exact(row[j] - max, s.max.frac, *l.exp_input_quantizer, 0, &clipped);
-        count_clip(stats, *l.exp_input_quantizer, clipped);
-        e[j] = SoftmaxTypes::entry(s.exp_table, s.exp_in, u);
-        sum += e[j];
+        const int128 si = quantize_exact(sum, s.exp_out.frac, *l.inv_input_quantizer, 0, &clipped);
+        count_clip(stats, *l.inv_input_quantizer, clipped);
+        const int128 inv = SoftmaxTypes::entry(s.inv_table, s.inv_in, si);
+        for (int64_t j = 0; j < s.n; ++j) row[j] = int128{e[j]} * inv;
       }
-      bool clipped = false;
-      const int128 si = quantize_exact(sum, s.exp_out.frac, *l.inv_input_quantizer, 0, &clipped);
-      count_clip(stats, *l.inv_input_quantizer, clipped);
-      const int128 inv = SoftmaxTypes::entry(s.inv_table, s.inv_in, si);
-      for (int64_t j = 0; j < s.n; ++j) row[j] = int128{e[j]} * inv;
-    }
-    quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
-    return;
-  }
-  if (l.type == "concatenate") {
-    v.resize(p.concat.slot.size());
-    for (size_t o = 0; o < v.size(); ++o)
-      v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];
-    return;
-  }
-  if (l.type == "pool") {
-    const PoolMap& m = p.pool;
-    v.assign(m.n_out(), 0);
-    for (int64_t o = 0; o < m.n_out(); ++o) {
-      const int frac = t.accumulator[o].frac - (m.max ? 0 : m.shift);
-      int128 r = 0;
-      for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
-        const int64_t j = m.input[k];
-        const int128 e = t.input[j].width == 0 ? 0 : in[j] << (frac - t.input[j].frac);
-        r = m.max ? (k == m.begin[o] ? e : std::max(r, e)) : r + e;
-      }
-      check_range("output", o, r, t.acc_lo[o], t.acc_hi[o]);
-      v[o] = r;
-    }
-    return;
-  }
-  if (l.type == "add") {
-    const int64_t n = static_cast<int64_t>(t.accumulator.size());
-    v.assign(n, 0);
-    for (int64_t s = 0; s < static_cast<int64_t>(p.inputs.size()); ++s) {
-      const std::vector<int128>& xs = vals[p.inputs[s]];
-      const std::vector<FixedType>& ts = types_[p.inputs[s]].output;
-      for (int64_t o = 0; o < n; ++o)
-        if (ts[o].width > 0) v[o] += xs[o] << (t.accumulator[o].frac - ts[o].frac);
-    }
-    for (int64_t o = 0; o < n; ++o) check_range("sum", o, v[o], t.acc_lo[o], t.acc_hi[o]);
-    if (l.activation == "relu")
-      for (auto& m : v) m = m < 0 ? 0 : m;
-    if (l.output_quantizer)
       quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
-    return;
+      return;
+    }
+    case LayerKind::Concatenate: {
+      v.resize(p.concat.slot.size());
+      for (size_t o = 0; o < v.size(); ++o)
+        v[o] = vals[p.inputs[p.concat.slot[o]]][p.concat.element[o]];
+      return;
+    }
+    case LayerKind::Pool: {
+      const PoolMap& m = p.pool;
+      v.assign(m.n_out(), 0);
+      for (int64_t o = 0; o < m.n_out(); ++o) {
+        const int frac = t.accumulator[o].frac - (m.max ? 0 : m.shift);
+        int128 r = 0;
+        for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+          const int64_t j = m.input[k];
+          const int128 e = t.input[j].width == 0 ? 0 : in[j] << (frac - t.input[j].frac);
+          r = m.max ? (k == m.begin[o] ? e : std::max(r, e)) : r + e;
+        }
+        check_range("output", o, r, t.acc_lo[o], t.acc_hi[o]);
+        v[o] = r;
+      }
+      return;
+    }
+    case LayerKind::Add: {
+      const int64_t n = static_cast<int64_t>(t.accumulator.size());
+      v.assign(n, 0);
+      for (int64_t s = 0; s < static_cast<int64_t>(p.inputs.size()); ++s) {
+        const std::vector<int128>& xs = vals[p.inputs[s]];
+        const std::vector<FixedType>& ts = types_[p.inputs[s]].output;
+        for (int64_t o = 0; o < n; ++o)
+          if (ts[o].width > 0) v[o] += xs[o] << (t.accumulator[o].frac - ts[o].frac);
+      }
+      for (int64_t o = 0; o < n; ++o) check_range("sum", o, v[o], t.acc_lo[o], t.acc_hi[o]);
+      if (l.activation == "relu")
+        for (auto& m : v) m = m < 0 ? 0 : m;
+      if (l.output_quantizer)
+        quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+      return;
+    }
+    case LayerKind::Dense:
+    case LayerKind::Conv1d:
+    case LayerKind::Conv2d:
+    case LayerKind::Scale:
+      break;  // the linear layers, after the switch
   }
-  // linear layers
   std::vector<int128> xq;
   const std::vector<int128>* xin = &in;
   if (l.input_quantizer) {

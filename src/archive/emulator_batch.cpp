@@ -427,120 +427,144 @@ std::shared_ptr<const BatchPlan> BatchPlan::build(const Emulator& e) {
     if (raw) b.n_in = a.input_size();
     plan->storage[li] = static_cast<int64_t>(li);
     b.kind = Kind::Exact;
-    if (l.type == "flatten" || l.type == "reshape") {
-      b.kind = Kind::Alias;
-      plan->storage[li] = src < 0 ? -1 : plan->storage[src];
-    } else if (l.type == "quantize") {
-      b.in_q = make_quantizer(*l.input_quantizer, in_src);
-      if (b.in_q)
-        b.kind = Kind::Quantize;
-      else
-        b.why_exact = "a quantizer wider than 53 bits";
-    } else if (l.type == "activation") {
-      b.relu = l.activation == "relu";
-      b.out_q = make_quantizer(*l.output_quantizer, in_src);
-      if (b.out_q)
-        b.kind = Kind::Activation;
-      else
-        b.why_exact = "a quantizer wider than 53 bits";
-    } else if (l.type == "lut") {
-      b.in_q = make_quantizer(*l.input_quantizer, in_src);
-      if (b.in_q) {
-        b.kind = Kind::Lut;
-        const size_t n = t.quantized_input.size();
-        b.lut_in_scale.resize(n);
-        b.lut_min.resize(n);
-        b.lut_out_unscale.resize(n);
-        b.lut_offset = p.lut_offsets;
-        for (size_t j = 0; j < n; ++j) {
-          const FixedType& qt = t.quantized_input[j];
-          b.lut_in_scale[j] = qt.width == 0 ? 0.0 : std::ldexp(1.0, qt.frac);
-          b.lut_min[j] = static_cast<double>(static_cast<int64_t>(qt.min_mantissa()));
-          b.lut_out_unscale[j] = t.output[j].width == 0 ? 0.0 : std::ldexp(1.0, -t.output[j].frac);
-        }
-        b.table.assign(l.table.begin(), l.table.end());
-      } else {
-        b.why_exact = "a quantizer wider than 53 bits";
+    switch (l.kind) {
+      case LayerKind::Flatten:
+      case LayerKind::Reshape: {
+        b.kind = Kind::Alias;
+        plan->storage[li] = src < 0 ? -1 : plan->storage[src];
+        break;
       }
-    } else if (l.type == "softmax") {
-      b.why_exact = "table-based rows (exact path)";
-    } else if (l.type == "concatenate") {
-      b.kind = Kind::Concat;
-    } else if (l.type == "pool") {
-      const PoolMap& m = p.pool;
-      b.pool_max = m.max;
-      b.pool_scale = std::ldexp(1.0, -(m.max ? 0 : m.shift));
-      // avg: the exact sum must stay below 2^53 at the sum's frac.
-      bool exact_sum = true;
-      if (!m.max)
-        for (int64_t o = 0; o < m.n_out() && exact_sum; ++o) {
-          const int frac = t.accumulator[o].frac - m.shift;
+      case LayerKind::Quantize: {
+        b.in_q = make_quantizer(*l.input_quantizer, in_src);
+        if (b.in_q)
+          b.kind = Kind::Quantize;
+        else
+          b.why_exact = "a quantizer wider than 53 bits";
+        break;
+      }
+      case LayerKind::Activation: {
+        b.relu = l.activation == "relu";
+        b.out_q = make_quantizer(*l.output_quantizer, in_src);
+        if (b.out_q)
+          b.kind = Kind::Activation;
+        else
+          b.why_exact = "a quantizer wider than 53 bits";
+        break;
+      }
+      case LayerKind::Lut: {
+        b.in_q = make_quantizer(*l.input_quantizer, in_src);
+        if (b.in_q) {
+          b.kind = Kind::Lut;
+          const size_t n = t.quantized_input.size();
+          b.lut_in_scale.resize(n);
+          b.lut_min.resize(n);
+          b.lut_out_unscale.resize(n);
+          b.lut_offset = p.lut_offsets;
+          for (size_t j = 0; j < n; ++j) {
+            const FixedType& qt = t.quantized_input[j];
+            b.lut_in_scale[j] = qt.width == 0 ? 0.0 : std::ldexp(1.0, qt.frac);
+            b.lut_min[j] = static_cast<double>(static_cast<int64_t>(qt.min_mantissa()));
+            b.lut_out_unscale[j] =
+                t.output[j].width == 0 ? 0.0 : std::ldexp(1.0, -t.output[j].frac);
+          }
+          b.table.assign(l.table.begin(), l.table.end());
+        } else {
+          b.why_exact = "a quantizer wider than 53 bits";
+        }
+        break;
+      }
+      case LayerKind::Softmax: {
+        b.why_exact = "table-based rows (exact path)";
+        break;
+      }
+      case LayerKind::Concatenate: {
+        b.kind = Kind::Concat;
+        break;
+      }
+      case LayerKind::Pool: {
+        const PoolMap& m = p.pool;
+        b.pool_max = m.max;
+        b.pool_scale = std::ldexp(1.0, -(m.max ? 0 : m.shift));
+        // avg: the exact sum must stay below 2^53 at the sum's frac.
+        bool exact_sum = true;
+        if (!m.max)
+          for (int64_t o = 0; o < m.n_out() && exact_sum; ++o) {
+            const int frac = t.accumulator[o].frac - m.shift;
+            int128 s = 0;
+            for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+              const int64_t j = m.input[k];
+              if (t.input[j].width == 0) continue;
+              s = sat_add(s, sat_shift(abs_max(types[src].out_lo[j], types[src].out_hi[j]),
+                                       frac - t.input[j].frac));
+            }
+            exact_sum = s < (int128{1} << 53);
+          }
+        if (exact_sum) {
+          b.kind = Kind::Pool;
+          // Channels-last windows: output pos * C + c reads input positions (window) * C + c.
+          const int64_t C = l.input_shape.back();
+          bool by_channel = C > 0 && m.n_out() % C == 0;
+          b.window_begin.assign(1, 0);
+          b.window.clear();
+          for (int64_t pos = 0; by_channel && pos < m.n_out() / C; ++pos) {
+            const int64_t o0 = pos * C, t0 = m.begin[o0], count = m.begin[o0 + 1] - t0;
+            for (int64_t c = 0; c < C && by_channel; ++c) {
+              const int64_t tc = m.begin[o0 + c];
+              if (m.begin[o0 + c + 1] - tc != count) by_channel = false;
+              for (int64_t k = 0; k < count && by_channel; ++k)
+                if (m.input[tc + k] != m.input[t0 + k] + c || m.input[t0 + k] % C != 0)
+                  by_channel = false;
+            }
+            for (int64_t k = 0; k < count; ++k) b.window.push_back(m.input[t0 + k] / C);
+            b.window_begin.push_back(static_cast<int64_t>(b.window.size()));
+          }
+          b.pool_channels = by_channel;
+          b.channels = C;
+          if (!by_channel) {
+            b.window_begin = m.begin;
+            b.window = m.input;
+          }
+        } else {
+          b.why_exact = "an average whose sum may exceed 2^53";
+        }
+        break;
+      }
+      case LayerKind::Add: {
+        bool exact_sum = true;
+        for (size_t o = 0; o < t.accumulator.size() && exact_sum; ++o) {
           int128 s = 0;
-          for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
-            const int64_t j = m.input[k];
-            if (t.input[j].width == 0) continue;
-            s = sat_add(s, sat_shift(abs_max(types[src].out_lo[j], types[src].out_hi[j]),
-                                     frac - t.input[j].frac));
+          for (int64_t in : p.inputs) {
+            const FixedType& ty = types[in].output[o];
+            if (ty.width == 0) continue;
+            s = sat_add(s, sat_shift(abs_max(types[in].out_lo[o], types[in].out_hi[o]),
+                                     t.accumulator[o].frac - ty.frac));
           }
           exact_sum = s < (int128{1} << 53);
         }
-      if (exact_sum) {
-        b.kind = Kind::Pool;
-        // Channels-last windows: output pos * C + c reads input positions (window) * C + c.
-        const int64_t C = l.input_shape.back();
-        bool by_channel = C > 0 && m.n_out() % C == 0;
-        b.window_begin.assign(1, 0);
-        b.window.clear();
-        for (int64_t pos = 0; by_channel && pos < m.n_out() / C; ++pos) {
-          const int64_t o0 = pos * C, t0 = m.begin[o0], count = m.begin[o0 + 1] - t0;
-          for (int64_t c = 0; c < C && by_channel; ++c) {
-            const int64_t tc = m.begin[o0 + c];
-            if (m.begin[o0 + c + 1] - tc != count) by_channel = false;
-            for (int64_t k = 0; k < count && by_channel; ++k)
-              if (m.input[tc + k] != m.input[t0 + k] + c || m.input[t0 + k] % C != 0)
-                by_channel = false;
-          }
-          for (int64_t k = 0; k < count; ++k) b.window.push_back(m.input[t0 + k] / C);
-          b.window_begin.push_back(static_cast<int64_t>(b.window.size()));
-        }
-        b.pool_channels = by_channel;
-        b.channels = C;
-        if (!by_channel) {
-          b.window_begin = m.begin;
-          b.window = m.input;
-        }
-      } else {
-        b.why_exact = "an average whose sum may exceed 2^53";
-      }
-    } else if (l.type == "add") {
-      bool exact_sum = true;
-      for (size_t o = 0; o < t.accumulator.size() && exact_sum; ++o) {
-        int128 s = 0;
-        for (int64_t in : p.inputs) {
-          const FixedType& ty = types[in].output[o];
-          if (ty.width == 0) continue;
-          s = sat_add(s, sat_shift(abs_max(types[in].out_lo[o], types[in].out_hi[o]),
-                                   t.accumulator[o].frac - ty.frac));
-        }
-        exact_sum = s < (int128{1} << 53);
-      }
-      b.relu = l.activation == "relu";
-      if (!exact_sum) {
-        b.why_exact = "a sum that may exceed 2^53";
-      } else if (l.output_quantizer) {
-        b.out_q = make_quantizer(*l.output_quantizer,
-                                 Source{false, &t.accumulator, &t.acc_lo, &t.acc_hi});
-        if (b.out_q)
+        b.relu = l.activation == "relu";
+        if (!exact_sum) {
+          b.why_exact = "a sum that may exceed 2^53";
+        } else if (l.output_quantizer) {
+          b.out_q = make_quantizer(*l.output_quantizer,
+                                   Source{false, &t.accumulator, &t.acc_lo, &t.acc_hi});
+          if (b.out_q)
+            b.kind = Kind::Add;
+          else
+            b.why_exact = "a quantizer wider than 53 bits";
+        } else {
           b.kind = Kind::Add;
-        else
-          b.why_exact = "a quantizer wider than 53 bits";
-      } else {
-        b.kind = Kind::Add;
+        }
+        break;
       }
-    } else if (is_linear(l.type)) {
-      b.linear = true;
-      plan_linear(e, li, in_src, b);
-      if (raw) b.n_in = a.input_size();
+      case LayerKind::Dense:
+      case LayerKind::Conv1d:
+      case LayerKind::Conv2d:
+      case LayerKind::Scale: {
+        b.linear = true;
+        plan_linear(e, li, in_src, b);
+        if (raw) b.n_in = a.input_size();
+        break;
+      }
     }
     if (b.kind == Kind::Exact) {
       b.in_q.reset();
@@ -590,7 +614,7 @@ std::string BatchPlan::describe(const Emulator& e) const {
   for (size_t li = 0; li < layers.size(); ++li) {
     const BatchLayer& b = layers[li];
     const Layer& l = a.layers[li];
-    s << "  " << l.name << " (" << l.type << "): ";
+    s << "  " << l.name << " (" << kind_name(l.kind) << "): ";
     switch (b.kind) {
       case Kind::Alias:
         s << "alias of its input";

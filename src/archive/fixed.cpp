@@ -201,13 +201,13 @@ Geometry geometry(const Layer& l, size_t rank, bool padded) {
   Geometry g;
   g.rank = rank;
   // A global pool may drop the spatial axes of its output ([C] for [1, ..., 1, C]).
-  const bool global = l.type == "pool" && l.output_shape.size() == 1;
+  const bool global = l.kind == LayerKind::Pool && l.output_shape.size() == 1;
   if (l.input_shape.size() != rank + 1 || (l.output_shape.size() != rank + 1 && !global))
-    throw ArchiveError("layer '" + l.name + "' (" + l.type + "): expected " +
+    throw ArchiveError("layer '" + l.name + "' (" + kind_name(l.kind) + "): expected " +
                        std::to_string(rank + 1) + "-dimensional channels-last shapes");
   if (l.kernel_size.size() != rank || l.strides.size() != rank ||
       (padded && l.pad_before.size() != rank))
-    throw ArchiveError("layer '" + l.name + "' (" + l.type + "): kernel_size, strides" +
+    throw ArchiveError("layer '" + l.name + "' (" + kind_name(l.kind) + "): kernel_size, strides" +
                        (padded ? ", pad_before" : "") + " need " + std::to_string(rank) +
                        " entries");
   for (size_t d = 0; d < rank; ++d) {
@@ -251,16 +251,13 @@ void for_windows(const Geometry& g, Fn fn) {
 }
 }  // namespace
 
-bool is_linear(const std::string& type) {
-  return type == "dense" || type == "conv1d" || type == "conv2d" || type == "scale";
-}
-
 LinearMap linear_map(const Layer& l) {
-  if (!l.kernel) throw ArchiveError("layer '" + l.name + "' (" + l.type + "): no kernel");
+  if (!l.kernel)
+    throw ArchiveError("layer '" + l.name + "' (" + kind_name(l.kind) + "): no kernel");
   const Constant& w = *l.kernel;
   LinearMap m;
   m.begin.push_back(0);
-  if (l.type == "dense") {
+  if (l.kind == LayerKind::Dense) {
     const int64_t in = w.shape.at(0), out = w.shape.at(1);
     m.input.reserve(in * out);
     m.weight.reserve(in * out);
@@ -274,7 +271,7 @@ LinearMap linear_map(const Layer& l) {
     }
     return m;
   }
-  if (l.type == "scale") {
+  if (l.kind == LayerKind::Scale) {
     const int64_t c = w.shape.at(0), n = prod(l.input_shape);
     for (int64_t o = 0; o < n; ++o) {
       m.input.push_back(o);
@@ -284,9 +281,9 @@ LinearMap linear_map(const Layer& l) {
     }
     return m;
   }
-  if (l.type != "conv1d" && l.type != "conv2d")
-    throw ArchiveError("layer '" + l.name + "': " + l.type + " is not a linear layer");
-  const Geometry g = geometry(l, l.type == "conv1d" ? 1 : 2, true);
+  if (l.kind != LayerKind::Conv1d && l.kind != LayerKind::Conv2d)
+    throw ArchiveError("layer '" + l.name + "': " + kind_name(l.kind) + " is not a linear layer");
+  const Geometry g = geometry(l, l.kind == LayerKind::Conv1d ? 1 : 2, true);
   const int64_t c_in = l.input_shape.back(), f_out = l.output_shape.back();
   const int64_t n_pos = prod(g.out);
   // Terms of one output position, then repeated per filter.
@@ -308,7 +305,7 @@ LinearMap linear_map(const Layer& l) {
 }
 
 PoolMap pool_map(const Layer& l) {
-  if (l.type != "pool") throw ArchiveError("layer '" + l.name + "': not a pool layer");
+  if (l.kind != LayerKind::Pool) throw ArchiveError("layer '" + l.name + "': not a pool layer");
   const Geometry g = geometry(l, l.input_shape.size() - 1, false);
   const int64_t c = l.input_shape.back();
   PoolMap m;
@@ -516,7 +513,7 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
     t.input = flow.types;
     auto need_fixed = [&](const Flow& f) {
       if (f.is_float)
-        throw ArchiveError(label + " (" + l.type +
+        throw ArchiveError(label + " (" + kind_name(l.kind) +
                            "): its input is the float model input, not yet quantized; quantize "
                            "it first (a quantize layer, or an input quantizer on a dense or "
                            "conv layer)");
@@ -540,104 +537,111 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
         t.acc_hi[n] = acc.ranges[n].hi;
       }
     };
-    if (l.type == "flatten" || l.type == "reshape") {
-      t.quantized_input = t.input;
-      finish(std::move(flow));
-      continue;
-    }
-    if (l.type == "quantize") {
-      apply_quantizer(flow, *l.input_quantizer);
-      t.quantized_input = flow.types;
-      finish(std::move(flow));
-      continue;
-    }
-    if (l.type == "activation") {
-      need_fixed(flow);
-      t.quantized_input = t.input;
-      if (l.activation == "relu") apply_relu(flow);
-      apply_quantizer(flow, *l.output_quantizer);
-      finish(std::move(flow));
-      continue;
-    }
-    if (l.type == "lut") {
-      apply_quantizer(flow, *l.input_quantizer);
-      t.quantized_input = flow.types;
-      // The outputs are the table's entries: their types come from the output quantizer, their
-      // ranges from the entries themselves.
-      const std::vector<int64_t> off = lut_offsets(l);
-      Flow out = fixed_flow(l.output_quantizer->size());
-      for (int64_t n = 0; n < l.output_quantizer->size(); ++n) {
-        const FixedType qt = quantizer_type(*l.output_quantizer, n);
-        int128 lo = l.table[off[n]], hi = lo;
-        for (int64_t e = off[n]; e < off[n + 1]; ++e) {
-          lo = std::min<int128>(lo, l.table[e]);
-          hi = std::max<int128>(hi, l.table[e]);
+    switch (l.kind) {
+      case LayerKind::Flatten:
+      case LayerKind::Reshape: {
+        t.quantized_input = t.input;
+        finish(std::move(flow));
+        continue;
+      }
+      case LayerKind::Quantize: {
+        apply_quantizer(flow, *l.input_quantizer);
+        t.quantized_input = flow.types;
+        finish(std::move(flow));
+        continue;
+      }
+      case LayerKind::Activation: {
+        need_fixed(flow);
+        t.quantized_input = t.input;
+        if (l.activation == "relu") apply_relu(flow);
+        apply_quantizer(flow, *l.output_quantizer);
+        finish(std::move(flow));
+        continue;
+      }
+      case LayerKind::Lut: {
+        apply_quantizer(flow, *l.input_quantizer);
+        t.quantized_input = flow.types;
+        // The outputs are the table's entries: their types come from the output quantizer, their
+        // ranges from the entries themselves.
+        const std::vector<int64_t> off = lut_offsets(l);
+        Flow out = fixed_flow(l.output_quantizer->size());
+        for (int64_t n = 0; n < l.output_quantizer->size(); ++n) {
+          const FixedType qt = quantizer_type(*l.output_quantizer, n);
+          int128 lo = l.table[off[n]], hi = lo;
+          for (int64_t e = off[n]; e < off[n + 1]; ++e) {
+            lo = std::min<int128>(lo, l.table[e]);
+            hi = std::max<int128>(hi, l.table[e]);
+          }
+          out.types[n] = qt;
+          out.ranges[n] = qt.width == 0 ? Range{0, 0} : Range{lo, hi};
         }
-        out.types[n] = qt;
-        out.ranges[n] = qt.width == 0 ? Range{0, 0} : Range{lo, hi};
+        finish(std::move(out));
+        continue;
       }
-      finish(std::move(out));
-      continue;
-    }
-    if (l.type == "softmax") {
-      apply_quantizer(flow, *l.input_quantizer);
-      t.quantized_input = flow.types;
-      std::vector<int128> lo(flow.ranges.size()), hi(flow.ranges.size());
-      for (size_t n = 0; n < lo.size(); ++n) {
-        lo[n] = flow.ranges[n].lo;
-        hi[n] = flow.ranges[n].hi;
+      case LayerKind::Softmax: {
+        apply_quantizer(flow, *l.input_quantizer);
+        t.quantized_input = flow.types;
+        std::vector<int128> lo(flow.ranges.size()), hi(flow.ranges.size());
+        for (size_t n = 0; n < lo.size(); ++n) {
+          lo[n] = flow.ranges[n].lo;
+          hi[n] = flow.ranges[n].hi;
+        }
+        try {
+          t.softmax = softmax_types(l, flow.types, lo, hi);
+        } catch (const ArchiveError& e) {
+          throw ArchiveError(label + ": " + e.what());
+        }
+        const SoftmaxTypes& s = t.softmax;
+        const Range pr{s.product_lo, s.product_hi};  // every e_j * r
+        Flow prod = fixed_flow(flow.types.size());
+        for (size_t n = 0; n < prod.types.size(); ++n) {
+          prod.types[n] = s.product;
+          prod.ranges[n] = pr;
+        }
+        set_acc(prod);
+        apply_quantizer(prod, *l.output_quantizer);
+        finish(std::move(prod));
+        continue;
       }
-      try {
-        t.softmax = softmax_types(l, flow.types, lo, hi);
-      } catch (const ArchiveError& e) {
-        throw ArchiveError(label + ": " + e.what());
+      case LayerKind::Pool: {
+        need_fixed(flow);
+        t.quantized_input = t.input;
+        Flow p = pool_flow(l, flow, label);
+        set_acc(p);
+        finish(std::move(p));
+        continue;
       }
-      const SoftmaxTypes& s = t.softmax;
-      const Range pr{s.product_lo, s.product_hi};  // every e_j * r
-      Flow prod = fixed_flow(flow.types.size());
-      for (size_t n = 0; n < prod.types.size(); ++n) {
-        prod.types[n] = s.product;
-        prod.ranges[n] = pr;
+      case LayerKind::Concatenate: {
+        std::vector<std::vector<int64_t>> shapes;
+        for (int64_t src : sources)
+          shapes.push_back(src < 0 ? a.input_shape : a.layers[src].output_shape);
+        for (const Flow* f : ins) need_fixed(*f);
+        t.quantized_input = t.input;
+        const ConcatMap m = concat_map(l, shapes);
+        Flow c = fixed_flow(m.slot.size());
+        for (size_t o = 0; o < m.slot.size(); ++o) {
+          c.types[o] = ins[m.slot[o]]->types[m.element[o]];
+          c.ranges[o] = ins[m.slot[o]]->ranges[m.element[o]];
+        }
+        finish(std::move(c));
+        continue;
       }
-      set_acc(prod);
-      apply_quantizer(prod, *l.output_quantizer);
-      finish(std::move(prod));
-      continue;
-    }
-    if (l.type == "pool") {
-      need_fixed(flow);
-      t.quantized_input = t.input;
-      Flow p = pool_flow(l, flow, label);
-      set_acc(p);
-      finish(std::move(p));
-      continue;
-    }
-    if (l.type == "concatenate") {
-      std::vector<std::vector<int64_t>> shapes;
-      for (int64_t src : sources)
-        shapes.push_back(src < 0 ? a.input_shape : a.layers[src].output_shape);
-      for (const Flow* f : ins) need_fixed(*f);
-      t.quantized_input = t.input;
-      const ConcatMap m = concat_map(l, shapes);
-      Flow c = fixed_flow(m.slot.size());
-      for (size_t o = 0; o < m.slot.size(); ++o) {
-        c.types[o] = ins[m.slot[o]]->types[m.element[o]];
-        c.ranges[o] = ins[m.slot[o]]->ranges[m.element[o]];
+      case LayerKind::Add: {
+        for (const Flow* f : ins) need_fixed(*f);
+        t.quantized_input = t.input;
+        Flow acc = add_flow(ins, label);
+        set_acc(acc);
+        if (l.activation == "relu") apply_relu(acc);
+        if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
+        finish(std::move(acc));
+        continue;
       }
-      finish(std::move(c));
-      continue;
+      case LayerKind::Dense:
+      case LayerKind::Conv1d:
+      case LayerKind::Conv2d:
+      case LayerKind::Scale:
+        break;  // the linear layers, after the switch
     }
-    if (l.type == "add") {
-      for (const Flow* f : ins) need_fixed(*f);
-      t.quantized_input = t.input;
-      Flow acc = add_flow(ins, label);
-      set_acc(acc);
-      if (l.activation == "relu") apply_relu(acc);
-      if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
-      finish(std::move(acc));
-      continue;
-    }
-    if (!is_linear(l.type)) throw ArchiveError(label + ": unknown layer type '" + l.type + "'");
     if (l.input_quantizer) apply_quantizer(flow, *l.input_quantizer);
     need_fixed(flow);
     t.quantized_input = flow.types;
@@ -719,14 +723,14 @@ std::vector<double> exact_ebops(const Archive& a) {
   std::vector<double> out(a.layers.size(), 0.0);
   for (size_t li = 0; li < a.layers.size(); ++li) {
     const Layer& l = a.layers[li];
-    if (l.type == "softmax") {
+    if (l.kind == LayerKind::Softmax) {
       const SoftmaxTypes& s = types[li].softmax;
       const int be = std::max(0, s.exp_out.width - (s.exp_out.is_signed ? 1 : 0));
       const int br = std::max(0, s.inv_out.width - (s.inv_out.is_signed ? 1 : 0));
       out[li] = static_cast<double>(s.rows * s.n) * be * br;
       continue;
     }
-    if (!is_linear(l.type)) continue;
+    if (!is_linear(l.kind)) continue;
     const LinearMap m = linear_map(l);
     const Constant& w = *l.kernel;
     double e = 0;

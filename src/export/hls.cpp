@@ -26,6 +26,7 @@ using archive::Constant;
 using archive::FixedType;
 using archive::int128;
 using archive::Layer;
+using archive::LayerKind;
 using archive::LayerTypes;
 using archive::QuantSpec;
 using quant::OverflowMode;
@@ -881,12 +882,13 @@ Array Generator::linear_layer(size_t li, const Layer& l, const LayerTypes& t, co
   }
   if (!f.empty() || parts.empty()) parts.push_back(f);
 
-  const std::string fn = p + "_" + l.type;
-  std::string what =
-      l.type + " " +
-      (l.type == "dense" ? std::to_string(n_in) + " -> " + std::to_string(n_out)
-                         : shape_text(l.input_shape) + " -> " + shape_text(l.output_shape));
-  if (l.type == "conv1d" || l.type == "conv2d")
+  const std::string kind = archive::kind_name(l.kind);
+  const std::string fn = p + "_" + kind;
+  std::string what = kind + " " +
+                     (l.kind == LayerKind::Dense
+                          ? std::to_string(n_in) + " -> " + std::to_string(n_out)
+                          : shape_text(l.input_shape) + " -> " + shape_text(l.output_shape));
+  if (l.kind == LayerKind::Conv1d || l.kind == LayerKind::Conv2d)
     what += ", kernel " + shape_text(l.kernel_size) + ", strides " + shape_text(l.strides) +
             ", padding before " + shape_text(l.pad_before);
   std::string code =
@@ -1453,14 +1455,11 @@ void Generator::run() {
     const std::vector<int64_t> srcs = archive::layer_inputs(a_, li);
     const int64_t src = srcs.at(0);
     const bool in_float = src < 0 || is_float[src];
-    if (!in_float &&
-        (l.type == "quantize" || l.type == "activation" || l.type == "pool" ||
-         l.type == "flatten" || l.type == "reshape" || l.type == "lut" || l.type == "softmax" ||
-         archive::is_linear(l.type)) &&
-        arrays[src].size() != archive::shape_size(l.input_shape))
+    const bool merge = l.kind == LayerKind::Add || l.kind == LayerKind::Concatenate;
+    if (!in_float && !merge && arrays[src].size() != archive::shape_size(l.input_shape))
       throw ArchiveError("hls: " + label(li) + ": receives " + std::to_string(arrays[src].size()) +
                          " values, expected " + std::to_string(archive::shape_size(l.input_shape)));
-    if (l.type == "flatten" || l.type == "reshape") {
+    if (l.kind == LayerKind::Flatten || l.kind == LayerKind::Reshape) {
       // Row-major: the elements keep their order and types; nothing is generated.
       if (in_float)
         is_float[li] = 1;
@@ -1468,7 +1467,7 @@ void Generator::run() {
         arrays[li] = arrays[src];
       continue;
     }
-    if (l.type == "quantize") {
+    if (l.kind == LayerKind::Quantize) {
       arrays[li] = in_float ? model_input(li, *l.input_quantizer)
                             : quantize_layer(li, *l.input_quantizer, arrays[src]);
       continue;
@@ -1476,36 +1475,50 @@ void Generator::run() {
     std::vector<const Array*> ins;
     for (int64_t s : srcs) {
       if (s < 0 || is_float[s])
-        if (!((archive::is_linear(l.type) || l.type == "lut" || l.type == "softmax") &&
+        if (!((archive::is_linear(l.kind) || l.kind == LayerKind::Lut ||
+               l.kind == LayerKind::Softmax) &&
               l.input_quantizer))
           throw ArchiveError("hls: " + label(li) + " reads the unquantized model input");
       ins.push_back(s < 0 || is_float[s] ? nullptr : &arrays[s]);
     }
-    if (l.type == "activation") {
-      arrays[li] = activation_layer(li, l, arrays[src]);
-    } else if (l.type == "pool") {
-      arrays[li] = pool_layer(li, l, types[li], arrays[src]);
-    } else if (l.type == "add") {
-      arrays[li] = add_layer(li, l, types[li], ins);
-    } else if (l.type == "concatenate") {
-      arrays[li] = concat_layer(li, l, ins);
-    } else if (l.type == "lut") {
-      if (in_float)
-        arrays[li] = lut_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
-      else
-        arrays[li] = lut_layer(li, l, types[li], arrays[src], false);
-    } else if (l.type == "softmax") {
-      if (in_float)
-        arrays[li] = softmax_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
-      else
-        arrays[li] = softmax_layer(li, l, types[li], arrays[src], false);
-    } else if (archive::is_linear(l.type)) {
-      if (in_float)
-        arrays[li] = linear_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
-      else
-        arrays[li] = linear_layer(li, l, types[li], arrays[src], false);
-    } else {
-      throw ArchiveError("hls: " + label(li) + ": unsupported layer type '" + l.type + "'");
+    switch (l.kind) {
+      case LayerKind::Flatten:
+      case LayerKind::Reshape:
+      case LayerKind::Quantize:
+        break;  // above
+      case LayerKind::Activation:
+        arrays[li] = activation_layer(li, l, arrays[src]);
+        break;
+      case LayerKind::Pool:
+        arrays[li] = pool_layer(li, l, types[li], arrays[src]);
+        break;
+      case LayerKind::Add:
+        arrays[li] = add_layer(li, l, types[li], ins);
+        break;
+      case LayerKind::Concatenate:
+        arrays[li] = concat_layer(li, l, ins);
+        break;
+      case LayerKind::Lut:
+        if (in_float)
+          arrays[li] = lut_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
+        else
+          arrays[li] = lut_layer(li, l, types[li], arrays[src], false);
+        break;
+      case LayerKind::Softmax:
+        if (in_float)
+          arrays[li] = softmax_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
+        else
+          arrays[li] = softmax_layer(li, l, types[li], arrays[src], false);
+        break;
+      case LayerKind::Dense:
+      case LayerKind::Conv1d:
+      case LayerKind::Conv2d:
+      case LayerKind::Scale:
+        if (in_float)
+          arrays[li] = linear_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
+        else
+          arrays[li] = linear_layer(li, l, types[li], arrays[src], false);
+        break;
     }
   }
   if (!have_input_ || n_layers == 0 || is_float.back())

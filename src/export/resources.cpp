@@ -173,7 +173,7 @@ std::string format_resources(const ResourceReport& r, const archive::Archive& a)
   s << ")\n";
   s << "Exact EBOPs per layer:\n";
   for (size_t li = 0; li < a.layers.size(); ++li) {
-    if (!archive::is_linear(a.layers[li].type)) continue;
+    if (!archive::is_linear(a.layers[li].kind)) continue;
     std::snprintf(buf, sizeof buf, "  %-24s %14.0f\n", a.layers[li].name.c_str(), ebops[li]);
     s << buf;
   }

@@ -71,6 +71,7 @@ namespace hgqt::exporters {
 using archive::ArchiveError;
 using archive::FixedType;
 using archive::int128;
+using archive::LayerKind;
 using quant::OverflowMode;
 using quant::RoundingMode;
 
@@ -224,8 +225,26 @@ struct Step {
   double cost;  // estimated logic depth
 };
 
-bool is_wiring(const std::string& type) {
-  return type == "flatten" || type == "reshape" || type == "concatenate";
+/// flatten, reshape and concatenate: they only rename signals.
+bool is_wiring(LayerKind k) {
+  switch (k) {
+    case LayerKind::Flatten:
+    case LayerKind::Reshape:
+    case LayerKind::Concatenate:
+      return true;
+    case LayerKind::Quantize:
+    case LayerKind::Dense:
+    case LayerKind::Conv1d:
+    case LayerKind::Conv2d:
+    case LayerKind::Scale:
+    case LayerKind::Pool:
+    case LayerKind::Add:
+    case LayerKind::Activation:
+    case LayerKind::Lut:
+    case LayerKind::Softmax:
+      return false;
+  }
+  return false;
 }
 
 class Generator {
@@ -328,9 +347,10 @@ void Generator::analyze() {
     inputs_[li] = archive::layer_inputs(a_, li);
     const int64_t src = inputs_[li].at(0);
     const bool in_float = src < 0 || float_[src];
-    if (l.type == "flatten" || l.type == "reshape") float_[li] = in_float;
-    const bool quantizer = l.type == "quantize" || l.type == "lut" || l.type == "softmax" ||
-                           (archive::is_linear(l.type) && l.input_quantizer);
+    if (l.kind == LayerKind::Flatten || l.kind == LayerKind::Reshape) float_[li] = in_float;
+    const bool quantizer = l.kind == LayerKind::Quantize || l.kind == LayerKind::Lut ||
+                           l.kind == LayerKind::Softmax ||
+                           (archive::is_linear(l.kind) && l.input_quantizer);
     if (in_float && quantizer) {
       if (found) {
         // A second reader of the float model input: fine when it applies the same quantizer
@@ -352,9 +372,9 @@ void Generator::analyze() {
     }
     for (int64_t s : inputs_[li])
       if (s >= 0) last_use_[s] = std::max<int64_t>(last_use_[s], static_cast<int64_t>(li));
-    if (archive::is_linear(l.type)) linear_[li] = archive::linear_map(l);
-    if (l.type == "pool") pool_[li] = archive::pool_map(l);
-    if (l.type == "concatenate") {
+    if (archive::is_linear(l.kind)) linear_[li] = archive::linear_map(l);
+    if (l.kind == LayerKind::Pool) pool_[li] = archive::pool_map(l);
+    if (l.kind == LayerKind::Concatenate) {
       std::vector<std::vector<int64_t>> shapes;
       for (int64_t s : inputs_[li])
         shapes.push_back(s < 0 ? a_.input_shape : a_.layers[s].output_shape);
@@ -416,45 +436,56 @@ std::vector<Step> Generator::plan() const {
   };
   for (size_t li = li0_; li < a_.layers.size(); ++li) {
     const auto& l = a_.layers[li];
-    if (float_[li] || is_wiring(l.type)) continue;
-    if (l.type == "quantize") {
-      if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
-      continue;
-    }
-    if (l.type == "activation") {
-      steps.push_back({StepKind::Activation, li, 1});
-      continue;
-    }
-    if (l.type == "lut") {  // input quantizer, then the ROMs
-      if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
-      steps.push_back({StepKind::Lut, li, 2});
-      continue;
-    }
-    if (l.type == "softmax") {  // input quantizer, then the stages of softmax_step
-      if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
-      const double row = depth(types_[li].softmax.n);
-      steps.push_back({StepKind::SmMax, li, row});
-      steps.push_back({StepKind::SmDiff, li, 2});
-      steps.push_back({StepKind::SmExp, li, 2});
-      steps.push_back({StepKind::SmSum, li, row});
-      steps.push_back({StepKind::SmInvQ, li, 1});
-      steps.push_back({StepKind::SmInv, li, 2});
-      steps.push_back({StepKind::SmMul, li, 2});
-      steps.push_back({StepKind::SmOut, li, 1});
-      continue;
-    }
-    if (l.type == "pool") {
-      const auto& m = pool_[li];
-      int64_t window = 1;
-      for (int64_t o = 0; o < m.n_out(); ++o)
-        window = std::max(window, m.begin[o + 1] - m.begin[o]);
-      steps.push_back({StepKind::Acc, li, depth(window)});
-      continue;
-    }
-    if (l.type == "add") {
-      steps.push_back({StepKind::Acc, li, depth(static_cast<int64_t>(inputs_[li].size()))});
-      if (l.activation == "relu" || l.output_quantizer) steps.push_back({StepKind::Post, li, 1});
-      continue;
+    if (float_[li]) continue;
+    switch (l.kind) {
+      case LayerKind::Flatten:
+      case LayerKind::Reshape:
+      case LayerKind::Concatenate:
+        continue;  // wiring: no logic
+      case LayerKind::Quantize: {
+        if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
+        continue;
+      }
+      case LayerKind::Activation: {
+        steps.push_back({StepKind::Activation, li, 1});
+        continue;
+      }
+      case LayerKind::Lut: {  // input quantizer, then the ROMs
+        if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
+        steps.push_back({StepKind::Lut, li, 2});
+        continue;
+      }
+      case LayerKind::Softmax: {  // input quantizer, then the stages of softmax_step
+        if (!reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
+        const double row = depth(types_[li].softmax.n);
+        steps.push_back({StepKind::SmMax, li, row});
+        steps.push_back({StepKind::SmDiff, li, 2});
+        steps.push_back({StepKind::SmExp, li, 2});
+        steps.push_back({StepKind::SmSum, li, row});
+        steps.push_back({StepKind::SmInvQ, li, 1});
+        steps.push_back({StepKind::SmInv, li, 2});
+        steps.push_back({StepKind::SmMul, li, 2});
+        steps.push_back({StepKind::SmOut, li, 1});
+        continue;
+      }
+      case LayerKind::Pool: {
+        const auto& m = pool_[li];
+        int64_t window = 1;
+        for (int64_t o = 0; o < m.n_out(); ++o)
+          window = std::max(window, m.begin[o + 1] - m.begin[o]);
+        steps.push_back({StepKind::Acc, li, depth(window)});
+        continue;
+      }
+      case LayerKind::Add: {
+        steps.push_back({StepKind::Acc, li, depth(static_cast<int64_t>(inputs_[li].size()))});
+        if (l.activation == "relu" || l.output_quantizer) steps.push_back({StepKind::Post, li, 1});
+        continue;
+      }
+      case LayerKind::Dense:
+      case LayerKind::Conv1d:
+      case LayerKind::Conv2d:
+      case LayerKind::Scale:
+        break;  // after the switch
     }
     // linear: input quantizer, products and adder tree, relu and output quantizer
     if (l.input_quantizer && !reads_bus_[li]) steps.push_back({StepKind::Quantize, li, 1});
@@ -1416,9 +1447,9 @@ void Generator::run_step(const Step& s) {
       break;
     }
     case StepKind::Acc:
-      if (l.type == "add") {
+      if (l.kind == LayerKind::Add) {
         add_acc(li);
-      } else if (l.type == "pool") {
+      } else if (l.kind == LayerKind::Pool) {
         cur_ = input(li, 0);
         pool_acc(li);
       } else {
@@ -1466,7 +1497,7 @@ void Generator::run_step(const Step& s) {
 void Generator::wiring(size_t li) {
   const auto& l = a_.layers[li];
   std::vector<Sig> v;
-  if (l.type == "concatenate") {
+  if (l.kind == LayerKind::Concatenate) {
     const auto& m = concat_[li];
     v.reserve(m.slot.size());
     for (size_t o = 0; o < m.slot.size(); ++o) v.push_back(input(li, m.slot[o]).at(m.element[o]));
@@ -1564,12 +1595,12 @@ std::string Generator::generate() {
   for (size_t li = 0; li < n_layers; ++li) {
     const auto& l = a_.layers[li];
     if (float_[li]) continue;
-    if (reads_bus_[li] && l.type == "quantize") {  // its output is data_in
+    if (reads_bus_[li] && l.kind == LayerKind::Quantize) {  // its output is data_in
       vals_[li] = bus_;
       have_[li] = 1;
       continue;
     }
-    if (is_wiring(l.type)) {
+    if (is_wiring(l.kind)) {
       wiring(li);
       continue;
     }
@@ -1580,9 +1611,9 @@ std::string Generator::generate() {
           what = "quantizer";
           break;
         case StepKind::Acc:
-          what = l.type == "add"    ? "sum"
-                 : l.type == "pool" ? l.pool + " pool"
-                                    : "products and sums";
+          what = l.kind == LayerKind::Add    ? "sum"
+                 : l.kind == LayerKind::Pool ? l.pool + " pool"
+                                             : "products and sums";
           break;
         case StepKind::Post:
           what = "activation and output quantizer";

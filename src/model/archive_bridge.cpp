@@ -14,6 +14,7 @@
 namespace hgqt::model {
 
 using archive::ArchiveError;
+using archive::LayerKind;
 using quant::FixedQuantizer;
 using quant::OverflowMode;
 using quant::RoundingMode;
@@ -141,6 +142,17 @@ std::vector<int64_t> lut_table(const nn::QUnaryLUTImpl& lut, const archive::Quan
   return table;
 }
 
+// The archive kind a model layer is written as; std::nullopt when it has none.
+std::optional<LayerKind> archive_kind(const HGQModelImpl::Entry& e) {
+  const std::string t = e.layer->type_name();
+  if (t == "dense_bn") return LayerKind::Dense;
+  if (t == "conv1d_bn") return LayerKind::Conv1d;
+  if (t == "conv2d_bn") return LayerKind::Conv2d;
+  if (t == "batchnorm") return LayerKind::Scale;
+  if (t.find("pool") != std::string::npos) return LayerKind::Pool;
+  return archive::parse_kind(t);
+}
+
 }  // namespace
 
 archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const std::string& name) {
@@ -160,7 +172,11 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
     const auto& e = entries[li];
     archive::Layer l;
     l.name = e.name;
-    l.type = e.layer->type_name();
+    const std::optional<LayerKind> kind = archive_kind(e);
+    if (!kind)
+      throw ArchiveError("layer '" + e.name + "' of type " + e.layer->type_name() +
+                         " has no archive form yet");
+    l.kind = *kind;
     l.input_shape = e.input_shape;
     l.output_shape = e.output_shape;
     if (!(e.inputs.size() == 1 && e.inputs[0] == static_cast<int64_t>(li) - 1))
@@ -177,9 +193,8 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       if (bq && b.defined()) l.bias = constant(bq, b);
       if (oq) l.output_quantizer = quant_spec(oq, e.output_shape);
     };
-    auto conv_attrs = [&](const std::string& type, std::vector<int64_t> ks,
-                          std::vector<int64_t> strides, std::vector<int64_t> pad) {
-      l.type = type;
+    auto conv_attrs = [&](std::vector<int64_t> ks, std::vector<int64_t> strides,
+                          std::vector<int64_t> pad) {
       if (strides.empty()) strides.assign(ks.size(), 1);  // the default: 1 per axis
       l.kernel_size = std::move(ks);
       l.strides = std::move(strides);
@@ -189,32 +204,25 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       linear(d->options.activation(), d->iq, d->kq, d->kernel, d->bq, d->bias, d->oq);
     } else if (auto* d = dynamic_cast<nn::QDenseBatchNormImpl*>(m)) {
       auto [w, b] = d->folded(true);
-      l.type = "dense";
       linear(d->options.activation(), d->iq, d->kq, w, d->bq, b, d->oq);
     } else if (auto* c = dynamic_cast<nn::QConv1dImpl*>(m)) {
-      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(),
-                 c->pad_before(e.input_shape));
+      conv_attrs(c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, c->kernel, c->bq, c->bias, c->oq);
     } else if (auto* c = dynamic_cast<nn::QConv2dImpl*>(m)) {
-      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(),
-                 c->pad_before(e.input_shape));
+      conv_attrs(c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, c->kernel, c->bq, c->bias, c->oq);
     } else if (auto* c = dynamic_cast<nn::QConv1dBatchNormImpl*>(m)) {
       auto [w, b] = c->folded(true);
-      conv_attrs("conv1d", c->options.kernel_size(), c->options.strides(),
-                 c->pad_before(e.input_shape));
+      conv_attrs(c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, w, c->bq, b, c->oq);
     } else if (auto* c = dynamic_cast<nn::QConv2dBatchNormImpl*>(m)) {
       auto [w, b] = c->folded(true);
-      conv_attrs("conv2d", c->options.kernel_size(), c->options.strides(),
-                 c->pad_before(e.input_shape));
+      conv_attrs(c->options.kernel_size(), c->options.strides(), c->pad_before(e.input_shape));
       linear(c->options.activation(), c->iq, c->kq, w, c->bq, b, c->oq);
     } else if (auto* bn = dynamic_cast<nn::QBatchNormImpl*>(m)) {
       auto [sc, off] = bn->folded(true);
-      l.type = "scale";
       linear(bn->options.activation(), bn->iq, bn->kq, sc, bn->bq, off, bn->oq);
     } else if (auto* p = dynamic_cast<nn::PoolImpl*>(m)) {
-      l.type = "pool";
       l.pool = p->kind == nn::PoolImpl::Kind::Max ? "max" : "avg";
       l.kernel_size = p->window(e.input_shape);
       l.strides = p->window_strides(e.input_shape);
@@ -240,27 +248,15 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       l.output_quantizer = quant_spec(act->q, e.output_shape);
     } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(m)) {
       l.input_quantizer = quant_spec(q->q, e.input_shape);
-    } else if (l.type != "flatten" && l.type != "reshape") {
-      throw ArchiveError("layer '" + e.name + "' of type " + l.type + " has no archive form yet");
+    } else if (l.kind != LayerKind::Flatten && l.kind != LayerKind::Reshape) {
+      throw ArchiveError("layer '" + e.name + "' of type " + e.layer->type_name() +
+                         " has no archive form yet");
     }
     a.layers.push_back(std::move(l));
   }
   archive::validate(a, "archive of model '" + name + "'");
   return a;
 }
-
-namespace {
-// The archive type a model layer is written as.
-std::string archive_type(const HGQModelImpl::Entry& e) {
-  const std::string t = e.layer->type_name();
-  if (t == "dense_bn") return "dense";
-  if (t == "conv1d_bn") return "conv1d";
-  if (t == "conv2d_bn") return "conv2d";
-  if (t == "batchnorm") return "scale";
-  if (t.find("pool") != std::string::npos) return "pool";
-  return t;
-}
-}  // namespace
 
 HGQModel from_archive(const archive::Archive& a) {
   if (a.model_yaml.empty())
@@ -275,8 +271,10 @@ HGQModel from_archive(const archive::Archive& a) {
     const auto& e = layers[n];
     const auto& l = a.layers[n];
     const std::string what = "archive layers[" + std::to_string(n) + "] '" + l.name + "'";
-    if (archive_type(e) != l.type)
-      throw ArchiveError(what + ": type " + l.type + ", model_yaml builds " + archive_type(e));
+    const std::optional<LayerKind> built = archive_kind(e);
+    if (built != l.kind)
+      throw ArchiveError(what + ": type " + archive::kind_name(l.kind) + ", model_yaml builds " +
+                         (built ? archive::kind_name(*built) : e.layer->type_name()));
     auto* m = e.module.get();
     auto linear = [&](FixedQuantizer& iq, torch::Tensor& w, FixedQuantizer& kq,
                       FixedQuantizer& oq) {

@@ -20,6 +20,7 @@ namespace {
 using archive::Archive;
 using archive::Constant;
 using archive::Layer;
+using archive::LayerKind;
 using archive::QuantSpec;
 using quant::OverflowMode;
 using quant::RoundingMode;
@@ -45,7 +46,8 @@ std::string kif_string(int k, int i, int f) {
 }
 
 std::string layer_label(const Layer& l, size_t index) {
-  return "layer '" + l.name + "' (layers[" + std::to_string(index) + "], " + l.type + ")";
+  return "layer '" + l.name + "' (layers[" + std::to_string(index) + "], " + kind_name(l.kind) +
+         ")";
 }
 
 /// The QONNX rounding of an activation quantizer; refuses RND unless it may be offset.
@@ -445,81 +447,92 @@ class LayerWriter {
               const archive::LayerTypes& t) {
     const std::string& nm = l.name;
     Value& in = *ins[0];
-    if (l.type == "flatten" || l.type == "reshape") {
-      if (l.output_shape == in.shape) {  // nothing to do
-        Value v = in;
-        v.shape = l.output_shape;
-        return v;
+    switch (l.kind) {
+      case LayerKind::Flatten:
+      case LayerKind::Reshape: {
+        if (l.output_shape == in.shape) {  // nothing to do
+          Value v = in;
+          v.shape = l.output_shape;
+          return v;
+        }
+        const std::string x = get(in, Layout::Last);  // row-major order is channels-last's
+        if (l.output_shape.size() == 1) {
+          onnx::NodeProto* n = b_.node("Flatten", nm + "/flatten", {x});
+          GraphBuilder::add_int(n, "axis", 1);
+          return make(l, Layout::Last, n->output(0));
+        }
+        std::vector<int64_t> dims{0};  // 0: copy the batch dimension
+        dims.insert(dims.end(), l.output_shape.begin(), l.output_shape.end());
+        const std::string shape = b_.int64_initializer(nm + "/shape", dims);
+        return make(l, Layout::Last, b_.op("Reshape", nm + "/reshape", {x, shape}));
       }
-      const std::string x = get(in, Layout::Last);  // row-major order is channels-last's
-      if (l.output_shape.size() == 1) {
-        onnx::NodeProto* n = b_.node("Flatten", nm + "/flatten", {x});
-        GraphBuilder::add_int(n, "axis", 1);
-        return make(l, Layout::Last, n->output(0));
-      }
-      std::vector<int64_t> dims{0};  // 0: copy the batch dimension
-      dims.insert(dims.end(), l.output_shape.begin(), l.output_shape.end());
-      const std::string shape = b_.int64_initializer(nm + "/shape", dims);
-      return make(l, Layout::Last, b_.op("Reshape", nm + "/reshape", {x, shape}));
-    }
-    if (l.type == "quantize" || l.type == "activation") {
-      const Layout lay = elementwise_layout(ins);
-      std::string x = get(in, lay);
-      if (l.type == "quantize")
+      case LayerKind::Quantize:
+      case LayerKind::Activation: {
+        const Layout lay = elementwise_layout(ins);
+        std::string x = get(in, lay);
+        if (l.kind == LayerKind::Quantize)
+          return make(l, lay,
+                      activation_quant(x, *l.input_quantizer, nm + "/input_quant",
+                                       label + " input quantizer"));
+        if (l.activation == "relu") x = b_.op("Relu", nm + "/relu", {x});
         return make(l, lay,
-                    activation_quant(x, *l.input_quantizer, nm + "/input_quant",
-                                     label + " input quantizer"));
-      if (l.activation == "relu") x = b_.op("Relu", nm + "/relu", {x});
-      return make(l, lay,
-                  activation_quant(x, *l.output_quantizer, nm + "/output_quant",
-                                   label + " output quantizer"));
-    }
-    if (l.type == "add") {
-      const Layout lay = elementwise_layout(ins);
-      std::string x = get(in, lay);
-      for (size_t s = 1; s < ins.size(); ++s) x = b_.op("Add", nm + "/add", {x, get(*ins[s], lay)});
-      return make(l, lay, finish(l, label, x));
-    }
-    if (l.type == "concatenate") {
-      const Layout lay = elementwise_layout(ins);
-      std::vector<std::string> xs;
-      for (Value* v : ins) xs.push_back(get(*v, lay));
-      const int64_t rank = static_cast<int64_t>(l.output_shape.size());
-      int64_t axis = l.axis + 1;  // the batch axis comes first
-      if (lay == Layout::First) axis = l.axis == rank - 1 ? 1 : l.axis + 2;
-      onnx::NodeProto* n = b_.node("Concat", nm + "/concat", xs);
-      GraphBuilder::add_int(n, "axis", axis);
-      return make(l, lay, n->output(0));
-    }
-    if (l.type == "pool") {
-      const std::string x = get(in, Layout::First);
-      // No padding, floor mode: ONNX drops the input left over after the last window, as the
-      // archive does. The avg window holds 2^s elements, so the division is exact.
-      onnx::NodeProto* n = b_.node(l.pool == "max" ? "MaxPool" : "AveragePool",
-                                   nm + (l.pool == "max" ? "/maxpool" : "/avgpool"), {x});
-      GraphBuilder::add_ints(n, "kernel_shape", l.kernel_size);
-      GraphBuilder::add_ints(n, "strides", l.strides);
-      return make(l, Layout::First, n->output(0));
-    }
-    if (l.type == "conv1d" || l.type == "conv2d") return conv(l, label, in);
-    if (l.type == "scale") return scale(l, label, in);
-    if (l.type == "dense") {
-      std::string x = get(in, Layout::Last);
-      if (l.input_quantizer)
-        x = activation_quant(x, *l.input_quantizer, nm + "/input_quant",
-                             label + " input quantizer");
-      const Constant& w = *l.kernel;
-      const std::string wq = constant(w, nm + "/kernel", label + " kernel", w.shape);
-      x = b_.op("MatMul", nm + "/matmul", {x, wq});
-      if (l.bias) {
-        const std::string bq = constant(*l.bias, nm + "/bias", label + " bias", l.bias->shape);
-        x = b_.op("Add", nm + "/bias_add", {x, bq});
+                    activation_quant(x, *l.output_quantizer, nm + "/output_quant",
+                                     label + " output quantizer"));
       }
-      return make(l, Layout::Last, finish(l, label, x));
+      case LayerKind::Add: {
+        const Layout lay = elementwise_layout(ins);
+        std::string x = get(in, lay);
+        for (size_t s = 1; s < ins.size(); ++s)
+          x = b_.op("Add", nm + "/add", {x, get(*ins[s], lay)});
+        return make(l, lay, finish(l, label, x));
+      }
+      case LayerKind::Concatenate: {
+        const Layout lay = elementwise_layout(ins);
+        std::vector<std::string> xs;
+        for (Value* v : ins) xs.push_back(get(*v, lay));
+        const int64_t rank = static_cast<int64_t>(l.output_shape.size());
+        int64_t axis = l.axis + 1;  // the batch axis comes first
+        if (lay == Layout::First) axis = l.axis == rank - 1 ? 1 : l.axis + 2;
+        onnx::NodeProto* n = b_.node("Concat", nm + "/concat", xs);
+        GraphBuilder::add_int(n, "axis", axis);
+        return make(l, lay, n->output(0));
+      }
+      case LayerKind::Pool: {
+        const std::string x = get(in, Layout::First);
+        // No padding, floor mode: ONNX drops the input left over after the last window, as the
+        // archive does. The avg window holds 2^s elements, so the division is exact.
+        onnx::NodeProto* n = b_.node(l.pool == "max" ? "MaxPool" : "AveragePool",
+                                     nm + (l.pool == "max" ? "/maxpool" : "/avgpool"), {x});
+        GraphBuilder::add_ints(n, "kernel_shape", l.kernel_size);
+        GraphBuilder::add_ints(n, "strides", l.strides);
+        return make(l, Layout::First, n->output(0));
+      }
+      case LayerKind::Conv1d:
+      case LayerKind::Conv2d:
+        return conv(l, label, in);
+      case LayerKind::Scale:
+        return scale(l, label, in);
+      case LayerKind::Dense: {
+        std::string x = get(in, Layout::Last);
+        if (l.input_quantizer)
+          x = activation_quant(x, *l.input_quantizer, nm + "/input_quant",
+                               label + " input quantizer");
+        const Constant& w = *l.kernel;
+        const std::string wq = constant(w, nm + "/kernel", label + " kernel", w.shape);
+        x = b_.op("MatMul", nm + "/matmul", {x, wq});
+        if (l.bias) {
+          const std::string bq = constant(*l.bias, nm + "/bias", label + " bias", l.bias->shape);
+          x = b_.op("Add", nm + "/bias_add", {x, bq});
+        }
+        return make(l, Layout::Last, finish(l, label, x));
+      }
+      case LayerKind::Lut:
+        return lut(l, label, in);
+      case LayerKind::Softmax:
+        return softmax(l, label, in, t);
     }
-    if (l.type == "lut") return lut(l, label, in);
-    if (l.type == "softmax") return softmax(l, label, in, t);
-    throw QonnxError(label + ": layer type '" + l.type + "' has no QONNX form in this exporter");
+    throw QonnxError(label + ": layer type '" + kind_name(l.kind) +
+                     "' has no QONNX form in this exporter");
   }
 
  private:

@@ -11,9 +11,11 @@
 #include <functional>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "hgqt/archive/archive.h"
@@ -78,7 +80,7 @@ Archive small_archive() {
 
   Layer q;
   q.name = "input_q";
-  q.type = "quantize";
+  q.kind = LayerKind::Quantize;
   q.input_shape = q.output_shape = {4};
   q.input_quantizer = uniform_quant({4}, 1, 2, 3);
   q.input_quantizer->f[2] = -1;  // per-element parameters
@@ -87,7 +89,7 @@ Archive small_archive() {
 
   Layer d1;
   d1.name = "dense_1";
-  d1.type = "dense";
+  d1.kind = LayerKind::Dense;
   d1.input_shape = {4};
   d1.output_shape = {3};
   d1.activation = "relu";
@@ -97,7 +99,7 @@ Archive small_archive() {
 
   Layer act;
   act.name = "relu_1";
-  act.type = "activation";
+  act.kind = LayerKind::Activation;
   act.activation = "relu";
   act.input_shape = act.output_shape = {3};
   act.output_quantizer = uniform_quant({3}, 0, 3, 2, RoundingMode::RND_CONV, OverflowMode::SAT);
@@ -105,7 +107,7 @@ Archive small_archive() {
 
   Layer d2;
   d2.name = "dense_2";
-  d2.type = "dense";
+  d2.kind = LayerKind::Dense;
   d2.input_shape = {3};
   d2.output_shape = {2};
   d2.activation = "linear";
@@ -162,7 +164,7 @@ void expect_same(const Archive& x, const Archive& y) {
     const Layer& b = y.layers[n];
     const std::string what = "layers[" + std::to_string(n) + "]";
     EXPECT_EQ(a.name, b.name) << what;
-    EXPECT_EQ(a.type, b.type) << what;
+    EXPECT_EQ(a.kind, b.kind) << what;
     EXPECT_EQ(a.input_shape, b.input_shape) << what;
     EXPECT_EQ(a.output_shape, b.output_shape) << what;
     EXPECT_EQ(a.activation, b.activation) << what;
@@ -322,19 +324,19 @@ TEST_F(ArchiveIo, RoundTrip) {
   b.output_shape = {200};
   Layer q;
   q.name = "q";
-  q.type = "quantize";
+  q.kind = LayerKind::Quantize;
   q.input_shape = q.output_shape = {8, 16};
   q.input_quantizer = uniform_quant({8, 16}, 0, 1, 7);
   b.layers.push_back(q);
   Layer fl;
   fl.name = "flat";
-  fl.type = "flatten";
+  fl.kind = LayerKind::Flatten;
   fl.input_shape = {8, 16};
   fl.output_shape = {128};
   b.layers.push_back(fl);
   Layer d;
   d.name = "big";
-  d.type = "dense";
+  d.kind = LayerKind::Dense;
   d.input_shape = {128};
   d.output_shape = {200};
   d.kernel = make_constant({128, 200}, 1);
@@ -460,6 +462,65 @@ TEST_F(ArchiveIo, WrongJsonTypesAndSyntax) {
                   {"model.json", "expected an object"});
 }
 
+TEST(LayerKinds, NamesRoundTrip) {
+  // The names model.json writes under "type", pinned: changing one breaks every archive.
+  const std::pair<LayerKind, const char*> kinds[] = {
+      {LayerKind::Quantize, "quantize"},
+      {LayerKind::Flatten, "flatten"},
+      {LayerKind::Reshape, "reshape"},
+      {LayerKind::Dense, "dense"},
+      {LayerKind::Conv1d, "conv1d"},
+      {LayerKind::Conv2d, "conv2d"},
+      {LayerKind::Scale, "scale"},
+      {LayerKind::Pool, "pool"},
+      {LayerKind::Add, "add"},
+      {LayerKind::Concatenate, "concatenate"},
+      {LayerKind::Activation, "activation"},
+      {LayerKind::Lut, "lut"},
+      {LayerKind::Softmax, "softmax"},
+  };
+  for (const auto& [kind, name] : kinds) {
+    EXPECT_STREQ(kind_name(kind), name);
+    const std::optional<LayerKind> parsed = parse_kind(name);
+    ASSERT_TRUE(parsed.has_value()) << name;
+    EXPECT_TRUE(*parsed == kind) << name;
+    EXPECT_EQ(is_linear(kind), kind == LayerKind::Dense || kind == LayerKind::Conv1d ||
+                                   kind == LayerKind::Conv2d || kind == LayerKind::Scale)
+        << name;
+  }
+  EXPECT_FALSE(parse_kind("Dense").has_value());  // lower case only, as in model.json
+  EXPECT_FALSE(parse_kind("bogus").has_value());
+  EXPECT_FALSE(parse_kind("").has_value());
+}
+
+TEST_F(ArchiveIo, LayerTypesInModelJson) {
+  write_small();
+  const Json j = Json::parse(read_text(dir_ / "model.json"));
+  std::vector<std::string> types;
+  for (const Json& l : j["layers"]) types.push_back(l["type"].get<std::string>());
+  EXPECT_EQ(types, (std::vector<std::string>{"quantize", "dense", "activation", "dense"}));
+}
+
+TEST_F(ArchiveIo, UnknownLayerType) {
+  write_small();
+  edit_json(dir_, [](Json& j) { j["layers"][2]["type"] = "conv"; });
+  EXPECT_THROW(read_archive(dir_.string()), ArchiveError);
+  expect_mentions(error_of([&] { read_archive(dir_.string()); }),
+                  {"model.hgqt/model.json: layers[2].type: 'conv' (layer 'relu_1') is not one of "
+                   "quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, "
+                   "concatenate, activation, lut, softmax"});
+
+  write_small();
+  edit_json(dir_, [](Json& j) { j["layers"][1]["type"] = "Dense"; });
+  expect_mentions(error_of([&] { read_archive(dir_.string()); }),
+                  {"model.json: layers[1].type: 'Dense' (layer 'dense_1') is not one of"});
+
+  write_small();
+  edit_json(dir_, [](Json& j) { j["layers"][1]["type"] = 3; });
+  expect_mentions(error_of([&] { read_archive(dir_.string()); }),
+                  {"model.json: layers[1].type: expected a string"});
+}
+
 TEST_F(ArchiveIo, TruncatedTensors) {
   write_small();
   const fs::path h5 = dir_ / "tensors.h5";
@@ -577,7 +638,6 @@ TEST_F(ArchiveIo, ValidationRules) {
         {"layers[2] 'dense_1': name is also used by layers[1]"});
   check([](Archive& a) { a.layers[2].name = ""; }, {"layers[2]: name is empty"});
   check([](Archive& a) { a.layers[2].name = "a/b"; }, {"layers[2] 'a/b'", "'/'"});
-  check([](Archive& a) { a.layers[2].type = "conv"; }, {"layers[2] 'relu_1': type 'conv'"});
   check([](Archive& a) { a.layers[2].activation = "tanh"; }, {"activation 'tanh'"});
   check([](Archive& a) { a.layers[0].activation = "relu"; }, {"layers[0]", "activation 'relu'"});
   check([](Archive& a) { a.layers[0].input_quantizer.reset(); },
@@ -613,13 +673,13 @@ TEST_F(ArchiveIo, ValidationRules) {
   f.output_shape = {5};
   Layer q;
   q.name = "q";
-  q.type = "quantize";
+  q.kind = LayerKind::Quantize;
   q.input_shape = q.output_shape = {2, 3};
   q.input_quantizer = uniform_quant({2, 3}, 1, 1, 1);
   f.layers.push_back(q);
   Layer fl;
   fl.name = "flat";
-  fl.type = "flatten";
+  fl.kind = LayerKind::Flatten;
   fl.input_shape = {2, 3};
   fl.output_shape = {5};
   f.layers.push_back(fl);

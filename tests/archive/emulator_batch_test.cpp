@@ -17,6 +17,7 @@
 
 using namespace hgqt;
 using archive::EmulatorOptions;
+using archive::LayerKind;
 using archive::LinearPrecision;
 using hgqt::testing::GraphKind;
 
@@ -104,7 +105,7 @@ void widen_weights(archive::Archive& a, size_t li, int bits) {
 // wider than a double).
 size_t quantized_linear_layer(const archive::Archive& a) {
   for (size_t li = 0; li < a.layers.size(); ++li)
-    if (archive::is_linear(a.layers[li].type) && a.layers[li].output_quantizer) return li;
+    if (archive::is_linear(a.layers[li].kind) && a.layers[li].output_quantizer) return li;
   ADD_FAILURE() << "no linear layer with an output quantizer in " << a.name;
   return 0;
 }
@@ -213,7 +214,7 @@ TEST(EmulatorBatch, HandMadeInt128LayerWrapsLikeTheExactPath) {
   a.output_shape = {2};
   archive::Layer l;
   l.name = "wide";
-  l.type = "dense";
+  l.kind = LayerKind::Dense;
   l.input_shape = {4};
   l.output_shape = {2};
   l.input_quantizer = archive::QuantSpec{{4}, {1, 1, 1, 1}, {20, 20, 20, 20}, {10, 10, 10, 10}};
@@ -260,7 +261,7 @@ TEST(EmulatorBatch, ValuesWiderThanADoubleRunTheExactPath) {
   o.output_quantizer = false;
   o.sizes = {6, 5, 3};
   auto a = hgqt::testing::random_mlp_archive(o);
-  widen_weights(a, a.layers[0].type == "dense" ? 0 : 1, 54);
+  widen_weights(a, a.layers[0].kind == LayerKind::Dense ? 0 : 1, 54);
   archive::Emulator emu(a);
   EXPECT_FALSE(emu.batched());
   EXPECT_NE(emu.describe_plan().find("exact path only"), std::string::npos);
@@ -331,7 +332,7 @@ TEST(EmulatorBatch, DescribesEveryLayer) {
   const auto a = hgqt::testing::random_graph_archive(GraphKind::Cnn2d);
   const std::string d = archive::Emulator(a).describe_plan();
   for (const auto& l : a.layers)
-    EXPECT_NE(d.find(l.name + " (" + l.type + ")"), std::string::npos) << d;
+    EXPECT_NE(d.find(l.name + " (" + archive::kind_name(l.kind) + ")"), std::string::npos) << d;
   EXPECT_NE(d.find("sgemm"), std::string::npos) << d;
   EXPECT_NE(d.find("im2col"), std::string::npos) << d;
 }

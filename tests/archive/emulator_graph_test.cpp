@@ -13,6 +13,7 @@
 #include "support/random_archive.h"
 
 using namespace hgqt;
+using archive::LayerKind;
 using hgqt::testing::GraphKind;
 
 namespace {
@@ -27,7 +28,7 @@ void relu(Vec& v) {
 
 // conv1d/conv2d with explicit loops; 1-D is the 2-D case with H = 1.
 Vec conv_ref(const archive::Layer& l, const Vec& x) {
-  const bool one = l.type == "conv1d";
+  const bool one = l.kind == LayerKind::Conv1d;
   const int64_t H = one ? 1 : l.input_shape[0], W = l.input_shape[one ? 0 : 1];
   const int64_t C = l.input_shape.back(), F = l.output_shape.back();
   const int64_t OH = one ? 1 : l.output_shape[0], OW = l.output_shape[one ? 0 : 1];
@@ -80,19 +81,19 @@ Vec reference_forward(const archive::Archive& a, const double* x) {
   for (const auto& l : a.layers) {
     std::vector<std::string> ins = l.inputs.empty() ? std::vector<std::string>{prev} : l.inputs;
     Vec v = out.at(ins[0]);
-    if (l.type == "quantize") quantize(v, *l.input_quantizer);
-    if (l.type == "activation") {
+    if (l.kind == LayerKind::Quantize) quantize(v, *l.input_quantizer);
+    if (l.kind == LayerKind::Activation) {
       if (l.activation == "relu") relu(v);
       quantize(v, *l.output_quantizer);
     }
-    if (l.type == "pool") v = pool_ref(l, v);
-    if (l.type == "lut") {
+    if (l.kind == LayerKind::Pool) v = pool_ref(l, v);
+    if (l.kind == LayerKind::Lut) {
       quantize(v, *l.input_quantizer);
       for (size_t n = 0; n < v.size(); ++n)
         v[n] = l.output_quantizer->apply(hgqt::testing::lut_function_value(l.function, v[n]),
                                          static_cast<int64_t>(n));
     }
-    if (l.type == "softmax") {
+    if (l.kind == LayerKind::Softmax) {
       // Written from archive.h's formula, value by value in double (exact at these widths).
       quantize(v, *l.input_quantizer);
       const size_t n = static_cast<size_t>(l.input_shape.back());
@@ -112,13 +113,13 @@ Vec reference_forward(const archive::Archive& a, const double* x) {
           v[r + j] = l.output_quantizer->apply(e[j] * inv, static_cast<int64_t>(r + j));
       }
     }
-    if (l.type == "add") {
+    if (l.kind == LayerKind::Add) {
       for (size_t s = 1; s < ins.size(); ++s)
         for (size_t n = 0; n < v.size(); ++n) v[n] += out.at(ins[s])[n];
       if (l.activation == "relu") relu(v);
       if (l.output_quantizer) quantize(v, *l.output_quantizer);
     }
-    if (l.type == "concatenate") {
+    if (l.kind == LayerKind::Concatenate) {
       // Split every input into (outer, inner) blocks around the axis and interleave them.
       int64_t outer = 1;
       for (int64_t d = 0; d < l.axis; ++d) outer *= l.output_shape[d];
@@ -131,17 +132,17 @@ Vec reference_forward(const archive::Archive& a, const double* x) {
         }
       v = y;
     }
-    if (archive::is_linear(l.type)) {
+    if (archive::is_linear(l.kind)) {
       if (l.input_quantizer) quantize(v, *l.input_quantizer);
       Vec y;
-      if (l.type == "dense") {
+      if (l.kind == LayerKind::Dense) {
         const int64_t in = l.kernel->shape[0], n_out = l.kernel->shape[1];
         y.assign(n_out, 0.0);
         for (int64_t o = 0; o < n_out; ++o) {
           for (int64_t j = 0; j < in; ++j) y[o] += v[j] * l.kernel->value(j * n_out + o);
           if (l.bias) y[o] += l.bias->value(o);
         }
-      } else if (l.type == "scale") {
+      } else if (l.kind == LayerKind::Scale) {
         const int64_t C = l.kernel->shape[0];
         y = v;
         for (size_t n = 0; n < y.size(); ++n)
@@ -263,7 +264,7 @@ TEST(ArchiveGraph, ExactEbopsOfAConvByHand) {
   t.output_shape = {2, 1};
   archive::Layer l;
   l.name = "c";
-  l.type = "conv1d";
+  l.kind = LayerKind::Conv1d;
   l.input_shape = {3, 1};
   l.output_shape = {2, 1};
   l.kernel_size = {2};
@@ -356,7 +357,7 @@ TEST(ArchiveGraph, SoftmaxByHand) {
   t.input_shape = t.output_shape = {2};
   archive::Layer l;
   l.name = "sm";
-  l.type = "softmax";
+  l.kind = LayerKind::Softmax;
   l.input_shape = l.output_shape = {2};
   l.input_quantizer = archive::QuantSpec{{2}, {1, 1}, {2, 2}, {1, 1}};
   l.exp_input_quantizer = scalar_quantizer(1, 2, 0);

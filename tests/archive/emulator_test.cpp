@@ -11,6 +11,7 @@
 
 using namespace hgqt;
 using archive::int128;
+using archive::LayerKind;
 using quant::OverflowMode;
 using quant::RoundingMode;
 
@@ -27,12 +28,12 @@ std::vector<double> reference_forward(const archive::Archive& a, const double* x
     for (auto& e : v) e = std::max(e, 0.0);
   };
   for (const auto& l : a.layers) {
-    if (l.type == "quantize") quantize(v, *l.input_quantizer);
-    if (l.type == "activation") {
+    if (l.kind == LayerKind::Quantize) quantize(v, *l.input_quantizer);
+    if (l.kind == LayerKind::Activation) {
       if (l.activation == "relu") relu(v);
       quantize(v, *l.output_quantizer);
     }
-    if (l.type != "dense") continue;
+    if (l.kind != LayerKind::Dense) continue;
     if (l.input_quantizer) quantize(v, *l.input_quantizer);
     const int64_t in = l.kernel->shape[0], out = l.kernel->shape[1];
     std::vector<double> y(out, 0.0);
@@ -127,7 +128,7 @@ TEST(ArchiveFixed, ExactEbopsByHand) {
   a.output_shape = {2};
   archive::Layer l;
   l.name = "d";
-  l.type = "dense";
+  l.kind = LayerKind::Dense;
   l.input_shape = {3};
   l.output_shape = {2};
   archive::QuantSpec iq;

@@ -25,6 +25,7 @@
 using namespace hgqt;
 using archive::FixedType;
 using archive::int128;
+using archive::LayerKind;
 using exporters::HlsDialect;
 using hgqt::testing::CommandResult;
 using hgqt::testing::count_of;
@@ -128,7 +129,7 @@ archive::Archive ac_expressible(archive::Archive a) {
       for (int64_t n = 0; n < (*q)->size(); ++n)
         if ((*q)->k[n] == 1 && (*q)->i[n] + (*q)->f[n] == 0) (*q)->f[n] += 1;
     }
-    if (l.type == "lut") hgqt::testing::fill_lut_table(l);
+    if (l.kind == LayerKind::Lut) hgqt::testing::fill_lut_table(l);
   }
   archive::validate(a);
   return a;

@@ -27,6 +27,7 @@ using hgqt::testing::GraphKind;
 using quant::OverflowMode;
 using quant::RoundingMode;
 namespace fs = std::filesystem;
+using archive::LayerKind;
 using hgqt::testing::ap_include_dir;
 using hgqt::testing::CommandResult;
 using hgqt::testing::count_of;
@@ -102,11 +103,11 @@ archive::Constant constant(Rng& g, std::vector<int64_t> shape) {
   return c;
 }
 
-archive::Layer layer(const std::string& name, const std::string& type, std::vector<int64_t> in,
+archive::Layer layer(const std::string& name, LayerKind kind, std::vector<int64_t> in,
                      std::vector<int64_t> out, std::vector<std::string> inputs = {}) {
   archive::Layer l;
   l.name = name;
-  l.type = type;
+  l.kind = kind;
   l.input_shape = std::move(in);
   l.output_shape = std::move(out);
   l.inputs = std::move(inputs);
@@ -210,7 +211,7 @@ TEST(HlsGraph, LargeConvSplitAndSharedInput) {
   a.input_shape = {8, 8, 3};
   a.output_shape = {8};
   auto& L = a.layers;
-  L.push_back(layer("conv", "conv2d", {8, 8, 3}, {8, 8, 6}, {archive::kModelInput}));
+  L.push_back(layer("conv", LayerKind::Conv2d, {8, 8, 3}, {8, 8, 6}, {archive::kModelInput}));
   L.back().input_quantizer = quantizer(g, {8, 8, 3}, OverflowMode::WRAP);
   L.back().kernel = constant(g, {3, 3, 3, 6});
   L.back().bias = constant(g, {6});
@@ -219,23 +220,23 @@ TEST(HlsGraph, LargeConvSplitAndSharedInput) {
   L.back().pad_before = {1, 1};
   L.back().activation = "relu";
   L.back().output_quantizer = quantizer(g, {8, 8, 6}, OverflowMode::SAT);
-  L.push_back(layer("pool", "pool", {8, 8, 6}, {2, 2, 6}));
+  L.push_back(layer("pool", LayerKind::Pool, {8, 8, 6}, {2, 2, 6}));
   L.back().pool = "max";
   L.back().kernel_size = {4, 4};
   L.back().strides = {4, 4};
-  L.push_back(layer("flat", "flatten", {2, 2, 6}, {24}));
-  L.push_back(layer("dense", "dense", {24}, {5}));
+  L.push_back(layer("flat", LayerKind::Flatten, {2, 2, 6}, {24}));
+  L.push_back(layer("dense", LayerKind::Dense, {24}, {5}));
   L.back().kernel = constant(g, {24, 5});
   L.back().bias = constant(g, {5});
   // The raw input again, through the same quantizer: a 1x1 conv with stride 8 (one position).
-  L.push_back(layer("corner", "conv2d", {8, 8, 3}, {1, 1, 3}, {archive::kModelInput}));
+  L.push_back(layer("corner", LayerKind::Conv2d, {8, 8, 3}, {1, 1, 3}, {archive::kModelInput}));
   L.back().input_quantizer = L[0].input_quantizer;
   L.back().kernel = constant(g, {1, 1, 3, 3});
   L.back().kernel_size = {1, 1};
   L.back().strides = {8, 8};
   L.back().pad_before = {0, 0};
-  L.push_back(layer("corner_flat", "reshape", {1, 1, 3}, {3}));
-  L.push_back(layer("cat", "concatenate", {5}, {8}, {"dense", "corner_flat"}));
+  L.push_back(layer("corner_flat", LayerKind::Reshape, {1, 1, 3}, {3}));
+  L.push_back(layer("cat", LayerKind::Concatenate, {5}, {8}, {"dense", "corner_flat"}));
   archive::validate(a);
   const auto dirs = check_cases({{"large_conv", a, 500}});
   const std::string cpp = read_text(dirs[0] / "firmware" / "large_conv.cpp");
@@ -289,7 +290,7 @@ TEST(HlsGraph, SoftmaxBitExact) {
     a.name = "softmax_input";
     a.input_shape = {3, 4};
     a.output_shape = {3, 4};
-    a.layers.push_back(layer("sm", "softmax", {3, 4}, {3, 4}, {archive::kModelInput}));
+    a.layers.push_back(layer("sm", LayerKind::Softmax, {3, 4}, {3, 4}, {archive::kModelInput}));
     archive::Layer& l = a.layers.back();
     l.input_quantizer = quantizer(g, {3, 4}, OverflowMode::SAT);
     l.input_quantizer->i[5] = -2;  // one pruned input element (W = k + i + f <= 0)
@@ -354,9 +355,9 @@ TEST(HlsGraph, SoftmaxConstantStagesBitExact) {
   a.input_shape = {2, 4};
   a.output_shape = {4, 4};
   auto& L = a.layers;
-  L.push_back(layer("q", "quantize", {2, 4}, {2, 4}));
+  L.push_back(layer("q", LayerKind::Quantize, {2, 4}, {2, 4}));
   L.back().input_quantizer = quantizer(g, {2, 4}, OverflowMode::SAT);
-  L.push_back(layer("sm_a", "softmax", {2, 4}, {2, 4}, {"q"}));
+  L.push_back(layer("sm_a", LayerKind::Softmax, {2, 4}, {2, 4}, {"q"}));
   L.back().input_quantizer = quantizer(g, {2, 4}, OverflowMode::WRAP);
   for (int64_t n = 4; n < 8; ++n) {  // row 1 pruned
     L.back().input_quantizer->k[n] = 0;
@@ -368,14 +369,14 @@ TEST(HlsGraph, SoftmaxConstantStagesBitExact) {
   L.back().exp_output_quantizer = scalar_quantizer(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
   L.back().inv_input_quantizer = scalar_quantizer(0, 0, 0, RoundingMode::RND, OverflowMode::SAT);
   L.back().inv_output_quantizer = scalar_quantizer(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
-  L.push_back(layer("sm_b", "softmax", {2, 4}, {2, 4}, {"q"}));
+  L.push_back(layer("sm_b", LayerKind::Softmax, {2, 4}, {2, 4}, {"q"}));
   L.back().input_quantizer = quantizer(g, {2, 4}, OverflowMode::SAT);
   L.back().output_quantizer = fine(quantizer(g, {2, 4}, OverflowMode::SAT));
   L.back().exp_input_quantizer = scalar_quantizer(0, 0, 0, RoundingMode::TRN, OverflowMode::WRAP);
   L.back().exp_output_quantizer = scalar_quantizer(0, 0, 6, RoundingMode::RND, OverflowMode::SAT);
   L.back().inv_input_quantizer = scalar_quantizer(0, 3, 3, RoundingMode::TRN, OverflowMode::SAT);
   L.back().inv_output_quantizer = scalar_quantizer(0, 1, 5, RoundingMode::RND, OverflowMode::SAT);
-  L.push_back(layer("cat", "concatenate", {2, 4}, {4, 4}, {"sm_a", "sm_b"}));
+  L.push_back(layer("cat", LayerKind::Concatenate, {2, 4}, {4, 4}, {"sm_a", "sm_b"}));
   L.back().axis = 0;
   archive::validate(a);
   const auto dirs = check_cases({{"softmax_const", a, 730}});

@@ -24,6 +24,7 @@
 using namespace hgqt;
 using archive::FixedType;
 using archive::int128;
+using archive::LayerKind;
 using quant::OverflowMode;
 using quant::RoundingMode;
 namespace fs = std::filesystem;
@@ -440,7 +441,7 @@ TEST(HlsExport, EndToEndUnquantizedChain) {
   opt.mixed_modes = false;
   opt.zero_weights = 0.1;
   auto a = hgqt::testing::random_mlp_archive(opt);
-  ASSERT_EQ(a.layers[1].type, "dense");
+  ASSERT_EQ(a.layers[1].kind, LayerKind::Dense);
   a.layers[1].input_quantizer.reset();
   export_and_check(a, "chain_prj", 31, fresh_dir("e2e_chain"));
 }
@@ -470,7 +471,7 @@ TEST(HlsExport, EndToEndPartialSumsWiderThanAccumulator) {
   a.output_shape = {1};
   archive::Layer d0;
   d0.name = "d0";
-  d0.type = "dense";
+  d0.kind = LayerKind::Dense;
   d0.input_shape = d0.output_shape = {2};
   d0.activation = "relu";
   d0.input_quantizer =
@@ -479,7 +480,7 @@ TEST(HlsExport, EndToEndPartialSumsWiderThanAccumulator) {
   d0.bias = constant({2}, {4, 4}, 0);
   archive::Layer d1;
   d1.name = "d1";
-  d1.type = "dense";
+  d1.kind = LayerKind::Dense;
   d1.input_shape = {2};
   d1.output_shape = {1};
   d1.kernel = constant({2, 1}, {-1, 2}, 0);
@@ -500,7 +501,7 @@ TEST(HlsExport, EndToEndWideWeights) {
   a.output_shape = {1};
   archive::Layer d;
   d.name = "d";
-  d.type = "dense";
+  d.kind = LayerKind::Dense;
   d.input_shape = {2};
   d.output_shape = {1};
   d.input_quantizer =

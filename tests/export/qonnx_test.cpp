@@ -25,6 +25,7 @@
 #include "support/random_archive.h"
 
 using namespace hgqt;
+using archive::LayerKind;
 using exporters::QonnxError;
 using exporters::QonnxOptions;
 using quant::OverflowMode;
@@ -77,10 +78,11 @@ int64_t expected_nodes(const archive::Archive& a, bool rnd_offsets = false) {
     return (rnd_offsets && q.round == RoundingMode::RND) ? 2 : 1;
   };
   for (const auto& l : a.layers) {
-    if (l.type == "flatten") n += l.input_shape.size() > 1 ? 1 : 0;
-    if (l.type == "quantize") n += quant(*l.input_quantizer);
-    if (l.type == "activation") n += (l.activation == "relu" ? 1 : 0) + quant(*l.output_quantizer);
-    if (l.type != "dense") continue;
+    if (l.kind == LayerKind::Flatten) n += l.input_shape.size() > 1 ? 1 : 0;
+    if (l.kind == LayerKind::Quantize) n += quant(*l.input_quantizer);
+    if (l.kind == LayerKind::Activation)
+      n += (l.activation == "relu" ? 1 : 0) + quant(*l.output_quantizer);
+    if (l.kind != LayerKind::Dense) continue;
     n += 2;  // kernel Quant, MatMul
     if (l.input_quantizer) n += quant(*l.input_quantizer);
     if (l.bias) n += 2;  // bias Quant, Add
@@ -223,7 +225,8 @@ archive::Archive graph_archive(hgqt::testing::GraphKind kind, uint64_t seed) {
 /// True when the archive has layers beyond the MLP ones that expected_nodes() counts.
 bool is_graph(const archive::Archive& a) {
   for (const auto& l : a.layers)
-    if (l.type != "quantize" && l.type != "flatten" && l.type != "dense" && l.type != "activation")
+    if (l.kind != LayerKind::Quantize && l.kind != LayerKind::Flatten &&
+        l.kind != LayerKind::Dense && l.kind != LayerKind::Activation)
       return true;
   return false;
 }
@@ -263,12 +266,11 @@ archive::Constant random_constant(std::mt19937_64& rng, std::vector<int64_t> sha
   return c;
 }
 
-archive::Layer graph_layer(const std::string& name, const std::string& type,
-                           std::vector<int64_t> in, std::vector<int64_t> out,
-                           std::vector<std::string> inputs = {}) {
+archive::Layer graph_layer(const std::string& name, LayerKind kind, std::vector<int64_t> in,
+                           std::vector<int64_t> out, std::vector<std::string> inputs = {}) {
   archive::Layer l;
   l.name = name;
-  l.type = type;
+  l.kind = kind;
   l.input_shape = std::move(in);
   l.output_shape = std::move(out);
   l.inputs = std::move(inputs);
@@ -290,10 +292,10 @@ archive::Archive crop_archive(uint64_t seed) {
   a.input_shape = {7, 5, 2};
   a.output_shape = {3};
   auto& L = a.layers;
-  L.push_back(graph_layer("q", "quantize", {7, 5, 2}, {7, 5, 2}));
+  L.push_back(graph_layer("q", LayerKind::Quantize, {7, 5, 2}, {7, 5, 2}));
   L.back().input_quantizer =
       uniform_quantizer({7, 5, 2}, 1, 2, 3, RoundingMode::RND_CONV, OverflowMode::SAT);
-  L.push_back(graph_layer("conv_crop", "conv2d", {7, 5, 2}, {3, 3, 4}));
+  L.push_back(graph_layer("conv_crop", LayerKind::Conv2d, {7, 5, 2}, {3, 3, 4}));
   L.back().kernel_size = {2, 3};
   L.back().strides = {2, 2};
   L.back().pad_before = {0, 1};
@@ -302,26 +304,26 @@ archive::Archive crop_archive(uint64_t seed) {
   L.back().activation = "relu";
   L.back().output_quantizer =
       uniform_quantizer({3, 3, 4}, 0, 2, 2, RoundingMode::TRN, OverflowMode::SAT);
-  L.push_back(graph_layer("avg", "pool", {3, 3, 4}, {3, 2, 4}));
+  L.push_back(graph_layer("avg", LayerKind::Pool, {3, 3, 4}, {3, 2, 4}));
   L.back().pool = "avg";
   L.back().kernel_size = {1, 2};
   L.back().strides = {1, 1};
-  L.push_back(graph_layer("to_seq", "reshape", {3, 2, 4}, {6, 4}));
-  L.push_back(graph_layer("conv_seq", "conv1d", {6, 4}, {8, 3}));
+  L.push_back(graph_layer("to_seq", LayerKind::Reshape, {3, 2, 4}, {6, 4}));
+  L.push_back(graph_layer("conv_seq", LayerKind::Conv1d, {6, 4}, {8, 3}));
   L.back().kernel_size = {3};
   L.back().strides = {1};
   L.back().pad_before = {2};
   L.back().kernel = random_constant(rng, {3, 4, 3});
   L.back().output_quantizer =
       uniform_quantizer({8, 3}, 1, 1, 3, RoundingMode::RND_CONV, OverflowMode::SAT_SYM);
-  L.push_back(graph_layer("maxp", "pool", {8, 3}, {3, 3}));
+  L.push_back(graph_layer("maxp", LayerKind::Pool, {8, 3}, {3, 3}));
   L.back().pool = "max";
   L.back().kernel_size = {3};
   L.back().strides = {2};
-  L.push_back(graph_layer("cat", "concatenate", {3, 3}, {11, 3}, {"maxp", "conv_seq"}));
+  L.push_back(graph_layer("cat", LayerKind::Concatenate, {3, 3}, {11, 3}, {"maxp", "conv_seq"}));
   L.back().axis = 0;
-  L.push_back(graph_layer("flat", "flatten", {11, 3}, {33}));
-  L.push_back(graph_layer("dense_out", "dense", {33}, {3}));
+  L.push_back(graph_layer("flat", LayerKind::Flatten, {11, 3}, {33}));
+  L.push_back(graph_layer("dense_out", LayerKind::Dense, {33}, {3}));
   L.back().input_quantizer =
       uniform_quantizer({33}, 1, 2, 2, RoundingMode::TRN, OverflowMode::SAT_SYM);
   L.back().kernel = random_constant(rng, {33, 3});
@@ -409,7 +411,7 @@ archive::Archive lut_mixed_types_archive(uint64_t seed, RoundingMode round, Over
 /// Cnn2d with a lut (tanh) between conv_a and the max pool: its input comes channels-first.
 archive::Archive cnn2d_lut_archive(uint64_t seed) {
   auto a = graph_archive(hgqt::testing::GraphKind::Cnn2d, seed);
-  archive::Layer l = graph_layer("lut_mid", "lut", {6, 6, 3}, {6, 6, 3});
+  archive::Layer l = graph_layer("lut_mid", LayerKind::Lut, {6, 6, 3}, {6, 6, 3});
   l.function = "tanh";
   std::mt19937_64 rng(seed);
   l.input_quantizer = uniform_quantizer({6, 6, 3}, 1, 2, 2, RoundingMode::TRN, OverflowMode::SAT);
@@ -432,7 +434,7 @@ archive::Archive cnn2d_lut_archive(uint64_t seed) {
 archive::Archive softmax_modes_archive(uint64_t seed, RoundingMode round, OverflowMode overflow) {
   auto a = graph_archive(hgqt::testing::GraphKind::Softmax, seed);
   for (auto& l : a.layers) {
-    if (l.type != "softmax") continue;
+    if (l.kind != LayerKind::Softmax) continue;
     for (auto* q : {&*l.exp_input_quantizer, &*l.exp_output_quantizer, &*l.inv_input_quantizer,
                     &*l.inv_output_quantizer, &*l.input_quantizer, &*l.output_quantizer}) {
       q->round = round;
@@ -449,7 +451,7 @@ archive::Archive softmax_modes_archive(uint64_t seed, RoundingMode round, Overfl
 /// pool: its input comes channels-first and its output goes back channels-first.
 archive::Archive cnn2d_softmax_archive(uint64_t seed) {
   auto a = graph_archive(hgqt::testing::GraphKind::Cnn2d, seed);
-  archive::Layer l = graph_layer("sm_mid", "softmax", {6, 6, 3}, {6, 6, 3});
+  archive::Layer l = graph_layer("sm_mid", LayerKind::Softmax, {6, 6, 3}, {6, 6, 3});
   std::mt19937_64 rng(seed);
   l.input_quantizer = uniform_quantizer({6, 6, 3}, 1, 2, 3, RoundingMode::TRN, OverflowMode::SAT);
   l.output_quantizer =
@@ -718,7 +720,7 @@ TEST(QonnxExport, WritesFixturesForPython) {
     a.layers[0].input_quantizer->shape = {2, 4};
     archive::Layer flat;
     flat.name = "flatten";
-    flat.type = "flatten";
+    flat.kind = LayerKind::Flatten;
     flat.input_shape = {2, 4};
     flat.output_shape = {8};
     a.layers.insert(a.layers.begin() + 1, flat);
@@ -1089,7 +1091,7 @@ TEST(QonnxExport, RefusesGraphLayersItCannotExpressNamingTheLayer) {
     // A pool reading the still-float model input has no quantized input: refused before
     // anything is written (the archive's type inference names the layer).
     auto a = graph_archive(GraphKind::Cnn2d, 38);
-    archive::Layer p = graph_layer("pool_raw", "pool", {6, 6, 2}, {3, 3, 2});
+    archive::Layer p = graph_layer("pool_raw", LayerKind::Pool, {6, 6, 2}, {3, 3, 2});
     p.pool = "max";
     p.kernel_size = {2, 2};
     p.strides = {2, 2};

@@ -11,6 +11,7 @@ namespace hgqt::testing {
 using archive::Archive;
 using archive::Constant;
 using archive::Layer;
+using archive::LayerKind;
 using archive::QuantSpec;
 using quant::OverflowMode;
 using quant::RoundingMode;
@@ -94,7 +95,7 @@ Archive random_mlp_archive(const RandomArchiveOptions& o) {
   if (o.quantize_layer) {
     Layer q;
     q.name = "input_q";
-    q.type = "quantize";
+    q.kind = LayerKind::Quantize;
     q.input_shape = q.output_shape = shape;
     q.input_quantizer = activation_quantizer(g, shape, o);
     a.layers.push_back(q);
@@ -105,7 +106,7 @@ Archive random_mlp_archive(const RandomArchiveOptions& o) {
     const bool last = d + 1 == n_dense;
     Layer l;
     l.name = "dense_" + std::to_string(d);
-    l.type = "dense";
+    l.kind = LayerKind::Dense;
     l.input_shape = {in};
     l.output_shape = {out};
     if (!(o.quantize_layer && d == 0)) l.input_quantizer = activation_quantizer(g, {in}, o);
@@ -119,7 +120,7 @@ Archive random_mlp_archive(const RandomArchiveOptions& o) {
     if (act_layer) {
       Layer act;
       act.name = "relu_" + std::to_string(d);
-      act.type = "activation";
+      act.kind = LayerKind::Activation;
       act.activation = "relu";
       act.input_shape = act.output_shape = {out};
       act.output_quantizer = activation_quantizer(g, {out}, o);
@@ -130,11 +131,11 @@ Archive random_mlp_archive(const RandomArchiveOptions& o) {
 }
 
 namespace {
-Layer make_layer(const std::string& name, const std::string& type, std::vector<int64_t> in,
+Layer make_layer(const std::string& name, LayerKind kind, std::vector<int64_t> in,
                  std::vector<int64_t> out, std::vector<std::string> inputs = {}) {
   Layer l;
   l.name = name;
-  l.type = type;
+  l.kind = kind;
   l.input_shape = std::move(in);
   l.output_shape = std::move(out);
   l.inputs = std::move(inputs);
@@ -144,7 +145,8 @@ Layer make_layer(const std::string& name, const std::string& type, std::vector<i
 Layer conv(Gen& g, const RandomArchiveOptions& o, const std::string& name, std::vector<int64_t> in,
            std::vector<int64_t> out, std::vector<int64_t> k, std::vector<int64_t> s,
            std::vector<int64_t> pad, std::vector<std::string> inputs = {}) {
-  Layer l = make_layer(name, k.size() == 1 ? "conv1d" : "conv2d", in, out, std::move(inputs));
+  Layer l = make_layer(name, k.size() == 1 ? LayerKind::Conv1d : LayerKind::Conv2d, in, out,
+                       std::move(inputs));
   std::vector<int64_t> ks = k;
   ks.push_back(in.back());
   ks.push_back(out.back());
@@ -191,28 +193,29 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
   if (kind == GraphKind::Cnn2d) {
     a.name = "random_cnn2d";
     a.input_shape = {6, 6, 2};
-    L.push_back(make_layer("q", "quantize", {6, 6, 2}, {6, 6, 2}));
+    L.push_back(make_layer("q", LayerKind::Quantize, {6, 6, 2}, {6, 6, 2}));
     L.back().input_quantizer = activation_quantizer(g, {6, 6, 2}, o);
     L.push_back(conv(g, o, "conv_a", {6, 6, 2}, {6, 6, 3}, {3, 3}, {1, 1}, {1, 1}));
     L.back().activation = "relu";
     L.back().output_quantizer = activation_quantizer(g, {6, 6, 3}, o);
-    L.push_back(make_layer("pool_max", "pool", {6, 6, 3}, {3, 3, 3}));
+    L.push_back(make_layer("pool_max", LayerKind::Pool, {6, 6, 3}, {3, 3, 3}));
     L.back().pool = "max";
     L.back().kernel_size = {2, 2};
     L.back().strides = {2, 2};
     L.push_back(conv(g, o, "conv_c", {3, 3, 3}, {3, 3, 2}, {1, 1}, {1, 1}, {0, 0}));
     L.back().output_quantizer = activation_quantizer(g, {3, 3, 2}, o);
-    L.push_back(make_layer("cat", "concatenate", {3, 3, 3}, {3, 3, 5}, {"pool_max", "conv_c"}));
+    L.push_back(
+        make_layer("cat", LayerKind::Concatenate, {3, 3, 3}, {3, 3, 5}, {"pool_max", "conv_c"}));
     L.back().axis = 2;
     L.push_back(conv(g, o, "conv_b", {3, 3, 5}, {2, 2, 4}, {2, 2}, {1, 1}, {0, 0}));
     L.back().input_quantizer = activation_quantizer(g, {3, 3, 5}, o);
     L.back().output_quantizer = activation_quantizer(g, {2, 2, 4}, o);
-    L.push_back(make_layer("pool_avg", "pool", {2, 2, 4}, {1, 1, 4}));
+    L.push_back(make_layer("pool_avg", LayerKind::Pool, {2, 2, 4}, {1, 1, 4}));
     L.back().pool = "avg";
     L.back().kernel_size = {2, 2};
     L.back().strides = {2, 2};
-    L.push_back(make_layer("flat", "flatten", {1, 1, 4}, {4}));
-    L.push_back(make_layer("dense_out", "dense", {4}, {3}));
+    L.push_back(make_layer("flat", LayerKind::Flatten, {1, 1, 4}, {4}));
+    L.push_back(make_layer("dense_out", LayerKind::Dense, {4}, {3}));
     L.back().input_quantizer = activation_quantizer(g, {4}, o);
     L.back().kernel = constant(g, {4, 3}, o);
     L.back().bias = constant(g, {3}, o);
@@ -230,27 +233,27 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
         l.output_quantizer->f[n] = g.uniform(5, 8);
       }
     };
-    L.push_back(make_layer("q", "quantize", {8}, {8}));
+    L.push_back(make_layer("q", LayerKind::Quantize, {8}, {8}));
     L.back().input_quantizer = activation_quantizer(g, {8}, o);
-    L.push_back(make_layer("d1", "dense", {8}, {8}));
+    L.push_back(make_layer("d1", LayerKind::Dense, {8}, {8}));
     L.back().kernel = constant(g, {8, 8}, o);
     L.back().bias = constant(g, {8}, o);
-    L.push_back(make_layer("rows", "reshape", {8}, {2, 4}));
-    L.push_back(make_layer("sm1", "softmax", {2, 4}, {2, 4}));
+    L.push_back(make_layer("rows", LayerKind::Reshape, {8}, {2, 4}));
+    L.push_back(make_layer("sm1", LayerKind::Softmax, {2, 4}, {2, 4}));
     L.back().input_quantizer = activation_quantizer(g, {2, 4}, o);
     L.back().output_quantizer = activation_quantizer(g, {2, 4}, o);
     fine_out(L.back());
     random_softmax_quantizers(L.back(), o.seed * 7 + 1);
-    L.push_back(make_layer("flat", "flatten", {2, 4}, {8}));
-    L.push_back(make_layer("d2", "dense", {8}, {3}));
+    L.push_back(make_layer("flat", LayerKind::Flatten, {2, 4}, {8}));
+    L.push_back(make_layer("d2", LayerKind::Dense, {8}, {3}));
     L.back().kernel = constant(g, {8, 3}, o);
     L.back().bias = constant(g, {3}, o);
-    L.push_back(make_layer("sm2", "softmax", {3}, {3}));
+    L.push_back(make_layer("sm2", LayerKind::Softmax, {3}, {3}));
     L.back().input_quantizer = activation_quantizer(g, {3}, o);
     L.back().output_quantizer = activation_quantizer(g, {3}, o);
     fine_out(L.back());
     random_softmax_quantizers(L.back(), o.seed * 7 + 2);
-    L.push_back(make_layer("out", "concatenate", {8}, {11}, {"flat", "sm2"}));
+    L.push_back(make_layer("out", LayerKind::Concatenate, {8}, {11}, {"flat", "sm2"}));
     a.output_shape = {11};
     return a;
   }
@@ -278,22 +281,22 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
       }
       return q;
     };
-    L.push_back(make_layer("q", "quantize", {6}, {6}));
+    L.push_back(make_layer("q", LayerKind::Quantize, {6}, {6}));
     L.back().input_quantizer = activation_quantizer(g, {6}, o);
-    L.push_back(make_layer("tanh", "lut", {6}, {6}));
+    L.push_back(make_layer("tanh", LayerKind::Lut, {6}, {6}));
     L.back().function = "tanh";
     L.back().input_quantizer = narrow({6});
     L.back().output_quantizer = fine({6});
     fill_lut_table(L.back());
-    L.push_back(make_layer("d1", "dense", {6}, {5}));
+    L.push_back(make_layer("d1", LayerKind::Dense, {6}, {5}));
     L.back().kernel = constant(g, {6, 5}, o);
     L.back().bias = constant(g, {5}, o);
-    L.push_back(make_layer("sig", "lut", {5}, {5}));
+    L.push_back(make_layer("sig", LayerKind::Lut, {5}, {5}));
     L.back().function = "sigmoid";
     L.back().input_quantizer = narrow({5});
     L.back().output_quantizer = fine({5});
     fill_lut_table(L.back());
-    L.push_back(make_layer("d2", "dense", {5}, {2}));
+    L.push_back(make_layer("d2", LayerKind::Dense, {5}, {2}));
     L.back().kernel = constant(g, {5, 2}, o);
     L.back().bias = constant(g, {2}, o);
     a.output_shape = {2};
@@ -301,27 +304,27 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
   }
   a.name = "random_conv1d_branches";
   a.input_shape = {9, 2};
-  L.push_back(make_layer("q", "quantize", {9, 2}, {9, 2}));
+  L.push_back(make_layer("q", LayerKind::Quantize, {9, 2}, {9, 2}));
   L.back().input_quantizer = activation_quantizer(g, {9, 2}, o);
   L.push_back(conv(g, o, "c1", {9, 2}, {5, 3}, {3}, {2}, {1}));
   L.back().activation = "relu";
   L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
   L.push_back(conv(g, o, "c2", {9, 2}, {5, 3}, {1}, {2}, {0}, {"q"}));
   L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
-  L.push_back(make_layer("sum", "add", {5, 3}, {5, 3}, {"c1", "c2", "c1"}));
+  L.push_back(make_layer("sum", LayerKind::Add, {5, 3}, {5, 3}, {"c1", "c2", "c1"}));
   L.back().activation = "relu";
   L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
-  L.push_back(make_layer("bn", "scale", {5, 3}, {5, 3}));
+  L.push_back(make_layer("bn", LayerKind::Scale, {5, 3}, {5, 3}));
   L.back().kernel = constant(g, {3}, o);
   L.back().bias = constant(g, {3}, o);
   L.back().output_quantizer = activation_quantizer(g, {5, 3}, o);
-  L.push_back(make_layer("flat", "flatten", {5, 3}, {15}));
-  L.push_back(make_layer("skip", "reshape", {9, 2}, {18}, {"q"}));
-  L.push_back(make_layer("cat", "concatenate", {15}, {33}, {"flat", "skip"}));
-  L.push_back(make_layer("act", "activation", {33}, {33}));
+  L.push_back(make_layer("flat", LayerKind::Flatten, {5, 3}, {15}));
+  L.push_back(make_layer("skip", LayerKind::Reshape, {9, 2}, {18}, {"q"}));
+  L.push_back(make_layer("cat", LayerKind::Concatenate, {15}, {33}, {"flat", "skip"}));
+  L.push_back(make_layer("act", LayerKind::Activation, {33}, {33}));
   L.back().activation = "relu";
   L.back().output_quantizer = activation_quantizer(g, {33}, o);
-  L.push_back(make_layer("dense_out", "dense", {33}, {2}));
+  L.push_back(make_layer("dense_out", LayerKind::Dense, {33}, {2}));
   L.back().kernel = constant(g, {33, 2}, o);
   L.back().bias = constant(g, {2}, o);
   a.output_shape = {2};

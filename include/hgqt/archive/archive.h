@@ -81,12 +81,37 @@ struct Archive;
 /// The name `inputs` uses for the model input (no layer may be called so).
 inline constexpr const char* kModelInput = "input";
 
-/// One layer. Which optional fields are set depends on `type` (see the data flow above).
+/// The kinds of layer (the data flow above); model.json names them in lower case.
+/// No explicit values: parse_kind walks them from 0 in order. Adding one, the compiler (-Wswitch)
+/// lists the switches that must handle it.
+enum class LayerKind {
+  Quantize,
+  Flatten,
+  Reshape,
+  Dense,
+  Conv1d,
+  Conv2d,
+  Scale,
+  Pool,
+  Add,
+  Concatenate,
+  Activation,
+  Lut,
+  Softmax
+};
+/// The lower-case name model.json uses: "quantize", "flatten", ..., "softmax".
+const char* kind_name(LayerKind k);
+/// The kind named `name` (lower case, as in model.json), or std::nullopt.
+std::optional<LayerKind> parse_kind(const std::string& name);
+/// True for the layers with a kernel: dense, conv1d, conv2d, scale.
+bool is_linear(LayerKind k);
+
+/// One layer. Which optional fields are set depends on `kind` (see the data flow above).
 struct Layer {
   std::string name;
   /// quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation,
-  /// lut, softmax
-  std::string type;
+  /// lut, softmax (written to model.json as "type")
+  LayerKind kind = LayerKind::Dense;
   /// Names of the layers it reads (kModelInput: the model input). Empty: the previous layer
   /// (the model input for the first layer). add and concatenate read two or more.
   std::vector<std::string> inputs;
@@ -120,9 +145,6 @@ constexpr int kMaxLutInputBits = 16;
 /// size): element n has 2^W entries for an input width W = k + i + f > 0, one (the value at 0)
 /// when pruned. Throws ArchiveError for an input wider than kMaxLutInputBits.
 std::vector<int64_t> lut_offsets(const Layer& l);
-
-/// True for the layers with a kernel: dense, conv1d, conv2d, scale.
-bool is_linear(const std::string& type);
 
 /// Indices of the layers layer `li` reads, in order; -1 is the model input.
 /// Throws ArchiveError for an unknown or later name.
