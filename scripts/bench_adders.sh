@@ -5,8 +5,10 @@
 # 2,000 testbench samples from DATA's x_test plus 1,000 overflow-inducing), the Verilator run
 # against the emulator (`run_verilator.sh all`), and Yosys synth_xilinx (`hgqt resources`).
 # Prints one markdown row per variant: exact EBOPs, adders, LUTs, CARRY, FFs, LUTs per exact
-# EBOP, Verilator mismatches and times. Environment: HGQT (default build/hgqt), TB_SAMPLES,
-# TB_OVERFLOW, STAGES, FEATURES (default x_test), SKIP_YOSYS=1 (export and simulate only).
+# EBOP, latency and estimated longest path between registers, Verilator mismatches and times.
+# Environment: HGQT (default build/hgqt), TB_SAMPLES, TB_OVERFLOW, STAGES, CLOCK_NS (place the
+# registers for this period instead of STAGES), FEATURES (default x_test), SKIP_YOSYS=1 (export
+# and simulate only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,7 +29,7 @@ for mode in shared csd; do
   rm -rf "$dir"
   t0=$(date +%s.%N)
   "$hgqt" export "$archive" --format verilog --out "$dir" --const-mult "$mode" \
-    --pipeline-stages "${STAGES:-2}" --tb-data "$data" --tb-features "${FEATURES:-x_test}" \
+    $( [ -n "${CLOCK_NS:-}" ] && echo "--clock-ns $CLOCK_NS" || echo "--pipeline-stages ${STAGES:-2}" ) --tb-data "$data" --tb-features "${FEATURES:-x_test}" \
     --tb-samples "${TB_SAMPLES:-2000}" --tb-overflow "${TB_OVERFLOW:-1000}" >"$out/$mode.export.log"
   t1=$(date +%s.%N)
   cat "$out/$mode.export.log"
@@ -40,9 +42,11 @@ for mode in shared csd; do
     "$hgqt" resources "$dir" --archive "$archive" --json "$out/$mode.json" >"$out/$mode.yosys.log"
   fi
   rows+=("$(/usr/bin/python3 - "$label" "$mode" "$out/$mode.json" "$counts" \
-    "$(echo "$t1 - $t0" | bc)" "$out/shared/ports.json" <<'EOF'
+    "$(echo "$t1 - $t0" | bc)" "$out/shared/ports.json" "$dir/ports.json" <<'EOF'
 import json, sys
-label, mode, res, counts, t_export, shared_ports = sys.argv[1:7]
+label, mode, res, counts, t_export, shared_ports, own_ports = sys.argv[1:8]
+own = json.load(open(own_ports))
+timing = f"{own['latency_cycles']} / {own['timing']['estimated_critical_path_ns']:.2f} ns"
 g = json.load(open(shared_ports)).get("adder_graphs", [])
 r = json.load(open(res))
 adders = sum(x["adders"] for x in g)
@@ -61,12 +65,12 @@ else:
     add, dep, opt_s = f"{adders:,} ({shared:,} shared)", f"{depth}", f"{opt:.2f} s"
 ys = r.get("yosys_seconds")
 print(f"| {label} | {mode} | {f(e)} | {add} | {dep} | {f(luts)} | {f(r.get('carry'))} | "
-      f"{f(r.get('ffs'))} | {ratio} | {counts} | {opt_s} | {float(t_export):.1f} s | "
+      f"{f(r.get('ffs'))} | {ratio} | {timing} | {counts} | {opt_s} | {float(t_export):.1f} s | "
       f"{'-' if ys is None else f'{ys:.0f} s'} |")
 EOF
 )")
 done
 echo
-echo "| model | const-mult | exact EBOPs | adders | adder levels | LUTs | CARRY | FFs | LUTs/EBOP | Verilator | optimizer | export | Yosys |"
-echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
+echo "| model | const-mult | exact EBOPs | adders | adder levels | LUTs | CARRY | FFs | LUTs/EBOP | latency / est. path | Verilator | optimizer | export | Yosys |"
+echo "|---|---|---:|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"

@@ -237,7 +237,8 @@ _UNTRACED = ("the archive is not traced: its activation integer bits and signs w
 def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str = "hls", *,
            name: str = "myproject", tb_inputs: Any = None, tb_samples: int = 1000,
            allow_untraced: bool = False, part: str = "",
-           clock_ns: float = 5.0, pipeline_stages: int = 1, const_mult: str = "shared",
+           clock_ns: Optional[float] = None, pipeline_stages: Optional[int] = None,
+           const_mult: str = "shared",
            adder_depth: int = 2,
            allow_widening: bool = False, rnd_as_offset_floor: bool = False,
            include_preprocessing: bool = True) -> Any:
@@ -246,8 +247,10 @@ def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str 
     - "hls": a Vitis/Vivado HLS project with ap_fixed types and a C-simulation testbench;
     - "catapult", "oneapi": the same design with ac_fixed types, as a Siemens Catapult project
       (build_prj.tcl) or an Intel oneAPI CMake project (``part``: "" is each format's default);
-    - "verilog": RTL with a Verilator testbench (``pipeline_stages``; ``const_mult`` shared, csd
-      or mul; ``adder_depth``: the adder levels sharing may add);
+    - "verilog": RTL with a Verilator testbench (``const_mult`` shared, csd or mul;
+      ``adder_depth``: the adder levels sharing may add). Registers: ``pipeline_stages`` (the
+      latency, default 1) or ``clock_ns`` (registers placed by estimated delay for that clock
+      period; the latency follows), not both;
     - "qonnx": a QONNX file (returns the report: nodes, quant_nodes, widened_elements, notes);
     - "archive": the model archive directory (model.json + tensors.h5).
 
@@ -275,10 +278,15 @@ def export(model: Union[Model, "Archive", PathLike], out: PathLike, format: str 
         return report
     tb = None if tb_inputs is None else as_tensor(tb_inputs, torch.float64)
     if fmt in ("hls", "catapult", "oneapi"):
-        _hgqt.export_hls(a, path, name, part, float(clock_ns), tb, int(tb_samples), fmt)
+        _hgqt.export_hls(a, path, name, part, 5.0 if clock_ns is None else float(clock_ns), tb,
+                         int(tb_samples), fmt)
     else:
-        _hgqt.export_verilog(a, path, name, int(pipeline_stages), const_mult, tb, int(tb_samples),
-                             int(adder_depth))
+        if clock_ns is not None and pipeline_stages is not None:
+            raise ValueError("hgqt.export: give clock_ns (registers placed for a clock period) or "
+                             "pipeline_stages (a latency) for verilog, not both")
+        _hgqt.export_verilog(a, path, name, 1 if pipeline_stages is None else int(pipeline_stages),
+                             const_mult, tb, int(tb_samples), int(adder_depth),
+                             0.0 if clock_ns is None else float(clock_ns))
     return path
 
 

@@ -396,10 +396,11 @@ void init_pipeline(py::module_& m) {
       "export_verilog",
       [](const archive::Archive& a, const std::string& out, const std::string& name,
          int pipeline_stages, const std::string& const_mult, const c10::optional<torch::Tensor>& tb,
-         int64_t tb_samples, int adder_depth) {
+         int64_t tb_samples, int adder_depth, double clock_period_ns) {
         exporters::VerilogOptions o;
         o.name = name;
         o.pipeline_stages = pipeline_stages;
+        o.clock_period_ns = clock_period_ns;
         o.const_mult = const_mult;
         o.adder_extra_depth = adder_depth;
         int64_t n = 0;
@@ -408,7 +409,8 @@ void init_pipeline(py::module_& m) {
         exporters::export_verilog(a, out, o, rows, n);
       },
       py::arg("archive"), py::arg("out"), py::arg("name"), py::arg("pipeline_stages"),
-      py::arg("const_mult"), py::arg("tb"), py::arg("tb_samples"), py::arg("adder_depth") = 2);
+      py::arg("const_mult"), py::arg("tb"), py::arg("tb_samples"), py::arg("adder_depth") = 2,
+      py::arg("clock_period_ns") = 0.0);
   m.def("export_qonnx", [](const archive::Archive& a, const std::string& path, bool allow_widening,
                            bool rnd_as_offset_floor, bool include_preprocessing) {
     exporters::QonnxOptions o;

@@ -160,7 +160,10 @@ void add_export_commands(CLI::App& app, ExportCommands& c) {
                            "hls: FPGA part (default xcvu13p-flga2577-2-e); catapult: technology "
                            "library or Xilinx part (default nangate-45nm_beh); oneapi: device "
                            "family, part or BSP:variant (default Agilex7)");
-  c.export_cmd->add_option("--clock-ns", c.clock_ns, "Clock period in ns (hls, catapult, oneapi)")
+  c.export_cmd
+      ->add_option("--clock-ns", c.clock_ns,
+                   "Clock period in ns (hls, catapult, oneapi; verilog: place the registers by "
+                   "estimated delay for it, instead of --pipeline-stages)")
       ->default_val(5.0);
   c.export_cmd
       ->add_option("--pipeline-stages", c.pipeline_stages,
@@ -441,8 +444,16 @@ bool run_export_commands(const ExportCommands& c, int& rc) {
       o.pipeline_stages = c.pipeline_stages;
       o.const_mult = c.const_mult;
       o.adder_extra_depth = c.adder_extra_depth;
+      if (c.export_cmd->get_option("--clock-ns")->count() > 0) {
+        if (c.export_cmd->get_option("--pipeline-stages")->count() > 0)
+          throw std::invalid_argument(
+              "export: give --clock-ns (registers placed for a clock period) or "
+              "--pipeline-stages (a latency), not both");
+        o.clock_period_ns = c.clock_ns;
+      }
       const auto r = exporters::export_verilog(a, c.export_out, o, tb, n_tb);
       std::printf("%s", exporters::format_adders(r).c_str());
+      std::printf("%s", exporters::format_timing(r).c_str());
     }
     std::printf(
         "wrote %s project to %s (%lld testbench samples, %lld of them overflow-inducing; "

@@ -8,7 +8,8 @@
 namespace hgqt::exporters::detail {
 
 /// The Verilator C++ testbench for a design with this layout and latency.
-std::string verilator_testbench(const VerilogLayout& layout, const VerilogOptions& options);
+std::string verilator_testbench(const VerilogLayout& layout, const VerilogOptions& options,
+                                int latency);
 /// run_verilator.sh: builds the testbench with Verilator and runs it on tb_data. The C++ of
 /// `large` designs compiles at -O0 (three times faster to build than -O1).
 std::string verilator_script(const VerilogOptions& options, bool large);

@@ -45,6 +45,7 @@ struct GraphCase {
   int stages;
   const char* const_mult;
   uint64_t seed;
+  double clock_ns = 0;  ///< > 0: registers placed for this period (stages: the least expected)
 };
 
 std::ostream& operator<<(std::ostream& os, const GraphCase& c) {
@@ -77,17 +78,23 @@ TEST_P(VerilogGraphVerilator, MatchesEmulatorBitExactly) {
   vo.name = std::string("g_") + c.label;
   vo.pipeline_stages = c.stages;
   vo.const_mult = c.const_mult;
-  exporters::export_verilog(a, dir.string(), vo, x, n);
+  vo.clock_period_ns = c.clock_ns;
+  const auto report = exporters::export_verilog(a, dir.string(), vo, x, n);
 
   const auto ports = nlohmann::json::parse(read_text(dir / "ports.json"));
-  EXPECT_EQ(ports["latency_cycles"].get<int>(), c.stages);
+  const int latency = ports["latency_cycles"].get<int>();
+  EXPECT_EQ(latency, report.latency_cycles);
+  if (c.clock_ns > 0)
+    EXPECT_GE(latency, c.stages) << "registers placed for " << c.clock_ns << " ns";
+  else
+    EXPECT_EQ(latency, c.stages);
   EXPECT_EQ(ports["testbench"]["samples"].get<int64_t>(), n);
   EXPECT_GT(
       ports["testbench"]["wrapped"].get<int64_t>() + ports["testbench"]["saturated"].get<int64_t>(),
       0)
       << "the scaled inputs should overflow some quantizer";
   const std::string source = read_text(dir / (vo.name + ".v"));
-  EXPECT_EQ(count_of(source, "pipeline register stage"), static_cast<size_t>(c.stages));
+  EXPECT_EQ(count_of(source, "pipeline register stage"), static_cast<size_t>(latency));
   EXPECT_EQ(std::regex_search(source, std::regex(" \\* [0-9]+'sh")),
             std::string(c.const_mult) == "mul");
 
@@ -119,7 +126,10 @@ INSTANTIATE_TEST_SUITE_P(
                       GraphCase{"softmax_csd_stages2", GraphKind::Softmax, 2, "csd", 2},
                       GraphCase{"softmax_mul_comb", GraphKind::Softmax, 0, "mul", 3},
                       GraphCase{"softmax_mul_stages2", GraphKind::Softmax, 2, "mul", 4},
-                      GraphCase{"softmax_shared_stages5", GraphKind::Softmax, 5, "shared", 5}),
+                      GraphCase{"softmax_shared_stages5", GraphKind::Softmax, 5, "shared", 5},
+                      GraphCase{"cnn2d_shared_clock2ns", GraphKind::Cnn2d, 2, "shared", 6, 2.0},
+                      GraphCase{"softmax_shared_clock1ns", GraphKind::Softmax, 3, "shared", 6,
+                                1.0}),
     [](const ::testing::TestParamInfo<GraphCase>& info) { return std::string(info.param.label); });
 
 // ------------------------------------------------------------------------- generation, no tools
@@ -144,6 +154,46 @@ TEST(VerilogGraphExport, StageCountsAndDeterminism) {
         EXPECT_NE(line.find("s" + std::to_string(stages) + "_"), std::string::npos) << line;
       }
     }
+  }
+}
+
+// Registers placed by estimated delay: a shorter clock period gives at least as many cycles, no
+// path between registers is longer than the period unless a single op is, and more stages never
+// lengthen the critical path.
+TEST(VerilogGraphExport, ClockPeriodPlacesRegistersByDelay) {
+  for (GraphKind kind :
+       {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut, GraphKind::Softmax}) {
+    SCOPED_TRACE(static_cast<int>(kind));
+    const auto a = graph(kind, 7);
+    const fs::path dir = fresh_dir("clock_" + std::to_string(static_cast<int>(kind)));
+    const std::vector<double> none;
+    auto timing = [&](double period, int stages) {
+      exporters::VerilogOptions vo;
+      vo.clock_period_ns = period;
+      vo.pipeline_stages = stages;
+      return exporters::export_verilog(a, dir.string(), vo, none, 0).timing;
+    };
+    int previous = 0;
+    for (double period : {8.0, 4.0, 2.0, 1.0, 0.5}) {
+      SCOPED_TRACE(period);
+      const auto t = timing(period, 1);
+      EXPECT_GE(t.latency_cycles, std::max(previous, 1));
+      previous = t.latency_cycles;
+      EXPECT_LE(t.critical_path_ns, std::max(period, t.longest_op_ns) + 1e-9);
+      EXPECT_FALSE(t.critical_step.empty());
+      const std::string s = read_text(dir / "myproject.v");
+      EXPECT_EQ(count_of(s, "pipeline register stage"), static_cast<size_t>(t.latency_cycles));
+    }
+    double longest = timing(0, 0).critical_path_ns;  // combinational: the whole path
+    EXPECT_GT(longest, 0);
+    for (int stages : {1, 2, 4, 8}) {
+      const auto t = timing(0, stages);
+      EXPECT_EQ(t.latency_cycles, stages);
+      EXPECT_LE(t.critical_path_ns, longest + 1e-9) << stages << " stages";
+      EXPECT_GE(t.critical_path_ns, t.longest_op_ns - 1e-9);
+      longest = t.critical_path_ns;
+    }
+    if (!HasFailure()) fs::remove_all(dir);
   }
 }
 

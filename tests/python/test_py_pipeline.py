@@ -177,6 +177,16 @@ def test_export_hls_verilog_qonnx_and_archive(traced):
     assert "module net" in (tmp / "rtl" / "net.v").read_text() and v == str(tmp / "rtl")
     ports = json.loads((tmp / "rtl" / "ports.json").read_text())
     assert all(g["depth"] <= g["tree_depth"] + 1 for g in ports["adder_graphs"])
+    assert ports["latency_cycles"] == 2
+    # registers placed for a clock period: a short one needs more cycles than a long one
+    hgqt.export(model, tmp / "rtl_fast", format="verilog", clock_ns=0.8)
+    hgqt.export(model, tmp / "rtl_slow", format="verilog", clock_ns=50.0)
+    fast = json.loads((tmp / "rtl_fast" / "ports.json").read_text())
+    slow = json.loads((tmp / "rtl_slow" / "ports.json").read_text())
+    assert fast["latency_cycles"] > slow["latency_cycles"] >= 1
+    assert fast["timing"]["clock_period_ns"] == 0.8
+    with pytest.raises(ValueError, match="not both"):
+        hgqt.export(model, tmp / "rtl_both", format="verilog", clock_ns=2.0, pipeline_stages=2)
     report = hgqt.export(model, tmp / "m.onnx", format="qonnx", allow_widening=True,
                          rnd_as_offset_floor=True)
     assert report["path"] == str(tmp / "m.onnx") and report["quant_nodes"] > 0

@@ -36,11 +36,11 @@ namespace hgqt::exporters {
 
 struct VerilogOptions {
   std::string name = "myproject";  ///< top module name (a Verilog identifier)
-  /// Register stages between input and output (0: combinational). Placed at the layer
-  /// boundaries and after the accumulators (in layer order), spread evenly over the estimated
-  /// logic depth; the last one always registers the outputs. A stage registers every value that
-  /// crosses it (in a graph: every layer output still to be read by a later layer, and the layer
-  /// in progress), so all paths have the same latency: exactly `pipeline_stages` cycles.
+  /// Register stages between input and output (0: combinational): the latency in cycles. The
+  /// registers are placed by estimated delay (see clock_period_ns), at the shortest clock period
+  /// whose placement fits; the last boundary always registers the outputs. Every path crosses
+  /// every boundary once (a value read later than it is made goes through a register per
+  /// boundary), so all paths have the same latency: exactly `pipeline_stages` cycles.
   int pipeline_stages = 1;
   /// How a product of a value by a constant weight is written:
   ///  - "csd": shift-and-add following the canonical signed digit (non-adjacent form)
@@ -63,6 +63,19 @@ struct VerilogOptions {
   /// const_mult "shared": the most adder levels sharing may add to any accumulator over its
   /// minimal tree (0 to 16).
   int adder_extra_depth = 2;
+  /// > 0: place registers so that no estimated path between registers exceeds this many ns (an
+  /// adder-width delay model: a LUT level, 0.45 ns, per adder level plus 0.015 ns per carry bit);
+  /// the latency follows (the outputs are registered), and pipeline_stages is ignored.
+  double clock_period_ns = 0;
+};
+
+/// The estimated timing of a generated design.
+struct VerilogTiming {
+  int latency_cycles = 0;
+  double clock_period_ns = 0;   ///< the target (clock_period_ns), or 0 (pipeline_stages)
+  double critical_path_ns = 0;  ///< the longest estimated path between registers
+  std::string critical_step;    ///< where it ends ("products and sums of layer 'd1'")
+  double longest_op_ns = 0;  ///< the slowest single op (or linear layer), which no register splits
 };
 
 /// The adders of one linear layer's accumulators (const_mult "shared").
@@ -110,11 +123,14 @@ std::string verilog_source(const archive::Archive& a, const VerilogOptions& opti
 /// std::runtime_error when a file cannot be written.
 struct VerilogReport {
   int latency_cycles = 0;
+  VerilogTiming timing;
   std::vector<LayerAdders> adders;  ///< const_mult "shared": each linear layer's adder graph
 };
 /// The table of VerilogReport::adders as printed by `hgqt export --format verilog` (empty when
 /// there is none).
 std::string format_adders(const VerilogReport& r);
+/// One line: the latency and the estimated longest path between registers.
+std::string format_timing(const VerilogReport& r);
 VerilogReport export_verilog(const archive::Archive& a, const std::string& out_dir,
                              const VerilogOptions& options, const std::vector<double>& tb_inputs,
                              int64_t n_tb);

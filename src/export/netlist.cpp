@@ -1,0 +1,800 @@
+// lower(): an archive as one typed netlist of scalar operations (hgqt/export/netlist.h), and the
+// netlist's exact interpreter.
+#include "hgqt/export/netlist.h"
+
+#include <algorithm>
+#include <map>
+#include <stdexcept>
+#include <tuple>
+
+#include "hgqt/util/checked_int.h"
+
+namespace hgqt::netlist {
+
+using archive::ArchiveError;
+using archive::Layer;
+using archive::LayerKind;
+using archive::QuantSpec;
+
+const char* op_name(OpKind k) {
+  switch (k) {
+    case OpKind::Input:
+      return "input";
+    case OpKind::Const:
+      return "const";
+    case OpKind::Quantize:
+      return "quantize";
+    case OpKind::Relu:
+      return "relu";
+    case OpKind::Sum:
+      return "sum";
+    case OpKind::Max:
+      return "max";
+    case OpKind::Table:
+      return "table";
+    case OpKind::Mul:
+      return "mul";
+  }
+  return "?";
+}
+
+namespace {
+
+int signed_width(int128 lo, int128 hi) {
+  return archive::type_of_range(std::min<int128>(lo, -1), std::max<int128>(hi, 0), 0).width;
+}
+
+class Lowering {
+ public:
+  explicit Lowering(const archive::Archive& a) : a_(a), types_(archive::infer_types(a)) {}
+  Netlist run();
+
+ private:
+  // ---- building blocks
+  int32_t add(Op op) {
+    if (op.kind != OpKind::Const && op.kind != OpKind::Input) op.step = step_;
+    n_.ops.push_back(std::move(op));
+    return static_cast<int32_t>(n_.ops.size() - 1);
+  }
+  int32_t constant(int128 v, const FixedType& t) {
+    if (t.width == 0) v = 0;
+    const auto key = std::make_tuple(v, t.is_signed, t.width, t.frac);
+    auto it = consts_.find(key);
+    if (it != consts_.end()) return it->second;
+    if (t.width > 0 && (v < t.min_mantissa() || v > t.max_mantissa()))
+      throw std::logic_error("lower: constant " + archive::to_string(v) + " outside " +
+                             t.to_string());
+    Op op;
+    op.kind = OpKind::Const;
+    op.type = t;
+    op.konst = op.lo = op.hi = v;
+    const int32_t id = add(std::move(op));
+    consts_.emplace(key, id);
+    return id;
+  }
+  const Op& op(int32_t id) const { return n_.ops[id]; }
+  bool is_const(int32_t id) const { return op(id).kind == OpKind::Const; }
+  int128 value(int32_t id) const { return op(id).konst; }
+  void begin_step(size_t li, std::string what, bool matrix = false) {
+    Step s;
+    s.layer = li;
+    s.what = std::move(what);
+    s.matrix = matrix;
+    n_.steps.push_back(std::move(s));
+    step_ = static_cast<int32_t>(n_.steps.size() - 1);
+  }
+  int32_t quant_index(const QuantSpec& q, int64_t n);
+  int32_t table_index(const FixedType& index, const FixedType& out, std::vector<int64_t> entries,
+                      const std::string& name);
+
+  // ---- operations (constant-folded)
+  int32_t quantize(int32_t v, const QuantSpec& q, int64_t n);
+  int32_t relu(int32_t v, const FixedType& t);
+  int32_t lookup(int32_t v, const FixedType& out, const int64_t* entries, int64_t size,
+                 const std::string& name);
+  /// konst + sum of the operands (coefficients and shifts given), of type t; folds constants.
+  int32_t sum(std::vector<Operand> terms, int128 konst, const FixedType& t, const std::string& what,
+              const int128* range = nullptr);
+
+  // ---- layers
+  void analyze();
+  const std::vector<int32_t>& input(size_t li, size_t slot) const;
+  std::vector<int32_t> quantized_input(size_t li);
+  void linear(size_t li);
+  void post(size_t li, std::vector<int32_t>& v);
+  void pool(size_t li);
+  void add_layer(size_t li);
+  void lut(size_t li);
+  void softmax(size_t li);
+  void check(const std::vector<int32_t>& v, const std::vector<FixedType>& want,
+             const std::string& what) const;
+
+  const archive::Archive& a_;
+  std::vector<archive::LayerTypes> types_;
+  Netlist n_;
+  int32_t step_ = -1;
+  std::map<std::tuple<int128, bool, int, int>, int32_t> consts_;
+  std::map<std::tuple<int, int, int, int, int>, int32_t> quants_;
+  std::map<std::tuple<bool, int, int, bool, int, int, std::vector<int64_t>>, int32_t> tables_;
+  std::vector<std::vector<int64_t>> inputs_;
+  std::vector<char> float_, reads_bus_;
+  std::vector<int32_t> bus_;
+};
+
+int32_t Lowering::quant_index(const QuantSpec& q, int64_t n) {
+  const auto key = std::make_tuple(q.k[n], q.i[n], q.f[n], static_cast<int>(q.round),
+                                   static_cast<int>(q.overflow));
+  auto it = quants_.find(key);
+  if (it != quants_.end()) return it->second;
+  QuantSpec s;
+  s.shape = {1};
+  s.k = {q.k[n]};
+  s.i = {q.i[n]};
+  s.f = {q.f[n]};
+  s.round = q.round;
+  s.overflow = q.overflow;
+  n_.quants.push_back(std::move(s));
+  const auto id = static_cast<int32_t>(n_.quants.size() - 1);
+  quants_.emplace(key, id);
+  return id;
+}
+
+int32_t Lowering::table_index(const FixedType& index, const FixedType& out,
+                              std::vector<int64_t> entries, const std::string& name) {
+  auto key = std::make_tuple(index.is_signed, index.width, index.frac, out.is_signed, out.width,
+                             out.frac, std::move(entries));
+  auto it = tables_.find(key);
+  if (it != tables_.end()) return it->second;
+  Table t;
+  t.index = index;
+  t.out = out;
+  t.entries = std::get<6>(key);
+  t.name = name;
+  n_.tables.push_back(std::move(t));
+  const auto id = static_cast<int32_t>(n_.tables.size() - 1);
+  tables_.emplace(std::move(key), id);
+  return id;
+}
+
+// Q(v) with element n of q. Folds a constant input, and an input whose whole range rounds to
+// one value.
+int32_t Lowering::quantize(int32_t v, const QuantSpec& q, int64_t n) {
+  const FixedType out = archive::quantizer_type(q, n);
+  if (out.width == 0) return constant(0, out);
+  const Op& x = op(v);
+  if (x.kind == OpKind::Const)
+    return constant(archive::quantize_exact(x.konst, x.type.frac, q, n), out);
+  const int shift = x.type.frac - q.f[n];
+  if (shift > 0) {
+    const int s = std::min(shift, 120);
+    const int128 rlo = archive::round_shift(x.type.min_mantissa(), s, q.round);
+    const int128 rhi = archive::round_shift(x.type.max_mantissa(), s, q.round);
+    if (rlo == rhi)
+      return constant(archive::overflow_int(rlo, q.k[n], q.i[n], q.f[n], q.overflow), out);
+  }
+  Op o;
+  o.kind = OpKind::Quantize;
+  o.type = out;
+  o.lo = out.min_mantissa();
+  o.hi = out.max_mantissa();
+  o.in = {Operand{v}};
+  o.quant = quant_index(q, n);
+  o.index = n;
+  return add(std::move(o));
+}
+
+// max(v, 0) of type t (which holds it).
+int32_t Lowering::relu(int32_t v, const FixedType& t) {
+  const Op& x = op(v);
+  if (t.width == 0) return constant(0, t);
+  if (x.kind == OpKind::Const) return constant(std::max<int128>(x.konst, 0), t);
+  if (!x.type.is_signed && x.type == t) return v;
+  Op o;
+  o.kind = OpKind::Relu;
+  o.type = t;
+  o.lo = std::max<int128>(x.lo, 0);
+  o.hi = std::max<int128>(x.hi, 0);
+  o.in = {Operand{v}};
+  return add(std::move(o));
+}
+
+// entries[index mantissa - smallest mantissa of v's type] of type `out`.
+int32_t Lowering::lookup(int32_t v, const FixedType& out, const int64_t* entries, int64_t size,
+                         const std::string& name) {
+  const Op& x = op(v);
+  if (out.width == 0) return constant(0, out);
+  if (x.type.width == 0 || x.kind == OpKind::Const) {
+    const int128 e = x.type.width == 0 ? 0 : x.konst - x.type.min_mantissa();
+    if (e < 0 || e >= size) throw std::logic_error("lower: table index out of range");
+    return constant(entries[static_cast<int64_t>(e)], out);
+  }
+  if (size != (int64_t{1} << x.type.width))
+    throw std::logic_error("lower: table " + name + " does not match its index");
+  if (std::all_of(entries, entries + size, [&](int64_t e) { return e == entries[0]; }))
+    return constant(entries[0], out);
+  Op o;
+  o.kind = OpKind::Table;
+  o.type = out;
+  o.lo = *std::min_element(entries, entries + size);
+  o.hi = *std::max_element(entries, entries + size);
+  o.in = {Operand{v}};
+  o.table = table_index(x.type, out, std::vector<int64_t>(entries, entries + size), name);
+  return add(std::move(o));
+}
+
+int32_t Lowering::sum(std::vector<Operand> terms, int128 konst, const FixedType& t,
+                      const std::string& what, const int128* range) {
+  std::vector<Operand> live;
+  for (const Operand& term : terms) {
+    const Op& x = op(term.value);
+    if (term.coef == 0 || x.type.width == 0) continue;
+    if (term.shift < 0 || term.shift > 126)
+      throw std::logic_error("lower: " + what + ": shift " + std::to_string(term.shift));
+    if (x.kind == OpKind::Const) {
+      konst = util::checked_add<ArchiveError>(
+          konst,
+          archive::align(util::checked_mul<ArchiveError>(x.konst, term.coef, what), 0, term.shift),
+          what);
+      continue;
+    }
+    live.push_back(term);
+  }
+  int128 lo = konst, hi = konst;
+  for (const Operand& term : live) {
+    const Op& x = op(term.value);
+    const int128 a =
+        archive::align(util::checked_mul<ArchiveError>(x.lo, term.coef, what), 0, term.shift);
+    const int128 b =
+        archive::align(util::checked_mul<ArchiveError>(x.hi, term.coef, what), 0, term.shift);
+    lo = util::checked_add<ArchiveError>(lo, std::min(a, b), what);
+    hi = util::checked_add<ArchiveError>(hi, std::max(a, b), what);
+  }
+  if (live.empty()) return constant(konst, t);
+  if (range) {  // a tighter range the caller knows (softmax: x - max <= 0)
+    lo = std::max(lo, range[0]);
+    hi = std::min(hi, range[1]);
+  }
+  if (t.width == 0 || lo < t.min_mantissa() || hi > t.max_mantissa())
+    throw std::logic_error("lower: " + what + ": range [" + archive::to_string(lo) + ", " +
+                           archive::to_string(hi) + "] outside " + t.to_string());
+  Op o;
+  o.kind = OpKind::Sum;
+  o.type = t;
+  o.lo = lo;
+  o.hi = hi;
+  o.in = std::move(live);
+  o.konst = konst;
+  return add(std::move(o));
+}
+
+// The graph: each layer's inputs, which outputs are still the float model input, which layers
+// quantize it (they read data_in: the first, and later ones with the same quantizer).
+void Lowering::analyze() {
+  const size_t n = a_.layers.size();
+  inputs_.assign(n, {});
+  float_.assign(n, 0);
+  reads_bus_.assign(n, 0);
+  bool found = false;
+  for (size_t li = 0; li < n; ++li) {
+    const Layer& l = a_.layers[li];
+    inputs_[li] = archive::layer_inputs(a_, li);
+    const int64_t src = inputs_[li].at(0);
+    const bool in_float = src < 0 || float_[src];
+    if (l.kind == LayerKind::Flatten || l.kind == LayerKind::Reshape) float_[li] = in_float;
+    const bool quantizer = l.kind == LayerKind::Quantize || l.kind == LayerKind::Lut ||
+                           l.kind == LayerKind::Softmax ||
+                           (archive::is_linear(l.kind) && l.input_quantizer);
+    if (!in_float || !quantizer) continue;
+    if (found) {
+      const QuantSpec& q0 = *a_.layers[n_.input_layer].input_quantizer;
+      const QuantSpec& q = *l.input_quantizer;
+      if (q.k != q0.k || q.i != q0.i || q.f != q0.f || q.round != q0.round ||
+          q.overflow != q0.overflow)
+        throw ArchiveError(
+            "layers '" + a_.layers[n_.input_layer].name + "' and '" + l.name +
+            "' both quantize the raw model input, with different quantizers; the design's input "
+            "carries the mantissas of one quantizer only, so quantize the input once (a quantize "
+            "layer both read) or give them the same quantizer");
+    } else {
+      found = true;
+      n_.input_layer = li;
+    }
+    reads_bus_[li] = 1;
+  }
+  if (!found) throw ArchiveError("the archive has no input quantizer");
+}
+
+const std::vector<int32_t>& Lowering::input(size_t li, size_t slot) const {
+  const int64_t src = inputs_[li].at(slot);
+  if (src < 0 || float_[src]) {
+    if (!reads_bus_[li])
+      throw std::logic_error("lower: layer '" + a_.layers[li].name +
+                             "' reads the float model input");
+    return bus_;
+  }
+  return n_.layer_values[src];
+}
+
+void Lowering::check(const std::vector<int32_t>& v, const std::vector<FixedType>& want,
+                     const std::string& what) const {
+  if (v.size() != want.size())
+    throw std::logic_error("lower: " + what + " has " + std::to_string(v.size()) +
+                           " values, infer_types " + std::to_string(want.size()));
+  for (size_t e = 0; e < v.size(); ++e)
+    if (op(v[e]).type != want[e])
+      throw std::logic_error("lower: " + what + " element " + std::to_string(e) + " is " +
+                             op(v[e]).type.to_string() + ", infer_types says " +
+                             want[e].to_string());
+}
+
+// The values after layer li's input quantizer (data_in for the layers that quantize it).
+std::vector<int32_t> Lowering::quantized_input(size_t li) {
+  const Layer& l = a_.layers[li];
+  if (reads_bus_[li]) return bus_;
+  std::vector<int32_t> v = input(li, 0);
+  if (!l.input_quantizer) return v;
+  begin_step(li, "input quantizer");
+  for (size_t e = 0; e < v.size(); ++e) v[e] = quantize(v[e], *l.input_quantizer, e);
+  return v;
+}
+
+// Linear layers (archive::linear_map): accumulator o is the bias plus the products of its live
+// terms, each input times its weight mantissa shifted to the accumulator's frac.
+void Lowering::linear(size_t li) {
+  const Layer& l = a_.layers[li];
+  const auto& t = types_[li];
+  const std::vector<int32_t> x = quantized_input(li);
+  check(x, t.quantized_input, "layer '" + l.name + "' quantized input");
+  const archive::LinearMap m = archive::linear_map(l);
+  const archive::Constant& w = *l.kernel;
+  begin_step(li, "products and sums", true);
+  std::vector<int32_t> acc(m.n_out());
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const FixedType& at = t.accumulator[o];
+    int128 konst = 0;
+    const int64_t bn = m.bias[o];
+    if (bn >= 0 && l.bias->mantissa[bn] != 0)
+      konst = archive::align(l.bias->mantissa[bn], -l.bias->exponent[bn], at.frac);
+    std::vector<Operand> terms;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const int64_t j = m.input[k], wn = m.weight[k];
+      const int128 c = w.mantissa[wn];
+      const Op& xj = op(x[j]);
+      if (c == 0 || xj.type.width == 0) continue;
+      const int s = at.frac - (xj.type.frac - w.exponent[wn]);
+      if (s < 0)
+        throw std::logic_error("lower: layer '" + l.name + "' weight " + std::to_string(wn) +
+                               " has a negative shift");
+      terms.push_back(Operand{x[j], c, s});
+    }
+    acc[o] =
+        sum(std::move(terms), konst, at, "layer '" + l.name + "' accumulator " + std::to_string(o));
+    n_.ops[acc[o]].index = o;
+  }
+  check(acc, t.accumulator, "layer '" + l.name + "' accumulator");
+  post(li, acc);
+  n_.layer_values[li] = std::move(acc);
+}
+
+// Linear layers and add: relu, then the output quantizer.
+void Lowering::post(size_t li, std::vector<int32_t>& v) {
+  const Layer& l = a_.layers[li];
+  const auto& t = types_[li];
+  const bool relu_on = l.activation == "relu";
+  if (relu_on || l.output_quantizer) begin_step(li, "activation and output quantizer");
+  for (size_t o = 0; o < v.size(); ++o) {
+    if (relu_on)
+      v[o] = relu(v[o],
+                  archive::type_of_range(std::max<int128>(t.acc_lo[o], 0),
+                                         std::max<int128>(t.acc_hi[o], 0), t.accumulator[o].frac));
+    if (l.output_quantizer) v[o] = quantize(v[o], *l.output_quantizer, o);
+  }
+}
+
+// Pool: max of the window elements aligned to the output's frac; avg: their exact sum at
+// frac - shift (whose mantissa read at frac is the average).
+void Lowering::pool(size_t li) {
+  const Layer& l = a_.layers[li];
+  const auto& t = types_[li];
+  const std::vector<int32_t>& x = input(li, 0);
+  check(x, t.input, "layer '" + l.name + "' input");
+  const archive::PoolMap m = archive::pool_map(l);
+  begin_step(li, l.pool + " pool");
+  std::vector<int32_t> out(m.n_out());
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const FixedType& at = t.accumulator[o];
+    const std::string what = "layer '" + l.name + "' output " + std::to_string(o);
+    const int frac = at.frac - (m.max ? 0 : m.shift);
+    std::vector<Operand> terms;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const Op& xk = op(x[m.input[k]]);
+      const int s = frac - xk.type.frac;
+      if (xk.type.width > 0 && s < 0)
+        throw std::logic_error("lower: " + what + " has a negative shift");
+      terms.push_back(Operand{x[m.input[k]], 1, std::max(s, 0)});
+    }
+    if (!m.max) {
+      out[o] = sum(std::move(terms), 0, at, what);
+    } else {
+      Op mx;
+      mx.kind = OpKind::Max;
+      mx.type = at;
+      bool first = true;
+      for (const Operand& term : terms) {
+        const Op& xk = op(term.value);
+        if (xk.type.width == 0 || xk.kind == OpKind::Const) {  // a pruned element is 0
+          const int128 c = xk.type.width == 0 ? 0 : archive::align(xk.konst, 0, term.shift);
+          mx.konst = mx.has_konst ? std::max(mx.konst, c) : c;
+          mx.has_konst = true;
+          continue;
+        }
+        mx.in.push_back(term);
+      }
+      if (mx.in.empty()) {
+        out[o] = constant(mx.konst, at);
+        continue;
+      }
+      for (const Operand& term : mx.in) {
+        const int128 a = archive::align(op(term.value).lo, 0, term.shift);
+        const int128 b = archive::align(op(term.value).hi, 0, term.shift);
+        mx.lo = first ? a : std::max(mx.lo, a);
+        mx.hi = first ? b : std::max(mx.hi, b);
+        first = false;
+      }
+      if (mx.has_konst) {
+        mx.lo = std::max(mx.lo, mx.konst);
+        mx.hi = std::max(mx.hi, mx.konst);
+      }
+      out[o] = add(std::move(mx));
+    }
+    n_.ops[out[o]].index = o;
+  }
+  check(out, t.accumulator, "layer '" + l.name + "' output");
+  n_.layer_values[li] = std::move(out);
+}
+
+// add: the exact sum of the inputs aligned to the accumulator's frac, then relu and quantizer.
+void Lowering::add_layer(size_t li) {
+  const Layer& l = a_.layers[li];
+  const auto& t = types_[li];
+  const int64_t n = static_cast<int64_t>(t.accumulator.size());
+  begin_step(li, "sum");
+  std::vector<int32_t> acc(n);
+  for (int64_t o = 0; o < n; ++o) {
+    const FixedType& at = t.accumulator[o];
+    std::vector<Operand> terms;
+    for (size_t slot = 0; slot < inputs_[li].size(); ++slot) {
+      const int32_t v = input(li, slot).at(o);
+      const Op& x = op(v);
+      const int s = at.frac - x.type.frac;
+      if (x.type.width > 0 && s < 0)
+        throw std::logic_error("lower: layer '" + l.name + "' has a negative shift");
+      terms.push_back(Operand{v, 1, std::max(s, 0)});
+    }
+    acc[o] = sum(std::move(terms), 0, at, "layer '" + l.name + "' element " + std::to_string(o));
+  }
+  check(acc, t.accumulator, "layer '" + l.name + "' accumulator");
+  post(li, acc);
+  n_.layer_values[li] = std::move(acc);
+}
+
+// lut: element n is its table's entry at the quantized input.
+void Lowering::lut(size_t li) {
+  const Layer& l = a_.layers[li];
+  const auto& t = types_[li];
+  std::vector<int32_t> v = quantized_input(li);
+  check(v, t.quantized_input, "layer '" + l.name + "' quantized input");
+  const std::vector<int64_t> off = archive::lut_offsets(l);
+  begin_step(li, "lookup tables");
+  for (size_t e = 0; e < v.size(); ++e)
+    v[e] = lookup(v[e], t.output[e], l.table.data() + off[e], off[e + 1] - off[e],
+                  "layer '" + l.name + "' element " + std::to_string(e));
+  n_.layer_values[li] = std::move(v);
+}
+
+// softmax (archive.h, archive::SoftmaxTypes) over rows of n elements.
+void Lowering::softmax(size_t li) {
+  const Layer& l = a_.layers[li];
+  const auto& t = types_[li];
+  const archive::SoftmaxTypes& s = t.softmax;
+  const std::string what = "layer '" + l.name + "'";
+  const std::vector<int32_t> x = quantized_input(li);
+  check(x, t.quantized_input, what + " quantized input");
+  const int64_t n = s.n, rows = s.rows, total = rows * n;
+  auto shift_of = [&](int32_t v) {
+    const int sh = s.max.frac - op(v).type.frac;
+    if (op(v).type.width > 0 && sh < 0)
+      throw std::logic_error("lower: " + what + " has a negative shift");
+    return std::max(sh, 0);
+  };
+  // each row's max over x aligned to max.frac (pruned elements are 0)
+  begin_step(li, "softmax row max");
+  std::vector<int32_t> mx(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    Op m;
+    m.kind = OpKind::Max;
+    bool first = true;
+    for (int64_t j = 0; j < n; ++j) {
+      const int32_t v = x[r * n + j];
+      const Op& xv = op(v);
+      const int sh = shift_of(v);
+      int128 lo = 0, hi = 0;
+      if (xv.type.width > 0) {
+        lo = archive::align(xv.lo, 0, sh);
+        hi = archive::align(xv.hi, 0, sh);
+      }
+      m.lo = first ? lo : std::max(m.lo, lo);
+      m.hi = first ? hi : std::max(m.hi, hi);
+      first = false;
+      if (xv.type.width == 0 || xv.kind == OpKind::Const) {
+        m.konst = m.has_konst ? std::max(m.konst, lo) : lo;
+        m.has_konst = true;
+      } else {
+        m.in.push_back(Operand{v, 1, sh});
+      }
+    }
+    // The type holds every operand (the comparators work at one width).
+    int128 all_lo = m.has_konst ? m.konst : 0, all_hi = all_lo;
+    bool any = m.has_konst;
+    for (const Operand& term : m.in) {
+      const int128 a = archive::align(op(term.value).type.min_mantissa(), 0, term.shift);
+      const int128 b = archive::align(op(term.value).type.max_mantissa(), 0, term.shift);
+      all_lo = any ? std::min(all_lo, a) : a;
+      all_hi = any ? std::max(all_hi, b) : b;
+      any = true;
+    }
+    if (m.in.empty()) {
+      mx[r] = constant(m.konst, FixedType{true, signed_width(m.konst, m.konst), s.max.frac});
+      continue;
+    }
+    m.type = FixedType{true, signed_width(all_lo, all_hi), s.max.frac};
+    mx[r] = add(std::move(m));
+  }
+  // u = Q_ei(x - max), exactly: x <= max, so the difference lies in [x_lo - max_hi, 0]
+  begin_step(li, "softmax x - max and exp table input quantizer");
+  std::vector<int32_t> u(total);
+  for (int64_t j = 0; j < total; ++j) {
+    const int32_t v = x[j], m = mx[j / n];
+    const int sh = shift_of(v);
+    const Op& xv = op(v);
+    const int128 xlo = xv.type.width == 0 ? 0 : archive::align(xv.type.min_mantissa(), 0, sh);
+    const int128 mhi = op(m).kind == OpKind::Const ? op(m).konst : op(m).type.max_mantissa();
+    const int128 range[2] = {std::min<int128>(xlo - mhi, 0), 0};
+    int32_t d;
+    if (xv.kind == OpKind::Const && op(m).kind == OpKind::Const) {
+      const int128 dv = archive::align(xv.type.width == 0 ? 0 : xv.konst, 0, sh) - op(m).konst;
+      d = constant(dv, FixedType{true, signed_width(dv, dv), s.max.frac});
+    } else {
+      d = sum({Operand{v, 1, sh}, Operand{m, -1, 0}}, 0,
+              FixedType{true, signed_width(range[0], 0), s.max.frac},
+              what + " x - max " + std::to_string(j), range);
+    }
+    u[j] = quantize(d, *l.exp_input_quantizer, 0);
+    if (op(u[j]).type != s.exp_in)
+      throw std::logic_error("lower: " + what + " exp table index type");
+  }
+  begin_step(li, "softmax exp tables");
+  std::vector<int32_t> e(total);
+  for (int64_t j = 0; j < total; ++j)
+    e[j] = lookup(u[j], s.exp_out, s.exp_table.data(), static_cast<int64_t>(s.exp_table.size()),
+                  what + " exp");
+  begin_step(li, "softmax row sums");
+  std::vector<int32_t> sums(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<Operand> terms;
+    for (int64_t j = 0; j < n; ++j) terms.push_back(Operand{e[r * n + j], 1, 0});
+    sums[r] = sum(std::move(terms), 0, s.sum, what + " row sum " + std::to_string(r));
+  }
+  begin_step(li, "softmax reciprocal table input quantizer");
+  std::vector<int32_t> inv_in(rows);
+  for (int64_t r = 0; r < rows; ++r) inv_in[r] = quantize(sums[r], *l.inv_input_quantizer, 0);
+  begin_step(li, "softmax reciprocal tables");
+  std::vector<int32_t> inv(rows);
+  for (int64_t r = 0; r < rows; ++r)
+    inv[r] = lookup(inv_in[r], s.inv_out, s.inv_table.data(),
+                    static_cast<int64_t>(s.inv_table.size()), what + " reciprocal");
+  begin_step(li, "softmax products e * r");
+  std::vector<int32_t> p(total);
+  for (int64_t j = 0; j < total; ++j) {
+    const FixedType& pt = t.accumulator[j];
+    const int32_t ev = e[j], rv = inv[j / n];
+    const bool ec = is_const(ev), rc = is_const(rv);
+    if (pt.width == 0 || (ec && value(ev) == 0) || (rc && value(rv) == 0)) {
+      p[j] = constant(0, pt);
+    } else if (ec && rc) {
+      p[j] = constant(util::checked_mul<ArchiveError>(value(ev), value(rv), what), pt);
+    } else if (ec || rc) {  // a constant factor: a constant sum
+      p[j] = sum({Operand{ec ? rv : ev, ec ? value(ev) : value(rv), 0}}, 0, pt,
+                 what + " product " + std::to_string(j));
+    } else {
+      Op mul;
+      mul.kind = OpKind::Mul;
+      mul.type = pt;
+      const int128 c[4] = {util::checked_mul<ArchiveError>(op(ev).lo, op(rv).lo, what),
+                           util::checked_mul<ArchiveError>(op(ev).lo, op(rv).hi, what),
+                           util::checked_mul<ArchiveError>(op(ev).hi, op(rv).lo, what),
+                           util::checked_mul<ArchiveError>(op(ev).hi, op(rv).hi, what)};
+      mul.lo = *std::min_element(c, c + 4);
+      mul.hi = *std::max_element(c, c + 4);
+      mul.in = {Operand{ev}, Operand{rv}};
+      p[j] = add(std::move(mul));
+    }
+    n_.ops[p[j]].index = j;
+  }
+  check(p, t.accumulator, what + " products");
+  begin_step(li, "softmax output quantizer");
+  for (int64_t j = 0; j < total; ++j) p[j] = quantize(p[j], *l.output_quantizer, j);
+  n_.layer_values[li] = std::move(p);
+}
+
+Netlist Lowering::run() {
+  n_.model = a_.name;
+  analyze();
+  const size_t nl = a_.layers.size();
+  n_.layer_values.assign(nl, {});
+  // data_in: the first quantizer's output elements (pruned ones are the constant 0)
+  n_.input_quantizer = *a_.layers[n_.input_layer].input_quantizer;
+  const QuantSpec& q0 = n_.input_quantizer;
+  for (int64_t e = 0; e < q0.size(); ++e) {
+    const FixedType t = archive::quantizer_type(q0, e);
+    n_.input_types.push_back(t);
+    if (t.width == 0) {
+      bus_.push_back(constant(0, t));
+      continue;
+    }
+    Op in;
+    in.kind = OpKind::Input;
+    in.type = t;
+    in.lo = t.min_mantissa();
+    in.hi = t.max_mantissa();
+    in.index = e;
+    bus_.push_back(add(std::move(in)));
+  }
+  n_.inputs = bus_;
+  for (size_t li = 0; li < nl; ++li) {
+    const Layer& l = a_.layers[li];
+    if (float_[li]) continue;
+    const std::string what = "layer '" + l.name + "'";
+    switch (l.kind) {
+      case LayerKind::Flatten:
+      case LayerKind::Reshape:  // row-major: the same values
+        n_.layer_values[li] = input(li, 0);
+        break;
+      case LayerKind::Concatenate: {
+        std::vector<std::vector<int64_t>> shapes;
+        for (int64_t src : inputs_[li])
+          shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
+        const archive::ConcatMap m = archive::concat_map(l, shapes);
+        std::vector<int32_t> v;
+        v.reserve(m.slot.size());
+        for (size_t o = 0; o < m.slot.size(); ++o)
+          v.push_back(input(li, m.slot[o]).at(m.element[o]));
+        n_.layer_values[li] = std::move(v);
+        break;
+      }
+      case LayerKind::Quantize:
+        n_.layer_values[li] = quantized_input(li);
+        break;
+      case LayerKind::Activation: {
+        std::vector<int32_t> v = input(li, 0);
+        begin_step(li, "activation");
+        for (size_t e = 0; e < v.size(); ++e) {
+          if (l.activation == "relu" && op(v[e]).lo < 0)
+            v[e] = relu(v[e], archive::type_of_range(0, std::max<int128>(op(v[e]).hi, 0),
+                                                     op(v[e]).type.frac));
+          v[e] = quantize(v[e], *l.output_quantizer, e);
+        }
+        n_.layer_values[li] = std::move(v);
+        break;
+      }
+      case LayerKind::Dense:
+      case LayerKind::Conv1d:
+      case LayerKind::Conv2d:
+      case LayerKind::Scale: {
+        linear(li);
+        break;
+      }
+      case LayerKind::Pool:
+        pool(li);
+        break;
+      case LayerKind::Add:
+        add_layer(li);
+        break;
+      case LayerKind::Lut:
+        lut(li);
+        break;
+      case LayerKind::Softmax:
+        softmax(li);
+        break;
+    }
+    check(n_.layer_values[li], types_[li].output, what + " output");
+  }
+  n_.outputs = n_.layer_values.back();
+  n_.output_types = types_.back().output;
+  return std::move(n_);
+}
+
+}  // namespace
+
+Netlist lower(const archive::Archive& a) {
+  return Lowering(a).run();
+}
+
+std::vector<int32_t> use_counts(const Netlist& n) {
+  std::vector<int32_t> uses(n.ops.size(), 0);
+  for (const Op& o : n.ops)
+    for (const Operand& x : o.in) ++uses[x.value];
+  for (int32_t v : n.outputs) ++uses[v];
+  return uses;
+}
+
+std::vector<int128> evaluate(const Netlist& n, const std::vector<int128>& in) {
+  if (in.size() != n.input_types.size())
+    throw std::invalid_argument("netlist evaluate: " + std::to_string(in.size()) + " inputs for " +
+                                std::to_string(n.input_types.size()));
+  std::vector<int128> v(n.ops.size(), 0);
+  for (size_t id = 0; id < n.ops.size(); ++id) {
+    const Op& o = n.ops[id];
+    auto arg = [&](size_t k) { return v[o.in.at(k).value]; };
+    int128 r = 0;
+    switch (o.kind) {
+      case OpKind::Input:
+        r = in.at(o.index);
+        break;
+      case OpKind::Const:
+        r = o.konst;
+        break;
+      case OpKind::Quantize:
+        r = archive::quantize_exact(arg(0), n.ops[o.in[0].value].type.frac, n.quants.at(o.quant),
+                                    0);
+        break;
+      case OpKind::Relu:
+        r = std::max<int128>(arg(0), 0);
+        break;
+      case OpKind::Sum:
+        r = o.konst;
+        for (const Operand& x : o.in)
+          r = util::checked_add<ArchiveError>(
+              r,
+              archive::align(util::checked_mul<ArchiveError>(v[x.value], x.coef, "netlist"), 0,
+                             x.shift),
+              "netlist");
+        break;
+      case OpKind::Max: {
+        bool first = !o.has_konst;
+        r = o.konst;
+        for (const Operand& x : o.in) {
+          const int128 a = archive::align(v[x.value], 0, x.shift);
+          r = first ? a : std::max(r, a);
+          first = false;
+        }
+        break;
+      }
+      case OpKind::Table: {
+        const Table& t = n.tables.at(o.table);
+        const int128 e = arg(0) - t.index.min_mantissa();
+        if (e < 0 || e >= static_cast<int128>(t.entries.size()))
+          throw std::logic_error("netlist evaluate: table index out of range at op " +
+                                 std::to_string(id));
+        r = t.entries[static_cast<size_t>(e)];
+        break;
+      }
+      case OpKind::Mul:
+        r = util::checked_mul<ArchiveError>(arg(0), arg(1), "netlist");
+        break;
+    }
+    if (o.kind != OpKind::Input &&
+        (r < o.lo || r > o.hi ||
+         (o.type.width > 0 && (r < o.type.min_mantissa() || r > o.type.max_mantissa()))))
+      throw std::logic_error("netlist evaluate: op " + std::to_string(id) + " (" + op_name(o.kind) +
+                             ") = " + archive::to_string(r) + " outside its range or type " +
+                             o.type.to_string());
+    v[id] = r;
+  }
+  std::vector<int128> out;
+  out.reserve(n.outputs.size());
+  for (int32_t id : n.outputs) out.push_back(v[id]);
+  return out;
+}
+
+}  // namespace hgqt::netlist
