@@ -275,6 +275,7 @@ class Generator {
     int cycles = 1;       // cycles used by the logic (max cycle + 1)
     double critical = 0;  // the longest estimated path inside one cycle
     int32_t critical_op = -1;
+    std::vector<std::vector<int>> node_cycle;  // "shared": per group, each graph node's cycle
   };
 
   void emit_wire(const std::string& name, bool is_signed, int w, const std::string& expr) {
@@ -297,7 +298,8 @@ class Generator {
   double delay(int32_t id) const;
   Placement place(double period) const;
   void schedule();
-  Sig at(int32_t v, int cycle);
+  Sig at(int32_t v, int cycle) { return delayed(sig_[v], cycle_[v], cycle); }
+  Sig delayed(const Sig& s, int from, int to);
   void print_op(int32_t id);
   void print_group(const Group& g);
   void print_sum(int32_t id);
@@ -318,7 +320,8 @@ class Generator {
   std::vector<int> cycle_;         // per op: the clock cycle (after cycle_ registers) computing it
   int latency_ = 0;
   std::vector<Sig> sig_;                                // per op, once printed
-  std::map<std::pair<int32_t, int>, Sig> regs_;         // (op, boundary) -> its register
+  std::vector<std::vector<int>> node_cycle_;            // "shared": per group and graph node
+  std::map<std::pair<std::string, int>, Sig> regs_;     // (wire, boundary) -> its register
   std::vector<std::string> stage_decl_, stage_assign_;  // per boundary 1..latency
   std::vector<int> stage_count_;
   std::string body_;
@@ -453,6 +456,12 @@ double Generator::delay(int32_t id) const {
     case OpKind::Sum: {
       if (group_of_[id] >= 0) {
         const Group& g = groups_[group_of_[id]];
+        if (o_.const_mult == "shared") {  // placed adder by adder: the widest adder
+          int w = 0;
+          for (const auto& nd : g.graph.nodes)
+            if (nd.kind == AdderNode::Kind::Add) w = std::max(w, nd.width);
+          return adder_ns(w);
+        }
         return g.levels * adder_ns(g.width);
       }
       int64_t leaves = o.konst != 0;
@@ -485,10 +494,75 @@ Generator::Placement Generator::place(double period) const {
   pl.cycle.assign(n, 0);
   pl.arrival.assign(n, 0.0);
   std::vector<char> group_done(groups_.size(), 0);
+  pl.node_cycle.assign(groups_.size(), {});
+  // Cycle and arrival of a value made from operands (cycle c, arrival t_in) by logic of delay d.
+  auto settle = [&](int& c, double t_in, double d, int32_t id) {
+    double t = t_in + d;
+    if (period > 0 && t_in > 0 && t > period) {
+      ++c;
+      t = d;
+    }
+    pl.cycles = std::max(pl.cycles, c + 1);
+    if (t > pl.critical) {
+      pl.critical = t;
+      pl.critical_op = id;
+    }
+    return t;
+  };
+  const bool shared = o_.const_mult == "shared";
   for (size_t id = 0; id < n; ++id) {
     const Op& o = n_.ops[id];
     if (o.kind == netlist::OpKind::Input || o.kind == netlist::OpKind::Const) continue;
     const int32_t gi = group_of_[id];
+    if (gi >= 0 && shared) {
+      // the layer's adder graph, adder by adder: registers may fall between its levels
+      if (group_done[gi]) continue;
+      group_done[gi] = 1;
+      const Group& g = groups_[gi];
+      const auto& nodes = g.graph.nodes;
+      std::vector<int> nc(nodes.size(), 0);
+      std::vector<double> na(nodes.size(), 0.0);
+      std::vector<char> is_const(nodes.size(), 0);
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        const AdderNode& nd = nodes[i];
+        if (nd.kind == AdderNode::Kind::Input) {
+          const int32_t v = g.inputs[nd.input];
+          nc[i] = pl.cycle[v];
+          na[i] = pl.arrival[v];
+        } else if (nd.kind == AdderNode::Kind::Const) {
+          is_const[i] = 1;
+        } else {
+          int c = 0;
+          double t_in = 0;
+          for (int x : {nd.a, nd.b}) {
+            if (is_const[x]) continue;
+            if (nc[x] > c) {
+              c = nc[x];
+              t_in = na[x];
+            } else if (nc[x] == c) {
+              t_in = std::max(t_in, na[x]);
+            }
+          }
+          na[i] = settle(c, t_in, adder_ns(nd.width), g.sums[0]);
+          nc[i] = c;
+        }
+      }
+      for (size_t k = 0; k < g.sums.size(); ++k) {
+        const int32_t sid = g.sums[k];
+        const AdderOutput& r = g.graph.outputs[k];
+        int c = 0;
+        double t = 0;
+        if (r.node >= 0 && !is_const[r.node]) {
+          c = nc[r.node];
+          t = na[r.node];
+          if (r.neg) t = settle(c, t, adder_ns(n_.ops[sid].type.width), sid);  // the negation
+        }
+        pl.cycle[sid] = c;
+        pl.arrival[sid] = t;
+      }
+      pl.node_cycle[gi] = std::move(nc);
+      continue;
+    }
     if (gi >= 0 && group_done[gi]) {
       const int32_t first = groups_[gi].sums[0];
       pl.cycle[id] = pl.cycle[first];
@@ -512,19 +586,9 @@ Generator::Placement Generator::place(double period) const {
     } else {
       for (const auto& t : o.in) operand(t.value);
     }
-    const double d = delay(static_cast<int32_t>(id));
-    double t = t_in + d;
-    if (period > 0 && t_in > 0 && t > period) {
-      ++c;
-      t = d;
-    }
+    const double t = settle(c, t_in, delay(static_cast<int32_t>(id)), static_cast<int32_t>(id));
     pl.cycle[id] = c;
     pl.arrival[id] = t;
-    pl.cycles = std::max(pl.cycles, c + 1);
-    if (t > pl.critical) {
-      pl.critical = t;
-      pl.critical_op = static_cast<int32_t>(id);
-    }
   }
   return pl;
 }
@@ -563,6 +627,7 @@ void Generator::schedule() {
     latency_ = o_.pipeline_stages;
   }
   cycle_ = std::move(pl.cycle);
+  node_cycle_ = std::move(pl.node_cycle);
   timing_.latency_cycles = latency_;
   for (size_t id = 0; id < n_.ops.size(); ++id)
     timing_.longest_op_ns = std::max(timing_.longest_op_ns, delay(static_cast<int32_t>(id)));
@@ -577,14 +642,13 @@ void Generator::schedule() {
   stage_count_.assign(latency_ + 1, 0);
 }
 
-// Op v as read in `cycle`: its wire, or the register holding it after the boundaries between
-// its cycle and `cycle` (one register per boundary, shared by all readers).
-Sig Generator::at(int32_t v, int cycle) {
-  const Sig& s = sig_[v];
-  if (s.is_const() || cycle <= cycle_[v]) return s;
+// Signal s, made in cycle `from`, as read in cycle `to`: itself, or the register holding it after
+// the boundaries between (one register per boundary, shared by all readers).
+Sig Generator::delayed(const Sig& s, int from, int to) {
+  if (s.is_const() || to <= from) return s;
   Sig prev = s;
-  for (int k = cycle_[v] + 1; k <= cycle; ++k) {
-    auto it = regs_.find({v, k});
+  for (int k = from + 1; k <= to; ++k) {
+    auto it = regs_.find({s.name, k});
     if (it == regs_.end()) {
       Sig r;
       r.type = s.type;
@@ -592,7 +656,7 @@ Sig Generator::at(int32_t v, int cycle) {
       stage_decl_[k] +=
           "  reg " + range_decl(r.type.is_signed, r.type.width) + " " + r.name + ";\n";
       stage_assign_[k] += "    " + r.name + " <= " + prev.name + ";\n";
-      it = regs_.emplace(std::make_pair(v, k), r).first;
+      it = regs_.emplace(std::make_pair(s.name, k), r).first;
     }
     prev = it->second;
   }
@@ -874,27 +938,31 @@ void Generator::print_group(const Group& g) {
     return;
   }
   const AdderGraph& gr = g.graph;
-  std::vector<std::string> expr(gr.nodes.size());
+  const std::vector<int>& nc = node_cycle_[&g - groups_.data()];
+  std::vector<Sig> node(gr.nodes.size());
+  // node i as a signed expression read in `cycle`
+  auto ref = [&](int i, int cycle) {
+    const AdderNode& nd = gr.nodes[i];
+    switch (nd.kind) {
+      case AdderNode::Kind::Input:
+        return signed_view(at(g.inputs[nd.input], cycle));
+      case AdderNode::Kind::Const:
+        return signed_literal(nd.value);
+      case AdderNode::Kind::Add:
+        break;
+    }
+    return delayed(node[i], nc[i], cycle).name;
+  };
   const std::string prefix = "g" + std::to_string(n_.steps[g.step].layer) + "_";
   for (size_t i = 0; i < gr.nodes.size(); ++i) {
     const auto& nd = gr.nodes[i];
-    switch (nd.kind) {
-      case AdderNode::Kind::Input:
-        expr[i] = signed_view(at(g.inputs[nd.input], cycle));
-        break;
-      case AdderNode::Kind::Const:
-        expr[i] = signed_literal(nd.value);
-        break;
-      case AdderNode::Kind::Add: {
-        auto shifted = [&](int v, int k) {
-          return k > 0 ? "(" + expr[v] + " <<< " + std::to_string(k) + ")" : expr[v];
-        };
-        expr[i] = prefix + std::to_string(i);
-        emit_wire(expr[i], true, nd.width,
-                  shifted(nd.a, nd.ka) + (nd.sub ? " - " : " + ") + shifted(nd.b, nd.kb));
-        break;
-      }
-    }
+    if (nd.kind != AdderNode::Kind::Add) continue;
+    auto shifted = [&](int v, int k) {
+      const std::string e = ref(v, nc[i]);
+      return k > 0 ? "(" + e + " <<< " + std::to_string(k) + ")" : e;
+    };
+    node[i] = wire(prefix + std::to_string(i), FixedType{true, nd.width, 0},
+                   shifted(nd.a, nd.ka) + (nd.sub ? " - " : " + ") + shifted(nd.b, nd.kb));
   }
   for (size_t k = 0; k < g.sums.size(); ++k) {
     const int32_t id = g.sums[k];
@@ -905,8 +973,8 @@ void Generator::print_group(const Group& g) {
       sig_[id] = wire(name, o.type, literal(0, o.type.width, true));
       continue;
     }
-    std::string e =
-        r.shift > 0 ? "(" + expr[r.node] + " <<< " + std::to_string(r.shift) + ")" : expr[r.node];
+    const std::string v = ref(r.node, cycle_[id]);
+    std::string e = r.shift > 0 ? "(" + v + " <<< " + std::to_string(r.shift) + ")" : v;
     if (r.neg) e = "-" + e;
     sig_[id] = wire(name, o.type, e);
   }

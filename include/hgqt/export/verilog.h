@@ -64,7 +64,8 @@ struct VerilogOptions {
   /// minimal tree (0 to 16).
   int adder_extra_depth = 2;
   /// > 0: place registers so that no estimated path between registers exceeds this many ns (an
-  /// adder-width delay model: a LUT level, 0.45 ns, per adder level plus 0.015 ns per carry bit);
+  /// adder-width delay model: a LUT level, 0.45 ns, per adder level plus 0.015 ns per carry bit;
+  /// "shared" graphs are placed adder by adder, "csd" / "mul" sums of a layer as one unit);
   /// the latency follows (the outputs are registered), and pipeline_stages is ignored.
   double clock_period_ns = 0;
 };
