@@ -179,7 +179,6 @@ int32_t Lowering::quantize(int32_t v, const QuantSpec& q, int64_t n) {
   o.hi = out.max_mantissa();
   o.in = {Operand{v}};
   o.quant = quant_index(q, n);
-  o.index = n;
   return add(std::move(o));
 }
 
@@ -369,7 +368,6 @@ void Lowering::linear(size_t li) {
     }
     acc[o] =
         sum(std::move(terms), konst, at, "layer '" + l.name + "' accumulator " + std::to_string(o));
-    n_.ops[acc[o]].index = o;
   }
   check(acc, t.accumulator, "layer '" + l.name + "' accumulator");
   post(li, acc);
@@ -447,7 +445,6 @@ void Lowering::pool(size_t li) {
       }
       out[o] = add(std::move(mx));
     }
-    n_.ops[out[o]].index = o;
   }
   check(out, t.accumulator, "layer '" + l.name + "' output");
   n_.layer_values[li] = std::move(out);
@@ -619,7 +616,6 @@ void Lowering::softmax(size_t li) {
       mul.in = {Operand{ev}, Operand{rv}};
       p[j] = add(std::move(mul));
     }
-    n_.ops[p[j]].index = j;
   }
   check(p, t.accumulator, what + " products");
   begin_step(li, "softmax output quantizer");
@@ -718,14 +714,6 @@ Netlist Lowering::run() {
 
 Netlist lower(const archive::Archive& a) {
   return Lowering(a).run();
-}
-
-std::vector<int32_t> use_counts(const Netlist& n) {
-  std::vector<int32_t> uses(n.ops.size(), 0);
-  for (const Op& o : n.ops)
-    for (const Operand& x : o.in) ++uses[x.value];
-  for (int32_t v : n.outputs) ++uses[v];
-  return uses;
 }
 
 std::vector<int128> evaluate(const Netlist& n, const std::vector<int128>& in) {

@@ -62,7 +62,7 @@ struct Op {
   std::vector<Operand> in;  ///< operands (see the kinds above)
   int128 konst = 0;         ///< Const: the value; Sum: the constant term; Max: a constant operand
   bool has_konst = false;   ///< Max: konst is an operand
-  int64_t index = 0;        ///< Input: data_in element; else the element of its layer's output
+  int64_t index = 0;        ///< Input: the data_in element
   int32_t quant = -1;       ///< Quantize: index into Netlist::quants
   int32_t table = -1;       ///< Table: index into Netlist::tables
   int32_t step = -1;        ///< the step it belongs to (-1: Input and Const)
@@ -105,8 +105,5 @@ Netlist lower(const archive::Archive& a);
 /// pruned elements' entries are ignored), computed by walking the ops with exact integers. Checks
 /// every value against its op's range and type (std::logic_error when outside: a lowering bug).
 std::vector<int128> evaluate(const Netlist& n, const std::vector<int128>& in);
-
-/// How many readers each op has (operands of later ops, plus one per model output use).
-std::vector<int32_t> use_counts(const Netlist& n);
 
 }  // namespace hgqt::netlist
