@@ -72,36 +72,37 @@ TEST(Netlist, RandomGraphsAgreeWithTheEmulator) {
 archive::Archive hand_model() {
   archive::Archive a;
   a.name = "hand";
-  a.input_shape = {2};
-  a.output_shape = {2};
+  a.input_shape = std::vector<int64_t>{2};
+  a.output_shape = std::vector<int64_t>{2};
   archive::Layer d;
   d.name = "d";
   d.kind = archive::LayerKind::Dense;
-  d.input_shape = {2};
-  d.output_shape = {2};
+  d.input_shape = std::vector<int64_t>{2};
+  d.output_shape = std::vector<int64_t>{2};
   archive::QuantSpec q;
-  q.shape = {2};
+  q.shape = std::vector<int64_t>{2};
   q.k = {1, 1};
   q.i = {2, 0};
   q.f = {1, -2};  // element 1: width 1 + 0 - 2 < 0: pruned
   d.input_quantizer = q;
   archive::Constant w;
-  w.shape = {2, 2};
-  w.mantissa = {3, 0, 5, 7};  // [in, out]: x0 * 3 -> y0; x0 * 0 -> y1; x1 (pruned) * 5, 7
+  w.shape = std::vector<int64_t>{2, 2};
+  w.mantissa = std::vector<int64_t>{
+      3, 0, 5, 7};  // [in, out]: x0 * 3 -> y0; x0 * 0 -> y1; x1 (pruned) * 5, 7
   w.exponent = {0, 0, 1, 1};
   archive::QuantSpec wq;
-  wq.shape = {2, 2};
+  wq.shape = std::vector<int64_t>{2, 2};
   wq.k = {1, 1, 1, 1};
   wq.i = {4, 4, 4, 4};
   wq.f = {0, 0, -1, -1};
   w.quantizer = wq;
   d.kernel = w;
   archive::Constant b;
-  b.shape = {2};
-  b.mantissa = {1, -3};
+  b.shape = std::vector<int64_t>{2};
+  b.mantissa = std::vector<int64_t>{1, -3};
   b.exponent = {-2, 0};
   archive::QuantSpec bq;
-  bq.shape = {2};
+  bq.shape = std::vector<int64_t>{2};
   bq.k = {1, 1};
   bq.i = {1, 2};
   bq.f = {2, 0};
