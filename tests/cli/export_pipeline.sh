@@ -34,6 +34,14 @@ expect_error "the model takes 784" "$hgqt" emulate "$work/untraced.hgqt" --data 
 
 HGQT="$hgqt" bash "$root/scripts/export_check.sh" "$work/run" "$data" 2000 2000
 
+# Verilog registers for a clock period: the latency and the estimated path are printed; a
+# period and a stage count together are refused.
+out="$("$hgqt" export "$work/run/model.hgqt" --format verilog --clock-ns 1 --out "$work/rtl_clk" --tb-samples 10)"
+grep -q "timing (estimated): latency" <<<"$out" || fail "no timing line in: $out"
+grep -q '"latency_cycles"' "$work/rtl_clk/ports.json" || fail "no latency in ports.json"
+expect_error "not both" "$hgqt" export "$work/run/model.hgqt" --format verilog --clock-ns 2 \
+  --pipeline-stages 2 --out "$work/rtl_both"
+
 # A truncated tensor file gives an archive error, not a crash.
 cp -r "$work/run/model.hgqt" "$work/broken.hgqt"
 truncate -s 100 "$work/broken.hgqt/tensors.h5"
