@@ -1482,6 +1482,10 @@ void Generator::run() {
           throw ArchiveError("hls: " + label(li) + " reads the unquantized model input");
       ins.push_back(s < 0 || is_float[s] ? nullptr : &arrays[s]);
     }
+    // What a layer with an input quantizer reads: x_in when it quantizes the float model input.
+    auto quantizer_input = [&]() -> const Array& {
+      return in_float ? model_input(li, *l.input_quantizer) : arrays[src];
+    };
     switch (l.kind) {
       case LayerKind::Flatten:
       case LayerKind::Reshape:
@@ -1500,25 +1504,16 @@ void Generator::run() {
         arrays[li] = concat_layer(li, l, ins);
         break;
       case LayerKind::Lut:
-        if (in_float)
-          arrays[li] = lut_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
-        else
-          arrays[li] = lut_layer(li, l, types[li], arrays[src], false);
+        arrays[li] = lut_layer(li, l, types[li], quantizer_input(), in_float);
         break;
       case LayerKind::Softmax:
-        if (in_float)
-          arrays[li] = softmax_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
-        else
-          arrays[li] = softmax_layer(li, l, types[li], arrays[src], false);
+        arrays[li] = softmax_layer(li, l, types[li], quantizer_input(), in_float);
         break;
       case LayerKind::Dense:
       case LayerKind::Conv1d:
       case LayerKind::Conv2d:
       case LayerKind::Scale:
-        if (in_float)
-          arrays[li] = linear_layer(li, l, types[li], model_input(li, *l.input_quantizer), true);
-        else
-          arrays[li] = linear_layer(li, l, types[li], arrays[src], false);
+        arrays[li] = linear_layer(li, l, types[li], quantizer_input(), in_float);
         break;
     }
   }

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "hgqt/export/adder_graph.h"
 #include "hgqt/util/checked_int.h"
 
 namespace hgqt::netlist {
@@ -15,6 +16,7 @@ using archive::ArchiveError;
 using archive::Layer;
 using archive::LayerKind;
 using archive::QuantSpec;
+using exporters::adder_signed_width;
 
 const char* op_name(OpKind k) {
   switch (k) {
@@ -39,10 +41,6 @@ const char* op_name(OpKind k) {
 }
 
 namespace {
-
-int signed_width(int128 lo, int128 hi) {
-  return archive::type_of_range(std::min<int128>(lo, -1), std::max<int128>(hi, 0), 0).width;
-}
 
 class Lowering {
  public:
@@ -95,6 +93,7 @@ class Lowering {
   /// konst + sum of the operands (coefficients and shifts given), of type t; folds constants.
   int32_t sum(std::vector<Operand> terms, int128 konst, const FixedType& t, const std::string& what,
               const int128* range = nullptr);
+  int32_t maximum(const std::vector<Operand>& terms, int frac, const FixedType* type);
 
   // ---- layers
   void analyze();
@@ -119,6 +118,7 @@ class Lowering {
   std::vector<std::vector<int64_t>> inputs_;
   std::vector<char> float_, reads_bus_;
   std::vector<int32_t> bus_;
+  std::vector<std::vector<int32_t>> vals_;  // each layer's output (empty: the float input)
 };
 
 int32_t Lowering::quant_index(const QuantSpec& q, int64_t n) {
@@ -266,6 +266,43 @@ int32_t Lowering::sum(std::vector<Operand> terms, int128 konst, const FixedType&
   return add(std::move(o));
 }
 
+// The largest operand, each shifted left to `frac`; constant and pruned (0) operands fold into
+// one constant operand. Of type `type`, or (null) the signed type at `frac` holding every
+// operand's type range and the constant: the comparators work at one width.
+int32_t Lowering::maximum(const std::vector<Operand>& terms, int frac, const FixedType* type) {
+  Op m;
+  m.kind = OpKind::Max;
+  for (const Operand& term : terms) {
+    const Op& x = op(term.value);
+    if (x.type.width == 0 || x.kind == OpKind::Const) {
+      const int128 c = x.type.width == 0 ? 0 : archive::align(x.konst, 0, term.shift);
+      m.konst = m.has_konst ? std::max(m.konst, c) : c;
+      m.has_konst = true;
+      continue;
+    }
+    m.in.push_back(term);
+  }
+  if (m.in.empty())
+    return constant(m.konst,
+                    type ? *type : FixedType{true, adder_signed_width(m.konst, m.konst), frac});
+  bool first = !m.has_konst;
+  m.lo = m.hi = m.konst;
+  int128 all_lo = m.konst, all_hi = m.konst;
+  for (const Operand& term : m.in) {
+    const Op& x = op(term.value);
+    const int128 a = archive::align(x.lo, 0, term.shift), b = archive::align(x.hi, 0, term.shift);
+    const int128 ta = archive::align(x.type.min_mantissa(), 0, term.shift);
+    const int128 tb = archive::align(x.type.max_mantissa(), 0, term.shift);
+    m.lo = first ? a : std::max(m.lo, a);
+    m.hi = first ? b : std::max(m.hi, b);
+    all_lo = first ? ta : std::min(all_lo, ta);
+    all_hi = first ? tb : std::max(all_hi, tb);
+    first = false;
+  }
+  m.type = type ? *type : FixedType{true, adder_signed_width(all_lo, all_hi), frac};
+  return add(std::move(m));
+}
+
 // The graph: each layer's inputs, which outputs are still the float model input, which layers
 // quantize it (they read data_in: the first, and later ones with the same quantizer).
 void Lowering::analyze() {
@@ -311,7 +348,7 @@ const std::vector<int32_t>& Lowering::input(size_t li, size_t slot) const {
                              "' reads the float model input");
     return bus_;
   }
-  return n_.layer_values[src];
+  return vals_[src];
 }
 
 void Lowering::check(const std::vector<int32_t>& v, const std::vector<FixedType>& want,
@@ -371,7 +408,7 @@ void Lowering::linear(size_t li) {
   }
   check(acc, t.accumulator, "layer '" + l.name + "' accumulator");
   post(li, acc);
-  n_.layer_values[li] = std::move(acc);
+  vals_[li] = std::move(acc);
 }
 
 // Linear layers and add: relu, then the output quantizer.
@@ -414,40 +451,11 @@ void Lowering::pool(size_t li) {
     if (!m.max) {
       out[o] = sum(std::move(terms), 0, at, what);
     } else {
-      Op mx;
-      mx.kind = OpKind::Max;
-      mx.type = at;
-      bool first = true;
-      for (const Operand& term : terms) {
-        const Op& xk = op(term.value);
-        if (xk.type.width == 0 || xk.kind == OpKind::Const) {  // a pruned element is 0
-          const int128 c = xk.type.width == 0 ? 0 : archive::align(xk.konst, 0, term.shift);
-          mx.konst = mx.has_konst ? std::max(mx.konst, c) : c;
-          mx.has_konst = true;
-          continue;
-        }
-        mx.in.push_back(term);
-      }
-      if (mx.in.empty()) {
-        out[o] = constant(mx.konst, at);
-        continue;
-      }
-      for (const Operand& term : mx.in) {
-        const int128 a = archive::align(op(term.value).lo, 0, term.shift);
-        const int128 b = archive::align(op(term.value).hi, 0, term.shift);
-        mx.lo = first ? a : std::max(mx.lo, a);
-        mx.hi = first ? b : std::max(mx.hi, b);
-        first = false;
-      }
-      if (mx.has_konst) {
-        mx.lo = std::max(mx.lo, mx.konst);
-        mx.hi = std::max(mx.hi, mx.konst);
-      }
-      out[o] = add(std::move(mx));
+      out[o] = maximum(terms, at.frac, &at);
     }
   }
   check(out, t.accumulator, "layer '" + l.name + "' output");
-  n_.layer_values[li] = std::move(out);
+  vals_[li] = std::move(out);
 }
 
 // add: the exact sum of the inputs aligned to the accumulator's frac, then relu and quantizer.
@@ -472,7 +480,7 @@ void Lowering::add_layer(size_t li) {
   }
   check(acc, t.accumulator, "layer '" + l.name + "' accumulator");
   post(li, acc);
-  n_.layer_values[li] = std::move(acc);
+  vals_[li] = std::move(acc);
 }
 
 // lut: element n is its table's entry at the quantized input.
@@ -486,7 +494,7 @@ void Lowering::lut(size_t li) {
   for (size_t e = 0; e < v.size(); ++e)
     v[e] = lookup(v[e], t.output[e], l.table.data() + off[e], off[e + 1] - off[e],
                   "layer '" + l.name + "' element " + std::to_string(e));
-  n_.layer_values[li] = std::move(v);
+  vals_[li] = std::move(v);
 }
 
 // softmax (archive.h, archive::SoftmaxTypes) over rows of n elements.
@@ -508,44 +516,9 @@ void Lowering::softmax(size_t li) {
   begin_step(li, "softmax row max");
   std::vector<int32_t> mx(rows);
   for (int64_t r = 0; r < rows; ++r) {
-    Op m;
-    m.kind = OpKind::Max;
-    bool first = true;
-    for (int64_t j = 0; j < n; ++j) {
-      const int32_t v = x[r * n + j];
-      const Op& xv = op(v);
-      const int sh = shift_of(v);
-      int128 lo = 0, hi = 0;
-      if (xv.type.width > 0) {
-        lo = archive::align(xv.lo, 0, sh);
-        hi = archive::align(xv.hi, 0, sh);
-      }
-      m.lo = first ? lo : std::max(m.lo, lo);
-      m.hi = first ? hi : std::max(m.hi, hi);
-      first = false;
-      if (xv.type.width == 0 || xv.kind == OpKind::Const) {
-        m.konst = m.has_konst ? std::max(m.konst, lo) : lo;
-        m.has_konst = true;
-      } else {
-        m.in.push_back(Operand{v, 1, sh});
-      }
-    }
-    // The type holds every operand (the comparators work at one width).
-    int128 all_lo = m.has_konst ? m.konst : 0, all_hi = all_lo;
-    bool any = m.has_konst;
-    for (const Operand& term : m.in) {
-      const int128 a = archive::align(op(term.value).type.min_mantissa(), 0, term.shift);
-      const int128 b = archive::align(op(term.value).type.max_mantissa(), 0, term.shift);
-      all_lo = any ? std::min(all_lo, a) : a;
-      all_hi = any ? std::max(all_hi, b) : b;
-      any = true;
-    }
-    if (m.in.empty()) {
-      mx[r] = constant(m.konst, FixedType{true, signed_width(m.konst, m.konst), s.max.frac});
-      continue;
-    }
-    m.type = FixedType{true, signed_width(all_lo, all_hi), s.max.frac};
-    mx[r] = add(std::move(m));
+    std::vector<Operand> row;
+    for (int64_t j = 0; j < n; ++j) row.push_back(Operand{x[r * n + j], 1, shift_of(x[r * n + j])});
+    mx[r] = maximum(row, s.max.frac, nullptr);
   }
   // u = Q_ei(x - max), exactly: x <= max, so the difference lies in [x_lo - max_hi, 0]
   begin_step(li, "softmax x - max and exp table input quantizer");
@@ -560,10 +533,10 @@ void Lowering::softmax(size_t li) {
     int32_t d;
     if (xv.kind == OpKind::Const && op(m).kind == OpKind::Const) {
       const int128 dv = archive::align(xv.type.width == 0 ? 0 : xv.konst, 0, sh) - op(m).konst;
-      d = constant(dv, FixedType{true, signed_width(dv, dv), s.max.frac});
+      d = constant(dv, FixedType{true, adder_signed_width(dv, dv), s.max.frac});
     } else {
       d = sum({Operand{v, 1, sh}, Operand{m, -1, 0}}, 0,
-              FixedType{true, signed_width(range[0], 0), s.max.frac},
+              FixedType{true, adder_signed_width(range[0], 0), s.max.frac},
               what + " x - max " + std::to_string(j), range);
     }
     u[j] = quantize(d, *l.exp_input_quantizer, 0);
@@ -620,20 +593,19 @@ void Lowering::softmax(size_t li) {
   check(p, t.accumulator, what + " products");
   begin_step(li, "softmax output quantizer");
   for (int64_t j = 0; j < total; ++j) p[j] = quantize(p[j], *l.output_quantizer, j);
-  n_.layer_values[li] = std::move(p);
+  vals_[li] = std::move(p);
 }
 
 Netlist Lowering::run() {
   n_.model = a_.name;
   analyze();
   const size_t nl = a_.layers.size();
-  n_.layer_values.assign(nl, {});
+  vals_.assign(nl, {});
   // data_in: the first quantizer's output elements (pruned ones are the constant 0)
   n_.input_quantizer = *a_.layers[n_.input_layer].input_quantizer;
   const QuantSpec& q0 = n_.input_quantizer;
   for (int64_t e = 0; e < q0.size(); ++e) {
     const FixedType t = archive::quantizer_type(q0, e);
-    n_.input_types.push_back(t);
     if (t.width == 0) {
       bus_.push_back(constant(0, t));
       continue;
@@ -654,7 +626,7 @@ Netlist Lowering::run() {
     switch (l.kind) {
       case LayerKind::Flatten:
       case LayerKind::Reshape:  // row-major: the same values
-        n_.layer_values[li] = input(li, 0);
+        vals_[li] = input(li, 0);
         break;
       case LayerKind::Concatenate: {
         std::vector<std::vector<int64_t>> shapes;
@@ -665,11 +637,11 @@ Netlist Lowering::run() {
         v.reserve(m.slot.size());
         for (size_t o = 0; o < m.slot.size(); ++o)
           v.push_back(input(li, m.slot[o]).at(m.element[o]));
-        n_.layer_values[li] = std::move(v);
+        vals_[li] = std::move(v);
         break;
       }
       case LayerKind::Quantize:
-        n_.layer_values[li] = quantized_input(li);
+        vals_[li] = quantized_input(li);
         break;
       case LayerKind::Activation: {
         std::vector<int32_t> v = input(li, 0);
@@ -680,7 +652,7 @@ Netlist Lowering::run() {
                                                      op(v[e]).type.frac));
           v[e] = quantize(v[e], *l.output_quantizer, e);
         }
-        n_.layer_values[li] = std::move(v);
+        vals_[li] = std::move(v);
         break;
       }
       case LayerKind::Dense:
@@ -703,10 +675,9 @@ Netlist Lowering::run() {
         softmax(li);
         break;
     }
-    check(n_.layer_values[li], types_[li].output, what + " output");
+    check(vals_[li], types_[li].output, what + " output");
   }
-  n_.outputs = n_.layer_values.back();
-  n_.output_types = types_.back().output;
+  n_.outputs = vals_.back();
   return std::move(n_);
 }
 
@@ -717,9 +688,9 @@ Netlist lower(const archive::Archive& a) {
 }
 
 std::vector<int128> evaluate(const Netlist& n, const std::vector<int128>& in) {
-  if (in.size() != n.input_types.size())
+  if (in.size() != n.inputs.size())
     throw std::invalid_argument("netlist evaluate: " + std::to_string(in.size()) + " inputs for " +
-                                std::to_string(n.input_types.size()));
+                                std::to_string(n.inputs.size()));
   std::vector<int128> v(n.ops.size(), 0);
   for (size_t id = 0; id < n.ops.size(); ++id) {
     const Op& o = n.ops[id];

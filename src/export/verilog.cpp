@@ -295,7 +295,7 @@ class Generator {
     return prefix + layer + "_" + std::to_string(id);
   }
   void plan_groups();
-  double delay(int32_t id) const;
+  double op_delay(int32_t id) const;
   Placement place(double period) const;
   void schedule();
   Sig at(int32_t v, int cycle) { return delayed(sig_[v], cycle_[v], cycle); }
@@ -317,6 +317,7 @@ class Generator {
   netlist::Netlist n_;
   std::vector<Group> groups_;
   std::vector<int32_t> group_of_;  // per op: its group, or -1
+  std::vector<double> delay_;      // per op: op_delay, computed once (place() runs many times)
   std::vector<int> cycle_;         // per op: the clock cycle (after cycle_ registers) computing it
   int latency_ = 0;
   std::vector<Sig> sig_;                                // per op, once printed
@@ -331,12 +332,12 @@ class Generator {
 VerilogLayout Generator::layout() const {
   VerilogLayout lay;
   lay.input_layer = a_.layers[n_.input_layer].name;
-  auto fill = [](const std::vector<FixedType>& types, std::vector<VerilogBusElement>& els,
-                 int64_t& bits) {
-    for (size_t n = 0; n < types.size(); ++n) {
+  auto fill = [&](const std::vector<int32_t>& ops, std::vector<VerilogBusElement>& els,
+                  int64_t& bits) {
+    for (size_t n = 0; n < ops.size(); ++n) {
       VerilogBusElement e;
       e.index = static_cast<int64_t>(n);
-      e.type = types[n];
+      e.type = n_.ops[ops[n]].type;
       if (e.type.width > 0) {
         e.lsb = bits;
         bits += e.type.width;
@@ -344,8 +345,8 @@ VerilogLayout Generator::layout() const {
       els.push_back(e);
     }
   };
-  fill(n_.input_types, lay.inputs, lay.input_bits);
-  fill(n_.output_types, lay.outputs, lay.output_bits);
+  fill(n_.inputs, lay.inputs, lay.input_bits);
+  fill(n_.outputs, lay.outputs, lay.output_bits);
   return lay;
 }
 
@@ -437,7 +438,7 @@ void Generator::plan_groups() {
 
 // The estimated delay of op `id` (of its whole group for a matrix Sum), from its operands'
 // arrival to its result.
-double Generator::delay(int32_t id) const {
+double Generator::op_delay(int32_t id) const {
   const Op& o = n_.ops[id];
   using netlist::OpKind;
   switch (o.kind) {
@@ -586,7 +587,7 @@ Generator::Placement Generator::place(double period) const {
     } else {
       for (const auto& t : o.in) operand(t.value);
     }
-    const double t = settle(c, t_in, delay(static_cast<int32_t>(id)), static_cast<int32_t>(id));
+    const double t = settle(c, t_in, delay_[id], static_cast<int32_t>(id));
     pl.cycle[id] = c;
     pl.arrival[id] = t;
   }
@@ -598,6 +599,11 @@ Generator::Placement Generator::place(double period) const {
 // the shortest period whose placement fits them.
 void Generator::schedule() {
   plan_groups();
+  delay_.resize(n_.ops.size());
+  for (size_t id = 0; id < n_.ops.size(); ++id) {
+    delay_[id] = op_delay(static_cast<int32_t>(id));
+    timing_.longest_op_ns = std::max(timing_.longest_op_ns, delay_[id]);
+  }
   Placement pl;
   if (o_.clock_period_ns > 0) {
     pl = place(o_.clock_period_ns);
@@ -608,9 +614,7 @@ void Generator::schedule() {
     latency_ = 0;
   } else {
     const Placement one = place(0);
-    double lo = 0, hi = one.critical;
-    for (size_t id = 0; id < n_.ops.size(); ++id)
-      lo = std::max(lo, delay(static_cast<int32_t>(id)));
+    double lo = timing_.longest_op_ns, hi = one.critical;
     pl = one;
     if (o_.pipeline_stages > 1 && hi > lo) {
       for (int it = 0; it < 40 && hi - lo > 1e-3; ++it) {
@@ -629,8 +633,6 @@ void Generator::schedule() {
   cycle_ = std::move(pl.cycle);
   node_cycle_ = std::move(pl.node_cycle);
   timing_.latency_cycles = latency_;
-  for (size_t id = 0; id < n_.ops.size(); ++id)
-    timing_.longest_op_ns = std::max(timing_.longest_op_ns, delay(static_cast<int32_t>(id)));
   timing_.critical_path_ns = pl.critical;
   if (pl.critical_op >= 0) {
     const Op& o = n_.ops[pl.critical_op];

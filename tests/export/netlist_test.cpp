@@ -29,9 +29,9 @@ void expect_agrees(const archive::Archive& a, int64_t n, uint64_t seed) {
     for (int64_t r = 0; r < n; ++r) {
       const double* xr = x.data() + r * a.input_size();
       emu.run_exact(xr, want.data());
-      std::vector<int128> in(net.input_types.size(), 0);
+      std::vector<int128> in(net.inputs.size(), 0);
       for (size_t e = 0; e < in.size(); ++e)
-        if (net.input_types[e].width > 0)
+        if (net.ops[net.inputs[e]].type.width > 0)
           in[e] = archive::quantize_double(xr[e], net.input_quantizer, static_cast<int64_t>(e));
       const std::vector<int128> got = netlist::evaluate(net, in);
       for (size_t o = 0; o < got.size(); ++o)

@@ -90,12 +90,11 @@ struct Netlist {
   std::vector<Table> tables;               ///< deduplicated
   size_t input_layer = 0;                  ///< the layer whose quantizer makes data_in
   archive::QuantSpec input_quantizer;      ///< its input quantizer (data_in holds its mantissas)
-  std::vector<FixedType> input_types;      ///< per model input element (width 0: pruned, absent)
-  std::vector<int32_t> inputs;             ///< per model input element: its Input or Const op
-  std::vector<int32_t> outputs;            ///< per model output element: its op
-  std::vector<FixedType> output_types;
-  /// Ops per layer output (empty for layers that pass the float input on).
-  std::vector<std::vector<int32_t>> layer_values;
+  /// Per model input element: its Input op, or a width-0 Const when pruned (absent from data_in);
+  /// the op's type is the element's type.
+  std::vector<int32_t> inputs;
+  /// Per model output element: its op, whose type is the emulator's output type.
+  std::vector<int32_t> outputs;
 };
 
 /// Lowers a validated archive (archive::validate, archive::infer_types). Throws ArchiveError.
