@@ -1051,6 +1051,18 @@ std::vector<int64_t> layer_inputs(const Archive& a, size_t li) {
   return out;
 }
 
+LayerGraph layer_graph(const Archive& a) {
+  LayerGraph g;
+  g.inputs.reserve(a.layers.size());
+  g.float_output.assign(a.layers.size(), 0);
+  for (size_t li = 0; li < a.layers.size(); ++li) {
+    g.inputs.push_back(layer_inputs(a, li));
+    const LayerKind k = a.layers[li].kind;
+    g.float_output[li] = (k == LayerKind::Flatten || k == LayerKind::Reshape) && g.reads_float(li);
+  }
+  return g;
+}
+
 int64_t Archive::input_size() const {
   return shape_size(input_shape);
 }

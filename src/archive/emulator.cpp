@@ -46,22 +46,16 @@ Emulator::Emulator(Archive a, EmulatorOptions options) : a_(std::move(a)), optio
   validate(a_, "archive '" + a_.name + "'");
   types_ = infer_types(a_);
   for (const auto& t : output_types()) widest_output_ = std::max(widest_output_, t.width);
+  const LayerGraph g = layer_graph(a_);
   for (size_t li = 0; li < a_.layers.size(); ++li) {
     Plan p;
-    p.inputs = layer_inputs(a_, li);
+    p.inputs = g.inputs[li];
     const Layer& l = a_.layers[li];
     if (is_linear(l.kind)) p.linear = linear_map(l);
     if (l.kind == LayerKind::Pool) p.pool = pool_map(l);
     if (l.kind == LayerKind::Lut) p.lut_offsets = lut_offsets(l);
-    if (l.kind == LayerKind::Concatenate) {
-      std::vector<std::vector<int64_t>> shapes;
-      for (int64_t src : p.inputs)
-        shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
-      p.concat = concat_map(l, shapes);
-    }
-    const int64_t src = p.inputs[0];
-    p.float_output = (l.kind == LayerKind::Flatten || l.kind == LayerKind::Reshape) &&
-                     (src < 0 || plans_[src].float_output);
+    if (l.kind == LayerKind::Concatenate) p.concat = concat_map(a_, li);
+    p.float_output = g.float_output[li];
     plans_.push_back(std::move(p));
   }
   batch_ = BatchPlan::build(*this);

@@ -331,6 +331,13 @@ PoolMap pool_map(const Layer& l) {
   return m;
 }
 
+ConcatMap concat_map(const Archive& a, size_t li) {
+  std::vector<std::vector<int64_t>> shapes;
+  for (int64_t src : layer_inputs(a, li))
+    shapes.push_back(src < 0 ? a.input_shape : a.layers[static_cast<size_t>(src)].output_shape);
+  return concat_map(a.layers[li], shapes);
+}
+
 ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& shapes) {
   const size_t ax = static_cast<size_t>(l.axis);
   ConcatMap m;
@@ -437,7 +444,7 @@ Flow linear_flow(const Layer& l, const Flow& in, const std::string& label) {
   return acc;
 }
 
-Flow add_flow(const std::vector<const Flow*>& ins, const std::string& label) {
+Flow add_flow(const std::vector<Flow*>& ins, const std::string& label) {
   const size_t n = ins[0]->types.size();
   Flow acc = fixed_flow(n);
   for (size_t o = 0; o < n; ++o) {
@@ -499,158 +506,141 @@ Flow pool_flow(const Layer& l, const Flow& in, const std::string& label) {
 
 std::vector<LayerTypes> infer_types(const Archive& a) {
   std::vector<LayerTypes> out(a.layers.size());
-  std::vector<Flow> flows(a.layers.size());
-  const Flow model_input;  // float
-  for (size_t li = 0; li < a.layers.size(); ++li) {
-    const Layer& l = a.layers[li];
-    LayerTypes& t = out[li];
-    const std::string label = layer_label(l, li);
-    const std::vector<int64_t> sources = layer_inputs(a, li);
-    std::vector<const Flow*> ins;
-    for (int64_t src : sources) ins.push_back(src < 0 ? &model_input : &flows[src]);
-    if (ins.empty()) throw ArchiveError(label + ": has no input");
-    Flow flow = *ins[0];
-    t.input = flow.types;
-    auto need_fixed = [&](const Flow& f) {
-      if (f.is_float)
-        throw ArchiveError(label + " (" + kind_name(l.kind) +
-                           "): its input is the float model input, not yet quantized; quantize "
-                           "it first (a quantize layer, or an input quantizer on a dense or "
-                           "conv layer)");
-    };
-    auto finish = [&](Flow f) {
-      t.output = f.types;
-      t.out_lo.resize(f.ranges.size());
-      t.out_hi.resize(f.ranges.size());
-      for (size_t n = 0; n < f.ranges.size(); ++n) {
-        t.out_lo[n] = f.ranges[n].lo;
-        t.out_hi[n] = f.ranges[n].hi;
-      }
-      flows[li] = std::move(f);
-    };
-    auto set_acc = [&](const Flow& acc) {
-      t.accumulator = acc.types;
-      t.acc_lo.resize(acc.ranges.size());
-      t.acc_hi.resize(acc.ranges.size());
-      for (size_t n = 0; n < acc.ranges.size(); ++n) {
-        t.acc_lo[n] = acc.ranges[n].lo;
-        t.acc_hi[n] = acc.ranges[n].hi;
-      }
-    };
-    switch (l.kind) {
-      case LayerKind::Flatten:
-      case LayerKind::Reshape: {
-        t.quantized_input = t.input;
-        finish(std::move(flow));
-        continue;
-      }
-      case LayerKind::Quantize: {
-        apply_quantizer(flow, *l.input_quantizer);
-        t.quantized_input = flow.types;
-        finish(std::move(flow));
-        continue;
-      }
-      case LayerKind::Activation: {
-        need_fixed(flow);
-        t.quantized_input = t.input;
-        if (l.activation == "relu") apply_relu(flow);
-        apply_quantizer(flow, *l.output_quantizer);
-        finish(std::move(flow));
-        continue;
-      }
-      case LayerKind::Lut: {
-        apply_quantizer(flow, *l.input_quantizer);
-        t.quantized_input = flow.types;
-        // The outputs are the table's entries: their types come from the output quantizer, their
-        // ranges from the entries themselves.
-        const std::vector<int64_t> off = lut_offsets(l);
-        Flow out = fixed_flow(l.output_quantizer->size());
-        for (int64_t n = 0; n < l.output_quantizer->size(); ++n) {
-          const FixedType qt = quantizer_type(*l.output_quantizer, n);
-          int128 lo = l.table[off[n]], hi = lo;
-          for (int64_t e = off[n]; e < off[n + 1]; ++e) {
-            lo = std::min<int128>(lo, l.table[e]);
-            hi = std::max<int128>(hi, l.table[e]);
+  const std::vector<Flow> flows =
+      walk_layers(a, Flow{}, [&](size_t li, const Layer& l, const std::vector<Flow*>& ins) {
+        LayerTypes& t = out[li];
+        const std::string label = layer_label(l, li);
+        Flow flow = *ins.at(0);
+        t.input = flow.types;
+        auto need_fixed = [&](const Flow& f) {
+          if (f.is_float)
+            throw ArchiveError(label + " (" + kind_name(l.kind) +
+                               "): its input is the float model input, not yet quantized; quantize "
+                               "it first (a quantize layer, or an input quantizer on a dense or "
+                               "conv layer)");
+        };
+        auto finish = [&](Flow f) {
+          t.output = f.types;
+          t.out_lo.resize(f.ranges.size());
+          t.out_hi.resize(f.ranges.size());
+          for (size_t n = 0; n < f.ranges.size(); ++n) {
+            t.out_lo[n] = f.ranges[n].lo;
+            t.out_hi[n] = f.ranges[n].hi;
           }
-          out.types[n] = qt;
-          out.ranges[n] = qt.width == 0 ? Range{0, 0} : Range{lo, hi};
+          return f;
+        };
+        auto set_acc = [&](const Flow& acc) {
+          t.accumulator = acc.types;
+          t.acc_lo.resize(acc.ranges.size());
+          t.acc_hi.resize(acc.ranges.size());
+          for (size_t n = 0; n < acc.ranges.size(); ++n) {
+            t.acc_lo[n] = acc.ranges[n].lo;
+            t.acc_hi[n] = acc.ranges[n].hi;
+          }
+        };
+        switch (l.kind) {
+          case LayerKind::Flatten:
+          case LayerKind::Reshape: {
+            t.quantized_input = t.input;
+            return finish(std::move(flow));
+          }
+          case LayerKind::Quantize: {
+            apply_quantizer(flow, *l.input_quantizer);
+            t.quantized_input = flow.types;
+            return finish(std::move(flow));
+          }
+          case LayerKind::Activation: {
+            need_fixed(flow);
+            t.quantized_input = t.input;
+            if (l.activation == "relu") apply_relu(flow);
+            apply_quantizer(flow, *l.output_quantizer);
+            return finish(std::move(flow));
+          }
+          case LayerKind::Lut: {
+            apply_quantizer(flow, *l.input_quantizer);
+            t.quantized_input = flow.types;
+            // The outputs are the table's entries: their types come from the output quantizer,
+            // their ranges from the entries themselves.
+            const std::vector<int64_t> off = lut_offsets(l);
+            Flow out = fixed_flow(l.output_quantizer->size());
+            for (int64_t n = 0; n < l.output_quantizer->size(); ++n) {
+              const FixedType qt = quantizer_type(*l.output_quantizer, n);
+              int128 lo = l.table[off[n]], hi = lo;
+              for (int64_t e = off[n]; e < off[n + 1]; ++e) {
+                lo = std::min<int128>(lo, l.table[e]);
+                hi = std::max<int128>(hi, l.table[e]);
+              }
+              out.types[n] = qt;
+              out.ranges[n] = qt.width == 0 ? Range{0, 0} : Range{lo, hi};
+            }
+            return finish(std::move(out));
+          }
+          case LayerKind::Softmax: {
+            apply_quantizer(flow, *l.input_quantizer);
+            t.quantized_input = flow.types;
+            std::vector<int128> lo(flow.ranges.size()), hi(flow.ranges.size());
+            for (size_t n = 0; n < lo.size(); ++n) {
+              lo[n] = flow.ranges[n].lo;
+              hi[n] = flow.ranges[n].hi;
+            }
+            try {
+              t.softmax = softmax_types(l, flow.types, lo, hi);
+            } catch (const ArchiveError& e) {
+              throw ArchiveError(label + ": " + e.what());
+            }
+            const SoftmaxTypes& s = t.softmax;
+            const Range pr{s.product_lo, s.product_hi};  // every e_j * r
+            Flow prod = fixed_flow(flow.types.size());
+            for (size_t n = 0; n < prod.types.size(); ++n) {
+              prod.types[n] = s.product;
+              prod.ranges[n] = pr;
+            }
+            set_acc(prod);
+            apply_quantizer(prod, *l.output_quantizer);
+            return finish(std::move(prod));
+          }
+          case LayerKind::Pool: {
+            need_fixed(flow);
+            t.quantized_input = t.input;
+            Flow p = pool_flow(l, flow, label);
+            set_acc(p);
+            return finish(std::move(p));
+          }
+          case LayerKind::Concatenate: {
+            for (const Flow* f : ins) need_fixed(*f);
+            t.quantized_input = t.input;
+            const ConcatMap m = concat_map(a, li);
+            Flow c = fixed_flow(m.slot.size());
+            for (size_t o = 0; o < m.slot.size(); ++o) {
+              c.types[o] = ins[m.slot[o]]->types[m.element[o]];
+              c.ranges[o] = ins[m.slot[o]]->ranges[m.element[o]];
+            }
+            return finish(std::move(c));
+          }
+          case LayerKind::Add: {
+            for (const Flow* f : ins) need_fixed(*f);
+            t.quantized_input = t.input;
+            Flow acc = add_flow(ins, label);
+            set_acc(acc);
+            if (l.activation == "relu") apply_relu(acc);
+            if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
+            return finish(std::move(acc));
+          }
+          case LayerKind::Dense:
+          case LayerKind::Conv1d:
+          case LayerKind::Conv2d:
+          case LayerKind::Scale:
+            break;  // the linear layers, after the switch
         }
-        finish(std::move(out));
-        continue;
-      }
-      case LayerKind::Softmax: {
-        apply_quantizer(flow, *l.input_quantizer);
-        t.quantized_input = flow.types;
-        std::vector<int128> lo(flow.ranges.size()), hi(flow.ranges.size());
-        for (size_t n = 0; n < lo.size(); ++n) {
-          lo[n] = flow.ranges[n].lo;
-          hi[n] = flow.ranges[n].hi;
-        }
-        try {
-          t.softmax = softmax_types(l, flow.types, lo, hi);
-        } catch (const ArchiveError& e) {
-          throw ArchiveError(label + ": " + e.what());
-        }
-        const SoftmaxTypes& s = t.softmax;
-        const Range pr{s.product_lo, s.product_hi};  // every e_j * r
-        Flow prod = fixed_flow(flow.types.size());
-        for (size_t n = 0; n < prod.types.size(); ++n) {
-          prod.types[n] = s.product;
-          prod.ranges[n] = pr;
-        }
-        set_acc(prod);
-        apply_quantizer(prod, *l.output_quantizer);
-        finish(std::move(prod));
-        continue;
-      }
-      case LayerKind::Pool: {
+        if (l.input_quantizer) apply_quantizer(flow, *l.input_quantizer);
         need_fixed(flow);
-        t.quantized_input = t.input;
-        Flow p = pool_flow(l, flow, label);
-        set_acc(p);
-        finish(std::move(p));
-        continue;
-      }
-      case LayerKind::Concatenate: {
-        std::vector<std::vector<int64_t>> shapes;
-        for (int64_t src : sources)
-          shapes.push_back(src < 0 ? a.input_shape : a.layers[src].output_shape);
-        for (const Flow* f : ins) need_fixed(*f);
-        t.quantized_input = t.input;
-        const ConcatMap m = concat_map(l, shapes);
-        Flow c = fixed_flow(m.slot.size());
-        for (size_t o = 0; o < m.slot.size(); ++o) {
-          c.types[o] = ins[m.slot[o]]->types[m.element[o]];
-          c.ranges[o] = ins[m.slot[o]]->ranges[m.element[o]];
-        }
-        finish(std::move(c));
-        continue;
-      }
-      case LayerKind::Add: {
-        for (const Flow* f : ins) need_fixed(*f);
-        t.quantized_input = t.input;
-        Flow acc = add_flow(ins, label);
+        t.quantized_input = flow.types;
+        Flow acc = linear_flow(l, flow, label);
         set_acc(acc);
         if (l.activation == "relu") apply_relu(acc);
         if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
-        finish(std::move(acc));
-        continue;
-      }
-      case LayerKind::Dense:
-      case LayerKind::Conv1d:
-      case LayerKind::Conv2d:
-      case LayerKind::Scale:
-        break;  // the linear layers, after the switch
-    }
-    if (l.input_quantizer) apply_quantizer(flow, *l.input_quantizer);
-    need_fixed(flow);
-    t.quantized_input = flow.types;
-    Flow acc = linear_flow(l, flow, label);
-    set_acc(acc);
-    if (l.activation == "relu") apply_relu(acc);
-    if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
-    finish(std::move(acc));
-  }
+        return finish(std::move(acc));
+      });
   if (flows.back().is_float)
     throw ArchiveError("the model has no quantizer: its output is not fixed-point");
   return out;

@@ -115,8 +115,8 @@ class Lowering {
   std::map<std::tuple<int128, bool, int, int>, int32_t> consts_;
   std::map<std::tuple<int, int, int, int, int>, int32_t> quants_;
   std::map<std::tuple<bool, int, int, bool, int, int, std::vector<int64_t>>, int32_t> tables_;
-  std::vector<std::vector<int64_t>> inputs_;
-  std::vector<char> float_, reads_bus_;
+  archive::LayerGraph graph_;
+  std::vector<char> reads_bus_;
   std::vector<int32_t> bus_;
   std::vector<std::vector<int32_t>> vals_;  // each layer's output (empty: the float input)
 };
@@ -307,16 +307,12 @@ int32_t Lowering::maximum(const std::vector<Operand>& terms, int frac, const Fix
 // quantize it (they read data_in: the first, and later ones with the same quantizer).
 void Lowering::analyze() {
   const size_t n = a_.layers.size();
-  inputs_.assign(n, {});
-  float_.assign(n, 0);
+  graph_ = archive::layer_graph(a_);
   reads_bus_.assign(n, 0);
   bool found = false;
   for (size_t li = 0; li < n; ++li) {
     const Layer& l = a_.layers[li];
-    inputs_[li] = archive::layer_inputs(a_, li);
-    const int64_t src = inputs_[li].at(0);
-    const bool in_float = src < 0 || float_[src];
-    if (l.kind == LayerKind::Flatten || l.kind == LayerKind::Reshape) float_[li] = in_float;
+    const bool in_float = graph_.reads_float(li);
     const bool quantizer = l.kind == LayerKind::Quantize || l.kind == LayerKind::Lut ||
                            l.kind == LayerKind::Softmax ||
                            (archive::is_linear(l.kind) && l.input_quantizer);
@@ -341,14 +337,13 @@ void Lowering::analyze() {
 }
 
 const std::vector<int32_t>& Lowering::input(size_t li, size_t slot) const {
-  const int64_t src = inputs_[li].at(slot);
-  if (src < 0 || float_[src]) {
+  if (graph_.reads_float(li, slot)) {
     if (!reads_bus_[li])
       throw std::logic_error("lower: layer '" + a_.layers[li].name +
                              "' reads the float model input");
     return bus_;
   }
-  return vals_[src];
+  return vals_[static_cast<size_t>(graph_.inputs[li][slot])];
 }
 
 void Lowering::check(const std::vector<int32_t>& v, const std::vector<FixedType>& want,
@@ -468,7 +463,7 @@ void Lowering::add_layer(size_t li) {
   for (int64_t o = 0; o < n; ++o) {
     const FixedType& at = t.accumulator[o];
     std::vector<Operand> terms;
-    for (size_t slot = 0; slot < inputs_[li].size(); ++slot) {
+    for (size_t slot = 0; slot < graph_.inputs[li].size(); ++slot) {
       const int32_t v = input(li, slot).at(o);
       const Op& x = op(v);
       const int s = at.frac - x.type.frac;
@@ -621,7 +616,7 @@ Netlist Lowering::run() {
   n_.inputs = bus_;
   for (size_t li = 0; li < nl; ++li) {
     const Layer& l = a_.layers[li];
-    if (float_[li]) continue;
+    if (graph_.float_output[li]) continue;
     const std::string what = "layer '" + l.name + "'";
     switch (l.kind) {
       case LayerKind::Flatten:
@@ -629,10 +624,7 @@ Netlist Lowering::run() {
         vals_[li] = input(li, 0);
         break;
       case LayerKind::Concatenate: {
-        std::vector<std::vector<int64_t>> shapes;
-        for (int64_t src : inputs_[li])
-          shapes.push_back(src < 0 ? a_.input_shape : a_.layers[src].output_shape);
-        const archive::ConcatMap m = archive::concat_map(l, shapes);
+        const archive::ConcatMap m = archive::concat_map(a_, li);
         std::vector<int32_t> v;
         v.reserve(m.slot.size());
         for (size_t o = 0; o < m.slot.size(); ++o)

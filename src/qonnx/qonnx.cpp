@@ -443,7 +443,7 @@ class LayerWriter {
   }
 
   /// `t`: the layer's types (archive::infer_types); softmax layers take their stages from it.
-  Value layer(const Layer& l, const std::string& label, std::vector<Value*> ins,
+  Value layer(const Layer& l, const std::string& label, const std::vector<Value*>& ins,
               const archive::LayerTypes& t) {
     const std::string& nm = l.name;
     Value& in = *ins[0];
@@ -972,18 +972,16 @@ QonnxReport export_qonnx(const Archive& a, const std::string& path, const QonnxO
     x = b.op("Div", "preprocess/div_std", {x, stdev});
   }
 
-  // Every layer's output; the model input is values[0], layer li's output values[li + 1].
-  std::vector<Value> values(a.layers.size() + 1);
-  values[0].shape = a.input_shape;
-  values[0].last = x;
-  values[0].owner = "input";
+  // Every layer's output.
+  Value input;
+  input.shape = a.input_shape;
+  input.last = x;
+  input.owner = "input";
   LayerWriter w(b, options, report);
-  for (size_t li = 0; li < a.layers.size(); ++li) {
-    const Layer& l = a.layers[li];
-    std::vector<Value*> ins;
-    for (int64_t src : archive::layer_inputs(a, li)) ins.push_back(&values[src + 1]);
-    values[li + 1] = w.layer(l, layer_label(l, li), ins, types[li]);
-  }
+  std::vector<Value> values = archive::walk_layers(
+      a, input, [&](size_t li, const Layer& l, const std::vector<Value*>& ins) {
+        return w.layer(l, layer_label(l, li), ins, types[li]);
+      });
   const std::string y = w.get(values.back(), Layout::Last);
 
   // The graph output is written by the node that computes it (renamed to "output").

@@ -150,6 +150,27 @@ std::vector<int64_t> lut_offsets(const Layer& l);
 /// Throws ArchiveError for an unknown or later name.
 std::vector<int64_t> layer_inputs(const Archive& a, size_t li);
 
+/// The layer graph, resolved once for every consumer of an archive.
+struct LayerGraph {
+  std::vector<std::vector<int64_t>> inputs;  ///< per layer: layer_inputs
+  /// Per layer: its output is still the float model input (a flatten or reshape of it, or of
+  /// such a layer): nothing has quantized it yet.
+  std::vector<char> float_output;
+  /// Whether input `slot` of layer `li` is the float model input.
+  bool reads_float(size_t li, size_t slot = 0) const {
+    const int64_t src = inputs.at(li).at(slot);
+    return src < 0 || float_output[static_cast<size_t>(src)];
+  }
+};
+/// Throws ArchiveError as layer_inputs does.
+LayerGraph layer_graph(const Archive& a);
+
+/// The one walk of the layer graph in evaluation order: out[li] = f(li, layer, ins), where
+/// ins[s] points at the value of layer li's input s (`input` for the model input, else out[src];
+/// mutable, so a walker may cache derived forms in it). Returns out.
+template <class V, class F>
+std::vector<V> walk_layers(const Archive& a, V input, F&& f);
+
 /// Calibration record written by the trace.
 struct TraceInfo {
   bool traced = false;
@@ -199,5 +220,20 @@ Archive read_archive(const std::string& path);
 /// Product of a shape ("[]" is 1). Throws ArchiveError on a negative dimension or more than
 /// 2^40 elements.
 int64_t shape_size(const std::vector<int64_t>& shape);
+
+template <class V, class F>
+std::vector<V> walk_layers(const Archive& a, V input, F&& f) {
+  std::vector<V> out;
+  out.reserve(a.layers.size());  // ins point into out: no reallocation during the walk
+  std::vector<V*> ins;
+  for (size_t li = 0; li < a.layers.size(); ++li) {
+    ins.clear();
+    for (int64_t src : layer_inputs(a, li))
+      ins.push_back(src < 0 ? &input : &out[static_cast<size_t>(src)]);
+    V v = f(li, a.layers[li], ins);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
 
 }  // namespace hgqt::archive

@@ -86,6 +86,8 @@ struct ConcatMap {
 };
 /// `input_shapes`: the shapes of the layer's inputs, in order.
 ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& input_shapes);
+/// The map of concatenate layer `li` of `a` (its inputs' shapes from the graph).
+ConcatMap concat_map(const Archive& a, size_t li);
 
 /// The reciprocal table's input is taken as at least this (1/0 would be infinite): 2^-30.
 constexpr double kSoftmaxMinSum = 0x1p-30;
