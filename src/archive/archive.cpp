@@ -19,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -346,6 +347,34 @@ void check_geometry(const Layer& l, const Checker& c, size_t rank, bool padded) 
   }
 }
 
+// The optional fields a layer kind may carry (validate_layer checks the ones it needs).
+struct OptionalFields {
+  bool input_quantizer, kernel, bias, output_quantizer;
+};
+OptionalFields optional_fields(LayerKind k) {
+  switch (k) {
+    case LayerKind::Quantize:
+      return {true, false, false, false};
+    case LayerKind::Lut:
+    case LayerKind::Softmax:
+      return {true, false, false, true};
+    case LayerKind::Activation:
+    case LayerKind::Add:
+      return {false, false, false, true};
+    case LayerKind::Flatten:
+    case LayerKind::Reshape:
+    case LayerKind::Pool:
+    case LayerKind::Concatenate:
+      return {false, false, false, false};
+    case LayerKind::Dense:
+    case LayerKind::Conv1d:
+    case LayerKind::Conv2d:
+    case LayerKind::Scale:
+      return {true, true, true, true};
+  }
+  return {false, false, false, false};
+}
+
 void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   const Layer& l = a.layers[idx];
   const std::string kind = kind_name(l.kind);
@@ -406,9 +435,15 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     c.fail("activation " + quote(l.activation) + " is set, but a " + kind +
            " layer has none (only linear, add and activation layers do)");
   }
-  auto absent = [&](bool present, const char* field) {
-    if (present) c.fail("a " + kind + " layer has no " + field);
+  const OptionalFields allowed = optional_fields(l.kind);
+  const std::tuple<bool, bool, const char*> fields[] = {
+      {l.input_quantizer.has_value(), allowed.input_quantizer, "input_quantizer"},
+      {l.kernel.has_value(), allowed.kernel, "kernel"},
+      {l.bias.has_value(), allowed.bias, "bias"},
+      {l.output_quantizer.has_value(), allowed.output_quantizer, "output_quantizer"},
   };
+  for (const auto& [present, may, field] : fields)
+    if (present && !may) c.fail("a " + kind + " layer has no " + field);
   auto same_shape = [&]() {
     if (l.output_shape != l.input_shape)
       c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " +
@@ -418,18 +453,11 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   switch (l.kind) {
     case LayerKind::Quantize: {
       if (!l.input_quantizer) c.fail("a quantize layer needs an input_quantizer");
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
-      absent(l.output_quantizer.has_value(), "output_quantizer");
       same_shape();
       c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
       break;
     }
     case LayerKind::Flatten: {
-      absent(l.input_quantizer.has_value(), "input_quantizer");
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
-      absent(l.output_quantizer.has_value(), "output_quantizer");
       const std::vector<int64_t> flat{shape_size(l.input_shape)};
       if (l.output_shape != flat)
         c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(flat) +
@@ -438,18 +466,11 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     }
     case LayerKind::Activation: {
       if (!l.output_quantizer) c.fail("an activation layer needs an output_quantizer");
-      absent(l.input_quantizer.has_value(), "input_quantizer");
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
       same_shape();
       c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
       break;
     }
     case LayerKind::Reshape: {
-      absent(l.input_quantizer.has_value(), "input_quantizer");
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
-      absent(l.output_quantizer.has_value(), "output_quantizer");
       if (shape_size(l.output_shape) != shape_size(l.input_shape))
         c.fail("output_shape " + shape_str(l.output_shape) + " does not hold the " +
                std::to_string(shape_size(l.input_shape)) + " elements of " +
@@ -457,8 +478,6 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       break;
     }
     case LayerKind::Lut: {
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
       if (!l.input_quantizer) c.fail("a lut layer needs an input_quantizer (its table's domain)");
       if (!l.output_quantizer) c.fail("a lut layer needs an output_quantizer");
       same_shape();
@@ -489,8 +508,6 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       break;
     }
     case LayerKind::Softmax: {
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
       if (!l.input_quantizer) c.fail("a softmax layer needs an input_quantizer");
       if (!l.output_quantizer) c.fail("a softmax layer needs an output_quantizer");
       same_shape();
@@ -514,10 +531,6 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       break;
     }
     case LayerKind::Pool: {
-      absent(l.input_quantizer.has_value(), "input_quantizer");
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
-      absent(l.output_quantizer.has_value(), "output_quantizer");
       if (l.pool != "max" && l.pool != "avg")
         c.fail("pool " + quote(l.pool) + " is not one of max, avg");
       if (l.input_shape.size() != 2 && l.input_shape.size() != 3)
@@ -538,17 +551,10 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       break;
     }
     case LayerKind::Add: {
-      absent(l.input_quantizer.has_value(), "input_quantizer");
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
       if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
       break;
     }
     case LayerKind::Concatenate: {
-      absent(l.input_quantizer.has_value(), "input_quantizer");
-      absent(l.kernel.has_value(), "kernel");
-      absent(l.bias.has_value(), "bias");
-      absent(l.output_quantizer.has_value(), "output_quantizer");
       const size_t rank = l.output_shape.size();
       if (l.axis < 0 || static_cast<size_t>(l.axis) >= rank)
         c.fail("axis " + std::to_string(l.axis) + " outside [0, " + std::to_string(rank - 1) +
