@@ -468,8 +468,7 @@ TEST(HlsAcFixedExport, DenseAndCnnBitExact) {
   const std::string cpp = read_text(dirs[2] / "firmware" / "cat_cnn.cpp");
   for (const char* fn : {"layer1_conv2d(", "layer2_pool(", "layer5_conv2d(", "layer6_pool("})
     EXPECT_NE(cpp.find(std::string("static void ") + fn), std::string::npos) << fn;
-  EXPECT_NE(read_text(dirs[2] / "firmware" / "defines.h").find("layer6_scale_t"),
-            std::string::npos);
+  EXPECT_NE(read_text(dirs[2] / "firmware" / "defines.h").find("layer6_coef_t"), std::string::npos);
 }
 
 // Table lookups index by slc<W>(0) (lut as Catapult, softmax as oneAPI), bit-exact as well.

@@ -135,7 +135,8 @@ TEST(HlsGraph, Cnn2dBitExact) {
   // conv_b reads the concatenation: the max pool's array and conv_c's, with no copy.
   EXPECT_NE(cpp.find("layer5_conv2d(layer2_out, layer3_out, layer5_out);"), std::string::npos);
   const std::string defines = read_text(dirs[0] / "firmware" / "defines.h");
-  EXPECT_NE(defines.find("layer6_scale_t"), std::string::npos);  // avg pool: exact sum * 2^-2
+  // avg pool: the exact sum of the elements times 2^-2 (the sum's coefficients)
+  EXPECT_NE(defines.find("layer6_coef_t"), std::string::npos);
 }
 
 // Conv1dBranches (conv1d strided, add of three inputs with relu, scale, reshape of the
@@ -244,8 +245,10 @@ TEST(HlsGraph, LargeConvSplitAndSharedInput) {
   EXPECT_NE(cpp.find("layer0_conv2d(x_in, layer0_out);"), std::string::npos);
   EXPECT_NE(cpp.find("layer4_conv2d(x_in, layer4_out);"), std::string::npos);
   EXPECT_NE(cpp.find("y_out[7] = layer4_out[2];"), std::string::npos);
-  // Every nonzero weight of a non-pruned input inside the image is one product.
-  EXPECT_GT(count_of(cpp, " * w0["), 4096u);
+  // Every nonzero weight of a non-pruned input inside the image is one term of a sum.
+  const size_t parts = cpp.find("static void layer0_conv2d_part0(");
+  const std::string conv = cpp.substr(parts, cpp.find("static void layer0_conv2d(") - parts);
+  EXPECT_GT(count_of(conv, " += ") + count_of(conv, " -= "), 4096u);
 }
 
 // Two layers quantizing the raw model input with different quantizers: rejected, naming both.
@@ -316,14 +319,17 @@ TEST(HlsGraph, SoftmaxBitExact) {
     const std::string L = std::to_string(sm);
     EXPECT_NE(cpp.find("static void layer" + L + "_softmax("), std::string::npos) << name;
     EXPECT_NE(cpp.find(".range("), std::string::npos) << name;
-    EXPECT_NE(cpp.find(" > m0 ? "), std::string::npos) << name;  // the row max
-    for (const char* stage :
-         {"_max_t", "_diff_t", "_ei_t", "_eo_t", "_sum_t", "_ii_t", "_io_t", "_prod_t"})
-      EXPECT_NE(defines.find("layer" + L + stage + ";"), std::string::npos) << name << stage;
+    EXPECT_NE(cpp.find(" ? (layer" + L + "_max_t"), std::string::npos) << name;  // the row max
+    // The stages' types: quantizers (input, exp and reciprocal table indices, output), max,
+    // differences and sums, table entries, products.
+    for (const char* stage : {"_q_t", "_max_t", "_acc_t", "_table_t", "_prod_t"})
+      EXPECT_NE(defines.find("layer" + L + stage), std::string::npos) << name << stage;
     const std::string tables = read_text(dirs[c] / "firmware" / "weights" / ("softmax" + L + ".h"));
-    EXPECT_EQ(count_of(tables, "static const "), 2u) << name;
-    EXPECT_NE(tables.find("exp_table_" + L + "["), std::string::npos) << name;
-    EXPECT_NE(tables.find("inv_table_" + L + "["), std::string::npos) << name;
+    EXPECT_EQ(count_of(tables, "static const "), 2u) << name;  // exp and reciprocal
+    EXPECT_NE(tables.find("table_" + L + "_0["), std::string::npos) << name;
+    EXPECT_NE(tables.find("table_" + L + "_1["), std::string::npos) << name;
+    EXPECT_NE(cpp.find("table_" + L + "_0["), std::string::npos) << name;
+    EXPECT_NE(cpp.find("table_" + L + "_1["), std::string::npos) << name;
     if (name == "softmax_input")
       EXPECT_NE(cpp.find("layer0_softmax(x_in, layer0_out);"), std::string::npos);
     else
@@ -381,12 +387,15 @@ TEST(HlsGraph, SoftmaxConstantStagesBitExact) {
   archive::validate(a);
   const auto dirs = check_cases({{"softmax_const", a, 730}});
   const std::string cpp = read_text(dirs[0] / "firmware" / "softmax_const.cpp");
-  EXPECT_NE(cpp.find("the reciprocal table's only value"), std::string::npos);
-  EXPECT_NE(cpp.find("exp_table_1["), std::string::npos);
-  EXPECT_EQ(cpp.find("inv_table_1["), std::string::npos);
-  EXPECT_EQ(cpp.find(" = x4 - "), std::string::npos);      // the pruned row is a constant
-  EXPECT_EQ(cpp.find("exp_table_2["), std::string::npos);  // sm_b is constant
-  EXPECT_NE(cpp.find("out[4] = 0."), std::string::npos);
+  // sm_a: r is the reciprocal table's only value, so p = e * r is e times a constant; its
+  // pruned row is constant (y_out[4..7]); sm_b is constant.
+  EXPECT_NE(cpp.find(" * (layer1_coef_t)"), std::string::npos);
+  EXPECT_EQ(cpp.find("layer1_prod_t"), std::string::npos);
+  EXPECT_NE(cpp.find("table_1_0["), std::string::npos);
+  EXPECT_EQ(cpp.find("table_1_1["), std::string::npos);
+  EXPECT_EQ(cpp.find("static void layer2_"), std::string::npos);
+  EXPECT_EQ(cpp.find("table_2_"), std::string::npos);
+  EXPECT_NE(cpp.find("y_out[4] = (result_t)0."), std::string::npos);
   EXPECT_FALSE(fs::exists(dirs[0] / "firmware" / "weights" / "softmax2.h"));
   const std::string tables = read_text(dirs[0] / "firmware" / "weights" / "softmax1.h");
   EXPECT_EQ(count_of(tables, "static const "), 1u);

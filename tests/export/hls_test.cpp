@@ -18,6 +18,7 @@
 
 #include "ap_types_sim/ap_fixed.h"
 #include "hgqt/archive/emulator.h"
+#include "hgqt/export/netlist.h"
 #include "support/process.h"
 #include "support/random_archive.h"
 
@@ -340,8 +341,9 @@ TEST(HlsExport, RejectsBadOptionsAndInputs) {
   EXPECT_FALSE(fs::exists(dir / "firmware"));
 }
 
-// The files of a project: pragmas, weight comments, exact constants, one product per nonzero
-// weight of a live input, the build script, and one zero sample when no inputs are given.
+// The files of a project: pragmas, weight comments, exact constants, one term per nonzero
+// weight of a live input (in the sums the outputs depend on), the build script, and one zero
+// sample when no inputs are given.
 TEST(HlsExport, ProjectFiles) {
   auto opt = mlp(3, {16, 12, 8, 5});
   opt.zero_weights = 0.5;
@@ -364,13 +366,32 @@ TEST(HlsExport, ProjectFiles) {
   EXPECT_NE(cpp.find("#pragma HLS ARRAY_PARTITION variable=x_in complete"), std::string::npos);
   EXPECT_NE(cpp.find("#pragma HLS ARRAY_PARTITION variable=y_out complete"), std::string::npos);
   EXPECT_NE(cpp.find("#pragma HLS INTERFACE ap_vld port=x_in"), std::string::npos);
-  // Layer 0 reads the quantized input: one product per nonzero weight of a non-pruned feature.
+  // Layer 0 reads the quantized input: one term per nonzero weight of a non-pruned feature in
+  // the netlist's sums, and one statement per term of the sums the outputs depend on.
   const auto& l0 = a.layers[0];
   size_t products = 0;
   for (int64_t j = 0; j < 16; ++j)
     for (int64_t o2 = 0; o2 < 12; ++o2)
       if (l0.input_quantizer->width(j) > 0 && l0.kernel->mantissa[j * 12 + o2] != 0) ++products;
-  EXPECT_EQ(count_of(cpp, " * w0["), products);
+  const netlist::Netlist net = netlist::lower(a);
+  std::vector<char> live(net.ops.size(), 0);
+  for (int32_t id : net.outputs) live[id] = 1;
+  for (size_t id = net.ops.size(); id-- > 0;)
+    if (live[id])
+      for (const auto& t : net.ops[id].in) live[t.value] = 1;
+  size_t terms = 0, live_terms = 0;
+  for (size_t id = 0; id < net.ops.size(); ++id) {
+    const auto& o = net.ops[id];
+    if (o.kind != netlist::OpKind::Sum || net.steps[o.step].layer != 0) continue;
+    terms += o.in.size();
+    if (live[id]) live_terms += o.in.size();
+  }
+  EXPECT_EQ(terms, products);
+  const size_t begin = cpp.find("static void layer0_dense(");
+  ASSERT_NE(begin, std::string::npos);
+  const std::string fn = cpp.substr(begin, cpp.find("\n}\n", begin) - begin);
+  EXPECT_EQ(count_of(fn, " += ") + count_of(fn, " -= "), live_terms);
+  EXPECT_GT(live_terms, 0u);
   // Per-element types with the quantizers' modes.
   const std::string defines = read_text(dir / "firmware/defines.h");
   EXPECT_NE(defines.find("typedef ap_"), std::string::npos);
@@ -488,7 +509,7 @@ TEST(HlsExport, EndToEndPartialSumsWiderThanAccumulator) {
   const fs::path dir = fresh_dir("e2e_partial_sums");
   export_and_check(a, "psum_prj", 51, dir);
   const std::string defines = read_text(dir / "firmware/defines.h");
-  EXPECT_NE(defines.find("typedef ap_fixed<7,4> layer1_sum_t_0;"), std::string::npos) << defines;
+  EXPECT_NE(defines.find("typedef ap_fixed<7,4> layer1_sum_t;"), std::string::npos) << defines;
   EXPECT_NE(defines.find("typedef ap_ufixed<6,3> layer1_acc_t;"), std::string::npos) << defines;
 }
 

@@ -1,16 +1,15 @@
-// HLS project generator (io_parallel, exact fixed-point types per element); no LibTorch. One walk
-// of the archive prints one of three dialects: Vitis/Vivado HLS (ap_fixed), Siemens Catapult and
-// Intel oneAPI (both ac_fixed; HlsDialect).
+// HLS project generator (io_parallel, exact fixed-point types per value); no LibTorch. It prints
+// the lowered netlist (netlist::lower, include/hgqt/export/netlist.h) in one of three dialects:
+// Vitis/Vivado HLS (ap_fixed), Siemens Catapult and Intel oneAPI (both ac_fixed; HlsDialect).
 //
 // The generated design is bit-exact with archive::Emulator (quantization.md section 8):
-// - Every layer type of the archive and graphs: each computing layer writes one array
-//   `layer<L>_out` of the top function and its function reads the arrays its inputs live in;
-//   flatten, reshape and concatenate generate no code (references to existing elements only).
-//   Linear layers (dense, conv1d, conv2d, scale) follow archive::linear_map, one statement per
-//   product; add is the exact sum of its inputs; max pool compares in a type holding the whole
-//   window (pruned elements are 0); avg pool is the exact sum times 2^-s. lut and softmax read
-//   static const tables (firmware/weights/) indexed by the bits of the quantized value; softmax
-//   gives each stage of archive::softmax_types its one type (max, d, u, e, sum, s, r, product).
+// - One C++ statement per netlist op (Quantize, Relu, Sum, Max, Table, Mul), each value in a
+//   variable of its op's exact type; constants are literals. Every layer and graph the lowering
+//   handles is exported: the ops of one archive layer form one function `layer<L>_<kind>`
+//   (split into `_part<k>` functions of at most 4,096 terms, called by it), which reads the
+//   arrays earlier layers' values live in and writes the values later layers read into one
+//   array `layer<L>_out` of the top function; flatten, reshape and concatenate generate no code
+//   (the netlist has none: later ops read the same values).
 // - Input convention: the top function receives the model input already quantized by the
 //   model's first quantizer (the first layer in order that quantizes the float model input),
 //   one `input_t` per feature (input_t holds every element's quantizer type exactly; pruned
@@ -18,19 +17,25 @@
 //   (`input_q_t_<j>`, rounding then overflow, from the double feature). Another layer may read
 //   the float input only through an identical quantizer (it reads x_in too); otherwise
 //   export_hls throws ArchiveError naming both layers.
-// - Every activation element has its own exact type (typedefs `layer<L>_t_<j>`, one per element
-//   where the precisions differ); arrays between layers use a union type that holds every
-//   element exactly, and each element is read back into its own type.
-// - Quantizers are casts to ap_fixed<W, I, AP_RND | AP_TRN | AP_RND_CONV, AP_WRAP | AP_SAT |
+// - Types: typedefs per layer and role, one per distinct type (`layer<L>_q_t`, `_acc_t`,
+//   `_relu_t`, `_max_t`, `_table_t`, `_prod_t`, with `_<k>` when a role has several); arrays
+//   between functions use a type that holds each of their elements exactly, and each element is
+//   read back into its own type.
+// - Quantize ops are casts to ap_fixed<W, I, AP_RND | AP_TRN | AP_RND_CONV, AP_WRAP | AP_SAT |
 //   AP_SAT_SYM> (Vitis) or ac_fixed<W, I, S, AC_RND | AC_TRN | AC_RND_CONV, AC_WRAP | AC_SAT |
 //   AC_SAT_SYM> (Catapult, oneAPI: the modes both libraries share, with the same semantics) of
-//   the exact value. Products are exact (ap_fixed / ac_fixed result widths, which agree), each
-//   accumulator has the exact type of archive::infer_types and every partial sum fits its
-//   summation type, so no intermediate rounds or overflows. ac_fixed cannot express one thing
-//   hgqt can produce: a signed 1-bit SAT_SYM quantizer (hgqt clamps it to 0, AC_SAT_SYM to -1);
-//   the ac_fixed dialects refuse it with an ArchiveError naming the layer.
-// - Weights and biases are exact decimal constants in firmware/weights/; zero weights and
-//   pruned (zero-width) elements generate no arithmetic.
+//   the exact value. A Sum is its constant plus one `s += x * c` per term, c the exact
+//   coefficient (weight) as a literal of the layer's `_coef_t`, in a type holding every partial
+//   sum (`_sum_t` when one leaves the op's range); products are exact (ap_fixed / ac_fixed result
+//   widths, which agree), so no intermediate rounds or overflows. Max compares in a type holding
+//   every operand (`_cmp_t`); Table reads a static const array (firmware/weights/<kind><L>.h)
+//   at the index's bits (its mantissa minus the type's smallest). ac_fixed cannot express one
+//   thing hgqt can produce: a signed 1-bit SAT_SYM quantizer (hgqt clamps it to 0, AC_SAT_SYM
+//   to -1); the ac_fixed dialects refuse it with an ArchiveError naming the layer.
+// - The coefficients live in the sums; zero weights, pruned (zero-width) elements and constant
+//   operands generate no arithmetic (the lowering folds them). firmware/weights/w<L>.h and
+//   b<L>.h hold each linear layer's kernel and bias as exact decimal constants for reference
+//   (not included by the design).
 #pragma once
 
 #include <cstdint>
@@ -70,8 +75,9 @@ HlsDialect hls_dialect(const std::string& format);
 /// - firmware/<name>.cpp/.h: the top function `void <name>(input_t x_in[N_INPUT],
 ///   result_t y_out[N_OUTPUT])` (io_parallel; Vitis: PIPELINE, complete ARRAY_PARTITION, ap_vld
 ///   ports; Catapult: `#pragma hls_design top`, CCS_BLOCK(<name>); oneAPI: a plain function);
-/// - firmware/defines.h (sizes and types), firmware/parameters.h and firmware/weights/*.h
-///   (weights and biases, each array with its shape, type, min, max and number of zeros);
+/// - firmware/defines.h (sizes and types), firmware/parameters.h (includes the lookup tables,
+///   firmware/weights/<kind><L>.h) and, for reference, firmware/weights/w<L>.h and b<L>.h
+///   (each linear layer's kernel and bias, with shape, type, min, max and number of zeros);
 /// - <name>_test.cpp: the C simulation testbench (reads tb_data, compares exactly, writes
 ///   tb_data/csim_results.log, prints "<hls|catapult|oneapi> testbench: N samples, M
 ///   mismatches", exits non-zero on any mismatch; Catapult: CCS_MAIN / CCS_DESIGN / CCS_RETURN,
