@@ -24,18 +24,19 @@
 // - Quantize ops are casts to ap_fixed<W, I, AP_RND | AP_TRN | AP_RND_CONV, AP_WRAP | AP_SAT |
 //   AP_SAT_SYM> (Vitis) or ac_fixed<W, I, S, AC_RND | AC_TRN | AC_RND_CONV, AC_WRAP | AC_SAT |
 //   AC_SAT_SYM> (Catapult, oneAPI: the modes both libraries share, with the same semantics) of
-//   the exact value. A Sum is its constant plus one `s += x * c` per term, c the exact
-//   coefficient (weight) as a literal of the layer's `_coef_t`, in a type holding every partial
-//   sum (`_sum_t` when one leaves the op's range); products are exact (ap_fixed / ac_fixed result
-//   widths, which agree), so no intermediate rounds or overflows. Max compares in a type holding
+//   the exact value. A Sum is its constant plus one `s += x * coef<L>[k]` per term (`+= x` or
+//   `-= x` for 1 and -1), coef<L> the static const array of the layer's distinct exact
+//   coefficients (firmware/weights/coef<L>.h), in a type holding every partial sum (`_sum_t`
+//   when one leaves the op's range); products are exact (ap_fixed / ac_fixed result widths,
+//   which agree), so no intermediate rounds or overflows. Max compares in a type holding
 //   every operand (`_cmp_t`); Table reads a static const array (firmware/weights/<kind><L>.h)
 //   at the index's bits (its mantissa minus the type's smallest). ac_fixed cannot express one
 //   thing hgqt can produce: a signed 1-bit SAT_SYM quantizer (hgqt clamps it to 0, AC_SAT_SYM
 //   to -1); the ac_fixed dialects refuse it with an ArchiveError naming the layer.
-// - The coefficients live in the sums; zero weights, pruned (zero-width) elements and constant
-//   operands generate no arithmetic (the lowering folds them). firmware/weights/w<L>.h and
-//   b<L>.h hold each linear layer's kernel and bias as exact decimal constants for reference
-//   (not included by the design).
+// - The weights are the sums' coefficients (coef<L>) and the biases their constants; zero
+//   weights, pruned (zero-width) elements and constant operands generate no arithmetic (the
+//   lowering folds them). firmware/weights/w<L>.h and b<L>.h hold each linear layer's kernel and
+//   bias as exact decimal constants for reference (not included by the design).
 #pragma once
 
 #include <cstdint>
@@ -76,7 +77,8 @@ HlsDialect hls_dialect(const std::string& format);
 ///   result_t y_out[N_OUTPUT])` (io_parallel; Vitis: PIPELINE, complete ARRAY_PARTITION, ap_vld
 ///   ports; Catapult: `#pragma hls_design top`, CCS_BLOCK(<name>); oneAPI: a plain function);
 /// - firmware/defines.h (sizes and types), firmware/parameters.h (includes the lookup tables,
-///   firmware/weights/<kind><L>.h) and, for reference, firmware/weights/w<L>.h and b<L>.h
+///   firmware/weights/<kind><L>.h, and coefficients, coef<L>.h) and, for reference,
+///   firmware/weights/w<L>.h and b<L>.h
 ///   (each linear layer's kernel and bias, with shape, type, min, max and number of zeros);
 /// - <name>_test.cpp: the C simulation testbench (reads tb_data, compares exactly, writes
 ///   tb_data/csim_results.log, prints "<hls|catapult|oneapi> testbench: N samples, M
