@@ -321,9 +321,11 @@ struct Group {
   std::vector<std::string> whats;  ///< its steps' descriptions, in order
 };
 
-/// Where a value lives between functions: x_in, a layer's out array or a layer's tmp array.
+/// Where a value computed in one function is kept for another: its group's out array (read by
+/// later layers and y_out) or its tmp array (read by a later part of the same layer). Input ops
+/// are read from x_in.
 struct Home {
-  int group = -1;  ///< -1: x_in (an Input op)
+  int group = -1;
   bool tmp = false;
   int64_t index = 0;
 };
