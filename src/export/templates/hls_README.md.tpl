@@ -54,7 +54,9 @@ Catapult's `$MGC_HOME/shared/include`), whose folder `AC_TYPES_INCLUDE` names:
 
 - `firmware/{{name}}.cpp`, `firmware/{{name}}.h`: the top function `{{name}}(input_t x_in[N_INPUT], result_t y_out[N_OUTPUT])` (io_parallel, pipelined).
 - `firmware/defines.h`: sizes and every type; `firmware/parameters.h` and
-  `firmware/weights/`: weights and biases as exact constants.
+  `firmware/weights/`: the lookup tables and each layer's coefficients (`coef<L>.h`: the weights)
+  as exact constants; `w<L>.h`, `b<L>.h`: each linear layer's kernel and bias, for reference (the
+  design does not include them).
 - `{{name}}_test.cpp`: the testbench; `tb_data/`: its inputs ({{n_tb}} samples) and the emulator's outputs; it writes `tb_data/csim_results.log`.
 {{#oneapi}}
 - `{{name}}_sycl.cpp`: the SYCL kernel calling `{{name}}` (the targets fpga_emu, fpga_sim, report,
