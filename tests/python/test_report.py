@@ -162,11 +162,16 @@ def test_pareto_regression_run_and_out_option(tmp_path):
     assert not (run / "pareto.png").exists()
 
 
-def test_pareto_on_a_real_run_if_present():
-    run = REPO / "runs" / "fmnist_softmax"
-    if not (run / "pareto.json").is_file():
-        pytest.skip("no runs/fmnist_softmax")
+def test_pareto_on_a_trained_run(tmp_path):
+    from hgqt_py import blobs_config, blobs_file  # small data and config (imports the package)
+
+    config = tmp_path / "blobs.yaml"  # JSON is YAML
+    config.write_text(json.dumps(blobs_config(blobs_file(tmp_path / "blobs.h5"), epochs=4)))
+    run = tmp_path / "run"
+    r = hgqt("train", config, "--out", run)
+    assert r.returncode == 0, r.stderr
     front = json.loads((run / "pareto.json").read_text())
+    assert front and all((run / "pareto" / pathlib.Path(e["path"]).name).is_file() for e in front)
     r = hgqt("pareto", run, "--no-plot")
     assert r.returncode == 0, r.stderr
     assert sorted(table_rows(r.stdout)) == sorted(e["epoch"] for e in front)
