@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from hgqt_paths import HGQT, REPO, run_hgqt  # noqa: E402
+from hgqt_paths import HGQT, run_hgqt  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not HGQT.is_file(), reason=f"no hgqt binary at {HGQT}: build it first")
 
