@@ -71,7 +71,7 @@ template <int W, int I, bool S, ap_q_mode Q, ap_o_mode O>
 void cross_check(uint64_t seed) {
   typedef ap_fixed_base<W, I, S, Q, O> T;
   archive::QuantSpec q;
-  q.shape = {1};
+  q.shape = std::vector<int64_t>{1};
   q.k = {S ? 1 : 0};
   q.i = {I - (S ? 1 : 0)};
   q.f = {W - I};
@@ -488,12 +488,12 @@ TEST(HlsExport, EndToEndPerTensorLargeLayer) {
 TEST(HlsExport, EndToEndPartialSumsWiderThanAccumulator) {
   archive::Archive a;
   a.name = "partial_sums";
-  a.input_shape = {2};
-  a.output_shape = {1};
+  a.input_shape = std::vector<int64_t>{2};
+  a.output_shape = std::vector<int64_t>{1};
   archive::Layer d0;
   d0.name = "d0";
   d0.kind = LayerKind::Dense;
-  d0.input_shape = d0.output_shape = {2};
+  d0.input_shape = d0.output_shape = std::vector<int64_t>{2};
   d0.activation = "relu";
   d0.input_quantizer =
       archive::QuantSpec{{2}, {1, 0}, {1, 0}, {2, 3}, RoundingMode::RND_CONV, OverflowMode::WRAP};
@@ -502,8 +502,8 @@ TEST(HlsExport, EndToEndPartialSumsWiderThanAccumulator) {
   archive::Layer d1;
   d1.name = "d1";
   d1.kind = LayerKind::Dense;
-  d1.input_shape = {2};
-  d1.output_shape = {1};
+  d1.input_shape = std::vector<int64_t>{2};
+  d1.output_shape = std::vector<int64_t>{1};
   d1.kernel = constant({2, 1}, {-1, 2}, 0);
   a.layers = {d0, d1};
   const fs::path dir = fresh_dir("e2e_partial_sums");
@@ -518,13 +518,13 @@ TEST(HlsExport, EndToEndPartialSumsWiderThanAccumulator) {
 TEST(HlsExport, EndToEndWideWeights) {
   archive::Archive a;
   a.name = "wide_weights";
-  a.input_shape = {2};
-  a.output_shape = {1};
+  a.input_shape = std::vector<int64_t>{2};
+  a.output_shape = std::vector<int64_t>{1};
   archive::Layer d;
   d.name = "d";
   d.kind = LayerKind::Dense;
-  d.input_shape = {2};
-  d.output_shape = {1};
+  d.input_shape = std::vector<int64_t>{2};
+  d.output_shape = std::vector<int64_t>{1};
   d.input_quantizer =
       archive::QuantSpec{{2}, {1, 1}, {2, 1}, {1, 3}, RoundingMode::TRN, OverflowMode::SAT};
   d.kernel = constant({2, 1}, {(int64_t{1} << 57) + 12345, -((int64_t{1} << 56) + 999)}, 50);
