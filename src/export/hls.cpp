@@ -367,7 +367,6 @@ class Generator {
   void groups();
   void types();
   /// The comparison type of Max `o`: holds every operand and the constant.
-  FixedType max_type(const Op& o) const;
   /// The summation type of Sum `o`: its own type, or a wider one when a partial sum (constant
   /// first, then the terms in order) falls outside it.
   FixedType sum_type(const Op& o) const;
@@ -528,20 +527,6 @@ void Generator::groups() {
   }
 }
 
-FixedType Generator::max_type(const Op& o) const {
-  int128 lo = o.konst, hi = o.konst;
-  bool first = !o.has_konst;
-  for (const Operand& t : o.in) {
-    const Op& x = op(t.value);
-    const int128 a = archive::align(x.lo, 0, t.shift), b = archive::align(x.hi, 0, t.shift);
-    lo = first ? a : std::min(lo, a);
-    hi = first ? b : std::max(hi, b);
-    first = false;
-  }
-  if (lo >= o.type.min_mantissa() && hi <= o.type.max_mantissa()) return o.type;
-  return archive::type_of_range(lo, hi, o.type.frac);
-}
-
 FixedType Generator::sum_type(const Op& o) const {
   const std::string what = "the partial sums of a sum";
   int128 run_lo = o.konst, run_hi = o.konst, lo = o.konst, hi = o.konst;
@@ -613,8 +598,7 @@ void Generator::types() {
       }
       case OpKind::Max: {
         use_type(li, "max", d_.type(o.type), o.type, what);
-        const FixedType m = max_type(o);
-        if (m != o.type) use_type(li, "cmp", d_.type(m), m, what + " comparisons");
+        if (o.cmp != o.type) use_type(li, "cmp", d_.type(o.cmp), o.cmp, what + " comparisons");
         break;
       }
       case OpKind::Table:
@@ -687,7 +671,7 @@ std::string Generator::statement(int32_t id, const std::function<std::string(int
       // Comparisons in a type holding every operand; pruned and constant operands are one
       // constant operand.
       const std::string& t = tname(li, "max", d_.type(o.type));
-      const FixedType mt = max_type(o);
+      const FixedType& mt = o.cmp;
       const bool wide = mt != o.type;
       const std::string& m_t = wide ? tname(li, "cmp", d_.type(mt)) : t;
       const std::string m = wide ? "m" + std::to_string(id) : v;

@@ -300,6 +300,18 @@ int32_t Lowering::maximum(const std::vector<Operand>& terms, int frac, const Fix
     first = false;
   }
   m.type = type ? *type : FixedType{true, adder_signed_width(all_lo, all_hi), frac};
+  int128 lo = m.konst, hi = m.konst;  // the operands' ranges, for the comparisons
+  first = !m.has_konst;
+  for (const Operand& term : m.in) {
+    const Op& x = op(term.value);
+    const int128 a = archive::align(x.lo, 0, term.shift), b = archive::align(x.hi, 0, term.shift);
+    lo = first ? a : std::min(lo, a);
+    hi = first ? b : std::max(hi, b);
+    first = false;
+  }
+  m.cmp = lo >= m.type.min_mantissa() && hi <= m.type.max_mantissa()
+              ? m.type
+              : archive::type_of_range(lo, hi, frac);
   return add(std::move(m));
 }
 

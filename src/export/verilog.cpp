@@ -849,19 +849,11 @@ void Generator::print_sum(int32_t id) {
 void Generator::print_max(int32_t id) {
   const Op& o = n_.ops[id];
   const std::string name = name_of(id, "max");
-  int128 lo = o.has_konst ? o.konst : 0, hi = lo;
-  bool first = !o.has_konst;
   std::vector<Sig> xs;
-  for (const auto& t : o.in) {
-    xs.push_back(at(t.value, cycle_[id]));
-    const int128 a = archive::align(xs.back().type.min_mantissa(), 0, t.shift);
-    const int128 b = archive::align(xs.back().type.max_mantissa(), 0, t.shift);
-    lo = first ? a : std::min(lo, a);
-    hi = first ? b : std::max(hi, b);
-    first = false;
-  }
-  // at least the result's width (its type may be wider than the operands need: a folded one)
-  const int wm = std::max(signed_width(lo, hi), o.type.width);
+  for (const auto& t : o.in) xs.push_back(at(t.value, cycle_[id]));
+  // Signed comparisons in the lowering's comparison type (every operand's range: an operand
+  // wider than it keeps its value when truncated), at least the result's width.
+  const int wm = std::max(o.cmp.width + (o.cmp.is_signed ? 0 : 1), o.type.width);
   std::vector<std::string> level;
   for (size_t q = 0; q < xs.size(); ++q) {
     const std::string e = name + "_e" + std::to_string(q);

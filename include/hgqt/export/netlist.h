@@ -66,6 +66,9 @@ struct Op {
   int32_t quant = -1;       ///< Quantize: index into Netlist::quants
   int32_t table = -1;       ///< Table: index into Netlist::tables
   int32_t step = -1;        ///< the step it belongs to (-1: Input and Const)
+  /// Max: the type its comparisons work in, holding every operand's range (shifted) and konst:
+  /// `type` when it does, else the smallest type that does (an operand may lie below the result).
+  FixedType cmp;
 };
 
 /// A lookup table: entry e is the output mantissa for index mantissa e + index.min_mantissa()
