@@ -519,25 +519,22 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
                                "it first (a quantize layer, or an input quantizer on a dense or "
                                "conv layer)");
         };
-        auto finish = [&](Flow f) {
-          t.output = f.types;
-          t.out_lo.resize(f.ranges.size());
-          t.out_hi.resize(f.ranges.size());
+        // A flow's types and ranges into LayerTypes' output or accumulator fields.
+        auto store = [](const Flow& f, std::vector<FixedType>& types, std::vector<int128>& lo,
+                        std::vector<int128>& hi) {
+          types = f.types;
+          lo.resize(f.ranges.size());
+          hi.resize(f.ranges.size());
           for (size_t n = 0; n < f.ranges.size(); ++n) {
-            t.out_lo[n] = f.ranges[n].lo;
-            t.out_hi[n] = f.ranges[n].hi;
+            lo[n] = f.ranges[n].lo;
+            hi[n] = f.ranges[n].hi;
           }
+        };
+        auto finish = [&](Flow f) {
+          store(f, t.output, t.out_lo, t.out_hi);
           return f;
         };
-        auto set_acc = [&](const Flow& acc) {
-          t.accumulator = acc.types;
-          t.acc_lo.resize(acc.ranges.size());
-          t.acc_hi.resize(acc.ranges.size());
-          for (size_t n = 0; n < acc.ranges.size(); ++n) {
-            t.acc_lo[n] = acc.ranges[n].lo;
-            t.acc_hi[n] = acc.ranges[n].hi;
-          }
-        };
+        auto set_acc = [&](const Flow& acc) { store(acc, t.accumulator, t.acc_lo, t.acc_hi); };
         switch (l.kind) {
           case LayerKind::Flatten:
           case LayerKind::Reshape: {

@@ -366,10 +366,12 @@ class Generator {
   void liveness();
   void groups();
   void types();
-  /// The comparison type of Max `o`: holds every operand and the constant.
   /// The summation type of Sum `o`: its own type, or a wider one when a partial sum (constant
   /// first, then the terms in order) falls outside it.
   FixedType sum_type(const Op& o) const;
+  /// The typedef role of a value op (q, relu, acc, max, table, prod) and its type's text (a
+  /// quantizer's with its modes).
+  std::pair<const char*, std::string> value_role(const Op& o) const;
   /// Names the typedef of `type` for role `role` of layer li (registered by types()).
   const std::string& tname(size_t li, const std::string& role, const std::string& type) const {
     return names_.at(std::make_tuple(li, role, type));
@@ -531,13 +533,9 @@ FixedType Generator::sum_type(const Op& o) const {
   const std::string what = "the partial sums of a sum";
   int128 run_lo = o.konst, run_hi = o.konst, lo = o.konst, hi = o.konst;
   for (const Operand& t : o.in) {
-    const Op& x = op(t.value);
-    const int128 a =
-        archive::align(util::checked_mul<ArchiveError>(x.lo, t.coef, what), 0, t.shift);
-    const int128 b =
-        archive::align(util::checked_mul<ArchiveError>(x.hi, t.coef, what), 0, t.shift);
-    run_lo = util::checked_add<ArchiveError>(run_lo, std::min(a, b), what);
-    run_hi = util::checked_add<ArchiveError>(run_hi, std::max(a, b), what);
+    const auto [a, b] = netlist::term_range(op(t.value), t, what);
+    run_lo = util::checked_add<ArchiveError>(run_lo, a, what);
+    run_hi = util::checked_add<ArchiveError>(run_hi, b, what);
     lo = std::min(lo, run_lo);
     hi = std::max(hi, run_hi);
   }
@@ -563,21 +561,24 @@ void Generator::types() {
     if (group_of_[id] < 0) continue;
     const size_t li = layer_of(static_cast<int32_t>(id));
     const std::string what = label(li) + " (" + n_.steps[o.step].what + ")";
-    switch (o.kind) {
+    if (o.kind != OpKind::Input && o.kind != OpKind::Const) {
+      const auto [role, type] = value_role(o);
+      use_type(li, role, type, o.type, what);
+    }
+    switch (o.kind) {  // what a kind needs beyond its own type
       case OpKind::Input:
       case OpKind::Const:
         break;
-      case OpKind::Quantize: {
+      case OpKind::Quantize: {  // a type ac_fixed cannot express is refused
         const QuantSpec& q = n_.quants.at(o.quant);
-        use_type(li, "q", qtype(o.type, q.round, q.overflow, what + ": a quantizer element"),
-                 o.type, what);
+        qtype(o.type, q.round, q.overflow, what + ": a quantizer element");
         break;
       }
       case OpKind::Relu:
-        use_type(li, "relu", d_.type(o.type), o.type, what);
+      case OpKind::Table:
+      case OpKind::Mul:
         break;
       case OpKind::Sum: {
-        use_type(li, "acc", d_.type(o.type), o.type, what);
         const FixedType s = sum_type(o);
         if (s != o.type) use_type(li, "sum", d_.type(s), s, what + " partial sums");
         for (const Operand& t : o.in) {
@@ -596,16 +597,8 @@ void Generator::types() {
         }
         break;
       }
-      case OpKind::Max: {
-        use_type(li, "max", d_.type(o.type), o.type, what);
+      case OpKind::Max:
         if (o.cmp != o.type) use_type(li, "cmp", d_.type(o.cmp), o.cmp, what + " comparisons");
-        break;
-      }
-      case OpKind::Table:
-        use_type(li, "table", d_.type(o.type), o.type, what);
-        break;
-      case OpKind::Mul:
-        use_type(li, "prod", d_.type(o.type), o.type, what);
         break;
     }
   }
@@ -937,27 +930,32 @@ std::string Generator::print_group(size_t gi) {
 std::string Generator::value_type(int32_t id) const {
   const Op& o = op(id);
   if (o.kind == OpKind::Input) return input_names_.at(o.index);
-  const size_t li = layer_of(id);
+  if (o.kind == OpKind::Const) throw std::logic_error("hls: a constant has no variable");
+  const auto [role, type] = value_role(o);
+  return tname(layer_of(id), role, type);
+}
+
+std::pair<const char*, std::string> Generator::value_role(const Op& o) const {
   switch (o.kind) {
     case OpKind::Input:
     case OpKind::Const:
       break;
     case OpKind::Quantize: {
       const QuantSpec& q = n_.quants.at(o.quant);
-      return tname(li, "q", d_.type(o.type, q.round, q.overflow));
+      return {"q", d_.type(o.type, q.round, q.overflow)};
     }
     case OpKind::Relu:
-      return tname(li, "relu", d_.type(o.type));
+      return {"relu", d_.type(o.type)};
     case OpKind::Sum:
-      return tname(li, "acc", d_.type(o.type));
+      return {"acc", d_.type(o.type)};
     case OpKind::Max:
-      return tname(li, "max", d_.type(o.type));
+      return {"max", d_.type(o.type)};
     case OpKind::Table:
-      return tname(li, "table", d_.type(o.type));
+      return {"table", d_.type(o.type)};
     case OpKind::Mul:
-      return tname(li, "prod", d_.type(o.type));
+      return {"prod", d_.type(o.type)};
   }
-  throw std::logic_error("hls: a constant has no variable");
+  throw std::logic_error("hls: an input or constant has no typedef role");
 }
 
 std::string Generator::output_ref(int32_t id) const {

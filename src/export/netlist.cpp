@@ -40,6 +40,12 @@ const char* op_name(OpKind k) {
   return "?";
 }
 
+std::pair<int128, int128> term_range(const Op& x, const Operand& t, const std::string& what) {
+  const int128 a = archive::align(util::checked_mul<ArchiveError>(x.lo, t.coef, what), 0, t.shift);
+  const int128 b = archive::align(util::checked_mul<ArchiveError>(x.hi, t.coef, what), 0, t.shift);
+  return {std::min(a, b), std::max(a, b)};
+}
+
 namespace {
 
 class Lowering {
@@ -240,13 +246,9 @@ int32_t Lowering::sum(std::vector<Operand> terms, int128 konst, const FixedType&
   }
   int128 lo = konst, hi = konst;
   for (const Operand& term : live) {
-    const Op& x = op(term.value);
-    const int128 a =
-        archive::align(util::checked_mul<ArchiveError>(x.lo, term.coef, what), 0, term.shift);
-    const int128 b =
-        archive::align(util::checked_mul<ArchiveError>(x.hi, term.coef, what), 0, term.shift);
-    lo = util::checked_add<ArchiveError>(lo, std::min(a, b), what);
-    hi = util::checked_add<ArchiveError>(hi, std::max(a, b), what);
+    const auto [a, b] = term_range(op(term.value), term, what);
+    lo = util::checked_add<ArchiveError>(lo, a, what);
+    hi = util::checked_add<ArchiveError>(hi, b, what);
   }
   if (live.empty()) return constant(konst, t);
   if (range) {  // a tighter range the caller knows (softmax: x - max <= 0)

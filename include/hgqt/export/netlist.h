@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hgqt/archive/archive.h"
@@ -99,6 +100,10 @@ struct Netlist {
   /// Per model output element: its op, whose type is the emulator's output type.
   std::vector<int32_t> outputs;
 };
+
+/// The exact range [lo, hi] of a Sum term's contribution coef * x * 2^shift (x the operand's op),
+/// in checked arithmetic (ArchiveError naming `what` on overflow).
+std::pair<int128, int128> term_range(const Op& x, const Operand& t, const std::string& what);
 
 /// Lowers a validated archive (archive::validate, archive::infer_types). Throws ArchiveError.
 Netlist lower(const archive::Archive& a);
