@@ -156,10 +156,13 @@ class QDense(QLayer):
 
     ``QDense(16, 64, activation="relu", kernel_quantizer={"b": 6})``; ``batchnorm=True`` folds
     a batch norm into kernel and bias. Without ``output_quantizer`` the layer has none.
+    ``input_shape=[P, in_features]`` applies the layer to every particle (position) of a list
+    with one shared kernel: ``QDense(3, 32, input_shape=[32, 3])`` maps [B, 32, 3] to [B, 32, 32].
     """
 
     def __init__(self, in_features: int, out_features: int, *, activation: str = "linear",
                  bias: bool = True, batchnorm: bool = False,
+                 input_shape: Optional[Sequence[int]] = None,
                  input_quantizer: Optional[Mapping[str, Any]] = None,
                  kernel_quantizer: Optional[Mapping[str, Any]] = None,
                  bias_quantizer: Optional[Mapping[str, Any]] = None,
@@ -168,7 +171,11 @@ class QDense(QLayer):
                 "use_bias": bool(bias), "batchnorm": bool(batchnorm)}
         _with_quantizers(spec, "QDense", {"input": input_quantizer, "kernel": kernel_quantizer,
                                           "bias": bias_quantizer, "output": output_quantizer})
-        super().__init__(spec, [int(in_features)])
+        shape = [int(in_features)] if input_shape is None else [int(s) for s in input_shape]
+        if not shape or shape[-1] != int(in_features):
+            raise ValueError(f"hgqt.nn.QDense: input_shape {shape} must end in in_features = "
+                             f"{int(in_features)}")
+        super().__init__(spec, shape)
 
 
 class _QConv(QLayer):

@@ -576,17 +576,21 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       break;
     }
     case LayerKind::Dense: {
-      if (l.input_shape.size() != 1)
-        c.fail("input_shape is " + shape_str(l.input_shape) +
-               ", expected one dimension [in] (flatten first)");
-      if (l.output_shape.size() != 1)
-        c.fail("output_shape is " + shape_str(l.output_shape) + ", expected one dimension [out]");
-      const int64_t in = l.input_shape[0], out = l.output_shape[0];
+      // [S..., in] -> [S..., out]: the kernel applies along the last axis at every position S.
+      if (l.input_shape.empty()) c.fail("input_shape is [], expected [..., in]");
+      const int64_t in = l.input_shape.back();
+      std::vector<int64_t> expect = l.input_shape;
+      if (!l.output_shape.empty()) expect.back() = l.output_shape.back();
+      if (l.output_shape != expect)
+        c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " +
+               (l.input_shape.size() > 1 ? "the input's leading axes and [out], " : "[out], ") +
+               "e.g. " + shape_str(expect));
+      const int64_t out = l.output_shape.back();
       if (!l.kernel) c.fail("a dense layer needs a kernel");
       c.constant(*l.kernel, {in, out}, "kernel");
       if (l.bias) c.constant(*l.bias, {out}, "bias");
-      if (l.input_quantizer) c.quantizer(*l.input_quantizer, {in}, "input_quantizer");
-      if (l.output_quantizer) c.quantizer(*l.output_quantizer, {out}, "output_quantizer");
+      if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+      if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
       break;
     }
     case LayerKind::Scale: {

@@ -258,17 +258,20 @@ LinearMap linear_map(const Layer& l) {
   LinearMap m;
   m.begin.push_back(0);
   if (l.kind == LayerKind::Dense) {
+    // The same kernel at every position of [S..., in] (one position for a flat input).
     const int64_t in = w.shape.at(0), out = w.shape.at(1);
-    m.input.reserve(in * out);
-    m.weight.reserve(in * out);
-    for (int64_t o = 0; o < out; ++o) {
-      for (int64_t j = 0; j < in; ++j) {
-        m.input.push_back(j);
-        m.weight.push_back(j * out + o);
+    const int64_t positions = prod(l.input_shape) / in;
+    m.input.reserve(positions * in * out);
+    m.weight.reserve(positions * in * out);
+    for (int64_t p = 0; p < positions; ++p)
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t j = 0; j < in; ++j) {
+          m.input.push_back(p * in + j);
+          m.weight.push_back(j * out + o);
+        }
+        m.begin.push_back(static_cast<int64_t>(m.input.size()));
+        m.bias.push_back(l.bias ? o : -1);
       }
-      m.begin.push_back(static_cast<int64_t>(m.input.size()));
-      m.bias.push_back(l.bias ? o : -1);
-    }
     return m;
   }
   if (l.kind == LayerKind::Scale) {

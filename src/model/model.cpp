@@ -141,29 +141,28 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
     const bool conv = l.type == "conv1d" || l.type == "conv2d";
     const size_t rank = l.type == "conv1d" ? 1 : 2;
     try {
-      if (l.type == "dense" && !l.batchnorm) {
-        if (shape.size() != 1)
-          throw ConfigError(where + ": dense layer needs a flat input, got a per-sample shape of " +
-                            std::to_string(shape.size()) + " axes (add {type: flatten} before it)");
-        nn::QDenseOptions o(shape[0], l.units);
-        o.bias(l.use_bias).activation(nn::parse_activation(l.activation));
-        o.input_quantizer(resolve(Place::Datalane, {shape[0]}, "input"));
-        o.kernel_quantizer(resolve(Place::Weight, {shape[0], l.units}, "kernel"));
-        if (l.use_bias) o.bias_quantizer(resolve(Place::Bias, {l.units}, "bias"));
-        if (q("output")) o.output_quantizer(resolve(Place::Datalane, {l.units}, "output"));
-        set_module(e, nn::QDense(o));
-      } else if (l.type == "dense") {
-        if (shape.size() != 1)
-          throw ConfigError(where + ": dense layer needs a flat input, got a per-sample shape of " +
-                            std::to_string(shape.size()) + " axes (add {type: flatten} before it)");
-        nn::QDenseBatchNormOptions o(shape[0], l.units);
-        o.bias(l.use_bias).activation(nn::parse_activation(l.activation));
-        o.momentum(l.momentum).eps(l.epsilon);
-        o.input_quantizer(resolve(Place::Datalane, {shape[0]}, "input"));
-        o.kernel_quantizer(resolve(Place::Weight, {shape[0], l.units}, "kernel"));
-        o.bias_quantizer(resolve(Place::Bias, {l.units}, "bias"));
-        if (q("output")) o.output_quantizer(resolve(Place::Datalane, {l.units}, "output"));
-        set_module(e, nn::QDenseBatchNorm(o));
+      if (l.type == "dense") {
+        // On [S..., F] the layer applies along the last axis at every position S.
+        const int64_t in = shape.back();
+        const std::vector<int64_t> out_shape = nn::dense_output_shape(shape, l.units);
+        auto fill = [&](auto& o) {
+          o.input_shape(shape).bias(l.use_bias).activation(nn::parse_activation(l.activation));
+          o.input_quantizer(resolve(Place::Datalane, shape, "input"));
+          o.kernel_quantizer(resolve(Place::Weight, {in, l.units}, "kernel"));
+          if (q("output")) o.output_quantizer(resolve(Place::Datalane, out_shape, "output"));
+        };
+        if (l.batchnorm) {
+          nn::QDenseBatchNormOptions o(in, l.units);
+          fill(o);
+          o.momentum(l.momentum).eps(l.epsilon);
+          o.bias_quantizer(resolve(Place::Bias, {l.units}, "bias"));
+          set_module(e, nn::QDenseBatchNorm(o));
+        } else {
+          nn::QDenseOptions o(in, l.units);
+          fill(o);
+          if (l.use_bias) o.bias_quantizer(resolve(Place::Bias, {l.units}, "bias"));
+          set_module(e, nn::QDense(o));
+        }
       } else if (conv) {
         if (shape.size() != rank + 1)
           throw ConfigError(where + ": " + l.type + " needs a per-sample input of " +
@@ -296,10 +295,11 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       if (src >= 0) readers[static_cast<size_t>(src)].push_back(li);
   for (size_t li = 0; li + 1 < n; ++li) {
     auto* d = layers_[li].dense;
-    if (!d || d->options.activation() != nn::Activation::ReLU || d->oq || readers[li].size() != 1)
+    if (!d || d->per_position() || d->options.activation() != nn::Activation::ReLU || d->oq ||
+        readers[li].size() != 1)
       continue;
     auto& reader = layers_[readers[li][0]];
-    if (!reader.dense) continue;
+    if (!reader.dense || reader.dense->per_position()) continue;
     layers_[li].chain.defer_relu = true;
     reader.chain.relu_input = true;
   }
@@ -322,7 +322,7 @@ torch::Tensor HGQModelImpl::forward(torch::Tensor x) {
     std::vector<torch::Tensor> ins;
     ins.reserve(e.inputs.size());
     for (int64_t src : e.inputs) ins.push_back(src < 0 ? x : outs[src]);
-    if (e.dense && is_training())
+    if (e.dense && is_training() && !e.dense->per_position())
       outs[li] = e.dense->forward_chained(ins[0], e.chain);
     else
       outs[li] = ins.size() == 1 ? e.layer->forward(ins[0]) : e.layer->forward_many(ins);

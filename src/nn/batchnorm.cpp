@@ -4,18 +4,14 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "hgqt/nn/layers.h"
+
 namespace hgqt::nn {
 
 using quant::Place;
 using quant::QuantizerOptions;
 
 namespace {
-int64_t prod(const std::vector<int64_t>& v) {
-  int64_t p = 1;
-  for (auto d : v) p *= d;
-  return p;
-}
-
 // Per-channel (last axis) mean and biased variance over every other axis.
 std::pair<torch::Tensor, torch::Tensor> channel_moments(const torch::Tensor& z) {
   std::vector<int64_t> dims;
@@ -116,6 +112,8 @@ void QDenseBatchNormImpl::reset() {
     throw std::invalid_argument("QDenseBatchNorm: in and out features must be positive, got " +
                                 std::to_string(in) + " and " + std::to_string(out));
   check_bn_options("QDenseBatchNorm", options.momentum(), options.eps());
+  options.input_shape(dense_input_shape("QDenseBatchNorm", in, options.input_shape()));
+  const auto& in_shape = options.input_shape();
   kernel = register_parameter("kernel", glorot_uniform({in, out}));
   if (options.bias()) bias = register_parameter("bias", torch::zeros({out}));
   gamma = register_parameter("gamma", torch::ones({out}));
@@ -123,33 +121,37 @@ void QDenseBatchNormImpl::reset() {
   moving_mean = register_buffer("moving_mean", torch::zeros({out}));
   moving_var = register_buffer("moving_var", torch::ones({out}));
   batch_mean = batch_var = torch::Tensor();
-  iq = register_module(
-      "iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
+  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(),
+                                                                 Place::Datalane, in_shape)));
   kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(),
                                                                  Place::Weight, {in, out})));
   bq = register_module(
       "bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {out})));
   if (options.output_quantizer())
-    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(),
-                                                                   Place::Datalane, {out})));
+    oq = register_module(
+        "oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane,
+                                                  dense_output_shape(in_shape, out))));
 }
 
 void QDenseBatchNormImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::QDenseBatchNorm(" << options.in_features() << " -> " << options.out_features() << ", "
+  s << "hgqt::QDenseBatchNorm(";
+  if (options.input_shape().size() > 1) s << shape_string(options.input_shape()) << ", ";
+  s << options.in_features() << " -> " << options.out_features() << ", "
     << to_string(options.activation()) << ")";
 }
 
 torch::Tensor QDenseBatchNormImpl::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(),
-              "QDenseBatchNorm expects input [batch, ", options.in_features(), "], got ",
-              x.sizes());
+  TORCH_CHECK(x.dim() == static_cast<int64_t>(options.input_shape().size()) + 1 &&
+                  x.sizes().slice(1).vec() == options.input_shape(),
+              "QDenseBatchNorm expects input [batch, ", c10::IntArrayRef(options.input_shape()),
+              "], got ", x.sizes());
   return folded_forward(*this, x, {}, "valid");
 }
 
 torch::Tensor QDenseBatchNormImpl::ebops() const {
   const int64_t in = options.in_features(), out = options.out_features();
-  return conv_ebops(iq->bits(), {in}, kq->bits(), {in, out}, {}, "valid") +
-         bias_ebops(bq->bits(), out);
+  return conv_ebops(iq->bits(), options.input_shape(), kq->bits(), {in, out}, {}, "valid") +
+         bias_ebops(bq->bits(), shape_numel(dense_output_shape(options.input_shape(), out)));
 }
 
 std::vector<NamedQuantizer> QDenseBatchNormImpl::quantizers() const {
@@ -161,11 +163,10 @@ std::pair<torch::Tensor, torch::Tensor> QDenseBatchNormImpl::folded(bool use_mov
 }
 
 std::vector<int64_t> QDenseBatchNormImpl::output_shape(const std::vector<int64_t>& in) const {
-  if (in.size() != 1 || in[0] != options.in_features())
-    throw std::invalid_argument(
-        "dense_bn layer expects per-sample input [" + std::to_string(options.in_features()) +
-        "], got " + shape_string(in) + (in.size() > 1 ? " (add a flatten layer before it)" : ""));
-  return {options.out_features()};
+  if (in != options.input_shape())
+    throw std::invalid_argument("dense_bn layer expects per-sample input " +
+                                shape_string(options.input_shape()) + ", got " + shape_string(in));
+  return dense_output_shape(in, options.out_features());
 }
 
 // ------------------------------------------------------------------------- QConvBatchNorm
@@ -238,7 +239,7 @@ torch::Tensor QConvBatchNormImpl<D>::ebops() const {
   // As the unfolded convolution; one bias add per output element (positions x filters).
   return conv_ebops(iq->bits(), options.input_shape(), kq->bits(), kernel_shape(),
                     options.strides(), options.padding()) +
-         bias_ebops(bq->bits(), prod(output_shape(options.input_shape())));
+         bias_ebops(bq->bits(), shape_numel(output_shape(options.input_shape())));
 }
 
 template <int64_t D>
@@ -327,7 +328,7 @@ torch::Tensor QBatchNormImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor QBatchNormImpl::ebops() const {
   const auto& shape = options.shape();
-  const int64_t n = prod(shape), c = channels();
+  const int64_t n = shape_numel(shape), c = channels();
   // sum over elements of b_in(element) * b_s(channel): per channel, the summed input bits.
   auto b_s = kq->bits().expand({c});
   torch::Tensor products;

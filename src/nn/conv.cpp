@@ -10,12 +10,6 @@ using quant::Place;
 using quant::QuantizerOptions;
 
 namespace {
-int64_t prod(const std::vector<int64_t>& v) {
-  int64_t p = 1;
-  for (auto d : v) p *= d;
-  return p;
-}
-
 // Channels-last [B, S..., C] -> channels-first [B, C, S...] (and the inverse).
 torch::Tensor to_channels_first(const torch::Tensor& x) {
   std::vector<int64_t> perm{0, x.dim() - 1};
@@ -96,12 +90,16 @@ ConvGeometry conv_geometry(const std::vector<int64_t>& in, const std::vector<int
 torch::Tensor conv_nd(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                       const std::vector<int64_t>& strides, const std::string& padding) {
   const int64_t d = w.dim() - 2;
-  TORCH_CHECK(d >= 0 && x.dim() == d + 2, "conv_nd: kernel ", w.sizes(), " needs a batch with ",
-              d + 2, " axes, got ", x.sizes());
+  TORCH_CHECK(d >= 0 && (x.dim() == d + 2 || (d == 0 && x.dim() > 2)), "conv_nd: kernel ",
+              w.sizes(), " needs a batch with ", d + 2, " axes, got ", x.sizes());
   TORCH_CHECK(x.size(-1) == w.size(d), "conv_nd: input has ", x.size(-1),
               " channels, the kernel expects ", w.size(d), " (input ", x.sizes(), ", kernel ",
               w.sizes(), ")");
-  if (d == 0) return b.defined() ? torch::addmm(b, x, w) : torch::mm(x, w);
+  if (d == 0 && x.dim() == 2) return b.defined() ? torch::addmm(b, x, w) : torch::mm(x, w);
+  if (d == 0) {  // a dense layer at every position of [B, S..., C]
+    auto y = torch::matmul(x, w);
+    return b.defined() ? y + b : y;
+  }
   const auto xs = x.sizes().vec(), ws = w.sizes().vec();
   const ConvGeometry g =
       conv_geometry({xs.begin() + 1, xs.end() - 1}, {ws.begin(), ws.end() - 2}, strides, padding);
@@ -183,7 +181,7 @@ torch::Tensor QConvImpl<D>::ebops() const {
   auto e = conv_ebops(iq->bits(), options.input_shape(), kq->bits(), kernel_shape(),
                       options.strides(), options.padding());
   // One bias add per output element (positions x filters).
-  if (bq) e = e + bias_ebops(bq->bits(), prod(output_shape(options.input_shape())));
+  if (bq) e = e + bias_ebops(bq->bits(), shape_numel(output_shape(options.input_shape())));
   return e;
 }
 

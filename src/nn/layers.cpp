@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include "hgqt/nn/conv.h"
+
 namespace hgqt::nn {
 
 using quant::Place;
@@ -60,10 +62,36 @@ QuantizerOptions quantizer_for(const std::optional<QuantizerOptions>& given, Pla
   return o;
 }
 
+int64_t shape_numel(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
 std::string shape_string(const std::vector<int64_t>& s) {
   std::string out = "[";
   for (size_t n = 0; n < s.size(); ++n) out += (n ? ", " : "") + std::to_string(s[n]);
   return out + "]";
+}
+
+std::vector<int64_t> dense_input_shape(const std::string& layer, int64_t in_features,
+                                       const std::vector<int64_t>& input_shape) {
+  if (input_shape.empty()) return {in_features};
+  for (int64_t d : input_shape)
+    if (d <= 0)
+      throw std::invalid_argument(layer + ": input_shape " + shape_string(input_shape) +
+                                  " has a size that is not positive");
+  if (input_shape.back() != in_features)
+    throw std::invalid_argument(layer + ": input_shape " + shape_string(input_shape) +
+                                " must end in in_features = " + std::to_string(in_features));
+  return input_shape;
+}
+
+std::vector<int64_t> dense_output_shape(const std::vector<int64_t>& input_shape,
+                                        int64_t out_features) {
+  std::vector<int64_t> out = input_shape;
+  out.back() = out_features;
+  return out;
 }
 
 // ------------------------------------------------------------------------- QDense
@@ -76,34 +104,40 @@ void QDenseImpl::reset() {
   if (in <= 0 || out <= 0)
     throw std::invalid_argument("QDense: in and out features must be positive, got " +
                                 std::to_string(in) + " and " + std::to_string(out));
+  options.input_shape(dense_input_shape("QDense", in, options.input_shape()));
+  const auto& in_shape = options.input_shape();
   // Glorot uniform kernel, zero bias (the Keras defaults HGQ models are trained with).
   kernel = register_parameter("kernel", glorot_uniform({in, out}));
   if (options.bias()) bias = register_parameter("bias", torch::zeros({out}));
-  iq = register_module(
-      "iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(), Place::Datalane, {in})));
+  iq = register_module("iq", quant::FixedQuantizer(quantizer_for(options.input_quantizer(),
+                                                                 Place::Datalane, in_shape)));
   kq = register_module("kq", quant::FixedQuantizer(quantizer_for(options.kernel_quantizer(),
                                                                  Place::Weight, {in, out})));
   if (options.bias())
     bq = register_module(
         "bq", quant::FixedQuantizer(quantizer_for(options.bias_quantizer(), Place::Bias, {out})));
   if (options.output_quantizer())
-    oq = register_module("oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(),
-                                                                   Place::Datalane, {out})));
+    oq = register_module(
+        "oq", quant::FixedQuantizer(quantizer_for(options.output_quantizer(), Place::Datalane,
+                                                  dense_output_shape(in_shape, out))));
 }
 
 void QDenseImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::QDense(" << options.in_features() << " -> " << options.out_features() << ", "
+  s << "hgqt::QDense(";
+  if (per_position()) s << shape_string(options.input_shape()) << ", ";
+  s << options.in_features() << " -> " << options.out_features() << ", "
     << to_string(options.activation()) << ")";
 }
 
 torch::Tensor QDenseImpl::forward(const torch::Tensor& x) {
-  if (!is_training()) return forward_composed(x);
+  if (!is_training() || per_position()) return forward_composed(x);
   return forward_chained(x, {});
 }
 
 torch::Tensor QDenseImpl::forward_chained(const torch::Tensor& x, DenseChain chain) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(), "QDense expects input [batch, ",
-              options.in_features(), "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features() && !per_position(),
+              "QDense expects input [batch, ", c10::IntArrayRef(options.input_shape()), "], got ",
+              x.sizes());
   TORCH_CHECK(is_training() || (!chain.relu_input && !chain.defer_relu),
               "QDense: chained forward outside training");
   auto y = fused_dense_forward(*this, x, chain);
@@ -111,25 +145,26 @@ torch::Tensor QDenseImpl::forward_chained(const torch::Tensor& x, DenseChain cha
 }
 
 torch::Tensor QDenseImpl::forward_composed(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_features(), "QDense expects input [batch, ",
-              options.in_features(), "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == static_cast<int64_t>(options.input_shape().size()) + 1 &&
+                  x.sizes().slice(1).vec() == options.input_shape(),
+              "QDense expects input [batch, ", c10::IntArrayRef(options.input_shape()), "], got ",
+              x.sizes());
   auto xq = iq->forward(x);
   auto w = kq->forward(kernel);
-  auto y = bias.defined() ? torch::addmm(bq->forward(bias), xq, w) : torch::mm(xq, w);
+  auto y = conv_nd(xq, w, bias.defined() ? bq->forward(bias) : torch::Tensor(), {}, "valid");
   y = apply_activation(y, options.activation());
   return oq ? oq->forward(y) : y;
 }
 
 torch::Tensor QDenseImpl::ebops() const {
-  return fused_dense_ebops(*this);
+  return per_position() ? ebops_composed() : fused_dense_ebops(*this);
 }
 
 torch::Tensor QDenseImpl::ebops_composed() const {
   const int64_t in = options.in_features(), out = options.out_features();
-  auto b_in = iq->bits().expand({in});
-  auto b_w = kq->bits().expand({in, out});
-  auto e = torch::mv(b_w.t(), b_in).sum();
-  if (bq) e = e + bq->bits().mean() * static_cast<double>(out);
+  auto e = conv_ebops(iq->bits(), options.input_shape(), kq->bits(), {in, out}, {}, "valid");
+  if (bq)
+    e = e + bias_ebops(bq->bits(), shape_numel(dense_output_shape(options.input_shape(), out)));
   return e;
 }
 
@@ -141,11 +176,10 @@ std::vector<NamedQuantizer> QDenseImpl::quantizers() const {
 }
 
 std::vector<int64_t> QDenseImpl::output_shape(const std::vector<int64_t>& in) const {
-  if (in.size() != 1 || in[0] != options.in_features())
-    throw std::invalid_argument(
-        "dense layer expects per-sample input [" + std::to_string(options.in_features()) +
-        "], got " + shape_string(in) + (in.size() > 1 ? " (add a flatten layer before it)" : ""));
-  return {options.out_features()};
+  if (in != options.input_shape())
+    throw std::invalid_argument("dense layer expects per-sample input " +
+                                shape_string(options.input_shape()) + ", got " + shape_string(in));
+  return dense_output_shape(in, options.out_features());
 }
 
 // ------------------------------------------------------------------------- QActivation

@@ -8,12 +8,6 @@
 namespace hgqt::nn {
 
 namespace {
-int64_t prod(const std::vector<int64_t>& v) {
-  int64_t p = 1;
-  for (auto d : v) p *= d;
-  return p;
-}
-
 std::string window_string(const std::vector<int64_t>& w) {
   std::string s;
   for (size_t n = 0; n < w.size(); ++n) s += (n ? "x" : "") + std::to_string(w[n]);
@@ -60,9 +54,9 @@ void PoolImpl::check_options() {
         throw std::invalid_argument(type_name() + ": strides must be positive, got " +
                                     shape_string(options.strides()));
   }
-  if (kind == Kind::Avg && !k.empty() && !power_of_two(prod(k)))
+  if (kind == Kind::Avg && !k.empty() && !power_of_two(shape_numel(k)))
     throw std::invalid_argument(type_name() + " window " + window_string(k) + " = " +
-                                std::to_string(prod(k)) +
+                                std::to_string(shape_numel(k)) +
                                 " elements is not a power of two; the exact average needs a "
                                 "power-of-two window");
 }
@@ -83,9 +77,9 @@ std::vector<int64_t> PoolImpl::window(const std::vector<int64_t>& in) const {
     throw std::invalid_argument(
         type_name() + " with pool_size " + shape_string(options.pool_size()) +
         " needs the spatial extent to match, got input " + shape_string(in));
-  if (kind == Kind::Avg && !power_of_two(prod(spatial)))
+  if (kind == Kind::Avg && !power_of_two(shape_numel(spatial)))
     throw std::invalid_argument(type_name() + " window " + window_string(spatial) + " = " +
-                                std::to_string(prod(spatial)) +
+                                std::to_string(shape_numel(spatial)) +
                                 " elements is not a power of two; the exact average needs a "
                                 "power-of-two window");
   return spatial;
@@ -162,7 +156,7 @@ void ReshapeImpl::pretty_print(std::ostream& s) const {
 }
 
 std::vector<int64_t> ReshapeImpl::output_shape(const std::vector<int64_t>& in) const {
-  const int64_t n = prod(in);
+  const int64_t n = shape_numel(in);
   auto out = options.shape();
   int64_t known = 1;
   int64_t wild = -1;
@@ -173,7 +167,7 @@ std::vector<int64_t> ReshapeImpl::output_shape(const std::vector<int64_t>& in) c
       known *= out[d];
   }
   if (wild >= 0 && known > 0 && n % known == 0) out[wild] = n / known;
-  if (prod(out) != n || (wild >= 0 && out[wild] <= 0))
+  if (shape_numel(out) != n || (wild >= 0 && out[wild] <= 0))
     throw std::invalid_argument("reshape: cannot reshape per-sample " + shape_string(in) + " (" +
                                 std::to_string(n) + " elements) to " +
                                 shape_string(options.shape()));

@@ -505,6 +505,11 @@ class LayerWriter {
                                      nm + (l.pool == "max" ? "/maxpool" : "/avgpool"), {x});
         GraphBuilder::add_ints(n, "kernel_shape", l.kernel_size);
         GraphBuilder::add_ints(n, "strides", l.strides);
+        if (l.output_shape.size() == 1) {  // a global pool's [C]: [N, C, 1...] -> [N, C]
+          onnx::NodeProto* f = b_.node("Flatten", nm + "/flatten", {n->output(0)});
+          GraphBuilder::add_int(f, "axis", 1);
+          return make(l, Layout::Last, f->output(0));
+        }
         return make(l, Layout::First, n->output(0));
       }
       case LayerKind::Conv1d:

@@ -769,6 +769,12 @@ TEST(QonnxExport, WritesFixturesForPython) {
                        archive::Archive(),
                        0});
   }
+  for (uint64_t seed : {51, 52})  // per-particle dense layers (MatMul on [B, P, F]), global pools
+    all.push_back(Case{"particles_" + std::to_string(seed),
+                       graph_archive(GraphKind::Particles, seed),
+                       {},
+                       archive::Archive(),
+                       0});
   for (uint64_t seed : {49, 50}) {
     // Cnn2d with wide activation types everywhere, so that many distinct outputs survive.
     auto a = graph_archive(GraphKind::Cnn2d, seed);

@@ -4,12 +4,14 @@
 // of writing constant multiplications; and the generator's graph checks without tools.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -127,10 +129,38 @@ INSTANTIATE_TEST_SUITE_P(
                       GraphCase{"softmax_mul_comb", GraphKind::Softmax, 0, "mul", 3},
                       GraphCase{"softmax_mul_stages2", GraphKind::Softmax, 2, "mul", 4},
                       GraphCase{"softmax_shared_stages5", GraphKind::Softmax, 5, "shared", 5},
+                      GraphCase{"particles_shared_comb", GraphKind::Particles, 0, "shared", 1},
+                      GraphCase{"particles_mul_stages2", GraphKind::Particles, 2, "mul", 2},
                       GraphCase{"cnn2d_shared_clock2ns", GraphKind::Cnn2d, 2, "shared", 6, 2.0},
                       GraphCase{"softmax_shared_clock1ns", GraphKind::Softmax, 3, "shared", 6,
                                 1.0}),
     [](const ::testing::TestParamInfo<GraphCase>& info) { return std::string(info.param.label); });
+
+// A Deep Sets model is permutation invariant in RTL: the inputs are rows followed by the same rows
+// with their particles shuffled; the emulator gives identical outputs for the two halves and the
+// Verilator simulation matches the emulator on every row.
+TEST(VerilogGraphExport, ParticlesArePermutationInvariant) {
+  const auto a = graph(GraphKind::Particles, 3);
+  const int64_t half = 500;
+  const auto x = hgqt::testing::with_permuted_particles(
+      hgqt::testing::random_inputs(a, half, 77, 2.0), half, 8, 3, 5);
+  const auto y = archive::Emulator(a).run_batch(x, 2 * half);
+  const int64_t n_out = a.output_size();
+  ASSERT_EQ(y.size(), static_cast<size_t>(2 * half * n_out));
+  EXPECT_TRUE(std::equal(y.begin(), y.begin() + half * n_out, y.begin() + half * n_out));
+  std::set<double> distinct(y.begin(), y.end());
+  EXPECT_GT(distinct.size(), 20u) << "the outputs hardly depend on the input";
+  if (!on_path("verilator")) GTEST_SKIP() << "verilator is not on PATH: Verilog simulation skipped";
+  const fs::path dir = fresh_dir("particles_permuted");
+  exporters::VerilogOptions vo;
+  vo.name = "particles_permuted";
+  vo.pipeline_stages = 1;
+  exporters::export_verilog(a, dir.string(), vo, x, 2 * half);
+  const auto sim = run_command("bash '" + (dir / "run_verilator.sh").string() + "'");
+  ASSERT_EQ(sim.status, 0) << sim.output;
+  EXPECT_EQ(verilator_counts(sim.output), std::make_pair(2 * half, 0L)) << sim.output;
+  if (!HasFailure()) fs::remove_all(dir);
+}
 
 // ------------------------------------------------------------------------- generation, no tools
 

@@ -48,16 +48,18 @@ TEST(Model, BuildsFromSpecWithOverrides) {
   EXPECT_GT(m->ebops().item<double>(), 0);
 }
 
-TEST(Model, DenseWithoutFlattenIsAConfigError) {
-  auto spec =
-      config::parse_model_yaml("input_shape: [4, 2]\nlayers:\n  - {type: dense, units: 3}\n", "t");
-  try {
-    model::HGQModel m(spec);
-    FAIL() << "no error";
-  } catch (const config::ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("model.layers[0]"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("flatten"), std::string::npos) << e.what();
-  }
+TEST(Model, DenseOnSeveralAxesAppliesToEveryPosition) {
+  // Without a flatten, a dense layer on [4, 2] is one kernel [2, 3] at each of the 4 positions.
+  model::HGQModel m(
+      config::parse_model_yaml("input_shape: [4, 2]\nlayers:\n  - {type: dense, units: 3}\n", "t"));
+  EXPECT_EQ(m->output_shape(), (std::vector<int64_t>{4, 3}));
+  auto* d = m->layers()[0].dense;
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->kernel.sizes().vec(), (std::vector<int64_t>{2, 3}));
+  m->eval();
+  torch::NoGradGuard g;
+  auto x = torch::randn({5, 4, 2});
+  EXPECT_TRUE(torch::equal(m->forward(x), d->forward_composed(x)));
 }
 
 TEST(Model, CheckpointRoundTripIsExact) {

@@ -202,3 +202,20 @@ def test_layers_of_a_model_cannot_be_replaced_or_removed():
         model.dense_0.extra = torch.nn.Parameter(torch.zeros(1))
     model.dense_0.bias = torch.nn.Parameter(torch.full((8,), 0.25))  # same shape: copied in
     assert torch.equal(dict(model._cpp.state())["dense_0.bias"], torch.full((8,), 0.25))
+
+
+def test_per_particle_dense_shares_its_kernel_across_particles():
+    torch.manual_seed(3)
+    dense = hgqt.nn.QDense(3, 5, input_shape=[6, 3], activation="relu",
+                           input_quantizer={"granularity": "channel"})
+    assert dense.output_shape([6, 3]) == [6, 5]
+    assert dense.quantizers["input"].f.shape == (1, 3)  # one width per feature, every particle
+    assert dense.quantizers["kernel"].b.shape == (3, 5)
+    dense.eval()
+    x = torch.randn(4, 6, 3)
+    y = dense(x)
+    assert y.shape == (4, 6, 5)
+    perm = torch.randperm(6)
+    assert torch.equal(dense(x[:, perm]), y[:, perm])
+    with pytest.raises(ValueError, match="must end in in_features = 3"):
+        hgqt.nn.QDense(3, 5, input_shape=[6, 4])

@@ -46,7 +46,7 @@ std::vector<fs::path> check_hls_cases(const std::vector<HlsSimCase>& cases,
     const HlsSimCase& k = cases[c];
     const fs::path dir = fresh_test_dir(group, k.name, false);
     dirs.push_back(dir);
-    const auto x = overflow_test_inputs(k.a, samples, k.seed);
+    const auto x = k.inputs.empty() ? overflow_test_inputs(k.a, samples, k.seed) : k.inputs;
     // The scaled inputs overflow the quantizers: the test covers WRAP and saturation.
     archive::EmulatorStats stats;
     archive::Emulator(k.a).run_batch(x, samples, &stats);

@@ -19,6 +19,8 @@ struct HlsSimCase {
   exporters::HlsDialect dialect = exporters::HlsDialect::Vitis;
   uint64_t seed = 1;       ///< of the inputs
   bool via_cmake = false;  ///< oneAPI: build the C simulation with the project's CMake (csim)
+  /// The input rows (samples x input size); empty: overflow_test_inputs(a, samples, seed).
+  std::vector<double> inputs;
 };
 
 /// The folder holding ac_fixed.h: $AC_TYPES_INCLUDE (the ac_types headers) when set, else the
@@ -32,10 +34,11 @@ std::string dialect_tag(exporters::HlsDialect d);
 std::vector<double> overflow_test_inputs(const archive::Archive& a, int64_t n, uint64_t seed);
 
 /// Exports every case under <build dir>/<group>/<name> with `samples` inputs of
-/// overflow_test_inputs (checking that they make the emulator wrap or saturate), compiles the C
-/// simulations (two at a time), runs each testbench and expects every output bit-exact with the
-/// emulator ("<dialect> testbench: N samples, 0 mismatches", csim_results.log equal to the
-/// expected outputs, which vary over the inputs). Returns the project directories.
+/// overflow_test_inputs or the case's own `inputs` (checking that they make the emulator wrap or
+/// saturate), compiles the C simulations (two at a time), runs each testbench and expects every
+/// output bit-exact with the emulator ("<dialect> testbench: N samples, 0 mismatches",
+/// csim_results.log equal to the expected outputs, which vary over the inputs). Returns the project
+/// directories.
 std::vector<std::filesystem::path> check_hls_cases(const std::vector<HlsSimCase>& cases,
                                                    const std::string& group, int64_t samples);
 

@@ -1,7 +1,9 @@
 // Random dense archives for the back-end tests.
 #include "support/random_archive.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -257,6 +259,56 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     a.output_shape = {11};
     return a;
   }
+  if (kind == GraphKind::Particles) {
+    a.name = "random_particles";
+    a.input_shape = {8, 3};
+    // Per-feature quantizers (random modes): one (k, i, f) per feature repeated for every
+    // particle, fine enough that the pooled features and the output vary with the input.
+    auto per_feature = [&](std::vector<int64_t> shape) {
+      QuantSpec q = activation_quantizer(g, shape, o);
+      if (o.per_tensor) return q;  // one type for every element already
+      const int64_t c = shape.back();
+      for (int64_t n = 0; n < q.size(); ++n) {
+        if (n < c) {
+          q.k[n] = g.uniform(0, 1);
+          q.i[n] = g.uniform(1, 3);
+          q.f[n] = g.uniform(2, 5);
+        } else {
+          q.k[n] = q.k[n % c];
+          q.i[n] = q.i[n % c];
+          q.f[n] = q.f[n % c];
+        }
+      }
+      return q;
+    };
+    L.push_back(make_layer("q", LayerKind::Quantize, {8, 3}, {8, 3}));
+    L.back().input_quantizer = per_feature({8, 3});
+    L.push_back(make_layer("phi1", LayerKind::Dense, {8, 3}, {8, 4}));
+    L.back().kernel = constant(g, {3, 4}, o);
+    L.back().bias = constant(g, {4}, o);
+    L.back().activation = "relu";
+    L.back().output_quantizer = per_feature({8, 4});
+    L.push_back(make_layer("phi2", LayerKind::Dense, {8, 4}, {8, 4}));
+    L.back().input_quantizer = per_feature({8, 4});
+    L.back().kernel = constant(g, {4, 4}, o);
+    L.back().bias = constant(g, {4}, o);
+    L.back().activation = "relu";
+    L.back().output_quantizer = per_feature({8, 4});
+    L.push_back(make_layer("mean", LayerKind::Pool, {8, 4}, {4}));
+    L.back().pool = "avg";
+    L.back().kernel_size = {8};
+    L.back().strides = {8};
+    L.push_back(make_layer("max", LayerKind::Pool, {8, 4}, {4}, {"phi1"}));
+    L.back().pool = "max";
+    L.back().kernel_size = {8};
+    L.back().strides = {8};
+    L.push_back(make_layer("pooled", LayerKind::Concatenate, {4}, {8}, {"mean", "max"}));
+    L.push_back(make_layer("rho", LayerKind::Dense, {8}, {3}));
+    L.back().kernel = constant(g, {8, 3}, o);
+    L.back().bias = constant(g, {3}, o);
+    a.output_shape = {3};
+    return a;
+  }
   if (kind == GraphKind::Lut) {
     a.name = "random_lut";
     a.input_shape = {6};
@@ -359,6 +411,20 @@ std::vector<double> random_inputs(const Archive& a, int64_t n, uint64_t seed, do
   std::vector<double> x(n * a.input_size());
   for (auto& v : x) v = normal(rng) * scale;
   return x;
+}
+
+std::vector<double> with_permuted_particles(const std::vector<double>& x, int64_t n, int64_t p,
+                                            int64_t f, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> out = x;
+  std::vector<int64_t> perm(static_cast<size_t>(p));
+  for (int64_t r = 0; r < n; ++r) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (int64_t q = 0; q < p; ++q)
+      for (int64_t c = 0; c < f; ++c) out.push_back(x[(r * p + perm[q]) * f + c]);
+  }
+  return out;
 }
 
 }  // namespace hgqt::testing

@@ -37,7 +37,11 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 /// Lut: quantize -> lut tanh -> dense relu -> lut sigmoid -> dense (narrow table inputs).
 /// Softmax: quantize -> dense -> reshape [2, 4] -> softmax (two rows) -> flatten -> {identity,
 ///   dense -> softmax} concatenated, with random table quantizers.
-enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax };
+/// Particles: a Deep Sets model on a particle list [8, 3]: quantize -> per-particle dense relu ->
+///   per-particle dense relu -> {global avg pool, global max pool of the first dense}
+///   concatenated -> dense. Every activation quantizer has one (k, i, f) per feature, shared by
+///   the 8 particles (channel granularity), so the model is permutation invariant.
+enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax, Particles };
 /// A quantizer of shape [1] (one element): k, i, f and its modes.
 archive::QuantSpec scalar_quantizer(int k, int i, int f,
                                     quant::RoundingMode round = quant::RoundingMode::RND,
@@ -51,6 +55,11 @@ archive::Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions
 double lut_function_value(const std::string& function, double v);
 /// Fills a lut layer's table: entry = Q_out(fn(value)) for every input value of every element.
 void fill_lut_table(archive::Layer& l);
+
+/// The rows `x` (n rows of a particle list [P, F] each) followed by the same rows with their
+/// particles in a random order (a different permutation per row, drawn from `seed`).
+std::vector<double> with_permuted_particles(const std::vector<double>& x, int64_t n, int64_t p,
+                                            int64_t f, uint64_t seed);
 
 /// `n` random rows of the archive's input: normal values times `scale` (scale > 1 overflows the
 /// WRAP / SAT quantizers).

@@ -13,9 +13,11 @@
 //                xq = Q_in(x) (when it has an input quantizer);
 //                acc[o] = sum over the layer's products xq[j] * W[w] + b[c] exactly;
 //                y = act(acc); y = Q_out(y) when it has an output quantizer.
-//                dense: W [in, out]; conv1d: W [K, C, F], conv2d: W [KH, KW, C, F] with
-//                `strides` and zero padding `pad_before` (the products that fall into the
-//                padding are absent); scale (batch norm): W [C], y[.., c] = x[.., c] * W[c] + b[c].
+//                dense: W [in, out], applied along the last axis at every position of an input
+//                [S..., in] (output [S..., out]; a flat input [in] has one position); conv1d: W [K,
+//                C, F], conv2d: W [KH, KW, C, F] with `strides` and zero padding `pad_before` (the
+//                products that fall into the padding are absent); scale (batch norm): W [C], y[..,
+//                c] = x[.., c] * W[c] + b[c].
 //   pool:        max or avg over windows (`kernel_size`, `strides`, no padding) of each channel;
 //                avg windows hold 2^s elements and the average is the exact sum times 2^-s.
 //   add:         acc = exact sum of its inputs (same shapes); y = Q_out(act(acc)) (Q_out optional).

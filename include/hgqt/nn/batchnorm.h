@@ -37,6 +37,9 @@ struct QDenseBatchNormOptions {
       : in_features_(in_features), out_features_(out_features) {}
   TORCH_ARG(int64_t, in_features);
   TORCH_ARG(int64_t, out_features);
+  /// Per-sample input shape [..., in_features] (as QDenseOptions::input_shape); empty:
+  /// [in_features]. The statistics are per output feature, over the batch and every position.
+  TORCH_ARG(std::vector<int64_t>, input_shape) = {};
   TORCH_ARG(bool, bias) = true;  ///< the unfolded layer's own bias b
   TORCH_ARG(Activation, activation) = Activation::Linear;
   TORCH_ARG(double, momentum) = 0.99;

@@ -35,7 +35,8 @@ ConvGeometry conv_geometry(const std::vector<int64_t>& in, const std::vector<int
 
 /// Convolution of a channels-last batch `x` [B, S..., C] with a Keras-layout kernel `w`
 /// [K..., C, F] plus the optional bias `b` [F] (undefined: none), result [B, O..., F].
-/// The number of spatial axes is w.dim() - 2; with none (w [C, F], x [B, C]) it is a dense layer.
+/// The number of spatial axes is w.dim() - 2; with none (w [C, F]) it is a dense layer on the last
+/// axis of x [B, C] or [B, S..., C] (the same kernel at every position S).
 /// Differentiable in x, w and b.
 torch::Tensor conv_nd(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                       const std::vector<int64_t>& strides, const std::string& padding);
@@ -44,6 +45,7 @@ torch::Tensor conv_nd(const torch::Tensor& x, const torch::Tensor& w, const torc
 /// multiplication of the unrolled layer (every output position): the convolution of the input bits
 /// `b_in` (broadcastable to the per-sample input shape [S..., C], zero-padded like the data) with
 /// the kernel bits `b_w` (broadcastable to the kernel shape [K..., C, F]), summed over all outputs.
+/// With no spatial kernel axes (b_w [C, F]) it is a dense layer at every position S.
 /// Bias adds are not included (see bias_ebops).
 torch::Tensor conv_ebops(const torch::Tensor& b_in, const std::vector<int64_t>& input_shape,
                          const torch::Tensor& b_w, const std::vector<int64_t>& kernel_shape,

@@ -55,6 +55,8 @@ torch::Tensor glorot_uniform(const std::vector<int64_t>& kernel_shape);
 
 /// "[2, 3]": a shape for messages and pretty_print.
 std::string shape_string(const std::vector<int64_t>& s);
+/// Number of elements of a per-sample shape (1 for []).
+int64_t shape_numel(const std::vector<int64_t>& s);
 
 /// Activation functions available to layers.
 enum class Activation { Linear, ReLU };

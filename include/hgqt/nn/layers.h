@@ -14,6 +14,10 @@ struct QDenseOptions {
       : in_features_(in_features), out_features_(out_features) {}
   TORCH_ARG(int64_t, in_features);
   TORCH_ARG(int64_t, out_features);
+  /// Per-sample input shape [..., in_features]: a dense layer applies along the last axis with
+  /// one kernel shared by every position (per-particle dense on [P, F]). Empty: [in_features]
+  /// (the layer stores the filled-in shape).
+  TORCH_ARG(std::vector<int64_t>, input_shape) = {};
   TORCH_ARG(bool, bias) = true;
   TORCH_ARG(Activation, activation) = Activation::Linear;
   /// Quantizer options; their shapes are set by the layer. Unset: defaults of the place.
@@ -24,20 +28,35 @@ struct QDenseOptions {
   TORCH_ARG(std::optional<quant::QuantizerOptions>, output_quantizer) = std::nullopt;
 };
 
-/// y = act(iq(x) @ kq(W) + bq(b)), then the optional output quantizer. W is [in, out].
+/// The per-sample input shape of a dense layer: `input_shape` ([..., in_features]) or, when empty,
+/// [in_features]. Throws std::invalid_argument naming `layer` when its last axis is not
+/// in_features or a size is not positive.
+std::vector<int64_t> dense_input_shape(const std::string& layer, int64_t in_features,
+                                       const std::vector<int64_t>& input_shape);
+/// The per-sample output shape of a dense layer on `input_shape`: [..., out_features].
+std::vector<int64_t> dense_output_shape(const std::vector<int64_t>& input_shape,
+                                        int64_t out_features);
+
+/// y = act(iq(x) @ kq(W) + bq(b)), then the optional output quantizer. W is [in, out]; on an
+/// input [B, S..., in] the product is taken at every position S (the kernel is shared), and the
+/// quantizers have the per-sample shapes [S..., in] / [S..., out] (granularity `channel` shares
+/// one width per feature across the positions, so the hardware does not depend on their order).
 class QDenseImpl : public torch::nn::Cloneable<QDenseImpl>, public QLayer {
  public:
   explicit QDenseImpl(QDenseOptions options);
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
-  /// In training one fused autograd node (nn/fused.h), else forward_composed.
+  /// In training one fused autograd node (nn/fused.h) for a flat input, else forward_composed.
   torch::Tensor forward(const torch::Tensor& x) override;
   /// The training forward pass in a chain of dense layers (HGQModel; nn/fused.h).
   torch::Tensor forward_chained(const torch::Tensor& x, DenseChain chain);
   /// The same computation as composed ops: one node per quantizer, the product, the activation.
   torch::Tensor forward_composed(const torch::Tensor& x);
-  /// sum_{j,o} b_in[j] b_w[j,o] + mean(b_bias) * n_out, as one node (fused_dense_ebops).
+  /// sum_{j,o} b_in[j] b_w[j,o] + mean(b_bias) * n_out, as one node (fused_dense_ebops); on an
+  /// input with positions, summed over every position (full unroll).
   torch::Tensor ebops() const override;
+  /// True when the input has positions (per-sample rank > 1): no fused training node.
+  bool per_position() const { return options.input_shape().size() > 1; }
   /// The same as composed ops on FixedQuantizer::bits().
   torch::Tensor ebops_composed() const;
   std::vector<NamedQuantizer> quantizers() const override;
