@@ -531,8 +531,8 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       break;
     }
     case LayerKind::Pool: {
-      if (l.pool != "max" && l.pool != "avg")
-        c.fail("pool " + quote(l.pool) + " is not one of max, avg");
+      if (l.pool != "max" && l.pool != "avg" && l.pool != "sum")
+        c.fail("pool " + quote(l.pool) + " is not one of max, avg, sum");
       if (l.input_shape.size() != 2 && l.input_shape.size() != 3)
         c.fail("input_shape is " + shape_str(l.input_shape) +
                ", expected [L, C] or [H, W, C] (channels last)");

@@ -314,7 +314,7 @@ PoolMap pool_map(const Layer& l) {
   PoolMap m;
   m.max = l.pool == "max";
   const int64_t window = prod(g.k);
-  if (!m.max) {
+  if (l.pool == "avg") {
     while ((int64_t{1} << m.shift) < window) ++m.shift;
     if ((int64_t{1} << m.shift) != window)
       throw ArchiveError("layer '" + l.name + "': avg pool window of " + std::to_string(window) +

@@ -94,13 +94,28 @@ const Keys kMonitors = {"val_accuracy", "val_loss"};
 
 const Keys kAllRoles = {"input",     "kernel",     "bias",      "output",
                         "exp_input", "exp_output", "inv_input", "inv_output"};
-const Keys kLayerTypes = {
-    "dense",   "conv1d",      "conv2d",   "batchnorm", "activation",      "quantize",
-    "flatten", "reshape",     "max_pool", "avg_pool",  "global_max_pool", "global_avg_pool",
-    "add",     "concatenate", "lut",      "softmax"};
+const Keys kLayerTypes = {"dense",
+                          "conv1d",
+                          "conv2d",
+                          "batchnorm",
+                          "activation",
+                          "quantize",
+                          "flatten",
+                          "reshape",
+                          "max_pool",
+                          "avg_pool",
+                          "sum_pool",
+                          "global_max_pool",
+                          "global_avg_pool",
+                          "global_sum_pool",
+                          "add",
+                          "concatenate",
+                          "lut",
+                          "softmax"};
 const char* const kLayerTypesText =
     "one of dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool, "
-    "avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut, softmax";
+    "avg_pool, sum_pool, global_max_pool, global_avg_pool, global_sum_pool, add, concatenate, "
+    "lut, softmax";
 const Keys kPaddings = {"valid", "same"};
 const Keys kActivations = {"linear", "relu"};
 const Keys kParams = {"kif", "kbi"};
@@ -434,7 +449,7 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
     }
   }
   const bool conv = type == "conv1d" || type == "conv2d";
-  const bool local_pool = type == "max_pool" || type == "avg_pool";
+  const bool local_pool = type == "max_pool" || type == "avg_pool" || type == "sum_pool";
   const bool merge = type == "add" || type == "concatenate";
   auto only = [&](const char* key, bool allowed, const char* who) {
     if (!allowed) m.forbid(key, for_type + " (only " + who + " have it)");
@@ -447,7 +462,7 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   only("kernel_size", conv, "conv layers");
   only("padding", conv, "conv layers");
   only("strides", conv || local_pool, "conv and pool layers");
-  only("pool_size", local_pool, "max_pool and avg_pool layers");
+  only("pool_size", local_pool, "max_pool, avg_pool and sum_pool layers");
   only("shape", type == "reshape", "reshape layers");
   only("axis", type == "concatenate", "concatenate layers");
   only("batchnorm", type == "dense" || conv, "dense and conv layers");

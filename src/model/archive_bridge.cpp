@@ -223,7 +223,9 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       auto [sc, off] = bn->folded(true);
       linear(bn->options.activation(), bn->iq, bn->kq, sc, bn->bq, off, bn->oq);
     } else if (auto* p = dynamic_cast<nn::PoolImpl*>(m)) {
-      l.pool = p->kind == nn::PoolImpl::Kind::Max ? "max" : "avg";
+      l.pool = p->kind == nn::PoolImpl::Kind::Max   ? "max"
+               : p->kind == nn::PoolImpl::Kind::Sum ? "sum"
+                                                    : "avg";
       l.kernel_size = p->window(e.input_shape);
       l.strides = p->window_strides(e.input_shape);
     } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {

@@ -216,8 +216,9 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         o.bias_quantizer(resolve(Place::Bias, {shape.back()}, "bias"));
         if (q("output")) o.output_quantizer(resolve(Place::Datalane, shape, "output"));
         set_module(e, nn::QBatchNorm(o));
-      } else if (l.type == "max_pool" || l.type == "avg_pool" || l.type == "global_max_pool" ||
-                 l.type == "global_avg_pool") {
+      } else if (l.type == "max_pool" || l.type == "avg_pool" || l.type == "sum_pool" ||
+                 l.type == "global_max_pool" || l.type == "global_avg_pool" ||
+                 l.type == "global_sum_pool") {
         const bool global = l.type.rfind("global_", 0) == 0;
         if (shape.size() != 2 && shape.size() != 3)
           throw ConfigError(where + ": " + l.type +
@@ -230,6 +231,8 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         if (!global) o.strides(per_axis(l.strides, shape.size() - 1, where + ".strides"));
         if (l.type.find("max") != std::string::npos)
           set_module(e, nn::MaxPool(o));
+        else if (l.type.find("sum") != std::string::npos)
+          set_module(e, nn::SumPool(o));
         else
           set_module(e, nn::AvgPool(o));
       } else if (l.type == "reshape") {

@@ -25,7 +25,7 @@ PoolImpl::PoolImpl(Kind kind_, PoolOptions options_) : kind(kind_), options(std:
 }
 
 std::string PoolImpl::type_name() const {
-  std::string base = kind == Kind::Max ? "max_pool" : "avg_pool";
+  std::string base = kind == Kind::Max ? "max_pool" : kind == Kind::Avg ? "avg_pool" : "sum_pool";
   return options.global_pool() ? "global_" + base : base;
 }
 
@@ -107,16 +107,25 @@ torch::Tensor PoolImpl::pool(const torch::Tensor& x) const {
   if (options.global_pool()) {
     std::vector<int64_t> dims;
     for (int64_t d = 1; d < x.dim() - 1; ++d) dims.push_back(d);
+    if (kind == Kind::Sum) return x.sum(dims);
     return kind == Kind::Max ? x.amax(dims) : x.mean(dims);
   }
   // Channels-last -> channels-first and back.
   const bool two_d = w.size() == 2;
   auto xc = two_d ? x.permute({0, 3, 1, 2}) : x.permute({0, 2, 1});
   torch::Tensor y;
-  if (kind == Kind::Max)
+  if (kind == Kind::Max) {
     y = two_d ? torch::max_pool2d(xc, w, options.strides())
               : torch::max_pool1d(xc, w, options.strides());
-  else
+  } else if (kind == Kind::Sum) {
+    // A depthwise convolution with a kernel of ones: the exact window sums.
+    std::vector<int64_t> ks{xc.size(1), 1};
+    ks.insert(ks.end(), w.begin(), w.end());
+    const auto ones = torch::ones(ks, xc.options());
+    const std::vector<int64_t> zero(w.size(), 0), one(w.size(), 1);
+    y = two_d ? torch::conv2d(xc, ones, torch::Tensor(), options.strides(), zero, one, xc.size(1))
+              : torch::conv1d(xc, ones, torch::Tensor(), options.strides(), zero, one, xc.size(1));
+  } else
     y = two_d ? torch::avg_pool2d(xc, w, options.strides())
               : torch::avg_pool1d(xc, w, options.strides());
   return two_d ? y.permute({0, 2, 3, 1}) : y.permute({0, 2, 1});
@@ -129,6 +138,11 @@ void MaxPoolImpl::pretty_print(std::ostream& s) const {
 
 void AvgPoolImpl::pretty_print(std::ostream& s) const {
   s << "hgqt::AvgPool(" << (options.global_pool() ? "global" : shape_string(options.pool_size()))
+    << ")";
+}
+
+void SumPoolImpl::pretty_print(std::ostream& s) const {
+  s << "hgqt::SumPool(" << (options.global_pool() ? "global" : shape_string(options.pool_size()))
     << ")";
 }
 

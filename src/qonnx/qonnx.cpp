@@ -498,6 +498,7 @@ class LayerWriter {
         return make(l, lay, n->output(0));
       }
       case LayerKind::Pool: {
+        if (l.pool == "sum") return sum_pool(l, label, in);
         const std::string x = get(in, Layout::First);
         // No padding, floor mode: ONNX drops the input left over after the last window, as the
         // archive does. The avg window holds 2^s elements, so the division is exact.
@@ -541,6 +542,31 @@ class LayerWriter {
   }
 
  private:
+  /// A sum pool: a global one is a ReduceSum over the spatial axes (channels-last, exact as any
+  /// sum); a windowed one an AveragePool times the window, exact for a power-of-two window only.
+  Value sum_pool(const Layer& l, const std::string& label, Value& in) {
+    int64_t window = 1;
+    for (int64_t k : l.kernel_size) window *= k;
+    if (l.output_shape.size() == 1) {
+      const std::string x = get(in, Layout::Last);
+      std::vector<int64_t> axes;
+      for (size_t d = 1; d < in.shape.size(); ++d) axes.push_back(static_cast<int64_t>(d));
+      const std::string ax = b_.int64_initializer(l.name + "/axes", axes);
+      onnx::NodeProto* n = b_.node("ReduceSum", l.name + "/sum", {x, ax});
+      GraphBuilder::add_int(n, "keepdims", 0);
+      return make(l, Layout::Last, n->output(0));
+    }
+    if ((window & (window - 1)) != 0)
+      throw QonnxError(label + ": a sum pool over windows of " + std::to_string(window) +
+                       " elements (not a power of two) has no exact QONNX form (AveragePool "
+                       "divides by the window)");
+    onnx::NodeProto* n = b_.node("AveragePool", l.name + "/avgpool", {get(in, Layout::First)});
+    GraphBuilder::add_ints(n, "kernel_shape", l.kernel_size);
+    GraphBuilder::add_ints(n, "strides", l.strides);
+    const std::string w = b_.initializer(l.name + "/window", {}, {static_cast<float>(window)});
+    return make(l, Layout::First, b_.op("Mul", l.name + "/times_window", {n->output(0), w}));
+  }
+
   /// An integer mantissa tensor made by quant_mantissa: element n holds m[n] + shift[n].
   struct Mantissa {
     std::string tensor;          ///< int64, the per-sample shape with a batch axis in front

@@ -460,10 +460,10 @@ TEST(HlsAcFixedExport, DenseAndCnnBitExact) {
   const auto mlp = ac_expressible(hgqt::testing::random_mlp_archive(options(1, {16, 12, 8, 5})));
   const auto cnn = ac_expressible(
       hgqt::testing::random_graph_archive(GraphKind::Cnn2d, options(2)));  // outputs vary
-  std::vector<Case> cases = {{"cat_mlp", mlp, HlsDialect::Catapult, 11},
-                             {"one_mlp", mlp, HlsDialect::OneApi, 12, on_path_cmake()},
-                             {"cat_cnn", cnn, HlsDialect::Catapult, 13},
-                             {"one_cnn", cnn, HlsDialect::OneApi, 14}};
+  std::vector<Case> cases = {{"cat_mlp", mlp, HlsDialect::Catapult, 11, false, {}},
+                             {"one_mlp", mlp, HlsDialect::OneApi, 12, on_path_cmake(), {}},
+                             {"cat_cnn", cnn, HlsDialect::Catapult, 13, false, {}},
+                             {"one_cnn", cnn, HlsDialect::OneApi, 14, false, {}}};
   const auto dirs = check_cases(cases);
   const std::string cpp = read_text(dirs[2] / "firmware" / "cat_cnn.cpp");
   for (const char* fn : {"layer1_conv2d(", "layer2_pool(", "layer5_conv2d(", "layer6_pool("})
@@ -474,11 +474,18 @@ TEST(HlsAcFixedExport, DenseAndCnnBitExact) {
 // Table lookups index by slc<W>(0) (lut as Catapult, softmax as oneAPI), bit-exact as well.
 TEST(HlsAcFixedExport, LutAndSoftmaxBitExact) {
   std::vector<Case> cases = {
-      {"cat_lut", ac_expressible(hgqt::testing::random_graph_archive(GraphKind::Lut, options(1))),
-       HlsDialect::Catapult, 21},
+      {"cat_lut",
+       ac_expressible(hgqt::testing::random_graph_archive(GraphKind::Lut, options(1))),
+       HlsDialect::Catapult,
+       21,
+       false,
+       {}},
       {"one_softmax",
        ac_expressible(hgqt::testing::random_graph_archive(GraphKind::Softmax, options(1))),
-       HlsDialect::OneApi, 22}};
+       HlsDialect::OneApi,
+       22,
+       false,
+       {}}};
   const auto dirs = check_cases(cases);
   EXPECT_NE(read_text(dirs[0] / "firmware" / "cat_lut.cpp").find(".slc<"), std::string::npos);
   EXPECT_NE(read_text(dirs[1] / "firmware" / "one_softmax.cpp").find(".slc<"), std::string::npos);

@@ -53,7 +53,8 @@ struct Case {
 /// Exports every case as a Vitis project and checks its C simulation (support/hls_sim.h).
 std::vector<fs::path> check_cases(const std::vector<Case>& cases) {
   std::vector<hgqt::testing::HlsSimCase> sim;
-  for (const Case& k : cases) sim.push_back({k.name, k.a, exporters::HlsDialect::Vitis, k.seed});
+  for (const Case& k : cases)
+    sim.push_back({k.name, k.a, exporters::HlsDialect::Vitis, k.seed, false, {}});
   return hgqt::testing::check_hls_cases(sim, "hls_graph_test", kSamples);
 }
 

@@ -86,7 +86,8 @@ layers:
   - {type: dense, name: phi2, units: 6, batchnorm: true, activation: relu, output_quantizer: {f: 3}}
   - {type: global_avg_pool, name: mean}
   - {type: global_max_pool, name: max, inputs: [phi1]}
-  - {type: concatenate, name: pooled, inputs: [mean, max]}
+  - {type: global_sum_pool, name: sum, inputs: [phi2]}
+  - {type: concatenate, name: pooled, inputs: [mean, max, sum]}
   - {type: dense, name: rho, units: 4, activation: relu}
   - {type: dense, name: out, units: 3}
 )";

@@ -5,6 +5,7 @@
 
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/layers.h"
+#include "hgqt/nn/pool.h"
 
 using namespace hgqt;
 using namespace hgqt::quant;
@@ -143,4 +144,33 @@ TEST(PerParticleDense, BatchNormStatisticsArePerFeatureOverParticles) {
   torch::NoGradGuard g;
   auto ref = torch::einsum("bpf,fo->bpo", {x, d->kq->apply_eval(wf)}) + d->bq->apply_eval(bf);
   EXPECT_TRUE(torch::allclose(d->forward(x), ref, 1e-6, 1e-6));
+}
+
+TEST(ParticleAggregation, SumPoolsAreExactSumsOfAnyWindow) {
+  // Written out by loops, independently of the layer: windowed sums of 3 (not a power of two)
+  // along a particle list [7, 2] with stride 2, and the global sum over all 7 particles.
+  torch::manual_seed(15);
+  auto x = grid_rand({3, 7, 2}, 4).to(torch::kDouble);
+  nn::SumPool windowed(nn::PoolOptions({3}).strides({2}));
+  nn::SumPool global(nn::PoolOptions().global_pool(true));
+  EXPECT_EQ(windowed->type_name(), "sum_pool");
+  EXPECT_EQ(global->type_name(), "global_sum_pool");
+  auto y = windowed->forward(x);
+  auto g = global->forward(x);
+  ASSERT_EQ(y.sizes().vec(), (std::vector<int64_t>{3, 3, 2}));
+  ASSERT_EQ(g.sizes().vec(), (std::vector<int64_t>{3, 2}));
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t c = 0; c < 2; ++c) {
+      double total = 0;
+      for (int64_t p = 0; p < 7; ++p) total += x[b][p][c].item<double>();
+      EXPECT_EQ(g[b][c].item<double>(), total);
+      for (int64_t o = 0; o < 3; ++o) {
+        double s = 0;
+        for (int64_t k = 0; k < 3; ++k) s += x[b][o * 2 + k][c].item<double>();
+        EXPECT_EQ(y[b][o][c].item<double>(), s);
+      }
+    }
+  // Permuting the particles leaves the global sum unchanged.
+  auto perm = torch::randperm(7);
+  EXPECT_TRUE(torch::equal(global->forward(x.index_select(1, perm)), g));
 }

@@ -302,9 +302,13 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     L.back().pool = "max";
     L.back().kernel_size = {8};
     L.back().strides = {8};
-    L.push_back(make_layer("pooled", LayerKind::Concatenate, {4}, {8}, {"mean", "max"}));
-    L.push_back(make_layer("rho", LayerKind::Dense, {8}, {3}));
-    L.back().kernel = constant(g, {8, 3}, o);
+    L.push_back(make_layer("sum", LayerKind::Pool, {8, 4}, {4}, {"phi2"}));
+    L.back().pool = "sum";
+    L.back().kernel_size = {8};
+    L.back().strides = {8};
+    L.push_back(make_layer("pooled", LayerKind::Concatenate, {4}, {12}, {"mean", "max", "sum"}));
+    L.push_back(make_layer("rho", LayerKind::Dense, {12}, {3}));
+    L.back().kernel = constant(g, {12, 3}, o);
     L.back().bias = constant(g, {3}, o);
     a.output_shape = {3};
     return a;

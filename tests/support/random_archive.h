@@ -38,9 +38,9 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 /// Softmax: quantize -> dense -> reshape [2, 4] -> softmax (two rows) -> flatten -> {identity,
 ///   dense -> softmax} concatenated, with random table quantizers.
 /// Particles: a Deep Sets model on a particle list [8, 3]: quantize -> per-particle dense relu ->
-///   per-particle dense relu -> {global avg pool, global max pool of the first dense}
-///   concatenated -> dense. Every activation quantizer has one (k, i, f) per feature, shared by
-///   the 8 particles (channel granularity), so the model is permutation invariant.
+///   per-particle dense relu -> {global avg pool, global max pool of the first dense, global sum
+///   pool} concatenated -> dense. Every activation quantizer has one (k, i, f) per feature, shared
+///   by the 8 particles (channel granularity), so the model is permutation invariant.
 enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax, Particles };
 /// A quantizer of shape [1] (one element): k, i, f and its modes.
 archive::QuantSpec scalar_quantizer(int k, int i, int f,

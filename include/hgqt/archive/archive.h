@@ -18,8 +18,9 @@
 //                C, F], conv2d: W [KH, KW, C, F] with `strides` and zero padding `pad_before` (the
 //                products that fall into the padding are absent); scale (batch norm): W [C], y[..,
 //                c] = x[.., c] * W[c] + b[c].
-//   pool:        max or avg over windows (`kernel_size`, `strides`, no padding) of each channel;
-//                avg windows hold 2^s elements and the average is the exact sum times 2^-s.
+//   pool:        max, avg or sum over windows (`kernel_size`, `strides`, no padding) of each
+//                channel; avg windows hold 2^s elements and the average is the exact sum times
+//                2^-s; sum is the exact sum (any window).
 //   add:         acc = exact sum of its inputs (same shapes); y = Q_out(act(acc)) (Q_out optional).
 //   concatenate: the inputs joined along per-sample `axis`.
 //   activation:  y = Q_out(act(x))
@@ -133,7 +134,7 @@ struct Layer {
   std::vector<int64_t> kernel_size;  ///< conv: spatial kernel size; pool: window
   std::vector<int64_t> strides;      ///< conv, pool: per spatial axis
   std::vector<int64_t> pad_before;   ///< conv: zero padding before each spatial axis
-  std::string pool;                  ///< pool: max | avg
+  std::string pool;                  ///< pool: max | avg | sum
   std::string function;              ///< lut: name of the tabulated function (tanh, sigmoid, ...)
   /// lut: output mantissas (at the output quantizer's f), element after element; element n has
   /// one entry per mantissa m of its input type, in order from the smallest (see lut_offsets).

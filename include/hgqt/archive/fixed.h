@@ -73,8 +73,9 @@ LinearMap linear_map(const Layer& l);
 /// The windows of a pool layer: output o reads input[t] for t in [begin[o], begin[o + 1]).
 struct PoolMap {
   std::vector<int64_t> begin, input;
-  bool max = true;  ///< max, else avg
-  int shift = 0;    ///< avg: the window holds 2^shift elements; the average is sum * 2^-shift
+  bool max = true;  ///< max, else avg or sum
+  int shift =
+      0;  ///< avg: the window holds 2^shift elements; the average is sum * 2^-shift (sum: 0)
   int64_t n_out() const { return static_cast<int64_t>(begin.size()) - 1; }
 };
 PoolMap pool_map(const Layer& l);

@@ -1,5 +1,5 @@
-// Layers without products: max / average pooling (1-D [L, C] or 2-D [H, W, C] per-sample inputs,
-// channels-last) and Reshape. No quantizers, EBOPs 0.
+// Layers without products: max / average / sum pooling (1-D [L, C] or 2-D [H, W, C] per-sample
+// inputs, channels-last) and Reshape. No quantizers, EBOPs 0.
 #pragma once
 
 #include <string>
@@ -24,13 +24,14 @@ struct PoolOptions {
   TORCH_ARG(bool, global_pool) = false;
 };
 
-/// Max or average pooling; see MaxPool / AvgPool.
+/// Max, average or sum pooling; see MaxPool / AvgPool / SumPool. Over a particle list [P, C], the
+/// global pools are the permutation-invariant aggregations of a Deep Sets model.
 class PoolImpl : public QLayer {
  public:
-  enum class Kind { Max, Avg };
+  enum class Kind { Max, Avg, Sum };
   PoolImpl(Kind kind, PoolOptions options);
   std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
-  /// max_pool, avg_pool, global_max_pool, global_avg_pool.
+  /// max_pool, avg_pool, sum_pool, global_max_pool, global_avg_pool, global_sum_pool.
   std::string type_name() const override;
 
   /// The window for a per-sample input shape (global: the spatial extent). Throws
@@ -67,6 +68,16 @@ class AvgPoolImpl : public torch::nn::Cloneable<AvgPoolImpl>, public PoolImpl {
   torch::Tensor forward(const torch::Tensor& x) override { return pool(x); }
 };
 TORCH_MODULE(AvgPool);
+
+/// The exact sum of each window (any window size).
+class SumPoolImpl : public torch::nn::Cloneable<SumPoolImpl>, public PoolImpl {
+ public:
+  explicit SumPoolImpl(PoolOptions options) : PoolImpl(Kind::Sum, std::move(options)) {}
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override;
+  torch::Tensor forward(const torch::Tensor& x) override { return pool(x); }
+};
+TORCH_MODULE(SumPool);
 
 // ------------------------------------------------------------------------- Reshape
 
