@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "hgqt/util/h5.h"
+#include "hgqt/util/shape.h"
 
 namespace hgqt::archive {
 
@@ -411,10 +412,17 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
     if (s == 0 && l.input_shape != in_shapes[0])
       c.fail("input_shape is " + shape_str(l.input_shape) + ", expected " +
              shape_str(in_shapes[0]) + " (" + from + ")");
-    if (l.kind == LayerKind::Add && in_shapes[s] != l.output_shape)
-      c.fail("input " + std::to_string(s) + " has shape " + shape_str(in_shapes[s]) + " (" + from +
-             "), but an add layer's inputs and output share one shape, " +
-             shape_str(l.output_shape));
+  }
+  if (l.kind == LayerKind::Add) {
+    const auto b = util::broadcast_shape(in_shapes);
+    std::string list;
+    for (const auto& s : in_shapes) list += (list.empty() ? "" : ", ") + shape_str(s);
+    if (!b)
+      c.fail("the input shapes " + list +
+             " do not broadcast (numpy rules, aligned at the last axis)");
+    if (*b != l.output_shape)
+      c.fail("output_shape is " + shape_str(l.output_shape) + ", but the inputs " + list +
+             " broadcast to " + shape_str(*b));
   }
   if (!is_spatial(l.kind) &&
       (!l.kernel_size.empty() || !l.strides.empty() || !l.pad_before.empty()))

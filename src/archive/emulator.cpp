@@ -55,6 +55,7 @@ Emulator::Emulator(Archive a, EmulatorOptions options) : a_(std::move(a)), optio
     if (l.kind == LayerKind::Pool) p.pool = pool_map(l);
     if (l.kind == LayerKind::Lut) p.lut_offsets = lut_offsets(l);
     if (l.kind == LayerKind::Concatenate) p.concat = concat_map(a_, li);
+    if (l.kind == LayerKind::Add) p.add = add_map(a_, li);
     p.float_output = g.float_output[li];
     plans_.push_back(std::move(p));
   }
@@ -163,8 +164,9 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
       for (int64_t s = 0; s < static_cast<int64_t>(p.inputs.size()); ++s) {
         const std::vector<int128>& xs = vals[p.inputs[s]];
         const std::vector<FixedType>& ts = types_[p.inputs[s]].output;
+        const std::vector<int64_t>& el = p.add.element[s];
         for (int64_t o = 0; o < n; ++o)
-          if (ts[o].width > 0) v[o] += xs[o] << (t.accumulator[o].frac - ts[o].frac);
+          if (ts[el[o]].width > 0) v[o] += xs[el[o]] << (t.accumulator[o].frac - ts[el[o]].frac);
       }
       for (int64_t o = 0; o < n; ++o) check_range("sum", o, v[o], t.acc_lo[o], t.acc_hi[o]);
       if (l.activation == "relu")

@@ -533,10 +533,11 @@ std::shared_ptr<const BatchPlan> BatchPlan::build(const Emulator& e) {
         bool exact_sum = true;
         for (size_t o = 0; o < t.accumulator.size() && exact_sum; ++o) {
           int128 s = 0;
-          for (int64_t in : p.inputs) {
-            const FixedType& ty = types[in].output[o];
+          for (size_t slot = 0; slot < p.inputs.size(); ++slot) {
+            const int64_t in = p.inputs[slot], j = p.add.element[slot][o];
+            const FixedType& ty = types[in].output[j];
             if (ty.width == 0) continue;
-            s = sat_add(s, sat_shift(abs_max(types[in].out_lo[o], types[in].out_hi[o]),
+            s = sat_add(s, sat_shift(abs_max(types[in].out_lo[j], types[in].out_hi[j]),
                                      t.accumulator[o].frac - ty.frac));
           }
           exact_sum = s < (int128{1} << 53);
@@ -861,13 +862,15 @@ void BatchPlan::run_block(const Emulator& e, const double* x, int64_t rows, doub
         pool(b, in, in_stride, out, rows);
         break;
       case Kind::Add: {
+        const AddMap& m = e.plans_[li].add;  // broadcast inputs read their elements through it
         for (int64_t r = 0; r < rows; ++r)
-          for (int64_t o = 0; o < n; ++o) out[r * n + o] = in[r * in_stride + o];
+          for (int64_t o = 0; o < n; ++o) out[r * n + o] = in[r * in_stride + m.element[0][o]];
         for (size_t s = 1; s < inputs.size(); ++s) {
           int64_t st = 0;
           const double* xs = rows_of(inputs[s], st);
+          const std::vector<int64_t>& el = m.element[s];
           for (int64_t r = 0; r < rows; ++r)
-            for (int64_t o = 0; o < n; ++o) out[r * n + o] += xs[r * st + o];
+            for (int64_t o = 0; o < n; ++o) out[r * n + o] += xs[r * st + el[o]];
         }
         if (b.relu) copy_relu(out, n, true, out, n, rows);
         if (b.out_q) count(ws.stats, *b.out_q, b.out_q->apply(out, n, out, n, rows));

@@ -334,11 +334,50 @@ PoolMap pool_map(const Layer& l) {
   return m;
 }
 
-ConcatMap concat_map(const Archive& a, size_t li) {
+namespace {
+std::vector<std::vector<int64_t>> input_shapes(const Archive& a, size_t li) {
   std::vector<std::vector<int64_t>> shapes;
   for (int64_t src : layer_inputs(a, li))
     shapes.push_back(src < 0 ? a.input_shape : a.layers[static_cast<size_t>(src)].output_shape);
-  return concat_map(a.layers[li], shapes);
+  return shapes;
+}
+}  // namespace
+
+ConcatMap concat_map(const Archive& a, size_t li) {
+  return concat_map(a.layers[li], input_shapes(a, li));
+}
+
+AddMap add_map(const Archive& a, size_t li) {
+  return add_map(a.layers[li], input_shapes(a, li));
+}
+
+AddMap add_map(const Layer& l, const std::vector<std::vector<int64_t>>& shapes) {
+  const std::vector<int64_t>& out = l.output_shape;
+  const size_t rank = out.size();
+  const int64_t n = prod(out);
+  AddMap m;
+  for (const auto& s : shapes) {
+    if (s.size() > rank)
+      throw ArchiveError("add layer '" + l.name + "': an input has more axes than the output");
+    // Row-major strides of the input, 0 along the axes it broadcasts (size 1 or missing).
+    std::vector<int64_t> stride(rank, 0);
+    int64_t st = 1;
+    for (size_t d = s.size(); d-- > 0;) {
+      if (s[d] != 1) stride[rank - s.size() + d] = st;
+      st *= s[d];
+    }
+    std::vector<int64_t> el(static_cast<size_t>(n));
+    for (int64_t o = 0; o < n; ++o) {
+      int64_t r = o, e = 0;
+      for (size_t d = rank; d-- > 0;) {
+        e += (r % out[d]) * stride[d];
+        r /= out[d];
+      }
+      el[static_cast<size_t>(o)] = e;
+    }
+    m.element.push_back(std::move(el));
+  }
+  return m;
 }
 
 ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& shapes) {
@@ -447,24 +486,29 @@ Flow linear_flow(const Layer& l, const Flow& in, const std::string& label) {
   return acc;
 }
 
-Flow add_flow(const std::vector<Flow*>& ins, const std::string& label) {
-  const size_t n = ins[0]->types.size();
+Flow add_flow(const std::vector<Flow*>& ins, const AddMap& m, const std::string& label) {
+  const size_t n = m.element.at(0).size();
   Flow acc = fixed_flow(n);
   for (size_t o = 0; o < n; ++o) {
     const std::string what = label + " element " + std::to_string(o);
     int frac = 0;
     bool any = false;
-    for (const Flow* f : ins)
-      if (f->types[o].width > 0) {
-        frac = any ? std::max(frac, f->types[o].frac) : f->types[o].frac;
+    for (size_t s = 0; s < ins.size(); ++s) {
+      const FixedType& ty = ins[s]->types[m.element[s][o]];
+      if (ty.width > 0) {
+        frac = any ? std::max(frac, ty.frac) : ty.frac;
         any = true;
       }
+    }
     int128 lo = 0, hi = 0;
-    for (const Flow* f : ins)
-      if (f->types[o].width > 0) {
-        lo = checked_add(lo, align(f->ranges[o].lo, f->types[o].frac, frac), what);
-        hi = checked_add(hi, align(f->ranges[o].hi, f->types[o].frac, frac), what);
+    for (size_t s = 0; s < ins.size(); ++s) {
+      const int64_t e = m.element[s][o];
+      const FixedType& ty = ins[s]->types[e];
+      if (ty.width > 0) {
+        lo = checked_add(lo, align(ins[s]->ranges[e].lo, ty.frac, frac), what);
+        hi = checked_add(hi, align(ins[s]->ranges[e].hi, ty.frac, frac), what);
       }
+    }
     set_type(acc, static_cast<int64_t>(o), lo, hi, frac, what);
   }
   return acc;
@@ -620,7 +664,7 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
           case LayerKind::Add: {
             for (const Flow* f : ins) need_fixed(*f);
             t.quantized_input = t.input;
-            Flow acc = add_flow(ins, label);
+            Flow acc = add_flow(ins, add_map(a, li), label);
             set_acc(acc);
             if (l.activation == "relu") apply_relu(acc);
             if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);

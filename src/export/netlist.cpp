@@ -472,13 +472,14 @@ void Lowering::add_layer(size_t li) {
   const Layer& l = a_.layers[li];
   const auto& t = types_[li];
   const int64_t n = static_cast<int64_t>(t.accumulator.size());
+  const archive::AddMap m = archive::add_map(a_, li);
   begin_step(li, "sum");
   std::vector<int32_t> acc(n);
   for (int64_t o = 0; o < n; ++o) {
     const FixedType& at = t.accumulator[o];
     std::vector<Operand> terms;
     for (size_t slot = 0; slot < graph_.inputs[li].size(); ++slot) {
-      const int32_t v = input(li, slot).at(o);
+      const int32_t v = input(li, slot).at(m.element[slot][o]);
       const Op& x = op(v);
       const int s = at.frac - x.type.frac;
       if (x.type.width > 0 && s < 0)

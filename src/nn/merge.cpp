@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "hgqt/nn/conv.h"
+#include "hgqt/util/shape.h"
 
 namespace hgqt::nn {
 
@@ -63,9 +64,18 @@ torch::Tensor QAddImpl::forward(const torch::Tensor&) {
 
 torch::Tensor QAddImpl::forward_many(const std::vector<torch::Tensor>& xs) {
   check_count(xs.size(), type_name());
-  output_shape_many(per_sample_shapes(xs, type_name()));
-  auto y = xs[0];
-  for (size_t n = 1; n < xs.size(); ++n) y = y + xs[n];
+  const auto out = output_shape_many(per_sample_shapes(xs, type_name()));
+  // Torch broadcasts from the last axis with the batch axis in front: an input of lower
+  // per-sample rank is viewed as [B, 1, ..., shape] first.
+  auto aligned = [&](const torch::Tensor& x) {
+    if (x.dim() == static_cast<int64_t>(out.size()) + 1) return x;
+    std::vector<int64_t> v{x.size(0)};
+    v.resize(1 + out.size() - (x.dim() - 1), 1);
+    for (int64_t d = 1; d < x.dim(); ++d) v.push_back(x.size(d));
+    return x.view(v);
+  };
+  auto y = aligned(xs[0]);
+  for (size_t n = 1; n < xs.size(); ++n) y = y + aligned(xs[n]);
   y = apply_activation(y, options.activation());
   return oq ? oq->forward(y) : y;
 }
@@ -82,14 +92,14 @@ std::vector<int64_t> QAddImpl::output_shape(const std::vector<int64_t>&) const {
 std::vector<int64_t> QAddImpl::output_shape_many(
     const std::vector<std::vector<int64_t>>& shapes) const {
   check_count(shapes.size(), type_name());
-  for (const auto& s : shapes)
-    if (s != shapes[0] || (!options.shape().empty() && s != options.shape()))
-      throw std::invalid_argument("add layer" +
-                                  (options.shape().empty()
-                                       ? std::string()
-                                       : " built for " + shape_string(options.shape())) +
-                                  " needs inputs of one shape, got " + shapes_string(shapes));
-  return shapes[0];
+  const auto out = util::broadcast_shape(shapes);
+  if (!out || (!options.shape().empty() && *out != options.shape()))
+    throw std::invalid_argument(
+        "add layer" +
+        (options.shape().empty() ? std::string() : " built for " + shape_string(options.shape())) +
+        " needs inputs that broadcast to one shape (numpy rules, from the last axis), got " +
+        shapes_string(shapes));
+  return *out;
 }
 
 // ------------------------------------------------------------------------- QConcatenate

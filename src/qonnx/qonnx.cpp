@@ -480,10 +480,23 @@ class LayerWriter {
                                      label + " output quantizer"));
       }
       case LayerKind::Add: {
-        const Layout lay = elementwise_layout(ins);
-        std::string x = get(in, lay);
+        bool broadcast = false;
+        for (const Value* v : ins) broadcast = broadcast || v->shape != l.output_shape;
+        // ONNX broadcasts from the last axis, the batch axis included: an input of lower rank
+        // is reshaped to [N, 1, ..., its shape] first, in the channels-last layout.
+        const Layout lay = broadcast ? Layout::Last : elementwise_layout(ins);
+        auto operand = [&](Value& v, size_t s) {
+          std::string t = get(v, lay);
+          if (v.shape.size() == l.output_shape.size()) return t;
+          std::vector<int64_t> dims{0};
+          dims.resize(1 + l.output_shape.size() - v.shape.size(), 1);
+          dims.insert(dims.end(), v.shape.begin(), v.shape.end());
+          const std::string pre = nm + "/broadcast" + std::to_string(s);
+          return b_.op("Reshape", pre, {t, b_.int64_initializer(pre + "_shape", dims)});
+        };
+        std::string x = operand(in, 0);
         for (size_t s = 1; s < ins.size(); ++s)
-          x = b_.op("Add", nm + "/add", {x, get(*ins[s], lay)});
+          x = b_.op("Add", nm + "/add", {x, operand(*ins[s], s)});
         return make(l, lay, finish(l, label, x));
       }
       case LayerKind::Concatenate: {

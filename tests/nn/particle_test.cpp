@@ -5,6 +5,7 @@
 
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/layers.h"
+#include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
 
 using namespace hgqt;
@@ -173,4 +174,22 @@ TEST(ParticleAggregation, SumPoolsAreExactSumsOfAnyWindow) {
   // Permuting the particles leaves the global sum unchanged.
   auto perm = torch::randperm(7);
   EXPECT_TRUE(torch::equal(global->forward(x.index_select(1, perm)), g));
+}
+
+TEST(ParticleAggregation, AddBroadcastsAPooledVectorOntoEveryParticle) {
+  // JEDI-linear style: y[b, p, c] = x[b, p, c] + g[b, c], against explicit loops.
+  torch::manual_seed(16);
+  nn::QAdd add(nn::QAddOptions().activation(nn::Activation::ReLU));
+  auto x = grid_rand({2, 5, 3}, 2), g = grid_rand({2, 3}, 2);
+  EXPECT_EQ(add->output_shape_many({{5, 3}, {3}}), (std::vector<int64_t>{5, 3}));
+  auto y = add->forward_many({x, g});
+  ASSERT_EQ(y.sizes().vec(), (std::vector<int64_t>{2, 5, 3}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t p = 0; p < 5; ++p)
+      for (int64_t c = 0; c < 3; ++c)
+        EXPECT_EQ(y[b][p][c].item<float>(),
+                  std::max(0.f, x[b][p][c].item<float>() + g[b][c].item<float>()));
+  // The order of the inputs does not matter; shapes that do not broadcast are an error.
+  EXPECT_TRUE(torch::equal(add->forward_many({g, x}), y));
+  EXPECT_THROW(add->output_shape_many({{5, 3}, {4}}), std::invalid_argument);
 }

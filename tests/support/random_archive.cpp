@@ -306,9 +306,18 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     L.back().pool = "sum";
     L.back().kernel_size = {8};
     L.back().strides = {8};
-    L.push_back(make_layer("pooled", LayerKind::Concatenate, {4}, {12}, {"mean", "max", "sum"}));
-    L.push_back(make_layer("rho", LayerKind::Dense, {12}, {3}));
-    L.back().kernel = constant(g, {12, 3}, o);
+    // JEDI-linear style: the pooled mean broadcast back onto every particle, then a max.
+    L.push_back(make_layer("bcast", LayerKind::Add, {8, 4}, {8, 4}, {"phi2", "mean"}));
+    L.back().activation = "relu";
+    L.back().output_quantizer = per_feature({8, 4});
+    L.push_back(make_layer("bmax", LayerKind::Pool, {8, 4}, {4}));
+    L.back().pool = "max";
+    L.back().kernel_size = {8};
+    L.back().strides = {8};
+    L.push_back(
+        make_layer("pooled", LayerKind::Concatenate, {4}, {16}, {"mean", "max", "sum", "bmax"}));
+    L.push_back(make_layer("rho", LayerKind::Dense, {16}, {3}));
+    L.back().kernel = constant(g, {16, 3}, o);
     L.back().bias = constant(g, {3}, o);
     a.output_shape = {3};
     return a;

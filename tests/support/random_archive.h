@@ -39,7 +39,8 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 ///   dense -> softmax} concatenated, with random table quantizers.
 /// Particles: a Deep Sets model on a particle list [8, 3]: quantize -> per-particle dense relu ->
 ///   per-particle dense relu -> {global avg pool, global max pool of the first dense, global sum
-///   pool} concatenated -> dense. Every activation quantizer has one (k, i, f) per feature, shared
+///   pool, global max pool of (the second dense + the avg pool broadcast onto every particle)}
+///   concatenated -> dense. Every activation quantizer has one (k, i, f) per feature, shared
 ///   by the 8 particles (channel granularity), so the model is permutation invariant.
 enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax, Particles };
 /// A quantizer of shape [1] (one element): k, i, f and its modes.

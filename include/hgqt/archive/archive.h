@@ -21,7 +21,9 @@
 //   pool:        max, avg or sum over windows (`kernel_size`, `strides`, no padding) of each
 //                channel; avg windows hold 2^s elements and the average is the exact sum times
 //                2^-s; sum is the exact sum (any window).
-//   add:         acc = exact sum of its inputs (same shapes); y = Q_out(act(acc)) (Q_out optional).
+//   add:         acc = exact sum of its inputs, broadcast to the output shape (numpy rules, aligned
+//                at the last axis: a pooled [C] is added to every particle of a [P, C] list);
+//                y = Q_out(act(acc)) (Q_out optional).
 //   concatenate: the inputs joined along per-sample `axis`.
 //   activation:  y = Q_out(act(x))
 //   lut:         y[n] = table of element n at Q_in(x)[n]: a lookup table over every value the input

@@ -90,6 +90,16 @@ ConcatMap concat_map(const Layer& l, const std::vector<std::vector<int64_t>>& in
 /// The map of concatenate layer `li` of `a` (its inputs' shapes from the graph).
 ConcatMap concat_map(const Archive& a, size_t li);
 
+/// Where each output element of an add layer reads its inputs: element[s][o] is input s's element
+/// added into output element o (util::broadcast_shape's rules).
+struct AddMap {
+  std::vector<std::vector<int64_t>> element;
+};
+/// `input_shapes`: the shapes of the layer's inputs, in order.
+AddMap add_map(const Layer& l, const std::vector<std::vector<int64_t>>& input_shapes);
+/// The map of add layer `li` of `a` (its inputs' shapes from the graph).
+AddMap add_map(const Archive& a, size_t li);
+
 /// The reciprocal table's input is taken as at least this (1/0 would be infinite): 2^-30.
 constexpr double kSoftmaxMinSum = 0x1p-30;
 

@@ -9,8 +9,8 @@
 
 namespace hgqt::nn {
 
-/// Options of QAdd. `shape` is the per-sample shape of every input (and of the output); it sizes
-/// the output quantizer and is required with one. Empty: any shape (the inputs must still agree).
+/// Options of QAdd. `shape` is the per-sample shape of the output (the inputs broadcast to it); it
+/// sizes the output quantizer and is required with one. Empty: any shapes that broadcast.
 struct QAddOptions {
   QAddOptions(std::vector<int64_t> shape = {}) : shape_(std::move(shape)) {}
   TORCH_ARG(std::vector<int64_t>, shape);
@@ -19,7 +19,9 @@ struct QAddOptions {
   TORCH_ARG(std::optional<quant::QuantizerOptions>, output_quantizer) = std::nullopt;
 };
 
-/// y = oq(act(x_1 + ... + x_n)), n >= 2, all of the same shape. Additions cost no EBOPs.
+/// y = oq(act(x_1 + ... + x_n)), n >= 2, per-sample shapes broadcast with numpy rules aligned at
+/// the last axis (a pooled [C] added to every particle of a [P, C] list, as JEDI-linear does).
+/// Additions cost no EBOPs.
 class QAddImpl : public torch::nn::Cloneable<QAddImpl>, public QLayer {
  public:
   explicit QAddImpl(QAddOptions options = {});
@@ -31,7 +33,8 @@ class QAddImpl : public torch::nn::Cloneable<QAddImpl>, public QLayer {
   std::vector<NamedQuantizer> quantizers() const override;
   /// Throws std::invalid_argument (one input); see output_shape_many.
   std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
-  /// The common shape; throws std::invalid_argument naming the shapes when they differ.
+  /// The broadcast shape; throws std::invalid_argument naming the shapes when they do not
+  /// broadcast (or differ from `shape`).
   std::vector<int64_t> output_shape_many(
       const std::vector<std::vector<int64_t>>& input_shapes) const override;
   std::string type_name() const override { return "add"; }
