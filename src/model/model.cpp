@@ -7,6 +7,7 @@
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
 #include "hgqt/nn/softmax.h"
+#include "hgqt/util/shape.h"
 
 namespace hgqt::model {
 
@@ -238,9 +239,20 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       } else if (l.type == "reshape") {
         set_module(e, nn::Reshape(nn::ReshapeOptions(l.shape)));
       } else if (l.type == "add") {
-        nn::QAddOptions o(shape);
+        const auto out = util::broadcast_shape(e.input_shapes);
+        if (!out)
+          throw ConfigError(where +
+                            ": add needs inputs whose shapes broadcast (numpy rules, from "
+                            "the last axis), got " +
+                            [&] {
+                              std::string s;
+                              for (const auto& in : e.input_shapes)
+                                s += (s.empty() ? "" : ", ") + shape_text(in);
+                              return s;
+                            }());
+        nn::QAddOptions o(*out);
         o.activation(nn::parse_activation(l.activation));
-        if (q("output")) o.output_quantizer(resolve(Place::Datalane, shape, "output"));
+        if (q("output")) o.output_quantizer(resolve(Place::Datalane, *out, "output"));
         set_module(e, nn::QAdd(o));
       } else if (l.type == "concatenate") {
         set_module(e, nn::QConcatenate(nn::QConcatenateOptions(l.axis)));
@@ -280,6 +292,14 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       e.output_shape = e.layer->output_shape_many(e.input_shapes);
     } catch (const ConfigError&) {
       throw;
+    } catch (const c10::Error& ex) {
+      // LibTorch's own failures (e.g. a kernel too large to allocate): its message without the
+      // backtrace, and without the "[enforce fail at file:line] cond." prefix.
+      std::string msg = ex.what_without_backtrace();
+      const auto enforce =
+          msg.rfind("[enforce fail at", 0) == 0 ? msg.find(". ") : std::string::npos;
+      if (enforce != std::string::npos) msg = msg.substr(enforce + 2);
+      throw ConfigError(where + ": cannot build the layer: " + msg);
     } catch (const std::exception& ex) {
       throw ConfigError(where + ": " + ex.what());
     }

@@ -74,8 +74,9 @@ layers:
 )";
 
 // A Deep Sets model on a particle list [8, 3]: per-particle dense layers (one kernel for every
-// particle), a mean over the particles, dense layers on the pooled features. Datalane widths per
-// feature, shared across particles (granularity channel).
+// particle), mean, max and sum over the particles, the mean added back onto every particle
+// (broadcast, as JEDI-linear does) and pooled again, dense layers on the pooled features. Datalane
+// widths per feature, shared across particles (granularity channel).
 const char* kDeepSetsYaml = R"(
 input_shape: [8, 3]
 quantizer_defaults:
@@ -87,7 +88,9 @@ layers:
   - {type: global_avg_pool, name: mean}
   - {type: global_max_pool, name: max, inputs: [phi1]}
   - {type: global_sum_pool, name: sum, inputs: [phi2]}
-  - {type: concatenate, name: pooled, inputs: [mean, max, sum]}
+  - {type: add, name: bcast, inputs: [phi2, mean], activation: relu, output_quantizer: {f: 3}}
+  - {type: global_max_pool, name: bmax}
+  - {type: concatenate, name: pooled, inputs: [mean, max, sum, bmax]}
   - {type: dense, name: rho, units: 4, activation: relu}
   - {type: dense, name: out, units: 3}
 )";
@@ -246,4 +249,33 @@ layers:
   - {type: add, inputs: [a, b]}
 )",
                "model.layers[2]");
+  // A layer too large to allocate: one line from LibTorch's message, no backtrace.
+  try {
+    model::HGQModel m(config::parse_model_yaml(R"(
+input_shape: [32, 5]
+layers:
+  - {type: dense, units: 10000000000}
+)",
+                                               "t"));
+    ADD_FAILURE() << "no error for a 200 GB kernel";
+  } catch (const config::ConfigError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("model.layers[0] 'dense_0' (line 4): cannot build the layer: "
+                       "DefaultCPUAllocator: can't allocate memory"),
+              std::string::npos)
+        << msg;
+    EXPECT_EQ(msg.find("frame #"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  // A pooled [4] broadcasts onto a [8, 4] list, not onto the [8, 3] input.
+  expect_error(R"(
+input_shape: [8, 3]
+layers:
+  - {type: quantize, name: q}
+  - {type: dense, units: 4}
+  - {type: global_avg_pool, name: pooled}
+  - {type: add, inputs: [q, pooled]}
+)",
+               "model.layers[3] 'add_3' (line 7): add needs inputs whose shapes broadcast (numpy "
+               "rules, from the last axis), got [8, 3], [4]");
 }
