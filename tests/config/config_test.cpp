@@ -553,8 +553,8 @@ TEST(Config, ErrorBadEnum) {
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: conv, units: 3}]}\n"
                          "data: {train: {file: d.h5, features: x, labels: y}}\n"),
              "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
-             "quantize, flatten, reshape, max_pool, avg_pool, global_max_pool, "
-             "global_avg_pool, add, concatenate, lut, softmax, got "
+             "quantize, flatten, reshape, max_pool, avg_pool, sum_pool, global_max_pool, "
+             "global_avg_pool, global_sum_pool, add, concatenate, lut, softmax, got "
              "'conv'");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: dense, units: 3, "
                          "activation: tanh}]}\n"
