@@ -965,6 +965,14 @@ TrainResult train(const config::RunConfig& config_in, const TrainOptions& option
   model::HGQModel model(config.model);
   const int64_t outputs = c10::multiply_integers(model->output_shape());
   const bool cls = config.train.loss == "cross_entropy";
+  if (cls && model->output_shape().size() != 1)
+    throw config::ConfigError(
+        origin(config) +
+        ": train.loss cross_entropy needs a model output of one axis [classes], "
+        "but the model's output is " +
+        shape_text(model->output_shape()) +
+        " (a dense layer on a per-sample input of several axes applies to every position: add "
+        "{type: flatten} or a global pool before the classifier)");
   const auto& shape = model->input_shape();
   check_target(model, config);
   const auto& kd = config.train.distillation;

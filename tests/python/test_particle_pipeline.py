@@ -54,3 +54,15 @@ def test_permuting_the_particles_gives_identical_outputs(traced):
         perm = np.stack([rng.permutation(x.shape[1]) for _ in range(x.shape[0])])
         xp = np.take_along_axis(x, perm[:, :, None], axis=1)
         assert np.array_equal(hgqt.emulate(a, xp), y)
+
+
+def test_a_classifier_without_aggregation_is_one_clear_error(traced, tmp_path):
+    # Per-particle layers keep the particle axis: cross entropy needs [classes].
+    data, _ = traced
+    r = run_hgqt("train", CONFIG, "--out", tmp_path / "run", "--set", f"data.train.file={data}",
+                 "--set", f"data.test.file={data}", "--set", "model.layers=[{type: dense, units: 5}]")
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1, r.stderr
+    assert ("train.loss cross_entropy needs a model output of one axis [classes], but the model's "
+            "output is [32, 5]") in err[0]
