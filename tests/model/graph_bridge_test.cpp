@@ -267,6 +267,16 @@ layers:
     EXPECT_EQ(msg.find("frame #"), std::string::npos) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }
+  // An aggregation over a particle axis the input does not have.
+  expect_error(R"(
+input_shape: [8, 3]
+layers:
+  - {type: dense, units: 4}
+  - {type: global_avg_pool}
+  - {type: global_sum_pool}
+)",
+               "model.layers[2] 'global_sum_pool_2' (line 6): global_sum_pool needs a per-sample "
+               "input [length, channels] or [height, width, channels], got [4]");
   // A pooled [4] broadcasts onto a [8, 4] list, not onto the [8, 3] input.
   expect_error(R"(
 input_shape: [8, 3]
