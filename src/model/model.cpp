@@ -240,16 +240,14 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         set_module(e, nn::Reshape(nn::ReshapeOptions(l.shape)));
       } else if (l.type == "add") {
         const auto out = util::broadcast_shape(e.input_shapes);
-        if (!out)
+        if (!out) {
+          std::string got;
+          for (const auto& in : e.input_shapes) got += (got.empty() ? "" : ", ") + shape_text(in);
           throw ConfigError(where +
                             ": add needs inputs whose shapes broadcast (numpy rules, from "
                             "the last axis), got " +
-                            [&] {
-                              std::string s;
-                              for (const auto& in : e.input_shapes)
-                                s += (s.empty() ? "" : ", ") + shape_text(in);
-                              return s;
-                            }());
+                            got);
+        }
         nn::QAddOptions o(*out);
         o.activation(nn::parse_activation(l.activation));
         if (q("output")) o.output_quantizer(resolve(Place::Datalane, *out, "output"));

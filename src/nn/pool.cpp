@@ -131,20 +131,18 @@ torch::Tensor PoolImpl::pool(const torch::Tensor& x) const {
   return two_d ? y.permute({0, 2, 3, 1}) : y.permute({0, 2, 1});
 }
 
-void MaxPoolImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::MaxPool(" << (options.global_pool() ? "global" : shape_string(options.pool_size()))
-    << ")";
+template <PoolImpl::Kind K>
+void KindPoolImpl<K>::pretty_print(std::ostream& s) const {
+  s << "hgqt::"
+    << (K == Kind::Max   ? "MaxPool("
+        : K == Kind::Avg ? "AvgPool("
+                         : "SumPool(")
+    << (options.global_pool() ? "global" : shape_string(options.pool_size())) << ")";
 }
 
-void AvgPoolImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::AvgPool(" << (options.global_pool() ? "global" : shape_string(options.pool_size()))
-    << ")";
-}
-
-void SumPoolImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::SumPool(" << (options.global_pool() ? "global" : shape_string(options.pool_size()))
-    << ")";
-}
+template class KindPoolImpl<PoolImpl::Kind::Max>;
+template class KindPoolImpl<PoolImpl::Kind::Avg>;
+template class KindPoolImpl<PoolImpl::Kind::Sum>;
 
 // ------------------------------------------------------------------------- Reshape
 ReshapeImpl::ReshapeImpl(ReshapeOptions options_) : options(std::move(options_)) {

@@ -7,23 +7,18 @@
 #include <functional>
 
 #include "hgqt/nn/layers.h"
+#include "support/nn_values.h"
 
 using namespace hgqt;
 using namespace hgqt::quant;
+using hgqt::testing::grid_rand;
+using hgqt::testing::tf_pad;
+using hgqt::testing::wide_quantizer;
 
 namespace {
 constexpr double kEps = 1e-3;
 constexpr double kMomentum = 0.99;
 
-// Inputs: multiples of 2^-6 with |x| < 8 pass unchanged (KIF i=8, f=12, SAT).
-QuantizerOptions wide() {
-  return QuantizerOptions({1})
-      .param(Parameterization::KIF)
-      .k(1)
-      .i(8)
-      .f(12)
-      .overflow(OverflowMode::SAT);
-}
 // Folded constants W_f, b_f are not on any grid: a fine quantizer (step 2^-21, range +-4) keeps
 // the rounding error below 2.4e-7 per constant, so outputs stay within 1e-5 of the float reference.
 QuantizerOptions fine() {
@@ -33,18 +28,6 @@ QuantizerOptions fine() {
       .i(2)
       .f(21)
       .overflow(OverflowMode::SAT);
-}
-
-torch::Tensor grid_rand(std::vector<int64_t> shape, double lim) {
-  const int64_t n = static_cast<int64_t>(lim * 64);
-  return torch::randint(-n, n, shape).to(torch::kFloat) / 64.0;
-}
-
-std::pair<int64_t, int64_t> tf_pad(int64_t in, int64_t k, int64_t s, bool same) {
-  if (!same) return {0, 0};
-  const int64_t out = (in + s - 1) / s;
-  const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
-  return {total / 2, total - total / 2};
 }
 
 torch::Tensor ref_conv2d(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
@@ -170,7 +153,7 @@ void check_folded_gradients(
 TEST(BatchNormFold, DenseMatchesUnfused) {
   torch::manual_seed(10);
   nn::QDenseBatchNorm d(nn::QDenseBatchNormOptions(8, 4)
-                            .input_quantizer(wide())
+                            .input_quantizer(wide_quantizer())
                             .kernel_quantizer(fine())
                             .bias_quantizer(fine()));
   EXPECT_EQ(d->type_name(), "dense_bn");
@@ -190,7 +173,7 @@ TEST(BatchNormFold, Conv1dMatchesUnfused) {
   nn::QConv1dBatchNorm c(nn::QConv1dBatchNormOptions(2, 3, {3}, {9, 2})
                              .strides({2})
                              .padding("same")
-                             .input_quantizer(wide())
+                             .input_quantizer(wide_quantizer())
                              .kernel_quantizer(fine())
                              .bias_quantizer(fine()));
   EXPECT_EQ(c->type_name(), "conv1d_bn");
@@ -210,7 +193,7 @@ TEST(BatchNormFold, Conv2dMatchesUnfused) {
   nn::QConv2dBatchNorm c(nn::QConv2dBatchNormOptions(2, 3, {3, 2}, {5, 6, 2})
                              .strides({2, 1})
                              .padding("same")
-                             .input_quantizer(wide())
+                             .input_quantizer(wide_quantizer())
                              .kernel_quantizer(fine())
                              .bias_quantizer(fine()));
   EXPECT_EQ(c->type_name(), "conv2d_bn");
@@ -231,7 +214,7 @@ TEST(BatchNormFold, Conv2dValidWithoutBiasMatchesUnfused) {
   nn::QConv2dBatchNorm c(nn::QConv2dBatchNormOptions(2, 2, {3, 3}, {6, 6, 2})
                              .bias(false)
                              .activation(nn::Activation::ReLU)
-                             .input_quantizer(wide())
+                             .input_quantizer(wide_quantizer())
                              .kernel_quantizer(fine())
                              .bias_quantizer(fine()));
   EXPECT_FALSE(c->bias.defined());
@@ -253,7 +236,7 @@ TEST(BatchNormFold, GradientsMatchUnfusedTraining) {
   torch::manual_seed(14);
   nn::QConv2dBatchNorm c(nn::QConv2dBatchNormOptions(2, 3, {3, 3}, {5, 5, 2})
                              .padding("same")
-                             .input_quantizer(wide())
+                             .input_quantizer(wide_quantizer())
                              .kernel_quantizer(fine())
                              .bias_quantizer(fine()));
   check_folded_gradients(
@@ -262,7 +245,7 @@ TEST(BatchNormFold, GradientsMatchUnfusedTraining) {
         return ref_conv2d(x, w, b, {1, 1}, true);
       });
   nn::QDenseBatchNorm d(nn::QDenseBatchNormOptions(6, 3)
-                            .input_quantizer(wide())
+                            .input_quantizer(wide_quantizer())
                             .kernel_quantizer(fine())
                             .bias_quantizer(fine()));
   check_folded_gradients(d, grid_rand({16, 6}, 1.0),
@@ -319,7 +302,7 @@ TEST(BatchNormFold, OneTrainingStep) {
 TEST(BatchNormPlain, MatchesTorchBatchNorm) {
   torch::manual_seed(16);
   nn::QBatchNorm bn(nn::QBatchNormOptions({4, 4, 3})
-                        .input_quantizer(wide())
+                        .input_quantizer(wide_quantizer())
                         .kernel_quantizer(fine())
                         .bias_quantizer(fine()));
   EXPECT_EQ(bn->type_name(), "batchnorm");
@@ -366,7 +349,7 @@ TEST(BatchNormPlain, WithoutInputQuantizerAndWithOutputQuantizer) {
   nn::QBatchNorm bn(nn::QBatchNormOptions({5, 2})
                         .quantize_input(false)
                         .activation(nn::Activation::ReLU)
-                        .output_quantizer(wide()));
+                        .output_quantizer(wide_quantizer()));
   EXPECT_FALSE(bn->iq);
   auto qs = bn->quantizers();
   ASSERT_EQ(qs.size(), 3u);

@@ -6,36 +6,15 @@
 
 #include <cmath>
 
+#include "support/nn_values.h"
+
 using namespace hgqt;
 using namespace hgqt::quant;
+using hgqt::testing::grid_rand;
+using hgqt::testing::tf_pad;
+using hgqt::testing::wide_quantizer;
 
 namespace {
-// A quantizer wide enough that multiples of 2^-6 with |x| < 8 (and their products' sums, exact in
-// float) pass unchanged: KIF i=8, f=12, SAT.
-QuantizerOptions wide() {
-  return QuantizerOptions({1})
-      .param(Parameterization::KIF)
-      .k(1)
-      .i(8)
-      .f(12)
-      .overflow(OverflowMode::SAT)
-      .round(RoundingMode::RND);
-}
-
-// Random multiples of 2^-6 in [-lim, lim).
-torch::Tensor grid_rand(std::vector<int64_t> shape, double lim) {
-  const int64_t n = static_cast<int64_t>(lim * 64);
-  return torch::randint(-n, n, shape).to(torch::kFloat) / 64.0;
-}
-
-// TensorFlow padding of one axis, written out independently of the library: {before, after}.
-std::pair<int64_t, int64_t> tf_pad(int64_t in, int64_t k, int64_t s, bool same) {
-  if (!same) return {0, 0};
-  const int64_t out = (in + s - 1) / s;
-  const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
-  return {total / 2, total - total / 2};
-}
-
 // Reference conv2d on channels-last data with a Keras kernel, via torch::conv2d.
 torch::Tensor ref_conv2d(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                          std::vector<int64_t> s, bool same) {
@@ -75,9 +54,9 @@ TEST(Conv, Conv2dMatchesTorch) {
     nn::QConv2d conv(nn::QConv2dOptions(t.c, t.f, {t.kh, t.kw}, {t.h, t.w, t.c})
                          .strides({t.sh, t.sw})
                          .padding(t.same ? "same" : "valid")
-                         .input_quantizer(wide())
-                         .kernel_quantizer(wide())
-                         .bias_quantizer(wide()));
+                         .input_quantizer(wide_quantizer())
+                         .kernel_quantizer(wide_quantizer())
+                         .bias_quantizer(wide_quantizer()));
     {
       torch::NoGradGuard g;
       conv->kernel.copy_(grid_rand(conv->kernel.sizes().vec(), 1.0));
@@ -152,10 +131,10 @@ TEST(Conv, Conv1dMatchesTorch) {
                          .strides({t.s})
                          .padding(t.same ? "same" : "valid")
                          .activation(nn::Activation::ReLU)
-                         .input_quantizer(wide())
-                         .kernel_quantizer(wide())
-                         .bias_quantizer(wide())
-                         .output_quantizer(wide()));
+                         .input_quantizer(wide_quantizer())
+                         .kernel_quantizer(wide_quantizer())
+                         .bias_quantizer(wide_quantizer())
+                         .output_quantizer(wide_quantizer()));
     {
       torch::NoGradGuard g;
       conv->kernel.copy_(grid_rand(conv->kernel.sizes().vec(), 1.0));

@@ -5,24 +5,14 @@
 
 #include <functional>
 
+#include "support/nn_values.h"
+
 using namespace hgqt;
 using namespace hgqt::quant;
+using hgqt::testing::grid_rand;
+using hgqt::testing::wide_quantizer;
 
 namespace {
-QuantizerOptions wide() {
-  return QuantizerOptions({1})
-      .param(Parameterization::KIF)
-      .k(1)
-      .i(8)
-      .f(12)
-      .overflow(OverflowMode::SAT);
-}
-
-torch::Tensor grid_rand(std::vector<int64_t> shape, double lim) {
-  const int64_t n = static_cast<int64_t>(lim * 64);
-  return torch::randint(-n, n, shape).to(torch::kFloat) / 64.0;
-}
-
 bool throws_with(const std::function<void()>& fn, const std::string& text) {
   try {
     fn();
@@ -37,7 +27,8 @@ bool throws_with(const std::function<void()>& fn, const std::string& text) {
 
 TEST(Merge, AddSumsActivatesQuantizes) {
   torch::manual_seed(30);
-  nn::QAdd add(nn::QAddOptions({4, 3}).activation(nn::Activation::ReLU).output_quantizer(wide()));
+  nn::QAdd add(
+      nn::QAddOptions({4, 3}).activation(nn::Activation::ReLU).output_quantizer(wide_quantizer()));
   EXPECT_EQ(add->type_name(), "add");
   EXPECT_EQ(add->num_inputs(), 0);
   auto a = grid_rand({5, 4, 3}, 2), b = grid_rand({5, 4, 3}, 2), c = grid_rand({5, 4, 3}, 2);
@@ -76,7 +67,8 @@ TEST(Merge, AddShapeMismatchThrows) {
   EXPECT_THROW(add->forward(torch::zeros({2, 4, 3})), std::invalid_argument);
   EXPECT_THROW(add->forward_many({torch::zeros({2, 4, 3})}), std::invalid_argument);
   EXPECT_THROW(add->output_shape({4, 3}), std::invalid_argument);
-  EXPECT_THROW(nn::QAdd(nn::QAddOptions().output_quantizer(wide())), std::invalid_argument);
+  EXPECT_THROW(nn::QAdd(nn::QAddOptions().output_quantizer(wide_quantizer())),
+               std::invalid_argument);
 }
 
 TEST(Merge, AddTrainingStep) {

@@ -7,32 +7,19 @@
 #include "hgqt/nn/layers.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
+#include "support/nn_values.h"
 
 using namespace hgqt;
 using namespace hgqt::quant;
-
-namespace {
-// Wide enough that multiples of 2^-6 with |x| < 8 and their exact sums pass unchanged.
-QuantizerOptions wide(std::vector<int64_t> shape) {
-  return QuantizerOptions(std::move(shape))
-      .param(Parameterization::KIF)
-      .k(1)
-      .i(10)
-      .f(12)
-      .overflow(OverflowMode::SAT)
-      .round(RoundingMode::RND);
-}
-
-torch::Tensor grid_rand(std::vector<int64_t> shape, double lim) {
-  const int64_t n = static_cast<int64_t>(lim * 64);
-  return torch::randint(-n, n, shape).to(torch::kFloat) / 64.0;
-}
-}  // namespace
+using hgqt::testing::grid_rand;
+using hgqt::testing::wide_quantizer;
 
 TEST(PerParticleDense, FloatBehaviourMatchesEinsum) {
   torch::manual_seed(11);
   auto o = nn::QDenseOptions(3, 4).input_shape({5, 3}).activation(nn::Activation::ReLU);
-  o.input_quantizer(wide({5, 3})).kernel_quantizer(wide({3, 4})).bias_quantizer(wide({4}));
+  o.input_quantizer(wide_quantizer({5, 3}))
+      .kernel_quantizer(wide_quantizer({3, 4}))
+      .bias_quantizer(wide_quantizer({4}));
   nn::QDense d(o);
   {
     torch::NoGradGuard g;
@@ -134,7 +121,9 @@ TEST(PerParticleDense, BatchNormStatisticsArePerFeatureOverParticles) {
   // In eval the folded layer equals the float formula with the moving statistics.
   torch::manual_seed(14);
   auto o = nn::QDenseBatchNormOptions(3, 2).input_shape({4, 3});
-  o.input_quantizer(wide({4, 3})).kernel_quantizer(wide({3, 2})).bias_quantizer(wide({2}));
+  o.input_quantizer(wide_quantizer({4, 3}))
+      .kernel_quantizer(wide_quantizer({3, 2}))
+      .bias_quantizer(wide_quantizer({2}));
   nn::QDenseBatchNorm d(o);
   d->train();
   d->forward(torch::randn({32, 4, 3}));

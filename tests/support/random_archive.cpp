@@ -294,26 +294,22 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     L.back().bias = constant(g, {4}, o);
     L.back().activation = "relu";
     L.back().output_quantizer = per_feature({8, 4});
-    L.push_back(make_layer("mean", LayerKind::Pool, {8, 4}, {4}));
-    L.back().pool = "avg";
-    L.back().kernel_size = {8};
-    L.back().strides = {8};
-    L.push_back(make_layer("max", LayerKind::Pool, {8, 4}, {4}, {"phi1"}));
-    L.back().pool = "max";
-    L.back().kernel_size = {8};
-    L.back().strides = {8};
-    L.push_back(make_layer("sum", LayerKind::Pool, {8, 4}, {4}, {"phi2"}));
-    L.back().pool = "sum";
-    L.back().kernel_size = {8};
-    L.back().strides = {8};
+    // A pool over all 8 particles of [8, 4]: per-sample output [4].
+    auto global_pool = [&](const std::string& name, const std::string& pool,
+                           std::vector<std::string> inputs) {
+      L.push_back(make_layer(name, LayerKind::Pool, {8, 4}, {4}, std::move(inputs)));
+      L.back().pool = pool;
+      L.back().kernel_size = {8};
+      L.back().strides = {8};
+    };
+    global_pool("mean", "avg", {});
+    global_pool("max", "max", {"phi1"});
+    global_pool("sum", "sum", {"phi2"});
     // JEDI-linear style: the pooled mean broadcast back onto every particle, then a max.
     L.push_back(make_layer("bcast", LayerKind::Add, {8, 4}, {8, 4}, {"phi2", "mean"}));
     L.back().activation = "relu";
     L.back().output_quantizer = per_feature({8, 4});
-    L.push_back(make_layer("bmax", LayerKind::Pool, {8, 4}, {4}));
-    L.back().pool = "max";
-    L.back().kernel_size = {8};
-    L.back().strides = {8};
+    global_pool("bmax", "max", {});
     L.push_back(
         make_layer("pooled", LayerKind::Concatenate, {4}, {16}, {"mean", "max", "sum", "bmax"}));
     L.push_back(make_layer("rho", LayerKind::Dense, {16}, {3}));

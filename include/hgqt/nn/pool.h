@@ -49,35 +49,29 @@ class PoolImpl : public QLayer {
   void check_options();
 };
 
-class MaxPoolImpl : public torch::nn::Cloneable<MaxPoolImpl>, public PoolImpl {
+/// The pooling layer of kind K: MaxPool, AvgPool (the window must hold a power-of-two number of
+/// elements, the exact average is then a shift; otherwise the constructor, or for global pools the
+/// first shape check, throws) and SumPool (the exact sum of any window).
+template <PoolImpl::Kind K>
+class KindPoolImpl : public torch::nn::Cloneable<KindPoolImpl<K>>, public PoolImpl {
  public:
-  explicit MaxPoolImpl(PoolOptions options) : PoolImpl(Kind::Max, std::move(options)) {}
+  explicit KindPoolImpl(PoolOptions options) : PoolImpl(K, std::move(options)) {}
   void reset() override {}
+  /// "hgqt::MaxPool(global)", "hgqt::AvgPool([2, 2])", ...
   void pretty_print(std::ostream& stream) const override;
   torch::Tensor forward(const torch::Tensor& x) override { return pool(x); }
 };
+
+using MaxPoolImpl = KindPoolImpl<PoolImpl::Kind::Max>;
+using AvgPoolImpl = KindPoolImpl<PoolImpl::Kind::Avg>;
+using SumPoolImpl = KindPoolImpl<PoolImpl::Kind::Sum>;
 TORCH_MODULE(MaxPool);
-
-/// The window must hold a power-of-two number of elements (the exact average is then a shift);
-/// otherwise the constructor (or, for global pools, the first shape check) throws.
-class AvgPoolImpl : public torch::nn::Cloneable<AvgPoolImpl>, public PoolImpl {
- public:
-  explicit AvgPoolImpl(PoolOptions options) : PoolImpl(Kind::Avg, std::move(options)) {}
-  void reset() override {}
-  void pretty_print(std::ostream& stream) const override;
-  torch::Tensor forward(const torch::Tensor& x) override { return pool(x); }
-};
 TORCH_MODULE(AvgPool);
-
-/// The exact sum of each window (any window size).
-class SumPoolImpl : public torch::nn::Cloneable<SumPoolImpl>, public PoolImpl {
- public:
-  explicit SumPoolImpl(PoolOptions options) : PoolImpl(Kind::Sum, std::move(options)) {}
-  void reset() override {}
-  void pretty_print(std::ostream& stream) const override;
-  torch::Tensor forward(const torch::Tensor& x) override { return pool(x); }
-};
 TORCH_MODULE(SumPool);
+
+extern template class KindPoolImpl<PoolImpl::Kind::Max>;
+extern template class KindPoolImpl<PoolImpl::Kind::Avg>;
+extern template class KindPoolImpl<PoolImpl::Kind::Sum>;
 
 // ------------------------------------------------------------------------- Reshape
 
