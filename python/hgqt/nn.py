@@ -25,7 +25,7 @@ from ._module import Module, _register, _wrap, json_origin
 
 __all__ = [
     "Module", "FixedQuantizer", "QLayer", "QDense", "QConv1d", "QConv2d", "QActivation",
-    "Quantize", "Flatten", "QSoftmax", "QBatchNorm", "layer",
+    "Quantize", "Flatten", "QSoftmax", "QBatchNorm", "QEinsumDense", "layer",
 ]
 
 _QUANTIZER_ROLES = ("input", "kernel", "bias", "output", "exp_input", "exp_output",
@@ -39,7 +39,17 @@ def _quantizer_spec(value: Any, where: str) -> Dict[str, Any]:
     return dict(value)
 
 
+_BLOCKS = ("attention", "linformer_attention")
+
+
 def _build_layer(spec: Dict[str, Any], input_shape: Sequence[int], origin: str) -> "_hgqt.CppModule":
+    if spec.get("type") in _BLOCKS:
+        raise ValueError(f"{origin}: '{spec['type']}' is a block of several layers (projections, "
+                         "einsums, softmax); build it inside a model: hgqt.build_model({'model': "
+                         "{'input_shape': [...], 'layers': [{'type': 'attention', ...}]}, ...})")
+    if spec.get("type") == "einsum":
+        raise ValueError(f"{origin}: an einsum layer reads two layers; build it inside a model "
+                         "(hgqt.build_model) with inputs: [a, b]")
     shape = [int(s) for s in input_shape]
     text = json.dumps({"input_shape": shape, "layers": [spec]})
     with json_origin(origin, layer_prefix=True):
@@ -247,6 +257,25 @@ class QSoftmax(QLayer):
     def __init__(self, shape: Sequence[int], **quantizers: Optional[Mapping[str, Any]]) -> None:
         spec = _with_quantizers({"type": "softmax"}, "QSoftmax", quantizers)
         super().__init__(spec, shape)
+
+
+@_register("einsum_dense")
+class QEinsumDense(QLayer):
+    """y = act(einsum(equation, iq(x), kq(W)) + bq(b)), then the optional output quantizer; the
+    kernel is the equation's second operand, the bias runs along the output's last axis.
+
+    ``QEinsumDense("phd,pj->jhd", [64, 2, 8], output_shape=[16, 2, 8])`` projects a particle list
+    along the particle axis to 16 rows (Linformer). The batch axis is not written.
+    """
+
+    def __init__(self, equation: str, input_shape: Sequence[int], output_shape: Sequence[int], *,
+                 activation: str = "linear", use_bias: bool = False,
+                 **quantizers: Optional[Mapping[str, Any]]) -> None:
+        spec = {"type": "einsum_dense", "equation": equation,
+                "output_shape": [int(s) for s in output_shape], "activation": activation,
+                "use_bias": use_bias}
+        _with_quantizers(spec, "QEinsumDense", quantizers)
+        super().__init__(spec, input_shape)
 
 
 @_register("batchnorm")

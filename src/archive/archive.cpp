@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "hgqt/util/einsum.h"
 #include "hgqt/util/h5.h"
 #include "hgqt/util/shape.h"
 
@@ -126,6 +127,10 @@ const char* name_or_null(LayerKind k) {
       return "lut";
     case LayerKind::Softmax:
       return "softmax";
+    case LayerKind::Einsum:
+      return "einsum";
+    case LayerKind::EinsumDense:
+      return "einsum_dense";
   }
   return nullptr;
 }
@@ -266,6 +271,7 @@ bool layer_has_activation(LayerKind k) {
     case LayerKind::Conv1d:
     case LayerKind::Conv2d:
     case LayerKind::Scale:
+    case LayerKind::EinsumDense:
     case LayerKind::Add:
     case LayerKind::Activation:
       return true;
@@ -276,6 +282,7 @@ bool layer_has_activation(LayerKind k) {
     case LayerKind::Concatenate:
     case LayerKind::Lut:
     case LayerKind::Softmax:
+    case LayerKind::Einsum:
       return false;
   }
   return false;
@@ -298,6 +305,8 @@ bool is_spatial(LayerKind k) {
     case LayerKind::Activation:
     case LayerKind::Lut:
     case LayerKind::Softmax:
+    case LayerKind::Einsum:
+    case LayerKind::EinsumDense:
       return false;
   }
   return false;
@@ -358,6 +367,7 @@ OptionalFields optional_fields(LayerKind k) {
       return {true, false, false, false};
     case LayerKind::Lut:
     case LayerKind::Softmax:
+    case LayerKind::Einsum:
       return {true, false, false, true};
     case LayerKind::Activation:
     case LayerKind::Add:
@@ -371,6 +381,7 @@ OptionalFields optional_fields(LayerKind k) {
     case LayerKind::Conv1d:
     case LayerKind::Conv2d:
     case LayerKind::Scale:
+    case LayerKind::EinsumDense:
       return {true, true, true, true};
   }
   return {false, false, false, false};
@@ -400,7 +411,9 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   const bool merge = l.kind == LayerKind::Add || l.kind == LayerKind::Concatenate;
   if (merge && sources.size() < 2)
     c.fail("a " + kind + " layer needs two or more inputs, got " + std::to_string(sources.size()));
-  if (!merge && sources.size() != 1)
+  if (l.kind == LayerKind::Einsum && sources.size() != 2)
+    c.fail("an einsum layer takes two inputs, got " + std::to_string(sources.size()));
+  if (!merge && l.kind != LayerKind::Einsum && sources.size() != 1)
     c.fail("a " + kind + " layer takes one input, got " + std::to_string(sources.size()));
   std::vector<std::vector<int64_t>> in_shapes;
   for (size_t s = 0; s < sources.size(); ++s) {
@@ -435,6 +448,12 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
   for (const SoftmaxSlot& q : kSoftmaxSlots)
     if (l.kind != LayerKind::Softmax && (l.*q.slot).has_value())
       c.fail(std::string(q.name) + " is set on a " + kind + " layer (only softmax layers have it)");
+  if (l.kind != LayerKind::Softmax && l.input_scale != 1.0)
+    c.fail("input_scale is set on a " + kind + " layer (only softmax layers have it)");
+  if (l.kind != LayerKind::Einsum && l.input2_quantizer)
+    c.fail("input2_quantizer is set on a " + kind + " layer (only einsum layers have it)");
+  if (l.kind != LayerKind::Einsum && l.kind != LayerKind::EinsumDense && !l.equation.empty())
+    c.fail("equation is set on a " + kind + " layer (only einsum and einsum_dense layers have it)");
 
   if (layer_has_activation(l.kind)) {
     if (l.activation != "linear" && l.activation != "relu")
@@ -529,6 +548,8 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
         if (!spec) c.fail(std::string("a softmax layer needs an ") + q.name);
         c.quantizer(*spec, {1}, q.name);
       }
+      if (!(l.input_scale > 0) || !std::isfinite(l.input_scale))
+        c.fail("input_scale " + std::to_string(l.input_scale) + " is not a finite positive number");
       for (const SoftmaxSlot& q : {kSoftmaxSlots[0], kSoftmaxSlots[2]}) {
         const int w = (l.*q.slot)->width(0);
         if (w > kMaxLutInputBits)
@@ -562,6 +583,24 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
       break;
     }
+    case LayerKind::Einsum: {
+      std::vector<int64_t> expect;
+      try {
+        expect = util::einsum_output_shape(util::parse_einsum(l.equation), in_shapes.at(0),
+                                           in_shapes.at(1));
+      } catch (const std::invalid_argument& e) {
+        c.fail(e.what());
+      }
+      if (l.output_shape != expect)
+        c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(expect) +
+               " (einsum " + l.equation + ")");
+      if (!l.input_quantizer) c.fail("an einsum layer needs an input_quantizer (operand a)");
+      if (!l.input2_quantizer) c.fail("an einsum layer needs an input2_quantizer (operand b)");
+      c.quantizer(*l.input_quantizer, in_shapes[0], "input_quantizer");
+      c.quantizer(*l.input2_quantizer, in_shapes[1], "input2_quantizer");
+      if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
+      break;
+    }
     case LayerKind::Concatenate: {
       const size_t rank = l.output_shape.size();
       if (l.axis < 0 || static_cast<size_t>(l.axis) >= rank)
@@ -581,6 +620,25 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
       }
       if (expect != l.output_shape)
         c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(expect));
+      break;
+    }
+    case LayerKind::EinsumDense: {
+      if (!l.kernel) c.fail("an einsum_dense layer needs a kernel");
+      std::vector<int64_t> expect;
+      try {
+        expect = util::einsum_output_shape(util::parse_einsum(l.equation), l.input_shape,
+                                           l.kernel->shape);
+      } catch (const std::invalid_argument& e) {
+        c.fail(std::string(e.what()) + " (the kernel is operand b)");
+      }
+      if (l.output_shape != expect)
+        c.fail("output_shape is " + shape_str(l.output_shape) + ", expected " + shape_str(expect) +
+               " (einsum " + l.equation + " of input " + shape_str(l.input_shape) + " and kernel " +
+               shape_str(l.kernel->shape) + ")");
+      c.constant(*l.kernel, l.kernel->shape, "kernel");
+      if (l.bias) c.constant(*l.bias, {l.output_shape.back()}, "bias");
+      if (l.input_quantizer) c.quantizer(*l.input_quantizer, l.input_shape, "input_quantizer");
+      if (l.output_quantizer) c.quantizer(*l.output_quantizer, l.output_shape, "output_quantizer");
       break;
     }
     case LayerKind::Dense: {
@@ -1009,6 +1067,7 @@ bool is_linear(LayerKind k) {
     case LayerKind::Conv1d:
     case LayerKind::Conv2d:
     case LayerKind::Scale:
+    case LayerKind::EinsumDense:
       return true;
     case LayerKind::Quantize:
     case LayerKind::Flatten:
@@ -1019,6 +1078,7 @@ bool is_linear(LayerKind k) {
     case LayerKind::Activation:
     case LayerKind::Lut:
     case LayerKind::Softmax:
+    case LayerKind::Einsum:
       return false;
   }
   return false;
@@ -1195,6 +1255,9 @@ void write_archive(const Archive& a, const std::string& dir) {
     if (l.kind == LayerKind::Conv1d || l.kind == LayerKind::Conv2d) lj["pad_before"] = l.pad_before;
     if (l.kind == LayerKind::Pool) lj["pool"] = l.pool;
     if (l.kind == LayerKind::Concatenate) lj["axis"] = l.axis;
+    if (l.kind == LayerKind::Softmax && l.input_scale != 1.0) lj["input_scale"] = l.input_scale;
+    if (l.kind == LayerKind::Einsum || l.kind == LayerKind::EinsumDense)
+      lj["equation"] = l.equation;
     if (l.kind == LayerKind::Lut) {
       lj["function"] = l.function;
       lj["table"] = Json{{"size", l.table.size()}, {"values", base + "/table"}};
@@ -1203,6 +1266,8 @@ void write_archive(const Archive& a, const std::string& dir) {
     }
     if (l.input_quantizer)
       lj["input_quantizer"] = quant_json(*l.input_quantizer, base + "/input_quantizer", tensors);
+    if (l.input2_quantizer)
+      lj["input2_quantizer"] = quant_json(*l.input2_quantizer, base + "/input2_quantizer", tensors);
     if (l.kernel) lj["kernel"] = constant_json(*l.kernel, base + "/kernel", tensors);
     if (l.bias) lj["bias"] = constant_json(*l.bias, base + "/bias", tensors);
     if (l.output_quantizer)
@@ -1373,6 +1438,11 @@ Archive read_archive(const std::string& path) {
     if (const Json* v = r.find(l, "pool")) layer.pool = r.string(*v, lp + ".pool");
     if (const Json* v = r.find(l, "axis")) layer.axis = r.integer(*v, lp + ".axis");
     if (const Json* v = r.find(l, "function")) layer.function = r.string(*v, lp + ".function");
+    if (const Json* v = r.find(l, "equation")) layer.equation = r.string(*v, lp + ".equation");
+    if (const Json* v = r.find(l, "input_scale")) {
+      if (!v->is_number()) r.fail(lp + ".input_scale", "expected a number");
+      layer.input_scale = v->get<double>();
+    }
     if (const Json* v = r.find(l, "table")) {
       const std::string tp = lp + ".table";
       r.object(*v, tp);
@@ -1385,6 +1455,8 @@ Archive read_archive(const std::string& path) {
       layer.activation = r.string(*v, lp + ".activation");
     if (const Json* v = r.find(l, "input_quantizer"))
       read_quant_slot(r, *v, lp + ".input_quantizer", layer.input_quantizer, tensors);
+    if (const Json* v = r.find(l, "input2_quantizer"))
+      read_quant_slot(r, *v, lp + ".input2_quantizer", layer.input2_quantizer, tensors);
     if (const Json* v = r.find(l, "kernel"))
       read_constant(r, *v, lp + ".kernel", layer.kernel, tensors);
     if (const Json* v = r.find(l, "bias")) read_constant(r, *v, lp + ".bias", layer.bias, tensors);

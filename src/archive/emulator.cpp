@@ -56,6 +56,7 @@ Emulator::Emulator(Archive a, EmulatorOptions options) : a_(std::move(a)), optio
     if (l.kind == LayerKind::Lut) p.lut_offsets = lut_offsets(l);
     if (l.kind == LayerKind::Concatenate) p.concat = concat_map(a_, li);
     if (l.kind == LayerKind::Add) p.add = add_map(a_, li);
+    if (l.kind == LayerKind::Einsum) p.einsum = einsum_map(a_, li);
     p.float_output = g.float_output[li];
     plans_.push_back(std::move(p));
   }
@@ -175,10 +176,34 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
         quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
       return;
     }
+    case LayerKind::Einsum: {
+      // Both operands are fixed-point (infer_types): quantize each, then exact sums of products.
+      std::vector<int128> xa = in, xb = vals[p.inputs[1]];
+      quantize_values(xa, t.input, *l.input_quantizer, nullptr, sample, stats);
+      quantize_values(xb, types_[p.inputs[1]].output, *l.input2_quantizer, nullptr, sample, stats);
+      const util::EinsumMap& m = p.einsum;
+      v.assign(m.n_out(), 0);
+      for (int64_t o = 0; o < m.n_out(); ++o) {
+        const int af = t.accumulator[o].frac;
+        int128 acc = 0;
+        for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+          const FixedType &ta = t.quantized_input[m.first[k]],
+                          &tb = t.quantized_input2[m.second[k]];
+          if (ta.width == 0 || tb.width == 0) continue;
+          acc += (xa[m.first[k]] * xb[m.second[k]]) << (af - ta.frac - tb.frac);
+        }
+        check_range("sum", o, acc, t.acc_lo[o], t.acc_hi[o]);
+        v[o] = acc;
+      }
+      if (l.output_quantizer)
+        quantize_values(v, t.accumulator, *l.output_quantizer, nullptr, sample, stats);
+      return;
+    }
     case LayerKind::Dense:
     case LayerKind::Conv1d:
     case LayerKind::Conv2d:
     case LayerKind::Scale:
+    case LayerKind::EinsumDense:
       break;  // the linear layers, after the switch
   }
   std::vector<int128> xq;

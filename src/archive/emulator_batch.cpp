@@ -477,6 +477,10 @@ std::shared_ptr<const BatchPlan> BatchPlan::build(const Emulator& e) {
         b.why_exact = "table-based rows (exact path)";
         break;
       }
+      case LayerKind::Einsum: {
+        b.why_exact = "products of two activations (exact path)";
+        break;
+      }
       case LayerKind::Concatenate: {
         b.kind = Kind::Concat;
         break;
@@ -560,7 +564,8 @@ std::shared_ptr<const BatchPlan> BatchPlan::build(const Emulator& e) {
       case LayerKind::Dense:
       case LayerKind::Conv1d:
       case LayerKind::Conv2d:
-      case LayerKind::Scale: {
+      case LayerKind::Scale:
+      case LayerKind::EinsumDense: {
         b.linear = true;
         plan_linear(e, li, in_src, b);
         if (raw) b.n_in = a.input_size();

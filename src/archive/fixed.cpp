@@ -284,6 +284,21 @@ LinearMap linear_map(const Layer& l) {
     }
     return m;
   }
+  if (l.kind == LayerKind::EinsumDense) {
+    // The kernel is operand b of the equation; the bias runs along the output's last axis.
+    util::EinsumMap em;
+    try {
+      em = util::einsum_map(util::parse_einsum(l.equation), l.input_shape, w.shape);
+    } catch (const std::invalid_argument& e) {
+      throw ArchiveError("layer '" + l.name + "': " + e.what());
+    }
+    const int64_t last = l.output_shape.empty() ? 1 : l.output_shape.back();
+    m.begin = std::move(em.begin);
+    m.input = std::move(em.first);
+    m.weight = std::move(em.second);
+    for (int64_t o = 0; o < m.n_out(); ++o) m.bias.push_back(l.bias ? o % last : -1);
+    return m;
+  }
   if (l.kind != LayerKind::Conv1d && l.kind != LayerKind::Conv2d)
     throw ArchiveError("layer '" + l.name + "': " + kind_name(l.kind) + " is not a linear layer");
   const Geometry g = geometry(l, l.kind == LayerKind::Conv1d ? 1 : 2, true);
@@ -345,6 +360,18 @@ std::vector<std::vector<int64_t>> input_shapes(const Archive& a, size_t li) {
 
 ConcatMap concat_map(const Archive& a, size_t li) {
   return concat_map(a.layers[li], input_shapes(a, li));
+}
+
+util::EinsumMap einsum_map(const Archive& a, size_t li) {
+  const Layer& l = a.layers.at(li);
+  const auto shapes = input_shapes(a, li);
+  if (l.kind != LayerKind::Einsum || shapes.size() != 2)
+    throw ArchiveError("layer '" + l.name + "' is not an einsum of two inputs");
+  try {
+    return util::einsum_map(util::parse_einsum(l.equation), shapes[0], shapes[1]);
+  } catch (const std::invalid_argument& e) {
+    throw ArchiveError("layer '" + l.name + "': " + e.what());
+  }
 }
 
 AddMap add_map(const Archive& a, size_t li) {
@@ -514,6 +541,37 @@ Flow add_flow(const std::vector<Flow*>& ins, const AddMap& m, const std::string&
   return acc;
 }
 
+// The exact sums of products of an einsum layer over its quantized operands.
+Flow einsum_flow(const util::EinsumMap& m, const Flow& a, const Flow& b, const std::string& label) {
+  Flow acc = fixed_flow(static_cast<size_t>(m.n_out()));
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const std::string what = label + " sum " + std::to_string(o);
+    int frac = 0;
+    bool any = false;
+    for (int64_t t = m.begin[o]; t < m.begin[o + 1]; ++t) {
+      const FixedType &ta = a.types[m.first[t]], &tb = b.types[m.second[t]];
+      if (ta.width == 0 || tb.width == 0) continue;
+      frac = any ? std::max(frac, ta.frac + tb.frac) : ta.frac + tb.frac;
+      any = true;
+    }
+    int128 lo = 0, hi = 0;
+    for (int64_t t = m.begin[o]; t < m.begin[o + 1]; ++t) {
+      const int64_t i = m.first[t], j = m.second[t];
+      const FixedType &ta = a.types[i], &tb = b.types[j];
+      if (ta.width == 0 || tb.width == 0) continue;
+      const int128 c[4] = {checked_mul(a.ranges[i].lo, b.ranges[j].lo, what),
+                           checked_mul(a.ranges[i].lo, b.ranges[j].hi, what),
+                           checked_mul(a.ranges[i].hi, b.ranges[j].lo, what),
+                           checked_mul(a.ranges[i].hi, b.ranges[j].hi, what)};
+      const int fr = ta.frac + tb.frac;
+      lo = checked_add(lo, align(*std::min_element(c, c + 4), fr, frac), what);
+      hi = checked_add(hi, align(*std::max_element(c, c + 4), fr, frac), what);
+    }
+    set_type(acc, o, lo, hi, frac, what);
+  }
+  return acc;
+}
+
 Flow pool_flow(const Layer& l, const Flow& in, const std::string& label) {
   const PoolMap m = pool_map(l);
   Flow out = fixed_flow(m.n_out());
@@ -670,10 +728,23 @@ std::vector<LayerTypes> infer_types(const Archive& a) {
             if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
             return finish(std::move(acc));
           }
+          case LayerKind::Einsum: {
+            for (const Flow* f : ins) need_fixed(*f);
+            Flow qa = *ins.at(0), qb = *ins.at(1);
+            apply_quantizer(qa, *l.input_quantizer);
+            apply_quantizer(qb, *l.input2_quantizer);
+            t.quantized_input = qa.types;
+            t.quantized_input2 = qb.types;
+            Flow acc = einsum_flow(einsum_map(a, li), qa, qb, label);
+            set_acc(acc);
+            if (l.output_quantizer) apply_quantizer(acc, *l.output_quantizer);
+            return finish(std::move(acc));
+          }
           case LayerKind::Dense:
           case LayerKind::Conv1d:
           case LayerKind::Conv2d:
           case LayerKind::Scale:
+          case LayerKind::EinsumDense:
             break;  // the linear layers, after the switch
         }
         if (l.input_quantizer) apply_quantizer(flow, *l.input_quantizer);
@@ -722,7 +793,7 @@ SoftmaxTypes softmax_types(const Layer& l, const std::vector<FixedType>& types,
                          std::to_string(kMaxLutInputBits));
     return ty;
   };
-  auto fill = [](const FixedType& index, const QuantSpec& out, double (*fn)(double)) {
+  auto fill = [](const FixedType& index, const QuantSpec& out, const auto& fn) {
     const int128 first = index.width == 0 ? 0 : index.min_mantissa();
     const int128 last = index.width == 0 ? 0 : index.max_mantissa();
     std::vector<int64_t> table;
@@ -735,8 +806,11 @@ SoftmaxTypes softmax_types(const Layer& l, const std::vector<FixedType>& types,
   };
   s.exp_in = table_index(*l.exp_input_quantizer, "exp_input_quantizer");
   s.exp_out = quantizer_type(*l.exp_output_quantizer, 0);
-  s.exp_table =
-      fill(s.exp_in, *l.exp_output_quantizer, [](double v) { return std::exp(std::min(v, 0.0)); });
+  // The scale is folded into the table: EXP[u] = Q_eo(exp(c * min(u, 0))), computed in double
+  // as c * u, then exp (the layer's eval forward does the same in float64).
+  const double c_scale = l.input_scale;
+  s.exp_table = fill(s.exp_in, *l.exp_output_quantizer,
+                     [c_scale](double v) { return std::exp(c_scale * std::min(v, 0.0)); });
   const auto [elo, ehi] = std::minmax_element(s.exp_table.begin(), s.exp_table.end());
   s.sum = type_of_range(int128{*elo} * s.n, int128{*ehi} * s.n, s.exp_out.frac);
   s.inv_in = table_index(*l.inv_input_quantizer, "inv_input_quantizer");
@@ -762,6 +836,18 @@ std::vector<double> exact_ebops(const Archive& a) {
       const int be = std::max(0, s.exp_out.width - (s.exp_out.is_signed ? 1 : 0));
       const int br = std::max(0, s.inv_out.width - (s.inv_out.is_signed ? 1 : 0));
       out[li] = static_cast<double>(s.rows * s.n) * be * br;
+      continue;
+    }
+    auto magnitude_bits = [](const FixedType& ty) {
+      return std::max(0, ty.width - (ty.is_signed ? 1 : 0));
+    };
+    if (l.kind == LayerKind::Einsum) {
+      const util::EinsumMap m = einsum_map(a, li);
+      double e = 0;
+      for (size_t t = 0; t < m.first.size(); ++t)
+        e += static_cast<double>(magnitude_bits(types[li].quantized_input[m.first[t]])) *
+             magnitude_bits(types[li].quantized_input2[m.second[t]]);
+      out[li] = e;
       continue;
     }
     if (!is_linear(l.kind)) continue;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "hgqt/config/yaml_reader.h"
+#include "hgqt/util/einsum.h"
 
 namespace hgqt::config {
 
@@ -44,7 +45,15 @@ const Keys kLayerKeys = {"type",
                          "epsilon",
                          "activation",
                          "use_bias",
+                         "equation",
+                         "input_scale",
+                         "num_heads",
+                         "key_dim",
+                         "value_dim",
+                         "output_shape",
+                         "projected_length",
                          "input_quantizer",
+                         "input2_quantizer",
                          "kernel_quantizer",
                          "bias_quantizer",
                          "output_quantizer",
@@ -53,7 +62,8 @@ const Keys kLayerKeys = {"type",
                          "inv_input_quantizer",
                          "inv_output_quantizer"};
 /// Layer keys holding a list (an integer is also accepted where a list of sizes is).
-const Keys kLayerListKeys = {"inputs", "kernel_size", "strides", "pool_size", "shape"};
+const Keys kLayerListKeys = {"inputs",    "kernel_size", "strides",
+                             "pool_size", "shape",       "output_shape"};
 const Keys kQuantizerKeys = {"param", "k",        "b",           "i",       "f",
                              "round", "overflow", "granularity", "i_decay", "trainable"};
 const Keys kDataKeys = {"format",           "train",      "validation",     "test",
@@ -92,8 +102,8 @@ const Keys kBetaPIDKeys = {"kind", "target_ebops",  "init",           "p",   "i"
 const Keys kEarlyStoppingKeys = {"patience", "min_delta", "monitor", "ebops_below"};
 const Keys kMonitors = {"val_accuracy", "val_loss"};
 
-const Keys kAllRoles = {"input",     "kernel",     "bias",      "output",
-                        "exp_input", "exp_output", "inv_input", "inv_output"};
+const Keys kAllRoles = {"input",      "kernel",    "bias",       "output", "exp_input",
+                        "exp_output", "inv_input", "inv_output", "input2"};
 const Keys kLayerTypes = {"dense",
                           "conv1d",
                           "conv2d",
@@ -111,11 +121,15 @@ const Keys kLayerTypes = {"dense",
                           "add",
                           "concatenate",
                           "lut",
-                          "softmax"};
+                          "softmax",
+                          "einsum",
+                          "einsum_dense",
+                          "attention",
+                          "linformer_attention"};
 const char* const kLayerTypesText =
     "one of dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool, "
     "avg_pool, sum_pool, global_max_pool, global_avg_pool, global_sum_pool, add, concatenate, "
-    "lut, softmax";
+    "lut, softmax, einsum, einsum_dense, attention, linformer_attention";
 const Keys kPaddings = {"valid", "same"};
 const Keys kActivations = {"linear", "relu"};
 const Keys kParams = {"kif", "kbi"};
@@ -132,7 +146,8 @@ const Keys kDevices = {"auto", "cpu", "cuda"};
 
 // Quantizer roles by layer type (YAML key = role + "_quantizer").
 Keys roles_for(const std::string& type) {
-  if (type == "dense" || type == "conv1d" || type == "conv2d" || type == "batchnorm")
+  if (type == "dense" || type == "conv1d" || type == "conv2d" || type == "batchnorm" ||
+      type == "einsum_dense")
     return {"input", "kernel", "bias", "output"};
   if (type == "add") return {"output"};
   if (type == "lut") return {"input", "output"};
@@ -140,6 +155,7 @@ Keys roles_for(const std::string& type) {
     return {"input", "exp_input", "exp_output", "inv_input", "inv_output", "output"};
   if (type == "activation") return {"output"};
   if (type == "quantize") return {"input"};
+  if (type == "einsum") return {"input", "input2", "output"};
   return {};
 }
 
@@ -454,10 +470,22 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   auto only = [&](const char* key, bool allowed, const char* who) {
     if (!allowed) m.forbid(key, for_type + " (only " + who + " have it)");
   };
-  only("units", type == "dense", "dense layers");
-  only("use_bias", type == "dense" || conv, "dense and conv layers");
-  only("activation", type == "dense" || conv || type == "activation" || type == "add",
-       "dense, conv, activation and add layers");
+  const bool linformer = type == "linformer_attention";
+  const bool attention = type == "attention" || linformer;
+  const bool einsum_dense = type == "einsum_dense";
+  only("units", type == "dense" || attention, "dense layers and attention blocks");
+  only("use_bias", type == "dense" || conv || attention || einsum_dense,
+       "dense, conv and einsum_dense layers, attention blocks");
+  only("equation", type == "einsum" || einsum_dense, "einsum and einsum_dense layers");
+  only("output_shape", einsum_dense, "einsum_dense layers");
+  only("projected_length", linformer, "linformer_attention blocks");
+  only("input_scale", type == "softmax", "softmax layers");
+  only("num_heads", attention, "attention blocks");
+  only("key_dim", attention, "attention blocks");
+  only("value_dim", attention, "attention blocks");
+  only("activation",
+       type == "dense" || conv || type == "activation" || type == "add" || einsum_dense,
+       "dense, conv, einsum_dense, activation and add layers");
   only("filters", conv, "conv layers");
   only("kernel_size", conv, "conv layers");
   only("padding", conv, "conv layers");
@@ -515,9 +543,47 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
     src.fail_expected(m.has("inputs") ? m.get("inputs") : node, m.path_of("inputs"),
                       "a list of two or more layer names to " +
                           std::string(type == "add" ? "add" : "concatenate"));
-  if (!merge && layer.inputs.size() > 1)
+  if (type == "einsum" && layer.inputs.size() != 2)
+    src.fail_expected(m.has("inputs") ? m.get("inputs") : node, m.path_of("inputs"),
+                      "a list of two layer names (the einsum's operands)");
+  if (attention && layer.inputs.size() > 2)
     src.fail_expected(m.get("inputs"), m.path_of("inputs"),
-                      "one layer name (only add and concatenate layers take several)");
+                      "one layer name (self-attention) or two (the query's source, then the keys' "
+                      "and values' source)");
+  if (!merge && type != "einsum" && !attention && layer.inputs.size() > 1)
+    src.fail_expected(m.get("inputs"), m.path_of("inputs"),
+                      "one layer name (only add, concatenate and einsum layers take several)");
+  if (type == "einsum" || einsum_dense) {
+    const YAML::Node eq =
+        m.require("equation", einsum_dense ? "an einsum equation such as 'phd,pk->khd' "
+                                             "(the second operand is the kernel)"
+                                           : "an einsum equation such as 'qhd,khd->hqk'");
+    if (!eq.IsScalar()) src.fail_expected(eq, m.path_of("equation"), "an einsum equation");
+    layer.equation = eq.as<std::string>();
+    try {
+      layer.equation = util::parse_einsum(layer.equation).text();
+    } catch (const std::invalid_argument& e) {
+      src.fail(eq, m.path_of("equation"), e.what());
+    }
+  }
+  if (type == "softmax") layer.input_scale = m.number_or("input_scale", 1.0, 0.0, true);
+  if (einsum_dense) {
+    layer.output_shape = int_list("output_shape", 1, kMaxInt, true);
+    if (layer.output_shape.size() != util::parse_einsum(layer.equation).out.size())
+      src.fail_expected(m.get("output_shape"), m.path_of("output_shape"),
+                        "one size per output axis of '" + layer.equation + "'");
+  }
+  if (linformer)
+    layer.projected_length = read_int(src, m.require("projected_length", "a positive integer"),
+                                      m.path_of("projected_length"), 1, kMaxInt);
+  if (attention) {
+    layer.num_heads = read_int(src, m.require("num_heads", "a positive integer"),
+                               m.path_of("num_heads"), 1, 4096);
+    layer.key_dim =
+        read_int(src, m.require("key_dim", "a positive integer"), m.path_of("key_dim"), 1, kMaxInt);
+    layer.value_dim = m.int_or("value_dim", layer.key_dim, 1, kMaxInt);
+    layer.units = m.int_or("units", 0, 1, kMaxInt);
+  }
   if (conv) {
     layer.filters =
         read_int(src, m.require("filters", "a positive integer"), m.path_of("filters"), 1, kMaxInt);
@@ -554,6 +620,77 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   return layer;
 }
 
+}  // namespace
+
+std::vector<LayerSpec> expand_attention(const LayerSpec& b, const std::string& previous) {
+  const std::string q_src = b.inputs.empty() ? previous : b.inputs[0];
+  const std::string kv_src = b.inputs.size() > 1 ? b.inputs[1] : q_src;
+  std::vector<LayerSpec> out;
+  auto layer = [&](const std::string& type, const std::string& suffix,
+                   std::vector<std::string> inputs) -> LayerSpec& {
+    LayerSpec l;
+    l.type = type;
+    l.name = b.name + suffix;
+    l.inputs = std::move(inputs);
+    l.line = b.line;
+    out.push_back(std::move(l));
+    return out.back();
+  };
+  auto dense = [&](const std::string& suffix, const std::string& in, int64_t units, bool bias) {
+    LayerSpec& l = layer("dense", suffix, {in});
+    l.units = units;
+    l.use_bias = bias;
+  };
+  const int64_t H = b.num_heads, dk = b.key_dim, dv = b.value_dim;
+  dense("_q", q_src, H * dk, b.use_bias);
+  dense("_k", kv_src, H * dk, false);  // a bias on K adds q.b_k to a whole row: it cancels
+  dense("_v", kv_src, H * dv, b.use_bias);
+  layer("reshape", "_qh", {b.name + "_q"}).shape = {-1, H, dk};
+  layer("reshape", "_kh", {b.name + "_k"}).shape = {-1, H, dk};
+  layer("reshape", "_vh", {b.name + "_v"}).shape = {-1, H, dv};
+  std::string keys = b.name + "_kh", values = b.name + "_vh";
+  if (b.type == "linformer_attention") {
+    // Keys and values projected along the particle axis to projected_length rows: the scores
+    // are [heads, P, k], so the cost grows with P, not P^2.
+    const int64_t J = b.projected_length;
+    LayerSpec& kp = layer("einsum_dense", "_kp", {keys});
+    kp.equation = "phd,pj->jhd";
+    kp.output_shape = {J, H, dk};
+    kp.use_bias = false;
+    LayerSpec& vp = layer("einsum_dense", "_vp", {values});
+    vp.equation = "phd,pj->jhd";
+    vp.output_shape = {J, H, dv};
+    vp.use_bias = false;
+    keys = b.name + "_kp";
+    values = b.name + "_vp";
+  }
+  layer("einsum", "_scores", {b.name + "_qh", keys}).equation = "qhd,khd->hqk";
+  // The [heads, P, P] tensors get one width for the whole tensor: a width per query or key
+  // position would make the hardware depend on the particles' order.
+  QuantizerSpec whole;
+  whole.granularity = "tensor";
+  LayerSpec& sm = layer("softmax", "_softmax", {b.name + "_scores"});
+  sm.input_scale = 1.0 / std::sqrt(static_cast<double>(dk));
+  sm.quantizers["input"] = whole;
+  sm.quantizers["output"] = whole;
+  LayerSpec& ctx = layer("einsum", "_context", {b.name + "_softmax", values});
+  ctx.equation = "hqk,khv->qhv";
+  QuantizerSpec probabilities = whole;  // in [0, 1]: unsigned
+  probabilities.k = 0;
+  probabilities.i = 1;
+  probabilities.f = 7;
+  probabilities.overflow = "SAT";  // 1.0 (one key takes it all) must not wrap to 0
+  ctx.quantizers["input"] = probabilities;
+  layer("reshape", "_merge", {b.name + "_context"}).shape = {-1, H * dv};
+  LayerSpec& o = layer("dense", "", {b.name + "_merge"});
+  o.units = b.units;  // 0: the query's features, resolved by the model builder
+  o.units_from = q_src;
+  o.use_bias = b.use_bias;
+  return out;
+}
+
+namespace {
+
 ModelSpec read_model(const YamlSource& src, const YAML::Node& node, const std::string& path) {
   MapReader m(src, node, path, kModelKeys);
   ModelSpec model;
@@ -577,19 +714,29 @@ ModelSpec read_model(const YamlSource& src, const YAML::Node& node, const std::s
   if (!layers.IsSequence() || layers.size() == 0)
     src.fail_expected(layers, layers_path,
                       "a non-empty list of layers, e.g. [{type: dense, units: 10}]");
-  std::vector<std::string> name_paths;
+  std::vector<std::string> name_paths;  // per model layer: the YAML layer it comes from
   for (std::size_t n = 0; n < layers.size(); ++n) {
     const std::string lpath = index_path(layers_path, n);
-    model.layers.push_back(read_layer(src, layers[n], lpath, n));
-    const std::string& name = model.layers.back().name;
-    for (std::size_t prev = 0; prev < n; ++prev) {
-      if (model.layers[prev].name == name) {
-        MapReader again(src, layers[n], lpath, kLayerKeys);
-        const YAML::Node at = again.has("name") ? again.get("name") : layers[n];
-        src.fail(at, child_path(lpath, "name"),
-                 "expected a unique layer name, got '" + name + "' (already used by " +
-                     index_path(layers_path, prev) + ")");
+    LayerSpec layer = read_layer(src, layers[n], lpath, n);
+    std::vector<LayerSpec> read;
+    if (layer.type == "attention" || layer.type == "linformer_attention") {
+      read = expand_attention(layer, model.layers.empty() ? "input" : model.layers.back().name);
+      for (LayerSpec& l : read) l.block = static_cast<int>(model.blocks.size());
+      model.blocks.push_back(std::move(layer));
+    } else
+      read.push_back(std::move(layer));
+    for (LayerSpec& l : read) {
+      for (std::size_t prev = 0; prev < model.layers.size(); ++prev) {
+        if (model.layers[prev].name == l.name) {
+          MapReader again(src, layers[n], lpath, kLayerKeys);
+          const YAML::Node at = again.has("name") ? again.get("name") : layers[n];
+          src.fail(at, child_path(lpath, "name"),
+                   "expected a unique layer name, got '" + l.name + "' (already used by " +
+                       name_paths[prev] + ")");
+        }
       }
+      model.layers.push_back(std::move(l));
+      name_paths.push_back(lpath);
     }
   }
   return model;
@@ -969,7 +1116,11 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
   }
   out << YAML::EndMap;
   out << YAML::Key << "layers" << YAML::Value << YAML::BeginSeq;
-  for (const LayerSpec& layer : model.layers) {
+  int last_block = -1;
+  for (const LayerSpec& expanded : model.layers) {
+    if (expanded.block >= 0 && expanded.block == last_block) continue;  // written with its block
+    last_block = expanded.block;
+    const LayerSpec& layer = expanded.block >= 0 ? model.blocks.at(expanded.block) : expanded;
     out << YAML::Flow << YAML::BeginMap;
     out << YAML::Key << "type" << YAML::Value << layer.type;
     out << YAML::Key << "name" << YAML::Value << layer.name;
@@ -985,8 +1136,24 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
       for (const auto& n : layer.inputs) out << n;
       out << YAML::EndSeq;
     }
-    if (layer.type == "dense")
+    if (layer.type == "dense" ||
+        ((layer.type == "attention" || layer.type == "linformer_attention") && layer.units > 0))
       out << YAML::Key << "units" << YAML::Value << std::to_string(layer.units);
+    if (layer.type == "einsum_dense") {
+      out << YAML::Key << "equation" << YAML::Value << layer.equation;
+      ints("output_shape", layer.output_shape);
+      out << YAML::Key << "activation" << YAML::Value << layer.activation;
+      out << YAML::Key << "use_bias" << YAML::Value << (layer.use_bias ? "true" : "false");
+    }
+    if (layer.type == "linformer_attention")
+      out << YAML::Key << "projected_length" << YAML::Value
+          << std::to_string(layer.projected_length);
+    if (layer.type == "attention" || layer.type == "linformer_attention") {
+      out << YAML::Key << "num_heads" << YAML::Value << std::to_string(layer.num_heads);
+      out << YAML::Key << "key_dim" << YAML::Value << std::to_string(layer.key_dim);
+      out << YAML::Key << "value_dim" << YAML::Value << std::to_string(layer.value_dim);
+      out << YAML::Key << "use_bias" << YAML::Value << (layer.use_bias ? "true" : "false");
+    }
     if (conv) {
       out << YAML::Key << "filters" << YAML::Value << std::to_string(layer.filters);
       ints("kernel_size", layer.kernel_size);
@@ -998,6 +1165,9 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
     if (layer.type == "concatenate")
       out << YAML::Key << "axis" << YAML::Value << std::to_string(layer.axis);
     if (layer.type == "lut") out << YAML::Key << "function" << YAML::Value << layer.function;
+    if (layer.type == "einsum") out << YAML::Key << "equation" << YAML::Value << layer.equation;
+    if (layer.type == "softmax" && layer.input_scale != 1.0)
+      out << YAML::Key << "input_scale" << YAML::Value << format_double(layer.input_scale);
     if (layer.type == "dense" || conv || layer.type == "activation" || layer.type == "add")
       out << YAML::Key << "activation" << YAML::Value << layer.activation;
     if (layer.type == "dense" || conv) {

@@ -100,6 +100,9 @@ class Lowering {
   int32_t sum(std::vector<Operand> terms, int128 konst, const FixedType& t, const std::string& what,
               const int128* range = nullptr);
   int32_t maximum(const std::vector<Operand>& terms, int frac, const FixedType* type);
+  /// a * b exactly (frac: the sum of theirs), of type `type`, or (null) the smallest type holding
+  /// the product of their ranges; a constant factor makes it a constant sum (or a constant).
+  int32_t product(int32_t a, int32_t b, const FixedType* type, const std::string& what);
 
   // ---- layers
   void analyze();
@@ -111,6 +114,7 @@ class Lowering {
   void add_layer(size_t li);
   void lut(size_t li);
   void softmax(size_t li);
+  void einsum(size_t li);
   void check(const std::vector<int32_t>& v, const std::vector<FixedType>& want,
              const std::string& what) const;
 
@@ -575,35 +579,74 @@ void Lowering::softmax(size_t li) {
                     static_cast<int64_t>(s.inv_table.size()), what + " reciprocal");
   begin_step(li, "softmax products e * r");
   std::vector<int32_t> p(total);
-  for (int64_t j = 0; j < total; ++j) {
-    const FixedType& pt = t.accumulator[j];
-    const int32_t ev = e[j], rv = inv[j / n];
-    const bool ec = is_const(ev), rc = is_const(rv);
-    if (pt.width == 0 || (ec && value(ev) == 0) || (rc && value(rv) == 0)) {
-      p[j] = constant(0, pt);
-    } else if (ec && rc) {
-      p[j] = constant(util::checked_mul<ArchiveError>(value(ev), value(rv), what), pt);
-    } else if (ec || rc) {  // a constant factor: a constant sum
-      p[j] = sum({Operand{ec ? rv : ev, ec ? value(ev) : value(rv), 0}}, 0, pt,
-                 what + " product " + std::to_string(j));
-    } else {
-      Op mul;
-      mul.kind = OpKind::Mul;
-      mul.type = pt;
-      const int128 c[4] = {util::checked_mul<ArchiveError>(op(ev).lo, op(rv).lo, what),
-                           util::checked_mul<ArchiveError>(op(ev).lo, op(rv).hi, what),
-                           util::checked_mul<ArchiveError>(op(ev).hi, op(rv).lo, what),
-                           util::checked_mul<ArchiveError>(op(ev).hi, op(rv).hi, what)};
-      mul.lo = *std::min_element(c, c + 4);
-      mul.hi = *std::max_element(c, c + 4);
-      mul.in = {Operand{ev}, Operand{rv}};
-      p[j] = add(std::move(mul));
-    }
-  }
+  for (int64_t j = 0; j < total; ++j)
+    p[j] = product(e[j], inv[j / n], &t.accumulator[j], what + " product " + std::to_string(j));
   check(p, t.accumulator, what + " products");
   begin_step(li, "softmax output quantizer");
   for (int64_t j = 0; j < total; ++j) p[j] = quantize(p[j], *l.output_quantizer, j);
   vals_[li] = std::move(p);
+}
+
+int32_t Lowering::product(int32_t a, int32_t b, const FixedType* type, const std::string& what) {
+  const Op &x = op(a), &y = op(b);
+  const int frac = x.type.frac + y.type.frac;
+  const int128 c[4] = {util::checked_mul<ArchiveError>(x.lo, y.lo, what),
+                       util::checked_mul<ArchiveError>(x.lo, y.hi, what),
+                       util::checked_mul<ArchiveError>(x.hi, y.lo, what),
+                       util::checked_mul<ArchiveError>(x.hi, y.hi, what)};
+  const int128 lo = *std::min_element(c, c + 4), hi = *std::max_element(c, c + 4);
+  const FixedType pt = type ? *type : archive::type_of_range(lo, hi, frac);
+  const bool xc = is_const(a), yc = is_const(b);
+  if (pt.width == 0 || x.type.width == 0 || y.type.width == 0 || (xc && value(a) == 0) ||
+      (yc && value(b) == 0))
+    return constant(0, pt);
+  if (xc && yc) return constant(util::checked_mul<ArchiveError>(value(a), value(b), what), pt);
+  if (xc || yc)  // a constant factor: a constant sum
+    return sum({Operand{xc ? b : a, xc ? value(a) : value(b), 0}}, 0, pt, what);
+  Op mul;
+  mul.kind = OpKind::Mul;
+  mul.type = pt;
+  mul.lo = lo;
+  mul.hi = hi;
+  mul.in = {Operand{a}, Operand{b}};
+  return add(std::move(mul));
+}
+
+// einsum: both operands quantized, every product a Mul of two values (real multipliers), each
+// output the exact sum of its products aligned to the accumulator's frac, then the quantizer.
+void Lowering::einsum(size_t li) {
+  const Layer& l = a_.layers[li];
+  const auto& t = types_[li];
+  const std::string what = "layer '" + l.name + "'";
+  std::vector<int32_t> xa = input(li, 0), xb = input(li, 1);
+  begin_step(li, "einsum input quantizers");
+  for (size_t e = 0; e < xa.size(); ++e) xa[e] = quantize(xa[e], *l.input_quantizer, e);
+  for (size_t e = 0; e < xb.size(); ++e) xb[e] = quantize(xb[e], *l.input2_quantizer, e);
+  check(xa, t.quantized_input, what + " quantized operand a");
+  check(xb, t.quantized_input2, what + " quantized operand b");
+  const util::EinsumMap m = archive::einsum_map(a_, li);
+  begin_step(li, "einsum products");
+  std::vector<int32_t> prods(m.first.size());
+  for (size_t k = 0; k < prods.size(); ++k)
+    prods[k] =
+        product(xa[m.first[k]], xb[m.second[k]], nullptr, what + " product " + std::to_string(k));
+  begin_step(li, "einsum sums");
+  std::vector<int32_t> acc(m.n_out());
+  for (int64_t o = 0; o < m.n_out(); ++o) {
+    const FixedType& at = t.accumulator[o];
+    std::vector<Operand> terms;
+    for (int64_t k = m.begin[o]; k < m.begin[o + 1]; ++k) {
+      const Op& p = op(prods[k]);
+      if (p.type.width == 0) continue;
+      const int s = at.frac - p.type.frac;
+      if (s < 0) throw std::logic_error("lower: " + what + " has a negative shift");
+      terms.push_back(Operand{prods[k], 1, s});
+    }
+    acc[o] = sum(std::move(terms), 0, at, what + " sum " + std::to_string(o));
+  }
+  check(acc, t.accumulator, what + " accumulator");
+  post(li, acc);
+  vals_[li] = std::move(acc);
 }
 
 Netlist Lowering::run() {
@@ -665,7 +708,8 @@ Netlist Lowering::run() {
       case LayerKind::Dense:
       case LayerKind::Conv1d:
       case LayerKind::Conv2d:
-      case LayerKind::Scale: {
+      case LayerKind::Scale:
+      case LayerKind::EinsumDense: {
         linear(li);
         break;
       }
@@ -680,6 +724,9 @@ Netlist Lowering::run() {
         break;
       case LayerKind::Softmax:
         softmax(li);
+        break;
+      case LayerKind::Einsum:
+        einsum(li);
         break;
     }
     check(vals_[li], types_[li].output, what + " output");

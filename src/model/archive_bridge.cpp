@@ -6,6 +6,7 @@
 #include "hgqt/archive/fixed.h"
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
+#include "hgqt/nn/einsum.h"
 #include "hgqt/nn/lut.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
@@ -245,6 +246,15 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       l.inv_input_quantizer = quant_spec(sm->iiq, {1});
       l.inv_output_quantizer = quant_spec(sm->ioq, {1});
       l.output_quantizer = quant_spec(sm->oq, e.output_shape);
+      l.input_scale = sm->options.input_scale();
+    } else if (auto* ed = dynamic_cast<nn::QEinsumDenseImpl*>(m)) {
+      l.equation = ed->equation.text();
+      linear(ed->options.activation(), ed->iq, ed->kq, ed->kernel, ed->bq, ed->bias, ed->oq);
+    } else if (auto* es = dynamic_cast<nn::QEinsumImpl*>(m)) {
+      l.equation = es->equation.text();
+      l.input_quantizer = quant_spec(es->iq, e.input_shapes.at(0));
+      l.input2_quantizer = quant_spec(es->iq2, e.input_shapes.at(1));
+      if (es->oq) l.output_quantizer = quant_spec(es->oq, e.output_shape);
     } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       l.activation = nn::to_string(act->options.activation());
       l.output_quantizer = quant_spec(act->q, e.output_shape);
@@ -345,6 +355,24 @@ HGQModel from_archive(const archive::Archive& a) {
       set_quantizer(sm->iiq, *l.inv_input_quantizer, what + ".inv_input_quantizer");
       set_quantizer(sm->ioq, *l.inv_output_quantizer, what + ".inv_output_quantizer");
       set_quantizer(sm->oq, *l.output_quantizer, what + ".output_quantizer");
+      if (sm->options.input_scale() != l.input_scale)
+        throw ArchiveError(what + ": input_scale " + std::to_string(l.input_scale) +
+                           " in the archive, " + std::to_string(sm->options.input_scale()) +
+                           " in model_yaml");
+    } else if (auto* ed = dynamic_cast<nn::QEinsumDenseImpl*>(m)) {
+      if (ed->equation.text() != l.equation)
+        throw ArchiveError(what + ": equation " + l.equation + " in the archive, " +
+                           ed->equation.text() + " in model_yaml");
+      linear(ed->iq, ed->kernel, ed->kq, ed->oq);
+      if (ed->bq && l.bias) set_constant(ed->bias, ed->bq, *l.bias, what + ".bias");
+    } else if (auto* es = dynamic_cast<nn::QEinsumImpl*>(m)) {
+      if (es->equation.text() != l.equation)
+        throw ArchiveError(what + ": equation " + l.equation + " in the archive, " +
+                           es->equation.text() + " in model_yaml");
+      set_quantizer(es->iq, *l.input_quantizer, what + ".input_quantizer");
+      set_quantizer(es->iq2, *l.input2_quantizer, what + ".input2_quantizer");
+      if (es->oq && l.output_quantizer)
+        set_quantizer(es->oq, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* act = dynamic_cast<nn::QActivationImpl*>(m)) {
       set_quantizer(act->q, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* q = dynamic_cast<nn::QuantizeImpl*>(m)) {

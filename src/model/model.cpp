@@ -3,6 +3,7 @@
 
 #include "hgqt/nn/batchnorm.h"
 #include "hgqt/nn/conv.h"
+#include "hgqt/nn/einsum.h"
 #include "hgqt/nn/lut.h"
 #include "hgqt/nn/merge.h"
 #include "hgqt/nn/pool.h"
@@ -142,6 +143,16 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
     const bool conv = l.type == "conv1d" || l.type == "conv2d";
     const size_t rank = l.type == "conv1d" ? 1 : 2;
     try {
+      if (l.type == "dense" && l.units == 0) {
+        // An attention block's output projection: as many features as its query has.
+        std::vector<int64_t> query = spec_.input_shape;
+        for (const auto& prev : layers_)
+          if (prev.name == l.units_from) query = prev.output_shape;
+        if (query.empty())
+          throw ConfigError(where + ": the attention block's query '" + l.units_from +
+                            "' has no feature axis");
+        spec_.layers[n].units = query.back();
+      }
       if (l.type == "dense") {
         // On [S..., F] the layer applies along the last axis at every position S.
         const int64_t in = shape.back();
@@ -252,6 +263,49 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         o.activation(nn::parse_activation(l.activation));
         if (q("output")) o.output_quantizer(resolve(Place::Datalane, *out, "output"));
         set_module(e, nn::QAdd(o));
+      } else if (l.type == "einsum_dense") {
+        // The kernel's axes: sized by the input where they meet it, else by output_shape.
+        std::vector<int64_t> ks, out;
+        try {
+          const util::EinsumEquation eq = util::parse_einsum(l.equation);
+          if (shape.size() != eq.a.size())
+            throw std::invalid_argument("the input " + shape_text(shape) + " has " +
+                                        std::to_string(shape.size()) + " axes, the equation '" +
+                                        eq.a + "' " + std::to_string(eq.a.size()));
+          for (char c : eq.b) {
+            const size_t pa = eq.a.find(c);
+            ks.push_back(pa != std::string::npos ? shape[pa] : l.output_shape.at(eq.out.find(c)));
+          }
+          out = util::einsum_output_shape(eq, shape, ks);
+        } catch (const std::invalid_argument& ex) {
+          throw ConfigError(where + ".equation: " + ex.what());
+        }
+        if (out != l.output_shape)
+          throw ConfigError(where + ".output_shape: " + shape_text(l.output_shape) + ", but " +
+                            l.equation + " of the input " + shape_text(shape) + " gives " +
+                            shape_text(out));
+        nn::QEinsumDenseOptions o(l.equation, shape, ks);
+        o.bias(l.use_bias).activation(nn::parse_activation(l.activation));
+        o.input_quantizer(resolve(Place::Datalane, shape, "input"));
+        o.kernel_quantizer(resolve(Place::Weight, ks, "kernel"));
+        if (l.use_bias) o.bias_quantizer(resolve(Place::Bias, {out.back()}, "bias"));
+        if (q("output")) o.output_quantizer(resolve(Place::Datalane, out, "output"));
+        set_module(e, nn::QEinsumDense(o));
+      } else if (l.type == "einsum") {
+        if (e.input_shapes.size() != 2)
+          throw ConfigError(where + ".inputs: an einsum layer takes two inputs");
+        std::vector<int64_t> out;
+        try {
+          out = util::einsum_output_shape(util::parse_einsum(l.equation), e.input_shapes[0],
+                                          e.input_shapes[1]);
+        } catch (const std::invalid_argument& ex) {
+          throw ConfigError(where + ".equation: " + ex.what());
+        }
+        nn::QEinsumOptions o(l.equation, e.input_shapes[0], e.input_shapes[1]);
+        o.input_quantizer(resolve(Place::Datalane, e.input_shapes[0], "input"));
+        o.input2_quantizer(resolve(Place::Datalane, e.input_shapes[1], "input2"));
+        if (q("output")) o.output_quantizer(resolve(Place::Datalane, out, "output"));
+        set_module(e, nn::QEinsum(o));
       } else if (l.type == "concatenate") {
         set_module(e, nn::QConcatenate(nn::QConcatenateOptions(l.axis)));
       } else if (l.type == "lut") {
@@ -261,6 +315,7 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         set_module(e, nn::QUnaryLUT(o));
       } else if (l.type == "softmax") {
         nn::QSoftmaxOptions o(shape);
+        o.input_scale(l.input_scale);
         o.input_quantizer(resolve(Place::Datalane, shape, "input"));
         // The stage and output quantizers start from their own defaults, not the datalane ones.
         auto own = [&](quant::QuantizerOptions so, const char* role) {

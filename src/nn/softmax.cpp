@@ -1,6 +1,7 @@
 // QSoftmax: the table softmax of softmax.h.
 #include "hgqt/nn/softmax.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "hgqt/archive/fixed.h"
@@ -67,6 +68,9 @@ QSoftmaxImpl::QSoftmaxImpl(QSoftmaxOptions options_) : options(std::move(options
 
 void QSoftmaxImpl::reset() {
   const auto& shape = options.shape();
+  if (!(options.input_scale() > 0) || !std::isfinite(options.input_scale()))
+    throw std::invalid_argument("softmax: input_scale " + std::to_string(options.input_scale()) +
+                                " is not a finite positive number");
   if (shape.empty() || shape.back() < 1)
     throw std::invalid_argument("softmax: the input shape " + shape_string(shape) +
                                 " has no last axis to take the softmax over");
@@ -100,13 +104,17 @@ void QSoftmaxImpl::reset() {
 }
 
 void QSoftmaxImpl::pretty_print(std::ostream& s) const {
-  s << "hgqt::QSoftmax(" << shape_string(options.shape()) << ")";
+  s << "hgqt::QSoftmax(" << shape_string(options.shape());
+  if (options.input_scale() != 1.0) s << ", input_scale " << options.input_scale();
+  s << ")";
 }
 
 torch::Tensor QSoftmaxImpl::forward(const torch::Tensor& x_in) {
   const auto x = iq->forward(x_in);
   const auto d = x - std::get<0>(x.max(-1, /*keepdim=*/true));
-  const auto e = eoq->forward(torch::exp(torch::clamp_max(eiq->forward(d), 0.0)));
+  auto u = torch::clamp_max(eiq->forward(d), 0.0);
+  if (options.input_scale() != 1.0) u = u * options.input_scale();
+  const auto e = eoq->forward(torch::exp(u));
   const auto s = iiq->forward(e.sum(-1, /*keepdim=*/true));
   const auto r = ioq->forward(1.0 / torch::clamp_min(s, archive::kSoftmaxMinSum));
   return oq->forward(e * r);

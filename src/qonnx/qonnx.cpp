@@ -549,12 +549,113 @@ class LayerWriter {
         return lut(l, label, in);
       case LayerKind::Softmax:
         return softmax(l, label, in, t);
+      case LayerKind::Einsum:
+        return einsum(l, label, in, *ins.at(1));
+      case LayerKind::EinsumDense:
+        return einsum_dense(l, label, in);
     }
     throw QonnxError(label + ": layer type '" + kind_name(l.kind) +
                      "' has no QONNX form in this exporter");
   }
 
  private:
+  /// An einsum of two quantized activations as one batched MatMul of two Quant outputs.
+  Value einsum(const Layer& l, const std::string& label, Value& va, Value& vb) {
+    const std::string xa = activation_quant(get(va, Layout::Last), *l.input_quantizer,
+                                            l.name + "/input_quant", label + " input quantizer");
+    const std::string xb = activation_quant(get(vb, Layout::Last), *l.input2_quantizer,
+                                            l.name + "/input2_quant", label + " input2 quantizer");
+    const std::string y =
+        einsum_matmul(l.name, util::parse_einsum(l.equation), xa, va.shape, xb, vb.shape, true);
+    return make(l, Layout::Last, finish(l, label, y));
+  }
+
+  /// einsum_dense: the einsum of the quantized input and the kernel (a Quant of an initializer),
+  /// plus the bias along the output's last axis.
+  Value einsum_dense(const Layer& l, const std::string& label, Value& in) {
+    std::string x = get(in, Layout::Last);
+    if (l.input_quantizer)
+      x = activation_quant(x, *l.input_quantizer, l.name + "/input_quant",
+                           label + " input quantizer");
+    const Constant& w = *l.kernel;
+    const std::string wq = constant(w, l.name + "/kernel", label + " kernel", w.shape);
+    std::string y =
+        einsum_matmul(l.name, util::parse_einsum(l.equation), x, in.shape, wq, w.shape, false);
+    if (l.bias) {
+      const std::string bq = constant(*l.bias, l.name + "/bias", label + " bias", l.bias->shape);
+      y = b_.op("Add", l.name + "/bias_add", {y, bq});
+    }
+    return make(l, Layout::Last, finish(l, label, y));
+  }
+
+  /// einsum(eq, a, b) as one MatMul: a (channels-last, batch axis first) is transposed to [N,
+  /// shared..., own..., summed...] and reshaped to [N, S, F, K]; b likewise to [N, S, K, G] (or,
+  /// for a kernel without batch axis, to [S, K, G], which MatMul broadcasts); the product is
+  /// reshaped and transposed to the equation's output order. Products and sums are exact in
+  /// float64 (in float32 while the accumulator's exact type fits 24 bits).
+  std::string einsum_matmul(const std::string& nm, const util::EinsumEquation& eq,
+                            const std::string& xa, const std::vector<int64_t>& shape_a,
+                            const std::string& xb, const std::vector<int64_t>& shape_b,
+                            bool b_batched) {
+    std::string shared, own_a, own_b;
+    for (char c : eq.out) {
+      const bool in_a = eq.a.find(c) != std::string::npos, in_b = eq.b.find(c) != std::string::npos;
+      (in_a && in_b ? shared : in_a ? own_a : own_b) += c;
+    }
+    auto size_of = [&](char c) {
+      const size_t pa = eq.a.find(c);
+      return pa != std::string::npos ? shape_a[pa] : shape_b[eq.b.find(c)];
+    };
+    auto prod = [&](const std::string& letters) {
+      int64_t n = 1;
+      for (char c : letters) n *= size_of(c);
+      return n;
+    };
+    // Transposes `x` (axes `axes`, after the batch axis when `batched`) to `order`, then reshapes.
+    auto arrange = [&](const std::string& x, const std::string& axes, const std::string& order,
+                       bool batched, std::vector<int64_t> dims, const std::string& base) {
+      const int64_t first = batched ? 1 : 0;
+      std::vector<int64_t> perm;
+      if (batched) perm.push_back(0);
+      for (char c : order) perm.push_back(static_cast<int64_t>(axes.find(c)) + first);
+      bool identity = true;
+      for (size_t d = 0; d < perm.size(); ++d)
+        identity = identity && perm[d] == static_cast<int64_t>(d);
+      std::string t = x;
+      if (!identity) {
+        onnx::NodeProto* n = b_.node("Transpose", base + "_transpose", {x});
+        GraphBuilder::add_ints(n, "perm", perm);
+        t = n->output(0);
+      }
+      if (batched) dims.insert(dims.begin(), 0);  // 0: keep the batch axis
+      return b_.op("Reshape", base + "_reshape", {t, b_.int64_initializer(base + "_shape", dims)});
+    };
+    const int64_t S = prod(shared), F = prod(own_a), G = prod(own_b), K = prod(eq.summed);
+    const std::string a4 =
+        arrange(xa, eq.a, shared + own_a + eq.summed, true, {S, F, K}, nm + "/a");
+    const std::string b4 =
+        arrange(xb, eq.b, shared + eq.summed + own_b, b_batched, {S, K, G}, nm + "/b");
+    const std::string y = b_.op("MatMul", nm + "/matmul", {a4, b4});
+    // [N, S, F, G] -> [N, shared..., own_a..., own_b...] -> the output order
+    const std::string have = shared + own_a + own_b;
+    std::vector<int64_t> shape{0};
+    for (char c : have) shape.push_back(size_of(c));
+    std::string out = b_.op("Reshape", nm + "/unflatten",
+                            {y, b_.int64_initializer(nm + "/unflatten_shape", shape)});
+    std::vector<int64_t> perm{0};
+    bool identity = true;
+    for (size_t d = 0; d < eq.out.size(); ++d) {
+      perm.push_back(static_cast<int64_t>(have.find(eq.out[d])) + 1);
+      identity = identity && perm.back() == static_cast<int64_t>(d) + 1;
+    }
+    if (!identity) {
+      onnx::NodeProto* n = b_.node("Transpose", nm + "/to_output", {out});
+      GraphBuilder::add_ints(n, "perm", perm);
+      out = n->output(0);
+    }
+    return out;
+  }
+
   /// A sum pool: a global one is a ReduceSum over the spatial axes (channels-last, exact as any
   /// sum); a windowed one an AveragePool times the window, exact for a power-of-two window only.
   Value sum_pool(const Layer& l, const std::string& label, Value& in) {

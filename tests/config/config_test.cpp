@@ -550,12 +550,14 @@ TEST(Config, ErrorBadEnum) {
              "model.layers[0].output_quantizer.round: expected one of TRN, RND, RND_CONV, "
              "S_RND, got 'rnd_conv'");
   EXPECT_HAS(msg, "did you mean 'RND_CONV'?");
-  EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: conv, units: 3}]}\n"
-                         "data: {train: {file: d.h5, features: x, labels: y}}\n"),
-             "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
-             "quantize, flatten, reshape, max_pool, avg_pool, sum_pool, global_max_pool, "
-             "global_avg_pool, global_sum_pool, add, concatenate, lut, softmax, got "
-             "'conv'");
+  EXPECT_HAS(
+      parse_error("model: {input_shape: [4], layers: [{type: conv, units: 3}]}\n"
+                  "data: {train: {file: d.h5, features: x, labels: y}}\n"),
+      "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
+      "quantize, flatten, reshape, max_pool, avg_pool, sum_pool, global_max_pool, "
+      "global_avg_pool, global_sum_pool, add, concatenate, lut, softmax, einsum, einsum_dense, "
+      "attention, linformer_attention, got "
+      "'conv'");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: dense, units: 3, "
                          "activation: tanh}]}\n"
                          "data: {train: {file: d.h5, features: x, labels: y}}\n"),
@@ -868,7 +870,7 @@ TEST(Config, GraphLayerKeyErrors) {
             std::string::npos)
       << err("{type: add, inputs: [a]}");
   EXPECT_NE(err("{type: dense, units: 3, inputs: [a, b]}")
-                .find("one layer name (only add and concatenate layers take several)"),
+                .find("one layer name (only add, concatenate and einsum layers take several)"),
             std::string::npos);
   EXPECT_NE(err("{type: conv2d, filters: 2}").find("kernel_size"), std::string::npos);
   EXPECT_NE(err("{type: reshape, shape: [-1, -1]}").find("at most one -1"), std::string::npos);

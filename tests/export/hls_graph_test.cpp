@@ -179,6 +179,20 @@ TEST(HlsGraph, ModeAndPerTensorVariantsBitExact) {
   EXPECT_EQ(read_text(dirs[1] / "firmware" / "defines.h").find("input_t_0"), std::string::npos);
 }
 
+// Linformer (attention whose keys and values are projected along the particle axis by
+// einsum_dense phd,pj->jhd, a linear layer over a learned [6, 3] kernel): two seeds.
+TEST(HlsGraph, LinformerBitExact) {
+  std::vector<Case> cases;
+  for (uint64_t seed : {1, 2})
+    cases.push_back({"linformer_s" + std::to_string(seed),
+                     hgqt::testing::random_graph_archive(GraphKind::Linformer, graph_options(seed)),
+                     650 + seed});
+  const auto dirs = check_cases(cases);
+  const std::string cpp = read_text(dirs[0] / "firmware" / "linformer_s1.cpp");
+  EXPECT_NE(cpp.find("_einsum_dense("), std::string::npos);
+  EXPECT_NE(cpp.find("_einsum("), std::string::npos);
+}
+
 // Lut (quantize -> lut tanh -> dense relu -> lut sigmoid -> dense): two seeds with mixed modes
 // and one with RND / WRAP only. Each lut element reads a table indexed by its quantized input's
 // bits; identical tables are written once.
@@ -273,18 +287,23 @@ TEST(HlsGraph, RejectsTwoDifferentInputQuantizers) {
 }
 
 // Particles (Deep Sets on [8, 3]: per-particle dense layers, mean and max over the particles,
-// dense): bit-exact with the emulator, and permutation invariant in the C simulation: the second
-// half of the inputs is the first half with every row's particles shuffled, and the generated
-// design's outputs for the two halves are identical line by line.
+// dense) and Attention (q, k, v projections, two heads of exact products of two activations, the
+// table softmax with its 1 / sqrt(d) scale, a residual add and pools on [6, 3]): bit-exact with
+// the emulator, and permutation invariant in the C simulation: the second half of the inputs is
+// the first half with every row's particles shuffled, and the generated design's outputs for the
+// two halves are identical line by line.
 TEST(HlsGraph, ParticlesBitExactAndPermutationInvariant) {
   std::vector<hgqt::testing::HlsSimCase> sim;
-  for (uint64_t seed : {1, 2}) {
+  for (uint64_t seed : {1, 2, 3}) {
+    const bool attention = seed == 3;
     hgqt::testing::HlsSimCase k;
-    k.name = "particles_s" + std::to_string(seed);
-    k.a = hgqt::testing::random_graph_archive(GraphKind::Particles, graph_options(seed));
+    k.name = (attention ? "attention_s" : "particles_s") + std::to_string(seed);
+    k.a = hgqt::testing::random_graph_archive(
+        attention ? GraphKind::Attention : GraphKind::Particles, graph_options(seed));
     k.seed = 800 + seed;
     const auto x = hgqt::testing::overflow_test_inputs(k.a, kSamples / 2, k.seed);
-    k.inputs = hgqt::testing::with_permuted_particles(x, kSamples / 2, 8, 3, seed);
+    k.inputs = hgqt::testing::with_permuted_particles(x, kSamples / 2, k.a.input_shape[0],
+                                                      k.a.input_shape[1], seed);
     sim.push_back(std::move(k));
   }
   const auto dirs = hgqt::testing::check_hls_cases(sim, "hls_graph_test", kSamples);

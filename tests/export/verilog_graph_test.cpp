@@ -131,19 +131,24 @@ INSTANTIATE_TEST_SUITE_P(
                       GraphCase{"softmax_shared_stages5", GraphKind::Softmax, 5, "shared", 5},
                       GraphCase{"particles_shared_comb", GraphKind::Particles, 0, "shared", 1},
                       GraphCase{"particles_mul_stages2", GraphKind::Particles, 2, "mul", 2},
+                      GraphCase{"attention_shared_comb", GraphKind::Attention, 0, "shared", 1},
+                      GraphCase{"attention_csd_stages3", GraphKind::Attention, 3, "csd", 2},
+                      GraphCase{"linformer_shared_stages2", GraphKind::Linformer, 2, "shared", 3},
                       GraphCase{"cnn2d_shared_clock2ns", GraphKind::Cnn2d, 2, "shared", 6, 2.0},
                       GraphCase{"softmax_shared_clock1ns", GraphKind::Softmax, 3, "shared", 6,
                                 1.0}),
     [](const ::testing::TestParamInfo<GraphCase>& info) { return std::string(info.param.label); });
 
-// A Deep Sets model is permutation invariant in RTL: the inputs are rows followed by the same rows
-// with their particles shuffled; the emulator gives identical outputs for the two halves and the
-// Verilator simulation matches the emulator on every row.
-TEST(VerilogGraphExport, ParticlesArePermutationInvariant) {
-  const auto a = graph(GraphKind::Particles, 3);
+// Deep Sets and attention models are permutation invariant in RTL: the inputs are rows followed by
+// the same rows with their particles shuffled; the emulator gives identical outputs for the two
+// halves and the Verilator simulation matches the emulator on every row.
+class VerilogPermutation : public ::testing::TestWithParam<GraphKind> {};
+
+TEST_P(VerilogPermutation, ParticleModelsArePermutationInvariant) {
+  const auto a = graph(GetParam(), 3);
   const int64_t half = 500;
   const auto x = hgqt::testing::with_permuted_particles(
-      hgqt::testing::random_inputs(a, half, 77, 2.0), half, 8, 3, 5);
+      hgqt::testing::random_inputs(a, half, 77, 2.0), half, a.input_shape[0], a.input_shape[1], 5);
   const auto y = archive::Emulator(a).run_batch(x, 2 * half);
   const int64_t n_out = a.output_size();
   ASSERT_EQ(y.size(), static_cast<size_t>(2 * half * n_out));
@@ -151,9 +156,11 @@ TEST(VerilogGraphExport, ParticlesArePermutationInvariant) {
   std::set<double> distinct(y.begin(), y.end());
   EXPECT_GT(distinct.size(), 20u) << "the outputs hardly depend on the input";
   if (!on_path("verilator")) GTEST_SKIP() << "verilator is not on PATH: Verilog simulation skipped";
-  const fs::path dir = fresh_dir("particles_permuted");
+  const std::string name =
+      GetParam() == GraphKind::Particles ? "particles_permuted" : "attention_permuted";
+  const fs::path dir = fresh_dir(name);
   exporters::VerilogOptions vo;
-  vo.name = "particles_permuted";
+  vo.name = name;
   vo.pipeline_stages = 1;
   exporters::export_verilog(a, dir.string(), vo, x, 2 * half);
   const auto sim = run_command("bash '" + (dir / "run_verilator.sh").string() + "'");
@@ -161,6 +168,12 @@ TEST(VerilogGraphExport, ParticlesArePermutationInvariant) {
   EXPECT_EQ(verilator_counts(sim.output), std::make_pair(2 * half, 0L)) << sim.output;
   if (!HasFailure()) fs::remove_all(dir);
 }
+INSTANTIATE_TEST_SUITE_P(VerilogGraphExport, VerilogPermutation,
+                         ::testing::Values(GraphKind::Particles, GraphKind::Attention),
+                         [](const ::testing::TestParamInfo<GraphKind>& info) {
+                           return std::string(info.param == GraphKind::Particles ? "DeepSets"
+                                                                                 : "Attention");
+                         });
 
 // ------------------------------------------------------------------------- generation, no tools
 

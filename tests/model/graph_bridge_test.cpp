@@ -95,6 +95,40 @@ layers:
   - {type: dense, name: out, units: 3}
 )";
 
+// A transformer on a particle list [4, 3]: an embedding, two attention blocks (products of two
+// activations, the softmax with its 1 / sqrt(key_dim) scale) with residual adds, an einsum over
+// the particles (sum_p x[p, c] e[p, d], permutation invariant), a mean and a dense head.
+const char* kTransformerYaml = R"(
+input_shape: [4, 3]
+quantizer_defaults:
+  datalane: {granularity: channel}
+layers:
+  - {type: quantize, name: q, input_quantizer: {i: 2, f: 4}}
+  - {type: dense, name: embed, units: 4, activation: relu}
+  - {type: attention, name: mha1, num_heads: 2, key_dim: 2}
+  - {type: add, name: res1, inputs: [embed, mha1]}
+  - {type: attention, name: mha2, num_heads: 1, key_dim: 3, value_dim: 2, use_bias: false}
+  - {type: add, name: res2, inputs: [res1, mha2], activation: relu, output_quantizer: {f: 3}}
+  - {type: einsum, name: gram, inputs: [res2, embed], equation: "pc,pd->cd"}
+  - {type: global_avg_pool, name: mean, inputs: [res2]}
+  - {type: global_max_pool, name: gmax, inputs: [gram]}
+  - {type: concatenate, name: pooled, inputs: [mean, gmax]}
+  - {type: dense, name: out, units: 3}
+)";
+
+// A Linformer block on [8, 3]: keys and values projected along the particle axis to 4 rows
+// (einsum_dense phd,pj->jhd) before the scores [heads, 8, 4]; then a sum over the particles.
+const char* kLinformerYaml = R"(
+input_shape: [8, 3]
+layers:
+  - {type: quantize, name: q, input_quantizer: {i: 2, f: 4}}
+  - {type: dense, name: embed, units: 4, activation: relu}
+  - {type: linformer_attention, name: lin, num_heads: 2, key_dim: 2, projected_length: 4}
+  - {type: add, name: res, inputs: [embed, lin], activation: relu}
+  - {type: global_sum_pool, name: sum}
+  - {type: dense, name: out, units: 3}
+)";
+
 // Trains a few steps (moving statistics, scattered bit widths), then eval.
 void shake(model::HGQModel& m, const std::vector<int64_t>& in_shape, uint64_t seed) {
   torch::manual_seed(seed);
@@ -138,8 +172,9 @@ int64_t mismatches(model::HGQModel& m, const archive::Archive& a, const torch::T
 class GraphBridge : public ::testing::TestWithParam<int> {};
 
 TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
-  const char* yamls[] = {kCnnYaml, kConv1dYaml, kLutYaml, kSoftmaxYaml, kDeepSetsYaml};
-  auto spec = config::parse_model_yaml(yamls[GetParam() % 5], "graph test");
+  const char* yamls[] = {kCnnYaml,      kConv1dYaml,      kLutYaml,      kSoftmaxYaml,
+                         kDeepSetsYaml, kTransformerYaml, kLinformerYaml};
+  auto spec = config::parse_model_yaml(yamls[GetParam() % 7], "graph test");
   model::HGQModel m(spec);
   shake(m, spec.input_shape, GetParam());
   std::vector<int64_t> shape{1500};
@@ -167,14 +202,19 @@ TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
   EXPECT_TRUE(torch::equal(m->forward(x), back->forward(x)));
 }
 
-INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 11));
+INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 15));
 
-TEST(GraphModel, DeepSetsIsPermutationInvariantInTheEmulator) {
-  // Permuting the particles of an input gives bit-identical outputs.
-  auto spec = config::parse_model_yaml(kDeepSetsYaml, "deep sets");
+class ParticleModels : public ::testing::TestWithParam<int> {};
+
+TEST_P(ParticleModels, ArePermutationInvariantInTheEmulator) {
+  // Permuting the particles of an input gives bit-identical outputs (Deep Sets; a transformer:
+  // attention is permutation equivariant, the mean invariant).
+  const bool transformer = GetParam() == 1;
+  auto spec = config::parse_model_yaml(transformer ? kTransformerYaml : kDeepSetsYaml, "sets");
   model::HGQModel m(spec);
   shake(m, spec.input_shape, 21);
-  auto x = torch::randn({400, 8, 3}) * 1.5;
+  const int64_t P = spec.input_shape[0];
+  auto x = torch::randn({400, P, 3}) * 1.5;
   model::trace(m, x);
   const auto a = model::to_archive(m);
   archive::Emulator emu(a);
@@ -185,12 +225,16 @@ TEST(GraphModel, DeepSetsIsPermutationInvariantInTheEmulator) {
   };
   const auto y = run(x);
   for (int n = 0; n < 3; ++n) {
-    auto perm = torch::randperm(8);
+    auto perm = torch::randperm(P);
     EXPECT_EQ(run(x.index_select(1, perm)), y) << "permutation " << n;
   }
   // The float64 reference agrees too (and differs for a model input that is not a permutation).
   EXPECT_EQ(mismatches(m, a, x, nullptr), 0);
 }
+INSTANTIATE_TEST_SUITE_P(GraphModel, ParticleModels, ::testing::Values(0, 1),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(info.param == 0 ? "DeepSets" : "Transformer");
+                         });
 
 TEST(GraphModel, ConfigErrorsNameTheLayer) {
   auto expect_error = [](const std::string& yaml, const std::string& part) {
@@ -249,6 +293,48 @@ layers:
   - {type: add, inputs: [a, b]}
 )",
                "model.layers[2]");
+  // Products of two activations whose shared axes disagree: the equation, the axis, both shapes.
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: quantize, name: q}
+  - {type: dense, name: a, units: 2}
+  - {type: einsum, name: e, inputs: [q, a], equation: "pc,pc->p"}
+)",
+               "model.layers[2] 'e' (line 6).equation: einsum pc,pc->p: axis 'c' is 3 in operand "
+               "a [4, 3] but 2 in operand b [4, 2]");
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: einsum, inputs: [input], equation: "pc,pc->p"}
+)",
+               "a list of two layer names");
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: einsum, inputs: [input, input], equation: "pc,pd->p"}
+)",
+               "layers[0].equation: einsum equation 'pc,pd->p': axis 'c' is summed over "
+               "but appears in one operand only");
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: attention, num_heads: 0, key_dim: 2}
+)",
+               "layers[0].num_heads");
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: attention, num_heads: 2}
+)",
+               "layers[0].key_dim");
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: dense, name: mha_q, units: 2}
+  - {type: attention, name: mha, num_heads: 2, key_dim: 2}
+)",
+               "expected a unique layer name, got 'mha_q'");
   // A layer too large to allocate: one line from LibTorch's message, no backtrace.
   try {
     model::HGQModel m(config::parse_model_yaml(R"(

@@ -259,6 +259,97 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     a.output_shape = {11};
     return a;
   }
+  if (kind == GraphKind::Attention || kind == GraphKind::Linformer) {
+    const bool linformer = kind == GraphKind::Linformer;
+    const int64_t J = linformer ? 3 : 6;  // the keys' rows
+    a.name = linformer ? "random_linformer" : "random_attention";
+    a.input_shape = {6, 3};
+    // One (k, i, f) per index of axis `axis`, repeated over the other axes (per feature for
+    // [P, ..., F] with axis = rank - 1, per head for [H, P, P] with axis = 0).
+    auto shared = [&](std::vector<int64_t> shape, size_t axis, int f_lo, int f_hi) {
+      QuantSpec q = activation_quantizer(g, shape, o);
+      if (o.per_tensor) return q;
+      const int64_t n_axis = shape[axis];
+      int64_t inner = 1;
+      for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+      std::vector<int> k(n_axis), i(n_axis), f(n_axis);
+      for (int64_t c = 0; c < n_axis; ++c) {
+        k[c] = g.uniform(0, 1);
+        i[c] = g.uniform(1, 3);
+        f[c] = g.uniform(f_lo, f_hi);
+      }
+      for (int64_t n = 0; n < q.size(); ++n) {
+        const int64_t c = (n / inner) % n_axis;
+        q.k[n] = k[c];
+        q.i[n] = i[c];
+        q.f[n] = f[c];
+      }
+      return q;
+    };
+    auto per_feature = [&](std::vector<int64_t> shape) {
+      const size_t last = shape.size() - 1;
+      return shared(std::move(shape), last, 2, 4);
+    };
+    L.push_back(make_layer("q", LayerKind::Quantize, {6, 3}, {6, 3}));
+    L.back().input_quantizer = per_feature({6, 3});
+    for (const char* name : {"proj_q", "proj_k", "proj_v"}) {
+      L.push_back(make_layer(name, LayerKind::Dense, {6, 3}, {6, 4}, {"q"}));
+      L.back().kernel = constant(g, {3, 4}, o);
+      if (std::string(name) != "proj_k") L.back().bias = constant(g, {4}, o);
+    }
+    for (const char* name : {"q", "k", "v"}) {
+      L.push_back(make_layer(std::string("heads_") + name, LayerKind::Reshape, {6, 4}, {6, 2, 2},
+                             {std::string("proj_") + name}));
+    }
+    std::string keys = "heads_k", values = "heads_v";
+    if (linformer) {
+      for (const char* name : {"k", "v"}) {
+        L.push_back(make_layer(std::string("proj_") + name + "_rows", LayerKind::EinsumDense,
+                               {6, 2, 2}, {J, 2, 2}, {std::string("heads_") + name}));
+        L.back().equation = "phd,pj->jhd";
+        L.back().kernel = constant(g, {6, J}, o);
+        L.back().input_quantizer = per_feature({6, 2, 2});
+        L.back().output_quantizer = per_feature({J, 2, 2});
+      }
+      keys = "proj_k_rows";
+      values = "proj_v_rows";
+    }
+    L.push_back(make_layer("scores", LayerKind::Einsum, {6, 2, 2}, {2, 6, J}, {"heads_q", keys}));
+    L.back().equation = "qhd,khd->hqk";
+    L.back().input_quantizer = per_feature({6, 2, 2});
+    L.back().input2_quantizer = per_feature({J, 2, 2});
+    L.push_back(make_layer("attn", LayerKind::Softmax, {2, 6, J}, {2, 6, J}));
+    L.back().input_quantizer = shared({2, 6, J}, 0, 2, 4);
+    L.back().output_quantizer = shared({2, 6, J}, 0, 5, 7);
+    L.back().input_scale = 1.0 / std::sqrt(2.0);
+    random_softmax_quantizers(L.back(), o.seed * 11 + 3);
+    L.push_back(make_layer("context", LayerKind::Einsum, {2, 6, J}, {6, 2, 2}, {"attn", values}));
+    L.back().equation = "hqk,khv->qhv";
+    L.back().input_quantizer = shared({2, 6, J}, 0, 4, 7);
+    L.back().input2_quantizer = per_feature({J, 2, 2});
+    L.back().output_quantizer = per_feature({6, 2, 2});
+    L.push_back(make_layer("merge", LayerKind::Reshape, {6, 2, 2}, {6, 4}));
+    L.push_back(make_layer("proj_o", LayerKind::Dense, {6, 4}, {6, 3}));
+    L.back().kernel = constant(g, {4, 3}, o);
+    L.back().bias = constant(g, {3}, o);
+    L.back().output_quantizer = per_feature({6, 3});
+    L.push_back(make_layer("residual", LayerKind::Add, {6, 3}, {6, 3}, {"proj_o", "q"}));
+    L.back().activation = "relu";
+    for (const char* pool : {"sum", "max"}) {
+      L.push_back(
+          make_layer(std::string("pool_") + pool, LayerKind::Pool, {6, 3}, {3}, {"residual"}));
+      L.back().pool = pool;
+      L.back().kernel_size = {6};
+      L.back().strides = {6};
+    }
+    L.push_back(make_layer("pooled", LayerKind::Concatenate, {3}, {6}, {"pool_sum", "pool_max"}));
+    L.push_back(make_layer("head", LayerKind::Dense, {6}, {3}));
+    L.back().input_quantizer = activation_quantizer(g, {6}, o);
+    L.back().kernel = constant(g, {6, 3}, o);
+    L.back().bias = constant(g, {3}, o);
+    a.output_shape = {3};
+    return a;
+  }
   if (kind == GraphKind::Particles) {
     a.name = "random_particles";
     a.input_shape = {8, 3};

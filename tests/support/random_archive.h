@@ -42,7 +42,17 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 ///   pool, global max pool of (the second dense + the avg pool broadcast onto every particle)}
 ///   concatenated -> dense. Every activation quantizer has one (k, i, f) per feature, shared
 ///   by the 8 particles (channel granularity), so the model is permutation invariant.
-enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax, Particles };
+/// Attention: one attention head pair on a particle list [6, 3]: quantize -> per-particle dense
+///   projections q, k (no bias), v to [6, 4] -> reshapes to [6, 2 heads, 2] -> einsum qhd,khd->hqk
+///   (products of two activations) -> softmax over the keys (input_scale 1 / sqrt(2), random
+///   table quantizers) -> einsum hqk,khv->qhv -> reshape [6, 4] -> dense [6, 3] -> add the
+///   quantized input (residual) -> {global sum pool, global max pool} concatenated -> dense.
+///   Quantizers of [6, ...] tensors have one (k, i, f) per feature, those of [2, 6, 6] one per
+///   head, so the model is permutation invariant.
+/// Linformer: Attention with the keys and values projected along the particle axis to 3 rows
+///   (einsum_dense phd,pj->jhd, a learned kernel [6, 3]) before the scores [2, 6, 3]; the
+///   projection reads particle slots, so this one is not permutation invariant.
+enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax, Particles, Attention, Linformer };
 /// A quantizer of shape [1] (one element): k, i, f and its modes.
 archive::QuantSpec scalar_quantizer(int k, int i, int f,
                                     quant::RoundingMode round = quant::RoundingMode::RND,

@@ -9,7 +9,7 @@
 // Data flow (quantization.md section 8), layer by layer, per sample:
 //   quantize:    y = Q_in(x)
 //   flatten, reshape: y = x (row-major, shape changes only)
-//   dense, conv1d, conv2d, scale (the "linear" layers; see archive::linear_map):
+//   dense, conv1d, conv2d, scale, einsum_dense (the "linear" layers; see archive::linear_map):
 //                xq = Q_in(x) (when it has an input quantizer);
 //                acc[o] = sum over the layer's products xq[j] * W[w] + b[c] exactly;
 //                y = act(acc); y = Q_out(y) when it has an output quantizer.
@@ -17,7 +17,9 @@
 //                [S..., in] (output [S..., out]; a flat input [in] has one position); conv1d: W [K,
 //                C, F], conv2d: W [KH, KW, C, F] with `strides` and zero padding `pad_before` (the
 //                products that fall into the padding are absent); scale (batch norm): W [C], y[..,
-//                c] = x[.., c] * W[c] + b[c].
+//                c] = x[.., c] * W[c] + b[c]; einsum_dense: acc = einsum(equation, xq, W) + b
+//                (b over the output's last axis), e.g. "phd,pk->khd" projects a particle list
+//                [P, H, d] along the particle axis to k rows (Linformer).
 //   pool:        max, avg or sum over windows (`kernel_size`, `strides`, no padding) of each
 //                channel; avg windows hold 2^s elements and the average is the exact sum times
 //                2^-s; sum is the exact sum (any window).
@@ -31,8 +33,12 @@
 //                fn).
 //   softmax:     over the last axis, table-based and max-subtracted (see archive::softmax_types):
 //                x = Q_in(x); per row: d_j = x_j - max x; u_j = Q_ei(d_j); e_j = EXP[u_j] =
-//                Q_eo(exp(u_j)); s = Q_ii(sum e_j); r = INV[s] = Q_io(1 / max(s, 2^-30));
-//                y_j = Q_out(e_j * r). Q_ei, Q_eo, Q_ii, Q_io: one type each for the layer.
+//                Q_eo(exp(c * u_j)) (c = input_scale, default 1; softmax of c x); s = Q_ii(sum
+//                e_j); r = INV[s] = Q_io(1 / max(s, 2^-30)); y_j = Q_out(e_j * r). Q_ei, Q_eo,
+//                Q_ii, Q_io: one type each for the layer.
+//   einsum:      two inputs a, b (already fixed-point): a = Q_in(a), b = Q_in2(b); y[o] = exact
+//                sum over the equation's summed axes of a[..] * b[..] (util/einsum.h: products
+//                of two activations, Q K^T and P V); y = Q_out(y) when it has an output quantizer.
 // act is linear or relu (exact). Q applies per element k, i, f, rounding, then overflow.
 #pragma once
 
@@ -102,32 +108,35 @@ enum class LayerKind {
   Concatenate,
   Activation,
   Lut,
-  Softmax
+  Softmax,
+  Einsum,
+  EinsumDense
 };
 /// The lower-case name model.json uses: "quantize", "flatten", ..., "softmax".
 const char* kind_name(LayerKind k);
 /// The kind named `name` (lower case, as in model.json), or std::nullopt.
 std::optional<LayerKind> parse_kind(const std::string& name);
-/// True for the layers with a kernel: dense, conv1d, conv2d, scale.
+/// True for the layers with a kernel: dense, conv1d, conv2d, scale, einsum_dense.
 bool is_linear(LayerKind k);
 
 /// One layer. Which optional fields are set depends on `kind` (see the data flow above).
 struct Layer {
   std::string name;
   /// quantize, flatten, reshape, dense, conv1d, conv2d, scale, pool, add, concatenate, activation,
-  /// lut, softmax (written to model.json as "type")
+  /// lut, softmax, einsum, einsum_dense (written to model.json as "type")
   LayerKind kind = LayerKind::Dense;
   /// Names of the layers it reads (kModelInput: the model input). Empty: the previous layer
-  /// (the model input for the first layer). add and concatenate read two or more.
+  /// (the model input for the first layer). add and concatenate read two or more, einsum two.
   std::vector<std::string> inputs;
   /// Per sample; for several inputs, input_shape is the first input's shape.
   std::vector<int64_t> input_shape, output_shape;
   std::string activation = "linear";  ///< linear layers, add, activation: linear | relu
-  std::optional<QuantSpec>
-      input_quantizer;             ///< quantize, lut, softmax (required); linear (optional)
-  std::optional<Constant> kernel;  ///< linear layers (see the data flow)
-  std::optional<Constant> bias;    ///< linear layers: [out] / [F] / [C] (optional)
-  /// activation, lut, softmax (required); linear, add (optional)
+  /// quantize, lut, softmax, einsum (its first operand's) (required); linear (optional)
+  std::optional<QuantSpec> input_quantizer;
+  std::optional<QuantSpec> input2_quantizer;  ///< einsum (required): its second operand's
+  std::optional<Constant> kernel;             ///< linear layers (see the data flow)
+  std::optional<Constant> bias;               ///< linear layers: [out] / [F] / [C] (optional)
+  /// activation, lut, softmax (required); linear, add, einsum (optional)
   std::optional<QuantSpec> output_quantizer;
   /// softmax (all four required, shape [1]): the exp table's input (of d = x - max) and output,
   /// the reciprocal table's input (of the sum) and output.
@@ -142,6 +151,11 @@ struct Layer {
   /// one entry per mantissa m of its input type, in order from the smallest (see lut_offsets).
   std::vector<int64_t> table;
   int64_t axis = 0;  ///< concatenate: per-sample axis (>= 0)
+  /// softmax: the exp table computes exp(input_scale * u) (attention's 1 / sqrt(key_dim)); > 0.
+  double input_scale = 1.0;
+  /// einsum: "qhd,khd->hqk"; einsum_dense: "phd,pk->khd" (operand b is the kernel) (util/einsum.h;
+  /// the batch axis not written)
+  std::string equation;
 };
 
 /// Widest input (k + i + f) of a lut element: its table has 2^16 entries at most.

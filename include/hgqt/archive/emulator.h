@@ -97,7 +97,8 @@ class Emulator {
     LinearMap linear;
     PoolMap pool;
     ConcatMap concat;
-    AddMap add;  ///< add layers: each input's element per output element
+    AddMap add;              ///< add layers: each input's element per output element
+    util::EinsumMap einsum;  ///< einsum layers: the products of each output element
     std::vector<int64_t> lut_offsets;
     bool float_output = false;  ///< flatten / reshape of the float model input
   };

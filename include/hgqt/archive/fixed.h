@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "hgqt/archive/archive.h"
+#include "hgqt/util/einsum.h"
 
 namespace hgqt::archive {
 
@@ -100,6 +101,10 @@ AddMap add_map(const Layer& l, const std::vector<std::vector<int64_t>>& input_sh
 /// The map of add layer `li` of `a` (its inputs' shapes from the graph).
 AddMap add_map(const Archive& a, size_t li);
 
+/// The products of einsum layer `li` of `a` (util::einsum_map over its inputs' shapes; throws
+/// ArchiveError naming the layer).
+util::EinsumMap einsum_map(const Archive& a, size_t li);
+
 /// The reciprocal table's input is taken as at least this (1/0 would be infinite): 2^-30.
 constexpr double kSoftmaxMinSum = 0x1p-30;
 
@@ -134,8 +139,11 @@ struct LayerTypes {
   std::vector<FixedType> input;  ///< what the layer receives (its first input)
   /// After the layer's input quantizer (linear layers with one, quantize); else = input.
   std::vector<FixedType> quantized_input;
-  /// Linear layers and add: the exact sum before the activation; pool: the exact result (avg:
-  /// the sum re-read at frac + shift); softmax: the product e * r before Q_out; else empty.
+  /// einsum: its second operand after input2_quantizer; else empty.
+  std::vector<FixedType> quantized_input2;
+  /// Linear layers, add and einsum: the exact sum before the activation (einsum: of products);
+  /// pool: the exact result (avg: the sum re-read at frac + shift); softmax: the product e * r
+  /// before Q_out; else empty.
   std::vector<FixedType> accumulator;
   std::vector<FixedType> output;  ///< what the layer passes on
   /// Exact value range of each accumulator element (mantissas at accumulator[o].frac).
@@ -155,7 +163,8 @@ std::vector<LayerTypes> infer_types(const Archive& a);
 /// Exact EBOPs of each layer (quantization.md section 6): for the linear layers, the sum over
 /// every product of bits(input) * span(weight), plus span(bias) once per output element that adds
 /// it; input bits exclude the sign. softmax: one product e * r per element, bits(e) * bits(r)
-/// (signs excluded). Other layers: 0.
+/// (signs excluded); einsum: the sum over every product of bits(a) * bits(b) (signs excluded).
+/// Other layers: 0.
 std::vector<double> exact_ebops(const Archive& a);
 
 /// Decimal text of a 128-bit integer (for messages and generated code).

@@ -42,32 +42,60 @@ struct QuantizerSpec {
 /// One layer of the `model.layers` list.
 struct LayerSpec {
   /// dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool,
-  /// avg_pool, global_max_pool, global_avg_pool, add, concatenate, lut, softmax
+  /// avg_pool, sum_pool, global_max_pool, global_avg_pool, global_sum_pool, add, concatenate, lut,
+  /// softmax, einsum (an `attention` block in the YAML is read as the layers it stands for:
+  /// expand_attention)
   std::string type;
   std::string name;  ///< optional; defaults to "<type>_<index>"
   /// Layers it reads ("input": the model input); empty: the previous layer. add and
-  /// concatenate need two or more.
+  /// concatenate need two or more, einsum two.
   std::vector<std::string> inputs;
-  int64_t units = 0;                  ///< dense: output features
-  int64_t filters = 0;                ///< conv: output channels
-  std::vector<int64_t> kernel_size;   ///< conv: one entry (used for every axis) or one per axis
-  std::vector<int64_t> strides;       ///< conv, pools: as kernel_size; empty: 1 (pools: pool_size)
-  std::string padding = "valid";      ///< conv: valid | same (Keras semantics)
-  std::vector<int64_t> pool_size;     ///< max_pool, avg_pool: window, as kernel_size
-  std::vector<int64_t> shape;         ///< reshape: per-sample target shape (one -1 allowed)
-  int64_t axis = -1;                  ///< concatenate: per-sample axis (negative from the end)
-  bool batchnorm = false;             ///< dense, conv: batch norm folded into kernel and bias
-  std::string function;               ///< lut: the tabulated function (tanh, sigmoid, ...)
+  /// dense: output features (0, only in an expanded attention block: as many as the features of
+  /// layer `units_from`, the block's query source)
+  int64_t units = 0;
+  std::string units_from;
+  int64_t filters = 0;               ///< conv: output channels
+  std::vector<int64_t> kernel_size;  ///< conv: one entry (used for every axis) or one per axis
+  std::vector<int64_t> strides;      ///< conv, pools: as kernel_size; empty: 1 (pools: pool_size)
+  std::string padding = "valid";     ///< conv: valid | same (Keras semantics)
+  std::vector<int64_t> pool_size;    ///< max_pool, avg_pool: window, as kernel_size
+  std::vector<int64_t> shape;        ///< reshape: per-sample target shape (one -1 allowed)
+  int64_t axis = -1;                 ///< concatenate: per-sample axis (negative from the end)
+  bool batchnorm = false;            ///< dense, conv: batch norm folded into kernel and bias
+  std::string function;              ///< lut: the tabulated function (tanh, sigmoid, ...)
+  std::string equation;              ///< einsum: "qhd,khd->hqk" (util/einsum.h)
+  double input_scale = 1.0;          ///< softmax: the softmax of input_scale * x
+  /// attention (a block read_model expands; see expand_attention): heads and per-head widths
+  int64_t num_heads = 0, key_dim = 0, value_dim = 0;
+  int64_t projected_length = 0;       ///< linformer_attention: k, the keys' and values' rows
+  std::vector<int64_t> output_shape;  ///< einsum_dense: per-sample output shape
+  /// The index in ModelSpec::blocks of the block this layer was expanded from; -1: none.
+  int block = -1;
   double momentum = 0.99;             ///< batch norm: moving average momentum
   double epsilon = 1e-3;              ///< batch norm: variance epsilon
   std::string activation = "linear";  ///< dense/conv/add/activation: linear or relu
   bool use_bias = true;               ///< dense
   /// Per-layer quantizer overrides, keyed by role: input, kernel, bias, output (dense);
   /// output (activation); input (quantize); input, exp_input, exp_output, inv_input, inv_output,
-  /// output (softmax). A present `output` key enables the dense layer's optional output quantizer.
+  /// output (softmax); input, input2, output (einsum). A present `output` key enables the dense
+  /// layer's optional output quantizer.
   std::map<std::string, QuantizerSpec> quantizers;
   int line = 0;  ///< 1-based line in the config file (0 when unknown), for error messages
 };
+
+/// The primitive layers an `attention` block stands for (multi-head attention, no masks):
+///   <name>_q, <name>_k, <name>_v: per-particle dense projections to num_heads * key_dim
+///     (values: value_dim) features; no bias on K (it cancels in the softmax);
+///   <name>_qh, <name>_kh, <name>_vh: reshapes to [P, heads, dim];
+///   <name>_scores: einsum qhd,khd->hqk (products of two activations, not re-quantized);
+///   <name>_softmax: the table softmax over the keys, input_scale 1 / sqrt(key_dim);
+///   <name>_context: einsum hqk,khv->qhv; <name>_merge: reshape to [P, heads * value_dim];
+///   <name>: the output dense projection to `units` features (0: as many as the query has;
+///   units_from names the query's source).
+/// A `linformer_attention` block adds <name>_kp and <name>_vp after the key and value reshapes:
+/// einsum_dense phd,pj->jhd layers that project the P keys and values to projected_length rows.
+/// `previous`: the layer before the block (its default input; "input" for the first layer).
+std::vector<LayerSpec> expand_attention(const LayerSpec& block, const std::string& previous);
 
 /// The `model:` section.
 struct ModelSpec {
@@ -75,6 +103,9 @@ struct ModelSpec {
   /// Defaults by place: weight, datalane (activations and inputs), bias.
   std::map<std::string, QuantizerSpec> defaults;
   std::vector<LayerSpec> layers;
+  /// The blocks (attention) as written, which `layers` holds expanded; the YAML writer writes
+  /// them back in place of their layers.
+  std::vector<LayerSpec> blocks;
 };
 
 /// Where one split of the data comes from.

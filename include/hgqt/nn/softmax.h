@@ -1,7 +1,7 @@
 // QSoftmax: a softmax over the last axis that hardware computes exactly with two lookup tables
 // (archive.h, `softmax`): x = iq(x); d = x - max(x) (the stable form); u = Q_ei(d);
-// e = Q_eo(exp(min(u, 0))) (the exp table); s = Q_ii(sum e); r = Q_io(1 / max(s, 2^-30))
-// (the reciprocal table); y = oq(e * r).
+// e = Q_eo(exp(c * min(u, 0))) (the exp table; c the input scale, default 1); s = Q_ii(sum e); r =
+// Q_io(1 / max(s, 2^-30)) (the reciprocal table); y = oq(e * r).
 #pragma once
 
 #include <optional>
@@ -28,6 +28,9 @@ quant::QuantizerOptions softmax_output_defaults(std::vector<int64_t> shape);
 struct QSoftmaxOptions {
   explicit QSoftmaxOptions(std::vector<int64_t> shape) : shape_(std::move(shape)) {}
   TORCH_ARG(std::vector<int64_t>, shape);
+  /// c > 0: the layer is the softmax of c * x (attention's 1 / sqrt(key_dim)), folded into the
+  /// exp table: e = Q_eo(exp(c * min(u, 0))).
+  TORCH_ARG(double, input_scale) = 1.0;
   /// Datalane defaults of the place when unset.
   TORCH_ARG(std::optional<quant::QuantizerOptions>, input_quantizer) = std::nullopt;
   /// softmax_output_defaults when unset.
