@@ -269,7 +269,7 @@ class QEinsumDense(QLayer):
     """
 
     def __init__(self, equation: str, input_shape: Sequence[int], output_shape: Sequence[int], *,
-                 activation: str = "linear", use_bias: bool = False,
+                 activation: str = "linear", use_bias: bool = True,
                  **quantizers: Optional[Mapping[str, Any]]) -> None:
         spec = {"type": "einsum_dense", "equation": equation,
                 "output_shape": [int(s) for s in output_shape], "activation": activation,

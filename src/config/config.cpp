@@ -623,8 +623,8 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
 }  // namespace
 
 std::vector<LayerSpec> expand_attention(const LayerSpec& b, const std::string& previous) {
-  const std::string q_src = b.inputs.empty() ? previous : b.inputs[0];
-  const std::string kv_src = b.inputs.size() > 1 ? b.inputs[1] : q_src;
+  std::string q_src = b.inputs.empty() ? previous : b.inputs[0];
+  std::string kv_src = b.inputs.size() > 1 ? b.inputs[1] : q_src;
   std::vector<LayerSpec> out;
   auto layer = [&](const std::string& type, const std::string& suffix,
                    std::vector<std::string> inputs) -> LayerSpec& {
@@ -633,9 +633,17 @@ std::vector<LayerSpec> expand_attention(const LayerSpec& b, const std::string& p
     l.name = b.name + suffix;
     l.inputs = std::move(inputs);
     l.line = b.line;
+    l.yaml_index = b.yaml_index;
     out.push_back(std::move(l));
     return out.back();
   };
+  // The raw model input is quantized once for the three projections (each would have its own
+  // trainable input quantizer otherwise, and the hardware takes one quantizer of its input).
+  if (q_src == "input" || kv_src == "input") {
+    layer("quantize", "_in", {"input"});
+    if (q_src == "input") q_src = b.name + "_in";
+    if (kv_src == "input") kv_src = b.name + "_in";
+  }
   auto dense = [&](const std::string& suffix, const std::string& in, int64_t units, bool bias) {
     LayerSpec& l = layer("dense", suffix, {in});
     l.units = units;
@@ -676,6 +684,7 @@ std::vector<LayerSpec> expand_attention(const LayerSpec& b, const std::string& p
   LayerSpec& ctx = layer("einsum", "_context", {b.name + "_softmax", values});
   ctx.equation = "hqk,khv->qhv";
   QuantizerSpec probabilities = whole;  // in [0, 1]: unsigned
+  probabilities.param = "kif";
   probabilities.k = 0;
   probabilities.i = 1;
   probabilities.f = 7;
@@ -718,6 +727,7 @@ ModelSpec read_model(const YamlSource& src, const YAML::Node& node, const std::s
   for (std::size_t n = 0; n < layers.size(); ++n) {
     const std::string lpath = index_path(layers_path, n);
     LayerSpec layer = read_layer(src, layers[n], lpath, n);
+    layer.yaml_index = static_cast<int>(n);
     std::vector<LayerSpec> read;
     if (layer.type == "attention" || layer.type == "linformer_attention") {
       read = expand_attention(layer, model.layers.empty() ? "input" : model.layers.back().name);

@@ -42,7 +42,8 @@ const char* place_key(Place p) {
 }
 
 std::string layer_where(const config::LayerSpec& l, size_t index) {
-  std::string w = "model.layers[" + std::to_string(index) + "]";
+  // The YAML's index (what --set takes): a block's layers share their block's.
+  std::string w = "model.layers[" + std::to_string(l.yaml_index >= 0 ? l.yaml_index : index) + "]";
   if (!l.name.empty()) w += " '" + l.name + "'";
   if (l.line > 0) w += " (line " + std::to_string(l.line) + ")";
   return w;
@@ -143,8 +144,13 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
     const bool conv = l.type == "conv1d" || l.type == "conv2d";
     const size_t rank = l.type == "conv1d" ? 1 : 2;
     try {
+      if (l.block >= 0 && (n == 0 || spec_.layers[n - 1].block != l.block) && shape.size() != 2)
+        throw ConfigError(where + ": an attention block reads particle lists [P, C], got " +
+                          shape_text(shape));
       if (l.type == "dense" && l.units == 0) {
         // An attention block's output projection: as many features as its query has.
+        if (l.units_from.empty())
+          throw ConfigError(where + ".units: expected a positive integer, got 0");
         std::vector<int64_t> query = spec_.input_shape;
         for (const auto& prev : layers_)
           if (prev.name == l.units_from) query = prev.output_shape;
@@ -294,6 +300,16 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
       } else if (l.type == "einsum") {
         if (e.input_shapes.size() != 2)
           throw ConfigError(where + ".inputs: an einsum layer takes two inputs");
+        // Its operands must be fixed-point already (the hardware's input is one quantizer's).
+        for (int64_t src : e.inputs) {
+          while (src >= 0 && (layers_[src].layer->type_name() == "flatten" ||
+                              layers_[src].layer->type_name() == "reshape"))
+            src = layers_[src].inputs[0];
+          if (src < 0)
+            throw ConfigError(where +
+                              ".inputs: an einsum multiplies quantized activations, not the "
+                              "raw model input; put a quantize layer before it");
+        }
         std::vector<int64_t> out;
         try {
           out = util::einsum_output_shape(util::parse_einsum(l.equation), e.input_shapes[0],

@@ -67,6 +67,7 @@ EinsumEquation parse_einsum(const std::string& equation) {
     }
   }
   if (eq.a.empty() || eq.b.empty()) fail("an operand has no axes");
+  if (eq.out.empty()) fail("the output has no axes (a per-sample scalar); keep one axis");
   for (char c : eq.out)
     if (eq.a.find(c) == std::string::npos && eq.b.find(c) == std::string::npos)
       fail("output axis '" + std::string(1, c) + "' is in neither operand");
@@ -104,18 +105,22 @@ EinsumMap einsum_map(const EinsumEquation& eq, const std::vector<int64_t>& a,
   };
   strides(eq.a, a, stride_a);
   strides(eq.b, b, stride_b);
+  // Every product is an entry here and an operation in hardware: 2^26 is far beyond what fits a
+  // chip, and keeps the map below 1 GiB.
+  const int64_t limit = int64_t{1} << 26;
+  auto too_many = [&]() {
+    return std::invalid_argument("einsum " + eq.text() + ": more than 2^26 products per sample");
+  };
   auto count = [&](const std::string& letters) {
     int64_t n = 1;
     for (char c : letters) {
       n *= size[static_cast<unsigned char>(c)];
-      if (n > (int64_t{1} << 31))
-        throw std::invalid_argument("einsum " + eq.text() + ": more than 2^31 products");
+      if (n > limit) throw too_many();
     }
     return n;
   };
   const int64_t n_out = count(eq.out), n_sum = count(eq.summed);
-  if (n_out * n_sum > (int64_t{1} << 31))
-    throw std::invalid_argument("einsum " + eq.text() + ": more than 2^31 products");
+  if (n_out * n_sum > limit) throw too_many();
   EinsumMap m;
   m.begin.reserve(static_cast<size_t>(n_out + 1));
   m.first.reserve(static_cast<size_t>(n_out * n_sum));

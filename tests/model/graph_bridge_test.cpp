@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "hgqt/archive/emulator.h"
+#include "hgqt/export/netlist.h"
 #include "hgqt/model/archive_bridge.h"
 
 using namespace hgqt;
@@ -236,6 +237,26 @@ INSTANTIATE_TEST_SUITE_P(GraphModel, ParticleModels, ::testing::Values(0, 1),
                            return std::string(info.param == 0 ? "DeepSets" : "Transformer");
                          });
 
+TEST(GraphModel, AttentionOnTheModelInputQuantizesItOnce) {
+  // The three projections read one quantize layer, so the hardware's input is one quantizer's.
+  auto spec = config::parse_model_yaml(R"(
+input_shape: [4, 3]
+layers:
+  - {type: attention, name: mha, num_heads: 1, key_dim: 2}
+  - {type: global_sum_pool}
+)",
+                                       "t");
+  model::HGQModel m(spec);
+  ASSERT_EQ(m->layers()[0].name, "mha_in");
+  EXPECT_EQ(m->layers()[0].layer->type_name(), "quantize");
+  for (size_t n = 1; n <= 3; ++n) EXPECT_EQ(m->layers()[n].inputs, std::vector<int64_t>{0});
+  EXPECT_EQ(m->output_shape(), (std::vector<int64_t>{3}));  // units: the input's 3 features
+  shake(m, spec.input_shape, 5);
+  model::trace(m, torch::randn({200, 4, 3}));
+  const auto a = model::to_archive(m);
+  EXPECT_NO_THROW(netlist::lower(a));
+}
+
 TEST(GraphModel, ConfigErrorsNameTheLayer) {
   auto expect_error = [](const std::string& yaml, const std::string& part) {
     try {
@@ -316,6 +337,31 @@ layers:
 )",
                "layers[0].equation: einsum equation 'pc,pd->p': axis 'c' is summed over "
                "but appears in one operand only");
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: einsum, inputs: [input, input], equation: "pc,pc->p"}
+)",
+               "model.layers[0] 'einsum_0' (line 4).inputs: an einsum multiplies quantized "
+               "activations, not the raw model input; put a quantize layer before it");
+  expect_error(R"(
+input_shape: [12]
+layers:
+  - {type: dense, units: 4}
+  - {type: attention, name: mha, num_heads: 2, key_dim: 2}
+)",
+               "model.layers[1] 'mha_q' (line 5): an attention block reads particle lists [P, C], "
+               "got [4]");
+  // After a block, errors name the YAML's index (what --set takes), not the expanded one.
+  expect_error(R"(
+input_shape: [4, 3]
+layers:
+  - {type: dense, name: embed, units: 4}
+  - {type: attention, name: mha, num_heads: 2, key_dim: 2}
+  - {type: einsum, name: e, inputs: [mha, embed], equation: "pc,pd->cd"}
+  - {type: dense, units: 2, inputs: [nowhere]}
+)",
+               "model.layers[3] 'dense_3' (line 7).inputs: 'nowhere'");
   expect_error(R"(
 input_shape: [4, 3]
 layers:

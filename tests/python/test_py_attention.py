@@ -47,8 +47,8 @@ def test_attention_is_permutation_equivariant_per_particle():
 
 
 def test_einsum_dense_projects_along_the_particle_axis():
-    layer = hgqt.nn.QEinsumDense("phd,pj->jhd", [6, 2, 3], [4, 2, 3], input_quantizer=WIDE,
-                                 kernel_quantizer=WIDE)
+    layer = hgqt.nn.QEinsumDense("phd,pj->jhd", [6, 2, 3], [4, 2, 3], use_bias=False,
+                                 input_quantizer=WIDE, kernel_quantizer=WIDE)
     x = torch.randint(-128, 128, (5, 6, 2, 3)).float() / 64  # on the 2^-6 grid: exact
     with torch.no_grad():
         layer.kernel.copy_(torch.randint(-64, 64, (6, 4)).float() / 64)

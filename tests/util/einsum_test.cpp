@@ -30,7 +30,7 @@ TEST(Einsum, ParsesEquations) {
   EXPECT_EQ(eq.summed, "d");
   EXPECT_EQ(eq.text(), "qhd,khd->hqk");
   EXPECT_EQ(parse_einsum("hqk,khv->qhv").summed, "k");
-  EXPECT_EQ(parse_einsum("ab,ab->").summed, "ab");
+  EXPECT_EQ(parse_einsum("ab,ab->a").summed, "b");
   expect_invalid("qhd,khd", "not of the form");
   expect_invalid("qhd->hq", "not of the form");
   expect_invalid("a,b,c->abc", "not of the form");
@@ -39,6 +39,7 @@ TEST(Einsum, ParsesEquations) {
   expect_invalid("qd,kd->qkz", "'z' is in neither operand");
   expect_invalid("qd,k->qk", "'d' is summed over but appears in one operand only");
   expect_invalid(",kd->k", "an operand has no axes");
+  expect_invalid("ab,ab->", "the output has no axes");
 }
 
 TEST(Einsum, OutputShapesAndShapeErrors) {

@@ -71,6 +71,8 @@ struct LayerSpec {
   std::vector<int64_t> output_shape;  ///< einsum_dense: per-sample output shape
   /// The index in ModelSpec::blocks of the block this layer was expanded from; -1: none.
   int block = -1;
+  /// Its index in the YAML's model.layers (the block's, for an expanded layer); -1: unknown.
+  int yaml_index = -1;
   double momentum = 0.99;             ///< batch norm: moving average momentum
   double epsilon = 1e-3;              ///< batch norm: variance epsilon
   std::string activation = "linear";  ///< dense/conv/add/activation: linear or relu
@@ -84,6 +86,7 @@ struct LayerSpec {
 };
 
 /// The primitive layers an `attention` block stands for (multi-head attention, no masks):
+///   <name>_in: a quantize layer, when the block reads the model input;
 ///   <name>_q, <name>_k, <name>_v: per-particle dense projections to num_heads * key_dim
 ///     (values: value_dim) features; no bias on K (it cancels in the softmax);
 ///   <name>_qh, <name>_kh, <name>_vh: reshapes to [P, heads, dim];

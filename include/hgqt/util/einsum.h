@@ -5,7 +5,8 @@
 // letter (a-z, A-Z). Per operand every letter appears at most once. A letter in the output must
 // appear in an operand; a letter in no output axis is summed over and must appear in both
 // operands (a product of two activations, Q K^T or P V: no sums over one operand alone). A letter
-// shared by the operands has one size. The batch axis is not written.
+// shared by the operands has one size. The batch axis is not written; the output keeps at least
+// one axis. At most 2^26 products per sample (einsum_map).
 #pragma once
 
 #include <cstdint>
