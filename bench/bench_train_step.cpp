@@ -25,6 +25,7 @@
 using namespace hgqt;
 using bench::median;
 using bench::parse_list;
+using bench::seconds_per_step;
 
 namespace {
 
@@ -55,20 +56,6 @@ layers:
   - {type: dense, units: 5}
 )",
                                   "bench");
-}
-
-template <typename Step>
-double seconds_per_step(Step&& step, double budget) {
-  step();  // warm
-  int n = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  double elapsed = 0;
-  do {
-    step();
-    ++n;
-    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } while (elapsed < budget);
-  return elapsed / n;
 }
 
 }  // namespace

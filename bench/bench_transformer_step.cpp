@@ -8,7 +8,6 @@
 //                               [--rounds 5] [--threads 1] [--seconds 1]
 #include <torch/torch.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -25,6 +24,7 @@
 
 using namespace hgqt;
 using bench::median;
+using bench::seconds_per_step;
 
 namespace {
 
@@ -66,20 +66,6 @@ struct FloatTransformerImpl : torch::nn::Module {
   Attention a1{nullptr}, a2{nullptr};
 };
 TORCH_MODULE(FloatTransformer);
-
-template <typename Step>
-double seconds_per_step(Step&& step, double budget) {
-  step();  // warm
-  int n = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  double elapsed = 0;
-  do {
-    step();
-    ++n;
-    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } while (elapsed < budget);
-  return elapsed / n;
-}
 
 }  // namespace
 

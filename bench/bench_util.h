@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -13,6 +14,21 @@ namespace hgqt::bench {
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+/// Seconds per call of `step`: one warm-up call, then calls until `budget` seconds have passed.
+template <typename Step>
+double seconds_per_step(Step&& step, double budget) {
+  step();
+  int n = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double elapsed = 0;
+  do {
+    step();
+    ++n;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (elapsed < budget);
+  return elapsed / n;
 }
 
 /// "1024,33200" -> {1024, 33200}.

@@ -144,6 +144,11 @@ const Keys kTargets = {"labels", "input"};
 const Keys kBetaKinds = {"constant", "linear", "log", "pid"};
 const Keys kDevices = {"auto", "cpu", "cuda"};
 
+// The config blocks read_model expands into layers (expand_attention).
+bool is_attention_block(const std::string& type) {
+  return type == "attention" || type == "linformer_attention";
+}
+
 // Quantizer roles by layer type (YAML key = role + "_quantizer").
 Keys roles_for(const std::string& type) {
   if (type == "dense" || type == "conv1d" || type == "conv2d" || type == "batchnorm" ||
@@ -471,7 +476,7 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
     if (!allowed) m.forbid(key, for_type + " (only " + who + " have it)");
   };
   const bool linformer = type == "linformer_attention";
-  const bool attention = type == "attention" || linformer;
+  const bool attention = is_attention_block(type);
   const bool einsum_dense = type == "einsum_dense";
   only("units", type == "dense" || attention, "dense layers and attention blocks");
   only("use_bias", type == "dense" || conv || attention || einsum_dense,
@@ -729,7 +734,7 @@ ModelSpec read_model(const YamlSource& src, const YAML::Node& node, const std::s
     LayerSpec layer = read_layer(src, layers[n], lpath, n);
     layer.yaml_index = static_cast<int>(n);
     std::vector<LayerSpec> read;
-    if (layer.type == "attention" || layer.type == "linformer_attention") {
+    if (is_attention_block(layer.type)) {
       read = expand_attention(layer, model.layers.empty() ? "input" : model.layers.back().name);
       for (LayerSpec& l : read) l.block = static_cast<int>(model.blocks.size());
       model.blocks.push_back(std::move(layer));
@@ -1146,8 +1151,7 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
       for (const auto& n : layer.inputs) out << n;
       out << YAML::EndSeq;
     }
-    if (layer.type == "dense" ||
-        ((layer.type == "attention" || layer.type == "linformer_attention") && layer.units > 0))
+    if (layer.type == "dense" || (is_attention_block(layer.type) && layer.units > 0))
       out << YAML::Key << "units" << YAML::Value << std::to_string(layer.units);
     if (layer.type == "einsum_dense") {
       out << YAML::Key << "equation" << YAML::Value << layer.equation;
@@ -1158,7 +1162,7 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
     if (layer.type == "linformer_attention")
       out << YAML::Key << "projected_length" << YAML::Value
           << std::to_string(layer.projected_length);
-    if (layer.type == "attention" || layer.type == "linformer_attention") {
+    if (is_attention_block(layer.type)) {
       out << YAML::Key << "num_heads" << YAML::Value << std::to_string(layer.num_heads);
       out << YAML::Key << "key_dim" << YAML::Value << std::to_string(layer.key_dim);
       out << YAML::Key << "value_dim" << YAML::Value << std::to_string(layer.value_dim);

@@ -611,22 +611,22 @@ class LayerWriter {
       for (char c : letters) n *= size_of(c);
       return n;
     };
-    // Transposes `x` (axes `axes`, after the batch axis when `batched`) to `order`, then reshapes.
-    auto arrange = [&](const std::string& x, const std::string& axes, const std::string& order,
-                       bool batched, std::vector<int64_t> dims, const std::string& base) {
-      const int64_t first = batched ? 1 : 0;
+    // `x` (axes `axes`, after the batch axis when `batched`) with its axes in the order `order`:
+    // a Transpose, or `x` itself when the order is the same.
+    auto permuted = [&](const std::string& x, const std::string& axes, const std::string& order,
+                        bool batched, const std::string& name) {
+      if (axes == order) return x;
       std::vector<int64_t> perm;
       if (batched) perm.push_back(0);
-      for (char c : order) perm.push_back(static_cast<int64_t>(axes.find(c)) + first);
-      bool identity = true;
-      for (size_t d = 0; d < perm.size(); ++d)
-        identity = identity && perm[d] == static_cast<int64_t>(d);
-      std::string t = x;
-      if (!identity) {
-        onnx::NodeProto* n = b_.node("Transpose", base + "_transpose", {x});
-        GraphBuilder::add_ints(n, "perm", perm);
-        t = n->output(0);
-      }
+      for (char c : order) perm.push_back(static_cast<int64_t>(axes.find(c)) + (batched ? 1 : 0));
+      onnx::NodeProto* n = b_.node("Transpose", name, {x});
+      GraphBuilder::add_ints(n, "perm", perm);
+      return n->output(0);
+    };
+    // Transposes `x` to `order`, then reshapes it to [N, dims...] ([dims...] when not batched).
+    auto arrange = [&](const std::string& x, const std::string& axes, const std::string& order,
+                       bool batched, std::vector<int64_t> dims, const std::string& base) {
+      const std::string t = permuted(x, axes, order, batched, base + "_transpose");
       if (batched) dims.insert(dims.begin(), 0);  // 0: keep the batch axis
       return b_.op("Reshape", base + "_reshape", {t, b_.int64_initializer(base + "_shape", dims)});
     };
@@ -640,20 +640,9 @@ class LayerWriter {
     const std::string have = shared + own_a + own_b;
     std::vector<int64_t> shape{0};
     for (char c : have) shape.push_back(size_of(c));
-    std::string out = b_.op("Reshape", nm + "/unflatten",
-                            {y, b_.int64_initializer(nm + "/unflatten_shape", shape)});
-    std::vector<int64_t> perm{0};
-    bool identity = true;
-    for (size_t d = 0; d < eq.out.size(); ++d) {
-      perm.push_back(static_cast<int64_t>(have.find(eq.out[d])) + 1);
-      identity = identity && perm.back() == static_cast<int64_t>(d) + 1;
-    }
-    if (!identity) {
-      onnx::NodeProto* n = b_.node("Transpose", nm + "/to_output", {out});
-      GraphBuilder::add_ints(n, "perm", perm);
-      out = n->output(0);
-    }
-    return out;
+    const std::string out = b_.op("Reshape", nm + "/unflatten",
+                                  {y, b_.int64_initializer(nm + "/unflatten_shape", shape)});
+    return permuted(out, have, eq.out, true, nm + "/to_output");
   }
 
   /// A sum pool: a global one is a ReduceSum over the spatial axes (channels-last, exact as any

@@ -15,6 +15,25 @@ using namespace hgqt::quant;
 using hgqt::testing::grid_rand;
 using hgqt::testing::wide_quantizer;
 
+namespace {
+// Softmax stage quantizers wide enough that the table softmax is close to the float one: exp and
+// reciprocal outputs at 2^-16 and 2^-14, table inputs at 2^-10 and 2^-12.
+nn::QSoftmaxOptions with_wide_stages(nn::QSoftmaxOptions o) {
+  auto stage = [](int k, int i, int f) {
+    return QuantizerOptions({1})
+        .granularity(Granularity::Tensor)
+        .k(k)
+        .i(i)
+        .f(f)
+        .overflow(OverflowMode::SAT);
+  };
+  return o.exp_input_quantizer(stage(1, 5, 10))
+      .exp_output_quantizer(stage(0, 1, 16))
+      .inv_input_quantizer(stage(0, 3, 12))
+      .inv_output_quantizer(stage(0, 1, 14));
+}
+}  // namespace
+
 TEST(QEinsum, FloatBehaviourMatchesMatmul) {
   torch::manual_seed(31);
   const int64_t B = 3, P = 5, H = 2, D = 3;
@@ -99,23 +118,11 @@ TEST(QSoftmax, InputScaleIsTheSoftmaxOfTheScaledInput) {
   // Wide stages: the table softmax of c * x is close to LibTorch's softmax of c * x (exp and
   // reciprocal outputs at 2^-16), and differs from the softmax of x.
   torch::manual_seed(33);
-  auto stage = [](int k, int i, int f) {
-    return QuantizerOptions({1})
-        .granularity(Granularity::Tensor)
-        .k(k)
-        .i(i)
-        .f(f)
-        .overflow(OverflowMode::SAT);
-  };
   const double c = 1.0 / std::sqrt(8.0);
-  nn::QSoftmax sm(nn::QSoftmaxOptions({2, 6})
+  nn::QSoftmax sm(with_wide_stages(nn::QSoftmaxOptions({2, 6}))
                       .input_scale(c)
                       .input_quantizer(wide_quantizer({2, 6}))
-                      .output_quantizer(wide_quantizer({2, 6}))
-                      .exp_input_quantizer(stage(1, 5, 10))
-                      .exp_output_quantizer(stage(0, 1, 16))
-                      .inv_input_quantizer(stage(0, 3, 12))
-                      .inv_output_quantizer(stage(0, 1, 14)));
+                      .output_quantizer(wide_quantizer({2, 6})));
   sm->eval();
   auto x = grid_rand({4, 2, 6}, 4);
   torch::NoGradGuard g;
@@ -143,25 +150,13 @@ TEST(Attention, HeadsMatchLibTorchMultiHeadAttention) {
     return d;
   };
   auto wq = dense(true), wk = dense(false), wv = dense(true), wo = dense(true);
-  auto stage = [](int k, int i, int f) {
-    return QuantizerOptions({1})
-        .granularity(Granularity::Tensor)
-        .k(k)
-        .i(i)
-        .f(f)
-        .overflow(OverflowMode::SAT);
-  };
   nn::QEinsum scores(nn::QEinsumOptions("qhd,khd->hqk", {P, H, D}, {P, H, D})
                          .input_quantizer(wide_quantizer({P, H, D}))
                          .input2_quantizer(wide_quantizer({P, H, D})));
-  nn::QSoftmax sm(nn::QSoftmaxOptions({H, P, P})
+  nn::QSoftmax sm(with_wide_stages(nn::QSoftmaxOptions({H, P, P}))
                       .input_scale(1.0 / std::sqrt(static_cast<double>(D)))
                       .input_quantizer(wide_quantizer({H, P, P}))
-                      .output_quantizer(wide_quantizer({H, P, P}))
-                      .exp_input_quantizer(stage(1, 5, 10))
-                      .exp_output_quantizer(stage(0, 1, 16))
-                      .inv_input_quantizer(stage(0, 3, 12))
-                      .inv_output_quantizer(stage(0, 1, 14)));
+                      .output_quantizer(wide_quantizer({H, P, P})));
   nn::QEinsum context(nn::QEinsumOptions("hqk,khv->qhv", {H, P, P}, {P, H, D})
                           .input_quantizer(wide_quantizer({H, P, P}))
                           .input2_quantizer(wide_quantizer({P, H, D})));

@@ -60,6 +60,32 @@ QuantSpec activation_quantizer(Gen& g, std::vector<int64_t> shape, const RandomA
   return q;
 }
 
+// An activation quantizer (random modes) with one (k, i, f) per index of `axis`, repeated over the
+// other axes (per feature: the last axis; per head of [H, P, P]: axis 0), i in [1, 3], f in
+// [f_lo, f_hi]: a model whose quantizers share their types across particles is permutation
+// invariant. Per-tensor options: activation_quantizer's one type.
+QuantSpec axis_shared_quantizer(Gen& g, std::vector<int64_t> shape, size_t axis, int f_lo, int f_hi,
+                                const RandomArchiveOptions& o) {
+  QuantSpec q = activation_quantizer(g, shape, o);
+  if (o.per_tensor) return q;
+  const int64_t n_axis = shape[axis];
+  int64_t inner = 1;
+  for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+  std::vector<int> k(n_axis), i(n_axis), f(n_axis);
+  for (int64_t c = 0; c < n_axis; ++c) {
+    k[c] = g.uniform(0, 1);
+    i[c] = g.uniform(1, 3);
+    f[c] = g.uniform(f_lo, f_hi);
+  }
+  for (int64_t n = 0; n < q.size(); ++n) {
+    const int64_t c = (n / inner) % n_axis;
+    q.k[n] = k[c];
+    q.i[n] = i[c];
+    q.f[n] = f[c];
+  }
+  return q;
+}
+
 Constant constant(Gen& g, std::vector<int64_t> shape, const RandomArchiveOptions& o) {
   Constant c;
   c.shape = shape;
@@ -264,27 +290,9 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     const int64_t J = linformer ? 3 : 6;  // the keys' rows
     a.name = linformer ? "random_linformer" : "random_attention";
     a.input_shape = {6, 3};
-    // One (k, i, f) per index of axis `axis`, repeated over the other axes (per feature for
-    // [P, ..., F] with axis = rank - 1, per head for [H, P, P] with axis = 0).
+    // Per feature for [P, ..., F], per head for [H, P, P] (axis 0).
     auto shared = [&](std::vector<int64_t> shape, size_t axis, int f_lo, int f_hi) {
-      QuantSpec q = activation_quantizer(g, shape, o);
-      if (o.per_tensor) return q;
-      const int64_t n_axis = shape[axis];
-      int64_t inner = 1;
-      for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
-      std::vector<int> k(n_axis), i(n_axis), f(n_axis);
-      for (int64_t c = 0; c < n_axis; ++c) {
-        k[c] = g.uniform(0, 1);
-        i[c] = g.uniform(1, 3);
-        f[c] = g.uniform(f_lo, f_hi);
-      }
-      for (int64_t n = 0; n < q.size(); ++n) {
-        const int64_t c = (n / inner) % n_axis;
-        q.k[n] = k[c];
-        q.i[n] = i[c];
-        q.f[n] = f[c];
-      }
-      return q;
+      return axis_shared_quantizer(g, std::move(shape), axis, f_lo, f_hi, o);
     };
     auto per_feature = [&](std::vector<int64_t> shape) {
       const size_t last = shape.size() - 1;
@@ -356,21 +364,8 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     // Per-feature quantizers (random modes): one (k, i, f) per feature repeated for every
     // particle, fine enough that the pooled features and the output vary with the input.
     auto per_feature = [&](std::vector<int64_t> shape) {
-      QuantSpec q = activation_quantizer(g, shape, o);
-      if (o.per_tensor) return q;  // one type for every element already
-      const int64_t c = shape.back();
-      for (int64_t n = 0; n < q.size(); ++n) {
-        if (n < c) {
-          q.k[n] = g.uniform(0, 1);
-          q.i[n] = g.uniform(1, 3);
-          q.f[n] = g.uniform(2, 5);
-        } else {
-          q.k[n] = q.k[n % c];
-          q.i[n] = q.i[n % c];
-          q.f[n] = q.f[n % c];
-        }
-      }
-      return q;
+      const size_t last = shape.size() - 1;
+      return axis_shared_quantizer(g, std::move(shape), last, 2, 5, o);
     };
     L.push_back(make_layer("q", LayerKind::Quantize, {8, 3}, {8, 3}));
     L.back().input_quantizer = per_feature({8, 3});
