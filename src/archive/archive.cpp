@@ -570,13 +570,11 @@ void validate_layer(const Archive& a, size_t idx, const std::string& where) {
         c.fail("output_shape " + shape_str(l.output_shape) + " has " +
                std::to_string(l.output_shape.back()) + " channels, the input " +
                std::to_string(l.input_shape.back()));
-      if (l.pool == "avg") {
-        int64_t window = 1;
-        for (int64_t k : l.kernel_size) window *= k;
-        if ((window & (window - 1)) != 0)
-          c.fail("avg pool window of " + std::to_string(window) +
-                 " elements is not a power of two (the exact average needs one)");
-      }
+      if (l.pool == "avg" &&
+          (l.scale_bits < util::kMinAvgScaleBits || l.scale_bits > util::kMaxAvgScaleBits))
+        c.fail("scale_bits " + std::to_string(l.scale_bits) + " outside [" +
+               std::to_string(util::kMinAvgScaleBits) + ", " +
+               std::to_string(util::kMaxAvgScaleBits) + "]");
       break;
     }
     case LayerKind::Add: {
@@ -1254,6 +1252,11 @@ void write_archive(const Archive& a, const std::string& dir) {
     }
     if (l.kind == LayerKind::Conv1d || l.kind == LayerKind::Conv2d) lj["pad_before"] = l.pad_before;
     if (l.kind == LayerKind::Pool) lj["pool"] = l.pool;
+    if (l.kind == LayerKind::Pool && l.pool == "avg") {
+      int64_t window = 1;
+      for (int64_t k : l.kernel_size) window *= k;
+      if (!util::is_power_of_two(window)) lj["scale_bits"] = l.scale_bits;
+    }
     if (l.kind == LayerKind::Concatenate) lj["axis"] = l.axis;
     if (l.kind == LayerKind::Softmax && l.input_scale != 1.0) lj["input_scale"] = l.input_scale;
     if (l.kind == LayerKind::Einsum || l.kind == LayerKind::EinsumDense)
@@ -1436,6 +1439,14 @@ Archive read_archive(const std::string& path) {
     if (const Json* v = r.find(l, "strides")) layer.strides = r.shape(*v, lp + ".strides");
     if (const Json* v = r.find(l, "pad_before")) layer.pad_before = r.shape(*v, lp + ".pad_before");
     if (const Json* v = r.find(l, "pool")) layer.pool = r.string(*v, lp + ".pool");
+    if (const Json* v = r.find(l, "scale_bits")) {
+      const int64_t b = r.integer(*v, lp + ".scale_bits");
+      if (b < util::kMinAvgScaleBits || b > util::kMaxAvgScaleBits)
+        r.fail(lp + ".scale_bits",
+               "expected an integer in [" + std::to_string(util::kMinAvgScaleBits) + ", " +
+                   std::to_string(util::kMaxAvgScaleBits) + "], got " + std::to_string(b));
+      layer.scale_bits = static_cast<int>(b);
+    }
     if (const Json* v = r.find(l, "axis")) layer.axis = r.integer(*v, lp + ".axis");
     if (const Json* v = r.find(l, "function")) layer.function = r.string(*v, lp + ".function");
     if (const Json* v = r.find(l, "equation")) layer.equation = r.string(*v, lp + ".equation");

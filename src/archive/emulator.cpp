@@ -154,6 +154,7 @@ void Emulator::exact_layer(size_t li, const std::vector<std::vector<int128>>& va
           const int128 e = t.input[j].width == 0 ? 0 : in[j] << (frac - t.input[j].frac);
           r = m.max ? (k == m.begin[o] ? e : std::max(r, e)) : r + e;
         }
+        if (!m.max) r *= m.mult;  // avg over a window that is not a power of two: the scale
         check_range("output", o, r, t.acc_lo[o], t.acc_hi[o]);
         v[o] = r;
       }

@@ -488,8 +488,9 @@ std::shared_ptr<const BatchPlan> BatchPlan::build(const Emulator& e) {
       case LayerKind::Pool: {
         const PoolMap& m = p.pool;
         b.pool_max = m.max;
-        b.pool_scale = std::ldexp(1.0, -(m.max ? 0 : m.shift));
-        // avg: the exact sum must stay below 2^53 at the sum's frac.
+        b.pool_scale = m.max ? 1.0 : std::ldexp(static_cast<double>(m.mult), -m.shift);
+        // avg: the exact sum, and the sum times the scale's mantissa, must stay below 2^53 at
+        // the sum's frac.
         bool exact_sum = true;
         if (!m.max)
           for (int64_t o = 0; o < m.n_out() && exact_sum; ++o) {
@@ -501,7 +502,7 @@ std::shared_ptr<const BatchPlan> BatchPlan::build(const Emulator& e) {
               s = sat_add(s, sat_shift(abs_max(types[src].out_lo[j], types[src].out_hi[j]),
                                        frac - t.input[j].frac));
             }
-            exact_sum = s < (int128{1} << 53);
+            exact_sum = s < (int128{1} << 53) && s * m.mult < (int128{1} << 53);
           }
         if (exact_sum) {
           b.kind = Kind::Pool;

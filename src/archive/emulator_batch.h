@@ -68,7 +68,7 @@ struct BatchLayer {
 
   // Pool: windows per position (channel-contiguous) or per output (PoolMap).
   bool pool_max = true, pool_channels = false;
-  double pool_scale = 1;  ///< avg: 2^-shift
+  double pool_scale = 1;  ///< avg: mult * 2^-shift (PoolMap)
   int64_t channels = 0;
   std::vector<int64_t> window_begin, window;  ///< per position: input positions
 

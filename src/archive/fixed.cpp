@@ -330,10 +330,13 @@ PoolMap pool_map(const Layer& l) {
   m.max = l.pool == "max";
   const int64_t window = prod(g.k);
   if (l.pool == "avg") {
-    while ((int64_t{1} << m.shift) < window) ++m.shift;
-    if ((int64_t{1} << m.shift) != window)
-      throw ArchiveError("layer '" + l.name + "': avg pool window of " + std::to_string(window) +
-                         " elements is not a power of two");
+    try {
+      const util::AvgScale s = util::avg_scale(window, l.scale_bits);
+      m.shift = s.shift;
+      m.mult = s.mult;
+    } catch (const std::invalid_argument& e) {
+      throw ArchiveError("layer '" + l.name + "': avg pool: " + e.what());
+    }
   }
   std::vector<std::vector<int64_t>> pos(prod(g.out));
   for_windows(g, [&](int64_t o, int64_t in, int64_t) {
@@ -602,7 +605,11 @@ Flow pool_flow(const Layer& l, const Flow& in, const std::string& label) {
       }
       first = false;
     }
-    // avg: the sum's mantissa read at frac + shift is the exact average.
+    // avg: the sum's mantissa times mult, read at frac + shift, is the average.
+    if (!m.max && m.mult != 1) {
+      lo = checked_mul(lo, m.mult, what);
+      hi = checked_mul(hi, m.mult, what);
+    }
     set_type(out, o, lo, hi, frac + (m.max ? 0 : m.shift), what);
   }
   return out;

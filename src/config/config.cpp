@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "hgqt/config/yaml_reader.h"
+#include "hgqt/util/avg_scale.h"
 #include "hgqt/util/einsum.h"
 
 namespace hgqt::config {
@@ -47,6 +48,7 @@ const Keys kLayerKeys = {"type",
                          "use_bias",
                          "equation",
                          "input_scale",
+                         "scale_bits",
                          "num_heads",
                          "key_dim",
                          "value_dim",
@@ -496,6 +498,8 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   only("padding", conv, "conv layers");
   only("strides", conv || local_pool, "conv and pool layers");
   only("pool_size", local_pool, "max_pool, avg_pool and sum_pool layers");
+  only("scale_bits", type == "avg_pool" || type == "global_avg_pool",
+       "avg_pool and global_avg_pool layers");
   only("shape", type == "reshape", "reshape layers");
   only("axis", type == "concatenate", "concatenate layers");
   only("batchnorm", type == "dense" || conv, "dense and conv layers");
@@ -597,6 +601,9 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   }
   if (conv || local_pool) layer.strides = int_list("strides", 1, 4096, false);
   if (local_pool) layer.pool_size = int_list("pool_size", 1, 4096, true);
+  if (type == "avg_pool" || type == "global_avg_pool")
+    layer.scale_bits = static_cast<int>(m.int_or("scale_bits", util::kDefaultAvgScaleBits,
+                                                 util::kMinAvgScaleBits, util::kMaxAvgScaleBits));
   if (type == "reshape") {
     layer.shape = int_list("shape", -1, kMaxInt, true);
     if (std::count(layer.shape.begin(), layer.shape.end(), 0) > 0 ||
@@ -1175,6 +1182,8 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
     }
     ints("strides", layer.strides);
     ints("pool_size", layer.pool_size);
+    if (layer.scale_bits != util::kDefaultAvgScaleBits)
+      out << YAML::Key << "scale_bits" << YAML::Value << std::to_string(layer.scale_bits);
     ints("shape", layer.shape);
     if (layer.type == "concatenate")
       out << YAML::Key << "axis" << YAML::Value << std::to_string(layer.axis);

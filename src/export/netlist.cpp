@@ -440,7 +440,8 @@ void Lowering::post(size_t li, std::vector<int32_t>& v) {
 }
 
 // Pool: max of the window elements aligned to the output's frac; avg: their exact sum at
-// frac - shift (whose mantissa read at frac is the average).
+// frac - shift (whose mantissa read at frac is the average), over a window that is not a power of
+// two that sum (its own exact type) times the scale's mantissa mult.
 void Lowering::pool(size_t li) {
   const Layer& l = a_.layers[li];
   const auto& t = types_[li];
@@ -461,7 +462,16 @@ void Lowering::pool(size_t li) {
         throw std::logic_error("lower: " + what + " has a negative shift");
       terms.push_back(Operand{x[m.input[k]], 1, std::max(s, 0)});
     }
-    if (!m.max) {
+    if (!m.max && m.mult != 1) {
+      int128 lo = 0, hi = 0;
+      for (const Operand& term : terms) {
+        const auto [a, b] = term_range(op(term.value), term, what);
+        lo = util::checked_add<ArchiveError>(lo, a, what);
+        hi = util::checked_add<ArchiveError>(hi, b, what);
+      }
+      const int32_t s = sum(std::move(terms), 0, archive::type_of_range(lo, hi, frac), what);
+      out[o] = sum({Operand{s, m.mult, 0}}, 0, at, what);
+    } else if (!m.max) {
       out[o] = sum(std::move(terms), 0, at, what);
     } else {
       out[o] = maximum(terms, at.frac, &at);

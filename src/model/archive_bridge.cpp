@@ -229,6 +229,7 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
                                                     : "avg";
       l.kernel_size = p->window(e.input_shape);
       l.strides = p->window_strides(e.input_shape);
+      l.scale_bits = p->options.scale_bits();
     } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {
       l.activation = nn::to_string(add->options.activation());
       if (add->oq) l.output_quantizer = quant_spec(add->oq, e.output_shape);

@@ -246,6 +246,7 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         nn::PoolOptions o(global ? std::vector<int64_t>{}
                                  : per_axis(l.pool_size, shape.size() - 1, where + ".pool_size"));
         o.global_pool(global);
+        o.scale_bits(l.scale_bits);
         if (!global) o.strides(per_axis(l.strides, shape.size() - 1, where + ".strides"));
         if (l.type.find("max") != std::string::npos)
           set_module(e, nn::MaxPool(o));

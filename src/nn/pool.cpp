@@ -7,18 +7,6 @@
 
 namespace hgqt::nn {
 
-namespace {
-std::string window_string(const std::vector<int64_t>& w) {
-  std::string s;
-  for (size_t n = 0; n < w.size(); ++n) s += (n ? "x" : "") + std::to_string(w[n]);
-  return s;
-}
-
-bool power_of_two(int64_t n) {
-  return n > 0 && (n & (n - 1)) == 0;
-}
-}  // namespace
-
 // ------------------------------------------------------------------------- Pool
 PoolImpl::PoolImpl(Kind kind_, PoolOptions options_) : kind(kind_), options(std::move(options_)) {
   check_options();
@@ -54,11 +42,16 @@ void PoolImpl::check_options() {
         throw std::invalid_argument(type_name() + ": strides must be positive, got " +
                                     shape_string(options.strides()));
   }
-  if (kind == Kind::Avg && !k.empty() && !power_of_two(shape_numel(k)))
-    throw std::invalid_argument(type_name() + " window " + window_string(k) + " = " +
-                                std::to_string(shape_numel(k)) +
-                                " elements is not a power of two; the exact average needs a "
-                                "power-of-two window");
+  if (kind == Kind::Avg && (options.scale_bits() < util::kMinAvgScaleBits ||
+                            options.scale_bits() > util::kMaxAvgScaleBits))
+    throw std::invalid_argument(type_name() + ": scale_bits " +
+                                std::to_string(options.scale_bits()) + " outside [" +
+                                std::to_string(util::kMinAvgScaleBits) + ", " +
+                                std::to_string(util::kMaxAvgScaleBits) + "]");
+}
+
+util::AvgScale PoolImpl::avg_scale(int64_t window_elements) const {
+  return util::avg_scale(window_elements, options.scale_bits());
 }
 
 std::vector<int64_t> PoolImpl::window(const std::vector<int64_t>& in) const {
@@ -77,11 +70,6 @@ std::vector<int64_t> PoolImpl::window(const std::vector<int64_t>& in) const {
     throw std::invalid_argument(
         type_name() + " with pool_size " + shape_string(options.pool_size()) +
         " needs the spatial extent to match, got input " + shape_string(in));
-  if (kind == Kind::Avg && !power_of_two(shape_numel(spatial)))
-    throw std::invalid_argument(type_name() + " window " + window_string(spatial) + " = " +
-                                std::to_string(shape_numel(spatial)) +
-                                " elements is not a power of two; the exact average needs a "
-                                "power-of-two window");
   return spatial;
 }
 
@@ -104,9 +92,14 @@ torch::Tensor PoolImpl::pool(const torch::Tensor& x) const {
   const std::vector<int64_t> in = x.sizes().slice(1).vec();
   const auto w = window(in);
   output_shape(in);  // validates the geometry
+  // Avg over a window that is not a power of two: the exact sum times the quantized scale, what
+  // the archive and the hardware compute.
+  const util::AvgScale scale = kind == Kind::Avg ? avg_scale(shape_numel(w)) : util::AvgScale{};
+  const bool scaled_sum = kind == Kind::Avg && scale.mult != 1;
   if (options.global_pool()) {
     std::vector<int64_t> dims;
     for (int64_t d = 1; d < x.dim() - 1; ++d) dims.push_back(d);
+    if (scaled_sum) return x.sum(dims) * scale.value();
     if (kind == Kind::Sum) return x.sum(dims);
     return kind == Kind::Max ? x.amax(dims) : x.mean(dims);
   }
@@ -117,7 +110,7 @@ torch::Tensor PoolImpl::pool(const torch::Tensor& x) const {
   if (kind == Kind::Max) {
     y = two_d ? torch::max_pool2d(xc, w, options.strides())
               : torch::max_pool1d(xc, w, options.strides());
-  } else if (kind == Kind::Sum) {
+  } else if (kind == Kind::Sum || scaled_sum) {
     // A depthwise convolution with a kernel of ones: the exact window sums.
     std::vector<int64_t> ks{xc.size(1), 1};
     ks.insert(ks.end(), w.begin(), w.end());
@@ -125,6 +118,7 @@ torch::Tensor PoolImpl::pool(const torch::Tensor& x) const {
     const std::vector<int64_t> zero(w.size(), 0), one(w.size(), 1);
     y = two_d ? torch::conv2d(xc, ones, torch::Tensor(), options.strides(), zero, one, xc.size(1))
               : torch::conv1d(xc, ones, torch::Tensor(), options.strides(), zero, one, xc.size(1));
+    if (scaled_sum) y = y * scale.value();
   } else
     y = two_d ? torch::avg_pool2d(xc, w, options.strides())
               : torch::avg_pool1d(xc, w, options.strides());

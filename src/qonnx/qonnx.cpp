@@ -512,6 +512,11 @@ class LayerWriter {
       }
       case LayerKind::Pool: {
         if (l.pool == "sum") return sum_pool(l, label, in);
+        if (l.pool == "avg") {
+          int64_t window = 1;
+          for (int64_t k : l.kernel_size) window *= k;
+          if (!util::is_power_of_two(window)) return scaled_sum_pool(l, label, in, window);
+        }
         const std::string x = get(in, Layout::First);
         // No padding, floor mode: ONNX drops the input left over after the last window, as the
         // archive does. The avg window holds 2^s elements, so the division is exact.
@@ -668,6 +673,19 @@ class LayerWriter {
     GraphBuilder::add_ints(n, "strides", l.strides);
     const std::string w = b_.initializer(l.name + "/window", {}, {static_cast<float>(window)});
     return make(l, Layout::First, b_.op("Mul", l.name + "/times_window", {n->output(0), w}));
+  }
+
+  /// An avg pool over a window that is not a power of two: the sum pool times the archive's
+  /// scale mult * 2^-shift (mult < 2^17: exact in float32).
+  Value scaled_sum_pool(const Layer& l, const std::string& label, Value& in, int64_t window) {
+    if (l.output_shape.size() != 1)
+      throw QonnxError(label + ": an avg pool over windows of " + std::to_string(window) +
+                       " elements (not a power of two) has no exact QONNX form (AveragePool "
+                       "divides by the window); a global one has");
+    Value sum = sum_pool(l, label, in);
+    const util::AvgScale s = util::avg_scale(window, l.scale_bits);
+    const std::string c = b_.initializer(l.name + "/scale", {}, {static_cast<float>(s.value())});
+    return make(l, Layout::Last, b_.op("Mul", l.name + "/times_scale", {sum.last, c}));
   }
 
   /// An integer mantissa tensor made by quant_mantissa: element n holds m[n] + shift[n].

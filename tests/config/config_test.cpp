@@ -838,10 +838,15 @@ layers:
   - {type: max_pool, pool_size: 2}
   - {type: reshape, shape: [-1]}
   - {type: concatenate, inputs: [reshape_4, reshape_4], axis: 0}
+  - {type: reshape, shape: [9, 2]}
+  - {type: global_avg_pool, scale_bits: 5}
+  - {type: global_avg_pool, inputs: [reshape_6]}
 )",
                                   "t");
   const auto again = parse_model_yaml(model_to_yaml(m), "again");
-  ASSERT_EQ(again.layers.size(), 6u);
+  ASSERT_EQ(again.layers.size(), 9u);
+  EXPECT_EQ(again.layers[7].scale_bits, 5);
+  EXPECT_EQ(again.layers[8].scale_bits, 8);  // the default
   EXPECT_EQ(again.layers[0].kernel_size, std::vector<int64_t>{3});
   EXPECT_EQ(again.layers[0].strides, std::vector<int64_t>{2});
   EXPECT_TRUE(again.layers[0].batchnorm);

@@ -74,19 +74,20 @@ layers:
   - {type: softmax, name: probs}
 )";
 
-// A Deep Sets model on a particle list [8, 3]: per-particle dense layers (one kernel for every
-// particle), mean, max and sum over the particles, the mean added back onto every particle
-// (broadcast, as JEDI-linear does) and pooled again, dense layers on the pooled features. Datalane
-// widths per feature, shared across particles (granularity channel).
+// A Deep Sets model on a particle list [6, 3]: per-particle dense layers (one kernel for every
+// particle), mean (over 6, not a power of two: the sum times 1/6 at 5 significant bits), max and
+// sum over the particles, the mean added back onto every particle (broadcast, as JEDI-linear does)
+// and pooled again, dense layers on the pooled features. Datalane widths per feature, shared
+// across particles (granularity channel).
 const char* kDeepSetsYaml = R"(
-input_shape: [8, 3]
+input_shape: [6, 3]
 quantizer_defaults:
   datalane: {granularity: channel}
 layers:
   - {type: quantize, name: q, input_quantizer: {i: 2, f: 4}}
   - {type: dense, name: phi1, units: 6, activation: relu}
   - {type: dense, name: phi2, units: 6, batchnorm: true, activation: relu, output_quantizer: {f: 3}}
-  - {type: global_avg_pool, name: mean}
+  - {type: global_avg_pool, name: mean, scale_bits: 5}
   - {type: global_max_pool, name: max, inputs: [phi1]}
   - {type: global_sum_pool, name: sum, inputs: [phi2]}
   - {type: add, name: bcast, inputs: [phi2, mean], activation: relu, output_quantizer: {f: 3}}
@@ -303,9 +304,15 @@ layers:
   expect_error(R"(
 input_shape: [6, 6, 1]
 layers:
-  - {type: avg_pool, pool_size: 3}
+  - {type: avg_pool, pool_size: 3, scale_bits: 20}
 )",
-               "not a power of two");
+               "layers[0].scale_bits");
+  expect_error(R"(
+input_shape: [6, 6, 1]
+layers:
+  - {type: max_pool, pool_size: 3, scale_bits: 4}
+)",
+               "only avg_pool and global_avg_pool layers have it");
   expect_error(R"(
 input_shape: [4]
 layers:

@@ -1,8 +1,10 @@
-// MaxPool / AvgPool (1-D, 2-D, global) against LibTorch, power-of-two windows; Reshape.
+// MaxPool / AvgPool (1-D, 2-D, global) against LibTorch and against loops (the quantized scale of
+// an average over a window that is not a power of two); Reshape.
 #include "hgqt/nn/pool.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 
 using namespace hgqt;
@@ -86,26 +88,91 @@ TEST(Pool, Global) {
   nn::AvgPool g1(nn::PoolOptions({8}).global_pool(true));
   EXPECT_TRUE(torch::allclose(g1->forward(x1), x1.mean(1), 0, 1e-6));
   EXPECT_THROW(g1->output_shape({4, 3}), std::invalid_argument);
-  // The global average over 3 x 3 positions is not exact.
-  EXPECT_TRUE(throws_with(
-      [&] {
-        ga->output_shape({3, 3, 2});
-      },
-      "window 3x3 = 9 elements is not a power of two"));
-  EXPECT_THROW(ga->forward(torch::randn({1, 3, 3, 2})), std::invalid_argument);
-  // Global max has no such limit.
+  // The global average over 3 x 3 positions: the sum times 1/9 at 8 significant bits.
+  EXPECT_EQ(ga->output_shape({3, 3, 2}), (std::vector<int64_t>{2}));
   EXPECT_EQ(gm->output_shape({3, 3, 2}), (std::vector<int64_t>{2}));
 }
 
-TEST(Pool, AvgNeedsPowerOfTwoWindow) {
-  EXPECT_TRUE(throws_with(
-      [] {
-        nn::AvgPool(nn::PoolOptions({3, 3}));
-      },
-      "avg_pool window 3x3 = 9 elements is not a power of two; the exact "
-      "average needs a power-of-two window"));
-  EXPECT_TRUE(throws_with([] { nn::AvgPool(nn::PoolOptions({3})); }, "window 3 = 3 elements"));
-  EXPECT_NO_THROW(nn::AvgPool(nn::PoolOptions({4, 2})));
+// The scale of an average over a count that is not a power of two, by hand: 1/9 with 8
+// significant bits is round(2^11 / 9) = round(227.56) = 228 at 2^-11; 1/3 with 8 bits is
+// round(2^9 / 3) = 171 at 2^-9; 1/30 with 4 bits round(2^8 / 30) = round(8.53) = 9 at 2^-8;
+// 1/5 with 2 bits round(2^4 / 5) = round(3.2) = 3 at 2^-4; 1/3 with 2 bits round(2^3 / 3) =
+// round(2.67) = 3 at 2^-3 (mult may reach 2^bits: 1/17 with 2 bits round(2^6 / 17) = 4 at 2^-6).
+TEST(Pool, AvgScaleByHand) {
+  auto s = util::avg_scale(9, 8);
+  EXPECT_EQ(s.mult, 228);
+  EXPECT_EQ(s.shift, 11);
+  s = util::avg_scale(3, 8);
+  EXPECT_EQ(s.mult, 171);
+  EXPECT_EQ(s.shift, 9);
+  s = util::avg_scale(30, 4);
+  EXPECT_EQ(s.mult, 9);
+  EXPECT_EQ(s.shift, 8);
+  s = util::avg_scale(5, 2);
+  EXPECT_EQ(s.mult, 3);
+  EXPECT_EQ(s.shift, 4);
+  s = util::avg_scale(17, 2);
+  EXPECT_EQ(s.mult, 4);
+  EXPECT_EQ(s.shift, 6);
+  // Powers of two are exact shifts whatever the bits.
+  s = util::avg_scale(32, 3);
+  EXPECT_EQ(s.mult, 1);
+  EXPECT_EQ(s.shift, 5);
+  s = util::avg_scale(1, 8);
+  EXPECT_EQ(s.mult, 1);
+  EXPECT_EQ(s.shift, 0);
+  // The relative error stays within 2^-bits.
+  for (int64_t n = 1; n < 300; ++n)
+    for (int b : {2, 5, 8, 16}) {
+      s = util::avg_scale(n, b);
+      EXPECT_LE(std::abs(s.value() * static_cast<double>(n) - 1.0), std::ldexp(1.0, -b)) << n;
+    }
+  EXPECT_THROW(util::avg_scale(0, 8), std::invalid_argument);
+  EXPECT_THROW(util::avg_scale(3, 1), std::invalid_argument);
+  EXPECT_THROW(util::avg_scale(3, 17), std::invalid_argument);
+}
+
+// Avg over windows that are not powers of two: the exact window sums (written out by loops)
+// times the quantized scale, global and windowed, 1-D and 2-D.
+TEST(Pool, AvgOverOtherWindowsIsTheScaledSum) {
+  torch::manual_seed(3);
+  auto x = torch::randint(-20, 20, {2, 3, 3, 2}, torch::kFloat64) / 8;
+  nn::AvgPool ga(nn::PoolOptions().global_pool(true));  // 9 positions, 8 bits: 228 / 2^11
+  auto y = ga->forward(x);
+  ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, 2}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t c = 0; c < 2; ++c) {
+      double s = 0;
+      for (int64_t h = 0; h < 3; ++h)
+        for (int64_t w = 0; w < 3; ++w) s += x[b][h][w][c].item<double>();
+      EXPECT_EQ(y[b][c].item<double>(), s * 228 / 2048) << b << " " << c;
+    }
+  // 1-D windows of 3, strides 3 on a length 7 (the last element left over), 4 scale bits:
+  // round(2^5 / 3) = 11 at 2^-5.
+  auto x1 = torch::randint(-20, 20, {2, 7, 3}, torch::kFloat64) / 4;
+  nn::AvgPool a1(nn::PoolOptions({3}).scale_bits(4));
+  auto y1 = a1->forward(x1);
+  ASSERT_EQ(y1.sizes(), (std::vector<int64_t>{2, 2, 3}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t o = 0; o < 2; ++o)
+      for (int64_t c = 0; c < 3; ++c) {
+        double s = 0;
+        for (int64_t k = 0; k < 3; ++k) s += x1[b][3 * o + k][c].item<double>();
+        EXPECT_EQ(y1[b][o][c].item<double>(), s * 11 / 32);
+      }
+  // 2-D windows 3x1, strides 1: round(2^9 / 3) = 171 at 2^-9.
+  nn::AvgPool a2(nn::PoolOptions({3, 1}).strides({1, 1}));
+  auto y2 = a2->forward(x);
+  ASSERT_EQ(y2.sizes(), (std::vector<int64_t>{2, 1, 3, 2}));
+  for (int64_t w = 0; w < 3; ++w) {
+    double s = 0;
+    for (int64_t h = 0; h < 3; ++h) s += x[1][h][w][1].item<double>();
+    EXPECT_EQ(y2[1][0][w][1].item<double>(), s * 171 / 512);
+  }
+  EXPECT_TRUE(throws_with([] { nn::AvgPool(nn::PoolOptions({3}).scale_bits(1)); },
+                          "avg_pool: scale_bits 1 outside [2, 16]"));
+  EXPECT_TRUE(throws_with([] { nn::AvgPool(nn::PoolOptions({3}).scale_bits(17)); },
+                          "scale_bits 17 outside [2, 16]"));
   EXPECT_NO_THROW(nn::MaxPool(nn::PoolOptions({3, 3})));
 }
 

@@ -143,6 +143,20 @@ def test_layers_built_in_python_match_config_built_layers():
     assert out.tolist() == [[0.0, 0.5, 0.5, 1.0, 1.5]]
 
 
+def test_mean_over_six_particles_is_the_sum_times_the_quantized_scale():
+    # 1/6 with 4 significant bits, by hand: shift = floor(log2 6) + 4 = 6, round(2^6 / 6) = 11.
+    mean = hgqt.nn.layer("global_avg_pool", [6, 3], scale_bits=4)
+    x = torch.randint(-16, 16, (4, 6, 3)).double() / 4
+    assert torch.equal(mean(x), x.sum(1) * 11 / 64)
+    # 8 bits (the default): round(2^10 / 6) = 171 at 2^-10.
+    assert torch.equal(hgqt.nn.layer("global_avg_pool", [6, 3])(x), x.sum(1) * 171 / 1024)
+    # A power-of-two count is the exact mean, whatever the bits.
+    x8 = torch.randint(-16, 16, (4, 8, 3)).double() / 4
+    assert torch.equal(hgqt.nn.layer("global_avg_pool", [8, 3], scale_bits=3)(x8), x8.mean(1))
+    with pytest.raises(Exception, match="scale_bits"):
+        hgqt.nn.layer("global_avg_pool", [6, 3], scale_bits=1)
+
+
 def test_fixed_quantizer_by_hand():
     # KIF k=1 i=3 f=2 RND SAT: step 0.25, range [-8, 7.75]; RND rounds half up.
     q = hgqt.nn.FixedQuantizer([4], i=3, f=2, overflow="SAT", round="RND")

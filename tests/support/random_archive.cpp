@@ -343,14 +343,16 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     L.back().output_quantizer = per_feature({6, 3});
     L.push_back(make_layer("residual", LayerKind::Add, {6, 3}, {6, 3}, {"proj_o", "q"}));
     L.back().activation = "relu";
-    for (const char* pool : {"sum", "max"}) {
+    // The mean over 6 particles (not a power of two): the sum times 1/6 at random scale bits.
+    for (const char* pool : {"avg", "max"}) {
       L.push_back(
           make_layer(std::string("pool_") + pool, LayerKind::Pool, {6, 3}, {3}, {"residual"}));
       L.back().pool = pool;
       L.back().kernel_size = {6};
       L.back().strides = {6};
+      L.back().scale_bits = g.uniform(2, 12);
     }
-    L.push_back(make_layer("pooled", LayerKind::Concatenate, {3}, {6}, {"pool_sum", "pool_max"}));
+    L.push_back(make_layer("pooled", LayerKind::Concatenate, {3}, {6}, {"pool_avg", "pool_max"}));
     L.push_back(make_layer("head", LayerKind::Dense, {6}, {3}));
     L.back().input_quantizer = activation_quantizer(g, {6}, o);
     L.back().kernel = constant(g, {6, 3}, o);

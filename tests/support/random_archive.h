@@ -46,7 +46,8 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 ///   projections q, k (no bias), v to [6, 4] -> reshapes to [6, 2 heads, 2] -> einsum qhd,khd->hqk
 ///   (products of two activations) -> softmax over the keys (input_scale 1 / sqrt(2), random
 ///   table quantizers) -> einsum hqk,khv->qhv -> reshape [6, 4] -> dense [6, 3] -> add the
-///   quantized input (residual) -> {global sum pool, global max pool} concatenated -> dense.
+///   quantized input (residual) -> {global avg pool (a mean over 6: the sum times 1/6 at random
+///   scale bits), global max pool} concatenated -> dense.
 ///   Quantizers of [6, ...] tensors have one (k, i, f) per feature, those of [2, 6, 6] one per
 ///   head, so the model is permutation invariant.
 /// Linformer: Attention with the keys and values projected along the particle axis to 3 rows

@@ -21,8 +21,10 @@
 //                (b over the output's last axis), e.g. "phd,pk->khd" projects a particle list
 //                [P, H, d] along the particle axis to k rows (Linformer).
 //   pool:        max, avg or sum over windows (`kernel_size`, `strides`, no padding) of each
-//                channel; avg windows hold 2^s elements and the average is the exact sum times
-//                2^-s; sum is the exact sum (any window).
+//                channel; avg: over a window of 2^s elements the exact sum times 2^-s, over any
+//                other window of N elements the exact sum times mult 2^-shift, 1 / N rounded to
+//                `scale_bits` significant bits (util::avg_scale); sum is the exact sum (any
+//                window).
 //   add:         acc = exact sum of its inputs, broadcast to the output shape (numpy rules, aligned
 //                at the last axis: a pooled [C] is added to every particle of a [P, C] list);
 //                y = Q_out(act(acc)) (Q_out optional).
@@ -49,6 +51,7 @@
 #include <vector>
 
 #include "hgqt/quant/fixed_point.h"
+#include "hgqt/util/avg_scale.h"
 
 namespace hgqt::archive {
 
@@ -146,7 +149,10 @@ struct Layer {
   std::vector<int64_t> strides;      ///< conv, pool: per spatial axis
   std::vector<int64_t> pad_before;   ///< conv: zero padding before each spatial axis
   std::string pool;                  ///< pool: max | avg | sum
-  std::string function;              ///< lut: name of the tabulated function (tanh, sigmoid, ...)
+  /// avg pool over a window that is not a power of two: the significant bits of its scale
+  /// (written to model.json for those only; [2, 16])
+  int scale_bits = util::kDefaultAvgScaleBits;
+  std::string function;  ///< lut: name of the tabulated function (tanh, sigmoid, ...)
   /// lut: output mantissas (at the output quantizer's f), element after element; element n has
   /// one entry per mantissa m of its input type, in order from the smallest (see lut_offsets).
   std::vector<int64_t> table;

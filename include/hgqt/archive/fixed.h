@@ -75,8 +75,10 @@ LinearMap linear_map(const Layer& l);
 struct PoolMap {
   std::vector<int64_t> begin, input;
   bool max = true;  ///< max, else avg or sum
-  int shift =
-      0;  ///< avg: the window holds 2^shift elements; the average is sum * 2^-shift (sum: 0)
+  /// avg: the average is sum * mult * 2^-shift (util::avg_scale: mult 1 for a window of 2^shift
+  /// elements); sum: mult 1, shift 0
+  int shift = 0;
+  int64_t mult = 1;
   int64_t n_out() const { return static_cast<int64_t>(begin.size()) - 1; }
 };
 PoolMap pool_map(const Layer& l);

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "hgqt/util/avg_scale.h"
+
 namespace YAML {
 class Node;
 }
@@ -59,12 +61,15 @@ struct LayerSpec {
   std::vector<int64_t> strides;      ///< conv, pools: as kernel_size; empty: 1 (pools: pool_size)
   std::string padding = "valid";     ///< conv: valid | same (Keras semantics)
   std::vector<int64_t> pool_size;    ///< max_pool, avg_pool: window, as kernel_size
-  std::vector<int64_t> shape;        ///< reshape: per-sample target shape (one -1 allowed)
-  int64_t axis = -1;                 ///< concatenate: per-sample axis (negative from the end)
-  bool batchnorm = false;            ///< dense, conv: batch norm folded into kernel and bias
-  std::string function;              ///< lut: the tabulated function (tanh, sigmoid, ...)
-  std::string equation;              ///< einsum: "qhd,khd->hqk" (util/einsum.h)
-  double input_scale = 1.0;          ///< softmax: the softmax of input_scale * x
+  /// avg_pool, global_avg_pool over a window that is not a power of two: significant bits of the
+  /// quantized 1 / window (util::avg_scale)
+  int scale_bits = util::kDefaultAvgScaleBits;
+  std::vector<int64_t> shape;  ///< reshape: per-sample target shape (one -1 allowed)
+  int64_t axis = -1;           ///< concatenate: per-sample axis (negative from the end)
+  bool batchnorm = false;      ///< dense, conv: batch norm folded into kernel and bias
+  std::string function;        ///< lut: the tabulated function (tanh, sigmoid, ...)
+  std::string equation;        ///< einsum: "qhd,khd->hqk" (util/einsum.h)
+  double input_scale = 1.0;    ///< softmax: the softmax of input_scale * x
   /// attention (a block read_model expands; see expand_attention): heads and per-head widths
   int64_t num_heads = 0, key_dim = 0, value_dim = 0;
   int64_t projected_length = 0;       ///< linformer_attention: k, the keys' and values' rows

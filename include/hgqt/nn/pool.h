@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "hgqt/nn/layer.h"
+#include "hgqt/util/avg_scale.h"
 
 namespace hgqt::nn {
 
@@ -22,6 +23,10 @@ struct PoolOptions {
   TORCH_ARG(std::string, padding) = "valid";
   /// Pool over the whole spatial extent; the per-sample output is [C].
   TORCH_ARG(bool, global_pool) = false;
+  /// Avg over a window that is not a power of two: the average is the exact sum times 1 / window
+  /// rounded to this many significant bits (util::avg_scale); a power-of-two window is an exact
+  /// shift and ignores it.
+  TORCH_ARG(int, scale_bits) = util::kDefaultAvgScaleBits;
 };
 
 /// Max, average or sum pooling; see MaxPool / AvgPool / SumPool. Over a particle list [P, C], the
@@ -35,12 +40,15 @@ class PoolImpl : public QLayer {
   std::string type_name() const override;
 
   /// The window for a per-sample input shape (global: the spatial extent). Throws
-  /// std::invalid_argument for a bad shape, and for an avg window that is not a power of two.
+  /// std::invalid_argument for a bad shape.
   std::vector<int64_t> window(const std::vector<int64_t>& input_shape) const;
   /// The strides for a per-sample input shape (global: the spatial extent).
   std::vector<int64_t> window_strides(const std::vector<int64_t>& input_shape) const;
   /// The pooling itself on a batch [B, S..., C].
   torch::Tensor pool(const torch::Tensor& x) const;
+  /// Avg: the scale of the average over a window of this many elements (mult 1, shift s for 2^s
+  /// elements).
+  util::AvgScale avg_scale(int64_t window_elements) const;
 
   Kind kind;
   PoolOptions options;
@@ -49,9 +57,9 @@ class PoolImpl : public QLayer {
   void check_options();
 };
 
-/// The pooling layer of kind K: MaxPool, AvgPool (the window must hold a power-of-two number of
-/// elements, the exact average is then a shift; otherwise the constructor, or for global pools the
-/// first shape check, throws) and SumPool (the exact sum of any window).
+/// The pooling layer of kind K: MaxPool, AvgPool (over a power-of-two window the exact average, a
+/// shift; over any other window the exact sum times the quantized 1 / window of
+/// PoolOptions::scale_bits) and SumPool (the exact sum of any window).
 template <PoolImpl::Kind K>
 class KindPoolImpl : public torch::nn::Cloneable<KindPoolImpl<K>>, public PoolImpl {
  public:
