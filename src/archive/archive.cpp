@@ -1440,6 +1440,8 @@ Archive read_archive(const std::string& path) {
     if (const Json* v = r.find(l, "pad_before")) layer.pad_before = r.shape(*v, lp + ".pad_before");
     if (const Json* v = r.find(l, "pool")) layer.pool = r.string(*v, lp + ".pool");
     if (const Json* v = r.find(l, "scale_bits")) {
+      if (layer.kind != LayerKind::Pool || layer.pool != "avg")
+        r.fail(lp + ".scale_bits", "only avg pool layers have scale_bits");
       const int64_t b = r.integer(*v, lp + ".scale_bits");
       if (b < util::kMinAvgScaleBits || b > util::kMaxAvgScaleBits)
         r.fail(lp + ".scale_bits",

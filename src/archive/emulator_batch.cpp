@@ -530,7 +530,7 @@ std::shared_ptr<const BatchPlan> BatchPlan::build(const Emulator& e) {
             b.window = m.input;
           }
         } else {
-          b.why_exact = "an average whose sum may exceed 2^53";
+          b.why_exact = "an average whose sum (times the scale's mantissa) may exceed 2^53";
         }
         break;
       }

@@ -739,7 +739,7 @@ void Generator::tables() {
   }
 }
 
-// The distinct coefficients of each layer's sums (weights, an avg pool's 2^-s, a softmax's
+// The distinct coefficients of each layer's sums (weights, an avg pool's 2^-s or scale, a softmax's
 // constant reciprocal; not 1 and -1, which are additions): static const arrays coef<L> of their
 // exact values in firmware/weights/coef<L>.h, read at constant indices (the tools fold them).
 void Generator::coefficients() {

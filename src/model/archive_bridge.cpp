@@ -340,6 +340,16 @@ HGQModel from_archive(const archive::Archive& a) {
       if (l.bias) set_constant(bn->beta, bn->bq, *l.bias, what + ".bias");
       if (bn->oq && l.output_quantizer)
         set_quantizer(bn->oq, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* p = dynamic_cast<nn::PoolImpl*>(m)) {
+      // The scale of an average over a window that is not a power of two is the archive's.
+      const auto w = p->window(l.input_shape);
+      int64_t n = 1;
+      for (int64_t k : w) n *= k;
+      if (p->kind == nn::PoolImpl::Kind::Avg && !util::is_power_of_two(n) &&
+          p->options.scale_bits() != l.scale_bits)
+        throw ArchiveError(what + ": scale_bits " + std::to_string(l.scale_bits) +
+                           " in the archive, " + std::to_string(p->options.scale_bits()) +
+                           " in model_yaml");
     } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {
       if (add->oq && l.output_quantizer)
         set_quantizer(add->oq, *l.output_quantizer, what + ".output_quantizer");

@@ -675,13 +675,15 @@ class LayerWriter {
     return make(l, Layout::First, b_.op("Mul", l.name + "/times_window", {n->output(0), w}));
   }
 
-  /// An avg pool over a window that is not a power of two: the sum pool times the archive's
-  /// scale mult * 2^-shift (mult < 2^17: exact in float32).
+  /// A global avg pool over a window that is not a power of two: the sum pool times the archive's
+  /// scale mult * 2^-shift (the constant is exact in float32; the product is exact while the
+  /// sum's mantissa times mult stays below 2^24 in a float32 runtime, 2^53 in float64). A
+  /// windowed one is refused: AveragePool divides by the window, inexactly.
   Value scaled_sum_pool(const Layer& l, const std::string& label, Value& in, int64_t window) {
     if (l.output_shape.size() != 1)
-      throw QonnxError(label + ": an avg pool over windows of " + std::to_string(window) +
+      throw QonnxError(label + ": a windowed avg pool over " + std::to_string(window) +
                        " elements (not a power of two) has no exact QONNX form (AveragePool "
-                       "divides by the window); a global one has");
+                       "divides by the window); a global avg pool with output shape [C] has");
     Value sum = sum_pool(l, label, in);
     const util::AvgScale s = util::avg_scale(window, l.scale_bits);
     const std::string c = b_.initializer(l.name + "/scale", {}, {static_cast<float>(s.value())});

@@ -451,6 +451,11 @@ TEST_F(ArchiveIo, WrongJsonTypesAndSyntax) {
                   {"model.json", "layers[0].input_quantizer.round", "ROUND_UP"});
 
   write_small();
+  edit_json(dir_, [](Json& j) { j["layers"][1]["scale_bits"] = 8; });  // a dense layer
+  expect_mentions(error_of([&] { read_archive(dir_.string()); }),
+                  {"model.json", "layers[1].scale_bits", "only avg pool layers have scale_bits"});
+
+  write_small();
   edit_json(dir_, [](Json& j) { j["trace"]["samples"] = 1.5; });
   expect_mentions(error_of([&] { read_archive(dir_.string()); }),
                   {"model.json", "trace.samples", "expected an integer"});

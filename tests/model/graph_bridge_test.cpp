@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "hgqt/archive/emulator.h"
+#include "hgqt/archive/fixed.h"
 #include "hgqt/export/netlist.h"
 #include "hgqt/model/archive_bridge.h"
 
@@ -205,6 +206,34 @@ TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 15));
+
+TEST(GraphModel, ScaledMeanRoundTripsAndMismatchesAreErrors) {
+  // The mean over 6 particles at 5 scale bits is written to the archive (scale_bits 5; 1/6:
+  // round(2^7 / 6) = 21 at 2^-7) and must agree with model_yaml when the model is rebuilt.
+  auto spec = config::parse_model_yaml(kDeepSetsYaml, "sets");
+  model::HGQModel m(spec);
+  shake(m, spec.input_shape, 5);
+  model::trace(m, torch::randn({300, 6, 3}));
+  auto a = model::to_archive(m);
+  archive::Layer* mean = nullptr;
+  for (auto& l : a.layers)
+    if (l.name == "mean") mean = &l;
+  ASSERT_NE(mean, nullptr);
+  EXPECT_EQ(mean->scale_bits, 5);
+  const archive::PoolMap pm = archive::pool_map(*mean);
+  EXPECT_EQ(pm.mult, 21);
+  EXPECT_EQ(pm.shift, 7);
+  EXPECT_NO_THROW(model::from_archive(a));
+  mean->scale_bits = 6;
+  try {
+    model::from_archive(a);
+    ADD_FAILURE() << "no error";
+  } catch (const archive::ArchiveError& e) {
+    EXPECT_NE(std::string(e.what()).find("scale_bits 6 in the archive, 5 in model_yaml"),
+              std::string::npos)
+        << e.what();
+  }
+}
 
 class ParticleModels : public ::testing::TestWithParam<int> {};
 

@@ -66,3 +66,25 @@ def test_blocks_and_two_input_layers_are_not_single_layers():
         hgqt.nn.layer("attention", [6, 3], num_heads=2, key_dim=3)
     with pytest.raises(ValueError, match="reads two layers"):
         hgqt.nn.layer("einsum", [6, 3], equation="pc,pc->p")
+
+
+def test_a_models_einsum_layer_is_a_two_input_module():
+    # The einsum layer of a built model is a Python module: forward(a, b), its two quantizers,
+    # differentiable EBOPs; with wide quantizers it is torch.einsum of the two operands.
+    model = hgqt.build_model({
+        "input_shape": [5, 3],
+        "layers": [{"type": "quantize", "name": "a", "input_quantizer": WIDE},
+                   {"type": "dense", "name": "b", "units": 4, "output_quantizer": WIDE},
+                   {"type": "einsum", "name": "gram", "inputs": ["a", "b"], "equation": "pc,pd->cd",
+                    "input_quantizer": WIDE, "input2_quantizer": WIDE}]})
+    gram = model.layers["gram"]
+    assert set(gram.quantizers) == {"input", "input2"}
+    a = torch.randint(-64, 64, (7, 5, 3)).double() / 16
+    b = torch.randint(-64, 64, (7, 5, 4)).double() / 16
+    gram.double()
+    y = gram(a, b)
+    assert y.shape == (7, 3, 4)
+    assert torch.equal(y, torch.einsum("npc,npd->ncd", a, b))
+    # bits(a) * bits(b) per product: 5 * 3 * 4 products of operands of i + f = 20 bits (the
+    # differentiable width of a signed activation, as in every layer's EBOPs).
+    assert float(gram.ebops()) == pytest.approx(5 * 3 * 4 * 20 * 20)

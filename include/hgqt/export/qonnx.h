@@ -11,8 +11,8 @@
 //               [Relu] -> [Quant]; pads = pad_before and pad_after (a negative pad_after, input
 //               left over by a valid conv, is a Slice dropping that input instead)
 //   scale:      [Quant] -> Mul(x, Quant(kernel)) -> [Add(Quant(bias))] -> [Relu] -> [Quant]
-//   pool:       MaxPool / AveragePool (kernel_shape, strides, no pads; avg windows hold 2^s
-//               elements, so the average is exact)
+//   pool:       MaxPool / AveragePool (kernel_shape, strides, no pads; the average over 2^s
+//               elements is exact); a global avg over another count: ReduceSum -> Mul(scale)
 //   add:        Add -> Add ... (one per further input) -> [Relu] -> [Quant]
 //   concatenate: Concat (axis: the per-sample axis + 1, or its channels-first position)
 //   activation: [Relu] -> Quant

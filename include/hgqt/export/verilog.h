@@ -57,8 +57,9 @@ struct VerilogOptions {
   ///    report says so);
   ///  - "mul": a product wire `x * constant` per product (weights of +-2^e as shifts), summed in
   ///    one expression at the accumulator's width.
-  /// Both are bit-exact with the emulator. Sums without products (add, avg pool) always use
-  /// the exact-width adder tree; max pool is a tree of signed comparators.
+  /// Both are bit-exact with the emulator. Sums without products (add, avg pool, and an avg
+  /// pool's product by its scale's mantissa) always use the exact-width adder tree; max pool is
+  /// a tree of signed comparators.
   std::string const_mult = "shared";
   /// const_mult "shared": the most adder levels sharing may add to any accumulator over its
   /// minimal tree (0 to 16).

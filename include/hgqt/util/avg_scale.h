@@ -25,9 +25,10 @@ struct AvgScale {
 
 /// count = 2^s: mult 1, shift s (the exact average, a shift). Any other count: 1 / count rounded
 /// to nearest (ties up) with `bits` significant bits: shift = floor(log2 count) + bits, mult =
-/// round(2^shift / count), in [2^(bits - 1), 2^bits]; the relative error |mult 2^-shift count -
-/// 1| is at most 2^-bits. Throws std::invalid_argument for count < 1 or bits outside
-/// [kMinAvgScaleBits, kMaxAvgScaleBits].
+/// round(2^shift / count), in [2^(bits - 1), 2^bits], then mult's trailing zero bits dropped
+/// from mult and shift (the same value: 228 2^-11 becomes 57 2^-9, so that no constant zero bits
+/// reach the hardware); the relative error |mult 2^-shift count - 1| is at most 2^-bits. Throws
+/// std::invalid_argument for count < 1 or bits outside [kMinAvgScaleBits, kMaxAvgScaleBits].
 inline AvgScale avg_scale(int64_t count, int bits) {
   if (count < 1 || count > (int64_t{1} << 40))
     throw std::invalid_argument("average over " + std::to_string(count) +
@@ -42,6 +43,10 @@ inline AvgScale avg_scale(int64_t count, int bits) {
   AvgScale s;
   s.shift = k + bits;
   s.mult = ((int64_t{1} << (s.shift + 1)) + count) / (2 * count);
+  while (s.mult % 2 == 0 && s.shift > 0) {
+    s.mult /= 2;
+    --s.shift;
+  }
   return s;
 }
 
