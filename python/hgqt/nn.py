@@ -39,14 +39,14 @@ def _quantizer_spec(value: Any, where: str) -> Dict[str, Any]:
     return dict(value)
 
 
-_BLOCKS = ("attention", "linformer_attention")
+_BLOCKS = ("attention", "linformer_attention", "lut_dense")
 
 
 def _build_layer(spec: Dict[str, Any], input_shape: Sequence[int], origin: str) -> "_hgqt.CppModule":
     if spec.get("type") in _BLOCKS:
-        raise ValueError(f"{origin}: '{spec['type']}' is a block of several layers (projections, "
-                         "einsums, softmax); build it inside a model: hgqt.build_model({'model': "
-                         "{'input_shape': [...], 'layers': [{'type': 'attention', ...}]}, ...})")
+        raise ValueError(f"{origin}: '{spec['type']}' is a block of several layers; build it "
+                         "inside a model: hgqt.build_model({'model': {'input_shape': [...], "
+                         f"'layers': [{{'type': '{spec['type']}', ...}}]}}, ...}})")
     if spec.get("type") == "einsum":
         raise ValueError(f"{origin}: an einsum layer reads two layers; build it inside a model "
                          "(hgqt.build_model) with inputs: [a, b]")

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "hgqt/util/checked_int.h"
+#include "hgqt/util/lut_cost.h"
 
 namespace hgqt::archive {
 
@@ -854,6 +855,15 @@ std::vector<double> exact_ebops(const Archive& a) {
       for (size_t t = 0; t < m.first.size(); ++t)
         e += static_cast<double>(magnitude_bits(types[li].quantized_input[m.first[t]])) *
              magnitude_bits(types[li].quantized_input2[m.second[t]]);
+      out[li] = e;
+      continue;
+    }
+    if (l.kind == LayerKind::Lut && l.function == kLearnedLutFunction) {
+      // Learned tables: the LUT cost of each connection (its input and table output widths).
+      double e = 0;
+      for (int64_t n = 0; n < l.output_quantizer->size(); ++n)
+        e += util::lut_connection_cost(types[li].quantized_input[n].width,
+                                       quantizer_type(*l.output_quantizer, n).width);
       out[li] = e;
       continue;
     }

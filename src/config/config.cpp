@@ -54,6 +54,10 @@ const Keys kLayerKeys = {"type",
                          "value_dim",
                          "output_shape",
                          "projected_length",
+                         "hidden",
+                         "hidden_layers",
+                         "max_table_bits",
+                         "table_quantizer",
                          "input_quantizer",
                          "input2_quantizer",
                          "kernel_quantizer",
@@ -105,7 +109,7 @@ const Keys kEarlyStoppingKeys = {"patience", "min_delta", "monitor", "ebops_belo
 const Keys kMonitors = {"val_accuracy", "val_loss"};
 
 const Keys kAllRoles = {"input",      "kernel",    "bias",       "output", "exp_input",
-                        "exp_output", "inv_input", "inv_output", "input2"};
+                        "exp_output", "inv_input", "inv_output", "input2", "table"};
 const Keys kLayerTypes = {"dense",
                           "conv1d",
                           "conv2d",
@@ -127,11 +131,12 @@ const Keys kLayerTypes = {"dense",
                           "einsum",
                           "einsum_dense",
                           "attention",
-                          "linformer_attention"};
+                          "linformer_attention",
+                          "lut_dense"};
 const char* const kLayerTypesText =
     "one of dense, conv1d, conv2d, batchnorm, activation, quantize, flatten, reshape, max_pool, "
     "avg_pool, sum_pool, global_max_pool, global_avg_pool, global_sum_pool, add, concatenate, "
-    "lut, softmax, einsum, einsum_dense, attention, linformer_attention";
+    "lut, softmax, einsum, einsum_dense, attention, linformer_attention, lut_dense";
 const Keys kPaddings = {"valid", "same"};
 const Keys kActivations = {"linear", "relu"};
 const Keys kParams = {"kif", "kbi"};
@@ -163,6 +168,7 @@ Keys roles_for(const std::string& type) {
   if (type == "activation") return {"output"};
   if (type == "quantize") return {"input"};
   if (type == "einsum") return {"input", "input2", "output"};
+  if (type == "lut_dense") return {"input", "table", "output"};
   return {};
 }
 
@@ -480,7 +486,12 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   const bool linformer = type == "linformer_attention";
   const bool attention = is_attention_block(type);
   const bool einsum_dense = type == "einsum_dense";
-  only("units", type == "dense" || attention, "dense layers and attention blocks");
+  const bool lut_dense = type == "lut_dense";
+  only("units", type == "dense" || attention || lut_dense,
+       "dense layers, attention and lut_dense blocks");
+  only("hidden", lut_dense, "lut_dense blocks");
+  only("hidden_layers", lut_dense, "lut_dense blocks");
+  only("max_table_bits", lut_dense, "lut_dense blocks");
   only("use_bias", type == "dense" || conv || attention || einsum_dense,
        "dense, conv and einsum_dense layers, attention blocks");
   only("equation", type == "einsum" || einsum_dense, "einsum and einsum_dense layers");
@@ -490,9 +501,10 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   only("num_heads", attention, "attention blocks");
   only("key_dim", attention, "attention blocks");
   only("value_dim", attention, "attention blocks");
-  only("activation",
-       type == "dense" || conv || type == "activation" || type == "add" || einsum_dense,
-       "dense, conv, einsum_dense, activation and add layers");
+  only(
+      "activation",
+      type == "dense" || conv || type == "activation" || type == "add" || einsum_dense || lut_dense,
+      "dense, conv, einsum_dense, activation and add layers, lut_dense blocks");
   only("filters", conv, "conv layers");
   only("kernel_size", conv, "conv layers");
   only("padding", conv, "conv layers");
@@ -512,9 +524,14 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   if (layer.name == "input")
     src.fail_expected(m.get("name"), m.path_of("name"),
                       "a layer name other than 'input' (it names the model input in 'inputs')");
-  if (type == "dense")
+  if (type == "dense" || type == "lut_dense")
     layer.units =
         read_int(src, m.require("units", "a positive integer"), m.path_of("units"), 1, kMaxInt);
+  if (type == "lut_dense") {
+    layer.hidden = m.int_or("hidden", 8, 1, 64);
+    layer.hidden_layers = m.int_or("hidden_layers", 1, 0, 1);
+    layer.max_table_bits = m.int_or("max_table_bits", 12, 1, 16);
+  }
   // A list of integers in [lo, hi]; a single integer is a list of one.
   auto int_list = [&](const std::string& key, int64_t lo, int64_t hi, bool required) {
     std::vector<int64_t> out;
@@ -710,6 +727,44 @@ std::vector<LayerSpec> expand_attention(const LayerSpec& b, const std::string& p
   return out;
 }
 
+std::vector<LayerSpec> expand_lut_dense(const LayerSpec& b, const std::string& previous) {
+  std::string src = b.inputs.empty() ? previous : b.inputs[0];
+  std::vector<LayerSpec> out;
+  auto layer = [&](const std::string& type, const std::string& suffix,
+                   std::vector<std::string> inputs) -> LayerSpec& {
+    LayerSpec l;
+    l.type = type;
+    l.name = b.name + suffix;
+    l.inputs = std::move(inputs);
+    l.line = b.line;
+    l.yaml_index = b.yaml_index;
+    out.push_back(std::move(l));
+    return out.back();
+  };
+  if (src == "input") {  // the raw model input: quantized once before it is fanned out
+    layer("quantize", "_in", {"input"});
+    src = b.name + "_in";
+  }
+  layer("reshape", "_col", {src}).shape = {-1, 1};
+  LayerSpec& fan = layer("concatenate", "_fanout", {});
+  fan.inputs.assign(static_cast<size_t>(b.units), b.name + "_col");
+  fan.axis = -1;
+  LayerSpec& t = layer("learned_lut", "_tables", {b.name + "_fanout"});
+  t.hidden = b.hidden;
+  t.hidden_layers = b.hidden_layers;
+  t.max_table_bits = b.max_table_bits;
+  if (auto it = b.quantizers.find("input"); it != b.quantizers.end())
+    t.quantizers["input"] = it->second;
+  if (auto it = b.quantizers.find("table"); it != b.quantizers.end())
+    t.quantizers["output"] = it->second;
+  layer("global_sum_pool", "_sum", {b.name + "_tables"});
+  LayerSpec& o = layer("activation", "", {b.name + "_sum"});
+  o.activation = b.activation;
+  if (auto it = b.quantizers.find("output"); it != b.quantizers.end())
+    o.quantizers["output"] = it->second;
+  return out;
+}
+
 namespace {
 
 ModelSpec read_model(const YamlSource& src, const YAML::Node& node, const std::string& path) {
@@ -741,8 +796,10 @@ ModelSpec read_model(const YamlSource& src, const YAML::Node& node, const std::s
     LayerSpec layer = read_layer(src, layers[n], lpath, n);
     layer.yaml_index = static_cast<int>(n);
     std::vector<LayerSpec> read;
-    if (is_attention_block(layer.type)) {
-      read = expand_attention(layer, model.layers.empty() ? "input" : model.layers.back().name);
+    if (is_attention_block(layer.type) || layer.type == "lut_dense") {
+      const std::string previous = model.layers.empty() ? "input" : model.layers.back().name;
+      read = layer.type == "lut_dense" ? expand_lut_dense(layer, previous)
+                                       : expand_attention(layer, previous);
       for (LayerSpec& l : read) l.block = static_cast<int>(model.blocks.size());
       model.blocks.push_back(std::move(layer));
     } else
@@ -1158,7 +1215,13 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
       for (const auto& n : layer.inputs) out << n;
       out << YAML::EndSeq;
     }
-    if (layer.type == "dense" || (is_attention_block(layer.type) && layer.units > 0))
+    if (layer.type == "lut_dense") {
+      out << YAML::Key << "hidden" << YAML::Value << std::to_string(layer.hidden);
+      out << YAML::Key << "hidden_layers" << YAML::Value << std::to_string(layer.hidden_layers);
+      out << YAML::Key << "max_table_bits" << YAML::Value << std::to_string(layer.max_table_bits);
+    }
+    if (layer.type == "dense" || layer.type == "lut_dense" ||
+        (is_attention_block(layer.type) && layer.units > 0))
       out << YAML::Key << "units" << YAML::Value << std::to_string(layer.units);
     if (layer.type == "einsum_dense") {
       out << YAML::Key << "equation" << YAML::Value << layer.equation;
@@ -1191,7 +1254,8 @@ void emit_model_body(YAML::Emitter& out, const ModelSpec& model) {
     if (layer.type == "einsum") out << YAML::Key << "equation" << YAML::Value << layer.equation;
     if (layer.type == "softmax" && layer.input_scale != 1.0)
       out << YAML::Key << "input_scale" << YAML::Value << format_double(layer.input_scale);
-    if (layer.type == "dense" || conv || layer.type == "activation" || layer.type == "add")
+    if (layer.type == "dense" || conv || layer.type == "activation" || layer.type == "add" ||
+        layer.type == "lut_dense")
       out << YAML::Key << "activation" << YAML::Value << layer.activation;
     if (layer.type == "dense" || conv) {
       out << YAML::Key << "use_bias" << YAML::Value << (layer.use_bias ? "true" : "false");

@@ -113,33 +113,55 @@ void set_constant(torch::Tensor& param, FixedQuantizer& q, const archive::Consta
   param.copy_(torch::tensor(values, torch::kDouble).view(c.shape).to(param.options()));
 }
 
-// The table of a lut layer: for every element, fn of every value its input quantizer can give
-// (in double, with the layer's own LibTorch function), quantized by the output quantizer.
-std::vector<int64_t> lut_table(const nn::QUnaryLUTImpl& lut, const archive::QuantSpec& iq,
-                               const archive::QuantSpec& oq, const std::string& name) {
+// The smallest input mantissa of each element of a lut layer's input quantizer (0 when pruned).
+std::vector<int64_t> lut_min_mantissas(const archive::QuantSpec& iq) {
+  std::vector<int64_t> lo(iq.size());
+  for (int64_t n = 0; n < iq.size(); ++n) {
+    const auto t = archive::quantizer_type(iq, n);
+    lo[n] = t.width == 0 ? 0 : static_cast<int64_t>(t.min_mantissa());
+  }
+  return lo;
+}
+
+// The table of a lut layer: for every element, its function of every value its input quantizer
+// can give (in double, with the layer's own LibTorch ops: `fn(xs, element)` for flat xs and the
+// element of each), quantized by the output quantizer. `what` names the function in errors.
+template <class Fn>
+std::vector<int64_t> lut_table(Fn&& fn, const archive::QuantSpec& iq, const archive::QuantSpec& oq,
+                               const std::string& name, const std::string& what) {
   archive::Layer probe;
   probe.name = name;
   probe.input_quantizer = iq;
   const std::vector<int64_t> off = archive::lut_offsets(probe);
+  const std::vector<int64_t> lo = lut_min_mantissas(iq);
   std::vector<double> xs(off.back());
-  for (int64_t n = 0; n < iq.size(); ++n) {
-    const auto t = archive::quantizer_type(iq, n);
-    const int64_t lo = t.width == 0 ? 0 : static_cast<int64_t>(t.min_mantissa());
-    for (int64_t e = off[n]; e < off[n + 1]; ++e)
-      xs[e] = std::ldexp(static_cast<double>(lo + (e - off[n])), -iq.f[n]);
-  }
-  torch::NoGradGuard no_grad;
-  auto ys = lut.fn(torch::tensor(xs, torch::kDouble)).contiguous();
-  const double* y = ys.data_ptr<double>();
-  std::vector<int64_t> table(xs.size());
-  for (int64_t n = 0; n < oq.size(); ++n)
+  std::vector<int64_t> element(off.back());
+  for (int64_t n = 0; n < iq.size(); ++n)
     for (int64_t e = off[n]; e < off[n + 1]; ++e) {
-      if (!std::isfinite(y[e]))
-        throw ArchiveError("lut layer '" + name + "': " + lut.options.function() + "(" +
-                           std::to_string(xs[e]) + ") is not finite; narrow its input quantizer");
-      table[e] =
-          oq.width(n) <= 0 ? 0 : static_cast<int64_t>(std::ldexp(oq.apply(y[e], n), oq.f[n]));
+      xs[e] = std::ldexp(static_cast<double>(lo[n] + (e - off[n])), -iq.f[n]);
+      element[e] = n;
     }
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> table(xs.size());
+  constexpr int64_t kChunk = int64_t{1} << 18;  // entries evaluated at once
+  for (int64_t c0 = 0; c0 < static_cast<int64_t>(xs.size()); c0 += kChunk) {
+    const int64_t c1 = std::min<int64_t>(c0 + kChunk, static_cast<int64_t>(xs.size()));
+    const auto x =
+        torch::tensor(std::vector<double>(xs.begin() + c0, xs.begin() + c1), torch::kDouble);
+    const auto el = torch::tensor(std::vector<int64_t>(element.begin() + c0, element.begin() + c1),
+                                  torch::kLong);
+    const torch::Tensor ys = fn(x, el).to(torch::kDouble).contiguous();
+    const double* y = ys.data_ptr<double>();
+    for (int64_t e = c0; e < c1; ++e) {
+      const int64_t n = element[e];
+      if (!std::isfinite(y[e - c0]))
+        throw ArchiveError("lut layer '" + name + "': " + what + "(" + std::to_string(xs[e]) +
+                           ") of element " + std::to_string(n) +
+                           " is not finite; narrow its input quantizer");
+      table[e] =
+          oq.width(n) <= 0 ? 0 : static_cast<int64_t>(std::ldexp(oq.apply(y[e - c0], n), oq.f[n]));
+    }
+  }
   return table;
 }
 
@@ -150,6 +172,7 @@ std::optional<LayerKind> archive_kind(const HGQModelImpl::Entry& e) {
   if (t == "conv1d_bn") return LayerKind::Conv1d;
   if (t == "conv2d_bn") return LayerKind::Conv2d;
   if (t == "batchnorm") return LayerKind::Scale;
+  if (t == "learned_lut") return LayerKind::Lut;
   if (t.find("pool") != std::string::npos) return LayerKind::Pool;
   return archive::parse_kind(t);
 }
@@ -239,7 +262,28 @@ archive::Archive to_archive(HGQModel& model, const CheckpointMeta* meta, const s
       l.function = lut->options.function();
       l.input_quantizer = quant_spec(lut->iq, e.input_shape);
       l.output_quantizer = quant_spec(lut->oq, e.output_shape);
-      l.table = lut_table(*lut, *l.input_quantizer, *l.output_quantizer, e.name);
+      l.table = lut_table([&](const torch::Tensor& x, const torch::Tensor&) { return lut->fn(x); },
+                          *l.input_quantizer, *l.output_quantizer, e.name, l.function);
+    } else if (auto* lt = dynamic_cast<nn::QLearnedLUTImpl*>(m)) {
+      l.function = archive::kLearnedLutFunction;
+      l.input_quantizer = quant_spec(lt->iq, e.input_shape);
+      l.output_quantizer = quant_spec(lt->oq, e.output_shape);
+      // Each connection's table has 2^(k + i + f) entries: refuse one above the block's limit.
+      const int64_t limit = lt->options.max_table_bits();
+      for (int64_t n = 0; n < l.input_quantizer->size(); ++n) {
+        const int w = l.input_quantizer->width(n);
+        if (w > limit) {
+          const int64_t cols = e.input_shape.back();
+          throw ArchiveError("layer '" + e.name + "': connection " + std::to_string(n / cols) +
+                             " -> " + std::to_string(n % cols) + " has a " + std::to_string(w) +
+                             "-bit input quantizer; its table would have 2^" + std::to_string(w) +
+                             " entries, above max_table_bits " + std::to_string(limit) +
+                             " (narrow its input quantizer, or raise max_table_bits)");
+        }
+      }
+      l.table = lut_table(
+          [&](const torch::Tensor& x, const torch::Tensor& el) { return lt->functions(x, el); },
+          *l.input_quantizer, *l.output_quantizer, e.name, "learned function");
     } else if (auto* sm = dynamic_cast<nn::QSoftmaxImpl*>(m)) {
       l.input_quantizer = quant_spec(sm->iq, e.input_shape);
       l.exp_input_quantizer = quant_spec(sm->eiq, {1});
@@ -353,6 +397,19 @@ HGQModel from_archive(const archive::Archive& a) {
     } else if (auto* add = dynamic_cast<nn::QAddImpl*>(m)) {
       if (add->oq && l.output_quantizer)
         set_quantizer(add->oq, *l.output_quantizer, what + ".output_quantizer");
+    } else if (auto* lt = dynamic_cast<nn::QLearnedLUTImpl*>(m)) {
+      // The archive holds the tables, not the functions: the rebuilt layer looks them up.
+      if (l.function != archive::kLearnedLutFunction)
+        throw ArchiveError(what + ": function " + l.function +
+                           " in the archive, learned tables in model_yaml");
+      set_quantizer(lt->iq, *l.input_quantizer, what + ".input_quantizer");
+      set_quantizer(lt->oq, *l.output_quantizer, what + ".output_quantizer");
+      const std::vector<int64_t> off = archive::lut_offsets(l);
+      std::vector<double> values(l.table.size());
+      for (int64_t n = 0; n < l.output_quantizer->size(); ++n)
+        for (int64_t k = off[n]; k < off[n + 1]; ++k)
+          values[k] = std::ldexp(static_cast<double>(l.table[k]), -l.output_quantizer->f[n]);
+      lt->freeze(values, off, lut_min_mantissas(*l.input_quantizer));
     } else if (auto* lut = dynamic_cast<nn::QUnaryLUTImpl*>(m)) {
       if (lut->options.function() != l.function)
         throw ArchiveError(what + ": function " + l.function + " in the archive, " +
@@ -496,6 +553,14 @@ HGQModel copy_model(HGQModel& model) {
   for (const auto& item : src_p) dst_p[item.key()].copy_(item.value());
   auto src_b = model->named_buffers(true), dst_b = copy->named_buffers(true);
   for (const auto& item : src_b) dst_b[item.key()].copy_(item.value());
+  // Learned tables rebuilt from an archive are looked up, not computed: take the tables too.
+  const auto& from = model->layers();
+  const auto& to = copy->layers();
+  for (size_t n = 0; n < from.size(); ++n) {
+    const auto* src = dynamic_cast<const nn::QLearnedLUTImpl*>(from[n].module.get());
+    auto* dst = dynamic_cast<nn::QLearnedLUTImpl*>(to[n].module.get());
+    if (src && dst && src->frozen()) dst->freeze_like(*src);
+  }
   return copy;
 }
 

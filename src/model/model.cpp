@@ -144,7 +144,13 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
     const bool conv = l.type == "conv1d" || l.type == "conv2d";
     const size_t rank = l.type == "conv1d" ? 1 : 2;
     try {
-      if (l.block >= 0 && (n == 0 || spec_.layers[n - 1].block != l.block) && shape.size() != 2)
+      const bool block_start = l.block >= 0 && (n == 0 || spec_.layers[n - 1].block != l.block);
+      const bool lut_block = l.block >= 0 && spec_.blocks.at(l.block).type == "lut_dense";
+      if (block_start && lut_block && shape.size() != 1)
+        throw ConfigError(where + ": a lut_dense block takes a flat input [features], got " +
+                          shape_text(shape) +
+                          " (flatten it first; a per-particle lut_dense is not done)");
+      if (block_start && !lut_block && shape.size() != 2)
         throw ConfigError(where + ": an attention block reads particle lists [P, C], got " +
                           shape_text(shape));
       if (l.type == "dense" && l.units == 0) {
@@ -325,6 +331,12 @@ HGQModelImpl::HGQModelImpl(config::ModelSpec spec) : spec_(std::move(spec)) {
         set_module(e, nn::QEinsum(o));
       } else if (l.type == "concatenate") {
         set_module(e, nn::QConcatenate(nn::QConcatenateOptions(l.axis)));
+      } else if (l.type == "learned_lut") {
+        nn::QLearnedLUTOptions o(shape);
+        o.hidden(l.hidden).hidden_layers(l.hidden_layers).max_table_bits(l.max_table_bits);
+        o.input_quantizer(resolve(Place::Datalane, shape, "input"));
+        o.output_quantizer(resolve(Place::Datalane, shape, "output"));
+        set_module(e, nn::QLearnedLUT(o));
       } else if (l.type == "lut") {
         nn::QUnaryLUTOptions o(shape, l.function);
         o.input_quantizer(resolve(Place::Datalane, shape, "input"));

@@ -556,7 +556,7 @@ TEST(Config, ErrorBadEnum) {
       "model.layers[0].type: expected one of dense, conv1d, conv2d, batchnorm, activation, "
       "quantize, flatten, reshape, max_pool, avg_pool, sum_pool, global_max_pool, "
       "global_avg_pool, global_sum_pool, add, concatenate, lut, softmax, einsum, einsum_dense, "
-      "attention, linformer_attention, got "
+      "attention, linformer_attention, lut_dense, got "
       "'conv'");
   EXPECT_HAS(parse_error("model: {input_shape: [4], layers: [{type: dense, units: 3, "
                          "activation: tanh}]}\n"

@@ -193,6 +193,27 @@ TEST(HlsGraph, LinformerBitExact) {
   EXPECT_NE(cpp.find("_einsum("), std::string::npos);
 }
 
+// LutDense (what a lut_dense block exports: a learned table per connection, one of them pruned,
+// two identical, summed over the inputs): two seeds. The identical tables are written once.
+TEST(HlsGraph, LutDenseBitExact) {
+  std::vector<Case> cases;
+  for (uint64_t seed : {1, 2})
+    cases.push_back({"lut_dense_s" + std::to_string(seed),
+                     hgqt::testing::random_graph_archive(GraphKind::LutDense, graph_options(seed)),
+                     660 + seed});
+  const auto dirs = check_cases(cases);
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const std::string tables = read_text(dirs[c] / "firmware" / "weights" / "lut3.h");
+    // 20 connections, one pruned (a constant, no table) and one sharing a table: at most 18.
+    size_t count = 0;
+    for (size_t p = tables.find("static const "); p != std::string::npos;
+         p = tables.find("static const ", p + 1))
+      ++count;
+    EXPECT_GE(count, 1u) << cases[c].name;
+    EXPECT_LE(count, 18u) << cases[c].name;
+  }
+}
+
 // Lut (quantize -> lut tanh -> dense relu -> lut sigmoid -> dense): two seeds with mixed modes
 // and one with RND / WRAP only. Each lut element reads a table indexed by its quantized input's
 // bits; identical tables are written once.

@@ -59,7 +59,7 @@ TEST(Netlist, RandomGraphsAgreeWithTheEmulator) {
   using testing::GraphKind;
   for (GraphKind kind :
        {GraphKind::Cnn2d, GraphKind::Conv1dBranches, GraphKind::Lut, GraphKind::Softmax,
-        GraphKind::Particles, GraphKind::Attention, GraphKind::Linformer})
+        GraphKind::Particles, GraphKind::Attention, GraphKind::Linformer, GraphKind::LutDense})
     for (uint64_t seed = 1; seed <= 4; ++seed) {
       SCOPED_TRACE(static_cast<int>(kind) * 100 + static_cast<int>(seed));
       testing::RandomArchiveOptions o;

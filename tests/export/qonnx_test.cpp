@@ -838,6 +838,13 @@ TEST(QonnxExport, WritesFixturesForPython) {
                        {},
                        archive::Archive(),
                        0});
+  // lut_dense (HGQ-LUT): one learned table per connection, a Gather and a ReduceSum.
+  for (uint64_t seed : {54, 55})
+    all.push_back(Case{"lut_dense_" + std::to_string(seed),
+                       graph_archive(GraphKind::LutDense, seed),
+                       {},
+                       archive::Archive(),
+                       0});
   {
     const std::vector<std::tuple<std::string, RoundingMode, OverflowMode>> modes{
         {"trn_sat", RoundingMode::TRN, OverflowMode::SAT},

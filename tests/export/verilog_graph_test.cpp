@@ -134,6 +134,8 @@ INSTANTIATE_TEST_SUITE_P(
                       GraphCase{"attention_shared_comb", GraphKind::Attention, 0, "shared", 1},
                       GraphCase{"attention_csd_stages3", GraphKind::Attention, 3, "csd", 2},
                       GraphCase{"linformer_shared_stages2", GraphKind::Linformer, 2, "shared", 3},
+                      GraphCase{"lut_dense_shared_comb", GraphKind::LutDense, 0, "shared", 1},
+                      GraphCase{"lut_dense_csd_stages2", GraphKind::LutDense, 2, "csd", 2},
                       GraphCase{"cnn2d_shared_clock2ns", GraphKind::Cnn2d, 2, "shared", 6, 2.0},
                       GraphCase{"softmax_shared_clock1ns", GraphKind::Softmax, 3, "shared", 6,
                                 1.0}),

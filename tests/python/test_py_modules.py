@@ -233,3 +233,20 @@ def test_per_particle_dense_shares_its_kernel_across_particles():
     assert torch.equal(dense(x[:, perm]), y[:, perm])
     with pytest.raises(ValueError, match="must end in in_features = 3"):
         hgqt.nn.QDense(3, 5, input_shape=[6, 4])
+
+
+def test_lut_dense_block_builds_trains_and_is_not_a_single_layer():
+    model = hgqt.build_model({"input_shape": [6], "layers": [
+        {"type": "lut_dense", "name": "h", "units": 3, "activation": "relu",
+         "input_quantizer": {"i": 2, "f": 2}},
+        {"type": "dense", "name": "out", "units": 2}]})
+    assert list(model.layers)[:6] == ["h_in", "h_col", "h_fanout", "h_tables", "h_sum", "h"]
+    tables = model.layers["h_tables"]
+    assert set(tables.quantizers) == {"input", "output"}
+    assert float(tables.ebops()) > 0
+    x = torch.randn(32, 6)
+    loss = model(x).pow(2).mean() + 1e-4 * model.ebops()
+    loss.backward()
+    assert tables.quantizers["input"].f.grad is not None
+    with pytest.raises(ValueError, match="build it inside a model"):
+        hgqt.nn.layer("lut_dense", [6], units=3)

@@ -406,6 +406,68 @@ Archive random_graph_archive(GraphKind kind, const RandomArchiveOptions& o) {
     a.output_shape = {3};
     return a;
   }
+  if (kind == GraphKind::LutDense) {
+    a.name = "random_lut_dense";
+    a.input_shape = {5};
+    // Fine enough, and not pruned, that the output varies with the input.
+    auto set_kif = [](QuantSpec q, int k, int i, int f) {
+      for (int64_t n = 0; n < q.size(); ++n) {
+        q.k[n] = k;
+        q.i[n] = i;
+        q.f[n] = f;
+      }
+      return q;
+    };
+    L.push_back(make_layer("q", LayerKind::Quantize, {5}, {5}));
+    L.back().input_quantizer = set_kif(activation_quantizer(g, {5}, o), 1, 2, 3);
+    L.push_back(make_layer("col", LayerKind::Reshape, {5}, {5, 1}));
+    L.push_back(
+        make_layer("fanout", LayerKind::Concatenate, {5, 1}, {5, 4}, {"col", "col", "col", "col"}));
+    L.back().axis = 1;
+    L.push_back(make_layer("tables", LayerKind::Lut, {5, 4}, {5, 4}));
+    Layer& t = L.back();
+    t.function = archive::kLearnedLutFunction;
+    QuantSpec iq = activation_quantizer(g, {5, 4}, o);
+    QuantSpec oq = activation_quantizer(g, {5, 4}, o);
+    for (int64_t n = 0; n < iq.size(); ++n) {
+      iq.k[n] = n % 5 == 2 ? 0 : 1;  // a few unsigned inputs
+      iq.i[n] = g.uniform(1, 2);
+      iq.f[n] = g.uniform(1, 3);
+      oq.k[n] = 1;
+      oq.i[n] = g.uniform(0, 2);
+      oq.f[n] = g.uniform(2, 5);
+    }
+    iq.f[19] = -iq.k[19] - iq.i[19];  // connection (4, 3) pruned: k + i + f = 0
+    for (auto* v : {&iq.k, &iq.i, &iq.f}) (*v)[1] = (*v)[0];
+    for (auto* v : {&oq.k, &oq.i, &oq.f}) (*v)[1] = (*v)[0];
+    t.input_quantizer = iq;
+    t.output_quantizer = oq;
+    // Random entries in each element's output range; connection 1 repeats connection 0's table.
+    std::vector<int64_t> first;
+    for (int64_t n = 0; n < iq.size(); ++n) {
+      const int w = iq.width(n);
+      const int64_t count = w <= 0 ? 1 : int64_t{1} << w;
+      const int64_t hi = (int64_t{1} << (oq.width(n) - 1)) - 1;
+      for (int64_t e = 0; e < count; ++e) {
+        const int64_t v =
+            n == 1 ? first[e] : g.uniform(static_cast<int>(-hi - 1), static_cast<int>(hi));
+        if (n == 0) first.push_back(v);
+        t.table.push_back(v);
+      }
+    }
+    L.push_back(make_layer("sum", LayerKind::Pool, {5, 4}, {4}));
+    L.back().pool = "sum";
+    L.back().kernel_size = {5};
+    L.back().strides = {5};
+    L.push_back(make_layer("act", LayerKind::Activation, {4}, {4}));
+    L.back().activation = "relu";
+    L.back().output_quantizer = set_kif(activation_quantizer(g, {4}, o), 0, 4, 3);
+    L.push_back(make_layer("d", LayerKind::Dense, {4}, {2}));
+    L.back().kernel = constant(g, {4, 2}, o);
+    L.back().bias = constant(g, {2}, o);
+    a.output_shape = {2};
+    return a;
+  }
   if (kind == GraphKind::Lut) {
     a.name = "random_lut";
     a.input_shape = {6};

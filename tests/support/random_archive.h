@@ -53,7 +53,21 @@ archive::Archive random_mlp_archive(const RandomArchiveOptions& o = {});
 /// Linformer: Attention with the keys and values projected along the particle axis to 3 rows
 ///   (einsum_dense phd,pj->jhd, a learned kernel [6, 3]) before the scores [2, 6, 3]; the
 ///   projection reads particle slots, so this one is not permutation invariant.
-enum class GraphKind { Cnn2d, Conv1dBranches, Lut, Softmax, Particles, Attention, Linformer };
+/// LutDense: what a lut_dense block exports (HGQ-LUT): quantize [5] -> reshape [5, 1] ->
+///   concatenate of 4 copies [5, 4] -> lut "learned" (one random table per connection, narrow
+///   per-connection input quantizers, connection (4, 3) pruned, connection (0, 1) a copy of
+///   (0, 0) so that its table is shared) -> global sum pool over the 5 inputs [4] -> activation
+///   relu with an output quantizer -> dense [2].
+enum class GraphKind {
+  Cnn2d,
+  Conv1dBranches,
+  Lut,
+  Softmax,
+  Particles,
+  Attention,
+  Linformer,
+  LutDense
+};
 /// A quantizer of shape [1] (one element): k, i, f and its modes.
 archive::QuantSpec scalar_quantizer(int k, int i, int f,
                                     quant::RoundingMode round = quant::RoundingMode::RND,

@@ -164,6 +164,10 @@ struct Layer {
   std::string equation;
 };
 
+/// The `function` of a lut layer whose tables were learned (a lut_dense block's connections,
+/// nn::QLearnedLUT): exact_ebops counts their LUT cost (util/lut_cost.h).
+constexpr const char* kLearnedLutFunction = "learned";
+
 /// Widest input (k + i + f) of a lut element: its table has 2^16 entries at most.
 constexpr int kMaxLutInputBits = 16;
 /// Where each element's table starts in Layer::table (size + 1 entries; the last is the table's

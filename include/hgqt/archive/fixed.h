@@ -165,8 +165,9 @@ std::vector<LayerTypes> infer_types(const Archive& a);
 /// Exact EBOPs of each layer (quantization.md section 6): for the linear layers, the sum over
 /// every product of bits(input) * span(weight), plus span(bias) once per output element that adds
 /// it; input bits exclude the sign. softmax: one product e * r per element, bits(e) * bits(r)
-/// (signs excluded); einsum: the sum over every product of bits(a) * bits(b) (signs excluded).
-/// Other layers: 0.
+/// (signs excluded); einsum: the sum over every product of bits(a) * bits(b) (signs excluded);
+/// lut with learned tables: the LUT cost of each element, util::lut_connection_cost of its input
+/// and output widths (k + i + f). Other layers: 0.
 std::vector<double> exact_ebops(const Archive& a);
 
 /// Decimal text of a 128-bit integer (for messages and generated code).

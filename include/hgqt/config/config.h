@@ -72,7 +72,10 @@ struct LayerSpec {
   double input_scale = 1.0;    ///< softmax: the softmax of input_scale * x
   /// attention (a block read_model expands; see expand_attention): heads and per-head widths
   int64_t num_heads = 0, key_dim = 0, value_dim = 0;
-  int64_t projected_length = 0;       ///< linformer_attention: k, the keys' and values' rows
+  int64_t projected_length = 0;  ///< linformer_attention: k, the keys' and values' rows
+  /// lut_dense (a block read_model expands; see expand_lut_dense) and its learned_lut layer: the
+  /// width of each connection's hidden layer, 1 or 0 hidden layers, the widest table input
+  int64_t hidden = 8, hidden_layers = 1, max_table_bits = 12;
   std::vector<int64_t> output_shape;  ///< einsum_dense: per-sample output shape
   /// The index in ModelSpec::blocks of the block this layer was expanded from; -1: none.
   int block = -1;
@@ -104,6 +107,16 @@ struct LayerSpec {
 /// einsum_dense phd,pj->jhd layers that project the P keys and values to projected_length rows.
 /// `previous`: the layer before the block (its default input; "input" for the first layer).
 std::vector<LayerSpec> expand_attention(const LayerSpec& block, const std::string& previous);
+
+/// The primitive layers a `lut_dense` block (HGQ-LUT: y_o = act(sum_i T_io(x_i)), one learned
+/// table per connection) stands for, on a flat input [I]:
+///   <name>_in: a quantize layer, when the block reads the model input;
+///   <name>_col: reshape to [I, 1]; <name>_fanout: concatenate of `units` copies, [I, units];
+///   <name>_tables: learned_lut on [I, units] (the block's input_quantizer per connection, its
+///     table_quantizer as the tables' output quantizer; hidden, hidden_layers, max_table_bits);
+///   <name>_sum: global_sum_pool over the I inputs, [units];
+///   <name>: an activation layer (the block's activation and output_quantizer).
+std::vector<LayerSpec> expand_lut_dense(const LayerSpec& block, const std::string& previous);
 
 /// The `model:` section.
 struct ModelSpec {
