@@ -649,6 +649,20 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
   return layer;
 }
 
+// A primitive layer of block `b`, appended to `out`: named <block><suffix>, at the block's
+// place in the YAML (for error messages).
+LayerSpec& block_layer(std::vector<LayerSpec>& out, const LayerSpec& b, const std::string& type,
+                       const std::string& suffix, std::vector<std::string> inputs) {
+  LayerSpec l;
+  l.type = type;
+  l.name = b.name + suffix;
+  l.inputs = std::move(inputs);
+  l.line = b.line;
+  l.yaml_index = b.yaml_index;
+  out.push_back(std::move(l));
+  return out.back();
+}
+
 }  // namespace
 
 std::vector<LayerSpec> expand_attention(const LayerSpec& b, const std::string& previous) {
@@ -657,14 +671,7 @@ std::vector<LayerSpec> expand_attention(const LayerSpec& b, const std::string& p
   std::vector<LayerSpec> out;
   auto layer = [&](const std::string& type, const std::string& suffix,
                    std::vector<std::string> inputs) -> LayerSpec& {
-    LayerSpec l;
-    l.type = type;
-    l.name = b.name + suffix;
-    l.inputs = std::move(inputs);
-    l.line = b.line;
-    l.yaml_index = b.yaml_index;
-    out.push_back(std::move(l));
-    return out.back();
+    return block_layer(out, b, type, suffix, std::move(inputs));
   };
   // The raw model input is quantized once for the three projections (each would have its own
   // trainable input quantizer otherwise, and the hardware takes one quantizer of its input).
@@ -732,14 +739,7 @@ std::vector<LayerSpec> expand_lut_dense(const LayerSpec& b, const std::string& p
   std::vector<LayerSpec> out;
   auto layer = [&](const std::string& type, const std::string& suffix,
                    std::vector<std::string> inputs) -> LayerSpec& {
-    LayerSpec l;
-    l.type = type;
-    l.name = b.name + suffix;
-    l.inputs = std::move(inputs);
-    l.line = b.line;
-    l.yaml_index = b.yaml_index;
-    out.push_back(std::move(l));
-    return out.back();
+    return block_layer(out, b, type, suffix, std::move(inputs));
   };
   if (src == "input") {  // the raw model input: quantized once before it is fanned out
     layer("quantize", "_in", {"input"});
