@@ -1252,11 +1252,7 @@ void write_archive(const Archive& a, const std::string& dir) {
     }
     if (l.kind == LayerKind::Conv1d || l.kind == LayerKind::Conv2d) lj["pad_before"] = l.pad_before;
     if (l.kind == LayerKind::Pool) lj["pool"] = l.pool;
-    if (l.kind == LayerKind::Pool && l.pool == "avg") {
-      int64_t window = 1;
-      for (int64_t k : l.kernel_size) window *= k;
-      if (!util::is_power_of_two(window)) lj["scale_bits"] = l.scale_bits;
-    }
+    if (has_avg_scale(l)) lj["scale_bits"] = l.scale_bits;
     if (l.kind == LayerKind::Concatenate) lj["axis"] = l.axis;
     if (l.kind == LayerKind::Softmax && l.input_scale != 1.0) lj["input_scale"] = l.input_scale;
     if (l.kind == LayerKind::Einsum || l.kind == LayerKind::EinsumDense)

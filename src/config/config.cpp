@@ -528,9 +528,9 @@ LayerSpec read_layer(const YamlSource& src, const YAML::Node& node, const std::s
     layer.units =
         read_int(src, m.require("units", "a positive integer"), m.path_of("units"), 1, kMaxInt);
   if (type == "lut_dense") {
-    layer.hidden = m.int_or("hidden", 8, 1, 64);
-    layer.hidden_layers = m.int_or("hidden_layers", 1, 0, 1);
-    layer.max_table_bits = m.int_or("max_table_bits", 12, 1, 16);
+    layer.hidden = m.int_or("hidden", layer.hidden, 1, 64);
+    layer.hidden_layers = m.int_or("hidden_layers", layer.hidden_layers, 0, 1);
+    layer.max_table_bits = m.int_or("max_table_bits", layer.max_table_bits, 1, 16);
   }
   // A list of integers in [lo, hi]; a single integer is a list of one.
   auto int_list = [&](const std::string& key, int64_t lo, int64_t hi, bool required) {

@@ -463,13 +463,9 @@ void Lowering::pool(size_t li) {
       terms.push_back(Operand{x[m.input[k]], 1, std::max(s, 0)});
     }
     if (!m.max && m.mult != 1) {
-      int128 lo = 0, hi = 0;
-      for (const Operand& term : terms) {
-        const auto [a, b] = term_range(op(term.value), term, what);
-        lo = util::checked_add<ArchiveError>(lo, a, what);
-        hi = util::checked_add<ArchiveError>(hi, b, what);
-      }
-      const int32_t s = sum(std::move(terms), 0, archive::type_of_range(lo, hi, frac), what);
+      // The inferred range is the sum's times mult (infer_types): divided back, exactly.
+      const FixedType st = archive::type_of_range(t.acc_lo[o] / m.mult, t.acc_hi[o] / m.mult, frac);
+      const int32_t s = sum(std::move(terms), 0, st, what);
       out[o] = sum({Operand{s, m.mult, 0}}, 0, at, what);
     } else if (!m.max) {
       out[o] = sum(std::move(terms), 0, at, what);

@@ -142,15 +142,16 @@ std::vector<int64_t> lut_table(Fn&& fn, const archive::QuantSpec& iq, const arch
       element[e] = n;
     }
   torch::NoGradGuard no_grad;
+  const int64_t total = static_cast<int64_t>(xs.size());
+  const auto all_x = torch::from_blob(xs.data(), {total}, torch::kDouble);
+  const auto all_el = torch::from_blob(element.data(), {total}, torch::kLong);
   std::vector<int64_t> table(xs.size());
   constexpr int64_t kChunk = int64_t{1} << 18;  // entries evaluated at once
-  for (int64_t c0 = 0; c0 < static_cast<int64_t>(xs.size()); c0 += kChunk) {
-    const int64_t c1 = std::min<int64_t>(c0 + kChunk, static_cast<int64_t>(xs.size()));
-    const auto x =
-        torch::tensor(std::vector<double>(xs.begin() + c0, xs.begin() + c1), torch::kDouble);
-    const auto el = torch::tensor(std::vector<int64_t>(element.begin() + c0, element.begin() + c1),
-                                  torch::kLong);
-    const torch::Tensor ys = fn(x, el).to(torch::kDouble).contiguous();
+  for (int64_t c0 = 0; c0 < total; c0 += kChunk) {
+    const int64_t c1 = std::min(c0 + kChunk, total);
+    const torch::Tensor ys = fn(all_x.narrow(0, c0, c1 - c0), all_el.narrow(0, c0, c1 - c0))
+                                 .to(torch::kDouble)
+                                 .contiguous();
     const double* y = ys.data_ptr<double>();
     for (int64_t e = c0; e < c1; ++e) {
       const int64_t n = element[e];
@@ -386,11 +387,7 @@ HGQModel from_archive(const archive::Archive& a) {
         set_quantizer(bn->oq, *l.output_quantizer, what + ".output_quantizer");
     } else if (auto* p = dynamic_cast<nn::PoolImpl*>(m)) {
       // The scale of an average over a window that is not a power of two is the archive's.
-      const auto w = p->window(l.input_shape);
-      int64_t n = 1;
-      for (int64_t k : w) n *= k;
-      if (p->kind == nn::PoolImpl::Kind::Avg && !util::is_power_of_two(n) &&
-          p->options.scale_bits() != l.scale_bits)
+      if (archive::has_avg_scale(l) && p->options.scale_bits() != l.scale_bits)
         throw ArchiveError(what + ": scale_bits " + std::to_string(l.scale_bits) +
                            " in the archive, " + std::to_string(p->options.scale_bits()) +
                            " in model_yaml");

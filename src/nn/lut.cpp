@@ -188,7 +188,8 @@ void QLearnedLUTImpl::freeze(const std::vector<double>& values, const std::vecto
 torch::Tensor QLearnedLUTImpl::ebops() const {
   // b = k + i + f: the differentiable bits (i + f) plus the sign bit.
   auto width = [](const quant::FixedQuantizer& q) {
-    return q->bits() + std::get<0>(q->kif()).to(q->bits().dtype());
+    const auto b = q->bits();
+    return b + std::get<0>(q->kif()).to(b.dtype());
   };
   const auto bi = width(iq).expand(options.shape());
   const auto bo = width(oq).expand(options.shape());

@@ -512,11 +512,7 @@ class LayerWriter {
       }
       case LayerKind::Pool: {
         if (l.pool == "sum") return sum_pool(l, label, in);
-        if (l.pool == "avg") {
-          int64_t window = 1;
-          for (int64_t k : l.kernel_size) window *= k;
-          if (!util::is_power_of_two(window)) return scaled_sum_pool(l, label, in, window);
-        }
+        if (archive::has_avg_scale(l)) return scaled_sum_pool(l, label, in);
         const std::string x = get(in, Layout::First);
         // No padding, floor mode: ONNX drops the input left over after the last window, as the
         // archive does. The avg window holds 2^s elements, so the division is exact.
@@ -653,8 +649,7 @@ class LayerWriter {
   /// A sum pool: a global one is a ReduceSum over the spatial axes (channels-last, exact as any
   /// sum); a windowed one an AveragePool times the window, exact for a power-of-two window only.
   Value sum_pool(const Layer& l, const std::string& label, Value& in) {
-    int64_t window = 1;
-    for (int64_t k : l.kernel_size) window *= k;
+    const int64_t window = archive::window_elements(l);
     if (l.output_shape.size() == 1) {
       const std::string x = get(in, Layout::Last);
       std::vector<int64_t> axes;
@@ -679,7 +674,8 @@ class LayerWriter {
   /// scale mult * 2^-shift (the constant is exact in float32; the product is exact while the
   /// sum's mantissa times mult stays below 2^24 in a float32 runtime, 2^53 in float64). A
   /// windowed one is refused: AveragePool divides by the window, inexactly.
-  Value scaled_sum_pool(const Layer& l, const std::string& label, Value& in, int64_t window) {
+  Value scaled_sum_pool(const Layer& l, const std::string& label, Value& in) {
+    const int64_t window = archive::window_elements(l);
     if (l.output_shape.size() != 1)
       throw QonnxError(label + ": a windowed avg pool over " + std::to_string(window) +
                        " elements (not a power of two) has no exact QONNX form (AveragePool "

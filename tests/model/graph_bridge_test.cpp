@@ -217,7 +217,9 @@ TEST_P(GraphBridge, TraceThenEmulatorEqualsFloat64Forward) {
   torch::NoGradGuard no_grad;
   // (The float32 forward of learned functions may round differently from their float64 tables
   // at a quantization boundary; the rebuilt model's float32 forward is the tables'.)
-  if (!learned_tables) EXPECT_TRUE(torch::equal(m->forward(x), back->forward(x)));
+  if (!learned_tables) {
+    EXPECT_TRUE(torch::equal(m->forward(x), back->forward(x)));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, GraphBridge, ::testing::Range(1, 17));

@@ -99,32 +99,23 @@ TEST(Pool, Global) {
 // = round(8.53) = 9 at 2^-8; 1/5 with 2 bits round(2^4 / 5) = round(3.2) = 3 at 2^-4 (mult may
 // reach 2^bits: 1/17 with 2 bits round(2^6 / 17) = 4 at 2^-6, that is 1 at 2^-4).
 TEST(Pool, AvgScaleByHand) {
-  auto s = util::avg_scale(9, 8);
-  EXPECT_EQ(s.mult, 57);
-  EXPECT_EQ(s.shift, 9);
-  s = util::avg_scale(3, 8);
-  EXPECT_EQ(s.mult, 171);
-  EXPECT_EQ(s.shift, 9);
-  s = util::avg_scale(30, 4);
-  EXPECT_EQ(s.mult, 9);
-  EXPECT_EQ(s.shift, 8);
-  s = util::avg_scale(5, 2);
-  EXPECT_EQ(s.mult, 3);
-  EXPECT_EQ(s.shift, 4);
-  s = util::avg_scale(17, 2);
-  EXPECT_EQ(s.mult, 1);
-  EXPECT_EQ(s.shift, 4);
-  // Powers of two are exact shifts whatever the bits.
-  s = util::avg_scale(32, 3);
-  EXPECT_EQ(s.mult, 1);
-  EXPECT_EQ(s.shift, 5);
-  s = util::avg_scale(1, 8);
-  EXPECT_EQ(s.mult, 1);
-  EXPECT_EQ(s.shift, 0);
+  struct Case {
+    int64_t count;
+    int bits;
+    int64_t mult;
+    int shift;
+  };
+  // The cases above; powers of two (32, 1) are exact shifts whatever the bits.
+  for (const Case& c : {Case{9, 8, 57, 9}, Case{3, 8, 171, 9}, Case{30, 4, 9, 8}, Case{5, 2, 3, 4},
+                        Case{17, 2, 1, 4}, Case{32, 3, 1, 5}, Case{1, 8, 1, 0}}) {
+    const auto s = util::avg_scale(c.count, c.bits);
+    EXPECT_EQ(s.mult, c.mult) << c.count << " at " << c.bits << " bits";
+    EXPECT_EQ(s.shift, c.shift) << c.count << " at " << c.bits << " bits";
+  }
   // The relative error stays within 2^-bits.
   for (int64_t n = 1; n < 300; ++n)
     for (int b : {2, 5, 8, 16}) {
-      s = util::avg_scale(n, b);
+      const auto s = util::avg_scale(n, b);
       EXPECT_LE(std::abs(s.value() * static_cast<double>(n) - 1.0), std::ldexp(1.0, -b)) << n;
     }
   EXPECT_THROW(util::avg_scale(0, 8), std::invalid_argument);

@@ -175,6 +175,18 @@ constexpr int kMaxLutInputBits = 16;
 /// when pruned. Throws ArchiveError for an input wider than kMaxLutInputBits.
 std::vector<int64_t> lut_offsets(const Layer& l);
 
+/// Elements in one window of a pool layer: the product of its kernel_size.
+inline int64_t window_elements(const Layer& l) {
+  int64_t n = 1;
+  for (int64_t k : l.kernel_size) n *= k;
+  return n;
+}
+/// An avg pool whose average is not an exact shift: its window is not a power of two, and its
+/// scale (scale_bits) is part of the model.
+inline bool has_avg_scale(const Layer& l) {
+  return l.kind == LayerKind::Pool && l.pool == "avg" && !util::is_power_of_two(window_elements(l));
+}
+
 /// Indices of the layers layer `li` reads, in order; -1 is the model input.
 /// Throws ArchiveError for an unknown or later name.
 std::vector<int64_t> layer_inputs(const Archive& a, size_t li);
