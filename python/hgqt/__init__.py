@@ -27,6 +27,11 @@ from ._api import (Archive, Config, build_model, constrain, ebops, emulate, expo
                    summary, to_archive, trace, train)
 from ._model import Model, Sequential
 
+# QLutDense is a block of layers (a small Model), so it lives beside Model; it is an hgqt.nn layer.
+from ._model import QLutDense as _QLutDense
+nn.QLutDense = _QLutDense
+nn.__all__.append("QLutDense")
+
 __version__: str = _hgqt.__version__
 
 __all__ = [

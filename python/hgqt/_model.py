@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import collections
 import json
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
 from . import _hgqt
-from ._module import Module, _register, as_tensor
-from .nn import FixedQuantizer, QLayer
+from ._module import Module, _register, as_tensor, json_origin
+from .nn import FixedQuantizer, QLayer, _quantizer_spec
 
 
 @_register("model")
@@ -121,6 +121,56 @@ class Model(Module):
         return summary(self)
 
 
+class QLutDense(Model):
+    """A learned lookup-table dense layer (HGQ-LUT): ``y_o = act(sum_i T_io(q_io(x_i)))``.
+
+    Every input-output connection has its own input quantizer ``q_io`` (0 bits prunes it) and a
+    small learned function of that one quantized scalar (a tanh MLP of width ``hidden``, or
+    ``w u + b`` with ``hidden_layers=0``) behind its own output quantizer; the hardware realises
+    it as a table over every value of ``q_io``. ``QLutDense(16, 8, activation="relu",
+    input_quantizer={"i": 2, "f": 3})`` maps [B, 16] to [B, 8]. Its cost term (``ebops()``) is
+    the LUT estimate of the tables and adder trees (README, lut_dense).
+
+    It is the config's ``lut_dense`` block, a small model of primitive layers (``<name>_in``
+    quantizes the raw input, then reshape, fan-out, the tables ``<name>_tables``, the sum and
+    the activation ``<name>``): ``tables`` is the learned_lut layer with the per-connection
+    ``input`` and ``output`` (table) quantizers. In ``hgqt.Sequential`` it keeps its layers;
+    after another layer it has no ``<name>_in`` (the tables quantize their inputs themselves).
+    """
+
+    def __init__(self, in_features: int, units: int, *, activation: str = "linear",
+                 hidden: int = 8, hidden_layers: int = 1, max_table_bits: int = 12,
+                 name: str = "lut_dense",
+                 input_quantizer: Optional[Mapping[str, Any]] = None,
+                 table_quantizer: Optional[Mapping[str, Any]] = None,
+                 output_quantizer: Optional[Mapping[str, Any]] = None) -> None:
+        spec: Dict[str, Any] = {"type": "lut_dense", "name": str(name), "units": int(units),
+                                "activation": activation, "hidden": int(hidden),
+                                "hidden_layers": int(hidden_layers),
+                                "max_table_bits": int(max_table_bits)}
+        for role, q in (("input", input_quantizer), ("table", table_quantizer),
+                        ("output", output_quantizer)):
+            if q is not None:
+                spec[f"{role}_quantizer"] = _quantizer_spec(q, f"hgqt.nn.QLutDense: {role}_quantizer")
+        origin = "hgqt.nn.QLutDense"
+        text = json.dumps({"input_shape": [int(in_features)], "layers": [spec]})
+        with json_origin(origin, layer_prefix=True):
+            cpp = _hgqt.build_model_yaml(text, origin)
+        Module.__init__(self, cpp)
+        object.__setattr__(self, "_spec", spec)
+
+    @property
+    def spec(self) -> Dict[str, Any]:
+        """The block's config entry (as in model.layers)."""
+        return dict(self.__dict__["_spec"])
+
+    @property
+    def tables(self) -> QLayer:
+        """The learned_lut layer: one function per connection, quantizers ``input`` and
+        ``output`` (each [in_features, units])."""
+        return self.layers[self.__dict__["_spec"]["name"] + "_tables"]
+
+
 def Sequential(*layers: QLayer, input_shape: Optional[List[int]] = None) -> Model:
     """Composes hgqt layers into an hgqt.Model (a chain), which hgqt can train, trace, save,
     summarize and export.
@@ -133,6 +183,9 @@ def Sequential(*layers: QLayer, input_shape: Optional[List[int]] = None) -> Mode
         raise ValueError("hgqt.Sequential: needs at least one layer")
     specs = []
     for n, layer in enumerate(layers):
+        if isinstance(layer, QLutDense):
+            specs.append(layer.spec)
+            continue
         if not isinstance(layer, QLayer) or layer.spec is None:
             raise TypeError(f"hgqt.Sequential: argument {n} is not an hgqt layer built in Python "
                             f"(got {type(layer).__name__}); use hgqt.nn layers")
@@ -143,8 +196,22 @@ def Sequential(*layers: QLayer, input_shape: Optional[List[int]] = None) -> Mode
     with json_origin("hgqt.Sequential"):
         cpp = _hgqt.build_model_yaml(json.dumps(section), "hgqt.Sequential")
     model = _wrap(cpp)
-    for (name, target), info, layer in zip(model.layers.items(), model.layer_info(), layers):
-        expected, got = layer.input_shape, info["input_shape"]
+    built = list(zip(model.layers.items(), model.layer_info()))
+    # Each argument's layers, in order: one layer, or a block's layers (a QLutDense after another
+    # layer has no `<name>_in`: the model's input is not its input).
+    parts: List[Tuple[QLayer, Optional[List[int]]]] = []
+    for n, layer in enumerate(layers):
+        if isinstance(layer, QLutDense):
+            subs = list(layer.layers.values())
+            if n > 0:
+                subs = subs[1:]
+            parts += [(s, None) for s in subs]
+        else:
+            parts.append((layer, layer.input_shape))
+    if len(parts) != len(built):
+        raise RuntimeError(f"hgqt.Sequential: {len(built)} model layers for {len(parts)} parts")
+    for ((name, target), info), (layer, expected) in zip(built, parts):
+        got = info["input_shape"]
         if expected is not None and list(expected) != list(got):
             raise ValueError(f"hgqt.Sequential: layer {name} was built for input {expected}, "
                              f"but gets {got} here")

@@ -250,3 +250,39 @@ def test_lut_dense_block_builds_trains_and_is_not_a_single_layer():
     assert tables.quantizers["input"].f.grad is not None
     with pytest.raises(ValueError, match="build it inside a model"):
         hgqt.nn.layer("lut_dense", [6], units=3)
+
+
+def test_qlutdense_layer_composes_trains_and_emulates_bit_exactly():
+    torch.manual_seed(0)
+    lut = hgqt.nn.QLutDense(6, 4, activation="relu", name="h", input_quantizer={"i": 2, "f": 2})
+    assert list(lut.layers) == ["h_in", "h_col", "h_fanout", "h_tables", "h_sum", "h"]
+    assert lut.tables.quantizers["input"].f.shape == (6, 4)
+    assert lut.spec["units"] == 4 and lut.spec["hidden"] == 8
+    head = hgqt.nn.QDense(4, 3)
+    model = hgqt.Sequential(lut, head)
+    assert list(model.layers) == ["h_in", "h_col", "h_fanout", "h_tables", "h_sum", "h", "dense_1"]
+    assert model["h_tables"] is lut.tables  # the caller's layers are the model's
+    x = torch.randn(64, 6)
+    model.eval()
+    assert torch.equal(model(x), head(lut(x)))
+    # after another layer the block has no input quantize layer of its own
+    inner = hgqt.Sequential(hgqt.nn.QDense(6, 5, activation="relu"),
+                            hgqt.nn.QLutDense(5, 3, name="t", hidden_layers=0))
+    assert list(inner.layers) == ["dense_0", "t_col", "t_fanout", "t_tables", "t_sum", "t"]
+    # one step moves both quantizers of the connections
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = {r: q.f.detach().clone() for r, q in lut.tables.quantizers.items()}
+    loss = torch.nn.functional.cross_entropy(model(x), torch.randint(0, 3, (64,))) + 1e-4 * model.ebops()
+    loss.backward()
+    opt.step()
+    model.constrain()
+    for role, q in lut.tables.quantizers.items():
+        assert not torch.equal(q.f.detach(), before[role]), role
+    # the archive's tables reproduce the eval forward bit for bit
+    model.eval()
+    hgqt.trace(model, x)
+    got = hgqt.emulate(hgqt.to_archive(model), x)
+    assert torch.equal(torch.as_tensor(got, dtype=torch.float64), model.forward_exact(x))
+    with pytest.raises(TypeError, match="QLutDense: table_quantizer"):
+        hgqt.nn.QLutDense(6, 4, table_quantizer=3)
