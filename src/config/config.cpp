@@ -103,8 +103,8 @@ const Keys kDistillLosses = {"kl", "mse", "huber"};
 const Keys kDistillTargets = {"output", "reconstruction_error"};
 const Keys kTeacherOutputs = {"logits", "probabilities"};
 const Keys kBetaKeys = {"kind", "value", "points"};
-const Keys kBetaPIDKeys = {"kind", "target_ebops",  "init",           "p",   "i",
-                           "d",    "warmup_epochs", "interval_steps", "min", "max"};
+const Keys kBetaPIDKeys = {"kind",          "target_ebops",   "init", "p",   "i",          "d",
+                           "warmup_epochs", "interval_steps", "min",  "max", "ramp_epochs"};
 const Keys kEarlyStoppingKeys = {"patience", "min_delta", "monitor", "ebops_below"};
 const Keys kMonitors = {"val_accuracy", "val_loss"};
 
@@ -938,6 +938,7 @@ BetaSchedule read_beta_pid(const YamlSource& src, const YAML::Node& node, const 
   c.d = m.number_or("d", c.d, 0, false);
   c.warmup_epochs = m.int_or("warmup_epochs", c.warmup_epochs, 0, kMaxInt);
   c.interval_steps = m.int_or("interval_steps", c.interval_steps, 0, kMaxInt);
+  c.ramp_epochs = m.number_or("ramp_epochs", c.ramp_epochs, 0, false);
   c.min = m.number_or("min", c.min, 0, false);
   c.max = m.number_or("max", c.max, 0, true);
   if (!(c.min <= c.init && c.init <= c.max)) {
@@ -1297,6 +1298,8 @@ void emit_beta(YAML::Emitter& out, const BetaSchedule& b) {
                                {"d", c.d}})
       out << YAML::Key << k << YAML::Value << format_double(v);
     out << YAML::Key << "warmup_epochs" << YAML::Value << c.warmup_epochs;
+    if (c.ramp_epochs >= 0)  // unset (a config built in code): the reader's default again
+      out << YAML::Key << "ramp_epochs" << YAML::Value << format_double(c.ramp_epochs);
     out << YAML::Key << "interval_steps" << YAML::Value << c.interval_steps;
     out << YAML::Key << "min" << YAML::Value << format_double(c.min);
     out << YAML::Key << "max" << YAML::Value << format_double(c.max);

@@ -358,6 +358,7 @@ nlohmann::json to_json(const LoopState& s, const std::string& config_yaml,
             {"integral", s.pid.integral},
             {"previous_error", s.pid.previous_error},
             {"updates", s.pid.updates},
+            {"start", s.pid.start_ebops},
             {"sum", s.pid_sum},
             {"count", s.pid_count}}},
           {"finished", s.finished}};
@@ -384,7 +385,8 @@ LoopState loop_state_from_json(const nlohmann::json& j) {
                st.at("wait").get<int64_t>(), st.at("last_epoch").get<int64_t>()};
   const auto& p = j.at("pid");
   s.pid = {p.at("beta").get<double>(), p.at("integral").get<double>(),
-           p.at("previous_error").get<double>(), p.at("updates").get<int64_t>()};
+           p.at("previous_error").get<double>(), p.at("updates").get<int64_t>(),
+           p.value("start", 0.0)};
   s.pid_sum = p.at("sum").get<double>();
   s.pid_count = p.at("count").get<int64_t>();
   s.finished = j.value("finished", false);
@@ -546,7 +548,9 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
   auto gen = at::detail::createCPUGenerator(seed);
   const bool pid_mode = t.beta.kind == "pid";
-  BetaPID pid(t.beta.pid);
+  config::BetaPIDSpec pid_spec = t.beta.pid;
+  if (pid_spec.ramp_epochs < 0) pid_spec.ramp_epochs = static_cast<double>(t.epochs) / 4.0;
+  BetaPID pid(pid_spec);
 
   LoopState st;
   TrainResult result;
@@ -726,7 +730,10 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       if (pid_step) {
         st.pid_sum += ebops.item<double>();
         if (++st.pid_count == t.beta.pid.interval_steps) {
-          pid.update(st.pid_sum / static_cast<double>(st.pid_count));
+          // epochs since the controller engaged (the start of the target ramp)
+          const double since = static_cast<double>(st.global_step) / steps_per_epoch -
+                               static_cast<double>(t.beta.pid.warmup_epochs);
+          pid.update(st.pid_sum / static_cast<double>(st.pid_count), since);
           st.pid_sum = 0;
           st.pid_count = 0;
         }
@@ -757,7 +764,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     result.history.push_back(m);
     // Once per epoch (interval_steps 0): the next epoch's beta from this epoch's EBOPs.
     if (pid_mode && t.beta.pid.interval_steps == 0 && epoch + 1 >= t.beta.pid.warmup_epochs)
-      pid.update(m.ebops);
+      pid.update(m.ebops, static_cast<double>(epoch + 1 - t.beta.pid.warmup_epochs));
 
     util::append_line(metrics_path, metrics_line(m));
     if (!options.quiet) {
@@ -860,6 +867,8 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
   if (pid_mode) {
     summary["beta_pid"] = {
         {"target_ebops", t.beta.pid.target_ebops},
+        {"ramp_epochs", pid_spec.ramp_epochs},
+        {"start_ebops", pid.state().start_ebops},
         {"final_beta", pid.beta()},
         {"updates", pid.state().updates},
         {"final_ebops", result.history.empty() ? 0.0 : result.history.back().ebops}};

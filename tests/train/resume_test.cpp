@@ -251,4 +251,6 @@ train:
   const auto result =
       nlohmann::json::parse(read_all((fs::path(o.run_dir) / "result.json").string()));
   EXPECT_DOUBLE_EQ(result["beta_pid"]["target_ebops"].get<double>(), target);
+  EXPECT_DOUBLE_EQ(result["beta_pid"]["ramp_epochs"].get<double>(), 14 / 4.0);  // the default
+  EXPECT_GT(result["beta_pid"]["start_ebops"].get<double>(), 3 * target);
 }

@@ -173,7 +173,12 @@ struct BetaPIDSpec {
   /// Gains on log10(EBOPs / target) (i > 0); the defaults suit interval_steps 10 on the
   /// Fashion-MNIST MLP (EBOPs follow beta with a lag of epochs; a larger i overshoots).
   double p = 2.0, i = 0.1, d = 0.0;
-  int64_t warmup_epochs = 1;     ///< epochs trained at `init` before the controller engages
+  int64_t warmup_epochs = 1;  ///< epochs trained at `init` before the controller engages
+  /// Epochs over which the controller's target moves from the EBOPs it found when it engaged
+  /// down to target_ebops (geometrically), so that the model shrinks no faster than training
+  /// recovers; 0: the target from the start. -1 (unset, written nowhere): the trainer takes a
+  /// quarter of train.epochs (result.json records it).
+  double ramp_epochs = -1;
   int64_t interval_steps = 0;    ///< 0: one update per epoch; n: one every n steps (mean EBOPs)
   double min = 0.0, max = 1e-2;  ///< bounds of beta (min <= init <= max)
 };
