@@ -10,7 +10,6 @@
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -46,25 +45,17 @@ std::string model_yaml(const std::vector<int64_t>& shape, const std::string& kin
 int main(int argc, char** argv) {
   const auto alloc = util::tune_allocator();
   std::vector<int64_t> shape = {16, 16, 8, 5};
-  int64_t batch = 1024;
-  int rounds = 5, threads = 1;
-  double budget = 1.0;
-  for (int a = 1; a + 1 < argc; a += 2) {
-    if (!std::strcmp(argv[a], "--shape"))
-      shape = bench::parse_list(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--batch"))
-      batch = std::atoll(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--rounds"))
-      rounds = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--threads"))
-      threads = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--seconds"))
-      budget = std::atof(argv[a + 1]);
-    else {
-      std::fprintf(stderr, "unknown option %s\n", argv[a]);
-      return 2;
-    }
-  }
+  bench::StepOptions o;
+  o.batch = 1024;
+  if (!bench::parse_step_options(argc, argv, o, [&](const std::string& flag, const char* value) {
+        if (flag != "--shape") return false;
+        shape = bench::parse_list(value);
+        return true;
+      }))
+    return 2;
+  const int rounds = o.rounds, threads = o.threads;
+  const double budget = o.seconds;
+  const int64_t batch = o.batch;
   if (shape.size() < 3 || batch < 1 || rounds < 1 || threads < 1) {
     std::fprintf(stderr,
                  "bench_lut_dense_step: --shape needs an input, at least one hidden layer "

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -63,29 +62,22 @@ layers:
 int main(int argc, char** argv) {
   const auto alloc = util::tune_allocator();
   std::vector<int64_t> batches{1024, 33200};
-  int rounds = 7, threads = 1;
-  double budget = 0.5;
   bool breakdown = false;
-  for (int a = 1; a < argc; ++a)
-    if (!std::strcmp(argv[a], "--breakdown")) breakdown = true;
-  for (int a = 1; a + 1 < argc; a += 2) {
-    if (!std::strcmp(argv[a], "--breakdown")) {
-      --a;
-      continue;
-    }
-    if (!std::strcmp(argv[a], "--batches"))
-      batches = parse_list(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--rounds"))
-      rounds = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--threads"))
-      threads = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--seconds"))
-      budget = std::atof(argv[a + 1]);
-    else {
-      std::fprintf(stderr, "unknown option %s\n", argv[a]);
-      return 2;
-    }
-  }
+  bench::StepOptions o{7, 1, 0.5};
+  const bool ok = bench::parse_step_options(argc, argv, o,
+                                            [&](const std::string& flag, const char* value) {
+                                              if (flag == "--breakdown")
+                                                breakdown = true;
+                                              else if (flag == "--batches")
+                                                batches = parse_list(value);
+                                              else
+                                                return false;
+                                              return true;
+                                            },
+                                            {"--breakdown"});
+  if (!ok) return 2;
+  const int rounds = o.rounds, threads = o.threads;
+  const double budget = o.seconds;
   torch::set_num_threads(threads);
   torch::manual_seed(0);
   (void)torch::mm(torch::ones({8, 8}), torch::ones({8, 8}));

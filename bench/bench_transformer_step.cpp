@@ -10,7 +10,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -72,25 +71,17 @@ TORCH_MODULE(FloatTransformer);
 int main(int argc, char** argv) {
   const auto alloc = util::tune_allocator();
   std::string config = "configs/jet_transformer.yaml";
-  int64_t batch = 512;
-  int rounds = 5, threads = 1;
-  double budget = 1.0;
-  for (int a = 1; a + 1 < argc; a += 2) {
-    if (!std::strcmp(argv[a], "--config"))
-      config = argv[a + 1];
-    else if (!std::strcmp(argv[a], "--batch"))
-      batch = std::atoll(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--rounds"))
-      rounds = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--threads"))
-      threads = std::atoi(argv[a + 1]);
-    else if (!std::strcmp(argv[a], "--seconds"))
-      budget = std::atof(argv[a + 1]);
-    else {
-      std::fprintf(stderr, "unknown option %s\n", argv[a]);
-      return 2;
-    }
-  }
+  bench::StepOptions o;
+  o.batch = 512;
+  if (!bench::parse_step_options(argc, argv, o, [&](const std::string& flag, const char* value) {
+        if (flag != "--config") return false;
+        config = value;
+        return true;
+      }))
+    return 2;
+  const int rounds = o.rounds, threads = o.threads;
+  const double budget = o.seconds;
+  const int64_t batch = o.batch;
   try {
     torch::set_num_threads(threads);
     torch::manual_seed(0);

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -29,6 +32,47 @@ double seconds_per_step(Step&& step, double budget) {
     elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (elapsed < budget);
   return elapsed / n;
+}
+
+/// What the step benchmarks share: interleaved rounds, threads, seconds per timing.
+struct StepOptions {
+  int rounds = 5;
+  int threads = 1;
+  double seconds = 1.0;
+  int64_t batch = 0;  ///< > 0: the program takes --batch (this is its default)
+};
+
+/// Parses "--flag value" pairs: --rounds, --threads, --seconds (and --batch where `o.batch` has
+/// a default) fill `o`, `own(flag, value)`
+/// takes the program's own flags (false: unknown); a flag in `switches` takes no value and goes
+/// to `own` with an empty value. Prints the unknown flag and returns false on one.
+inline bool parse_step_options(int argc, char** argv, StepOptions& o,
+                               const std::function<bool(const std::string&, const char*)>& own,
+                               const std::vector<std::string>& switches = {}) {
+  for (int a = 1; a < argc; ++a) {
+    const std::string flag = argv[a];
+    if (std::find(switches.begin(), switches.end(), flag) != switches.end()) {
+      if (own(flag, "")) continue;
+    } else if (a + 1 < argc) {
+      const char* value = argv[++a];
+      if (flag == "--rounds")
+        o.rounds = std::atoi(value);
+      else if (flag == "--threads")
+        o.threads = std::atoi(value);
+      else if (flag == "--seconds")
+        o.seconds = std::atof(value);
+      else if (flag == "--batch" && o.batch > 0)
+        o.batch = std::atoll(value);
+      else if (!own(flag, value)) {
+        std::fprintf(stderr, "unknown option %s\n", flag.c_str());
+        return false;
+      }
+      continue;
+    }
+    std::fprintf(stderr, "unknown option or missing value: %s\n", flag.c_str());
+    return false;
+  }
+  return true;
 }
 
 /// "1024,33200" -> {1024, 33200}.
