@@ -72,6 +72,12 @@ inline bool parse_step_options(int argc, char** argv, StepOptions& o,
     std::fprintf(stderr, "unknown option or missing value: %s\n", flag.c_str());
     return false;
   }
+  if (o.rounds < 1 || o.threads < 1 || !(o.seconds > 0) || o.batch < 0) {
+    std::fprintf(stderr,
+                 "--rounds, --threads and --batch must be positive integers and "
+                 "--seconds a positive number\n");
+    return false;
+  }
   return true;
 }
 

@@ -60,7 +60,9 @@ print("train", x_train.shape, x_train.dtype, "| test", x_test.shape)
 overrides = {}
 if "HGQT_EXAMPLE_EPOCHS" in os.environ:
     epochs = int(os.environ["HGQT_EXAMPLE_EPOCHS"])
-    overrides = {"train.epochs": epochs, "train.beta.points": [[0, 1e-8], [epochs, 1e-6]]}
+    # the config's recipe, shortened: beta ramps over the first quarter, then holds
+    overrides = {"train.epochs": epochs,
+                 "train.beta.points": [[0, 1e-8], [epochs / 4, 2e-7], [epochs, 2e-7]]}
 config = hgqt.load_config(REPO / "configs" / "fashion_mnist_mlp.yaml", overrides)
 history = []
 

@@ -96,7 +96,6 @@ TASKS = {
         "trace_data": "data/fashion_mnist.h5",
         "test_data": "data/fashion_mnist.h5",
         "batch_size": 128, "lr": 3.0e-3,
-        # final beta of the log ramp from 1e-8 (HGQ) and 1e-7 (HGQ-LUT)
         "hgq": [1e-7, 2e-7, 3e-7, 1e-6, 3e-6],
         "hgq_old": [1e-7, 1e-6, 3e-6, 1e-5, 3e-5],
         "hgq_hold8": [1e-7, 3e-7, 1e-6],
@@ -197,16 +196,22 @@ def one(args, task, m):
     run_dir = os.path.join(args.out, name)
     log = run_dir + ".log"
     result = os.path.join(run_dir, "front.json")
-    if os.path.exists(result) and not args.retrain:
-        with open(result) as f:
-            return json.load(f)
+    cfg = make_config(task, name, kind, defaults, beta, args.epochs, args.threads, args.data_dir)
+    text = yaml.safe_dump(cfg, default_flow_style=None, sort_keys=False)
+    cfg_path = os.path.join(args.out, name + ".yaml")
+    # a finished run is reused only for the same config (epochs, data, method)
+    if os.path.exists(result) and not args.retrain and os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            if f.read() == text:
+                with open(result) as g:
+                    return json.load(g)
     os.makedirs(args.out, exist_ok=True)
     if os.path.exists(log):
         os.remove(log)
-    cfg = make_config(task, name, kind, defaults, beta, args.epochs, args.threads, args.data_dir)
-    cfg_path = os.path.join(args.out, name + ".yaml")
+    if os.path.exists(result):
+        os.remove(result)
     with open(cfg_path, "w") as f:
-        yaml.safe_dump(cfg, f, default_flow_style=None, sort_keys=False)
+        f.write(text)
     t0 = time.time()
     run([args.hgqt, "train", cfg_path, "--quiet", "--overwrite", "--out", run_dir], log)
     train_s = time.time() - t0
@@ -246,7 +251,7 @@ def ratio(rows, families=("HGQ", "HGQ, PID")):
     hgq = [r for r in rows if r["family"] in families]
     if not near or not u8 or not hgq:
         return None
-    within = [r for r in hgq if r["accuracy"] >= near[0]["accuracy"] - 0.01]
+    within = [r for r in hgq if r["accuracy"] >= near[0]["accuracy"] - 0.01 - 1e-9]
     if not within:
         return {"near_float": near[0]["accuracy"], "uniform8": u8[0], "hgq": None, "ratio": None}
     best = min(within, key=lambda r: r["ebops_exact"])
@@ -363,12 +368,14 @@ def main():
             except RuntimeError as e:
                 failed.append(futs[fut])
                 print(f"bench_front: {futs[fut]}: {e}", file=sys.stderr, flush=True)
-    # the report covers every finished run in OUT, also those of earlier invocations
+    # the report covers every finished run in OUT of this budget, also earlier invocations
     for m in methods(a.task):
         path = os.path.join(a.out, m[0], "front.json")
         if m[0] not in {r["method"] for r in rows} and os.path.exists(path):
             with open(path) as f:
-                rows.append(json.load(f))
+                r = json.load(f)
+            if r.get("epochs") == a.epochs:
+                rows.append(r)
     report(a, a.task, rows)
     if failed:
         sys.exit(f"bench_front: {len(failed)} runs failed: {failed}")

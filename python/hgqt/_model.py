@@ -134,20 +134,24 @@ class QLutDense(Model):
     It is the config's ``lut_dense`` block, a small model of primitive layers (``<name>_in``
     quantizes the raw input, then reshape, fan-out, the tables ``<name>_tables``, the sum and
     the activation ``<name>``): ``tables`` is the learned_lut layer with the per-connection
-    ``input`` and ``output`` (table) quantizers. In ``hgqt.Sequential`` it keeps its layers;
-    after another layer it has no ``<name>_in`` (the tables quantize their inputs themselves).
+    ``input`` and ``output`` (table) quantizers. ``name`` defaults to one by position, as a
+    config's. ``hgqt.Sequential(..., lut, ...)`` takes over its layers (after another layer
+    without ``<name>_in``: the tables quantize their inputs themselves); from then on call the
+    model: the block itself refuses to run, as its layers live in the model.
     """
 
     def __init__(self, in_features: int, units: int, *, activation: str = "linear",
                  hidden: int = 8, hidden_layers: int = 1, max_table_bits: int = 12,
-                 name: str = "lut_dense",
+                 name: Optional[str] = None,
                  input_quantizer: Optional[Mapping[str, Any]] = None,
                  table_quantizer: Optional[Mapping[str, Any]] = None,
                  output_quantizer: Optional[Mapping[str, Any]] = None) -> None:
-        spec: Dict[str, Any] = {"type": "lut_dense", "name": str(name), "units": int(units),
+        spec: Dict[str, Any] = {"type": "lut_dense", "units": int(units),
                                 "activation": activation, "hidden": int(hidden),
                                 "hidden_layers": int(hidden_layers),
                                 "max_table_bits": int(max_table_bits)}
+        if name is not None:
+            spec["name"] = str(name)
         for role, q in (("input", input_quantizer), ("table", table_quantizer),
                         ("output", output_quantizer)):
             if q is not None:
@@ -168,7 +172,25 @@ class QLutDense(Model):
     def tables(self) -> QLayer:
         """The learned_lut layer: one function per connection, quantizers ``input`` and
         ``output`` (each [in_features, units])."""
-        return self.layers[self.__dict__["_spec"]["name"] + "_tables"]
+        return next(layer for layer in self.layers.values() if layer.kind == "learned_lut")
+
+    def _check_own(self, what: str) -> None:
+        owner = self.__dict__.get("_owner")
+        if owner is not None:
+            raise RuntimeError(f"hgqt.nn.QLutDense: its layers are part of an hgqt.Sequential "
+                               f"now ({owner}); call {what} on that model")
+
+    def forward(self, *inputs: Any) -> torch.Tensor:
+        self._check_own("forward")
+        return super().forward(*inputs)
+
+    def ebops(self) -> torch.Tensor:
+        self._check_own("ebops()")
+        return super().ebops()
+
+    def constrain(self) -> None:
+        self._check_own("constrain()")
+        super().constrain()
 
 
 def Sequential(*layers: QLayer, input_shape: Optional[List[int]] = None) -> Model:
@@ -202,10 +224,11 @@ def Sequential(*layers: QLayer, input_shape: Optional[List[int]] = None) -> Mode
     parts: List[Tuple[QLayer, Optional[List[int]]]] = []
     for n, layer in enumerate(layers):
         if isinstance(layer, QLutDense):
+            layer._check_own("hgqt.Sequential")
             subs = list(layer.layers.values())
             if n > 0:
                 subs = subs[1:]
-            parts += [(s, None) for s in subs]
+            parts += [(s, list(layer.input_shape) if k == 0 else None) for k, s in enumerate(subs)]
         else:
             parts.append((layer, layer.input_shape))
     if len(parts) != len(built):
@@ -221,4 +244,7 @@ def Sequential(*layers: QLayer, input_shape: Optional[List[int]] = None) -> Mode
                 t.copy_(mine[key].to(t.device, t.dtype))
         layer._repoint(target._cpp)
         model._modules[name] = layer  # the caller's object is the model's layer
+    for n, layer in enumerate(layers):
+        if isinstance(layer, QLutDense):  # its own C++ model no longer holds its layers' values
+            object.__setattr__(layer, "_owner", f"argument {n}")
     return model  # type: ignore[return-value]

@@ -359,6 +359,7 @@ nlohmann::json to_json(const LoopState& s, const std::string& config_yaml,
             {"previous_error", s.pid.previous_error},
             {"updates", s.pid.updates},
             {"start", s.pid.start_ebops},
+            {"start_time", s.pid.start_time},
             {"sum", s.pid_sum},
             {"count", s.pid_count}}},
           {"finished", s.finished}};
@@ -384,9 +385,12 @@ LoopState loop_state_from_json(const nlohmann::json& j) {
   s.stopper = {number_of(st, "best"), st.at("best_epoch").get<int64_t>(),
                st.at("wait").get<int64_t>(), st.at("last_epoch").get<int64_t>()};
   const auto& p = j.at("pid");
-  s.pid = {p.at("beta").get<double>(), p.at("integral").get<double>(),
-           p.at("previous_error").get<double>(), p.at("updates").get<int64_t>(),
-           p.value("start", 0.0)};
+  s.pid = {p.at("beta").get<double>(),
+           p.at("integral").get<double>(),
+           p.at("previous_error").get<double>(),
+           p.at("updates").get<int64_t>(),
+           p.value("start", 0.0),
+           p.value("start_time", 0.0)};
   s.pid_sum = p.at("sum").get<double>();
   s.pid_count = p.at("count").get<int64_t>();
   s.finished = j.value("finished", false);
@@ -730,10 +734,9 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
       if (pid_step) {
         st.pid_sum += ebops.item<double>();
         if (++st.pid_count == t.beta.pid.interval_steps) {
-          // epochs since the controller engaged (the start of the target ramp)
-          const double since = static_cast<double>(st.global_step) / steps_per_epoch -
-                               static_cast<double>(t.beta.pid.warmup_epochs);
-          pid.update(st.pid_sum / static_cast<double>(st.pid_count), since);
+          // training time in epochs: the target ramp runs from the first update's
+          pid.update(st.pid_sum / static_cast<double>(st.pid_count),
+                     static_cast<double>(st.global_step) / steps_per_epoch);
           st.pid_sum = 0;
           st.pid_count = 0;
         }
@@ -764,7 +767,7 @@ TrainResult train_model(model::HGQModel& model, const config::RunConfig& config,
     result.history.push_back(m);
     // Once per epoch (interval_steps 0): the next epoch's beta from this epoch's EBOPs.
     if (pid_mode && t.beta.pid.interval_steps == 0 && epoch + 1 >= t.beta.pid.warmup_epochs)
-      pid.update(m.ebops, static_cast<double>(epoch + 1 - t.beta.pid.warmup_epochs));
+      pid.update(m.ebops, static_cast<double>(epoch + 1));
 
     util::append_line(metrics_path, metrics_line(m));
     if (!options.quiet) {

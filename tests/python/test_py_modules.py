@@ -259,16 +259,27 @@ def test_qlutdense_layer_composes_trains_and_emulates_bit_exactly():
     assert lut.tables.quantizers["input"].f.shape == (6, 4)
     assert lut.spec["units"] == 4 and lut.spec["hidden"] == 8
     head = hgqt.nn.QDense(4, 3)
+    x = torch.randn(64, 6)
+    lut.eval()
+    head.eval()
+    expected = head(lut(x))
     model = hgqt.Sequential(lut, head)
     assert list(model.layers) == ["h_in", "h_col", "h_fanout", "h_tables", "h_sum", "h", "dense_1"]
     assert model["h_tables"] is lut.tables  # the caller's layers are the model's
-    x = torch.randn(64, 6)
     model.eval()
-    assert torch.equal(model(x), head(lut(x)))
-    # after another layer the block has no input quantize layer of its own
+    assert torch.equal(model(x), expected)
+    with pytest.raises(RuntimeError, match="part of an hgqt.Sequential"):
+        lut(x)  # its values live in the model now
+    # after another layer the block has no input quantize layer of its own; unnamed blocks are
+    # named by position
     inner = hgqt.Sequential(hgqt.nn.QDense(6, 5, activation="relu"),
-                            hgqt.nn.QLutDense(5, 3, name="t", hidden_layers=0))
-    assert list(inner.layers) == ["dense_0", "t_col", "t_fanout", "t_tables", "t_sum", "t"]
+                            hgqt.nn.QLutDense(5, 3, hidden_layers=0), hgqt.nn.QLutDense(3, 2))
+    assert list(inner.layers) == ["dense_0", "lut_dense_1_col", "lut_dense_1_fanout",
+                                  "lut_dense_1_tables", "lut_dense_1_sum", "lut_dense_1",
+                                  "lut_dense_2_col", "lut_dense_2_fanout", "lut_dense_2_tables",
+                                  "lut_dense_2_sum", "lut_dense_2"]
+    with pytest.raises(ValueError, match=r"built for input \[7\], but gets \[5\]"):
+        hgqt.Sequential(hgqt.nn.QDense(6, 5), hgqt.nn.QLutDense(7, 3))
     # one step moves both quantizers of the connections
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -86,24 +86,24 @@ TEST(BetaPID, RestoredStateContinuesIdentically) {
   EXPECT_DOUBLE_EQ(a.update(90), b.update(90));
 }
 
-// ramp_epochs 4, target 100: the first update (EBOPs 10^4) starts the ramp there; the target
-// falls geometrically, 10^(4 - t/2), to 100 at t = 4 and stays. p = 1, i = 0.5, init 1e-4: the
-// first update sees e = 0 (integral -8, returns 1e-4); at t = 2 the target is 1000, EBOPs 10^4
-// give e = 1: integral -7, out 1 - 3.5; at t = 6, EBOPs 1000 against 100: e = 1, integral -6,
-// out 1 - 3.
+// ramp_epochs 4, target 100: the first update (EBOPs 10^4, at training time 3) starts the ramp
+// there; `since` epochs later the target is 10^(4 - since/2), 100 from since = 4 on. p = 1,
+// i = 0.5, init 1e-4: the first update sees e = 0 (integral -8, returns 1e-4); at time 5 (since
+// 2) the target is 1000, EBOPs 10^4 give e = 1: integral -7, out 1 - 3.5; at time 9, EBOPs 1000
+// against 100: e = 1, integral -6, out 1 - 3.
 TEST(BetaPID, TargetRampsFromTheFirstEbopsToTheTarget) {
   auto s = spec(1.0, 0.5, 0.0, 1e-4);
   s.ramp_epochs = 4;
   train::BetaPID pid(s);
-  EXPECT_DOUBLE_EQ(pid.target_at(1.0), 100);  // before the first update: no start yet
-  EXPECT_DOUBLE_EQ(pid.update(1e4, 0.0), 1e-4);
+  EXPECT_DOUBLE_EQ(pid.target_at(1.0), 100);     // before the first update: no start yet
+  EXPECT_DOUBLE_EQ(pid.update(1e4, 3.0), 1e-4);  // t is training time: the ramp starts at 3
   EXPECT_NEAR(pid.state().integral, -8.0, 1e-12);
   EXPECT_NEAR(pid.target_at(0.0), 1e4, 1e-9);
   EXPECT_NEAR(pid.target_at(2.0), 1e3, 1e-9);
   EXPECT_NEAR(pid.target_at(4.0), 100, 1e-9);
   EXPECT_NEAR(pid.target_at(9.0), 100, 1e-9);
-  EXPECT_NEAR(std::log10(pid.update(1e4, 2.0)), -2.5, 1e-12);
-  EXPECT_NEAR(std::log10(pid.update(1e3, 6.0)), -2.0, 1e-12);
+  EXPECT_NEAR(std::log10(pid.update(1e4, 5.0)), -2.5, 1e-12);
+  EXPECT_NEAR(std::log10(pid.update(1e3, 9.0)), -2.0, 1e-12);
   // a model that starts below the target is held at the target
   train::BetaPID low(s);
   low.update(50, 0.0);

@@ -28,14 +28,16 @@ class BetaPID {
     double previous_error = 0;
     int64_t updates = 0;
     double start_ebops = 0;  ///< the EBOPs of the first update (the start of the target ramp)
+    double start_time = 0;   ///< the `t` of the first update (0 when it had none)
   };
 
   explicit BetaPID(const config::BetaPIDSpec& spec) : spec_(spec) { state_.beta = spec.init; }
-  /// Feeds one EBOPs measurement, taken `t` epochs after the first update, and returns the new
-  /// beta. Without `t` the target is target_ebops (no ramp).
+  /// Feeds one EBOPs measurement taken at training time `t` (epochs, any origin: the ramp runs
+  /// from the `t` of the first update) and returns the new beta. Without `t` the target is
+  /// target_ebops (no ramp).
   double update(double ebops, double t = INFINITY);
-  /// The controller's target `t` epochs after its first update.
-  double target_at(double t) const;
+  /// The controller's target `since` epochs after its first update.
+  double target_at(double since) const;
   double beta() const { return state_.beta; }
   const State& state() const { return state_; }
   void restore(const State& s) { state_ = s; }
