@@ -49,6 +49,7 @@ struct StepOptions {
 inline bool parse_step_options(int argc, char** argv, StepOptions& o,
                                const std::function<bool(const std::string&, const char*)>& own,
                                const std::vector<std::string>& switches = {}) {
+  const bool takes_batch = o.batch > 0;
   for (int a = 1; a < argc; ++a) {
     const std::string flag = argv[a];
     if (std::find(switches.begin(), switches.end(), flag) != switches.end()) {
@@ -61,7 +62,7 @@ inline bool parse_step_options(int argc, char** argv, StepOptions& o,
         o.threads = std::atoi(value);
       else if (flag == "--seconds")
         o.seconds = std::atof(value);
-      else if (flag == "--batch" && o.batch > 0)
+      else if (flag == "--batch" && takes_batch)
         o.batch = std::atoll(value);
       else if (!own(flag, value)) {
         std::fprintf(stderr, "unknown option %s\n", flag.c_str());
@@ -72,7 +73,7 @@ inline bool parse_step_options(int argc, char** argv, StepOptions& o,
     std::fprintf(stderr, "unknown option or missing value: %s\n", flag.c_str());
     return false;
   }
-  if (o.rounds < 1 || o.threads < 1 || !(o.seconds > 0) || o.batch < 0) {
+  if (o.rounds < 1 || o.threads < 1 || !(o.seconds > 0) || (takes_batch && o.batch < 1)) {
     std::fprintf(stderr,
                  "--rounds, --threads and --batch must be positive integers and "
                  "--seconds a positive number\n");

@@ -128,6 +128,16 @@ TASKS = {
 RECIPE = {"weight": {"b": 4, "i": 1}}
 
 
+# The families, in table order, with their plot style; RATIOS: whose smallest model within 1
+# point of near-float is set against uniform 8-bit.
+FAMILIES = {"near-float": "k*", "uniform": "s-", "HGQ": "o-", "HGQ, PID": "D",
+            "HGQ, PID without target ramp": "x", "HGQ, beta held, weights from b 8": "v--",
+            "HGQ, old recipe": "o:", "HGQ-LUT": "^-"}
+RATIOS = {"HGQ": ("HGQ", "HGQ, PID"),
+          "HGQ, beta held, weights from b 8": ("HGQ, beta held, weights from b 8",),
+          "HGQ, old recipe": ("HGQ, old recipe",)}
+
+
 def methods(task):
     t = TASKS[task]
     out = [("float", "near-float", "dense", NEAR_FLOAT, 0)]
@@ -245,7 +255,7 @@ def beta_text(beta):
             "pid0": f"PID, target {value:.2g}, ramp_epochs 0"}[kind]
 
 
-def ratio(rows, families=("HGQ", "HGQ, PID")):
+def ratio(rows, families):
     near = [r for r in rows if r["family"] == "near-float"]
     u8 = [r for r in rows if r["method"] == "uniform8"]
     hgq = [r for r in rows if r["family"] in families]
@@ -260,8 +270,7 @@ def ratio(rows, families=("HGQ", "HGQ, PID")):
 
 
 def report(args, task, rows):
-    order = ["near-float", "uniform", "HGQ", "HGQ, PID", "HGQ, PID without target ramp",
-             "HGQ, beta held, weights from b 8", "HGQ, old recipe", "HGQ-LUT"]
+    order = list(FAMILIES)
     rows = sorted(rows, key=lambda r: (order.index(r["family"]), -r["ebops_exact"]))
     lines = [f"{TASKS[task]['title']}, {args.epochs} epochs each (last epoch, traced; accuracy "
              "from the integer emulator on the test set)", "",
@@ -270,11 +279,8 @@ def report(args, task, rows):
     for r in rows:
         lines.append(f"| {r['method']} | {r['family']} | {r['beta']} | {100 * r['accuracy']:.2f}% | "
                      f"{r['ebops_exact']:,} | {r['ebops_training']:,} | {r['train_seconds']:.0f} |")
-    q = ratio(rows)
-    for label, fams in (("HGQ", ("HGQ", "HGQ, PID")),
-                        ("HGQ, beta held, weights from b 8", ("HGQ, beta held, weights from b 8",)),
-                        ("HGQ, old recipe", ("HGQ, old recipe",))):
-        qq = ratio(rows, fams)
+    ratios = {label: ratio(rows, fams) for label, fams in RATIOS.items()}
+    for label, qq in ratios.items():
         if not qq:
             continue
         lines.append("")
@@ -292,7 +298,8 @@ def report(args, task, rows):
     with open(os.path.join(args.out, "front.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "front.json"), "w") as f:
-        json.dump({"task": task, "epochs": args.epochs, "rows": rows, "ratio": q}, f, indent=1)
+        json.dump({"task": task, "epochs": args.epochs, "rows": rows, "ratio": ratios["HGQ"],
+                   "ratios": ratios}, f, indent=1)
     print(text)
     try:
         import matplotlib
@@ -302,15 +309,12 @@ def report(args, task, rows):
         print("bench_front: matplotlib is missing, no PNG", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"near-float": "k*", "uniform": "s-", "HGQ": "o-", "HGQ, old recipe": "o:",
-              "HGQ, beta held, weights from b 8": "v--",
-              "HGQ, PID": "D", "HGQ, PID without target ramp": "x", "HGQ-LUT": "^-"}
-    for fam in styles:
+    for fam, style in FAMILIES.items():
         pts = sorted((r["ebops_exact"], 100 * r["accuracy"], r["method"]) for r in rows
                      if r["family"] == fam)
         if not pts:
             continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[fam], label=fam, markersize=7)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=fam, markersize=7)
         for x, y, n in pts:
             if fam == "uniform":
                 ax.annotate(n.replace("uniform", "") + "-bit", (x, y), textcoords="offset points",

@@ -64,6 +64,17 @@ hgqt::testing::RandomArchiveOptions graph_options(uint64_t seed) {
   return o;
 }
 
+/// Random graphs of `kind` from seeds 1 and 2, named `<prefix>_s<seed>`, inputs from seed
+/// `input_seed + seed`.
+std::vector<Case> two_seed_cases(GraphKind kind, const std::string& prefix, uint64_t input_seed) {
+  std::vector<Case> cases;
+  for (uint64_t seed : {1, 2})
+    cases.push_back({prefix + "_s" + std::to_string(seed),
+                     hgqt::testing::random_graph_archive(kind, graph_options(seed)),
+                     input_seed + seed});
+  return cases;
+}
+
 // ----------------------------------------------------------- hand-made layers for the tests
 struct Rng {
   std::mt19937_64 rng;
@@ -182,11 +193,7 @@ TEST(HlsGraph, ModeAndPerTensorVariantsBitExact) {
 // Linformer (attention whose keys and values are projected along the particle axis by
 // einsum_dense phd,pj->jhd, a linear layer over a learned [6, 3] kernel): two seeds.
 TEST(HlsGraph, LinformerBitExact) {
-  std::vector<Case> cases;
-  for (uint64_t seed : {1, 2})
-    cases.push_back({"linformer_s" + std::to_string(seed),
-                     hgqt::testing::random_graph_archive(GraphKind::Linformer, graph_options(seed)),
-                     650 + seed});
+  const std::vector<Case> cases = two_seed_cases(GraphKind::Linformer, "linformer", 650);
   const auto dirs = check_cases(cases);
   const std::string cpp = read_text(dirs[0] / "firmware" / "linformer_s1.cpp");
   EXPECT_NE(cpp.find("_einsum_dense("), std::string::npos);
@@ -196,11 +203,7 @@ TEST(HlsGraph, LinformerBitExact) {
 // LutDense (what a lut_dense block exports: a learned table per connection, one of them pruned,
 // two identical, summed over the inputs): two seeds. The identical tables are written once.
 TEST(HlsGraph, LutDenseBitExact) {
-  std::vector<Case> cases;
-  for (uint64_t seed : {1, 2})
-    cases.push_back({"lut_dense_s" + std::to_string(seed),
-                     hgqt::testing::random_graph_archive(GraphKind::LutDense, graph_options(seed)),
-                     660 + seed});
+  const std::vector<Case> cases = two_seed_cases(GraphKind::LutDense, "lut_dense", 660);
   const auto dirs = check_cases(cases);
   for (size_t c = 0; c < cases.size(); ++c) {
     const std::string tables = read_text(dirs[c] / "firmware" / "weights" / "lut3.h");
@@ -218,11 +221,7 @@ TEST(HlsGraph, LutDenseBitExact) {
 // and one with RND / WRAP only. Each lut element reads a table indexed by its quantized input's
 // bits; identical tables are written once.
 TEST(HlsGraph, LutBitExact) {
-  std::vector<Case> cases;
-  for (uint64_t seed : {1, 2})
-    cases.push_back({"lut_s" + std::to_string(seed),
-                     hgqt::testing::random_graph_archive(GraphKind::Lut, graph_options(seed)),
-                     600 + seed});
+  std::vector<Case> cases = two_seed_cases(GraphKind::Lut, "lut", 600);
   auto o = graph_options(3);
   o.mixed_modes = false;
   cases.push_back({"lut_rnd_wrap", hgqt::testing::random_graph_archive(GraphKind::Lut, o), 610});
